@@ -1,0 +1,26 @@
+package devreg
+
+import "time"
+
+// BatchStatus says whether a batch's devices may authenticate.
+type BatchStatus = DeviceStatus
+
+// Batch is a manufacturing lot: the devices one registration request created or replaced.
+type Batch struct {
+	ID             string      `json:"id"`
+	DeviceTypeID   string      `json:"device_type_id"`
+	CreatedAt      time.Time   `json:"created_at"`
+	CreatedBy      string      `json:"created_by"`
+	Source         Source      `json:"source"`
+	Filename       string      `json:"filename"`
+	DeviceCount    int64       `json:"device_count"`
+	ConnectedCount int64       `json:"connected_count"`
+	Status         BatchStatus `json:"status"`
+}
+
+// BatchFilter selects batches of one account, newest first.
+type BatchFilter struct {
+	DeviceTypeID string
+	Limit        int
+	Before       int64 // keyset cursor: batches with a sequence number below this one
+}

@@ -1,0 +1,230 @@
+// Package bulkfile reads the bulk upload file format: a CSV file of device IDs and secrets as
+// alternating fields, in which line breaks only separate fields. It streams, so a file of a million
+// devices is never held in memory, and it keeps line numbers for every entry it yields.
+package bulkfile
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"devreg"
+)
+
+// Reader yields the device entries of a bulk upload file. Entries the format itself makes invalid
+// (an empty field, a stray quote, an ID without a secret) come with their Problem set; an
+// unterminated quote ends the file. Reader implements devreg.EntrySource.
+type Reader struct {
+	r     *bufio.Reader
+	line  int // line of the next byte
+	index int // index of the next entry
+	done  bool
+	buf   []byte
+}
+
+// NewReader returns a Reader reading from r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), line: 1}
+}
+
+// field is one field of the file.
+type field struct {
+	value   string
+	line    int
+	problem string
+	fatal   bool // the file cannot be read past this field
+}
+
+// Next returns the next entry, or io.EOF after the last one.
+func (r *Reader) Next() (devreg.DeviceEntry, error) {
+	if r.done {
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	if r.index == 0 && r.line == 1 {
+		if err := r.skipBOM(); err != nil {
+			return devreg.DeviceEntry{}, err
+		}
+	}
+	id, err := r.field()
+	if err != nil {
+		return devreg.DeviceEntry{}, err
+	}
+	if id == nil {
+		r.done = true
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	e := devreg.DeviceEntry{Index: r.index, Line: id.line, DeviceID: id.value}
+	r.index++
+	if id.problem != "" {
+		e.Problem = id.problem
+		if id.fatal {
+			r.done = true
+			return e, nil
+		}
+	}
+	secret, err := r.field()
+	if err != nil {
+		return devreg.DeviceEntry{}, err
+	}
+	switch {
+	case secret == nil:
+		r.done = true
+		if e.Problem == "" {
+			e.Problem = "device ID has no secret after it (the file has an odd number of fields)"
+		}
+	case secret.problem != "":
+		if e.Problem == "" {
+			e.Problem, e.Line = secret.problem, secret.line
+		}
+		r.done = secret.fatal
+	case e.Problem == "":
+		e.Secret = secret.value
+	}
+	return e, nil
+}
+
+func (r *Reader) skipBOM() error {
+	b, err := r.r.Peek(3)
+	if err == nil && string(b) == "\xef\xbb\xbf" {
+		_, err = r.r.Discard(3)
+		return err
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// field returns the next field, or nil at the end of the file.
+func (r *Reader) field() (*field, error) {
+	for {
+		c, err := r.readByte()
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch c {
+		case ' ', '\t':
+			continue
+		case '\n':
+			// Blank line, or the line break after a trailing comma: neither starts a field.
+			r.line++
+			continue
+		case '\r':
+			if next, _ := r.r.Peek(1); len(next) == 1 && next[0] == '\n' {
+				continue // the '\n' counts the line
+			}
+			return r.unquoted(c)
+		case ',':
+			return &field{line: r.line, problem: "empty field (two commas with nothing between them)"}, nil
+		case '"':
+			return r.quoted()
+		default:
+			return r.unquoted(c)
+		}
+	}
+}
+
+// unquoted reads a field that starts with first and ends at a comma, a line break or the end.
+func (r *Reader) unquoted(first byte) (*field, error) {
+	f := &field{line: r.line}
+	r.buf = append(r.buf[:0], first)
+	for {
+		c, err := r.readByte()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c == ',' {
+			break
+		}
+		if c == '\n' {
+			r.line++
+			break
+		}
+		if c == '\r' {
+			if next, _ := r.r.Peek(1); len(next) == 1 && next[0] == '\n' {
+				continue
+			}
+		}
+		if c == '"' && f.problem == "" {
+			f.problem = "field contains a double quote; wrap the whole field in double quotes and write the quote as \"\""
+		}
+		r.buf = append(r.buf, c)
+	}
+	end := len(r.buf)
+	for end > 0 && (r.buf[end-1] == ' ' || r.buf[end-1] == '\t') {
+		end--
+	}
+	f.value = string(r.buf[:end])
+	return f, nil
+}
+
+// quoted reads a field after its opening quote, RFC 4180 style.
+func (r *Reader) quoted() (*field, error) {
+	f := &field{line: r.line}
+	r.buf = r.buf[:0]
+	for {
+		c, err := r.readByte()
+		if errors.Is(err, io.EOF) {
+			f.problem = fmt.Sprintf("unterminated quote: the field opened on line %d has no closing double quote", f.line)
+			f.fatal = true
+			return f, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c == '\n' {
+			r.line++
+		}
+		if c != '"' {
+			r.buf = append(r.buf, c)
+			continue
+		}
+		next, _ := r.r.Peek(1)
+		if len(next) == 1 && next[0] == '"' {
+			r.r.Discard(1)
+			r.buf = append(r.buf, '"')
+			continue
+		}
+		break
+	}
+	f.value = string(r.buf)
+	if f.value == "" {
+		f.problem = "empty field (\"\")"
+	}
+	// After the closing quote only spaces or tabs may come before the separator.
+	for {
+		c, err := r.readByte()
+		if errors.Is(err, io.EOF) {
+			return f, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch c {
+		case ' ', '\t':
+		case ',':
+			return f, nil
+		case '\n':
+			r.line++
+			return f, nil
+		case '\r':
+			if next, _ := r.r.Peek(1); len(next) == 1 && next[0] == '\n' {
+				continue
+			}
+			fallthrough
+		default:
+			if f.problem == "" {
+				f.problem = fmt.Sprintf("unexpected %q after the closing double quote", c)
+			}
+		}
+	}
+}
+
+func (r *Reader) readByte() (byte, error) { return r.r.ReadByte() }

@@ -1,0 +1,96 @@
+package devreg
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// DeviceStatus says whether a device may authenticate.
+type DeviceStatus string
+
+// The device statuses.
+const (
+	StatusEnabled  DeviceStatus = "enabled"
+	StatusDisabled DeviceStatus = "disabled"
+)
+
+// Valid reports whether s is a known status.
+func (s DeviceStatus) Valid() bool { return s == StatusEnabled || s == StatusDisabled }
+
+// Device is a registered device. It never carries its secret; the keyed hash stays in the store.
+type Device struct {
+	DeviceID        string          `json:"device_id"`
+	DeviceTypeID    string          `json:"device_type_id"`
+	Status          DeviceStatus    `json:"status"`
+	BatchID         string          `json:"batch_id"`
+	CreatedAt       time.Time       `json:"created_at"`
+	LastSeenAt      *time.Time      `json:"last_seen_at"`
+	FirmwareVersion *string         `json:"firmware_version"`
+	ReportedStatus  json.RawMessage `json:"reported_status"`
+}
+
+// DeviceFilter selects devices of one account. Empty fields do not filter.
+type DeviceFilter struct {
+	DeviceTypeID string
+	BatchID      string
+	Prefix       string
+	Status       DeviceStatus
+	Connected    *bool
+	Limit        int
+	After        string // keyset cursor: list device IDs greater than this one
+}
+
+// Listing limits.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// OnConflict says what a registration does with a device ID that is already registered with a
+// different secret or under another device type.
+type OnConflict string
+
+// The conflict policies.
+const (
+	ConflictFail    OnConflict = "fail"
+	ConflictSkip    OnConflict = "skip"
+	ConflictReplace OnConflict = "replace"
+)
+
+// Valid reports whether o is a known policy.
+func (o OnConflict) Valid() bool {
+	return o == ConflictFail || o == ConflictSkip || o == ConflictReplace
+}
+
+// DeviceEntry is one device of a registration request as it arrives: an ID, its secret, and where
+// it stood in the request. Problem is set by a parser that already found the entry malformed.
+type DeviceEntry struct {
+	Index    int
+	Line     int // 1-based line of a CSV body; 0 for JSON
+	DeviceID string
+	Secret   string
+	Problem  string
+}
+
+// EntrySource yields the entries of a registration request one at a time, so that a request of a
+// million devices need not be held in memory. Next returns io.EOF after the last entry.
+type EntrySource interface {
+	Next() (DeviceEntry, error)
+}
+
+// RegisterOptions are the knobs of one registration request.
+type RegisterOptions struct {
+	OnConflict OnConflict
+	DryRun     bool
+	Filename   string
+}
+
+// RegisterResult counts what a registration did (or, in a dry run, would do).
+type RegisterResult struct {
+	BatchID   string `json:"batch_id"`
+	Created   int64  `json:"created"`
+	Unchanged int64  `json:"unchanged"`
+	Replaced  int64  `json:"replaced"`
+	Skipped   int64  `json:"skipped"`
+	DryRun    bool   `json:"dry_run,omitempty"`
+}

@@ -1,0 +1,88 @@
+// Package devreg is the domain of the device registration service: accounts, device types,
+// devices, batches and API keys, the errors every layer speaks, and the caller on whose behalf a
+// request runs. Technologies (SQL, HTTP, HTML) live in the adapter packages around it.
+package devreg
+
+import (
+	"context"
+	"time"
+)
+
+// Scope is what an API key or console session may do.
+type Scope string
+
+// The scopes, from most to least powerful.
+const (
+	ScopeAdmin    Scope = "admin"    // everything
+	ScopeRegister Scope = "register" // read, create device types, register devices (no replace, delete, disable, key management)
+	ScopeRead     Scope = "read"     // read only
+)
+
+// Valid reports whether s is one of the known scopes.
+func (s Scope) Valid() bool {
+	return s == ScopeAdmin || s == ScopeRegister || s == ScopeRead
+}
+
+// Allows reports whether a caller with scope s may do what needs scope need.
+func (s Scope) Allows(need Scope) bool {
+	rank := map[Scope]int{ScopeRead: 1, ScopeRegister: 2, ScopeAdmin: 3}
+	return rank[s] >= rank[need] && rank[need] > 0
+}
+
+// Source says through which door a request came in; batches record it.
+type Source string
+
+// The sources of a registration.
+const (
+	SourceAPI     Source = "api"
+	SourceConsole Source = "console"
+)
+
+// Caller is the authenticated principal a request runs for: an API key or a console user.
+type Caller struct {
+	AccountID string
+	Scope     Scope
+	Name      string // the API key's name or the user's email; batches record it as created_by
+	Source    Source
+}
+
+type callerKey struct{}
+
+// NewContextWithCaller returns a copy of ctx that carries c.
+func NewContextWithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFromContext returns the caller carried by ctx, if any.
+func CallerFromContext(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok && c.AccountID != ""
+}
+
+// Account is one manufacturer's space: its device types, devices, keys and users live in it.
+type Account struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// User is a person who logs in to the console of one account.
+type User struct {
+	ID           string
+	AccountID    string
+	Email        string
+	PasswordHash string
+	CreatedAt    time.Time
+}
+
+// APIKey is a credential for the Operations API. The key itself is shown once and stored only hashed.
+type APIKey struct {
+	ID         string     `json:"id"`
+	AccountID  string     `json:"-"`
+	Name       string     `json:"name"`
+	Scope      Scope      `json:"scope"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	Key        string     `json:"key,omitempty"` // set only in the answer that creates it
+	Hash       []byte     `json:"-"`
+}
