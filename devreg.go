@@ -86,3 +86,16 @@ type APIKey struct {
 	Key        string     `json:"key,omitempty"` // set only in the answer that creates it
 	Hash       []byte     `json:"-"`
 }
+
+type requestIDKey struct{}
+
+// NewContextWithRequestID returns a copy of ctx that carries the ID of the request it serves.
+func NewContextWithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestIDFromContext returns the request ID carried by ctx, or "".
+func RequestIDFromContext(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

@@ -86,3 +86,13 @@ func (l *ProblemList) Add(p Problem) {
 		l.Items = append(l.Items, p)
 	}
 }
+
+// ErrorMessageOrText returns the message of an *Error, or the text of any other error: for
+// command-line tools, whose user is the operator who may see internal details.
+func ErrorMessageOrText(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}

@@ -22,7 +22,7 @@ func CheckDeviceID(id string) string {
 		return "device ID is empty"
 	}
 	if n := utf8.RuneCountInString(id); n > MaxDeviceIDLength {
-		return fmt.Sprintf("device ID is %d characters long; at most %d are allowed", n, MaxDeviceIDLength)
+		return fmt.Sprintf("device ID is %s long; at most %d are allowed", characters(n), MaxDeviceIDLength)
 	}
 	for i, r := range id {
 		switch {
@@ -48,7 +48,7 @@ func CheckSecret(secret string, minLength int) string {
 	case secret == "":
 		return "secret is empty"
 	case len(secret) > MaxSecretLength:
-		return fmt.Sprintf("secret is %d characters long; at most %d are allowed", len(secret), MaxSecretLength)
+		return fmt.Sprintf("secret is %s long; at most %d are allowed", characters(len(secret)), MaxSecretLength)
 	}
 	for _, r := range secret {
 		if r < 0x20 || r > 0x7e {
@@ -56,7 +56,7 @@ func CheckSecret(secret string, minLength int) string {
 		}
 	}
 	if len(secret) < min {
-		return fmt.Sprintf("secret is %d characters long; this device type needs at least %d", len(secret), min)
+		return fmt.Sprintf("secret is %s long; this device type needs at least %d", characters(len(secret)), min)
 	}
 	return ""
 }
@@ -78,4 +78,11 @@ func describeRune(r rune) string {
 	default:
 		return fmt.Sprintf("%q", r)
 	}
+}
+
+func characters(n int) string {
+	if n == 1 {
+		return "1 character"
+	}
+	return fmt.Sprintf("%d characters", n)
 }

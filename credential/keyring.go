@@ -11,6 +11,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -69,15 +71,7 @@ func (r *Keyring) Lookup(id string) (Key, bool) {
 // Hash returns the keyed hash of a device secret under key k. The account ID and device ID are part
 // of the input, length-prefixed, so a hash cannot be moved to another row and equal secrets do not show.
 func Hash(k Key, accountID, deviceID, secret string) []byte {
-	m := hmac.New(sha256.New, k.Secret)
-	var n [4]byte
-	for _, s := range []string{accountID, deviceID} {
-		binary.BigEndian.PutUint32(n[:], uint32(len(s)))
-		m.Write(n[:])
-		m.Write([]byte(s))
-	}
-	m.Write([]byte(secret))
-	return m.Sum(nil)
+	return NewHasher(k).Append(nil, accountID, deviceID, secret)
 }
 
 // Verify reports, in constant time, whether secret matches hash made under the key keyID.
@@ -164,4 +158,26 @@ func randomBytes(n int) []byte {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
 	return b
+}
+
+// Hasher makes keyed hashes of device secrets under one key, reusing its state between hashes,
+// which a registration of a million devices notices. A Hasher is not safe for concurrent use.
+type Hasher struct {
+	mac hash.Hash
+	n   [4]byte
+}
+
+// NewHasher returns a Hasher for key k.
+func NewHasher(k Key) *Hasher { return &Hasher{mac: hmac.New(sha256.New, k.Secret)} }
+
+// Append appends the hash that Hash would return to dst.
+func (h *Hasher) Append(dst []byte, accountID, deviceID, secret string) []byte {
+	h.mac.Reset()
+	for _, s := range []string{accountID, deviceID} {
+		binary.BigEndian.PutUint32(h.n[:], uint32(len(s)))
+		h.mac.Write(h.n[:])
+		io.WriteString(h.mac, s)
+	}
+	io.WriteString(h.mac, secret)
+	return h.mac.Sum(dst)
 }

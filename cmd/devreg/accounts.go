@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+
+	"devreg/server"
+)
+
+func (m *Main) createAccount(ctx context.Context, args []string) error {
+	var cfg server.Config
+	fs := m.flagSet("accounts create", "accounts create --name NAME --email EMAIL [--password-stdin] [flags]")
+	name := fs.String("name", "", "the manufacturer's `name` (required)")
+	email := fs.String("email", "", "the owner's `email`, to log in to the console (required)")
+	passwordStdin := fs.Bool("password-stdin", false, "read the owner's password from one line of stdin instead of prompting")
+	m.serverFlags(fs, &cfg)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *email == "" {
+		return usageError{"--name and --email are required"}
+	}
+	password, err := m.readPassword(*passwordStdin)
+	if err != nil {
+		return err
+	}
+	svc, db, err := server.OpenRegistry(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	account, key, err := svc.NewAccount(ctx, *name, *email, password)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		AccountID string `json:"account_id"`
+		Email     string `json:"email"`
+		APIKey    string `json:"api_key"`
+	}{account.ID, strings.ToLower(strings.TrimSpace(*email)), key}
+	return json.NewEncoder(m.Stdout).Encode(out)
+}
+
+// readPassword reads the owner's password: one line of stdin, or twice at a prompt on the terminal.
+func (m *Main) readPassword(fromStdin bool) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(m.Stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return "", fmt.Errorf("--password-stdin: no password on stdin")
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	f, ok := m.Stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", usageError{"stdin is not a terminal; pass the password with --password-stdin"}
+	}
+	var pw [2]string
+	for i, prompt := range []string{"Password for the console: ", "Repeat it: "} {
+		fmt.Fprint(m.Stderr, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(m.Stderr)
+		if err != nil {
+			return "", err
+		}
+		pw[i] = string(b)
+	}
+	if pw[0] != pw[1] {
+		return "", fmt.Errorf("the two passwords differ")
+	}
+	return pw[0], nil
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"devreg/server"
+)
+
+// serverFlags adds the flags that say where the data lives, shared by serve and accounts.
+func (m *Main) serverFlags(fs *flag.FlagSet, cfg *server.Config) {
+	fs.StringVar(&cfg.DataDir, "data", m.env("DEVREG_DATA", "./devreg-data"), "`DIR` of the embedded database and the server keys, created on first start (env DEVREG_DATA)")
+	fs.StringVar(&cfg.Database, "database", m.env("DEVREG_DATABASE", ""), "database `URL`; empty for the embedded SQLite database in the data directory, postgres://... for PostgreSQL (env DEVREG_DATABASE)")
+	cfg.SecretKeyFile = m.Getenv("DEVREG_SECRET_KEY_FILE")
+}
+
+func (m *Main) serve(ctx context.Context, args []string) error {
+	var cfg server.Config
+	fs := m.flagSet("serve", "serve [flags]")
+	fs.StringVar(&cfg.Addr, "addr", m.env("DEVREG_ADDR", "localhost:8080"), "`host:port` to listen on (env DEVREG_ADDR)")
+	m.serverFlags(fs, &cfg)
+	fs.StringVar(&cfg.PublicURL, "public-url", m.env("DEVREG_PUBLIC_URL", ""), "the `URL` clients use, for links and the token issuer; default http:// + --addr (env DEVREG_PUBLIC_URL)")
+	maxBody := fs.String("max-body", m.env("DEVREG_MAX_BODY", "1GiB"), "largest request body; larger ones get 413 (env DEVREG_MAX_BODY)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.MaxBody, err = parseSize(*maxBody); err != nil {
+		return usageError{"--max-body: " + err.Error()}
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + cfg.Addr
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(m.Stderr, nil))
+
+	srv, err := server.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	fmt.Fprintf(m.Stderr, "devreg is serving on %s (API docs: %s/docs)\n", srv.URL(), cfg.PublicURL)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdownCtx)
+}

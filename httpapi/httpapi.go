@@ -1,0 +1,260 @@
+// Package httpapi serves the Operations API under /api/v1: JSON in and out, API-key
+// authentication, the contract's error body, its OpenAPI document and the interactive docs.
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"devreg"
+	"devreg/registry"
+)
+
+//go:embed openapi.yaml
+var openapiYAML []byte
+
+// Spec returns the parsed OpenAPI document of the Operations API.
+func Spec() (*openapi3.T, error) {
+	doc, err := openapi3.NewLoader().LoadFromData(openapiYAML)
+	if err != nil {
+		return nil, fmt.Errorf("load OpenAPI document: %w", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		return nil, fmt.Errorf("OpenAPI document is invalid: %w", err)
+	}
+	return doc, nil
+}
+
+// Handler serves the Operations API.
+type Handler struct {
+	svc      *registry.Service
+	log      *slog.Logger
+	specJSON []byte
+}
+
+// New returns a Handler over svc.
+func New(svc *registry.Service, log *slog.Logger) (*Handler, error) {
+	doc, err := Spec()
+	if err != nil {
+		return nil, err
+	}
+	specJSON, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &Handler{svc: svc, log: log, specJSON: specJSON}, nil
+}
+
+// Register adds the API's routes and the docs to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	route := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, h.authenticated(fn))
+	}
+	route("POST /api/v1/devicetypes", h.createDeviceType)
+	route("GET /api/v1/devicetypes", h.listDeviceTypes)
+	route("GET /api/v1/devicetypes/{id}", h.getDeviceType)
+	route("PATCH /api/v1/devicetypes/{id}", h.updateDeviceType)
+	route("DELETE /api/v1/devicetypes/{id}", h.deleteDeviceType)
+	route("PUT /api/v1/devicetypes/{id}/device_ids", h.registerDevices)
+	route("GET /api/v1/devicetypes/{id}/device_ids", h.listDeviceTypeDevices)
+	route("GET /api/v1/devices", h.listDevices)
+	route("GET /api/v1/devices/{id}", h.getDevice)
+	route("PATCH /api/v1/devices/{id}", h.updateDevice)
+	route("DELETE /api/v1/devices/{id}", h.deleteDevice)
+	route("GET /api/v1/batches", h.listBatches)
+	route("GET /api/v1/batches/{id}", h.getBatch)
+	route("PATCH /api/v1/batches/{id}", h.updateBatch)
+	route("POST /api/v1/apikeys", h.createAPIKey)
+	route("GET /api/v1/apikeys", h.listAPIKeys)
+	route("DELETE /api/v1/apikeys/{id}", h.deleteAPIKey)
+	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)
+	}))
+	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(h.specJSON)
+	})
+	registerDocs(mux)
+}
+
+// wrap turns a handler that returns an error into an http.Handler that renders the error.
+func (h *Handler) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			h.writeError(w, r, err)
+		}
+	})
+}
+
+// authenticated wraps fn so that it runs for the caller whose API key the request carries.
+func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return h.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		auth := r.Header.Get("Authorization")
+		scheme, key, _ := strings.Cut(auth, " ")
+		if auth == "" || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
+			return devreg.Errorf(devreg.EUNAUTHORIZED, "authentication required: send an API key as 'Authorization: Bearer <key>'")
+		}
+		c, err := h.svc.AuthenticateAPIKey(r.Context(), strings.TrimSpace(key))
+		if err != nil {
+			if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
+			}
+			return err
+		}
+		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), c)))
+	})
+}
+
+// statuses maps error codes to HTTP statuses.
+var statuses = map[string]int{
+	devreg.EBADREQUEST:   http.StatusBadRequest,
+	devreg.EUNAUTHORIZED: http.StatusUnauthorized,
+	devreg.EFORBIDDEN:    http.StatusForbidden,
+	devreg.ENOTFOUND:     http.StatusNotFound,
+	devreg.ECONFLICT:     http.StatusConflict,
+	devreg.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	devreg.EUNSUPPORTED:  http.StatusUnsupportedMediaType,
+	devreg.EINVALID:      http.StatusUnprocessableEntity,
+	devreg.EINVALIDROWS:  http.StatusUnprocessableEntity,
+	devreg.ERATELIMITED:  http.StatusTooManyRequests,
+	devreg.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// errorBody is the contract's error body.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Problems     []devreg.Problem `json:"problems,omitempty"`
+	ProblemCount int              `json:"problem_count,omitempty"`
+}
+
+// ErrorBody returns the contract's error body for err, and its HTTP status.
+func ErrorBody(err error) (int, any) {
+	var body errorBody
+	body.Error.Code, body.Error.Message = devreg.ErrorCode(err), devreg.ErrorMessage(err)
+	var e *devreg.Error
+	if errors.As(err, &e) && len(e.Problems) > 0 {
+		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
+	}
+	return statuses[body.Error.Code], body
+}
+
+// WriteError renders err as the contract's JSON error body; internal errors are logged in full
+// and shown as a generic message.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, body := ErrorBody(err)
+	if status == http.StatusInternalServerError {
+		id := devreg.RequestIDFromContext(r.Context())
+		log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		b := body.(errorBody)
+		b.Error.Message = fmt.Sprintf("internal error; it has been logged with request ID %s", id)
+		body = b
+	}
+	writeJSON(w, status, body)
+}
+
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	WriteError(w, r, h.log, err)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// mediaType returns the request body's media type, lower-cased, without parameters.
+func mediaType(r *http.Request) string {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return strings.ToLower(ct)
+	}
+	return mt
+}
+
+// decodeJSON reads a small JSON request body into v, refusing unknown fields.
+func decodeJSON(r *http.Request, v any) error {
+	if mt := mediaType(r); mt != "" && mt != "application/json" {
+		return devreg.Errorf(devreg.EUNSUPPORTED, "send the body as JSON with 'Content-Type: application/json'; it was %q", mt)
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err, dec.InputOffset())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: unexpected data after the object at byte offset %d", dec.InputOffset())
+	}
+	return nil
+}
+
+// jsonError explains a JSON decoding error, with the byte offset where it happened.
+func jsonError(err error, offset int64) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return bodyTooLarge(tooLarge)
+	case errors.As(err, &syntax):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: %s at byte offset %d", syntax.Error(), syntax.Offset)
+	case errors.As(err, &typ):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: field %q must be a %s, not %s (byte offset %d)", typ.Field, typ.Type, typ.Value, typ.Offset)
+	case errors.Is(err, io.EOF):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: it ends early at byte offset %d", offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: %s (byte offset %d)", strings.TrimPrefix(err.Error(), "json: "), offset)
+	default:
+		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)
+	}
+}
+
+func bodyTooLarge(e *http.MaxBytesError) error {
+	return devreg.Errorf(devreg.ETOOLARGE, "request body is larger than this server takes (%d bytes, set by --max-body); split it into several requests", e.Limit)
+}
+
+// queryBool parses an optional boolean query parameter.
+func queryBool(r *http.Request, name string) (*bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return nil, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return nil, devreg.Errorf(devreg.EBADREQUEST, "query parameter %s must be true or false; it is %q", name, v)
+	}
+	return &b, nil
+}
+
+// queryInt parses an optional integer query parameter.
+func queryInt(r *http.Request, name string) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, devreg.Errorf(devreg.EBADREQUEST, "query parameter %s must be a positive whole number; it is %q", name, v)
+	}
+	return n, nil
+}

@@ -1,0 +1,29 @@
+package devreg
+
+import "context"
+
+// RegistrationPlan says what a staged registration is to do when it is applied.
+type RegistrationPlan struct {
+	AccountID    string
+	DeviceTypeID string
+	KeyIDs       []string // the server keys the staged hashes were made with, in order; the last is current
+	OnConflict   OnConflict
+	DryRun       bool
+	Batch        Batch // recorded when the registration creates or replaces at least one device
+}
+
+// RegistrationStage holds the checked entries of one registration request apart from the
+// registry, so that a request can be read in full (however slowly it arrives) before one short
+// write applies it. Stores implement it.
+type RegistrationStage interface {
+	// Add stages one valid entry. hashes holds the secret's keyed hash under each of the plan's
+	// keys, concatenated in the same order.
+	Add(ctx context.Context, index, line int, deviceID string, hashes []byte) error
+	// Duplicates reports every staged entry whose device ID an earlier entry already had.
+	Duplicates(ctx context.Context, problems *ProblemList) error
+	// Apply registers the staged entries as the plan says, atomically. Conflicts under
+	// ConflictFail return an *Error with code ECONFLICT listing them; nothing is written then.
+	Apply(ctx context.Context, plan RegistrationPlan) (RegisterResult, error)
+	// Close discards the stage.
+	Close() error
+}

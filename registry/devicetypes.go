@@ -1,0 +1,94 @@
+package registry
+
+import (
+	"context"
+	"strings"
+
+	"devreg"
+	"devreg/credential"
+)
+
+func checkDeviceType(t devreg.DeviceType) error {
+	if err := checkLength("name", t.Name, 1, 200); err != nil {
+		return err
+	}
+	if err := checkLength("description", t.Description, 0, 2000); err != nil {
+		return err
+	}
+	if t.MinSecretLength < credential.MinSecretLength || t.MinSecretLength > credential.MaxSecretLength {
+		return devreg.Errorf(devreg.EINVALID, "min_secret_length must be between %d and %d; it is %d",
+			credential.MinSecretLength, credential.MaxSecretLength, t.MinSecretLength)
+	}
+	return nil
+}
+
+// CreateDeviceType defines a device type in the caller's account. A MinSecretLength of 0 takes
+// the default minimum.
+func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (devreg.DeviceType, error) {
+	c, err := authorize(ctx, devreg.ScopeRegister)
+	if err != nil {
+		return t, err
+	}
+	t.Name, t.Description = strings.TrimSpace(t.Name), strings.TrimSpace(t.Description)
+	if t.MinSecretLength == 0 {
+		t.MinSecretLength = credential.MinSecretLength
+	}
+	if err := checkDeviceType(t); err != nil {
+		return t, err
+	}
+	t.ID, t.AccountID, t.DeviceCount, t.CreatedAt = credential.RandomID("dt", 16), c.AccountID, 0, s.now()
+	return t, s.store.CreateDeviceType(ctx, t)
+}
+
+// ListDeviceTypes returns the caller's device types by name.
+func (s *Service) ListDeviceTypes(ctx context.Context) ([]devreg.DeviceType, error) {
+	c, err := authorize(ctx, devreg.ScopeRead)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.ListDeviceTypes(ctx, c.AccountID)
+}
+
+// DeviceType returns one of the caller's device types.
+func (s *Service) DeviceType(ctx context.Context, id string) (devreg.DeviceType, error) {
+	c, err := authorize(ctx, devreg.ScopeRead)
+	if err != nil {
+		return devreg.DeviceType{}, err
+	}
+	return s.store.DeviceType(ctx, c.AccountID, id)
+}
+
+// UpdateDeviceType changes a device type. A new minimum secret length applies to new
+// registrations only.
+func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.DeviceTypeUpdate) (devreg.DeviceType, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.DeviceType{}, err
+	}
+	t, err := s.store.DeviceType(ctx, c.AccountID, id)
+	if err != nil {
+		return t, err
+	}
+	if upd.Name != nil {
+		t.Name = strings.TrimSpace(*upd.Name)
+	}
+	if upd.Description != nil {
+		t.Description = strings.TrimSpace(*upd.Description)
+	}
+	if upd.MinSecretLength != nil {
+		t.MinSecretLength = *upd.MinSecretLength
+	}
+	if err := checkDeviceType(t); err != nil {
+		return t, err
+	}
+	return t, s.store.UpdateDeviceType(ctx, t)
+}
+
+// DeleteDeviceType removes a device type that has no devices.
+func (s *Service) DeleteDeviceType(ctx context.Context, id string) error {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return err
+	}
+	return s.store.DeleteDeviceType(ctx, c.AccountID, id)
+}

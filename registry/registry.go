@@ -1,0 +1,105 @@
+// Package registry is devreg's service: every use case (define device types, register a batch,
+// list and manage devices, lots and keys) over a store. Which account a request may touch and what
+// its key's scope allows is decided here, once, for every adapter.
+package registry
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// Store is what the registry needs from a database.
+type Store interface {
+	CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error
+	UserByEmail(ctx context.Context, email string) (devreg.User, error)
+
+	CreateAPIKey(ctx context.Context, k devreg.APIKey) error
+	APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error)
+	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+	ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey, error)
+	DeleteAPIKey(ctx context.Context, accountID, id string) error
+
+	CreateDeviceType(ctx context.Context, t devreg.DeviceType) error
+	ListDeviceTypes(ctx context.Context, accountID string) ([]devreg.DeviceType, error)
+	DeviceType(ctx context.Context, accountID, id string) (devreg.DeviceType, error)
+	UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error
+	DeleteDeviceType(ctx context.Context, accountID, id string) error
+
+	NewStage(ctx context.Context) (devreg.RegistrationStage, error)
+	ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error)
+	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
+	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
+	DeleteDevice(ctx context.Context, accountID, deviceID string) error
+
+	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
+	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)
+	SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error
+}
+
+// Service carries out devreg's use cases for the caller found in each request's context.
+type Service struct {
+	store Store
+	keys  *credential.Keyring
+	// Now tells the time; tests replace it.
+	Now func() time.Time
+}
+
+// New returns a Service over store that hashes secrets with keys.
+func New(store Store, keys *credential.Keyring) *Service {
+	return &Service{store: store, keys: keys, Now: func() time.Time { return time.Now().UTC() }}
+}
+
+// authorize returns the caller of ctx if its scope allows what needs scope need.
+func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
+	c, ok := devreg.CallerFromContext(ctx)
+	if !ok {
+		return c, devreg.Errorf(devreg.EUNAUTHORIZED, "authentication required: send an API key as 'Authorization: Bearer <key>'")
+	}
+	if !c.Scope.Allows(need) {
+		return c, devreg.Errorf(devreg.EFORBIDDEN, "this needs an API key with scope %q or higher; this key has scope %q", need, c.Scope)
+	}
+	return c, nil
+}
+
+func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
+
+// encodeCursor makes an opaque, URL-safe cursor of a position.
+func encodeCursor(pos string) string { return base64.RawURLEncoding.EncodeToString([]byte(pos)) }
+
+func decodeCursor(cursor string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || len(b) == 0 {
+		return "", devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
+	}
+	return string(b), nil
+}
+
+func pageSize(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return devreg.DefaultPageSize, nil
+	case limit < 0:
+		return 0, devreg.Errorf(devreg.EBADREQUEST, "limit must be positive")
+	default:
+		return min(limit, devreg.MaxPageSize), nil
+	}
+}
+
+func checkLength(field, value string, min, max int) error {
+	if n := len([]rune(value)); n < min || n > max {
+		if min > 0 && n == 0 {
+			return devreg.Errorf(devreg.EINVALID, "%s is required", field)
+		}
+		return devreg.Errorf(devreg.EINVALID, "%s must be %d to %d characters long; it has %d", field, min, max, n)
+	}
+	return nil
+}
+
+func fmtScopes() string {
+	return fmt.Sprintf("%q, %q or %q", devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead)
+}

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/httpapi"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devreg_http_requests_total", Help: "HTTP requests answered, by route and status.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "devreg_http_request_duration_seconds", Help: "Time to answer HTTP requests, by route.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60},
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// statusWriter remembers the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware gives every request an ID, a body limit, panic recovery, one access-log record and
+// its metrics. Only the path is logged, never the query string or headers, which may hold credentials.
+func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := credential.RandomString(16)
+		w.Header().Set("X-Request-ID", id)
+		r = r.WithContext(devreg.NewContextWithRequestID(r.Context(), id))
+		sw := &statusWriter{ResponseWriter: w}
+		if r.ContentLength > s.cfg.MaxBody {
+			httpapi.WriteError(sw, r, s.log, devreg.Errorf(devreg.ETOOLARGE,
+				"request body is larger than this server takes (%d bytes, set by --max-body); split it into several requests", s.cfg.MaxBody))
+		} else {
+			r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBody)
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						if p == http.ErrAbortHandler {
+							panic(p)
+						}
+						s.log.Error("panic", "request_id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+						if sw.status == 0 {
+							httpapi.WriteError(sw, r, s.log, fmt.Errorf("panic: %v", p))
+						}
+					}
+				}()
+				next.ServeHTTP(sw, r)
+			}()
+		}
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		elapsed := time.Since(start)
+		m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+		s.log.Info("request", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status,
+			"bytes", sw.bytes, "duration_ms", elapsed.Milliseconds(), "remote", r.RemoteAddr)
+	})
+}

@@ -1,0 +1,175 @@
+// Package server wires devreg together: it opens the store and the server keys, mounts the
+// Operations API, the docs, /healthz and /metrics on one mux behind the common middleware
+// (request IDs, access log, panic recovery, body limit), and runs and stops the HTTP server.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"devreg/credential"
+	"devreg/httpapi"
+	"devreg/registry"
+	"devreg/store"
+)
+
+// Config is everything a server is configured with.
+type Config struct {
+	Addr          string // listen address, host:port
+	DataDir       string // where the embedded database and the server keys live
+	Database      string // database URL; "" for the embedded SQLite database in DataDir
+	PublicURL     string // the address clients use; "" for http:// + Addr
+	MaxBody       int64  // largest request body in bytes
+	SecretKeyFile string // the secret-hashing key file; "" for secret.keys in DataDir
+	Logger        *slog.Logger
+}
+
+// DefaultMaxBody is the default request body limit: 1 GiB.
+const DefaultMaxBody = 1 << 30
+
+// DatabaseURL returns the database the config selects.
+func (c Config) DatabaseURL() string {
+	if c.Database != "" {
+		return c.Database
+	}
+	return "sqlite:" + filepath.Join(c.DataDir, "devreg.db")
+}
+
+// KeyFile returns the path of the secret-hashing key file.
+func (c Config) KeyFile() string {
+	if c.SecretKeyFile != "" {
+		return c.SecretKeyFile
+	}
+	return filepath.Join(c.DataDir, "secret.keys")
+}
+
+// OpenRegistry opens the data directory, the key file and the store, and returns the registry
+// service over them and the store, which the caller closes.
+func OpenRegistry(ctx context.Context, cfg Config) (*registry.Service, *store.DB, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data directory: %w", err)
+	}
+	keys, err := credential.LoadOrCreateKeyring(cfg.KeyFile())
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL())
+	if err != nil {
+		return nil, nil, err
+	}
+	return registry.New(db, keys), db, nil
+}
+
+// Server is a running devreg service.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	db      *store.DB
+	Service *registry.Service
+	http    *http.Server
+	ln      net.Listener
+}
+
+// Open prepares a server: it opens the data directory, keys and database, and listens on
+// cfg.Addr. Serve then answers requests.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	svc, db, err := OpenRegistry(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc}
+	handler, err := s.handler()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.ln = ln
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// URL returns the address the server listens on, as an http URL.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// PublicURL returns the address clients use.
+func (s *Server) PublicURL() string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	return s.URL()
+}
+
+// Serve answers requests until Shutdown.
+func (s *Server) Serve() error {
+	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir)
+	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests, waits for those in flight (until ctx ends) and closes the
+// database.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Server) handler() (http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg)
+
+	mux := http.NewServeMux()
+	api, err := httpapi.New(s.Service, s.log)
+	if err != nil {
+		return nil, err
+	}
+	api.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.db.Ping(ctx); err != nil {
+			s.log.Error("health check failed", "err", err)
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/docs", http.StatusFound)
+	})
+	return s.middleware(mux, m), nil
+}

@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"devreg"
+)
+
+// CreateAccount stores a new account with its owner and first API key, all or nothing.
+func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)`,
+			a.ID, a.Name, micros(a.CreatedAt)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, account_id, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
+			u.ID, u.AccountID, u.Email, u.PasswordHash, micros(u.CreatedAt)); err != nil {
+			if isUniqueViolation(err) {
+				return devreg.Errorf(devreg.ECONFLICT, "a user with email %s already exists", u.Email)
+			}
+			return err
+		}
+		return insertAPIKey(ctx, tx, k)
+	})
+}
+
+// UserByEmail returns the user with the given email.
+func (s *DB) UserByEmail(ctx context.Context, email string) (devreg.User, error) {
+	var u devreg.User
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, account_id, email, password_hash, created_at FROM users WHERE email = ?`, email).
+		Scan(&u.ID, &u.AccountID, &u.Email, &u.PasswordHash, &created)
+	u.CreatedAt = fromMicros(created)
+	return u, notFound(err, "no user with email %s", email)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertAPIKey(ctx context.Context, db execer, k devreg.APIKey) error {
+	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt))
+	return err
+}
+
+// CreateAPIKey stores a new API key.
+func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
+	return insertAPIKey(ctx, s.db, k)
+}
+
+const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at`
+
+func scanAPIKey(row interface{ Scan(...any) error }) (devreg.APIKey, error) {
+	var k devreg.APIKey
+	var created int64
+	var used sql.NullInt64
+	err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Scope, &created, &used)
+	k.CreatedAt, k.LastUsedAt = fromMicros(created), fromNullMicros(used)
+	return k, err
+}
+
+// APIKeyByHash returns the API key whose stored hash is hash.
+func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error) {
+	k, err := scanAPIKey(s.db.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash))
+	return k, notFound(err, "no such API key")
+}
+
+// TouchAPIKey records that the key was used at t.
+func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
+	return err
+}
+
+// ListAPIKeys returns the account's API keys, oldest first.
+func (s *DB) ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? ORDER BY created_at, id`, accountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	keys := []devreg.APIKey{}
+	for rows.Next() {
+		k, err := scanAPIKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
+// DeleteAPIKey removes an API key of the account.
+func (s *DB) DeleteAPIKey(ctx context.Context, accountID, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
+	return affectedOne(res, err, "no API key %s", id)
+}
+
+// affectedOne turns an update that touched no row into a not-found error.
+func affectedOne(res sql.Result, err error, format string, args ...any) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return devreg.Errorf(devreg.ENOTFOUND, format, args...)
+	}
+	return nil
+}

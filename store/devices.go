@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+
+	"devreg"
+)
+
+const deviceColumns = `device_id, device_type_id, status, batch_id, created_at, last_seen_at, firmware_version, reported_status`
+
+func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
+	var d devreg.Device
+	var created int64
+	var seen sql.NullInt64
+	var firmware, reported sql.NullString
+	err := row.Scan(&d.DeviceID, &d.DeviceTypeID, &d.Status, &d.BatchID, &created, &seen, &firmware, &reported)
+	d.CreatedAt, d.LastSeenAt = fromMicros(created), fromNullMicros(seen)
+	if firmware.Valid {
+		d.FirmwareVersion = &firmware.String
+	}
+	if reported.Valid {
+		d.ReportedStatus = json.RawMessage(reported.String)
+	}
+	return d, err
+}
+
+// ListDevices returns up to f.Limit devices of the account that match f, in device ID order,
+// starting after f.After. Every filter is a range or equality on an index, so deep pages cost
+// what the first page costs.
+func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
+	var where strings.Builder
+	args := []any{accountID}
+	where.WriteString(`account_id = ?`)
+	add := func(cond string, vals ...any) {
+		where.WriteString(" AND " + cond)
+		args = append(args, vals...)
+	}
+	if f.DeviceTypeID != "" {
+		add(`device_type_id = ?`, f.DeviceTypeID)
+	}
+	if f.BatchID != "" {
+		add(`batch_id = ?`, f.BatchID)
+	}
+	if f.Prefix != "" {
+		// Device IDs are ASCII below 0x7f, so the prefix's range ends before prefix+"\x7f".
+		add(`device_id >= ? AND device_id < ?`, f.Prefix, f.Prefix+"\x7f")
+	}
+	if f.Status != "" {
+		add(`status = ?`, string(f.Status))
+	}
+	if f.Connected != nil {
+		if *f.Connected {
+			add(`last_seen_at IS NOT NULL`)
+		} else {
+			add(`last_seen_at IS NULL`)
+		}
+	}
+	if f.After != "" {
+		add(`device_id > ?`, f.After)
+	}
+	args = append(args, f.Limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY device_id LIMIT ?`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	devices := []devreg.Device{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, err
+		}
+		devices = append(devices, d)
+	}
+	return devices, rows.Err()
+}
+
+// Device returns one device of the account.
+func (s *DB) Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error) {
+	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE account_id = ? AND device_id = ?`, accountID, deviceID))
+	return d, notFound(err, "no device %s", deviceID)
+}
+
+// SetDeviceStatus enables or disables a device.
+func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ? WHERE account_id = ? AND device_id = ?`, string(status), accountID, deviceID)
+	return affectedOne(res, err, "no device %s", deviceID)
+}
+
+// DeleteDevice removes a device and takes it off its type's and batch's counts.
+func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var typeID, batchID string
+		var seen sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT device_type_id, batch_id, last_seen_at FROM devices WHERE account_id = ? AND device_id = ?`,
+			accountID, deviceID).Scan(&typeID, &batchID, &seen)
+		if err != nil {
+			return notFound(err, "no device %s", deviceID)
+		}
+		connected := 0
+		if seen.Valid {
+			connected = 1
+		}
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`DELETE FROM devices WHERE account_id = ? AND device_id = ?`, []any{accountID, deviceID}},
+			{`UPDATE device_types SET device_count = device_count - 1 WHERE id = ?`, []any{typeID}},
+			{`UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE id = ?`, []any{connected, batchID}},
+		} {
+			if _, err := tx.ExecContext(ctx, q.sql, q.args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

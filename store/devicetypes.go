@@ -1,0 +1,78 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+
+	"devreg"
+)
+
+const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at`
+
+func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, error) {
+	var t devreg.DeviceType
+	var created int64
+	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created)
+	t.CreatedAt = fromMicros(created)
+	return t, err
+}
+
+// CreateDeviceType stores a new device type; its name must be new in the account.
+func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt))
+	if isUniqueViolation(err) {
+		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
+	}
+	return err
+}
+
+// ListDeviceTypes returns the account's device types by name.
+func (s *DB) ListDeviceTypes(ctx context.Context, accountID string) ([]devreg.DeviceType, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? ORDER BY name, id`, accountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	types := []devreg.DeviceType{}
+	for rows.Next() {
+		t, err := scanDeviceType(rows)
+		if err != nil {
+			return nil, err
+		}
+		types = append(types, t)
+	}
+	return types, rows.Err()
+}
+
+// DeviceType returns one device type of the account.
+func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.DeviceType, error) {
+	t, err := scanDeviceType(s.db.QueryRowContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? AND id = ?`, accountID, id))
+	return t, notFound(err, "no device type %s", id)
+}
+
+// UpdateDeviceType stores the changed fields of a device type.
+func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
+		t.Name, t.Description, t.MinSecretLength, t.AccountID, t.ID)
+	if isUniqueViolation(err) {
+		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
+	}
+	return affectedOne(res, err, "no device type %s", t.ID)
+}
+
+// DeleteDeviceType removes a device type that has no devices.
+func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var count int64
+		err := tx.QueryRowContext(ctx, `SELECT device_count FROM device_types WHERE account_id = ? AND id = ?`, accountID, id).Scan(&count)
+		if err != nil {
+			return notFound(err, "no device type %s", id)
+		}
+		if count > 0 {
+			return devreg.Errorf(devreg.ECONFLICT, "device type %s still has %d devices; delete them or register them under another type first", id, count)
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM device_types WHERE account_id = ? AND id = ?`, accountID, id)
+		return err
+	})
+}

@@ -1,0 +1,287 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// stageChunk is how many entries one INSERT into the stage carries: one statement per row would
+// spend most of a big request's time crossing from Go into SQLite.
+const stageChunk = 200
+
+// Stage is a registration request staged in a temporary table on one connection. Writing it takes
+// no lock on the registry's tables, so a slow upload holds up no one.
+type Stage struct {
+	conn    *sql.Conn
+	table   string
+	insert  *sql.Stmt
+	pending []any
+	indexed bool
+}
+
+// NewStage opens a stage for one registration request.
+func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &Stage{conn: conn, table: "stage_" + credential.RandomString(12)}
+	_, err = conn.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
+		idx       INTEGER PRIMARY KEY,
+		line      INTEGER NOT NULL,
+		device_id TEXT NOT NULL,
+		hashes    BLOB NOT NULL,
+		action    INTEGER NOT NULL DEFAULT 0, -- 0 create, 1 unchanged, 2 conflict
+		old_type  TEXT,
+		old_batch TEXT,
+		old_seen  INTEGER NOT NULL DEFAULT 0
+	)`)
+	if err == nil {
+		st.insert, err = conn.PrepareContext(ctx, st.insertSQL(stageChunk))
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *Stage) insertSQL(rows int) string {
+	return `INSERT INTO ` + st.table + ` (idx, line, device_id, hashes) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
+}
+
+// Add stages one entry.
+func (st *Stage) Add(ctx context.Context, index, line int, deviceID string, hashes []byte) error {
+	st.pending = append(st.pending, index, line, deviceID, hashes)
+	if len(st.pending) == 4*stageChunk {
+		return st.flush(ctx)
+	}
+	return nil
+}
+
+func (st *Stage) flush(ctx context.Context) error {
+	if len(st.pending) == 0 {
+		return nil
+	}
+	var err error
+	if len(st.pending) == 4*stageChunk {
+		_, err = st.insert.ExecContext(ctx, st.pending...)
+	} else {
+		_, err = st.conn.ExecContext(ctx, st.insertSQL(len(st.pending)/4), st.pending...)
+	}
+	st.pending = st.pending[:0]
+	return err
+}
+
+// finish flushes what is pending and indexes the stage by device ID, once.
+func (st *Stage) finish(ctx context.Context) error {
+	if err := st.flush(ctx); err != nil || st.indexed {
+		return err
+	}
+	st.indexed = true
+	_, err := st.conn.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`)
+	return err
+}
+
+// Duplicates adds a problem for every entry whose device ID came earlier in the request.
+func (st *Stage) Duplicates(ctx context.Context, problems *devreg.ProblemList) error {
+	if err := st.finish(ctx); err != nil {
+		return err
+	}
+	rows, err := st.conn.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id, f.idx, f.line
+		FROM `+st.table+` s JOIN `+st.table+` f ON f.device_id = s.device_id
+		  AND f.idx = (SELECT min(idx) FROM `+st.table+` WHERE device_id = s.device_id)
+		WHERE s.idx > f.idx ORDER BY s.idx`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p devreg.Problem
+		var firstIdx, firstLine int
+		if err := rows.Scan(&p.Index, &p.Line, &p.DeviceID, &firstIdx, &firstLine); err != nil {
+			return err
+		}
+		p.Message = fmt.Sprintf("device ID is listed more than once; first at index %d", firstIdx)
+		if firstLine > 0 {
+			p.Message += fmt.Sprintf(" (line %d)", firstLine)
+		}
+		problems.Add(p)
+	}
+	return rows.Err()
+}
+
+// Apply registers the staged entries as plan says.
+func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res devreg.RegisterResult, err error) {
+	if err := st.finish(ctx); err != nil {
+		return res, err
+	}
+	current := 1 + credential.HashSize*(len(plan.KeyIDs)-1) // where the current key's hash starts
+	// A dry run reads the registry without the write lock; a real run holds it from the first
+	// look at the registry to the commit, so what it decided on cannot change under it.
+	var q interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	} = st.conn
+	var tx *sql.Tx
+	if !plan.DryRun {
+		if tx, err = st.conn.BeginTx(ctx, nil); err != nil {
+			return res, err
+		}
+		defer func() {
+			if err != nil {
+				tx.Rollback()
+			}
+		}()
+		q = tx
+	}
+
+	// Classify every entry against what is registered, in one statement.
+	sameSecret := &strings.Builder{}
+	args := []any{plan.DeviceTypeID}
+	sameSecret.WriteString("CASE d.key_id")
+	for i, id := range plan.KeyIDs {
+		fmt.Fprintf(sameSecret, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
+		args = append(args, id)
+	}
+	sameSecret.WriteString(" END")
+	args = append(args, plan.AccountID)
+	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
+		action = CASE WHEN d.device_type_id = ? AND d.secret_hash = `+sameSecret.String()+` THEN 1 ELSE 2 END,
+		old_type = d.device_type_id, old_batch = d.batch_id, old_seen = d.last_seen_at IS NOT NULL
+		FROM devices AS d WHERE d.account_id = ? AND d.device_id = `+st.table+`.device_id`, args...); err != nil {
+		return res, fmt.Errorf("classify staged devices: %w", err)
+	}
+	var conflicts, moved, connected int64
+	rows, err := q.QueryContext(ctx, `SELECT action, count(*), coalesce(sum(old_type <> ?), 0), coalesce(sum(old_seen), 0)
+		FROM `+st.table+` GROUP BY action`, plan.DeviceTypeID)
+	if err != nil {
+		return res, err
+	}
+	for rows.Next() {
+		var action int
+		var n, m, c int64
+		if err := rows.Scan(&action, &n, &m, &c); err != nil {
+			rows.Close()
+			return res, err
+		}
+		switch action {
+		case 0:
+			res.Created = n
+		case 1:
+			res.Unchanged = n
+		case 2:
+			conflicts, moved, connected = n, m, c
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return res, err
+	}
+
+	switch plan.OnConflict {
+	case devreg.ConflictSkip:
+		res.Skipped = conflicts
+	case devreg.ConflictReplace:
+		res.Replaced = conflicts
+	default:
+		if conflicts > 0 {
+			return res, st.conflictError(ctx, q, plan, conflicts, res.Created+res.Unchanged+conflicts)
+		}
+	}
+	res.DryRun = plan.DryRun
+	if plan.DryRun || res.Created+res.Replaced == 0 {
+		if tx != nil {
+			return res, tx.Rollback()
+		}
+		return res, nil
+	}
+
+	b := plan.Batch
+	res.BatchID = b.ID
+	steps := []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
+			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, min(connected, res.Replaced)}},
+		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
+			SELECT ?, device_id, ?, ?, 'enabled', ?, substr(hashes, ?, ?), ? FROM ` + st.table + ` WHERE action = 0`,
+			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, plan.KeyIDs[len(plan.KeyIDs)-1], current, credential.HashSize, micros(b.CreatedAt)}},
+		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
+			[]any{res.Created + min(moved, res.Replaced), plan.AccountID, plan.DeviceTypeID}},
+	}
+	if res.Replaced > 0 {
+		steps = append(steps, []struct {
+			sql  string
+			args []any
+		}{
+			{`UPDATE device_types SET device_count = device_count - m.n
+				FROM (SELECT old_type, count(*) AS n FROM ` + st.table + ` WHERE action = 2 AND old_type <> ? GROUP BY old_type) AS m
+				WHERE device_types.account_id = ? AND device_types.id = m.old_type`,
+				[]any{plan.DeviceTypeID, plan.AccountID}},
+			{`UPDATE batches SET device_count = device_count - m.n, connected_count = connected_count - m.c
+				FROM (SELECT old_batch, count(*) AS n, sum(old_seen) AS c FROM ` + st.table + ` WHERE action = 2 GROUP BY old_batch) AS m
+				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
+				[]any{plan.AccountID}},
+			{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, ?, ?)
+				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_id = ? AND devices.device_id = s.device_id`,
+				[]any{plan.DeviceTypeID, b.ID, plan.KeyIDs[len(plan.KeyIDs)-1], current, credential.HashSize, plan.AccountID}},
+		}...)
+	}
+	for _, step := range steps {
+		if _, err := tx.ExecContext(ctx, step.sql, step.args...); err != nil {
+			return res, fmt.Errorf("register staged devices: %w", err)
+		}
+	}
+	return res, tx.Commit()
+}
+
+// conflictError lists the conflicting entries of a registration that may not touch them.
+func (st *Stage) conflictError(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, plan devreg.RegistrationPlan, conflicts, total int64) error {
+	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, devreg.MaxProblems)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	e := &devreg.Error{
+		Code:         devreg.ECONFLICT,
+		Message:      fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered (on_conflict=skip leaves them, on_conflict=replace overwrites them)", conflicts, total),
+		ProblemCount: int(conflicts),
+	}
+	for rows.Next() {
+		var p devreg.Problem
+		var oldType string
+		if err := rows.Scan(&p.Index, &p.Line, &p.DeviceID, &oldType); err != nil {
+			return err
+		}
+		if oldType == plan.DeviceTypeID {
+			p.Message = "device ID is already registered with a different secret"
+		} else {
+			p.Message = "device ID is already registered under device type " + oldType
+		}
+		e.Problems = append(e.Problems, p)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return e
+}
+
+// Close drops the stage and hands its connection back.
+func (st *Stage) Close() error {
+	st.insert.Close()
+	_, err := st.conn.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)
+	if cerr := st.conn.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
