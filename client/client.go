@@ -1,0 +1,292 @@
+// Package client is a Go client of devreg's Operations API, for factory-line tools, scripts and
+// the command line. Every call takes a context; refusals come back as *Error with the server's
+// code, message and, for registrations, every problem it listed.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"devreg"
+)
+
+// Client talks to one devreg server with one API key.
+type Client struct {
+	baseURL string
+	apiKey  string
+	// HTTP is the HTTP client used; http.DefaultClient unless replaced.
+	HTTP *http.Client
+}
+
+// New returns a client of the server at baseURL (such as "http://localhost:8080") using apiKey.
+func New(baseURL, apiKey string) *Client {
+	return &Client{baseURL: strings.TrimRight(baseURL, "/"), apiKey: apiKey, HTTP: http.DefaultClient}
+}
+
+// Error is a refusal from the server.
+type Error struct {
+	Status       int
+	Code         string
+	Message      string
+	Problems     []devreg.Problem
+	ProblemCount int
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
+}
+
+// do sends a request with an optional body and decodes a JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, contentType string, body io.Reader, out any) error {
+	u := c.baseURL + "/api/v1" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("read the answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func decodeError(resp *http.Response) error {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		Problems     []devreg.Problem `json:"problems"`
+		ProblemCount int              `json:"problem_count"`
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err := json.Unmarshal(data, &body); err != nil || body.Error.Code == "" {
+		return &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode),
+			Message: fmt.Sprintf("the server answered %s: %s", resp.Status, strings.TrimSpace(string(data[:min(len(data), 200)])))}
+	}
+	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Problems: body.Problems, ProblemCount: body.ProblemCount}
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	ct := ""
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body, ct = bytes.NewReader(b), "application/json"
+	}
+	return c.do(ctx, method, path, nil, ct, body, out)
+}
+
+// IsCode reports whether err is a refusal from the server with the given code (devreg.E...).
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// DeviceTypeInput is what defines or changes a device type; nil fields are left out.
+type DeviceTypeInput struct {
+	Name            *string `json:"name,omitempty"`
+	Description     *string `json:"description,omitempty"`
+	MinSecretLength *int    `json:"min_secret_length,omitempty"`
+}
+
+// CreateDeviceType defines a device type.
+func (c *Client) CreateDeviceType(ctx context.Context, in DeviceTypeInput) (devreg.DeviceType, error) {
+	var t devreg.DeviceType
+	return t, c.doJSON(ctx, http.MethodPost, "/devicetypes", in, &t)
+}
+
+// ListDeviceTypes returns every device type of the account.
+func (c *Client) ListDeviceTypes(ctx context.Context) ([]devreg.DeviceType, error) {
+	var out struct {
+		DeviceTypes []devreg.DeviceType `json:"device_types"`
+	}
+	return out.DeviceTypes, c.doJSON(ctx, http.MethodGet, "/devicetypes", nil, &out)
+}
+
+// DeviceType returns one device type.
+func (c *Client) DeviceType(ctx context.Context, id string) (devreg.DeviceType, error) {
+	var t devreg.DeviceType
+	return t, c.doJSON(ctx, http.MethodGet, "/devicetypes/"+url.PathEscape(id), nil, &t)
+}
+
+// UpdateDeviceType changes the given fields of a device type.
+func (c *Client) UpdateDeviceType(ctx context.Context, id string, in DeviceTypeInput) (devreg.DeviceType, error) {
+	var t devreg.DeviceType
+	return t, c.doJSON(ctx, http.MethodPatch, "/devicetypes/"+url.PathEscape(id), in, &t)
+}
+
+// DeleteDeviceType deletes a device type that has no devices.
+func (c *Client) DeleteDeviceType(ctx context.Context, id string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/devicetypes/"+url.PathEscape(id), nil, nil)
+}
+
+// Credential is a device ID and its secret, as registered.
+type Credential struct {
+	DeviceID string `json:"device_id"`
+	Secret   string `json:"secret"`
+}
+
+// RegisterOptions are the query parameters of a registration.
+type RegisterOptions struct {
+	OnConflict devreg.OnConflict // fail (default), skip or replace
+	DryRun     bool
+}
+
+func (o RegisterOptions) query() url.Values {
+	q := url.Values{}
+	if o.OnConflict != "" {
+		q.Set("on_conflict", string(o.OnConflict))
+	}
+	if o.DryRun {
+		q.Set("dry_run", "true")
+	}
+	return q
+}
+
+// Register registers a set of devices under a device type, all or none.
+func (c *Client) Register(ctx context.Context, deviceTypeID string, devices []Credential, opts RegisterOptions) (devreg.RegisterResult, error) {
+	b, err := json.Marshal(map[string][]Credential{"devices": devices})
+	if err != nil {
+		return devreg.RegisterResult{}, err
+	}
+	return c.register(ctx, deviceTypeID, "application/json", bytes.NewReader(b), opts)
+}
+
+// RegisterCSV registers the devices of a bulk upload file, streamed from r, all or none.
+func (c *Client) RegisterCSV(ctx context.Context, deviceTypeID string, r io.Reader, opts RegisterOptions) (devreg.RegisterResult, error) {
+	return c.register(ctx, deviceTypeID, "text/csv", r, opts)
+}
+
+func (c *Client) register(ctx context.Context, deviceTypeID, contentType string, body io.Reader, opts RegisterOptions) (devreg.RegisterResult, error) {
+	var res devreg.RegisterResult
+	err := c.do(ctx, http.MethodPut, "/devicetypes/"+url.PathEscape(deviceTypeID)+"/device_ids", opts.query(), contentType, body, &res)
+	return res, err
+}
+
+// DeviceQuery selects devices to list; empty fields do not filter.
+type DeviceQuery struct {
+	DeviceTypeID string
+	BatchID      string
+	Prefix       string
+	Status       devreg.DeviceStatus
+	Connected    *bool
+	Limit        int
+	Cursor       string
+}
+
+// ListDevices returns one page of devices and the cursor of the next ("" on the last page).
+func (c *Client) ListDevices(ctx context.Context, q DeviceQuery) ([]devreg.Device, string, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"device_type_id": q.DeviceTypeID, "batch_id": q.BatchID, "prefix": q.Prefix, "status": string(q.Status), "cursor": q.Cursor} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Connected != nil {
+		v.Set("connected", strconv.FormatBool(*q.Connected))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var out struct {
+		Devices    []devreg.Device `json:"devices"`
+		NextCursor string          `json:"next_cursor"`
+	}
+	err := c.do(ctx, http.MethodGet, "/devices", v, "", nil, &out)
+	return out.Devices, out.NextCursor, err
+}
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, deviceID string) (devreg.Device, error) {
+	var d devreg.Device
+	return d, c.doJSON(ctx, http.MethodGet, "/devices/"+url.PathEscape(deviceID), nil, &d)
+}
+
+// SetDeviceStatus enables or disables a device.
+func (c *Client) SetDeviceStatus(ctx context.Context, deviceID string, status devreg.DeviceStatus) (devreg.Device, error) {
+	var d devreg.Device
+	return d, c.doJSON(ctx, http.MethodPatch, "/devices/"+url.PathEscape(deviceID), map[string]any{"status": status}, &d)
+}
+
+// DeleteDevice deletes a device.
+func (c *Client) DeleteDevice(ctx context.Context, deviceID string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/devices/"+url.PathEscape(deviceID), nil, nil)
+}
+
+// ListBatches returns one page of batches, newest first, and the cursor of the next.
+func (c *Client) ListBatches(ctx context.Context, deviceTypeID, cursor string) ([]devreg.Batch, string, error) {
+	v := url.Values{}
+	if deviceTypeID != "" {
+		v.Set("device_type_id", deviceTypeID)
+	}
+	if cursor != "" {
+		v.Set("cursor", cursor)
+	}
+	var out struct {
+		Batches    []devreg.Batch `json:"batches"`
+		NextCursor string         `json:"next_cursor"`
+	}
+	err := c.do(ctx, http.MethodGet, "/batches", v, "", nil, &out)
+	return out.Batches, out.NextCursor, err
+}
+
+// Batch returns one batch.
+func (c *Client) Batch(ctx context.Context, id string) (devreg.Batch, error) {
+	var b devreg.Batch
+	return b, c.doJSON(ctx, http.MethodGet, "/batches/"+url.PathEscape(id), nil, &b)
+}
+
+// SetBatchStatus enables or disables a whole batch.
+func (c *Client) SetBatchStatus(ctx context.Context, id string, status devreg.BatchStatus) (devreg.Batch, error) {
+	var b devreg.Batch
+	return b, c.doJSON(ctx, http.MethodPatch, "/batches/"+url.PathEscape(id), map[string]any{"status": status}, &b)
+}
+
+// CreateAPIKey makes an API key; its Key field holds the key, shown this once.
+func (c *Client) CreateAPIKey(ctx context.Context, name string, scope devreg.Scope) (devreg.APIKey, error) {
+	var k devreg.APIKey
+	return k, c.doJSON(ctx, http.MethodPost, "/apikeys", map[string]any{"name": name, "scope": scope}, &k)
+}
+
+// ListAPIKeys lists the account's API keys, without the keys.
+func (c *Client) ListAPIKeys(ctx context.Context) ([]devreg.APIKey, error) {
+	var out struct {
+		APIKeys []devreg.APIKey `json:"api_keys"`
+	}
+	return out.APIKeys, c.doJSON(ctx, http.MethodGet, "/apikeys", nil, &out)
+}
+
+// DeleteAPIKey revokes an API key.
+func (c *Client) DeleteAPIKey(ctx context.Context, id string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/apikeys/"+url.PathEscape(id), nil, nil)
+}
