@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"devreg"
+	"devreg/client"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "devreg-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "devreg")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type account struct {
+	AccountID string `json:"account_id"`
+	Email     string `json:"email"`
+	APIKey    string `json:"api_key"`
+}
+
+func createAccount(t *testing.T, dir, name, email string) account {
+	t.Helper()
+	cmd := exec.Command(binary, "accounts", "create", "--name", name, "--email", email, "--password-stdin")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader("correct horse battery\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("accounts create: %v %s", err, stderrOf(err))
+	}
+	var a account
+	if err := json.Unmarshal(out, &a); err != nil || a.AccountID == "" || !strings.HasPrefix(a.APIKey, "drk_") || a.Email != email {
+		t.Fatalf("accounts create printed %s (%v)", out, err)
+	}
+	return a
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// serve starts "devreg serve" in dir on a free port and returns its URL and process.
+func serve(t *testing.T, dir string, args ...string) (string, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		re := regexp.MustCompile(`serving on (http://\S+)`)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+		close(found)
+	}()
+	select {
+	case url, ok := <-found:
+		if !ok {
+			t.Fatal("devreg serve ended without serving")
+		}
+		return url, cmd
+	case <-time.After(20 * time.Second):
+		t.Fatal("devreg serve did not start in 20s")
+	}
+	return "", nil
+}
+
+func stop(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("devreg serve after SIGTERM: %v, want a clean exit", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("devreg serve did not stop within 20s of SIGTERM")
+	}
+}
+
+// TestSeedFlowEndToEnd runs the seed document's Method 2 against the real binary: define a device
+// type, find its ID, register devices as JSON and as the bulk upload file, and see them by type.
+func TestSeedFlowEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	acme := createAccount(t, dir, "Acme", "ops@acme.test")
+	url, srv := serve(t, dir)
+	other := createAccount(t, dir, "Other", "ops@other.test") // while the server runs
+	c := client.New(url, acme.APIKey)
+
+	name := "Thermostat T1"
+	created, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types, err := c.ListDeviceTypes(ctx)
+	if err != nil || len(types) != 1 || types[0].Name != name {
+		t.Fatalf("ListDeviceTypes = %+v, %v", types, err)
+	}
+	dtID := types[0].ID
+	if dtID != created.ID {
+		t.Fatalf("listed ID %s, created %s", dtID, created.ID)
+	}
+	res, err := c.Register(ctx, dtID, []client.Credential{{DeviceID: "proto-1", Secret: "prototype-secret"}}, client.RegisterOptions{})
+	if err != nil || res.Created != 1 {
+		t.Fatalf("Register JSON = %+v, %v", res, err)
+	}
+	csv := "device1, secretfordevice1, device2, secretfordevice2, device3, secretfordevice3,\n\ndevice4, secretfordevice4, device5, secretfordevice5\n"
+	res, err = c.RegisterCSV(ctx, dtID, strings.NewReader(csv), client.RegisterOptions{})
+	if err != nil || res.Created != 5 {
+		t.Fatalf("Register CSV = %+v, %v", res, err)
+	}
+	_, err = c.RegisterCSV(ctx, dtID, strings.NewReader("device1, changed-secret, bad id, secret-of-bad"), client.RegisterOptions{})
+	var ce *client.Error
+	if !errorsAs(err, &ce) || ce.Status != 422 || len(ce.Problems) != 1 || ce.Problems[0].Index != 1 || ce.Problems[0].Line != 1 {
+		t.Fatalf("bad file: err = %#v, want 422 naming entry 1 on line 1", err)
+	}
+	devices, next, err := c.ListDevices(ctx, client.DeviceQuery{DeviceTypeID: dtID})
+	if err != nil || next != "" {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range devices {
+		ids = append(ids, d.DeviceID)
+	}
+	if diff := cmp.Diff([]string{"device1", "device2", "device3", "device4", "device5", "proto-1"}, ids); diff != "" {
+		t.Errorf("devices of the type (-want +got):\n%s", diff)
+	}
+	if _, err := client.New(url, other.APIKey).DeviceType(ctx, dtID); !client.IsCode(err, devreg.ENOTFOUND) {
+		t.Errorf("another account sees the device type: %v", err)
+	}
+
+	stop(t, srv)
+	url, _ = serve(t, dir) // the data survives a restart, under the same key
+	c = client.New(url, acme.APIKey)
+	res, err = c.RegisterCSV(ctx, dtID, strings.NewReader(csv), client.RegisterOptions{})
+	if err != nil || res.Unchanged != 5 {
+		t.Errorf("resend after restart = %+v, %v; want 5 unchanged", res, err)
+	}
+}
+
+func errorsAs(err error, target **client.Error) bool {
+	e, ok := err.(*client.Error)
+	*target = e
+	return ok
+}
+
+func TestServeDefaultsCreateDataDir(t *testing.T) {
+	dir := t.TempDir()
+	url, srv := serve(t, dir)
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("/healthz = %d %q", resp.StatusCode, body)
+	}
+	stop(t, srv)
+	for _, f := range []string{"devreg-data/devreg.db", "devreg-data/secret.keys"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s was not created: %v", f, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "devreg-data/secret.keys")); err == nil && fi.Mode().Perm() != 0o600 {
+		t.Errorf("secret.keys has mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestCommandLineRefusals(t *testing.T) {
+	dir := t.TempDir()
+	createAccount(t, dir, "Acme", "ops@acme.test")
+	tests := []struct {
+		name  string
+		args  []string
+		stdin string
+		code  int
+		says  string
+	}{
+		{"unknown-command", []string{"frobnicate"}, "", 2, `unknown command "frobnicate"`},
+		{"missing-email", []string{"accounts", "create", "--name", "X", "--password-stdin"}, "pw-123456\n", 2, "--email"},
+		{"no-terminal-for-prompt", []string{"accounts", "create", "--name", "X", "--email", "x@y.test"}, "", 2, "--password-stdin"},
+		{"email-taken", []string{"accounts", "create", "--name", "X", "--email", "ops@acme.test", "--password-stdin"}, "pw-123456\n", 1, "already exists"},
+		{"short-password", []string{"accounts", "create", "--name", "X", "--email", "x@y.test", "--password-stdin"}, "short\n", 1, "at least 8"},
+		{"bad-max-body", []string{"serve", "--max-body", "lots"}, "", 2, "--max-body"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tt.args...)
+			cmd.Dir = dir
+			cmd.Stdin = strings.NewReader(tt.stdin)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tt.code || !strings.Contains(stderr.String(), tt.says) {
+				t.Errorf("exit %d, stderr %q; want exit %d saying %q", code, stderr.String(), tt.code, tt.says)
+			}
+		})
+	}
+}

@@ -1,0 +1,373 @@
+// Package storetest is one conformance suite for devreg's stores: every case runs against each
+// database the store supports, so a second dialect cannot drift from the first.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/store"
+)
+
+// Opener opens a fresh, empty store for one test.
+type Opener func(t *testing.T) *store.DB
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+var key = credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+
+// Run runs every case against stores from open.
+func Run(t *testing.T, open Opener) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, db *store.DB)
+	}{
+		{"accounts-and-keys", testAccountsAndKeys},
+		{"device-types", testDeviceTypes},
+		{"stage-apply", testStageApply},
+		{"stage-duplicates", testStageDuplicates},
+		{"stage-replace-moves-counts", testStageReplace},
+		{"list-devices", testListDevices},
+		{"batches", testBatches},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
+	}
+}
+
+func newAccount(t *testing.T, db *store.DB, name string) string {
+	t.Helper()
+	a := devreg.Account{ID: "acc_" + name, Name: name, CreatedAt: t0}
+	u := devreg.User{ID: "usr_" + name, AccountID: a.ID, Email: name + "@example.test", PasswordHash: "x", CreatedAt: t0}
+	k := devreg.APIKey{ID: "key_" + name, AccountID: a.ID, Name: "owner", Scope: devreg.ScopeAdmin, CreatedAt: t0, Hash: credential.HashAPIKey("drk_" + name)}
+	if err := db.CreateAccount(context.Background(), a, u, k); err != nil {
+		t.Fatal(err)
+	}
+	return a.ID
+}
+
+func newType(t *testing.T, db *store.DB, account, id string) {
+	t.Helper()
+	if err := db.CreateDeviceType(context.Background(), devreg.DeviceType{ID: id, AccountID: account, Name: "type " + id, MinSecretLength: 8, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type entry struct{ id, secret string }
+
+// stage stages entries for account and applies plan to them.
+func stage(t *testing.T, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, error) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := db.NewStage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i, e := range entries {
+		if err := st.Add(ctx, i, i+1, e.id, credential.Hash(key, account, e.id, e.secret)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
+	if plan.OnConflict == "" {
+		plan.OnConflict = devreg.ConflictFail
+	}
+	if plan.Batch.ID == "" {
+		plan.Batch = devreg.Batch{ID: credential.RandomID("bat", 8), CreatedAt: t0, CreatedBy: "test", Source: devreg.SourceAPI}
+	}
+	return st.Apply(ctx, plan)
+}
+
+func testAccountsAndKeys(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "acme")
+	err := db.CreateAccount(ctx, devreg.Account{ID: "acc_2", Name: "x", CreatedAt: t0},
+		devreg.User{ID: "usr_2", AccountID: "acc_2", Email: "acme@example.test", PasswordHash: "x", CreatedAt: t0},
+		devreg.APIKey{ID: "key_2", AccountID: "acc_2", Name: "o", Scope: devreg.ScopeAdmin, CreatedAt: t0, Hash: []byte("h2")})
+	if devreg.ErrorCode(err) != devreg.ECONFLICT {
+		t.Errorf("second user with the same email: err = %v, want conflict", err)
+	}
+	if _, err := db.APIKeyByHash(ctx, []byte("h2")); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("refused account left its API key behind: err = %v", err)
+	}
+	k, err := db.APIKeyByHash(ctx, credential.HashAPIKey("drk_acme"))
+	if err != nil || k.AccountID != acc || k.Scope != devreg.ScopeAdmin || k.LastUsedAt != nil {
+		t.Fatalf("APIKeyByHash = %+v, %v", k, err)
+	}
+	if err := db.TouchAPIKey(ctx, k.ID, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := db.ListAPIKeys(ctx, acc)
+	if err != nil || len(keys) != 1 || keys[0].LastUsedAt == nil || !keys[0].LastUsedAt.Equal(t0.Add(time.Hour)) {
+		t.Errorf("ListAPIKeys = %+v, %v", keys, err)
+	}
+	if err := db.DeleteAPIKey(ctx, "acc_other", k.ID); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("deleting another account's key: err = %v, want not found", err)
+	}
+	if err := db.DeleteAPIKey(ctx, acc, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.APIKeyByHash(ctx, credential.HashAPIKey("drk_acme")); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("deleted key still found: %v", err)
+	}
+	u, err := db.UserByEmail(ctx, "acme@example.test")
+	if err != nil || u.AccountID != acc {
+		t.Errorf("UserByEmail = %+v, %v", u, err)
+	}
+}
+
+func testDeviceTypes(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc, other := newAccount(t, db, "a"), newAccount(t, db, "b")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, other, "dt_2")
+	err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_3", AccountID: acc, Name: "type dt_1", MinSecretLength: 8, CreatedAt: t0})
+	if devreg.ErrorCode(err) != devreg.ECONFLICT {
+		t.Errorf("duplicate name: err = %v, want conflict", err)
+	}
+	if err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_4", AccountID: other, Name: "type dt_1", MinSecretLength: 8, CreatedAt: t0}); err != nil {
+		t.Errorf("same name in another account: %v", err)
+	}
+	if _, err := db.DeviceType(ctx, acc, "dt_2"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("another account's type: err = %v, want not found", err)
+	}
+	dt, err := db.DeviceType(ctx, acc, "dt_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt.Description, dt.MinSecretLength = "new", 32
+	if err := db.UpdateDeviceType(ctx, dt); err != nil {
+		t.Fatal(err)
+	}
+	types, err := db.ListDeviceTypes(ctx, acc)
+	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0}}
+	if diff := cmp.Diff(want, types); err != nil || diff != "" {
+		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
+	}
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteDeviceType(ctx, acc, "dt_1"); devreg.ErrorCode(err) != devreg.ECONFLICT {
+		t.Errorf("deleting a type with devices: err = %v, want conflict", err)
+	}
+	if err := db.DeleteDevice(ctx, acc, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteDeviceType(ctx, acc, "dt_1"); err != nil {
+		t.Errorf("deleting an emptied type: %v", err)
+	}
+}
+
+func testStageApply(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	first := []entry{{"d1", "secret-1"}, {"d2", "secret-2"}, {"d3", "secret-3"}}
+	res, err := stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true})
+	if diff := cmp.Diff(devreg.RegisterResult{Created: 3, DryRun: true}, res); err != nil || diff != "" {
+		t.Errorf("dry run (-want +got):\n%s %v", diff, err)
+	}
+	if d, _ := db.ListDevices(ctx, acc, devreg.DeviceFilter{Limit: 10}); len(d) != 0 {
+		t.Errorf("dry run wrote %d devices", len(d))
+	}
+	res, err = stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, CreatedBy: "me", Source: devreg.SourceConsole, Filename: "lot1.csv"}})
+	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_1", Created: 3}, res); err != nil || diff != "" {
+		t.Errorf("first registration (-want +got):\n%s %v", diff, err)
+	}
+	res, err = stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
+	if diff := cmp.Diff(devreg.RegisterResult{Unchanged: 3}, res); err != nil || diff != "" {
+		t.Errorf("resend (-want +got):\n%s %v", diff, err)
+	}
+	clash := []entry{{"d4", "secret-4"}, {"d1", "other-secret"}, {"d2", "secret-2"}}
+	_, err = stage(t, db, acc, clash, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
+	var e *devreg.Error
+	if devreg.ErrorCode(err) != devreg.ECONFLICT || !asError(err, &e) || e.ProblemCount != 1 ||
+		!cmp.Equal(e.Problems, []devreg.Problem{{Index: 1, Line: 2, DeviceID: "d1", Message: "device ID is already registered with a different secret"}}) {
+		t.Errorf("conflicting secret: err = %+v", err)
+	}
+	_, err = stage(t, db, acc, []entry{{"d3", "secret-3"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2"})
+	if devreg.ErrorCode(err) != devreg.ECONFLICT {
+		t.Errorf("same ID and secret under another type: err = %v, want conflict", err)
+	}
+	if _, err := db.Device(ctx, acc, "d4"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("refused registration wrote d4: %v", err)
+	}
+	res, err = stage(t, db, acc, clash, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0, Source: devreg.SourceAPI}})
+	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 1, Unchanged: 1, Skipped: 1}, res); err != nil || diff != "" {
+		t.Errorf("skip (-want +got):\n%s %v", diff, err)
+	}
+	dt, _ := db.DeviceType(ctx, acc, "dt_1")
+	b, _ := db.Batch(ctx, acc, "bat_1")
+	if dt.DeviceCount != 4 || b.DeviceCount != 3 || b.Filename != "lot1.csv" || b.Source != devreg.SourceConsole || b.CreatedBy != "me" {
+		t.Errorf("counts: type %d (want 4), batch %+v", dt.DeviceCount, b)
+	}
+	// Another account may register the same device IDs.
+	other := newAccount(t, db, "b")
+	newType(t, db, other, "dt_9")
+	if res, err := stage(t, db, other, first, devreg.RegistrationPlan{DeviceTypeID: "dt_9"}); err != nil || res.Created != 3 {
+		t.Errorf("same IDs in another account: %+v, %v", res, err)
+	}
+}
+
+func asError(err error, target **devreg.Error) bool {
+	e, ok := err.(*devreg.Error)
+	*target = e
+	return ok
+}
+
+func testStageDuplicates(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	st, err := db.NewStage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ids := []string{"a", "b", "a", "c", "b", "a"}
+	for i, id := range ids {
+		if err := st.Add(ctx, i, 10+i, id, credential.Hash(key, acc, id, "s")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var problems devreg.ProblemList
+	if err := st.Duplicates(ctx, &problems); err != nil {
+		t.Fatal(err)
+	}
+	want := []devreg.Problem{
+		{Index: 2, Line: 12, DeviceID: "a", Message: "device ID is listed more than once; first at index 0 (line 10)"},
+		{Index: 4, Line: 14, DeviceID: "b", Message: "device ID is listed more than once; first at index 1 (line 11)"},
+		{Index: 5, Line: 15, DeviceID: "a", Message: "device ID is listed more than once; first at index 0 (line 10)"},
+	}
+	if diff := cmp.Diff(want, problems.Items); diff != "" || problems.Count != 3 {
+		t.Errorf("duplicates (-want +got):\n%s", diff)
+	}
+}
+
+func testStageReplace(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}, {"d2", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := stage(t, db, acc, []entry{{"d1", "secret-1"}, {"d2", "new-secret"}, {"d3", "secret-3"}},
+		devreg.RegistrationPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 1, Replaced: 2}, res); err != nil || diff != "" {
+		t.Errorf("replace (-want +got):\n%s %v", diff, err)
+	}
+	counts := map[string]int64{}
+	for _, id := range []string{"dt_1", "dt_2"} {
+		dt, _ := db.DeviceType(ctx, acc, id)
+		counts[id] = dt.DeviceCount
+	}
+	for _, id := range []string{"bat_1", "bat_2"} {
+		b, _ := db.Batch(ctx, acc, id)
+		counts[id] = b.DeviceCount
+	}
+	if diff := cmp.Diff(map[string]int64{"dt_1": 0, "dt_2": 3, "bat_1": 0, "bat_2": 3}, counts); diff != "" {
+		t.Errorf("counts after replace (-want +got):\n%s", diff)
+	}
+	d2, _ := db.Device(ctx, acc, "d2")
+	if d2.DeviceTypeID != "dt_2" || d2.BatchID != "bat_2" {
+		t.Errorf("replaced device = %+v", d2)
+	}
+	res, err = stage(t, db, acc, []entry{{"d2", "new-secret"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2"})
+	if err != nil || res.Unchanged != 1 {
+		t.Errorf("the replaced secret is not the stored one: %+v, %v", res, err)
+	}
+}
+
+func testListDevices(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	var entries []entry
+	for i := range 30 {
+		entries = append(entries, entry{fmt.Sprintf("x-%02d", i), "secret-x"})
+	}
+	stage(t, db, acc, entries, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}})
+	stage(t, db, acc, []entry{{"y-1", "secret-y"}, {"x-99", "secret-x"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2", Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+	if err := db.SetDeviceStatus(ctx, acc, "x-05", devreg.StatusDisabled); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetDeviceStatus(ctx, "acc_nobody", "x-06", devreg.StatusDisabled); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("status of another account's device: %v", err)
+	}
+	ids := func(f devreg.DeviceFilter) []string {
+		f.Limit = 100
+		ds, err := db.ListDevices(ctx, acc, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.DeviceID)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		f    devreg.DeviceFilter
+		want []string
+	}{
+		{"type", devreg.DeviceFilter{DeviceTypeID: "dt_2"}, []string{"x-99", "y-1"}},
+		{"batch-and-prefix", devreg.DeviceFilter{BatchID: "bat_1", Prefix: "x-2"}, []string{"x-20", "x-21", "x-22", "x-23", "x-24", "x-25", "x-26", "x-27", "x-28", "x-29"}},
+		{"status", devreg.DeviceFilter{Status: devreg.StatusDisabled}, []string{"x-05"}},
+		{"after", devreg.DeviceFilter{DeviceTypeID: "dt_1", After: "x-27"}, []string{"x-28", "x-29"}},
+		{"prefix-is-not-a-pattern", devreg.DeviceFilter{Prefix: "x_"}, nil},
+		{"never-connected", devreg.DeviceFilter{Connected: ptr(false), Prefix: "y"}, []string{"y-1"}},
+		{"connected", devreg.DeviceFilter{Connected: ptr(true)}, nil},
+	}
+	for _, tt := range tests {
+		if got := ids(tt.f); !cmp.Equal(tt.want, got) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func testBatches(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	for i := range 5 {
+		typ := "dt_1"
+		if i%2 == 1 {
+			typ = "dt_2"
+		}
+		stage(t, db, acc, []entry{{fmt.Sprintf("d%d", i), "secret-x"}}, devreg.RegistrationPlan{DeviceTypeID: typ, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%d", i), CreatedAt: t0}})
+	}
+	batches, seqs, err := db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 2})
+	if err != nil || len(batches) != 2 || batches[0].ID != "bat_4" || batches[1].ID != "bat_3" {
+		t.Fatalf("first page = %+v, %v", batches, err)
+	}
+	batches, _, _ = db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 10, Before: seqs[1]})
+	if len(batches) != 3 || batches[0].ID != "bat_2" {
+		t.Errorf("second page = %+v", batches)
+	}
+	batches, _, _ = db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 10, DeviceTypeID: "dt_2"})
+	if len(batches) != 2 || batches[0].ID != "bat_3" || batches[1].ID != "bat_1" {
+		t.Errorf("batches of dt_2 = %+v", batches)
+	}
+	if err := db.SetBatchStatus(ctx, acc, "bat_1", devreg.StatusDisabled); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := db.Batch(ctx, acc, "bat_1"); b.Status != devreg.StatusDisabled {
+		t.Errorf("batch status = %s", b.Status)
+	}
+	if _, err := db.Batch(ctx, "acc_nobody", "bat_1"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("another account's batch: %v", err)
+	}
+}
