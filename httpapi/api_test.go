@@ -672,3 +672,49 @@ func TestDocsAndOperationsEndpointsNeedNoKey(t *testing.T) {
 		}
 	}
 }
+
+// A slow upload must not hold up other registrations: the request is staged apart from the
+// registry and written in one short transaction once it has arrived whole.
+func TestSlowUploadHoldsUpNoOne(t *testing.T) {
+	e := newEnv(t, 0)
+	dt := e.createType(t, e.admin, "Slow", 0)
+	pr, pw := io.Pipe()
+	hr, err := http.NewRequest("PUT", e.url+"/api/v1/devicetypes/"+dt.ID+"/device_ids", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Header.Set("Authorization", "Bearer "+e.admin)
+	hr.Header.Set("Content-Type", "text/csv")
+	type answer struct {
+		status int
+		body   []byte
+	}
+	slow := make(chan answer, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			slow <- answer{0, []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		slow <- answer{resp.StatusCode, b}
+	}()
+	for i := range 500 {
+		fmt.Fprintf(pw, "slow-%03d, secret-slow-%03d,\n", i, i)
+	}
+	// While the slow upload is open, another station registers, and that lands at once.
+	res := e.mustRegister(t, e.registerKey, dt.ID, "", "text/csv", "fast-1, secret-fast-1")
+	if res.Created != 1 {
+		t.Fatalf("registration during a slow upload = %+v", res)
+	}
+	if ids := e.deviceIDs(t, e.read, "prefix=slow-"); len(ids) != 0 {
+		t.Fatalf("half an upload is visible: %d devices", len(ids))
+	}
+	fmt.Fprintf(pw, "slow-999, secret-slow-999\n")
+	pw.Close()
+	a := <-slow
+	if a.status != 200 || !strings.Contains(string(a.body), `"created":501`) {
+		t.Fatalf("slow upload = %d %s, want 501 created", a.status, a.body)
+	}
+}

@@ -65,7 +65,9 @@ type jsonEntries struct {
 }
 
 func newJSONEntries(body io.Reader) devreg.EntrySource {
-	return bodyErrors{&jsonEntries{dec: json.NewDecoder(body)}}
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	return bodyErrors{&jsonEntries{dec: dec}}
 }
 
 type jsonDevice struct {
@@ -109,7 +111,6 @@ func (j *jsonEntries) Next() (devreg.DeviceEntry, error) {
 	var d jsonDevice
 	e := devreg.DeviceEntry{Index: j.index}
 	j.index++
-	j.dec.DisallowUnknownFields()
 	err := j.dec.Decode(&d)
 	var typ *json.UnmarshalTypeError
 	switch {

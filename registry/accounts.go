@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"net/mail"
 	"strings"
 	"time"
@@ -49,9 +48,9 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Ca
 		return devreg.Caller{}, err
 	}
 	if now := s.now(); k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval {
-		if err := s.store.TouchAPIKey(ctx, k.ID, now); err != nil && !errors.Is(err, context.Canceled) {
-			return devreg.Caller{}, err
-		}
+		// last_used_at is a convenience for the key list: a busy database must not turn it into a
+		// failed request, so a failed stamp is left for the next call to retry.
+		_ = s.store.TouchAPIKey(ctx, k.ID, now)
 	}
 	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI}, nil
 }

@@ -204,18 +204,24 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 
 	b := plan.Batch
 	res.BatchID = b.ID
+	// Replaced devices bring their check-in history to the new batch, and those that came from
+	// another type join this type's count.
+	var movedIn, connectedIn int64
+	if res.Replaced > 0 {
+		movedIn, connectedIn = moved, connected
+	}
 	steps := []struct {
 		sql  string
 		args []any
 	}{
 		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
-			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, min(connected, res.Replaced)}},
+			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, connectedIn}},
 		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 			SELECT ?, device_id, ?, ?, 'enabled', ?, substr(hashes, ?, ?), ? FROM ` + st.table + ` WHERE action = 0`,
 			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, plan.KeyIDs[len(plan.KeyIDs)-1], current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
-			[]any{res.Created + min(moved, res.Replaced), plan.AccountID, plan.DeviceTypeID}},
+			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},
 	}
 	if res.Replaced > 0 {
 		steps = append(steps, []struct {
