@@ -18,6 +18,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"devreg"
+	"devreg/internal/reqbody"
 	"devreg/registry"
 )
 
@@ -213,7 +214,7 @@ func jsonError(err error, offset int64) error {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		return bodyTooLarge(tooLarge)
+		return reqbody.TooLarge(tooLarge)
 	case errors.As(err, &syntax):
 		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: %s at byte offset %d", syntax.Error(), syntax.Offset)
 	case errors.As(err, &typ):
@@ -227,10 +228,6 @@ func jsonError(err error, offset int64) error {
 	default:
 		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)
 	}
-}
-
-func bodyTooLarge(e *http.MaxBytesError) error {
-	return devreg.Errorf(devreg.ETOOLARGE, "request body is larger than this server takes (%d bytes, set by --max-body); split it into several requests", e.Limit)
 }
 
 // queryBool parses an optional boolean query parameter.

@@ -9,6 +9,7 @@ import (
 
 	"devreg"
 	"devreg/bulkfile"
+	"devreg/internal/reqbody"
 )
 
 func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error {
@@ -24,7 +25,7 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 	case "application/json":
 		src = newJSONEntries(r.Body)
 	case "text/csv":
-		src = BodyErrors(bulkfile.NewReader(r.Body))
+		src = reqbody.Entries(bulkfile.NewReader(r.Body))
 	default:
 		return devreg.Errorf(devreg.EUNSUPPORTED, "send the devices as 'Content-Type: application/json' or as the bulk upload file with 'Content-Type: text/csv'; the body was %q", mt)
 	}
@@ -33,27 +34,6 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	return writeJSON(w, http.StatusOK, res)
-}
-
-// BodyErrors wraps an entry source that reads a request body so that a body over the server's
-// limit reads as 413 and a broken upload as 400.
-func BodyErrors(src devreg.EntrySource) devreg.EntrySource { return bodyErrors{src} }
-
-type bodyErrors struct{ src devreg.EntrySource }
-
-func (b bodyErrors) Next() (devreg.DeviceEntry, error) {
-	e, err := b.src.Next()
-	var tooLarge *http.MaxBytesError
-	switch {
-	case err == nil, errors.Is(err, io.EOF):
-		return e, err
-	case errors.As(err, &tooLarge):
-		return e, bodyTooLarge(tooLarge)
-	case devreg.ErrorCode(err) != devreg.EINTERNAL:
-		return e, err
-	default:
-		return e, devreg.Errorf(devreg.EBADREQUEST, "the upload broke off before its end: %v", err)
-	}
 }
 
 // jsonEntries streams the devices of a JSON registration body, {"devices": [...]}, one at a time.
@@ -67,7 +47,7 @@ type jsonEntries struct {
 func newJSONEntries(body io.Reader) devreg.EntrySource {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
-	return bodyErrors{&jsonEntries{dec: dec}}
+	return reqbody.Entries(&jsonEntries{dec: dec})
 }
 
 type jsonDevice struct {

@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"devreg/console"
 	"devreg/credential"
 	"devreg/httpapi"
 	"devreg/registry"
@@ -95,17 +97,16 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		db.Close()
+		return nil, err
+	}
 	handler, err := s.handler()
 	if err != nil {
+		s.ln.Close()
 		db.Close()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	s.ln = ln
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -168,8 +169,10 @@ func (s *Server) handler() (http.Handler, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/docs", http.StatusFound)
-	})
+	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
+	if err != nil {
+		return nil, err
+	}
+	ui.Register(mux)
 	return s.middleware(mux, m), nil
 }

@@ -1,0 +1,331 @@
+// Package console is devreg's web console: server-rendered pages to define device types,
+// register single devices, bulk-upload a CSV file of devices, browse devices by type and manage
+// batches and API keys. Templates and static assets are embedded; plain forms work without
+// JavaScript.
+package console
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"devreg"
+	"devreg/registry"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Handler serves the console.
+type Handler struct {
+	svc          *registry.Service
+	log          *slog.Logger
+	pages        map[string]*template.Template
+	secureCookie bool
+}
+
+// Config configures the console.
+type Config struct {
+	// SecureCookies marks cookies Secure; set it when clients reach the server over HTTPS.
+	SecureCookies bool
+}
+
+// New returns the console over svc, with every template parsed once.
+func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) {
+	funcs := template.FuncMap{
+		"date": func(t any) string {
+			switch v := t.(type) {
+			case time.Time:
+				return v.UTC().Format("2006-01-02 15:04 UTC")
+			case *time.Time:
+				if v != nil {
+					return v.UTC().Format("2006-01-02 15:04 UTC")
+				}
+			}
+			return ""
+		},
+		"count": thousands,
+		"typeName": func(names map[string]string, id string) string {
+			if n, ok := names[id]; ok {
+				return n
+			}
+			return id
+		},
+	}
+	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
+	if err != nil {
+		return nil, err
+	}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{svc: svc, log: log, pages: map[string]*template.Template{}, secureCookie: cfg.SecureCookies}
+	for _, name := range names {
+		page := strings.TrimSuffix(strings.TrimPrefix(name, "templates/"), ".html")
+		if page == "layout" {
+			continue
+		}
+		t, err := template.Must(layout.Clone()).ParseFS(templateFS, name)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", name, err)
+		}
+		h.pages[page] = t
+	}
+	return h, nil
+}
+
+// Pages lists the names of the console's page templates, for tests that render each of them.
+func (h *Handler) Pages() []string {
+	var names []string
+	for n := range h.pages {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Register adds the console's routes to mux, behind cross-origin protection for every form post.
+func (h *Handler) Register(mux *http.ServeMux) {
+	protect := http.NewCrossOriginProtection()
+	protect.SetDenyHandler(h.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		return devreg.Errorf(devreg.EFORBIDDEN, "this form was sent from another site, so it was refused to protect your account; open devreg yourself and send the form from there")
+	}))
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	open := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(fn))) }
+	auth := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(fn)))) }
+
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/devices", http.StatusFound) })
+	open("GET /login", h.loginPage)
+	open("POST /login", h.login)
+	open("POST /logout", h.logout)
+	auth("GET /devicetypes", h.deviceTypesPage)
+	auth("POST /devicetypes", h.createDeviceType)
+	auth("GET /devicetypes/{id}/edit", h.editDeviceTypePage)
+	auth("POST /devicetypes/{id}", h.updateDeviceType)
+	auth("POST /devicetypes/{id}/delete", h.deleteDeviceType)
+	auth("GET /devices", h.devicesPage)
+	auth("POST /devices", h.registerOne)
+	auth("GET /devices/upload", h.uploadPage)
+	auth("POST /devices/upload", h.upload)
+	auth("GET /devices/{id}", h.devicePage)
+	auth("POST /devices/{id}/status", h.setDeviceStatus)
+	auth("GET /devices/{id}/delete", h.deleteDevicePage)
+	auth("POST /devices/{id}/delete", h.deleteDevice)
+	auth("GET /batches", h.batchesPage)
+	auth("GET /batches/{id}", h.batchPage)
+	auth("POST /batches/{id}/status", h.setBatchStatus)
+	auth("GET /apikeys", h.apiKeysPage)
+	auth("POST /apikeys", h.createAPIKey)
+	auth("POST /apikeys/{id}/delete", h.deleteAPIKey)
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// page is what every template gets.
+type page struct {
+	Title string
+	Nav   string
+	User  string
+	Flash *flash
+	Data  any
+}
+
+type flash struct {
+	Kind string // "notice" or "error"
+	Text string
+}
+
+const (
+	sessionCookie = "devreg_session"
+	flashCookie   = "devreg_flash"
+)
+
+// render writes a page with the layout. It renders into a buffer first, so that a template
+// error becomes an error page rather than half a page.
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) error {
+	t, ok := h.pages[name]
+	if !ok {
+		return fmt.Errorf("no page template %q", name)
+	}
+	p := page{Title: title, Nav: nav, Data: data, Flash: h.takeFlash(w, r)}
+	if c, ok := devreg.CallerFromContext(r.Context()); ok {
+		p.User = c.Name
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
+		return fmt.Errorf("render %s: %w", name, err)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// redirect answers a form post by sending the browser on to path with a message to show there.
+func (h *Handler) redirect(w http.ResponseWriter, r *http.Request, path, kind, text string) error {
+	if text != "" {
+		http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: url.QueryEscape(kind + ":" + text), Path: "/",
+			HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: h.secureCookie, MaxAge: 60})
+	}
+	http.Redirect(w, r, path, http.StatusSeeOther)
+	return nil
+}
+
+func (h *Handler) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
+	c, err := r.Cookie(flashCookie)
+	if err != nil {
+		return nil
+	}
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: h.secureCookie})
+	v, err := url.QueryUnescape(c.Value)
+	if err != nil {
+		return nil
+	}
+	kind, text, ok := strings.Cut(v, ":")
+	if !ok || (kind != "notice" && kind != "error") {
+		return nil
+	}
+	return &flash{Kind: kind, Text: text}
+}
+
+// wrap renders the error a handler returns as a friendly page: what went wrong and where to go
+// next, never a Go error string (internal errors are logged with the request ID instead).
+func (h *Handler) wrap(fn handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := fn(w, r)
+		if err == nil {
+			return
+		}
+		code := devreg.ErrorCode(err)
+		if code == devreg.EUNAUTHORIZED && r.Method == http.MethodGet {
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		id := devreg.RequestIDFromContext(r.Context())
+		data := struct{ Heading, Message, Next, NextLabel, RequestID string }{
+			Heading: "Something went wrong", Message: devreg.ErrorMessage(err), Next: "/devices", NextLabel: "Back to devices",
+		}
+		status := http.StatusInternalServerError
+		switch code {
+		case devreg.ENOTFOUND:
+			status, data.Heading = http.StatusNotFound, "Not found"
+			data.Message += ". It may have been deleted, or it belongs to another account."
+		case devreg.EUNAUTHORIZED:
+			status, data.Heading, data.Next, data.NextLabel = http.StatusUnauthorized, "Please log in", "/login", "Log in"
+		case devreg.EFORBIDDEN:
+			status, data.Heading = http.StatusForbidden, "Not allowed"
+		case devreg.ETOOLARGE:
+			status, data.Heading, data.Next, data.NextLabel = http.StatusRequestEntityTooLarge, "The file is too large", "/devices/upload", "Back to Bulk Upload"
+		case devreg.EBADREQUEST, devreg.EINVALID, devreg.ECONFLICT, devreg.EUNSUPPORTED, devreg.ERATELIMITED:
+			status, data.Heading = http.StatusBadRequest, "That did not work"
+			if ref := r.Referer(); ref != "" && sameOrigin(ref, r) {
+				data.Next, data.NextLabel = ref, "Go back and try again"
+			}
+		default:
+			h.log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+			data.Message, data.RequestID = "The server ran into a problem and logged it. Try again in a moment; if it keeps happening, tell your devreg operator the request ID below.", id
+		}
+		if rerr := h.render(w, r, status, "error", data.Heading, "", data); rerr != nil {
+			h.log.ErrorContext(r.Context(), "render error page", "request_id", id, "err", rerr)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}
+	})
+}
+
+func sameOrigin(ref string, r *http.Request) bool {
+	u, err := url.Parse(ref)
+	return err == nil && u.Host == r.Host
+}
+
+// authenticated runs fn for the user whose session cookie the request carries.
+func (h *Handler) authenticated(fn handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		c, err := r.Cookie(sessionCookie)
+		if err != nil {
+			return devreg.Errorf(devreg.EUNAUTHORIZED, "please log in")
+		}
+		caller, err := h.svc.SessionCaller(r.Context(), c.Value)
+		if err != nil {
+			return err
+		}
+		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), caller)))
+	}
+}
+
+func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
+	return h.render(w, r, http.StatusOK, "login", "Log in", "", loginData{Next: safeNext(r.URL.Query().Get("next"))})
+}
+
+type loginData struct{ Email, Next, Error string }
+
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
+	email, next := r.PostFormValue("email"), safeNext(r.PostFormValue("next"))
+	token, err := h.svc.Login(r.Context(), email, r.PostFormValue("password"))
+	if code := devreg.ErrorCode(err); code == devreg.EUNAUTHORIZED || code == devreg.ERATELIMITED {
+		status := http.StatusUnauthorized
+		if code == devreg.ERATELIMITED {
+			status = http.StatusTooManyRequests
+		}
+		return h.render(w, r, status, "login", "Log in", "", loginData{Email: email, Next: next, Error: devreg.ErrorMessage(err)})
+	}
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: h.secureCookie || r.TLS != nil, MaxAge: int(registry.SessionLifetime / time.Second)})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+	return nil
+}
+
+// safeNext keeps a post-login destination on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/devices"
+	}
+	return next
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		if err := h.svc.Logout(r.Context(), c.Value); err != nil {
+			return err
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: h.secureCookie})
+	return h.redirect(w, r, "/login", "notice", "You are logged out.")
+}
+
+// typeNames maps the account's device type IDs to their names.
+func (h *Handler) types(ctx context.Context) ([]devreg.DeviceType, map[string]string, error) {
+	types, err := h.svc.ListDeviceTypes(ctx)
+	names := map[string]string{}
+	for _, t := range types {
+		names[t.ID] = t.Name
+	}
+	return types, names, err
+}
+
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if n < 0 {
+		return "-" + thousands(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

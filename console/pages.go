@@ -1,0 +1,443 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"devreg"
+	"devreg/bulkfile"
+	"devreg/internal/reqbody"
+)
+
+func (h *Handler) deviceTypesPage(w http.ResponseWriter, r *http.Request) error {
+	types, _, err := h.types(r.Context())
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "devicetypes", "Device Types", "devicetypes", struct{ Types []devreg.DeviceType }{types})
+}
+
+func formInt(r *http.Request, name string) (int, error) {
+	v := strings.TrimSpace(r.PostFormValue(name))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, devreg.Errorf(devreg.EINVALID, "%s must be a whole number", strings.ReplaceAll(name, "_", " "))
+	}
+	return n, nil
+}
+
+func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error {
+	min, err := formInt(r, "min_secret_length")
+	if err == nil {
+		var t devreg.DeviceType
+		t, err = h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: r.PostFormValue("name"), Description: r.PostFormValue("description"), MinSecretLength: min})
+		if err == nil {
+			return h.redirect(w, r, "/devicetypes", "notice", fmt.Sprintf("Device type %q created. Its ID is %s.", t.Name, t.ID))
+		}
+	}
+	if isUserError(err) {
+		return h.redirect(w, r, "/devicetypes", "error", devreg.ErrorMessage(err))
+	}
+	return err
+}
+
+// isUserError reports whether err is something the user can fix in the form they sent.
+func isUserError(err error) bool {
+	switch devreg.ErrorCode(err) {
+	case devreg.EINVALID, devreg.ECONFLICT, devreg.EINVALIDROWS, devreg.EBADREQUEST:
+		return true
+	}
+	return false
+}
+
+func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) error {
+	t, err := h.svc.DeviceType(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "devicetype_edit", "Edit "+t.Name, "devicetypes", struct{ Type devreg.DeviceType }{t})
+}
+
+func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	min, err := formInt(r, "min_secret_length")
+	if err == nil {
+		name, desc := r.PostFormValue("name"), r.PostFormValue("description")
+		_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min})
+	}
+	if isUserError(err) {
+		return h.redirect(w, r, "/devicetypes/"+url.PathEscape(id)+"/edit", "error", devreg.ErrorMessage(err))
+	}
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/devicetypes", "notice", "Device type saved.")
+}
+
+func (h *Handler) deleteDeviceType(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	err := h.svc.DeleteDeviceType(r.Context(), id)
+	if devreg.ErrorCode(err) == devreg.ECONFLICT {
+		return h.redirect(w, r, "/devicetypes/"+url.PathEscape(id)+"/edit", "error", devreg.ErrorMessage(err))
+	}
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/devicetypes", "notice", "Device type deleted.")
+}
+
+type devicesData struct {
+	Types     []devreg.DeviceType
+	TypeNames map[string]string
+	Filter    devreg.DeviceFilter
+	Connected string
+	Filtered  bool
+	Devices   []devreg.Device
+	Summary   string
+	Cursor    string
+	NextURL   string
+	FirstURL  string
+}
+
+func (h *Handler) devicesPage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	d := devicesData{
+		Filter: devreg.DeviceFilter{
+			DeviceTypeID: q.Get("device_type_id"), BatchID: strings.TrimSpace(q.Get("batch_id")),
+			Prefix: strings.TrimSpace(q.Get("prefix")), Status: devreg.DeviceStatus(q.Get("status")),
+		},
+		Connected: q.Get("connected"),
+		Cursor:    q.Get("cursor"),
+	}
+	switch d.Connected {
+	case "true", "false":
+		b := d.Connected == "true"
+		d.Filter.Connected = &b
+	default:
+		d.Connected = ""
+	}
+	d.Filtered = d.Filter.DeviceTypeID != "" || d.Filter.BatchID != "" || d.Filter.Prefix != "" || d.Filter.Status != "" || d.Connected != ""
+	var err error
+	if d.Types, d.TypeNames, err = h.types(ctx); err != nil {
+		return err
+	}
+	f := d.Filter
+	f.After = d.Cursor
+	var next string
+	if d.Devices, next, err = h.svc.ListDevices(ctx, f); err != nil {
+		return err
+	}
+	if d.Summary, err = h.summary(r, d); err != nil {
+		return err
+	}
+	if next != "" {
+		q.Set("cursor", next)
+		d.NextURL = "/devices?" + q.Encode()
+	}
+	q.Del("cursor")
+	d.FirstURL = "/devices?" + q.Encode()
+	return h.render(w, r, http.StatusOK, "devices", "Devices", "devices", d)
+}
+
+// summary says how many devices the chosen type or batch holds, from the counters the registry
+// keeps, so the page never counts rows.
+func (h *Handler) summary(r *http.Request, d devicesData) (string, error) {
+	f := d.Filter
+	narrowed := f.Prefix != "" || f.Status != "" || f.Connected != nil
+	switch {
+	case f.BatchID != "":
+		b, err := h.svc.Batch(r.Context(), f.BatchID)
+		if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+			return "No batch " + f.BatchID + " in this account.", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		s := fmt.Sprintf("Batch %s holds %s devices", b.ID, thousands(b.DeviceCount))
+		if narrowed || f.DeviceTypeID != "" {
+			s += "; showing those that match the filters"
+		}
+		return s + ".", nil
+	case f.DeviceTypeID != "":
+		name, ok := d.TypeNames[f.DeviceTypeID]
+		if !ok {
+			return "No device type " + f.DeviceTypeID + " in this account.", nil
+		}
+		var n int64
+		for _, t := range d.Types {
+			if t.ID == f.DeviceTypeID {
+				n = t.DeviceCount
+			}
+		}
+		s := fmt.Sprintf("%s devices of type %s", thousands(n), name)
+		if narrowed {
+			s += "; showing those that match the filters"
+		}
+		return s + ".", nil
+	default:
+		var n int64
+		for _, t := range d.Types {
+			n += t.DeviceCount
+		}
+		s := fmt.Sprintf("%s devices in all %d device types", thousands(n), len(d.Types))
+		if narrowed {
+			s += "; showing those that match the filters"
+		}
+		return s + ".", nil
+	}
+}
+
+// oneDevice is the single-device form as a registration source of one entry.
+type oneDevice struct {
+	entry devreg.DeviceEntry
+	done  bool
+}
+
+func (o *oneDevice) Next() (devreg.DeviceEntry, error) {
+	if o.done {
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	o.done = true
+	return o.entry, nil
+}
+
+func (h *Handler) registerOne(w http.ResponseWriter, r *http.Request) error {
+	typeID := r.PostFormValue("device_type_id")
+	id := strings.TrimSpace(r.PostFormValue("device_id"))
+	back := "/devices?device_type_id=" + url.QueryEscape(typeID)
+	res, err := h.svc.Register(r.Context(), typeID, &oneDevice{entry: devreg.DeviceEntry{DeviceID: id, Secret: r.PostFormValue("secret")}}, devreg.RegisterOptions{})
+	var e *devreg.Error
+	if errors.As(err, &e) && len(e.Problems) > 0 {
+		return h.redirect(w, r, back, "error", fmt.Sprintf("%s was not registered: %s.", id, e.Problems[0].Message))
+	}
+	if isUserError(err) {
+		return h.redirect(w, r, back, "error", devreg.ErrorMessage(err))
+	}
+	if err != nil {
+		return err
+	}
+	if res.Unchanged == 1 {
+		return h.redirect(w, r, back, "notice", fmt.Sprintf("%s was already registered with this secret; nothing changed.", id))
+	}
+	return h.redirect(w, r, back, "notice", fmt.Sprintf("Device %s registered.", id))
+}
+
+func (h *Handler) uploadPage(w http.ResponseWriter, r *http.Request) error {
+	types, _, err := h.types(r.Context())
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "upload", "Bulk Upload", "devices", struct {
+		Types        []devreg.DeviceType
+		DeviceTypeID string
+	}{types, r.URL.Query().Get("device_type_id")})
+}
+
+type uploadResult struct {
+	Filename     string
+	DeviceTypeID string
+	TypeName     string
+	Result       devreg.RegisterResult
+	Message      string
+	Problems     []devreg.Problem
+	ProblemCount int64
+}
+
+// upload streams the file part of a multipart form straight into a registration: the form's
+// other fields come before the file, so nothing of the file is held in memory or on disk here.
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return devreg.Errorf(devreg.EBADREQUEST, "send the upload form as multipart/form-data")
+	}
+	fields := map[string]string{}
+	var file *multipart.Part
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return reqbody.TooLarge(tooLarge)
+		}
+		if err != nil {
+			return devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
+		}
+		if part.FormName() == "file" {
+			file = part
+			break
+		}
+		v, err := io.ReadAll(io.LimitReader(part, 4096))
+		if err != nil {
+			return devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
+		}
+		fields[part.FormName()] = string(v)
+	}
+	if file == nil {
+		return devreg.Errorf(devreg.EBADREQUEST, "choose a file to upload")
+	}
+	typeID := fields["device_type_id"]
+	t, err := h.svc.DeviceType(r.Context(), typeID)
+	if err != nil {
+		return err
+	}
+	out := uploadResult{Filename: file.FileName(), DeviceTypeID: t.ID, TypeName: t.Name}
+	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), DryRun: fields["dry_run"] == "true", Filename: file.FileName()}
+	out.Result, err = h.svc.Register(r.Context(), t.ID, reqbody.Entries(bulkfile.NewReader(file)), opts)
+	var e *devreg.Error
+	status := http.StatusOK
+	switch {
+	case errors.As(err, &e) && len(e.Problems) > 0:
+		out.Message, out.Problems, out.ProblemCount = e.Message, e.Problems, int64(e.ProblemCount)
+		status = http.StatusUnprocessableEntity
+		if e.Code == devreg.ECONFLICT {
+			status = http.StatusConflict
+		}
+	case err != nil:
+		return err
+	}
+	title := "Upload result"
+	if len(out.Problems) > 0 {
+		title = "Upload refused"
+	}
+	return h.render(w, r, status, "upload_result", title, "devices", out)
+}
+
+func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	d, err := h.svc.Device(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	_, names, err := h.types(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := h.svc.Batch(ctx, d.BatchID)
+	if err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "device", d.DeviceID, "devices", struct {
+		Device        devreg.Device
+		TypeNames     map[string]string
+		BatchDisabled bool
+	}{d, names, b.Status == devreg.StatusDisabled})
+}
+
+func (h *Handler) setDeviceStatus(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	d, err := h.svc.SetDeviceStatus(r.Context(), id, devreg.DeviceStatus(r.PostFormValue("status")))
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/devices/"+url.PathEscape(id), "notice", fmt.Sprintf("Device %s is %s.", id, d.Status))
+}
+
+func (h *Handler) deleteDevicePage(w http.ResponseWriter, r *http.Request) error {
+	d, err := h.svc.Device(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "device_delete", "Delete "+d.DeviceID, "devices", struct{ DeviceID string }{d.DeviceID})
+}
+
+func (h *Handler) deleteDevice(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := h.svc.DeleteDevice(r.Context(), id); err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/devices", "notice", fmt.Sprintf("Device %s deleted.", id))
+}
+
+func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	batches, next, err := h.svc.ListBatches(ctx, q.Get("device_type_id"), 50, q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	_, names, err := h.types(ctx)
+	if err != nil {
+		return err
+	}
+	nextURL := ""
+	if next != "" {
+		q.Set("cursor", next)
+		nextURL = "/batches?" + q.Encode()
+	}
+	return h.render(w, r, http.StatusOK, "batches", "Batches", "batches", struct {
+		Batches   []devreg.Batch
+		TypeNames map[string]string
+		NextURL   string
+	}{batches, names, nextURL})
+}
+
+func (h *Handler) batchPage(w http.ResponseWriter, r *http.Request) error {
+	b, err := h.svc.Batch(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	_, names, err := h.types(r.Context())
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "batch", "Batch "+b.ID, "batches", struct {
+		Batch     devreg.Batch
+		TypeNames map[string]string
+	}{b, names})
+}
+
+func (h *Handler) setBatchStatus(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	b, err := h.svc.SetBatchStatus(r.Context(), id, devreg.DeviceStatus(r.PostFormValue("status")))
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/batches/"+url.PathEscape(id), "notice", fmt.Sprintf("Batch %s is %s.", b.ID, b.Status))
+}
+
+func (h *Handler) apiKeysPage(w http.ResponseWriter, r *http.Request) error {
+	return h.renderKeys(w, r, nil)
+}
+
+func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *devreg.APIKey) error {
+	keys, err := h.svc.ListAPIKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "apikeys", "API Keys", "apikeys", struct {
+		Keys   []devreg.APIKey
+		NewKey *devreg.APIKey
+	}{keys, created})
+}
+
+// createAPIKey shows the new key on the answer to the post itself: it is never stored, so a
+// redirect could not show it.
+func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
+	k, err := h.svc.CreateAPIKey(r.Context(), r.PostFormValue("name"), devreg.Scope(r.PostFormValue("scope")))
+	if isUserError(err) {
+		return h.redirect(w, r, "/apikeys", "error", devreg.ErrorMessage(err))
+	}
+	if err != nil {
+		return err
+	}
+	return h.renderKeys(w, r, &k)
+}
+
+func (h *Handler) deleteAPIKey(w http.ResponseWriter, r *http.Request) error {
+	if err := h.svc.DeleteAPIKey(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/apikeys", "notice", "The key is revoked; it stopped working at once.")
+}

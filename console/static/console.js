@@ -1,0 +1,60 @@
+// Small conveniences on top of plain forms: confirmations, a copy button, and an upload progress
+// bar. Every form works without this script.
+document.addEventListener("click", function (ev) {
+  var el = ev.target.closest("[data-confirm]");
+  if (el && !window.confirm(el.getAttribute("data-confirm"))) {
+    ev.preventDefault();
+  }
+  var copy = ev.target.closest("[data-copy]");
+  if (copy) {
+    var input = document.getElementById(copy.getAttribute("data-copy"));
+    input.select();
+    var done = function () { copy.textContent = "Copied"; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(done, function () { document.execCommand("copy"); done(); });
+    } else {
+      document.execCommand("copy");
+      done();
+    }
+  }
+});
+
+document.addEventListener("DOMContentLoaded", function () {
+  var form = document.getElementById("upload-form");
+  if (!form || !window.FormData || !window.XMLHttpRequest) {
+    return;
+  }
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var box = document.getElementById("upload-progress");
+    var bar = document.getElementById("progress-bar");
+    var text = document.getElementById("progress-text");
+    var button = form.querySelector("button[type=submit]");
+    box.hidden = false;
+    button.disabled = true;
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.upload.addEventListener("progress", function (e) {
+      if (e.lengthComputable) {
+        var pct = Math.round((e.loaded / e.total) * 100);
+        bar.value = pct;
+        text.textContent = pct + "% of " + (e.total / 1048576).toFixed(1) + " MB";
+      }
+    });
+    xhr.upload.addEventListener("load", function () {
+      bar.removeAttribute("value");
+      text.textContent = "Uploaded; checking and registering the devices…";
+    });
+    xhr.addEventListener("load", function () {
+      document.open();
+      document.write(xhr.responseText);
+      document.close();
+      history.replaceState(null, "", xhr.responseURL || form.action);
+    });
+    xhr.addEventListener("error", function () {
+      text.textContent = "The upload failed: the server could not be reached. Nothing was registered; try again.";
+      button.disabled = false;
+    });
+    xhr.send(new FormData(form));
+  });
+});
