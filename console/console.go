@@ -105,7 +105,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	open := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(fn))) }
-	auth := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(fn)))) }
+	auth := func(pattern string, fn handlerFunc) {
+		mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(fn))))
+	}
 
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/devices", http.StatusFound) })
 	open("GET /login", h.loginPage)
