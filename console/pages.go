@@ -288,6 +288,9 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.EBADREQUEST, "choose a file to upload")
 	}
 	typeID := fields["device_type_id"]
+	if typeID == "" {
+		return devreg.Errorf(devreg.EBADREQUEST, "the form must send device_type_id before the file; choose a device type and upload again")
+	}
 	t, err := h.svc.DeviceType(r.Context(), typeID)
 	if err != nil {
 		return err
