@@ -1,5 +1,9 @@
 # devreg: make run | make test | make lint | make build | make bench
 GO ?= go
+# The PostgreSQL server the tests create their databases on (one per test, dropped after it).
+# Set it empty (make test DEVREG_TEST_POSTGRES=) to skip the PostgreSQL tests on a machine without one.
+DEVREG_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+export DEVREG_TEST_POSTGRES
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: run test lint build bench fuzz

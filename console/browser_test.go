@@ -69,7 +69,7 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 
 // TestBrowserSeedFlow clicks through the seed document's Method 1 in a real browser.
 func TestBrowserSeedFlow(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "")
 	ctx := browser(t)
 	shots := screenshotDir(t)
 	shot := func(name string) {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg/console"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -32,9 +33,15 @@ const (
 	password = "correct horse battery"
 )
 
-func newEnv(t *testing.T) *env {
+// forEachStore runs test on the embedded SQLite database and on PostgreSQL.
+func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "") })
+	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
+}
+
+func newEnv(t *testing.T, database string) *env {
 	t.Helper()
-	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +119,10 @@ func (e *env) createType(t *testing.T, name string) string {
 
 // TestEveryPageRenders renders each page template at least once, so a template error fails here
 // rather than in front of a user.
-func TestEveryPageRenders(t *testing.T) {
-	e := newEnv(t)
+func TestEveryPageRenders(t *testing.T) { forEachStore(t, testEveryPageRenders) }
+
+func testEveryPageRenders(t *testing.T, database string) {
+	e := newEnv(t, database)
 	rendered := map[string]bool{}
 	check := func(page string, status int, body string, wantStatus int, want string) {
 		t.Helper()
@@ -166,8 +175,10 @@ func TestEveryPageRenders(t *testing.T) {
 	}
 }
 
-func TestConsoleFlows(t *testing.T) {
-	e := newEnv(t)
+func TestConsoleFlows(t *testing.T) { forEachStore(t, testConsoleFlows) }
+
+func testConsoleFlows(t *testing.T, database string) {
+	e := newEnv(t, database)
 	if status, body := e.get(t, "/devices"); status != 200 || !strings.Contains(body, `name="password"`) {
 		t.Fatalf("/devices before login = %d, want the login page", status)
 	}
@@ -268,8 +279,10 @@ func TestConsoleFlows(t *testing.T) {
 	})
 }
 
-func TestLoginThrottle(t *testing.T) {
-	e := newEnv(t)
+func TestLoginThrottle(t *testing.T) { forEachStore(t, testLoginThrottle) }
+
+func testLoginThrottle(t *testing.T, database string) {
+	e := newEnv(t, database)
 	for range 5 {
 		e.post(t, "/login", url.Values{"email": {email}, "password": {"wrong"}})
 	}

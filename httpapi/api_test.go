@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"devreg"
 	"devreg/internal/apitest"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -39,11 +41,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// env is a real server on a temporary SQLite database, with an account whose keys have each scope
-// and a second account for isolation checks.
+// env is a real server on a fresh database, with an account whose keys have each scope and a
+// second account for isolation checks.
 type env struct {
 	url         string
 	dataDir     string
+	database    string // "" for SQLite in dataDir
 	http        *http.Client
 	transport   *apitest.Transport
 	log         *syncBuffer
@@ -53,12 +56,18 @@ type env struct {
 	other       string // admin key of another account
 }
 
-func newEnv(t *testing.T, maxBody int64) *env {
+// forEachStore runs test on the embedded SQLite database and on PostgreSQL.
+func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "") })
+	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
+}
+
+func newEnv(t *testing.T, database string, maxBody int64) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{dataDir: t.TempDir(), log: &syncBuffer{}}
+	e := &env{dataDir: t.TempDir(), database: database, log: &syncBuffer{}}
 	srv, err := server.Open(ctx, server.Config{
-		Addr: "127.0.0.1:0", DataDir: e.dataDir, MaxBody: maxBody,
+		Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database, MaxBody: maxBody,
 		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -238,11 +247,35 @@ func (e *env) deviceIDs(t *testing.T, key, query string) []string {
 	}
 }
 
+// dump returns everything the database holds, as stored: the SQLite files, or a pg_dump.
+func (e *env) dump(t *testing.T) []byte {
+	t.Helper()
+	if e.database != "" {
+		out, err := exec.Command("pg_dump", "--data-only", e.database).Output()
+		if err != nil {
+			t.Fatalf("pg_dump: %v", err)
+		}
+		return out
+	}
+	var stored []byte
+	files, _ := filepath.Glob(filepath.Join(e.dataDir, "devreg.db*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, b...)
+	}
+	return stored
+}
+
 // The contract's bulk upload example, verbatim.
 const contractCSV = "device1, secretfordevice1, device2, secretfordevice2, device3, secretfordevice3,\n\ndevice4, secretfordevice4, device5, secretfordevice5\n"
 
-func TestSeedFlowCSVAndJSON(t *testing.T) {
-	e := newEnv(t, 0)
+func TestSeedFlowCSVAndJSON(t *testing.T) { forEachStore(t, testSeedFlowCSVAndJSON) }
+
+func testSeedFlowCSVAndJSON(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.registerKey, "Thermostat T1", 0)
 	var list struct {
 		DeviceTypes []devreg.DeviceType `json:"device_types"`
@@ -284,7 +317,11 @@ func TestSeedFlowCSVAndJSON(t *testing.T) {
 }
 
 func TestRegisterIsIdempotentAndHandlesConflicts(t *testing.T) {
-	e := newEnv(t, 0)
+	forEachStore(t, testRegisterIsIdempotentAndHandlesConflicts)
+}
+
+func testRegisterIsIdempotentAndHandlesConflicts(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.admin, "Sensor", 0)
 	other := e.createType(t, e.admin, "Other", 0)
 	first := e.mustRegister(t, e.registerKey, dt.ID, "", "text/csv", contractCSV)
@@ -358,7 +395,11 @@ func TestRegisterIsIdempotentAndHandlesConflicts(t *testing.T) {
 }
 
 func TestRegisterRefusesBadEntriesWithEveryProblem(t *testing.T) {
-	e := newEnv(t, 0)
+	forEachStore(t, testRegisterRefusesBadEntriesWithEveryProblem)
+}
+
+func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.registerKey, "Lock", 12)
 	e.mustRegister(t, e.registerKey, dt.ID, "", "text/csv", "taken, secret-of-taken")
 	tests := []struct {
@@ -430,8 +471,10 @@ func TestRegisterRefusesBadEntriesWithEveryProblem(t *testing.T) {
 	})
 }
 
-func TestRegisterDryRunWritesNothing(t *testing.T) {
-	e := newEnv(t, 0)
+func TestRegisterDryRunWritesNothing(t *testing.T) { forEachStore(t, testRegisterDryRunWritesNothing) }
+
+func testRegisterDryRunWritesNothing(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.registerKey, "Meter", 0)
 	res := e.mustRegister(t, e.registerKey, dt.ID, "dry_run=true", "text/csv", contractCSV)
 	if diff := cmp.Diff(devreg.RegisterResult{Created: 5, DryRun: true}, res); diff != "" {
@@ -454,8 +497,10 @@ func TestRegisterDryRunWritesNothing(t *testing.T) {
 	}
 }
 
-func TestRequestRefusals(t *testing.T) {
-	e := newEnv(t, 4096)
+func TestRequestRefusals(t *testing.T) { forEachStore(t, testRequestRefusals) }
+
+func testRequestRefusals(t *testing.T, database string) {
+	e := newEnv(t, database, 4096)
 	dt := e.createType(t, e.admin, "Camera", 0)
 	e.mustRegister(t, e.admin, dt.ID, "", "text/csv", "cam1, secretforcam1")
 	theirs := e.createType(t, e.other, "Theirs", 0)
@@ -510,8 +555,10 @@ func TestRequestRefusals(t *testing.T) {
 	}
 }
 
-func TestListingFiltersAndPages(t *testing.T) {
-	e := newEnv(t, 0)
+func TestListingFiltersAndPages(t *testing.T) { forEachStore(t, testListingFiltersAndPages) }
+
+func testListingFiltersAndPages(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	a := e.createType(t, e.admin, "A", 0)
 	b := e.createType(t, e.admin, "B", 0)
 	var csv strings.Builder
@@ -554,7 +601,11 @@ func TestListingFiltersAndPages(t *testing.T) {
 }
 
 func TestManageDevicesBatchesTypesAndKeys(t *testing.T) {
-	e := newEnv(t, 0)
+	forEachStore(t, testManageDevicesBatchesTypesAndKeys)
+}
+
+func testManageDevicesBatchesTypesAndKeys(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.admin, "Plug", 0)
 	res := e.mustRegister(t, e.admin, dt.ID, "", "text/csv", "p1, secretforp1, p2, secretforp2")
 
@@ -611,8 +662,10 @@ func TestManageDevicesBatchesTypesAndKeys(t *testing.T) {
 	e.mustDo(t, k.Key, "GET", "/api/v1/devicetypes", "", 401, nil)
 }
 
-func TestSecretsNeverLeave(t *testing.T) {
-	e := newEnv(t, 0)
+func TestSecretsNeverLeave(t *testing.T) { forEachStore(t, testSecretsNeverLeave) }
+
+func testSecretsNeverLeave(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.admin, "Secretive", 0)
 	secrets := []string{"secretfordevice1", "secretfordevice5", "json-secret-xyz"}
 	e.mustRegister(t, e.admin, dt.ID, "", "text/csv", contractCSV)
@@ -621,15 +674,7 @@ func TestSecretsNeverLeave(t *testing.T) {
 	e.deviceIDs(t, e.admin, "")
 	e.mustDo(t, e.admin, "GET", "/api/v1/devices/j1", "", 200, nil)
 
-	var stored []byte
-	files, _ := filepath.Glob(filepath.Join(e.dataDir, "devreg.db*"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stored = append(stored, b...)
-	}
+	stored := e.dump(t)
 	for _, s := range secrets {
 		for _, body := range e.transport.Responses {
 			if bytes.Contains(body, []byte(s)) {
@@ -646,7 +691,11 @@ func TestSecretsNeverLeave(t *testing.T) {
 }
 
 func TestDocsAndOperationsEndpointsNeedNoKey(t *testing.T) {
-	e := newEnv(t, 0)
+	forEachStore(t, testDocsAndOperationsEndpointsNeedNoKey)
+}
+
+func testDocsAndOperationsEndpointsNeedNoKey(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	for path, want := range map[string]string{
 		"/api/v1/openapi.json":              `"openapi":"3.0.3"`,
 		"/docs":                             "swagger-ui",
@@ -675,8 +724,10 @@ func TestDocsAndOperationsEndpointsNeedNoKey(t *testing.T) {
 
 // A slow upload must not hold up other registrations: the request is staged apart from the
 // registry and written in one short transaction once it has arrived whole.
-func TestSlowUploadHoldsUpNoOne(t *testing.T) {
-	e := newEnv(t, 0)
+func TestSlowUploadHoldsUpNoOne(t *testing.T) { forEachStore(t, testSlowUploadHoldsUpNoOne) }
+
+func testSlowUploadHoldsUpNoOne(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
 	dt := e.createType(t, e.admin, "Slow", 0)
 	pr, pw := io.Pipe()
 	hr, err := http.NewRequest("PUT", e.url+"/api/v1/devicetypes/"+dt.ID+"/device_ids", pr)

@@ -10,7 +10,7 @@ import (
 
 // CreateAccount stores a new account with its owner and first API key, all or nothing.
 func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx handle) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)`,
 			a.ID, a.Name, micros(a.CreatedAt)); err != nil {
 			return err
@@ -30,17 +30,13 @@ func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User,
 func (s *DB) UserByEmail(ctx context.Context, email string) (devreg.User, error) {
 	var u devreg.User
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, account_id, email, password_hash, created_at FROM users WHERE email = ?`, email).
+	err := s.h.QueryRowContext(ctx, `SELECT id, account_id, email, password_hash, created_at FROM users WHERE email = ?`, email).
 		Scan(&u.ID, &u.AccountID, &u.Email, &u.PasswordHash, &created)
 	u.CreatedAt = fromMicros(created)
 	return u, notFound(err, "no user with email %s", email)
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-func insertAPIKey(ctx context.Context, db execer, k devreg.APIKey) error {
+func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
 	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt))
 	return err
@@ -48,7 +44,7 @@ func insertAPIKey(ctx context.Context, db execer, k devreg.APIKey) error {
 
 // CreateAPIKey stores a new API key.
 func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
-	return insertAPIKey(ctx, s.db, k)
+	return insertAPIKey(ctx, s.h, k)
 }
 
 const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at`
@@ -64,19 +60,19 @@ func scanAPIKey(row interface{ Scan(...any) error }) (devreg.APIKey, error) {
 
 // APIKeyByHash returns the API key whose stored hash is hash.
 func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error) {
-	k, err := scanAPIKey(s.db.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash))
+	k, err := scanAPIKey(s.h.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash))
 	return k, notFound(err, "no such API key")
 }
 
 // TouchAPIKey records that the key was used at t.
 func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
+	_, err := s.h.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
 	return err
 }
 
 // ListAPIKeys returns the account's API keys, oldest first.
 func (s *DB) ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? ORDER BY created_at, id`, accountID)
+	rows, err := s.h.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? ORDER BY created_at, id`, accountID)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +90,7 @@ func (s *DB) ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey
 
 // DeleteAPIKey removes an API key of the account.
 func (s *DB) DeleteAPIKey(ctx context.Context, accountID, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
+	res, err := s.h.ExecContext(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
 	return affectedOne(res, err, "no API key %s", id)
 }
 

@@ -31,7 +31,7 @@ func (s *DB) ListBatches(ctx context.Context, accountID string, f devreg.BatchFi
 	}
 	q += ` ORDER BY seq DESC LIMIT ?`
 	args = append(args, f.Limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.h.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,12 +49,12 @@ func (s *DB) ListBatches(ctx context.Context, accountID string, f devreg.BatchFi
 
 // Batch returns one batch of the account.
 func (s *DB) Batch(ctx context.Context, accountID, id string) (devreg.Batch, error) {
-	b, _, err := scanBatch(s.db.QueryRowContext(ctx, `SELECT `+batchColumns+` FROM batches WHERE account_id = ? AND id = ?`, accountID, id))
+	b, _, err := scanBatch(s.h.QueryRowContext(ctx, `SELECT `+batchColumns+` FROM batches WHERE account_id = ? AND id = ?`, accountID, id))
 	return b, notFound(err, "no batch %s", id)
 }
 
 // SetBatchStatus enables or disables a whole batch.
 func (s *DB) SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, string(status), accountID, id)
+	res, err := s.h.ExecContext(ctx, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, string(status), accountID, id)
 	return affectedOne(res, err, "no batch %s", id)
 }

@@ -62,7 +62,7 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 		add(`device_id > ?`, f.After)
 	}
 	args = append(args, f.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY device_id LIMIT ?`, args...)
+	rows, err := s.h.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY device_id LIMIT ?`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -80,19 +80,19 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 
 // Device returns one device of the account.
 func (s *DB) Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error) {
-	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE account_id = ? AND device_id = ?`, accountID, deviceID))
+	d, err := scanDevice(s.h.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE account_id = ? AND device_id = ?`, accountID, deviceID))
 	return d, notFound(err, "no device %s", deviceID)
 }
 
 // SetDeviceStatus enables or disables a device.
 func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE devices SET status = ? WHERE account_id = ? AND device_id = ?`, string(status), accountID, deviceID)
+	res, err := s.h.ExecContext(ctx, `UPDATE devices SET status = ? WHERE account_id = ? AND device_id = ?`, string(status), accountID, deviceID)
 	return affectedOne(res, err, "no device %s", deviceID)
 }
 
 // DeleteDevice removes a device and takes it off its type's and batch's counts.
 func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx handle) error {
 		var typeID, batchID string
 		var seen sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT device_type_id, batch_id, last_seen_at FROM devices WHERE account_id = ? AND device_id = ?`,

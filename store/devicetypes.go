@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 
 	"devreg"
 )
@@ -19,7 +18,7 @@ func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, err
 
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err := s.h.ExecContext(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt))
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
@@ -29,7 +28,7 @@ func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 
 // ListDeviceTypes returns the account's device types by name.
 func (s *DB) ListDeviceTypes(ctx context.Context, accountID string) ([]devreg.DeviceType, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? ORDER BY name, id`, accountID)
+	rows, err := s.h.QueryContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? ORDER BY name, id`, accountID)
 	if err != nil {
 		return nil, err
 	}
@@ -47,13 +46,13 @@ func (s *DB) ListDeviceTypes(ctx context.Context, accountID string) ([]devreg.De
 
 // DeviceType returns one device type of the account.
 func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.DeviceType, error) {
-	t, err := scanDeviceType(s.db.QueryRowContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? AND id = ?`, accountID, id))
+	t, err := scanDeviceType(s.h.QueryRowContext(ctx, `SELECT `+deviceTypeColumns+` FROM device_types WHERE account_id = ? AND id = ?`, accountID, id))
 	return t, notFound(err, "no device type %s", id)
 }
 
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
+	res, err := s.h.ExecContext(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
 		t.Name, t.Description, t.MinSecretLength, t.AccountID, t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
@@ -63,7 +62,10 @@ func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 
 // DeleteDeviceType removes a device type that has no devices.
 func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx handle) error {
+		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+			return err
+		}
 		var count int64
 		err := tx.QueryRowContext(ctx, `SELECT device_count FROM device_types WHERE account_id = ? AND id = ?`, accountID, id).Scan(&count)
 		if err != nil {

@@ -6,21 +6,27 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
 	"devreg"
 	"devreg/credential"
 )
 
-// stageChunk is how many entries one INSERT into the stage carries: one statement per row would
-// spend most of a big request's time crossing from Go into SQLite.
+// stageChunk is how many entries one write to the stage carries: one statement per row would
+// spend most of a big request's time crossing from Go into the database.
 const stageChunk = 200
 
 // Stage is a registration request staged in a temporary table on one connection. Writing it takes
-// no lock on the registry's tables, so a slow upload holds up no one.
+// no lock on the registry's tables, so a slow upload holds up no one. SQLite fills it with
+// multi-row inserts, PostgreSQL with COPY.
 type Stage struct {
+	s       *DB
 	conn    *sql.Conn
+	c       handle
 	table   string
-	insert  *sql.Stmt
-	pending []any
+	insert  *sql.Stmt // SQLite: a full chunk's INSERT
+	pending [][]any
 	indexed bool
 }
 
@@ -30,18 +36,22 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &Stage{conn: conn, table: "stage_" + credential.RandomString(12)}
-	_, err = conn.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
-		idx       INTEGER PRIMARY KEY,
-		line      INTEGER NOT NULL,
-		device_id TEXT NOT NULL,
-		hashes    BLOB NOT NULL,
+	st := &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, table: "stage_" + strings.ToLower(credential.RandomString(12))}
+	blob, text := "BLOB", "TEXT"
+	if s.pg {
+		blob, text = "BYTEA", `TEXT COLLATE "C"` // as devices.device_id
+	}
+	_, err = st.c.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
+		idx       BIGINT PRIMARY KEY,
+		line      BIGINT NOT NULL,
+		device_id `+text+` NOT NULL,
+		hashes    `+blob+` NOT NULL,
 		action    INTEGER NOT NULL DEFAULT 0, -- 0 create, 1 unchanged, 2 conflict
 		old_type  TEXT,
 		old_batch TEXT,
 		old_seen  INTEGER NOT NULL DEFAULT 0
 	)`)
-	if err == nil {
+	if err == nil && !s.pg {
 		st.insert, err = conn.PrepareContext(ctx, st.insertSQL(stageChunk))
 	}
 	if err != nil {
@@ -58,8 +68,8 @@ func (st *Stage) insertSQL(rows int) string {
 
 // Add stages one entry.
 func (st *Stage) Add(ctx context.Context, index, line int, deviceID string, hashes []byte) error {
-	st.pending = append(st.pending, index, line, deviceID, hashes)
-	if len(st.pending) == 4*stageChunk {
+	st.pending = append(st.pending, []any{int64(index), int64(line), deviceID, append(make([]byte, 0, len(hashes)), hashes...)})
+	if len(st.pending) == stageChunk {
 		return st.flush(ctx)
 	}
 	return nil
@@ -69,13 +79,24 @@ func (st *Stage) flush(ctx context.Context) error {
 	if len(st.pending) == 0 {
 		return nil
 	}
-	var err error
-	if len(st.pending) == 4*stageChunk {
-		_, err = st.insert.ExecContext(ctx, st.pending...)
-	} else {
-		_, err = st.conn.ExecContext(ctx, st.insertSQL(len(st.pending)/4), st.pending...)
+	defer func() { st.pending = st.pending[:0] }()
+	if st.s.pg {
+		return st.conn.Raw(func(driverConn any) error {
+			_, err := driverConn.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{st.table},
+				[]string{"idx", "line", "device_id", "hashes"}, pgx.CopyFromRows(st.pending))
+			return err
+		})
 	}
-	st.pending = st.pending[:0]
+	args := make([]any, 0, 4*len(st.pending))
+	for _, row := range st.pending {
+		args = append(args, row...)
+	}
+	var err error
+	if len(st.pending) == stageChunk {
+		_, err = st.insert.ExecContext(ctx, args...)
+	} else {
+		_, err = st.c.ExecContext(ctx, st.insertSQL(len(st.pending)), args...)
+	}
 	return err
 }
 
@@ -85,7 +106,10 @@ func (st *Stage) finish(ctx context.Context) error {
 		return err
 	}
 	st.indexed = true
-	_, err := st.conn.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`)
+	_, err := st.c.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`)
+	if err == nil && st.s.pg {
+		_, err = st.c.ExecContext(ctx, `ANALYZE `+st.table)
+	}
 	return err
 }
 
@@ -94,7 +118,7 @@ func (st *Stage) Duplicates(ctx context.Context, problems *devreg.ProblemList) e
 	if err := st.finish(ctx); err != nil {
 		return err
 	}
-	rows, err := st.conn.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id, f.idx, f.line
+	rows, err := st.c.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id, f.idx, f.line
 		FROM `+st.table+` s JOIN `+st.table+` f ON f.device_id = s.device_id
 		  AND f.idx = (SELECT min(idx) FROM `+st.table+` WHERE device_id = s.device_id)
 		WHERE s.idx > f.idx ORDER BY s.idx`)
@@ -123,12 +147,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		return res, err
 	}
 	current := 1 + credential.HashSize*(len(plan.KeyIDs)-1) // where the current key's hash starts
-	// A dry run reads the registry without the write lock; a real run holds it from the first
-	// look at the registry to the commit, so what it decided on cannot change under it.
-	var q interface {
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-		QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-	} = st.conn
+	// A dry run reads the registry without taking the write lock; a real run holds it from the
+	// first look at the registry to the commit, so what it decided on cannot change under it.
+	q := st.c
 	var tx *sql.Tx
 	if !plan.DryRun {
 		if tx, err = st.conn.BeginTx(ctx, nil); err != nil {
@@ -139,7 +160,10 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				tx.Rollback()
 			}
 		}()
-		q = tx
+		q = handle{q: tx, pg: st.s.pg}
+		if err := st.s.lockAccount(ctx, q, plan.AccountID); err != nil {
+			return res, err
+		}
 	}
 
 	// Classify every entry against what is registered, in one statement.
@@ -154,12 +178,13 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	args = append(args, plan.AccountID)
 	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
 		action = CASE WHEN d.device_type_id = ? AND d.secret_hash = `+sameSecret.String()+` THEN 1 ELSE 2 END,
-		old_type = d.device_type_id, old_batch = d.batch_id, old_seen = d.last_seen_at IS NOT NULL
+		old_type = d.device_type_id, old_batch = d.batch_id,
+		old_seen = CASE WHEN d.last_seen_at IS NULL THEN 0 ELSE 1 END
 		FROM devices AS d WHERE d.account_id = ? AND d.device_id = `+st.table+`.device_id`, args...); err != nil {
 		return res, fmt.Errorf("classify staged devices: %w", err)
 	}
 	var conflicts, moved, connected int64
-	rows, err := q.QueryContext(ctx, `SELECT action, count(*), coalesce(sum(old_type <> ?), 0), coalesce(sum(old_seen), 0)
+	rows, err := q.QueryContext(ctx, `SELECT action, count(*), coalesce(sum(CASE WHEN old_type <> ? THEN 1 ELSE 0 END), 0), coalesce(sum(old_seen), 0)
 		FROM `+st.table+` GROUP BY action`, plan.DeviceTypeID)
 	if err != nil {
 		return res, err
@@ -210,6 +235,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	if res.Replaced > 0 {
 		movedIn, connectedIn = moved, connected
 	}
+	currentKey := plan.KeyIDs[len(plan.KeyIDs)-1]
 	steps := []struct {
 		sql  string
 		args []any
@@ -218,8 +244,10 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
 			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, connectedIn}},
 		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
-			SELECT ?, device_id, ?, ?, 'enabled', ?, substr(hashes, ?, ?), ? FROM ` + st.table + ` WHERE action = 0`,
-			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, plan.KeyIDs[len(plan.KeyIDs)-1], current, credential.HashSize, micros(b.CreatedAt)}},
+			SELECT CAST(? AS TEXT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
+				substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
+			FROM ` + st.table + ` WHERE action = 0 ORDER BY device_id`,
+			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},
 	}
@@ -236,13 +264,13 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				FROM (SELECT old_batch, count(*) AS n, sum(old_seen) AS c FROM ` + st.table + ` WHERE action = 2 GROUP BY old_batch) AS m
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
 				[]any{plan.AccountID}},
-			{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, ?, ?)
+			{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER))
 				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_id = ? AND devices.device_id = s.device_id`,
-				[]any{plan.DeviceTypeID, b.ID, plan.KeyIDs[len(plan.KeyIDs)-1], current, credential.HashSize, plan.AccountID}},
+				[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, plan.AccountID}},
 		}...)
 	}
 	for _, step := range steps {
-		if _, err := tx.ExecContext(ctx, step.sql, step.args...); err != nil {
+		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
 			return res, fmt.Errorf("register staged devices: %w", err)
 		}
 	}
@@ -250,9 +278,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 }
 
 // conflictError lists the conflicting entries of a registration that may not touch them.
-func (st *Stage) conflictError(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, plan devreg.RegistrationPlan, conflicts, total int64) error {
+func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.RegistrationPlan, conflicts, total int64) error {
 	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, devreg.MaxProblems)
 	if err != nil {
 		return err
@@ -284,8 +310,10 @@ func (st *Stage) conflictError(ctx context.Context, q interface {
 
 // Close drops the stage and hands its connection back.
 func (st *Stage) Close() error {
-	st.insert.Close()
-	_, err := st.conn.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)
+	if st.insert != nil {
+		st.insert.Close()
+	}
+	_, err := st.c.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)
 	if cerr := st.conn.Close(); err == nil {
 		err = cerr
 	}

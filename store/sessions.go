@@ -10,7 +10,7 @@ import (
 
 // CreateSession stores a console session for a user until expires.
 func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
+	_, err := s.h.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 		tokenHash, userID, micros(created), micros(expires))
 	return err
 }
@@ -19,7 +19,7 @@ func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string,
 func (s *DB) SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (devreg.User, error) {
 	var u devreg.User
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT u.id, u.account_id, u.email, u.password_hash, u.created_at
+	err := s.h.QueryRowContext(ctx, `SELECT u.id, u.account_id, u.email, u.password_hash, u.created_at
 		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?`, tokenHash, micros(now)).
 		Scan(&u.ID, &u.AccountID, &u.Email, &u.PasswordHash, &created)
 	u.CreatedAt = fromMicros(created)
@@ -28,7 +28,7 @@ func (s *DB) SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (
 
 // DeleteSession ends a session, and any that have expired by now.
 func (s *DB) DeleteSession(ctx context.Context, tokenHash []byte, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?`, tokenHash, micros(now))
+	_, err := s.h.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?`, tokenHash, micros(now))
 	return err
 }
 
@@ -37,7 +37,7 @@ func (s *DB) DeleteSession(ctx context.Context, tokenHash []byte, now time.Time)
 func (s *DB) Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error) {
 	var start int64
 	var count int
-	err := s.db.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ? AND window_start > ?`,
+	err := s.h.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ? AND window_start > ?`,
 		key, micros(now.Add(-window))).Scan(&start, &count)
 	if err == sql.ErrNoRows {
 		return 0, time.Time{}, nil
@@ -48,7 +48,7 @@ func (s *DB) Failures(ctx context.Context, key string, now time.Time, window tim
 // AddFailure records a failure for key: it opens a new window at now if the last one has passed.
 // It also forgets windows that have passed for any key, so the table stays small.
 func (s *DB) AddFailure(ctx context.Context, key string, now time.Time, window time.Duration) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx handle) error {
 		expired := micros(now.Add(-window))
 		if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE window_start <= ?`, expired); err != nil {
 			return err

@@ -1,5 +1,6 @@
 // Package store keeps devreg's data in SQL: the embedded SQLite database by default, PostgreSQL in
-// production. Dialect differences stay in this package; the migrations are embedded per dialect.
+// production. One implementation serves both; the dialect differences stay in this file and in
+// the embedded migrations of each dialect.
 package store
 
 import (
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -26,29 +29,86 @@ var migrations embed.FS
 
 // DB is devreg's store.
 type DB struct {
-	db      *sql.DB
-	dialect string // "sqlite"
+	db *sql.DB
+	pg bool   // PostgreSQL rather than SQLite
+	h  handle // db, with placeholders for the dialect
+}
+
+// handle runs queries written with '?' placeholders on a database, connection or transaction,
+// rewriting them to $1, $2, ... for PostgreSQL.
+type handle struct {
+	q interface {
+		ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	}
+	pg bool
+}
+
+func (h handle) bind(query string) string {
+	if !h.pg || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (h handle) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return h.q.ExecContext(ctx, h.bind(query), args...)
+}
+
+func (h handle) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return h.q.QueryContext(ctx, h.bind(query), args...)
+}
+
+func (h handle) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return h.q.QueryRowContext(ctx, h.bind(query), args...)
+}
+
+// IsPostgres reports whether url selects PostgreSQL.
+func IsPostgres(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
 // Open opens the database at url and brings its schema up to date. A url starting with
 // "postgres://" selects PostgreSQL; anything else names an SQLite file ("sqlite:" prefix optional).
 func Open(ctx context.Context, url string) (*DB, error) {
-	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
-		return nil, errors.New("PostgreSQL is not supported by this build yet; leave --database empty to use the embedded SQLite database")
+	s := &DB{pg: IsPostgres(url)}
+	var err error
+	if s.pg {
+		s.db, err = sql.Open("pgx", url)
+		if err == nil {
+			s.db.SetMaxOpenConns(20)
+		}
+	} else {
+		file := strings.TrimPrefix(url, "sqlite:")
+		s.db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
+			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate")
+		if err == nil {
+			s.db.SetMaxOpenConns(8)
+		}
 	}
-	file := strings.TrimPrefix(url, "sqlite:")
-	dsn := "file:" + file + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=foreign_keys(1)&_txlock=immediate"
-	sqldb, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
 	}
-	sqldb.SetMaxOpenConns(8)
-	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	s := &DB{db: sqldb, dialect: "sqlite"}
+	s.db.SetConnMaxIdleTime(5 * time.Minute)
+	s.h = handle{q: s.db, pg: s.pg}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
 	if err := s.migrate(ctx); err != nil {
-		sqldb.Close()
-		return nil, fmt.Errorf("open %s: %w", file, err)
+		s.db.Close()
+		return nil, fmt.Errorf("migrate the database: %w", err)
 	}
 	return s, nil
 }
@@ -59,16 +119,35 @@ func (s *DB) Close() error { return s.db.Close() }
 // Ping checks that the database answers.
 func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
+// migrationLock is the PostgreSQL advisory lock that lets one of several servers starting at
+// once migrate while the others wait.
+const migrationLock = 7_201_733_001
+
 // migrate applies the embedded migrations of the dialect that have not run yet, each in its own
 // transaction, recording them in schema_migrations.
 func (s *DB) migrate(ctx context.Context) error {
-	dir := path.Join("migrations", s.dialect)
+	dir := path.Join("migrations", "sqlite")
+	if s.pg {
+		dir = path.Join("migrations", "postgres")
+	}
 	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
 		return err
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := handle{q: conn, pg: s.pg}
+	if s.pg {
+		if _, err := c.ExecContext(ctx, `SELECT pg_advisory_lock(?)`, migrationLock); err != nil {
+			return err
+		}
+		defer c.ExecContext(context.Background(), `SELECT pg_advisory_unlock(?)`, migrationLock)
+	}
+	if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -80,17 +159,25 @@ func (s *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.inTx(ctx, func(tx *sql.Tx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil || n > 0 {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return fmt.Errorf("migration %s: %w", e.Name(), err)
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, time.Now().UnixMicro())
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
 			return err
-		}); err != nil {
+		}
+		t := handle{q: tx, pg: s.pg}
+		var n int
+		err = t.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n)
+		if err == nil && n == 0 {
+			if _, err = t.ExecContext(ctx, string(body)); err != nil {
+				err = fmt.Errorf("migration %s: %w", e.Name(), err)
+			} else {
+				_, err = t.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, time.Now().UnixMicro())
+			}
+		}
+		if err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
 			return err
 		}
 	}
@@ -98,16 +185,27 @@ func (s *DB) migrate(ctx context.Context) error {
 }
 
 // inTx runs fn in a write transaction and commits it when fn returns nil.
-func (s *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *DB) inTx(ctx context.Context, fn func(tx handle) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(handle{q: tx, pg: s.pg}); err != nil {
 		tx.Rollback()
 		return err
 	}
 	return tx.Commit()
+}
+
+// lockAccount serializes, within a transaction, the writes of one account that decide on what is
+// registered (registrations, deleting a device type), so that two servers cannot both find a
+// device ID free and both insert it. SQLite's write transactions are serial already.
+func (s *DB) lockAccount(ctx context.Context, tx handle, accountID string) error {
+	if !s.pg {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(?))`, accountID)
+	return err
 }
 
 // isUniqueViolation reports whether err says a row broke a UNIQUE or PRIMARY KEY constraint.
@@ -116,7 +214,8 @@ func isUniqueViolation(err error) bool {
 	if errors.As(err, &se) {
 		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 	}
-	return false
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
 // notFound turns sql.ErrNoRows into the domain's not-found error.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"devreg/internal/pgtest"
 	"devreg/store"
 	"devreg/store/storetest"
 )
@@ -28,5 +29,36 @@ func TestMigrationsRunOnce(t *testing.T) {
 			t.Fatalf("opening an existing database: %v", err)
 		}
 		db.Close()
+	}
+}
+
+func TestPostgres(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) *store.DB {
+		db, err := store.Open(context.Background(), pgtest.NewDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	})
+}
+
+// Several servers may start at once on one PostgreSQL database: the migrations run once.
+func TestPostgresConcurrentMigrations(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			db, err := store.Open(context.Background(), url)
+			if err == nil {
+				db.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent start: %v", err)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"devreg"
 	"devreg/client"
+	"devreg/internal/pgtest"
 )
 
 var binary string
@@ -45,9 +46,9 @@ type account struct {
 	APIKey    string `json:"api_key"`
 }
 
-func createAccount(t *testing.T, dir, name, email string) account {
+func createAccount(t *testing.T, dir, name, email string, args ...string) account {
 	t.Helper()
-	cmd := exec.Command(binary, "accounts", "create", "--name", name, "--email", email, "--password-stdin")
+	cmd := exec.Command(binary, append([]string{"accounts", "create", "--name", name, "--email", email, "--password-stdin"}, args...)...)
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader("correct horse battery\n")
 	out, err := cmd.Output()
@@ -119,14 +120,20 @@ func stop(t *testing.T, cmd *exec.Cmd) {
 	}
 }
 
-// TestSeedFlowEndToEnd runs the seed document's Method 2 against the real binary: define a device
-// type, find its ID, register devices as JSON and as the bulk upload file, and see them by type.
+// TestSeedFlowEndToEnd runs the seed document's Method 2 against the real binary, on each
+// database: define a device type, find its ID, register devices as JSON and as the bulk upload
+// file, and see them by type.
 func TestSeedFlowEndToEnd(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testSeedFlowEndToEnd(t) })
+	t.Run("postgres", func(t *testing.T) { testSeedFlowEndToEnd(t, "--database", pgtest.NewDatabase(t)) })
+}
+
+func testSeedFlowEndToEnd(t *testing.T, dbArgs ...string) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	acme := createAccount(t, dir, "Acme", "ops@acme.test")
-	url, srv := serve(t, dir)
-	other := createAccount(t, dir, "Other", "ops@other.test") // while the server runs
+	acme := createAccount(t, dir, "Acme", "ops@acme.test", dbArgs...)
+	url, srv := serve(t, dir, dbArgs...)
+	other := createAccount(t, dir, "Other", "ops@other.test", dbArgs...) // while the server runs
 	c := client.New(url, acme.APIKey)
 
 	name := "Thermostat T1"
@@ -172,7 +179,7 @@ func TestSeedFlowEndToEnd(t *testing.T) {
 	}
 
 	stop(t, srv)
-	url, _ = serve(t, dir) // the data survives a restart, under the same key
+	url, _ = serve(t, dir, dbArgs...) // the data survives a restart, under the same key
 	c = client.New(url, acme.APIKey)
 	res, err = c.RegisterCSV(ctx, dtID, strings.NewReader(csv), client.RegisterOptions{})
 	if err != nil || res.Unchanged != 5 {

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-replace-moves-counts", testStageReplace},
 		{"list-devices", testListDevices},
 		{"batches", testBatches},
+		{"sessions-and-failures", testSessionsAndFailures},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
@@ -369,5 +370,47 @@ func testBatches(t *testing.T, db *store.DB) {
 	}
 	if _, err := db.Batch(ctx, "acc_nobody", "bat_1"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
 		t.Errorf("another account's batch: %v", err)
+	}
+}
+
+func testSessionsAndFailures(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	token := []byte("token-hash")
+	if err := db.CreateSession(ctx, token, "usr_a", t0, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	u, err := db.SessionUser(ctx, token, t0.Add(time.Minute))
+	if err != nil || u.AccountID != acc || u.Email != "a@example.test" {
+		t.Errorf("SessionUser = %+v, %v", u, err)
+	}
+	if _, err := db.SessionUser(ctx, token, t0.Add(2*time.Hour)); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("expired session: err = %v, want not found", err)
+	}
+	if err := db.DeleteSession(ctx, token, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SessionUser(ctx, token, t0); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("deleted session: err = %v, want not found", err)
+	}
+
+	window := 15 * time.Minute
+	for i := range 3 {
+		if err := db.AddFailure(ctx, "k", t0.Add(time.Duration(i)*time.Minute), window); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, since, err := db.Failures(ctx, "k", t0.Add(10*time.Minute), window)
+	if err != nil || n != 3 || !since.Equal(t0) {
+		t.Errorf("Failures = %d since %v, %v; want 3 since %v", n, since, err, t0)
+	}
+	if n, _, _ := db.Failures(ctx, "k", t0.Add(16*time.Minute), window); n != 0 {
+		t.Errorf("failures after the window = %d, want 0", n)
+	}
+	if err := db.AddFailure(ctx, "k", t0.Add(16*time.Minute), window); err != nil {
+		t.Fatal(err)
+	}
+	if n, since, _ := db.Failures(ctx, "k", t0.Add(17*time.Minute), window); n != 1 || !since.Equal(t0.Add(16*time.Minute)) {
+		t.Errorf("a failure after the window opens a new one: %d since %v", n, since)
 	}
 }

@@ -1,0 +1,64 @@
+// Package pgtest gives tests their own PostgreSQL database on the server that
+// DEVREG_TEST_POSTGRES names (for example postgres://postgres@127.0.0.1:5432/postgres), created
+// for the test and dropped after it, so that runs on a shared server never meet.
+package pgtest
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"devreg/credential"
+)
+
+// EnvVar names the server the PostgreSQL tests use.
+const EnvVar = "DEVREG_TEST_POSTGRES"
+
+// ServerURL returns the server URL from the environment. Without one the test is skipped on a
+// developer's machine, but fails under CI (CI set), which must never pass with PostgreSQL untested.
+func ServerURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(EnvVar)
+	if u == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set: CI must run the PostgreSQL tests", EnvVar)
+		}
+		t.Skipf("%s is not set; set it to a PostgreSQL server URL to run the PostgreSQL tests", EnvVar)
+	}
+	return u
+}
+
+// NewDatabase creates an empty database for the test and returns its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	server := ServerURL(t)
+	admin, err := sql.Open("pgx", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := "devreg_test_" + strings.ToLower(credential.RandomString(12))
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database on %s: %v", EnvVar, err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", server)
+		if err != nil {
+			return
+		}
+		defer admin.Close()
+		admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	u, err := url.Parse(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
