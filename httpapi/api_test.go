@@ -44,6 +44,8 @@ func (b *syncBuffer) String() string {
 // env is a real server on a fresh database, with an account whose keys have each scope and a
 // second account for isolation checks.
 type env struct {
+	srv         *server.Server
+	accountID   string // of the admin key's account
 	url         string
 	dataDir     string
 	database    string // "" for SQLite in dataDir
@@ -86,7 +88,10 @@ func newEnv(t *testing.T, database string, maxBody int64) *env {
 		}
 	})
 
-	_, e.admin, err = srv.Service.NewAccount(ctx, "Acme", "owner@acme.test", "correct horse")
+	e.srv = srv
+	var acct devreg.Account
+	acct, e.admin, err = srv.Service.NewAccount(ctx, "Acme", "owner@acme.test", "correct horse")
+	e.accountID = acct.ID
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +300,20 @@ func testSeedFlowCSVAndJSON(t *testing.T, database string) {
 	}
 	other := e.createType(t, e.admin, "Gateway G2", 0)
 	e.mustRegister(t, e.admin, other.ID, "", "", `{"devices": [{"device_id": "gw1", "secret": "gatewaysecret"}]}`)
+
+	// Each device can later prove itself with its own secret, and only with it.
+	for i := 1; i <= 5; i++ {
+		id, secret := fmt.Sprintf("device%d", i), fmt.Sprintf("secretfordevice%d", i)
+		for _, tc := range []struct {
+			secret string
+			want   bool
+		}{{secret, true}, {secret + "x", false}, {"secretfordevice1", i == 1}} {
+			ok, err := e.srv.Service.CheckDeviceSecret(context.Background(), e.accountID, id, tc.secret)
+			if err != nil || ok != tc.want {
+				t.Errorf("CheckDeviceSecret(%s, %q) = %v, %v; want %v", id, tc.secret, ok, err, tc.want)
+			}
+		}
+	}
 
 	got := e.deviceIDs(t, e.read, "device_type_id="+dt.ID)
 	want := []string{"aa:bb:cc:dd:ee:01", "device1", "device2", "device3", "device4", "device5"}

@@ -40,6 +40,7 @@ type Store interface {
 	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
 	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
+	DeviceSecret(ctx context.Context, accountID, deviceID string) (keyID string, hash []byte, enabled bool, err error)
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"devreg"
@@ -18,9 +19,9 @@ const (
 	loginWindow      = 15 * time.Minute
 )
 
-// A dummy hash to check a password against when the email is unknown, so that the answer takes
-// the same time either way.
-var dummyPasswordHash = credential.HashPassword("no such user")
+// dummyPasswordHash is a hash to check a password against when the email is unknown, so that
+// the answer takes the same time either way. It is made on first use: argon2id takes 64 MiB.
+var dummyPasswordHash = sync.OnceValue(func() string { return credential.HashPassword("no such user") })
 
 // Login checks a console user's email and password and opens a session, returning its token for
 // the cookie. After loginMaxFailures failures for one email within loginWindow, further attempts
@@ -38,13 +39,14 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 		return "", devreg.Errorf(devreg.ERATELIMITED, "too many failed logins for %s; try again in %s", email, max(wait, time.Minute))
 	}
 	u, err := s.store.UserByEmail(ctx, email)
+	known := err == nil
 	hash := u.PasswordHash
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-		hash = dummyPasswordHash
+		hash = dummyPasswordHash()
 	} else if err != nil {
 		return "", err
 	}
-	if !credential.CheckPassword(hash, password) || hash == dummyPasswordHash {
+	if !credential.CheckPassword(hash, password) || !known {
 		if err := s.store.AddFailure(ctx, key, now, loginWindow); err != nil {
 			return "", err
 		}

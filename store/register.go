@@ -37,13 +37,14 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 		return nil, err
 	}
 	st := &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, table: "stage_" + strings.ToLower(credential.RandomString(12))}
-	blob, text := "BLOB", "TEXT"
+	// In SQLite "INTEGER PRIMARY KEY" is the rowid itself; any other spelling adds an index.
+	integer, blob, text := "INTEGER", "BLOB", "TEXT"
 	if s.pg {
-		blob, text = "BYTEA", `TEXT COLLATE "C"` // as devices.device_id
+		integer, blob, text = "BIGINT", "BYTEA", `TEXT COLLATE "C"` // as devices.device_id
 	}
 	_, err = st.c.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
-		idx       BIGINT PRIMARY KEY,
-		line      BIGINT NOT NULL,
+		idx       `+integer+` PRIMARY KEY,
+		line      `+integer+` NOT NULL,
 		device_id `+text+` NOT NULL,
 		hashes    `+blob+` NOT NULL,
 		action    INTEGER NOT NULL DEFAULT 0, -- 0 create, 1 unchanged, 2 conflict
@@ -246,7 +247,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 			SELECT CAST(? AS TEXT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
 				substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
-			FROM ` + st.table + ` WHERE action = 0 ORDER BY device_id`,
+			FROM ` + st.table + ` WHERE action = 0`,
 			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},

@@ -1,9 +1,11 @@
 // Command bench measures devreg's bulk registration against a real server process and prints one
 // line per figure: devices/s, seconds, the ratio to a baseline measured in the same run, and the
 // server's peak resident memory. The baseline is the sqlite3 shell's .import of the same rows into
-// a table with the same keys and indexes as devreg's devices table.
+// a table with the same keys and indexes as devreg's devices table. With -postgres (default
+// $DEVREG_TEST_POSTGRES) it also registers the same file on PostgreSQL, next to a raw COPY of the
+// same rows into such a table, each in a database of its own made for the run.
 //
-//	go run ./internal/bench [-n 1000000]
+//	go run ./internal/bench [-n 1000000] [-postgres URL]
 package main
 
 import (
@@ -31,8 +33,9 @@ import (
 
 func main() {
 	n := flag.Int("n", 1_000_000, "devices per request")
+	pg := flag.String("postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
 	flag.Parse()
-	if err := run(*n); err != nil {
+	if err := run(*n, *pg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -57,7 +60,7 @@ func (f figure) String() string {
 	return fmt.Sprintf("%-28s %10.0f %8.2f %6s %12s", f.name, float64(f.devices)/f.elapsed.Seconds(), f.elapsed.Seconds(), ratio, rss)
 }
 
-func run(n int) error {
+func run(n int, pgServer string) error {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		return fmt.Errorf("the baseline needs the sqlite3 shell: apt-get install -y sqlite3")
 	}
@@ -101,13 +104,13 @@ func run(n int) error {
 		APIKey string `json:"api_key"`
 	}
 	json.Unmarshal(out, &account)
-	url, srv, err := serve(bin, data)
+	ctx := context.Background()
+	url, srv, err := serve(bin, "--data", data)
 	if err != nil {
 		return err
 	}
 	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
 	c := client.New(url, account.APIKey)
-	ctx := context.Background()
 	newType := func(name string) (string, error) {
 		dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
 		return dt.ID, err
@@ -157,6 +160,13 @@ func run(n int) error {
 			return fmt.Errorf("%s: unexpected result %+v", s.name, res)
 		}
 		figures = append(figures, figure{name: s.name, devices: n, elapsed: elapsed, base: base, rssMB: peakRSSMB(srv.Process.Pid)})
+	}
+	if pgServer != "" {
+		pgFigures, err := postgresFigures(ctx, bin, dir, pgServer, csvA, n)
+		if err != nil {
+			return err
+		}
+		figures = append(figures, pgFigures...)
 	}
 	fmt.Printf("%-28s %10s %8s %6s %12s\n", "figure", "devices/s", "seconds", "ratio", "peak_rss_MB")
 	for _, f := range figures {
@@ -262,8 +272,8 @@ SELECT count(*) FROM devices;
 	return elapsed, nil
 }
 
-func serve(bin, data string) (string, *exec.Cmd, error) {
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", data)
+func serve(bin string, args ...string) (string, *exec.Cmd, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", nil, err
