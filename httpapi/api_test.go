@@ -308,9 +308,9 @@ func testSeedFlowCSVAndJSON(t *testing.T, database string) {
 			secret string
 			want   bool
 		}{{secret, true}, {secret + "x", false}, {"secretfordevice1", i == 1}} {
-			ok, err := e.srv.Service.CheckDeviceSecret(context.Background(), e.accountID, id, tc.secret)
-			if err != nil || ok != tc.want {
-				t.Errorf("CheckDeviceSecret(%s, %q) = %v, %v; want %v", id, tc.secret, ok, err, tc.want)
+			_, err := e.srv.Service.AuthenticateDevice(context.Background(), e.accountID, id, tc.secret)
+			if (err == nil) != tc.want {
+				t.Errorf("AuthenticateDevice(%s, %q) = %v; want success %v", id, tc.secret, err, tc.want)
 			}
 		}
 	}
@@ -543,6 +543,10 @@ func testRequestRefusals(t *testing.T, database string) {
 		{"404/other-accounts-type", req{key: e.admin, method: "GET", path: "/api/v1/devicetypes/" + theirs.ID}, 404, "not_found", theirs.ID},
 		{"404/other-accounts-device", req{key: e.admin, method: "GET", path: "/api/v1/devices/their1"}, 404, "not_found", "their1"},
 		{"404/register-into-other-accounts-type", req{key: e.admin, method: "PUT", path: "/api/v1/devicetypes/" + theirs.ID + "/device_ids", contentType: "text/csv", body: "x1, secretforx1"}, 404, "not_found", ""},
+		{"404/device-id-with-odd-bytes", req{key: e.admin, method: "GET", path: "/api/v1/devices/a%00%ff", invalid: true}, 404, "not_found", "no device"},
+		{"404/type-id-with-odd-bytes", req{key: e.admin, method: "GET", path: "/api/v1/devicetypes/dt_%00", invalid: true}, 404, "not_found", "no device type"},
+		{"404/batch-id-with-odd-bytes", req{key: e.admin, method: "PATCH", path: "/api/v1/batches/b%00", body: `{"status": "disabled"}`, invalid: true}, 404, "not_found", "no batch"},
+		{"422/type-name-with-control-character", req{key: e.admin, method: "POST", path: "/api/v1/devicetypes", body: `{"name": "a\u0000b"}`, invalid: true}, 422, "invalid", "control character"},
 		{"404/unknown-path", req{key: e.admin, method: "GET", path: "/api/v1/nothing", invalid: true}, 404, "not_found", "/api/v1/nothing"},
 		{"409/duplicate-type-name", req{key: e.admin, method: "POST", path: "/api/v1/devicetypes", body: `{"name": "Camera"}`}, 409, "conflict", "Camera"},
 		{"409/delete-type-with-devices", req{key: e.admin, method: "DELETE", path: "/api/v1/devicetypes/" + dt.ID}, 409, "conflict", "1 devices"},
@@ -601,6 +605,8 @@ func testListingFiltersAndPages(t *testing.T, database string) {
 		{"device_type_id=" + b.ID + "&prefix=a-", []string{"a-999"}},
 		{"batch_id=" + batchA + "&prefix=a-24", []string{"a-240", "a-241", "a-242", "a-243", "a-244", "a-245", "a-246", "a-247", "a-248", "a-249"}},
 		{"connected=true", nil},
+		{"prefix=%00", nil},
+		{"device_type_id=%ff", nil},
 		{"prefix=zzz", nil},
 	}
 	for _, tt := range tests {

@@ -93,5 +93,8 @@ func (s *Service) DeleteAPIKey(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if !opaqueID(id) {
+		return notFound("API key", id)
+	}
 	return s.store.DeleteAPIKey(ctx, c.AccountID, id)
 }

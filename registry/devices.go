@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"devreg"
+	"devreg/credential"
 )
 
 // ListDevices returns a page of the caller's devices that match f, and the cursor of the next
@@ -22,9 +23,18 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 		return nil, "", err
 	}
 	if f.After != "" {
-		if f.After, err = decodeCursor(f.After); err != nil {
+		cursor := f.After
+		if f.After, err = decodeCursor(cursor); err == nil && credential.CheckDeviceID(f.After) != "" {
+			err = devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
+		}
+		if err != nil {
 			return nil, "", err
 		}
+	}
+	// Filters no device can match need no query (and the database need not see odd bytes).
+	if f.DeviceTypeID != "" && !opaqueID(f.DeviceTypeID) || f.BatchID != "" && !opaqueID(f.BatchID) ||
+		f.Prefix != "" && credential.CheckDeviceID(f.Prefix) != "" {
+		return []devreg.Device{}, "", nil
 	}
 	f.Limit = limit + 1 // one more tells whether there is a next page
 	devices, err := s.store.ListDevices(ctx, c.AccountID, f)
@@ -41,6 +51,9 @@ func (s *Service) Device(ctx context.Context, deviceID string) (devreg.Device, e
 	if err != nil {
 		return devreg.Device{}, err
 	}
+	if credential.CheckDeviceID(deviceID) != "" {
+		return devreg.Device{}, notFound("device", deviceID)
+	}
 	return s.store.Device(ctx, c.AccountID, deviceID)
 }
 
@@ -52,6 +65,9 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 	}
 	if !status.Valid() {
 		return devreg.Device{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
+	}
+	if credential.CheckDeviceID(deviceID) != "" {
+		return devreg.Device{}, notFound("device", deviceID)
 	}
 	if err := s.store.SetDeviceStatus(ctx, c.AccountID, deviceID, status); err != nil {
 		return devreg.Device{}, err
@@ -65,6 +81,9 @@ func (s *Service) DeleteDevice(ctx context.Context, deviceID string) error {
 	if err != nil {
 		return err
 	}
+	if credential.CheckDeviceID(deviceID) != "" {
+		return notFound("device", deviceID)
+	}
 	return s.store.DeleteDevice(ctx, c.AccountID, deviceID)
 }
 
@@ -73,6 +92,9 @@ func (s *Service) ListBatches(ctx context.Context, deviceTypeID string, limit in
 	c, err := authorize(ctx, devreg.ScopeRead)
 	if err != nil {
 		return nil, "", err
+	}
+	if deviceTypeID != "" && !opaqueID(deviceTypeID) {
+		return []devreg.Batch{}, "", nil
 	}
 	f := devreg.BatchFilter{DeviceTypeID: deviceTypeID}
 	if f.Limit, err = pageSize(limit); err != nil {
@@ -102,6 +124,9 @@ func (s *Service) Batch(ctx context.Context, id string) (devreg.Batch, error) {
 	if err != nil {
 		return devreg.Batch{}, err
 	}
+	if !opaqueID(id) {
+		return devreg.Batch{}, notFound("batch", id)
+	}
 	return s.store.Batch(ctx, c.AccountID, id)
 }
 
@@ -114,6 +139,9 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 	}
 	if !status.Valid() {
 		return devreg.Batch{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
+	}
+	if !opaqueID(id) {
+		return devreg.Batch{}, notFound("batch", id)
 	}
 	if err := s.store.SetBatchStatus(ctx, c.AccountID, id, status); err != nil {
 		return devreg.Batch{}, err

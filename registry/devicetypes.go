@@ -55,6 +55,9 @@ func (s *Service) DeviceType(ctx context.Context, id string) (devreg.DeviceType,
 	if err != nil {
 		return devreg.DeviceType{}, err
 	}
+	if !opaqueID(id) {
+		return devreg.DeviceType{}, notFound("device type", id)
+	}
 	return s.store.DeviceType(ctx, c.AccountID, id)
 }
 
@@ -64,6 +67,9 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
 		return devreg.DeviceType{}, err
+	}
+	if !opaqueID(id) {
+		return devreg.DeviceType{}, notFound("device type", id)
 	}
 	t, err := s.store.DeviceType(ctx, c.AccountID, id)
 	if err != nil {
@@ -89,6 +95,9 @@ func (s *Service) DeleteDeviceType(ctx context.Context, id string) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
 		return err
+	}
+	if !opaqueID(id) {
+		return notFound("device type", id)
 	}
 	return s.store.DeleteDeviceType(ctx, c.AccountID, id)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
+	"unicode"
 
 	"devreg"
 	"devreg/credential"
@@ -29,10 +31,14 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if opts.OnConflict == devreg.ConflictReplace && !c.Scope.Allows(devreg.ScopeAdmin) {
 		return res, devreg.Errorf(devreg.EFORBIDDEN, "on_conflict=replace needs an API key with scope \"admin\"; this key has scope %q", c.Scope)
 	}
+	if !opaqueID(deviceTypeID) {
+		return res, notFound("device type", deviceTypeID)
+	}
 	dt, err := s.store.DeviceType(ctx, c.AccountID, deviceTypeID)
 	if err != nil {
 		return res, err
 	}
+	opts.Filename = cleanFilename(opts.Filename)
 	stage, err := s.store.NewStage(ctx)
 	if err != nil {
 		return res, err
@@ -120,4 +126,20 @@ func merge(a, b devreg.ProblemList) devreg.ProblemList {
 		items = items[:devreg.MaxProblems]
 	}
 	return devreg.ProblemList{Items: items, Count: a.Count + b.Count}
+}
+
+// cleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
+// control characters, at most 255 characters.
+func cleanFilename(name string) string {
+	name = strings.ToValidUTF8(name, "")
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, name)
+	if r := []rune(name); len(r) > 255 {
+		name = string(r[:255])
+	}
+	return name
 }

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"devreg"
 	"devreg/credential"
@@ -40,7 +42,10 @@ type Store interface {
 	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
 	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
-	DeviceSecret(ctx context.Context, accountID, deviceID string) (keyID string, hash []byte, enabled bool, err error)
+	DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, error)
+	SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error
+	DeviceEnabled(ctx context.Context, accountID, deviceID string) (typeID string, enabled bool, err error)
+	CheckIn(ctx context.Context, accountID, deviceID string, t time.Time, firmware *string, reported []byte) error
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)
@@ -96,8 +101,38 @@ func pageSize(limit int) (int, error) {
 	}
 }
 
+// opaqueID reports whether id could be an ID this service made (prefix, '_', letters and digits),
+// so that anything else is not found without asking the database, which may not take every byte.
+func opaqueID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// notFound is the answer for an ID that cannot exist.
+func notFound(kind, id string) error {
+	return devreg.Errorf(devreg.ENOTFOUND, "no %s %s", kind, id)
+}
+
+// checkLength checks that a text field is valid UTF-8 without control characters, and from min
+// to max characters long.
 func checkLength(field, value string, min, max int) error {
-	if n := len([]rune(value)); n < min || n > max {
+	if !utf8.ValidString(value) {
+		return devreg.Errorf(devreg.EINVALID, "%s is not valid UTF-8 text", field)
+	}
+	for _, r := range value {
+		if unicode.IsControl(r) {
+			return devreg.Errorf(devreg.EINVALID, "%s contains a control character (U+%04X)", field, r)
+		}
+	}
+	if n := utf8.RuneCountInString(value); n < min || n > max {
 		if min > 0 && n == 0 {
 			return devreg.Errorf(devreg.EINVALID, "%s is required", field)
 		}

@@ -29,7 +29,7 @@ var dummyPasswordHash = sync.OnceValue(func() string { return credential.HashPas
 func (s *Service) Login(ctx context.Context, email, password string) (string, error) {
 	email = strings.ToLower(strings.TrimSpace(email))
 	now := s.now()
-	key := "login:" + email
+	key := "login:" + throttleKey(email)
 	failures, since, err := s.store.Failures(ctx, key, now, loginWindow)
 	if err != nil {
 		return "", err
@@ -38,7 +38,10 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 		wait := since.Add(loginWindow).Sub(now).Round(time.Minute)
 		return "", devreg.Errorf(devreg.ERATELIMITED, "too many failed logins for %s; try again in %s", email, max(wait, time.Minute))
 	}
-	u, err := s.store.UserByEmail(ctx, email)
+	u, err := devreg.User{}, devreg.Errorf(devreg.ENOTFOUND, "no user")
+	if checkLength("email", email, 1, 320) == nil {
+		u, err = s.store.UserByEmail(ctx, email)
+	}
 	known := err == nil
 	hash := u.PasswordHash
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {

@@ -21,6 +21,7 @@ import (
 
 	"devreg/console"
 	"devreg/credential"
+	"devreg/deviceauth"
 	"devreg/httpapi"
 	"devreg/registry"
 	"devreg/store"
@@ -28,13 +29,15 @@ import (
 
 // Config is everything a server is configured with.
 type Config struct {
-	Addr          string // listen address, host:port
-	DataDir       string // where the embedded database and the server keys live
-	Database      string // database URL; "" for the embedded SQLite database in DataDir
-	PublicURL     string // the address clients use; "" for http:// + Addr
-	MaxBody       int64  // largest request body in bytes
-	SecretKeyFile string // the secret-hashing key file; "" for secret.keys in DataDir
-	Logger        *slog.Logger
+	Addr           string        // listen address, host:port
+	DataDir        string        // where the embedded database and the server keys live
+	Database       string        // database URL; "" for the embedded SQLite database in DataDir
+	PublicURL      string        // the address clients use; "" for http:// + Addr
+	MaxBody        int64         // largest request body in bytes
+	SecretKeyFile  string        // the secret-hashing key file; "" for secret.keys in DataDir
+	SigningKeyFile string        // the device-token signing key file; "" for signing.keys in DataDir
+	TokenLifetime  time.Duration // how long device tokens are valid; 0 for an hour
+	Logger         *slog.Logger
 }
 
 // DefaultMaxBody is the default request body limit: 1 GiB.
@@ -54,6 +57,14 @@ func (c Config) KeyFile() string {
 		return c.SecretKeyFile
 	}
 	return filepath.Join(c.DataDir, "secret.keys")
+}
+
+// SigningKeyPath returns the path of the device-token signing key file.
+func (c Config) SigningKeyPath() string {
+	if c.SigningKeyFile != "" {
+		return c.SigningKeyFile
+	}
+	return filepath.Join(c.DataDir, "signing.keys")
 }
 
 // OpenRegistry opens the data directory, the key file and the store, and returns the registry
@@ -76,6 +87,7 @@ func OpenRegistry(ctx context.Context, cfg Config) (*registry.Service, *store.DB
 // Server is a running devreg service.
 type Server struct {
 	cfg     Config
+	signing *deviceauth.SigningKeys
 	log     *slog.Logger
 	db      *store.DB
 	Service *registry.Service
@@ -97,6 +109,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc}
+	if s.signing, err = deviceauth.LoadOrCreateSigningKeys(cfg.SigningKeyPath()); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		db.Close()
 		return nil, err
@@ -169,6 +185,7 @@ func (s *Server) handler() (http.Handler, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log).Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {
 		return nil, err

@@ -121,11 +121,13 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 }
 
 // DeviceSecret returns what authenticating a device needs: the key ID and hash of its secret,
-// and whether it and its batch are enabled.
-func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (keyID string, hash []byte, enabled bool, err error) {
+// its type, and whether it and its batch are enabled.
+func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, error) {
+	var d devreg.DeviceSecret
 	var status, batchStatus string
-	err = s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.status, coalesce(b.status, 'enabled')
+	err := s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.device_type_id, d.status, coalesce(b.status, 'enabled')
 		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.account_id = ? AND d.device_id = ?`, accountID, deviceID).
-		Scan(&keyID, &hash, &status, &batchStatus)
-	return keyID, hash, status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled), notFound(err, "no device %s", deviceID)
+		Scan(&d.KeyID, &d.Hash, &d.DeviceTypeID, &status, &batchStatus)
+	d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
+	return d, notFound(err, "no device %s", deviceID)
 }

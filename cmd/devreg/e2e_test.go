@@ -178,6 +178,27 @@ func testSeedFlowEndToEnd(t *testing.T, dbArgs ...string) {
 		t.Errorf("another account sees the device type: %v", err)
 	}
 
+	// The end-of-line test station: the new device gets a token and checks in.
+	connect := func(secret string, extra ...string) (int, string) {
+		cmd := exec.Command(binary, append([]string{"device", "connect", "--server", url, "--account", acme.AccountID, "--device", "device3"}, extra...)...)
+		cmd.Env = append(os.Environ(), "DEVREG_DEVICE_SECRET="+secret)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return code, string(out)
+	}
+	if code, out := connect("secretfordevice3", "--firmware", "1.0.0", "--status", `{"selftest": "pass"}`); code != 0 || !strings.Contains(out, "token:    ok") || !strings.Contains(out, "check-in: ok") {
+		t.Errorf("device connect = exit %d:\n%s", code, out)
+	}
+	if d, err := c.Device(ctx, "device3"); err != nil || d.LastSeenAt == nil || d.FirmwareVersion == nil || *d.FirmwareVersion != "1.0.0" {
+		t.Errorf("device3 after device connect = %+v, %v", d, err)
+	}
+	if code, out := connect("not-the-secret"); code != 1 || !strings.Contains(out, "invalid_client") {
+		t.Errorf("device connect with a wrong secret = exit %d:\n%s", code, out)
+	}
+
 	stop(t, srv)
 	url, _ = serve(t, dir, dbArgs...) // the data survives a restart, under the same key
 	c = client.New(url, acme.APIKey)

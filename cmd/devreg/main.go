@@ -48,6 +48,7 @@ const usage = `devreg registers connected devices before they ship.
 Usage:
   devreg serve [flags]              run the service (API, docs, console)
   devreg accounts create [flags]    create an account, its owner and a first admin API key
+  devreg device connect [flags]     act as a device: get a token and check in (end-of-line test)
 
 Run "devreg COMMAND -h" for a command's flags.
 `
@@ -80,6 +81,8 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		return m.serve(ctx, rest)
 	case cmd == "accounts" && len(rest) > 0 && rest[0] == "create":
 		return m.createAccount(ctx, rest[1:])
+	case cmd == "device" && len(rest) > 0 && rest[0] == "connect":
+		return m.deviceConnect(ctx, rest[1:])
 	case cmd == "-h" || cmd == "--help" || cmd == "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -15,6 +15,7 @@ func (m *Main) serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.DataDir, "data", m.env("DEVREG_DATA", "./devreg-data"), "`DIR` of the embedded database and the server keys, created on first start (env DEVREG_DATA)")
 	fs.StringVar(&cfg.Database, "database", m.env("DEVREG_DATABASE", ""), "database `URL`; empty for the embedded SQLite database in the data directory, postgres://... for PostgreSQL (env DEVREG_DATABASE)")
 	cfg.SecretKeyFile = m.Getenv("DEVREG_SECRET_KEY_FILE")
+	cfg.SigningKeyFile = m.Getenv("DEVREG_SIGNING_KEY_FILE")
 }
 
 func (m *Main) serve(ctx context.Context, args []string) error {
@@ -24,6 +25,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	m.serverFlags(fs, &cfg)
 	fs.StringVar(&cfg.PublicURL, "public-url", m.env("DEVREG_PUBLIC_URL", ""), "the `URL` clients use, for links and the token issuer; default http:// + --addr (env DEVREG_PUBLIC_URL)")
 	maxBody := fs.String("max-body", m.env("DEVREG_MAX_BODY", "1GiB"), "largest request body; larger ones get 413 (env DEVREG_MAX_BODY)")
+	lifetime := fs.String("token-lifetime", m.env("DEVREG_TOKEN_LIFETIME", "1h"), "how long device tokens are valid (env DEVREG_TOKEN_LIFETIME)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -31,8 +33,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if cfg.MaxBody, err = parseSize(*maxBody); err != nil {
 		return usageError{"--max-body: " + err.Error()}
 	}
-	if cfg.PublicURL == "" {
-		cfg.PublicURL = "http://" + cfg.Addr
+	if cfg.TokenLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.TokenLifetime < time.Minute {
+		return usageError{"--token-lifetime: want a duration of at least 1m, such as 1h or 30m"}
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(m.Stderr, nil))
 
@@ -42,7 +44,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	fmt.Fprintf(m.Stderr, "devreg is serving on %s (API docs: %s/docs)\n", srv.URL(), cfg.PublicURL)
+	fmt.Fprintf(m.Stderr, "devreg is serving on %s (console: %s/, API docs: %s/docs)\n", srv.URL(), srv.PublicURL(), srv.PublicURL())
 	select {
 	case err := <-errc:
 		return err

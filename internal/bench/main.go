@@ -101,7 +101,8 @@ func run(n int, pgServer string) error {
 		return fmt.Errorf("accounts create: %v", err)
 	}
 	var account struct {
-		APIKey string `json:"api_key"`
+		AccountID string `json:"account_id"`
+		APIKey    string `json:"api_key"`
 	}
 	json.Unmarshal(out, &account)
 	ctx := context.Background()
@@ -161,6 +162,10 @@ func run(n int, pgServer string) error {
 		}
 		figures = append(figures, figure{name: s.name, devices: n, elapsed: elapsed, base: base, rssMB: peakRSSMB(srv.Process.Pid)})
 	}
+	rates, err := tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), 20000)
+	if err != nil {
+		return err
+	}
 	if pgServer != "" {
 		pgFigures, err := postgresFigures(ctx, bin, dir, pgServer, csvA, n)
 		if err != nil {
@@ -170,6 +175,10 @@ func run(n int, pgServer string) error {
 	}
 	fmt.Printf("%-28s %10s %8s %6s %12s\n", "figure", "devices/s", "seconds", "ratio", "peak_rss_MB")
 	for _, f := range figures {
+		fmt.Println(f)
+	}
+	fmt.Printf("\n%-28s %10s %8s %6s\n", "figure", "requests/s", "seconds", "ratio")
+	for _, f := range rates {
 		fmt.Println(f)
 	}
 	return nil
@@ -309,4 +318,19 @@ func peakRSSMB(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// firstSecret returns the secret of the first device of a bulk file written by writeFile.
+func firstSecret(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	line, _ := bufio.NewReader(f).ReadString('\n')
+	parts := strings.Split(line, ",")
+	if len(parts) < 2 {
+		return ""
+	}
+	return strings.TrimSpace(parts[1])
 }

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"devreg/client"
+)
+
+// deviceConnect acts as a device: it gets a token with the device's credentials and checks in,
+// printing each step, as a factory's end-of-line test station does with every new device.
+func (m *Main) deviceConnect(ctx context.Context, args []string) error {
+	fs := m.flagSet("device connect", "device connect --server URL --account ID --device ID [--secret S] [flags]\n\n"+
+		"The secret comes from --secret, DEVREG_DEVICE_SECRET or one line of stdin.\n\n"+
+		"Example:\n  echo \"$SECRET\" | devreg device connect --server https://devreg.example.com --account acc_123 --device AA:BB:CC:00:00:01")
+	server := fs.String("server", m.env("DEVREG_SERVER", "http://localhost:8080"), "the devreg server's `URL` (env DEVREG_SERVER)")
+	account := fs.String("account", "", "the account `ID` the device belongs to (required)")
+	device := fs.String("device", "", "the device `ID` (required)")
+	secret := fs.String("secret", "", "the device `secret` (prefer DEVREG_DEVICE_SECRET or stdin: arguments show in process lists)")
+	firmware := fs.String("firmware", "", "firmware `version` to report at check-in")
+	status := fs.String("status", "", "status to report at check-in, a JSON `object`")
+	audience := fs.String("audience", "", "audience for the token's aud claim")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *account == "" || *device == "" {
+		return usageError{"--account and --device are required"}
+	}
+	if *secret == "" {
+		*secret = m.Getenv("DEVREG_DEVICE_SECRET")
+	}
+	if *secret == "" {
+		line, err := bufio.NewReader(m.Stdin).ReadString('\n')
+		*secret = strings.TrimRight(line, "\r\n")
+		if *secret == "" {
+			if err != nil {
+				return usageError{"no secret: pass --secret, set DEVREG_DEVICE_SECRET or write it to stdin"}
+			}
+		}
+	}
+	var reported json.RawMessage
+	if *status != "" {
+		if !json.Valid([]byte(*status)) {
+			return usageError{"--status must be a JSON object, such as '{\"selftest\": \"pass\"}'"}
+		}
+		reported = json.RawMessage(*status)
+	}
+	fmt.Fprintf(m.Stdout, "device %s of account %s at %s\n", *device, *account, *server)
+	tok, err := client.DeviceToken(ctx, nil, *server, *account, *device, *secret, *audience)
+	if err != nil {
+		fmt.Fprintf(m.Stdout, "token:    FAILED: %v\n", explainDeviceError(err))
+		return errors.New("the device could not authenticate")
+	}
+	fmt.Fprintf(m.Stdout, "token:    ok (%s token, valid for %ds)\n", tok.TokenType, tok.ExpiresIn)
+	if err := client.CheckIn(ctx, nil, *server, tok.AccessToken, *firmware, reported); err != nil {
+		fmt.Fprintf(m.Stdout, "check-in: FAILED: %v\n", explainDeviceError(err))
+		return errors.New("the device could not check in")
+	}
+	fmt.Fprintf(m.Stdout, "check-in: ok\n")
+	return nil
+}
+
+func explainDeviceError(err error) string {
+	var de *client.DeviceError
+	if errors.As(err, &de) {
+		switch {
+		case de.Status == 401 && de.Code == "invalid_client":
+			return "invalid_client: unknown device, wrong secret, or the device or its batch is disabled"
+		case de.Status == 429:
+			return de.Error() + " (too many failed attempts for this device)"
+		}
+		return de.Error()
+	}
+	return "the server could not be reached: " + err.Error()
+}

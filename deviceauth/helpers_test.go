@@ -1,0 +1,5 @@
+package deviceauth_test
+
+import "devreg/credential"
+
+func credentialNewKeyLine() string { return credential.NewKeyLine() }
