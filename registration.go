@@ -12,13 +12,22 @@ type RegistrationPlan struct {
 	Batch        Batch // recorded when the registration creates or replaces at least one device
 }
 
+// StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash
+// under each of the plan's keys, concatenated in the same order (empty once the request is
+// known to be refused).
+type StagedEntry struct {
+	Index    int
+	Line     int
+	DeviceID string
+	Hashes   []byte
+}
+
 // RegistrationStage holds the checked entries of one registration request apart from the
 // registry, so that a request can be read in full (however slowly it arrives) before one short
 // write applies it. Stores implement it.
 type RegistrationStage interface {
-	// Add stages one valid entry. hashes holds the secret's keyed hash under each of the plan's
-	// keys, concatenated in the same order.
-	Add(ctx context.Context, index, line int, deviceID string, hashes []byte) error
+	// Add stages valid entries.
+	Add(ctx context.Context, entries []StagedEntry) error
 	// Duplicates reports every staged entry whose device ID an earlier entry already had.
 	Duplicates(ctx context.Context, problems *ProblemList) error
 	// Apply registers the staged entries as the plan says, atomically. Conflicts under

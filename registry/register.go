@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"sort"
 	"strings"
@@ -45,56 +46,46 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	defer stage.Close()
 
-	keys := s.keys.Keys()
-	hashers := make([]*credential.Hasher, len(keys))
-	keyIDs := make([]string, len(keys))
-	for i, k := range keys {
-		hashers[i], keyIDs[i] = credential.NewHasher(k), k.ID
+	keyIDs := make([]string, len(s.keys.Keys()))
+	for i, k := range s.keys.Keys() {
+		keyIDs[i] = k.ID
 	}
-	var invalid devreg.ProblemList
-	total := 0
-	hashes := make([]byte, 0, len(keys)*credential.HashSize)
-	for {
-		e, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return res, err
-		}
-		total++
-		msg := e.Problem
-		if msg == "" {
-			msg = credential.CheckDeviceID(e.DeviceID)
-		}
-		if msg == "" {
-			msg = credential.CheckSecret(e.Secret, dt.MinSecretLength)
-		}
-		if msg != "" {
-			invalid.Add(devreg.Problem{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Message: msg})
-			continue
-		}
-		hashes = hashes[:0]
-		if invalid.Count == 0 { // once the request is refused, hashing is wasted work
-			for _, h := range hashers {
-				hashes = h.Append(hashes, c.AccountID, e.DeviceID, e.Secret)
+	// Reading, checking and hashing the entries runs beside the staging writes, each on a core.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	chunks := make(chan []devreg.StagedEntry, 4)
+	var read readResult
+	go func() {
+		defer close(chunks)
+		read = s.readEntries(ctx, c.AccountID, dt, src, chunks)
+	}()
+	var stageErr error
+	for chunk := range chunks {
+		if stageErr == nil {
+			if stageErr = stage.Add(ctx, chunk); stageErr != nil {
+				cancel()
 			}
 		}
-		if err := stage.Add(ctx, e.Index, e.Line, e.DeviceID, hashes); err != nil {
-			return res, err
-		}
 	}
-	if total == 0 {
+	if stageErr != nil {
+		return res, stageErr
+	}
+	if read.err != nil {
+		return res, read.err
+	}
+	if read.total == 0 {
 		return res, devreg.Errorf(devreg.EINVALIDROWS, "the request lists no devices; nothing was registered")
 	}
 	var dups devreg.ProblemList
-	if err := stage.Duplicates(ctx, &dups); err != nil {
-		return res, err
+	if read.maybeDuplicates {
+		if err := stage.Duplicates(ctx, &dups); err != nil {
+			return res, err
+		}
 	}
-	if problems := merge(invalid, dups); problems.Count > 0 {
+	if problems := merge(read.invalid, dups); problems.Count > 0 {
 		return res, &devreg.Error{
 			Code:         devreg.EINVALIDROWS,
-			Message:      fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, total),
+			Message:      fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, read.total),
 			Problems:     problems.Items,
 			ProblemCount: problems.Count,
 		}
@@ -142,4 +133,89 @@ func cleanFilename(name string) string {
 		name = string(r[:255])
 	}
 	return name
+}
+
+// stageChunk is how many entries go to the stage at a time.
+const stageChunk = 256
+
+// maxScreened is how many device IDs readEntries screens for repeats in memory (8 bytes of hash
+// and 4 of index each); a larger request leaves the check to the stage.
+const maxScreened = 8 << 20
+
+type readResult struct {
+	total           int
+	invalid         devreg.ProblemList
+	maybeDuplicates bool // some device ID may repeat: the stage must check
+	err             error
+}
+
+// readEntries reads src to its end, checks every entry against the device type's rules, hashes
+// the secrets of valid ones under every server key and sends them on in chunks. It screens the
+// device IDs for repeats with a set of 64-bit hashes: a miss proves an ID new, a hit (a repeat,
+// or rarely a collision) leaves the exact check to the stage.
+func (s *Service) readEntries(ctx context.Context, accountID string, dt devreg.DeviceType, src devreg.EntrySource, out chan<- []devreg.StagedEntry) readResult {
+	var r readResult
+	keys := s.keys.Keys()
+	hashers := make([]*credential.Hasher, len(keys))
+	for i, k := range keys {
+		hashers[i] = credential.NewHasher(k)
+	}
+	seed := maphash.MakeSeed()
+	seen := map[uint64]struct{}{}
+	chunk := make([]devreg.StagedEntry, 0, stageChunk)
+	send := func() bool {
+		select {
+		case out <- chunk:
+			chunk = make([]devreg.StagedEntry, 0, stageChunk)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		e, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			r.err = err
+			return r
+		}
+		r.total++
+		msg := e.Problem
+		if msg == "" {
+			msg = credential.CheckDeviceID(e.DeviceID)
+		}
+		if msg == "" {
+			msg = credential.CheckSecret(e.Secret, dt.MinSecretLength)
+		}
+		if msg != "" {
+			r.invalid.Add(devreg.Problem{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Message: msg})
+			continue
+		}
+		if !r.maybeDuplicates {
+			h := maphash.String(seed, e.DeviceID)
+			if _, ok := seen[h]; ok || len(seen) >= maxScreened {
+				r.maybeDuplicates, seen = true, nil
+			} else {
+				seen[h] = struct{}{}
+			}
+		}
+		var hashes []byte
+		if r.invalid.Count == 0 { // once the request is refused, hashing is wasted work
+			hashes = make([]byte, 0, len(hashers)*credential.HashSize)
+			for _, h := range hashers {
+				hashes = h.Append(hashes, accountID, e.DeviceID, e.Secret)
+			}
+		}
+		chunk = append(chunk, devreg.StagedEntry{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Hashes: hashes})
+		if len(chunk) == stageChunk && !send() {
+			r.err = ctx.Err()
+			return r
+		}
+	}
+	if len(chunk) > 0 && !send() {
+		r.err = ctx.Err()
+	}
+	return r
 }

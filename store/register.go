@@ -67,11 +67,19 @@ func (st *Stage) insertSQL(rows int) string {
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
 }
 
-// Add stages one entry.
-func (st *Stage) Add(ctx context.Context, index, line int, deviceID string, hashes []byte) error {
-	st.pending = append(st.pending, []any{int64(index), int64(line), deviceID, append(make([]byte, 0, len(hashes)), hashes...)})
-	if len(st.pending) == stageChunk {
-		return st.flush(ctx)
+// Add stages entries.
+func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
+	for _, e := range entries {
+		hashes := e.Hashes
+		if hashes == nil {
+			hashes = []byte{}
+		}
+		st.pending = append(st.pending, []any{int64(e.Index), int64(e.Line), e.DeviceID, hashes})
+		if len(st.pending) == stageChunk {
+			if err := st.flush(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -71,10 +71,12 @@ func stage(t *testing.T, db *store.DB, account string, entries []entry, plan dev
 		t.Fatal(err)
 	}
 	defer st.Close()
+	var staged []devreg.StagedEntry
 	for i, e := range entries {
-		if err := st.Add(ctx, i, i+1, e.id, credential.Hash(key, account, e.id, e.secret)); err != nil {
-			t.Fatal(err)
-		}
+		staged = append(staged, devreg.StagedEntry{Index: i, Line: i + 1, DeviceID: e.id, Hashes: credential.Hash(key, account, e.id, e.secret)})
+	}
+	if err := st.Add(ctx, staged); err != nil {
+		t.Fatal(err)
 	}
 	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
 	if plan.OnConflict == "" {
@@ -234,7 +236,7 @@ func testStageDuplicates(t *testing.T, db *store.DB) {
 	defer st.Close()
 	ids := []string{"a", "b", "a", "c", "b", "a"}
 	for i, id := range ids {
-		if err := st.Add(ctx, i, 10+i, id, credential.Hash(key, acc, id, "s")); err != nil {
+		if err := st.Add(ctx, []devreg.StagedEntry{{Index: i, Line: 10 + i, DeviceID: id, Hashes: credential.Hash(key, acc, id, "s")}}); err != nil {
 			t.Fatal(err)
 		}
 	}
