@@ -27,6 +27,7 @@ type Device struct {
 	LastSeenAt      *time.Time      `json:"last_seen_at"`
 	FirmwareVersion *string         `json:"firmware_version"`
 	ReportedStatus  json.RawMessage `json:"reported_status"`
+	Seq             int64           `json:"-"` // registration order, for paging
 }
 
 // DeviceFilter selects devices of one account. Empty fields do not filter.
@@ -37,7 +38,9 @@ type DeviceFilter struct {
 	Status       DeviceStatus
 	Connected    *bool
 	Limit        int
-	After        string // keyset cursor: list device IDs greater than this one
+	After        string // a cursor from an earlier page (the service reads it)
+	AfterSeq     int64  // keyset position in registration order (without Prefix)
+	AfterID      string // keyset position in device ID order (with Prefix)
 }
 
 // Listing limits.

@@ -179,7 +179,7 @@ func TestBrowserSeedFlow(t *testing.T) {
 		typeID string
 		want   []string
 	}{
-		{thermostat, []string{"device1", "device2", "device3", "device4", "device5", "proto-1"}},
+		{thermostat, []string{"proto-1", "device1", "device2", "device3", "device4", "device5"}}, // registration order
 		{gateway, []string{"gw-1", "gw-2"}},
 	} {
 		goTo("/devices", "#f-type")

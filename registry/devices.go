@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"strconv"
+	"strings"
 
 	"devreg"
 	"devreg/credential"
@@ -23,11 +24,7 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 		return nil, "", err
 	}
 	if f.After != "" {
-		cursor := f.After
-		if f.After, err = decodeCursor(cursor); err == nil && credential.CheckDeviceID(f.After) != "" {
-			err = devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
-		}
-		if err != nil {
+		if err := readDeviceCursor(&f); err != nil {
 			return nil, "", err
 		}
 	}
@@ -42,7 +39,32 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 		return devices, "", err
 	}
 	devices = devices[:limit]
-	return devices, encodeCursor(devices[limit-1].DeviceID), nil
+	last := devices[limit-1]
+	if f.Prefix != "" {
+		return devices, encodeCursor("d" + last.DeviceID), nil
+	}
+	return devices, encodeCursor("s" + strconv.FormatInt(last.Seq, 10)), nil
+}
+
+// readDeviceCursor sets the keyset position of f from its cursor: "s" and a registration
+// sequence number, or "d" and a device ID for prefix searches.
+func readDeviceCursor(f *devreg.DeviceFilter) error {
+	bad := devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
+	pos, err := decodeCursor(f.After)
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.Prefix != "" && strings.HasPrefix(pos, "d") && credential.CheckDeviceID(pos[1:]) == "":
+		f.AfterID = pos[1:]
+	case f.Prefix == "" && strings.HasPrefix(pos, "s"):
+		if f.AfterSeq, err = strconv.ParseInt(pos[1:], 10, 64); err != nil || f.AfterSeq < 1 {
+			return bad
+		}
+	default:
+		return bad
+	}
+	return nil
 }
 
 // Device returns one of the caller's devices.

@@ -9,14 +9,14 @@ import (
 	"devreg"
 )
 
-const deviceColumns = `device_id, device_type_id, status, batch_id, created_at, last_seen_at, firmware_version, reported_status`
+const deviceColumns = `seq, device_id, device_type_id, status, batch_id, created_at, last_seen_at, firmware_version, reported_status`
 
 func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 	var d devreg.Device
 	var created int64
 	var seen sql.NullInt64
 	var firmware, reported sql.NullString
-	err := row.Scan(&d.DeviceID, &d.DeviceTypeID, &d.Status, &d.BatchID, &created, &seen, &firmware, &reported)
+	err := row.Scan(&d.Seq, &d.DeviceID, &d.DeviceTypeID, &d.Status, &d.BatchID, &created, &seen, &firmware, &reported)
 	d.CreatedAt, d.LastSeenAt = fromMicros(created), fromNullMicros(seen)
 	if firmware.Valid {
 		d.FirmwareVersion = &firmware.String
@@ -27,9 +27,9 @@ func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 	return d, err
 }
 
-// ListDevices returns up to f.Limit devices of the account that match f, in device ID order,
-// starting after f.After. Every filter is a range or equality on an index, so deep pages cost
-// what the first page costs.
+// ListDevices returns up to f.Limit devices of the account that match f: in registration order
+// after f.AfterSeq, or, when f.Prefix is set, in device ID order after f.AfterID. Each way walks
+// an index from the page's position, so deep pages cost what the first page costs.
 func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
 	var where strings.Builder
 	args := []any{accountID}
@@ -58,11 +58,17 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 			add(`last_seen_at IS NULL`)
 		}
 	}
-	if f.After != "" {
-		add(`device_id > ?`, f.After)
+	order := "seq"
+	if f.Prefix != "" {
+		order = "device_id"
+		if f.AfterID != "" {
+			add(`device_id > ?`, f.AfterID)
+		}
+	} else if f.AfterSeq > 0 {
+		add(`seq > ?`, f.AfterSeq)
 	}
 	args = append(args, f.Limit)
-	rows, err := s.h.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY device_id LIMIT ?`, args...)
+	rows, err := s.h.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY `+order+` LIMIT ?`, args...)
 	if err != nil {
 		return nil, err
 	}

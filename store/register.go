@@ -21,13 +21,13 @@ const stageChunk = 200
 // no lock on the registry's tables, so a slow upload holds up no one. SQLite fills it with
 // multi-row inserts, PostgreSQL with COPY.
 type Stage struct {
-	s       *DB
-	conn    *sql.Conn
-	c       handle
-	table   string
-	insert  *sql.Stmt // SQLite: a full chunk's INSERT
-	pending [][]any
-	indexed bool
+	s        *DB
+	conn     *sql.Conn
+	c        handle
+	table    string
+	insert   *sql.Stmt // SQLite: a full chunk's INSERT
+	pending  [][]any
+	analyzed bool
 }
 
 // NewStage opens a stage for one registration request.
@@ -109,22 +109,24 @@ func (st *Stage) flush(ctx context.Context) error {
 	return err
 }
 
-// finish flushes what is pending and indexes the stage by device ID, once.
+// finish flushes what is pending; on PostgreSQL it also gathers the stage's statistics, so
+// that the planner joins it the right way round.
 func (st *Stage) finish(ctx context.Context) error {
-	if err := st.flush(ctx); err != nil || st.indexed {
+	if err := st.flush(ctx); err != nil || st.analyzed || !st.s.pg {
 		return err
 	}
-	st.indexed = true
-	_, err := st.c.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`)
-	if err == nil && st.s.pg {
-		_, err = st.c.ExecContext(ctx, `ANALYZE `+st.table)
-	}
+	st.analyzed = true
+	_, err := st.c.ExecContext(ctx, `ANALYZE `+st.table)
 	return err
 }
 
 // Duplicates adds a problem for every entry whose device ID came earlier in the request.
 func (st *Stage) Duplicates(ctx context.Context, problems *devreg.ProblemList) error {
 	if err := st.finish(ctx); err != nil {
+		return err
+	}
+	// Only a request that may repeat an ID pays for this index.
+	if _, err := st.c.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`); err != nil {
 		return err
 	}
 	rows, err := st.c.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id, f.idx, f.line
@@ -192,29 +194,15 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		FROM devices AS d WHERE d.account_id = ? AND d.device_id = `+st.table+`.device_id`, args...); err != nil {
 		return res, fmt.Errorf("classify staged devices: %w", err)
 	}
+	// One pass over the stage counts every outcome (a GROUP BY would sort it first).
 	var conflicts, moved, connected int64
-	rows, err := q.QueryContext(ctx, `SELECT action, count(*), coalesce(sum(CASE WHEN old_type <> ? THEN 1 ELSE 0 END), 0), coalesce(sum(old_seen), 0)
-		FROM `+st.table+` GROUP BY action`, plan.DeviceTypeID)
-	if err != nil {
-		return res, err
-	}
-	for rows.Next() {
-		var action int
-		var n, m, c int64
-		if err := rows.Scan(&action, &n, &m, &c); err != nil {
-			rows.Close()
-			return res, err
-		}
-		switch action {
-		case 0:
-			res.Created = n
-		case 1:
-			res.Unchanged = n
-		case 2:
-			conflicts, moved, connected = n, m, c
-		}
-	}
-	if err := rows.Close(); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT
+		coalesce(sum(CASE WHEN action = 0 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 1 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 AND old_type <> ? THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 THEN old_seen ELSE 0 END), 0)
+		FROM `+st.table, plan.DeviceTypeID).Scan(&res.Created, &res.Unchanged, &conflicts, &moved, &connected); err != nil {
 		return res, err
 	}
 
@@ -255,7 +243,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 			SELECT CAST(? AS TEXT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
 				substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
-			FROM ` + st.table + ` WHERE action = 0`,
+			FROM ` + st.table + ` WHERE action = 0 ORDER BY device_id`,
 			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},

@@ -33,8 +33,12 @@ import (
 
 func main() {
 	n := flag.Int("n", 1_000_000, "devices per request")
+	growthOnly := flag.Bool("growth-only", false, "measure only the growth of batch times")
 	pg := flag.String("postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
 	flag.Parse()
+	if *growthOnly {
+		onlyGrowth = true
+	}
 	if err := run(*n, *pg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -59,6 +63,9 @@ func (f figure) String() string {
 	}
 	return fmt.Sprintf("%-28s %10.0f %8.2f %6s %12s", f.name, float64(f.devices)/f.elapsed.Seconds(), f.elapsed.Seconds(), ratio, rss)
 }
+
+// onlyGrowth skips every figure but the growth of batch times.
+var onlyGrowth bool
 
 func run(n int, pgServer string) error {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
@@ -87,9 +94,11 @@ func run(n int, pgServer string) error {
 		return err
 	}
 
-	base, err := baseline(dir, n)
-	if err != nil {
-		return err
+	var base time.Duration
+	if !onlyGrowth {
+		if base, err = baseline(dir, n); err != nil {
+			return err
+		}
 	}
 	figures := []figure{{name: "baseline_sqlite3_import", devices: n, elapsed: base}}
 
@@ -134,6 +143,9 @@ func run(n int, pgServer string) error {
 		{"dry_run_csv_new", t1, csvB, "text/csv", client.RegisterOptions{DryRun: true}, func(c, u int64) bool { return c == int64(n) }},
 		{"register_json", t2, jsonC, "application/json", client.RegisterOptions{}, func(c, u int64) bool { return c == int64(n) }},
 	}
+	if onlyGrowth {
+		steps = nil
+	}
 	for _, s := range steps {
 		resetPeakRSS(srv.Process.Pid)
 		f, err := os.Open(s.file)
@@ -162,11 +174,29 @@ func run(n int, pgServer string) error {
 		}
 		figures = append(figures, figure{name: s.name, devices: n, elapsed: elapsed, base: base, rssMB: peakRSSMB(srv.Process.Pid)})
 	}
-	rates, err := tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), 20000)
+	var rates []rateFigure
+	var first, deep time.Duration
+	if !onlyGrowth {
+		if rates, err = tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), 20000); err != nil {
+			return err
+		}
+		if first, err = pageTime(ctx, url, account.APIKey, t1, "", 200); err != nil {
+			return err
+		}
+		if deep, err = pageTime(ctx, url, account.APIKey, t1, deviceID("a", n*9/10), 200); err != nil {
+			return err
+		}
+	}
+	t3, err := newType("bench growth")
 	if err != nil {
 		return err
 	}
-	if pgServer != "" {
+	fmt.Fprintf(os.Stderr, "registering 10 batches of %d shuffled IDs...\n", n/10)
+	growth, err := growthFigures(ctx, c, t3, 10, n/10)
+	if err != nil {
+		return err
+	}
+	if pgServer != "" && !onlyGrowth {
 		pgFigures, err := postgresFigures(ctx, bin, dir, pgServer, csvA, n)
 		if err != nil {
 			return err
@@ -180,6 +210,12 @@ func run(n int, pgServer string) error {
 	fmt.Printf("\n%-28s %10s %8s %6s\n", "figure", "requests/s", "seconds", "ratio")
 	for _, f := range rates {
 		fmt.Println(f)
+	}
+	fmt.Printf("\n%-28s %10s %6s\n", "figure", "ms", "ratio")
+	fmt.Printf("%-28s %10.2f %6s\n", "list_first_page", ms(first), "-")
+	fmt.Printf("%-28s %10.2f %6.2f\n", "list_page_at_90pct", ms(deep), deep.Seconds()/first.Seconds())
+	for i, d := range growth {
+		fmt.Printf("%-28s %10.0f %6.2f\n", fmt.Sprintf("growth_batch_%02d", i+1), ms(d), d.Seconds()/growth[0].Seconds())
 	}
 	return nil
 }
@@ -334,3 +370,5 @@ func firstSecret(path string) string {
 	}
 	return strings.TrimSpace(parts[1])
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
