@@ -151,7 +151,7 @@ func (e *env) verifyWithJWKS(t *testing.T, token string) (string, map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
 		t.Fatal(err)
 	}
-	sig, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
+	sig, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.EdDSA, jose.ES256})
 	if err != nil {
 		t.Fatalf("parse token: %v", err)
 	}

@@ -476,6 +476,21 @@ func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string
 			t.Errorf("status %d, %d problems listed of %d, want 422 with 1000 of 1500", status, len(eb.Problems), eb.ProblemCount)
 		}
 	})
+	t.Run("422/only-the-last-of-20000-is-bad", func(t *testing.T) {
+		var sb strings.Builder
+		for i := range 19999 {
+			fmt.Fprintf(&sb, "bulk-%05d, a-long-secret-%05d,\n", i, i)
+		}
+		sb.WriteString("bulk last, a-long-secret-last\n")
+		status, b := e.register(t, e.registerKey, dt.ID, "", "text/csv", sb.String())
+		eb := decodeError(t, b)
+		if status != 422 || eb.ProblemCount != 1 || eb.Problems[0].Index != 19999 || eb.Problems[0].Line != 20000 {
+			t.Errorf("= %d %+v, want 422 naming entry 19999 on line 20000", status, eb)
+		}
+		if ids := e.deviceIDs(t, e.read, "prefix=bulk-"); len(ids) != 0 {
+			t.Errorf("%d devices registered by a refused request", len(ids))
+		}
+	})
 	t.Run("422/empty-body", func(t *testing.T) {
 		status, b := e.register(t, e.registerKey, dt.ID, "", "text/csv", "\n\n")
 		if status != 422 || !strings.Contains(decodeError(t, b).Error.Message, "no devices") {
@@ -601,7 +616,7 @@ func testListingFiltersAndPages(t *testing.T, database string) {
 		want  []string
 	}{
 		{"prefix=a-00&status=disabled", []string{"a-007"}},
-		{"device_type_id=" + b.ID, []string{"a-999", "b-1"}},
+		{"device_type_id=" + b.ID, []string{"b-1", "a-999"}}, // registration order
 		{"device_type_id=" + b.ID + "&prefix=a-", []string{"a-999"}},
 		{"batch_id=" + batchA + "&prefix=a-24", []string{"a-240", "a-241", "a-242", "a-243", "a-244", "a-245", "a-246", "a-247", "a-248", "a-249"}},
 		{"connected=true", nil},

@@ -28,6 +28,11 @@ type Stage struct {
 	insert   *sql.Stmt // SQLite: a full chunk's INSERT
 	pending  [][]any
 	analyzed bool
+
+	// PostgreSQL: one COPY for the whole request, fed row by row while the request is read.
+	copyRows chan []any
+	copyDone chan struct{}
+	copyErr  error
 }
 
 // NewStage opens a stage for one registration request.
@@ -69,6 +74,9 @@ func (st *Stage) insertSQL(rows int) string {
 
 // Add stages entries.
 func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
+	if st.s.pg {
+		return st.copyAdd(ctx, entries)
+	}
 	for _, e := range entries {
 		hashes := e.Hashes
 		if hashes == nil {
@@ -89,13 +97,6 @@ func (st *Stage) flush(ctx context.Context) error {
 		return nil
 	}
 	defer func() { st.pending = st.pending[:0] }()
-	if st.s.pg {
-		return st.conn.Raw(func(driverConn any) error {
-			_, err := driverConn.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{st.table},
-				[]string{"idx", "line", "device_id", "hashes"}, pgx.CopyFromRows(st.pending))
-			return err
-		})
-	}
 	args := make([]any, 0, 4*len(st.pending))
 	for _, row := range st.pending {
 		args = append(args, row...)
@@ -109,10 +110,74 @@ func (st *Stage) flush(ctx context.Context) error {
 	return err
 }
 
-// finish flushes what is pending; on PostgreSQL it also gathers the stage's statistics, so
-// that the planner joins it the right way round.
+// copyAdd hands entries to the request's COPY, starting it with the first ones.
+func (st *Stage) copyAdd(ctx context.Context, entries []devreg.StagedEntry) error {
+	if st.copyRows == nil {
+		st.copyRows, st.copyDone = make(chan []any, 4*stageChunk), make(chan struct{})
+		go func() {
+			defer close(st.copyDone)
+			st.copyErr = st.conn.Raw(func(dc any) error {
+				_, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{st.table},
+					[]string{"idx", "line", "device_id", "hashes"}, &copySource{rows: st.copyRows})
+				return err
+			})
+		}()
+	}
+	for _, e := range entries {
+		hashes := e.Hashes
+		if hashes == nil {
+			hashes = []byte{}
+		}
+		select {
+		case st.copyRows <- []any{int64(e.Index), int64(e.Line), e.DeviceID, hashes}:
+		case <-st.copyDone:
+			return st.endCopy()
+		}
+	}
+	return nil
+}
+
+// endCopy ends the COPY, if one runs, and returns how it went.
+func (st *Stage) endCopy() error {
+	if st.copyRows == nil {
+		return nil
+	}
+	select {
+	case <-st.copyDone:
+	default:
+		close(st.copyRows)
+		<-st.copyDone
+	}
+	st.copyRows = nil
+	if st.copyErr != nil {
+		return fmt.Errorf("copy into the stage: %w", st.copyErr)
+	}
+	return nil
+}
+
+// copySource feeds pgx's CopyFrom from a channel until it is closed.
+type copySource struct {
+	rows <-chan []any
+	row  []any
+}
+
+func (c *copySource) Next() bool {
+	row, ok := <-c.rows
+	c.row = row
+	return ok
+}
+
+func (c *copySource) Values() ([]any, error) { return c.row, nil }
+
+func (c *copySource) Err() error { return nil }
+
+// finish writes what is pending; on PostgreSQL it ends the COPY and gathers the stage's
+// statistics, so that the planner joins it the right way round.
 func (st *Stage) finish(ctx context.Context) error {
-	if err := st.flush(ctx); err != nil || st.analyzed || !st.s.pg {
+	if !st.s.pg {
+		return st.flush(ctx)
+	}
+	if err := st.endCopy(); err != nil || st.analyzed {
 		return err
 	}
 	st.analyzed = true
@@ -243,7 +308,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 			SELECT CAST(? AS TEXT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
 				substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
-			FROM ` + st.table + ` WHERE action = 0 ORDER BY device_id`,
+			FROM ` + st.table + ` WHERE action = 0 ORDER BY idx`, // a batch lists in the request's order
 			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},
@@ -307,6 +372,7 @@ func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.Regist
 
 // Close drops the stage and hands its connection back.
 func (st *Stage) Close() error {
+	st.endCopy()
 	if st.insert != nil {
 		st.insert.Close()
 	}

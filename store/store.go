@@ -92,7 +92,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	} else {
 		file := strings.TrimPrefix(url, "sqlite:")
 		s.db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
-			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_txlock=immediate")
+			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-16384)&_txlock=immediate")
 		if err == nil {
 			s.db.SetMaxOpenConns(8)
 		}

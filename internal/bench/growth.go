@@ -37,8 +37,9 @@ func growthFigures(ctx context.Context, c *client.Client, typeID string, batches
 	return times, nil
 }
 
-// pageTime returns the mean time to list one page of 100 devices of a type, starting after
-// the device ID after ("" for the first page).
+// pageTime returns the mean time to list one page of 100 devices of a type, starting after the
+// position after in registration order ("s" and a sequence number, as the server's cursors
+// hold; "" for the first page).
 func pageTime(ctx context.Context, serverURL, key, typeID, after string, rounds int) (time.Duration, error) {
 	u := serverURL + "/api/v1/devices?limit=100&device_type_id=" + typeID
 	if after != "" {

@@ -183,7 +183,7 @@ func run(n int, pgServer string) error {
 		if first, err = pageTime(ctx, url, account.APIKey, t1, "", 200); err != nil {
 			return err
 		}
-		if deep, err = pageTime(ctx, url, account.APIKey, t1, deviceID("a", n*9/10), 200); err != nil {
+		if deep, err = pageTime(ctx, url, account.APIKey, t1, "s"+strconv.Itoa(n*9/10), 200); err != nil {
 			return err
 		}
 	}

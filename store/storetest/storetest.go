@@ -323,7 +323,7 @@ func testListDevices(t *testing.T, db *store.DB) {
 		f    devreg.DeviceFilter
 		want []string
 	}{
-		{"type", devreg.DeviceFilter{DeviceTypeID: "dt_2"}, []string{"x-99", "y-1"}},
+		{"type-in-registration-order", devreg.DeviceFilter{DeviceTypeID: "dt_2"}, []string{"y-1", "x-99"}},
 		{"batch-and-prefix", devreg.DeviceFilter{BatchID: "bat_1", Prefix: "x-2"}, []string{"x-20", "x-21", "x-22", "x-23", "x-24", "x-25", "x-26", "x-27", "x-28", "x-29"}},
 		{"status", devreg.DeviceFilter{Status: devreg.StatusDisabled}, []string{"x-05"}},
 		{"after-id-with-prefix", devreg.DeviceFilter{Prefix: "x-2", AfterID: "x-27"}, []string{"x-28", "x-29"}},
