@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,11 +47,23 @@ func (e usageError) Error() string { return e.msg }
 const usage = `devreg registers connected devices before they ship.
 
 Usage:
-  devreg serve [flags]              run the service (API, docs, console)
-  devreg accounts create [flags]    create an account, its owner and a first admin API key
-  devreg device connect [flags]     act as a device: get a token and check in (end-of-line test)
+  devreg serve [flags]                 run the service (API, console, docs, device endpoints)
+  devreg accounts create [flags]       create an account, its owner and a first admin API key
 
-Run "devreg COMMAND -h" for a command's flags.
+For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key / DEVREG_API_KEY):
+  devreg devicetypes create [flags]    define a device type
+  devreg devicetypes list [--json]     list device types
+  devreg devices generate [flags]      make device IDs and strong secrets in the bulk upload format
+  devreg devices import [flags] FILE   register a bulk upload file (- for stdin)
+  devreg devices list [flags]          list devices
+  devreg devices export [flags]        write devices as CSV (never secrets)
+  devreg device connect [flags]        act as a device: get a token and check in (end-of-line test)
+
+  devreg completion bash               print a bash completion script
+  devreg --version                     print the version
+
+Run "devreg COMMAND -h" for a command's flags and an example. Exit codes: 0 ok, 1 failed or
+refused, 2 wrong usage.
 `
 
 // Run runs the command line args and returns the exit code.
@@ -65,6 +78,9 @@ func (m *Main) Run(ctx context.Context, args []string) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(m.Stderr, "devreg: %s\n", ue.msg)
 		return exitUsage
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(m.Stderr, "devreg: interrupted")
+		return exitRefused
 	default:
 		fmt.Fprintf(m.Stderr, "devreg: %s\n", devreg.ErrorMessageOrText(err))
 		return exitRefused
@@ -76,20 +92,83 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stderr, usage)
 		return usageError{"no command given"}
 	}
-	switch cmd, rest := args[0], args[1:]; {
-	case cmd == "serve":
-		return m.serve(ctx, rest)
-	case cmd == "accounts" && len(rest) > 0 && rest[0] == "create":
-		return m.createAccount(ctx, rest[1:])
-	case cmd == "device" && len(rest) > 0 && rest[0] == "connect":
-		return m.deviceConnect(ctx, rest[1:])
-	case cmd == "-h" || cmd == "--help" || cmd == "help":
+	if args[0] == "serve" {
+		return m.serve(ctx, args[1:])
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
-	default:
-		fmt.Fprint(m.Stderr, usage)
-		return usageError{fmt.Sprintf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))}
+	case "-version", "--version", "version":
+		fmt.Fprintf(m.Stdout, "devreg %s\n", version())
+		return nil
 	}
+	if len(args) >= 2 {
+		if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
+			return cmd(m, ctx, args[2:])
+		}
+	}
+	fmt.Fprint(m.Stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))}
+}
+
+// subcommands are the two-word commands.
+var subcommands = map[string]func(m *Main, ctx context.Context, args []string) error{
+	"accounts create":    (*Main).createAccount,
+	"device connect":     (*Main).deviceConnect,
+	"devicetypes create": (*Main).deviceTypesCreate,
+	"devicetypes list":   (*Main).deviceTypesList,
+	"devices generate":   (*Main).devicesGenerate,
+	"devices import":     (*Main).devicesImport,
+	"devices list":       (*Main).devicesList,
+	"devices export":     (*Main).devicesExport,
+	"completion bash":    (*Main).completionBash,
+}
+
+// version is the module version, or the VCS revision of a development build.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			return "devel " + s.Value[:min(12, len(s.Value))]
+		}
+	}
+	return "devel"
+}
+
+func (m *Main) completionBash(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		return usageError{"completion bash takes no arguments"}
+	}
+	fmt.Fprint(m.Stdout, `# bash completion for devreg; load with: source <(devreg completion bash)
+_devreg() {
+  local cur=${COMP_WORDS[COMP_CWORD]}
+  case $COMP_CWORD in
+    1) COMPREPLY=($(compgen -W "serve accounts device devicetypes devices completion --version --help" -- "$cur")) ;;
+    2) case ${COMP_WORDS[1]} in
+         accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
+         device) COMPREPLY=($(compgen -W "connect" -- "$cur")) ;;
+         devicetypes) COMPREPLY=($(compgen -W "create list" -- "$cur")) ;;
+         devices) COMPREPLY=($(compgen -W "generate import list export" -- "$cur")) ;;
+         completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
+         *) COMPREPLY=($(compgen -f -- "$cur")) ;;
+       esac ;;
+    *) if [[ $cur == -* ]]; then
+         COMPREPLY=($(compgen -W "$(devreg ${COMP_WORDS[1]} ${COMP_WORDS[2]} -h 2>&1 | grep -oE '^  -[a-z-]+' | sed 's/^  -/--/')" -- "$cur"))
+       else
+         COMPREPLY=($(compgen -f -- "$cur"))
+       fi ;;
+  esac
+}
+complete -F _devreg devreg
+`)
+	return nil
 }
 
 // flagSet returns a FlagSet that reports errors as usage errors.
