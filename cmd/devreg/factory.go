@@ -221,15 +221,16 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 		}
 		in = f
 	}
+	stopProgress := func() {}
 	if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		p := newProgress(in, size, m.Stderr)
-		defer p.stop()
-		in = p
+		stopProgress, in = p.stop, p
 	}
 	res, err := c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun})
+	stopProgress()
 	var ce *client.Error
 	if errors.As(err, &ce) && len(ce.Problems) > 0 {
-		fmt.Fprintf(m.Stderr, "\n%s\n", ce.Message)
+		fmt.Fprintf(m.Stderr, "%s\n", ce.Message)
 		tw := tabwriter.NewWriter(m.Stderr, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "POSITION\tLINE\tDEVICE ID\tPROBLEM")
 		for _, p := range ce.Problems {
@@ -368,9 +369,9 @@ func newProgress(r io.Reader, total int64, out io.Writer) *progress {
 		for {
 			select {
 			case <-t.C:
-				p.print()
+				p.print(false)
 			case <-p.done:
-				p.print()
+				p.print(true)
 				return
 			}
 		}
@@ -385,7 +386,7 @@ func (p *progress) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (p *progress) print() {
+func (p *progress) print(final bool) {
 	sent, lines := p.sent.Load(), p.lines.Load()
 	elapsed := time.Since(p.start).Seconds()
 	rate := float64(sent) / max(elapsed, 0.001)
@@ -396,6 +397,9 @@ func (p *progress) print() {
 		if sent >= p.total {
 			line = fmt.Sprintf("\r100%%  sent %.1f MB, %d lines; the server is checking and registering...", float64(sent)/1e6, lines)
 		}
+	}
+	if final {
+		line = fmt.Sprintf("\rsent %.1f MB, %d lines; the server answered after %s", float64(sent)/1e6, lines, time.Since(p.start).Round(100*time.Millisecond))
 	}
 	fmt.Fprintf(p.out, "%-100s", line)
 }
