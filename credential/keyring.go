@@ -84,36 +84,18 @@ func (r *Keyring) Verify(keyID string, hash []byte, accountID, deviceID, secret 
 	return subtle.ConstantTimeCompare(Hash(k, accountID, deviceID, secret), hash) == 1
 }
 
-// LoadOrCreateKeyring reads the key file at path, creating it with one new random key (mode 0600)
-// when it does not exist. The file holds one key a line, "ID:base64url-key", oldest first; lines
-// that are empty or start with '#' are ignored. To rotate, append a line: the last key is current.
+// LoadOrCreateKeyring reads the secret-hashing key file at path, creating it with one new
+// random key (mode 0600) when it does not exist. To rotate, append a line: the last key is current.
 func LoadOrCreateKeyring(path string) (*Keyring, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := writeNewKeyFile(path); err != nil {
-			return nil, err
-		}
-		data, err = os.ReadFile(path)
-	}
+	lines, err := LoadOrCreateKeyFile(path, "secret key file",
+		"# devreg secret-hashing keys: ID:base64url-key, oldest first; the last one is current.\n"+
+			"# Back this file up apart from the database and keep it secret: without it no device can authenticate.\n", NewKeyLine)
 	if err != nil {
-		return nil, fmt.Errorf("read secret key file: %w", err)
+		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secret key file %s is readable by others (mode %v); run: chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	var keys []Key
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		id, enc, ok := strings.Cut(text, ":")
-		secret, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
-		if !ok || err != nil {
-			return nil, fmt.Errorf("secret key file %s, line %d: want ID:base64url-key", path, line)
-		}
-		keys = append(keys, Key{ID: id, Secret: secret})
+	keys := make([]Key, len(lines))
+	for i, l := range lines {
+		keys[i] = Key{ID: l.ID, Secret: l.Key}
 	}
 	r, err := NewKeyring(keys...)
 	if err != nil {
@@ -122,12 +104,56 @@ func LoadOrCreateKeyring(path string) (*Keyring, error) {
 	return r, nil
 }
 
-// NewKeyLine returns a line for the key file holding a new random key.
+// NewKeyLine returns a line for the secret key file holding a new random key.
 func NewKeyLine() string {
 	return RandomID("k", 8) + ":" + base64.RawURLEncoding.EncodeToString(randomBytes(32))
 }
 
-func writeNewKeyFile(path string) error {
+// KeyFileLine is one key of a key file.
+type KeyFileLine struct {
+	ID  string
+	Key []byte
+}
+
+// LoadOrCreateKeyFile reads a file of server keys, one a line as "ID:base64url-key", oldest
+// first; empty lines and lines starting with '#' are ignored. A missing file is created (mode
+// 0600, its directory 0700) with header and one line from newLine. A file that others may read is
+// refused. what names the file in errors.
+func LoadOrCreateKeyFile(path, what, header string, newLine func() string) ([]KeyFileLine, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createKeyFile(path, header+newLine()+"\n"); err != nil {
+			return nil, fmt.Errorf("create %s: %w", what, err)
+		}
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s %s is readable by others (mode %v); run: chmod 600 %s", what, path, fi.Mode().Perm(), path)
+	}
+	var keys []KeyFileLine
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		id, enc, ok := strings.Cut(text, ":")
+		key, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
+		if !ok || id == "" || err != nil {
+			return nil, fmt.Errorf("%s %s, line %d: want ID:base64url-key", what, path, line)
+		}
+		keys = append(keys, KeyFileLine{ID: id, Key: key})
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s %s holds no key", what, path)
+	}
+	return keys, nil
+}
+
+func createKeyFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -136,20 +162,16 @@ func writeNewKeyFile(path string) error {
 		return nil // another process made it first
 	}
 	if err != nil {
-		return fmt.Errorf("create secret key file: %w", err)
-	}
-	content := "# devreg secret-hashing keys: ID:base64url-key, oldest first; the last one is current.\n" +
-		"# Back this file up apart from the database and keep it secret: without it no device can authenticate.\n" +
-		NewKeyLine() + "\n"
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
 	}
-	return f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func randomBytes(n int) []byte {

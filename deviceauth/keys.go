@@ -1,17 +1,11 @@
 package deviceauth
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"devreg/credential"
 )
@@ -50,38 +44,21 @@ func (k *SigningKeys) Lookup(id string) (SigningKey, bool) {
 }
 
 // LoadOrCreateSigningKeys reads the signing key file at path, creating it with one new key
-// (mode 0600) when it does not exist. The file holds one key a line, "ID:base64url-seed" (an
-// Ed25519 seed of 32 bytes), oldest first; to rotate, append a line: the last key signs.
+// (mode 0600) when it does not exist. Each line is "ID:base64url-seed" (an Ed25519 seed of 32
+// bytes), oldest first; to rotate, append a line: the last key signs.
 func LoadOrCreateSigningKeys(path string) (*SigningKeys, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := createKeyFile(path); err != nil {
-			return nil, err
-		}
-		data, err = os.ReadFile(path)
-	}
+	lines, err := credential.LoadOrCreateKeyFile(path, "signing key file",
+		"# devreg device-token signing keys (Ed25519): ID:base64url-seed, oldest first; the last one signs.\n"+
+			"# Every server must have the same file. Keep it secret.\n", NewKeyLine)
 	if err != nil {
-		return nil, fmt.Errorf("read signing key file: %w", err)
+		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("signing key file %s is readable by others (mode %v); run: chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	var keys []SigningKey
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
+	keys := make([]SigningKey, len(lines))
+	for i, l := range lines {
+		if len(l.Key) != ed25519.SeedSize {
+			return nil, fmt.Errorf("signing key file %s: key %s is not a 32-byte Ed25519 seed", path, l.ID)
 		}
-		id, enc, ok := strings.Cut(text, ":")
-		seed, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
-		if !ok || id == "" || err != nil || len(seed) != ed25519.SeedSize {
-			return nil, fmt.Errorf("signing key file %s, line %d: want ID:base64url-seed of 32 bytes", path, line)
-		}
-		keys = append(keys, SigningKey{ID: id, Key: ed25519.NewKeyFromSeed(seed)})
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("signing key file %s holds no key", path)
+		keys[i] = SigningKey{ID: l.ID, Key: ed25519.NewKeyFromSeed(l.Key)}
 	}
 	return NewSigningKeys(keys...)
 }
@@ -93,26 +70,4 @@ func NewKeyLine() string {
 		panic(err)
 	}
 	return credential.RandomID("sig", 8) + ":" + base64.RawURLEncoding.EncodeToString(seed)
-}
-
-func createKeyFile(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("create signing key file: %w", err)
-	}
-	_, err = f.WriteString("# devreg device-token signing keys (Ed25519): ID:base64url-seed, oldest first; the last one signs.\n" +
-		"# Every server must have the same file. Keep it secret.\n" + NewKeyLine() + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
