@@ -75,18 +75,7 @@ func testKillDuringRegistration(t *testing.T, dbArgs ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows := 0
-		for cursor := ""; ; {
-			page, next, err := c.ListDevices(ctx, client.DeviceQuery{DeviceTypeID: dt.ID, Limit: 1000, Cursor: cursor})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rows += len(page)
-			if next == "" {
-				break
-			}
-			cursor = next
-		}
+		rows := countDevices(t, c, dt.ID)
 		if rows != 0 && rows != n || int64(rows) != got.DeviceCount {
 			t.Errorf("killed after %v: %d devices listed, device_count %d; want 0 or %d, and equal", delay, rows, got.DeviceCount, n)
 		}
