@@ -311,7 +311,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
 	return h.redirect(w, r, "/login", "notice", "You are logged out.")
 }
 
-// typeNames maps the account's device type IDs to their names.
+// types returns the account's device types, and a map from their IDs to their names.
 func (h *Handler) types(ctx context.Context) ([]devreg.DeviceType, map[string]string, error) {
 	types, err := h.svc.ListDeviceTypes(ctx)
 	names := map[string]string{}

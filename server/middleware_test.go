@@ -49,3 +49,15 @@ func TestBodyOverLimitAnswers413BeforeReading(t *testing.T) {
 		t.Errorf("answer = %d %s (handler called: %v), want 413 naming --max-body", rec.Code, rec.Body, called)
 	}
 }
+
+func TestPublicURLDefaultsToAddr(t *testing.T) {
+	for _, tc := range []struct{ addr, public, want string }{
+		{"localhost:8080", "", "http://localhost:8080"},
+		{"0.0.0.0:8080", "https://devreg.example.com/", "https://devreg.example.com"},
+	} {
+		s := &Server{cfg: Config{Addr: tc.addr, PublicURL: tc.public}}
+		if got := s.PublicURL(); got != tc.want {
+			t.Errorf("PublicURL(addr %q, public %q) = %q, want %q", tc.addr, tc.public, got, tc.want)
+		}
+	}
+}

@@ -135,10 +135,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 // URL returns the address the server listens on, as an http URL.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
 
-// PublicURL returns the address clients use.
+// PublicURL returns the address clients use: --public-url, or http:// and --addr (the address
+// actually bound when --addr asks for any free port).
 func (s *Server) PublicURL() string {
 	if s.cfg.PublicURL != "" {
-		return s.cfg.PublicURL
+		return strings.TrimRight(s.cfg.PublicURL, "/")
+	}
+	if _, port, err := net.SplitHostPort(s.cfg.Addr); err == nil && port != "0" {
+		return "http://" + s.cfg.Addr
 	}
 	return s.URL()
 }
