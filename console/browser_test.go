@@ -244,7 +244,15 @@ func TestBrowserSeedFlow(t *testing.T) {
 	shot("09-devices-phone")
 	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)))
 
+	// The interactive API docs load from the embedded assets, with "Authorize".
+	goTo("/docs", "button.authorize")
+	if got := text(t, ctx, "body"); !strings.Contains(got, "PUT") || !strings.Contains(got, "/devicetypes/{device_type_id}/device_ids") {
+		t.Errorf("docs page lacks the registration call:\n%.500s", got)
+	}
+	shot("10-api-docs")
+
 	// Log out.
+	goTo("/devices", ".logout button")
 	must(t, chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(".logout button")),
 		chromedp.WaitVisible(chromedp.CSS("#email")),
