@@ -223,7 +223,7 @@ func jsonError(err error, offset int64) error {
 		return devreg.Errorf(devreg.EBADREQUEST, "body is empty; send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: it ends early at byte offset %d", offset)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
+	case isUnknownField(err):
 		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: %s (byte offset %d)", strings.TrimPrefix(err.Error(), "json: "), offset)
 	default:
 		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)

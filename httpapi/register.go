@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"devreg"
 	"devreg/bulkfile"
@@ -121,9 +122,10 @@ func orEntry(field string) string {
 	return field
 }
 
+// isUnknownField reports whether err is encoding/json's refusal of a field it does not know
+// (it has no error type of its own).
 func isUnknownField(err error) bool {
-	const prefix = "json: unknown field"
-	return len(err.Error()) > len(prefix) && err.Error()[:len(prefix)] == prefix
+	return strings.HasPrefix(err.Error(), "json: unknown field")
 }
 
 func (j *jsonEntries) expectDelim(d json.Delim, want string) error {

@@ -80,11 +80,11 @@ func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, s
 // DeviceActive reports whether a device exists and it and its batch are enabled: whether tokens
 // issued to it may still be honoured.
 func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID string) (bool, error) {
-	_, enabled, err := s.store.DeviceEnabled(ctx, accountID, deviceID)
+	d, err := s.store.DeviceSecret(ctx, accountID, deviceID)
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
 		return false, nil
 	}
-	return enabled, err
+	return d.Enabled, err
 }
 
 // MaxReportedStatus is the largest status a device may report at check-in.

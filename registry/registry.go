@@ -44,7 +44,6 @@ type Store interface {
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
 	DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, error)
 	SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error
-	DeviceEnabled(ctx context.Context, accountID, deviceID string) (typeID string, enabled bool, err error)
 	CheckIn(ctx context.Context, accountID, deviceID string, t time.Time, firmware *string, reported []byte) error
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)

@@ -15,15 +15,6 @@ func (s *DB) SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, k
 	return err
 }
 
-// DeviceEnabled reports whether a device exists and it and its batch are enabled, with its type.
-func (s *DB) DeviceEnabled(ctx context.Context, accountID, deviceID string) (typeID string, enabled bool, err error) {
-	var status, batchStatus string
-	err = s.h.QueryRowContext(ctx, `SELECT d.device_type_id, d.status, coalesce(b.status, 'enabled')
-		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.account_id = ? AND d.device_id = ?`, accountID, deviceID).
-		Scan(&typeID, &status, &batchStatus)
-	return typeID, status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled), notFound(err, "no device %s", deviceID)
-}
-
 // CheckIn records that an enabled device checked in at t, with what it reported. A device that
 // checks in for the first time counts as connected in its batch. It answers ENOTFOUND for an
 // unknown device and EUNAUTHORIZED for a disabled one (or one in a disabled batch).

@@ -34,13 +34,11 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 		*secret = m.Getenv("DEVREG_DEVICE_SECRET")
 	}
 	if *secret == "" {
-		line, err := bufio.NewReader(m.Stdin).ReadString('\n')
+		line, _ := bufio.NewReader(m.Stdin).ReadString('\n')
 		*secret = strings.TrimRight(line, "\r\n")
-		if *secret == "" {
-			if err != nil {
-				return usageError{"no secret: pass --secret, set DEVREG_DEVICE_SECRET or write it to stdin"}
-			}
-		}
+	}
+	if *secret == "" {
+		return usageError{"no secret: pass --secret, set DEVREG_DEVICE_SECRET or write it to stdin"}
 	}
 	var reported json.RawMessage
 	if *status != "" {

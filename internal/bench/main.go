@@ -36,10 +36,7 @@ func main() {
 	growthOnly := flag.Bool("growth-only", false, "measure only the growth of batch times")
 	pg := flag.String("postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
 	flag.Parse()
-	if *growthOnly {
-		onlyGrowth = true
-	}
-	if err := run(*n, *pg); err != nil {
+	if err := run(*n, *pg, *growthOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -64,10 +61,8 @@ func (f figure) String() string {
 	return fmt.Sprintf("%-28s %10.0f %8.2f %6s %12s", f.name, float64(f.devices)/f.elapsed.Seconds(), f.elapsed.Seconds(), ratio, rss)
 }
 
-// onlyGrowth skips every figure but the growth of batch times.
-var onlyGrowth bool
-
-func run(n int, pgServer string) error {
+// run measures every figure, or with onlyGrowth only the growth of batch times.
+func run(n int, pgServer string, onlyGrowth bool) error {
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		return fmt.Errorf("the baseline needs the sqlite3 shell: apt-get install -y sqlite3")
 	}
