@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,15 +15,46 @@ import (
 	"devreg/credential"
 )
 
+// growthRuns is how many times the growth figures are measured; each batch's figure is its
+// median time, so that one slow moment of a shared machine does not make or break the ratio.
+const growthRuns = 3
+
 // growthFigures registers batches of shuffled device IDs one after another into a registry that
-// grows with each, and returns the time of each batch.
-func growthFigures(ctx context.Context, c *client.Client, typeID string, batches, size int) ([]time.Duration, error) {
+// grows with each, and returns the median time of each batch over growthRuns runs. Each run
+// registers its own range of device IDs under a device type of its own, into the same registry.
+func growthFigures(ctx context.Context, c *client.Client, batches, size int) ([]time.Duration, error) {
+	runs := make([][]time.Duration, batches)
+	for r := range growthRuns {
+		name := fmt.Sprintf("bench growth %d", r+1)
+		dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
+		if err != nil {
+			return nil, err
+		}
+		times, err := growthRun(ctx, c, dt.ID, fmt.Sprintf("g%d", r+1), batches, size)
+		if err != nil {
+			return nil, err
+		}
+		for b, t := range times {
+			runs[b] = append(runs[b], t)
+		}
+	}
+	medians := make([]time.Duration, batches)
+	for b, ts := range runs {
+		slices.Sort(ts)
+		medians[b] = ts[len(ts)/2]
+	}
+	return medians, nil
+}
+
+// growthRun registers batches of shuffled device IDs with prefix under a device type and returns
+// the time of each batch.
+func growthRun(ctx context.Context, c *client.Client, typeID, prefix string, batches, size int) ([]time.Duration, error) {
 	ids := rand.Perm(batches * size)
 	var times []time.Duration
 	for b := range batches {
 		var sb strings.Builder
 		for _, i := range ids[b*size : (b+1)*size] {
-			fmt.Fprintf(&sb, "%s, %s,\n", deviceID("g", i), credential.RandomString(24))
+			fmt.Fprintf(&sb, "%s, %s,\n", deviceID(prefix, i), credential.RandomString(24))
 		}
 		start := time.Now()
 		res, err := c.RegisterCSV(ctx, typeID, strings.NewReader(sb.String()), client.RegisterOptions{})
