@@ -11,7 +11,13 @@ import (
 // CreateAccount stores a new account with its owner and first API key, all or nothing.
 func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error {
 	return s.inTx(ctx, func(tx handle) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)`,
+		// Accounts are numbered in order; PostgreSQL's identity column counts by itself, and
+		// SQLite writes one transaction at a time.
+		num := `(SELECT coalesce(max(num), 0) + 1 FROM accounts)`
+		if s.pg {
+			num = `DEFAULT`
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at, num) VALUES (?, ?, ?, `+num+`)`,
 			a.ID, a.Name, micros(a.CreatedAt)); err != nil {
 			return err
 		}

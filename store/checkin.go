@@ -10,7 +10,7 @@ import (
 // SetDeviceHash moves a device's secret hash to another key, if it still has the hash it had
 // under oldKeyID (so that a concurrent re-registration wins).
 func (s *DB) SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error {
-	_, err := s.h.ExecContext(ctx, `UPDATE devices SET key_id = ?, secret_hash = ? WHERE account_id = ? AND device_id = ? AND key_id = ?`,
+	_, err := s.h.ExecContext(ctx, `UPDATE devices SET key_id = ?, secret_hash = ? WHERE `+oneDevice+` AND key_id = ?`,
 		keyID, hash, accountID, deviceID, oldKeyID)
 	return err
 }
@@ -23,7 +23,7 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID string, t time.Tim
 		var status, batchStatus, batchID string
 		var seen *int64
 		err := tx.QueryRowContext(ctx, `SELECT d.status, d.batch_id, d.last_seen_at, coalesce(b.status, 'enabled')
-			FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.account_id = ? AND d.device_id = ?`, accountID, deviceID).
+			FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE `+oneDevice, accountID, deviceID).
 			Scan(&status, &batchID, &seen, &batchStatus)
 		if err != nil {
 			return notFound(err, "no device %s", deviceID)
@@ -36,7 +36,7 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID string, t time.Tim
 			rep = string(reported)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ?, firmware_version = coalesce(?, firmware_version),
-			reported_status = coalesce(?, reported_status) WHERE account_id = ? AND device_id = ?`,
+			reported_status = coalesce(?, reported_status) WHERE `+oneDevice,
 			micros(t), firmware, rep, accountID, deviceID); err != nil {
 			return err
 		}

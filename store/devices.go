@@ -11,6 +11,10 @@ import (
 
 const deviceColumns = `seq, device_id, device_type_id, status, batch_id, created_at, last_seen_at, firmware_version, reported_status`
 
+// oneDevice picks a device by account ID and device ID, its two arguments, through the unique
+// index of devices, which is keyed by the account's number.
+const oneDevice = `account_num = (SELECT num FROM accounts WHERE accounts.id = ?) AND device_id = ?`
+
 func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 	var d devreg.Device
 	var created int64
@@ -33,7 +37,11 @@ func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
 	var where strings.Builder
 	args := []any{accountID}
-	where.WriteString(`account_id = ?`)
+	if f.Prefix != "" { // walks the unique index of device IDs
+		where.WriteString(`account_num = (SELECT num FROM accounts WHERE accounts.id = ?)`)
+	} else {
+		where.WriteString(`account_id = ?`)
+	}
 	add := func(cond string, vals ...any) {
 		where.WriteString(" AND " + cond)
 		args = append(args, vals...)
@@ -86,13 +94,13 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 
 // Device returns one device of the account.
 func (s *DB) Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error) {
-	d, err := scanDevice(s.h.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE account_id = ? AND device_id = ?`, accountID, deviceID))
+	d, err := scanDevice(s.h.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+oneDevice, accountID, deviceID))
 	return d, notFound(err, "no device %s", deviceID)
 }
 
 // SetDeviceStatus enables or disables a device.
 func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error {
-	res, err := s.h.ExecContext(ctx, `UPDATE devices SET status = ? WHERE account_id = ? AND device_id = ?`, string(status), accountID, deviceID)
+	res, err := s.h.ExecContext(ctx, `UPDATE devices SET status = ? WHERE `+oneDevice, string(status), accountID, deviceID)
 	return affectedOne(res, err, "no device %s", deviceID)
 }
 
@@ -101,7 +109,7 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 	return s.inTx(ctx, func(tx handle) error {
 		var typeID, batchID string
 		var seen sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT device_type_id, batch_id, last_seen_at FROM devices WHERE account_id = ? AND device_id = ?`,
+		err := tx.QueryRowContext(ctx, `SELECT device_type_id, batch_id, last_seen_at FROM devices WHERE `+oneDevice,
 			accountID, deviceID).Scan(&typeID, &batchID, &seen)
 		if err != nil {
 			return notFound(err, "no device %s", deviceID)
@@ -114,7 +122,7 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 			sql  string
 			args []any
 		}{
-			{`DELETE FROM devices WHERE account_id = ? AND device_id = ?`, []any{accountID, deviceID}},
+			{`DELETE FROM devices WHERE ` + oneDevice, []any{accountID, deviceID}},
 			{`UPDATE device_types SET device_count = device_count - 1 WHERE id = ?`, []any{typeID}},
 			{`UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE id = ?`, []any{connected, batchID}},
 		} {
@@ -132,7 +140,7 @@ func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (devr
 	var d devreg.DeviceSecret
 	var status, batchStatus string
 	err := s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.device_type_id, d.status, coalesce(b.status, 'enabled')
-		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.account_id = ? AND d.device_id = ?`, accountID, deviceID).
+		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE `+oneDevice, accountID, deviceID).
 		Scan(&d.KeyID, &d.Hash, &d.DeviceTypeID, &status, &batchStatus)
 	d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
 	return d, notFound(err, "no device %s", deviceID)

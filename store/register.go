@@ -29,6 +29,9 @@ type Stage struct {
 	pending  [][]any
 	analyzed bool
 
+	staged int      // how many entries are staged
+	sample []string // the device IDs of the entries at index 0, 1, 2, 4, 8, ...
+
 	// PostgreSQL: one COPY for the whole request, fed row by row while the request is read.
 	copyRows chan []any
 	copyDone chan struct{}
@@ -74,6 +77,12 @@ func (st *Stage) insertSQL(rows int) string {
 
 // Add stages entries.
 func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
+	st.staged += len(entries)
+	for _, e := range entries {
+		if e.Index&(e.Index-1) == 0 {
+			st.sample = append(st.sample, e.DeviceID)
+		}
+	}
 	if st.s.pg {
 		return st.copyAdd(ctx, entries)
 	}
@@ -228,6 +237,12 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	q := st.c
 	var tx *sql.Tx
 	if !plan.DryRun {
+		if !st.s.pg {
+			if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize); err != nil {
+				return res, err
+			}
+			defer st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA shrink_memory`)
+		}
 		if tx, err = st.conn.BeginTx(ctx, nil); err != nil {
 			return res, err
 		}
@@ -242,32 +257,41 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		}
 	}
 
-	// Classify every entry against what is registered, in one statement.
-	sameSecret := &strings.Builder{}
-	args := []any{plan.DeviceTypeID}
-	sameSecret.WriteString("CASE d.key_id")
-	for i, id := range plan.KeyIDs {
-		fmt.Fprintf(sameSecret, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
-		args = append(args, id)
+	var account int64 // the account's number, which keys the unique index of devices
+	if err := q.QueryRowContext(ctx, `SELECT num FROM accounts WHERE id = ?`, plan.AccountID).Scan(&account); err != nil {
+		return res, fmt.Errorf("account %s: %w", plan.AccountID, err)
 	}
-	sameSecret.WriteString(" END")
-	args = append(args, plan.AccountID)
-	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
-		action = CASE WHEN d.device_type_id = ? AND d.secret_hash = `+sameSecret.String()+` THEN 1 ELSE 2 END,
-		old_type = d.device_type_id, old_batch = d.batch_id,
-		old_seen = CASE WHEN d.last_seen_at IS NULL THEN 0 ELSE 1 END
-		FROM devices AS d WHERE d.account_id = ? AND d.device_id = `+st.table+`.device_id`, args...); err != nil {
-		return res, fmt.Errorf("classify staged devices: %w", err)
+	b := plan.Batch
+	currentKey := plan.KeyIDs[len(plan.KeyIDs)-1]
+	insertDevices := `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
+		SELECT CAST(? AS TEXT), CAST(? AS BIGINT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
+			substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
+		FROM ` + st.table + ` WHERE action = 0 ORDER BY idx` // a batch lists in the request's order
+	insertArgs := []any{plan.AccountID, account, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}
+
+	// On SQLite, looking every entry up before inserting it costs about as much as the insert,
+	// and more the bigger the registry. When a sample of the request is all new, the request is
+	// inserted first and the unique index sorts out the few already registered, if any.
+	inserted := int64(-1) // not yet
+	if !plan.DryRun && !st.s.pg {
+		allNew, err := st.sampleIsNew(ctx, q, account)
+		if err != nil {
+			return res, err
+		}
+		if allNew {
+			r, err := q.ExecContext(ctx, insertDevices+` ON CONFLICT (account_num, device_id) DO NOTHING`, insertArgs...)
+			if err != nil {
+				return res, fmt.Errorf("register staged devices: %w", err)
+			}
+			if inserted, err = r.RowsAffected(); err != nil {
+				return res, err
+			}
+		}
 	}
-	// One pass over the stage counts every outcome (a GROUP BY would sort it first).
 	var conflicts, moved, connected int64
-	if err := q.QueryRowContext(ctx, `SELECT
-		coalesce(sum(CASE WHEN action = 0 THEN 1 ELSE 0 END), 0),
-		coalesce(sum(CASE WHEN action = 1 THEN 1 ELSE 0 END), 0),
-		coalesce(sum(CASE WHEN action = 2 THEN 1 ELSE 0 END), 0),
-		coalesce(sum(CASE WHEN action = 2 AND old_type <> ? THEN 1 ELSE 0 END), 0),
-		coalesce(sum(CASE WHEN action = 2 THEN old_seen ELSE 0 END), 0)
-		FROM `+st.table, plan.DeviceTypeID).Scan(&res.Created, &res.Unchanged, &conflicts, &moved, &connected); err != nil {
+	if inserted == int64(st.staged) {
+		res.Created = inserted
+	} else if conflicts, moved, connected, err = st.classify(ctx, q, plan, account, &res); err != nil {
 		return res, err
 	}
 
@@ -289,7 +313,6 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		return res, nil
 	}
 
-	b := plan.Batch
 	res.BatchID = b.ID
 	// Replaced devices bring their check-in history to the new batch, and those that came from
 	// another type join this type's count.
@@ -297,27 +320,22 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	if res.Replaced > 0 {
 		movedIn, connectedIn = moved, connected
 	}
-	currentKey := plan.KeyIDs[len(plan.KeyIDs)-1]
-	steps := []struct {
+	type step struct {
 		sql  string
 		args []any
-	}{
+	}
+	steps := []step{
 		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
 			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, connectedIn}},
-		{`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
-			SELECT CAST(? AS TEXT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
-				substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
-			FROM ` + st.table + ` WHERE action = 0 ORDER BY idx`, // a batch lists in the request's order
-			[]any{plan.AccountID, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}},
 		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},
 	}
+	if inserted < 0 {
+		steps = append(steps, step{insertDevices, insertArgs})
+	}
 	if res.Replaced > 0 {
-		steps = append(steps, []struct {
-			sql  string
-			args []any
-		}{
+		steps = append(steps, []step{
 			{`UPDATE device_types SET device_count = device_count - m.n
 				FROM (SELECT old_type, count(*) AS n FROM ` + st.table + ` WHERE action = 2 AND old_type <> ? GROUP BY old_type) AS m
 				WHERE device_types.account_id = ? AND device_types.id = m.old_type`,
@@ -327,8 +345,8 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
 				[]any{plan.AccountID}},
 			{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER))
-				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_id = ? AND devices.device_id = s.device_id`,
-				[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, plan.AccountID}},
+				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
+				[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, account}},
 		}...)
 	}
 	for _, step := range steps {
@@ -337,6 +355,53 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		}
 	}
 	return res, tx.Commit()
+}
+
+// sampleIsNew reports whether none of the sampled staged device IDs is registered.
+func (st *Stage) sampleIsNew(ctx context.Context, q handle, account int64) (bool, error) {
+	if len(st.sample) == 0 {
+		return true, nil
+	}
+	args := []any{account}
+	for _, id := range st.sample {
+		args = append(args, id)
+	}
+	var found int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
+		strings.TrimSuffix(strings.Repeat("?, ", len(st.sample)), ", ")+`)`, args...).Scan(&found)
+	return found == 0, err
+}
+
+// classify marks every staged entry as created, unchanged or conflicting with what is
+// registered, in one statement, leaving alone what this registration inserted already. It counts
+// the created and unchanged into res and returns the conflicts, how many of them are of another
+// device type and how many have checked in.
+func (st *Stage) classify(ctx context.Context, q handle, plan devreg.RegistrationPlan, account int64, res *devreg.RegisterResult) (conflicts, moved, connected int64, err error) {
+	sameSecret := &strings.Builder{}
+	args := []any{plan.DeviceTypeID}
+	sameSecret.WriteString("CASE d.key_id")
+	for i, id := range plan.KeyIDs {
+		fmt.Fprintf(sameSecret, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
+		args = append(args, id)
+	}
+	sameSecret.WriteString(" END")
+	args = append(args, account, plan.Batch.ID)
+	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
+		action = CASE WHEN d.device_type_id = ? AND d.secret_hash = `+sameSecret.String()+` THEN 1 ELSE 2 END,
+		old_type = d.device_type_id, old_batch = d.batch_id,
+		old_seen = CASE WHEN d.last_seen_at IS NULL THEN 0 ELSE 1 END
+		FROM devices AS d WHERE d.account_num = ? AND d.device_id = `+st.table+`.device_id AND d.batch_id <> ?`, args...); err != nil {
+		return 0, 0, 0, fmt.Errorf("classify staged devices: %w", err)
+	}
+	// One pass over the stage counts every outcome (a GROUP BY would sort it first).
+	err = q.QueryRowContext(ctx, `SELECT
+		coalesce(sum(CASE WHEN action = 0 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 1 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 AND old_type <> ? THEN 1 ELSE 0 END), 0),
+		coalesce(sum(CASE WHEN action = 2 THEN old_seen ELSE 0 END), 0)
+		FROM `+st.table, plan.DeviceTypeID).Scan(&res.Created, &res.Unchanged, &conflicts, &moved, &connected)
+	return conflicts, moved, connected, err
 }
 
 // conflictError lists the conflicting entries of a registration that may not touch them.

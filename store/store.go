@@ -27,6 +27,15 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
+// SQLite page cache sizes in KiB (negative, as PRAGMA cache_size takes them): each connection's,
+// and that of the one connection writing a registration, which touches pages all over the
+// unique index of device IDs. SQLite writes one transaction at a time, so at most one
+// connection has the bigger cache, and it gives the memory back after.
+const (
+	cacheSize         = "-16384"
+	registerCacheSize = "-65536"
+)
+
 // DB is devreg's store.
 type DB struct {
 	db *sql.DB
@@ -92,7 +101,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	} else {
 		file := strings.TrimPrefix(url, "sqlite:")
 		s.db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
-			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-16384)&_txlock=immediate")
+			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size("+cacheSize+")&_txlock=immediate")
 		if err == nil {
 			s.db.SetMaxOpenConns(8)
 		}

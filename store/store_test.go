@@ -2,9 +2,14 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"devreg"
 	"devreg/internal/pgtest"
 	"devreg/store"
 	"devreg/store/storetest"
@@ -60,5 +65,84 @@ func TestPostgresConcurrentMigrations(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Errorf("concurrent start: %v", err)
 		}
+	}
+}
+
+// A database that an earlier devreg made keeps its devices across the upgrade: each account's
+// devices are found by ID, and an account made after the upgrade gets a number of its own.
+func TestUpgradeKeepsDevices(t *testing.T) {
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
+			driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
+			if dialect == "postgres" {
+				url = pgtest.NewDatabase(t)
+				driver, dsn = "pgx", url
+			}
+			old, err := sql.Open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stmts := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`}
+			for v, name := range []string{"0001_init.sql", "0002_sessions.sql", "0003_devices_in_registration_order.sql"} {
+				body, err := os.ReadFile(filepath.Join("migrations", dialect, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				stmts = append(stmts, string(body), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, 0)`, v+1))
+			}
+			for _, acc := range []string{"a", "b"} {
+				stmts = append(stmts,
+					`INSERT INTO accounts (id, name, created_at) VALUES ('acc_`+acc+`', '`+acc+`', 0)`,
+					`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_`+acc+`', 'acc_`+acc+`', 'T', 1, 0)`,
+					`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_`+acc+`', 'acc_`+acc+`', 'dt_`+acc+`', 0, 'me', 'api', 1)`,
+					`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, key_id, secret_hash, created_at) VALUES ('acc_`+acc+`', 'd1', 'dt_`+acc+`', 'bat_`+acc+`', 'k1', '`+acc+`', 0)`)
+			}
+			for _, s := range stmts {
+				if _, err := old.ExecContext(ctx, s); err != nil {
+					t.Fatalf("%v\n%s", err, s)
+				}
+			}
+			old.Close()
+
+			db, err := store.Open(ctx, url)
+			if err != nil {
+				t.Fatalf("upgrading: %v", err)
+			}
+			defer db.Close()
+			for _, acc := range []string{"a", "b"} {
+				d, err := db.Device(ctx, "acc_"+acc, "d1")
+				if err != nil || d.BatchID != "bat_"+acc {
+					t.Errorf("device d1 of account %s after the upgrade: %+v, %v", acc, d, err)
+				}
+			}
+			if _, err := db.Device(ctx, "acc_a", "d2"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+				t.Errorf("unknown device: %v", err)
+			}
+			err = db.CreateAccount(ctx, devreg.Account{ID: "acc_c", Name: "c"}, devreg.User{ID: "usr_c", AccountID: "acc_c", Email: "c@example.test", PasswordHash: "x"},
+				devreg.APIKey{ID: "key_c", AccountID: "acc_c", Name: "o", Scope: devreg.ScopeAdmin, Hash: []byte("hc")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_c", AccountID: "acc_c", Name: "T"}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := db.NewStage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if err := st.Add(ctx, []devreg.StagedEntry{{DeviceID: "d1", Hashes: []byte("hash-of-c")}}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_c", DeviceTypeID: "dt_c", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_c"}})
+			if err != nil || res.Created != 1 {
+				t.Errorf("registering d1 in a new account: %+v, %v", res, err)
+			}
+			if d, err := db.Device(ctx, "acc_b", "d1"); err != nil || d.BatchID != "bat_b" {
+				t.Errorf("device d1 of account b after account c registered it: %+v, %v", d, err)
+			}
+		})
 	}
 }

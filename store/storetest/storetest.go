@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-apply", testStageApply},
 		{"stage-duplicates", testStageDuplicates},
 		{"stage-replace-moves-counts", testStageReplace},
+		{"stage-registered-ids-after-new-ones", testStageLateConflicts},
 		{"list-devices", testListDevices},
 		{"batches", testBatches},
 		{"sessions-and-failures", testSessionsAndFailures},
@@ -267,15 +268,7 @@ func testStageReplace(t *testing.T, db *store.DB) {
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 1, Replaced: 2}, res); err != nil || diff != "" {
 		t.Errorf("replace (-want +got):\n%s %v", diff, err)
 	}
-	counts := map[string]int64{}
-	for _, id := range []string{"dt_1", "dt_2"} {
-		dt, _ := db.DeviceType(ctx, acc, id)
-		counts[id] = dt.DeviceCount
-	}
-	for _, id := range []string{"bat_1", "bat_2"} {
-		b, _ := db.Batch(ctx, acc, id)
-		counts[id] = b.DeviceCount
-	}
+	counts := deviceCounts(db, acc, []string{"dt_1", "dt_2"}, []string{"bat_1", "bat_2"})
 	if diff := cmp.Diff(map[string]int64{"dt_1": 0, "dt_2": 3, "bat_1": 0, "bat_2": 3}, counts); diff != "" {
 		t.Errorf("counts after replace (-want +got):\n%s", diff)
 	}
@@ -287,6 +280,73 @@ func testStageReplace(t *testing.T, db *store.DB) {
 	if err != nil || res.Unchanged != 1 {
 		t.Errorf("the replaced secret is not the stored one: %+v, %v", res, err)
 	}
+}
+
+// testStageLateConflicts registers requests whose first entries are new and whose registered
+// IDs come later, at indexes a store might not look at before it writes.
+func testStageLateConflicts(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	registered := []entry{{"e1", "secret-1"}, {"e2", "secret-2"}, {"e3", "secret-3"}, {"e4", "secret-4"}}
+	if _, err := stage(t, db, acc, registered, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	request := []entry{{"n0", "s-0"}, {"n1", "s-1"}, {"n2", "s-2"}, {"e1", "secret-1"}, {"n4", "s-4"}, {"e2", "other-secret"}, {"e3", "secret-3"}, {"n7", "s-7"}}
+	_, err := stage(t, db, acc, request, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
+	var e *devreg.Error
+	if devreg.ErrorCode(err) != devreg.ECONFLICT || !asError(err, &e) || e.ProblemCount != 1 ||
+		!cmp.Equal(e.Problems, []devreg.Problem{{Index: 5, Line: 6, DeviceID: "e2", Message: "device ID is already registered with a different secret"}}) {
+		t.Errorf("conflict at index 5: err = %+v", err)
+	}
+	if _, err := db.Device(ctx, acc, "n0"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("refused registration wrote n0: %v", err)
+	}
+	if dt, _ := db.DeviceType(ctx, acc, "dt_1"); dt.DeviceCount != 4 {
+		t.Errorf("refused registration changed the type's count to %d", dt.DeviceCount)
+	}
+
+	res, err := stage(t, db, acc, request, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 5, Unchanged: 2, Skipped: 1}, res); err != nil || diff != "" {
+		t.Errorf("skip (-want +got):\n%s %v", diff, err)
+	}
+	devices, err := db.ListDevices(ctx, acc, devreg.DeviceFilter{BatchID: "bat_2", Limit: 10})
+	var got []string
+	for _, d := range devices {
+		got = append(got, d.DeviceID)
+	}
+	if diff := cmp.Diff([]string{"n0", "n1", "n2", "n4", "n7"}, got); err != nil || diff != "" {
+		t.Errorf("the skip's batch (-want +got):\n%s %v", diff, err)
+	}
+	if e2, _ := db.Device(ctx, acc, "e2"); e2.BatchID != "bat_1" {
+		t.Errorf("skipped device moved to batch %s", e2.BatchID)
+	}
+
+	res, err = stage(t, db, acc, []entry{{"m0", "s"}, {"m1", "s"}, {"m2", "s"}, {"e4", "new-secret"}},
+		devreg.RegistrationPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_3", CreatedAt: t0}})
+	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_3", Created: 3, Replaced: 1}, res); err != nil || diff != "" {
+		t.Errorf("replace (-want +got):\n%s %v", diff, err)
+	}
+	counts := deviceCounts(db, acc, []string{"dt_1", "dt_2"}, []string{"bat_1", "bat_2", "bat_3"})
+	if diff := cmp.Diff(map[string]int64{"dt_1": 8, "dt_2": 4, "bat_1": 3, "bat_2": 5, "bat_3": 4}, counts); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+}
+
+// deviceCounts returns the device counts of the account's device types and batches, by ID.
+func deviceCounts(db *store.DB, acc string, types, batches []string) map[string]int64 {
+	ctx := context.Background()
+	counts := map[string]int64{}
+	for _, id := range types {
+		dt, _ := db.DeviceType(ctx, acc, id)
+		counts[id] = dt.DeviceCount
+	}
+	for _, id := range batches {
+		b, _ := db.Batch(ctx, acc, id)
+		counts[id] = b.DeviceCount
+	}
+	return counts
 }
 
 func testListDevices(t *testing.T, db *store.DB) {
