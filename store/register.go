@@ -238,10 +238,14 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	var tx *sql.Tx
 	if !plan.DryRun {
 		if !st.s.pg {
-			if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize); err != nil {
+			// The commit leaves the log's pages for the checkpointer to copy.
+			if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
 				return res, err
 			}
-			defer st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA shrink_memory`)
+			defer func() {
+				st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
+				st.s.checkpointSoon()
+			}()
 		}
 		if tx, err = st.conn.BeginTx(ctx, nil); err != nil {
 			return res, err

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,6 +42,13 @@ type DB struct {
 	db *sql.DB
 	pg bool   // PostgreSQL rather than SQLite
 	h  handle // db, with placeholders for the dialect
+
+	// SQLite: a registration's commit leaves the write-ahead log to be copied into the database
+	// by a goroutine, not by the request that wrote it.
+	checkpoints    chan struct{}
+	stop           chan struct{} // closed by Close
+	checkpointDone chan struct{}
+	closeOnce      sync.Once
 }
 
 // handle runs queries written with '?' placeholders on a database, connection or transaction,
@@ -119,11 +127,45 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("migrate the database: %w", err)
 	}
+	if !s.pg {
+		s.checkpoints, s.stop, s.checkpointDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go s.checkpointer()
+	}
 	return s, nil
 }
 
-// Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+// checkpointer copies the write-ahead log into the SQLite database whenever asked, without
+// waiting for readers or holding up writers.
+func (s *DB) checkpointer() {
+	defer close(s.checkpointDone)
+	for {
+		select {
+		case <-s.checkpoints:
+			s.db.ExecContext(context.Background(), `PRAGMA wal_checkpoint(PASSIVE)`)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// checkpointSoon asks the checkpointer to run, unless it has been asked already.
+func (s *DB) checkpointSoon() {
+	select {
+	case s.checkpoints <- struct{}{}:
+	default:
+	}
+}
+
+// Close closes the database. Closing it again does nothing.
+func (s *DB) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.checkpointDone
+		}
+	})
+	return s.db.Close()
+}
 
 // Ping checks that the database answers.
 func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"devreg"
 	"devreg/internal/pgtest"
@@ -144,5 +145,56 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 				t.Errorf("device d1 of account b after account c registered it: %+v, %v", d, err)
 			}
 		})
+	}
+}
+
+// A registration's pages reach the SQLite database file soon after it commits, not only when
+// some later write comes along: backups of the file and the log's size depend on it.
+func TestSQLiteCheckpointsAfterRegistration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "devreg.db")
+	db, err := store.Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.CreateAccount(ctx, devreg.Account{ID: "acc_a", Name: "a"}, devreg.User{ID: "usr_a", AccountID: "acc_a", Email: "a@example.test", PasswordHash: "x"},
+		devreg.APIKey{ID: "key_a", AccountID: "acc_a", Name: "o", Scope: devreg.ScopeAdmin, Hash: []byte("ha")})
+	if err == nil {
+		err = db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_a", AccountID: "acc_a", Name: "T"})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.NewStage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var entries []devreg.StagedEntry
+	for i := range 5000 {
+		entries = append(entries, devreg.StagedEntry{Index: i, DeviceID: fmt.Sprintf("dev-%05d", i), Hashes: make([]byte, 32)})
+	}
+	if err := st.Add(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_a", DeviceTypeID: "dt_a", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_a"}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		after, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Size() >= before.Size()+5000*100 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the database file is %d bytes 10 s after registering 5000 devices (%d before)", after.Size(), before.Size())
+		}
 	}
 }
