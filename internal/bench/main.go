@@ -1,7 +1,8 @@
 // Command bench measures devreg's bulk registration against a real server process and prints one
 // line per figure: devices/s, seconds, the ratio to a baseline measured in the same run, and the
 // server's peak resident memory. The baseline is the sqlite3 shell's .import of the same rows into
-// a table with the same keys and indexes as devreg's devices table. With -postgres (default
+// a table keyed by account and device ID with two more indexes, as devreg's devices table was
+// first laid out (it now has one more index). With -postgres (default
 // $DEVREG_TEST_POSTGRES) it also registers the same file on PostgreSQL, next to a raw COPY of the
 // same rows into such a table, each in a database of its own made for the run.
 //
@@ -271,7 +272,8 @@ func deviceID(prefix string, i int) string {
 }
 
 // baseline times the sqlite3 shell importing n rows of the shape devreg stores into a table with
-// the same primary key and indexes as devreg's devices table.
+// a primary key of account and device ID and indexes by type and by batch, as devreg's devices
+// table was first laid out.
 func baseline(dir string, n int) (time.Duration, error) {
 	path := filepath.Join(dir, "baseline.csv")
 	f, err := os.Create(path)

@@ -96,8 +96,9 @@ func postgresFigures(ctx context.Context, bin, dir, server, csvPath string, n in
 	}, nil
 }
 
-// copyBaseline times a COPY of n rows of devreg's shape into a table with the same keys and
-// indexes as devreg's devices table.
+// copyBaseline times a COPY of n rows of devreg's shape into a table keyed by account and device
+// ID with indexes by type and by batch, as devreg's devices table was first laid out (it now has
+// one more index).
 func copyBaseline(ctx context.Context, dbURL string, n int) (time.Duration, error) {
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
