@@ -237,24 +237,15 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	q := st.c
 	var tx *sql.Tx
 	if !plan.DryRun {
-		if !st.s.pg {
-			// The commit leaves the log's pages for the checkpointer to copy.
-			if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
-				return res, err
-			}
-			defer func() {
-				st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
-				st.s.checkpointSoon()
-			}()
+		var done func()
+		if done, err = st.readyToWrite(ctx); err != nil {
+			return res, err
 		}
+		defer done()
 		if tx, err = st.conn.BeginTx(ctx, nil); err != nil {
 			return res, err
 		}
-		defer func() {
-			if err != nil {
-				tx.Rollback()
-			}
-		}()
+		defer tx.Rollback() // does nothing once the transaction is over
 		q = handle{q: tx, pg: st.s.pg}
 		if err := st.s.lockAccount(ctx, q, plan.AccountID); err != nil {
 			return res, err
@@ -273,23 +264,10 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		FROM ` + st.table + ` WHERE action = 0 ORDER BY idx` // a batch lists in the request's order
 	insertArgs := []any{plan.AccountID, account, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}
 
-	// On SQLite, looking every entry up before inserting it costs about as much as the insert,
-	// and more the bigger the registry. When a sample of the request is all new, the request is
-	// inserted first and the unique index sorts out the few already registered, if any.
 	inserted := int64(-1) // not yet
 	if !plan.DryRun && !st.s.pg {
-		allNew, err := st.sampleIsNew(ctx, q, account)
-		if err != nil {
+		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
 			return res, err
-		}
-		if allNew {
-			r, err := q.ExecContext(ctx, insertDevices+` ON CONFLICT (account_num, device_id) DO NOTHING`, insertArgs...)
-			if err != nil {
-				return res, fmt.Errorf("register staged devices: %w", err)
-			}
-			if inserted, err = r.RowsAffected(); err != nil {
-				return res, err
-			}
 		}
 	}
 	var conflicts, moved, connected int64
@@ -361,19 +339,47 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	return res, tx.Commit()
 }
 
-// sampleIsNew reports whether none of the sampled staged device IDs is registered.
-func (st *Stage) sampleIsNew(ctx context.Context, q handle, account int64) (bool, error) {
-	if len(st.sample) == 0 {
-		return true, nil
+// readyToWrite readies the stage's connection for writing a registration and returns what puts
+// it back. On SQLite the connection gets a bigger page cache while it writes, and its commit
+// leaves copying the log into the database to the checkpointer.
+func (st *Stage) readyToWrite(ctx context.Context) (done func(), err error) {
+	if st.s.pg {
+		return func() {}, nil
 	}
-	args := []any{account}
-	for _, id := range st.sample {
-		args = append(args, id)
+	if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
+		return nil, err
 	}
-	var found int
-	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
-		strings.TrimSuffix(strings.Repeat("?, ", len(st.sample)), ", ")+`)`, args...).Scan(&found)
-	return found == 0, err
+	return func() {
+		st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
+		st.s.checkpointSoon()
+	}, nil
+}
+
+// insertIfNew runs insert, which adds the staged devices, if none of a sample of the staged
+// device IDs is registered, skipping those that turn out to be, and returns how many it added:
+// -1 if it did not run. On SQLite, looking every entry up before inserting it costs about as much
+// as the insert, and more the bigger the registry; this way the insert's own look into the
+// unique index is the only one.
+func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
+	if len(st.sample) > 0 {
+		sampleArgs := []any{account}
+		for _, id := range st.sample {
+			sampleArgs = append(sampleArgs, id)
+		}
+		var found int
+		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
+			strings.TrimSuffix(strings.Repeat("?, ", len(st.sample)), ", ")+`)`, sampleArgs...).Scan(&found); err != nil {
+			return -1, err
+		}
+		if found > 0 {
+			return -1, nil
+		}
+	}
+	r, err := q.ExecContext(ctx, insert+` ON CONFLICT (account_num, device_id) DO NOTHING`, args...)
+	if err != nil {
+		return -1, fmt.Errorf("register staged devices: %w", err)
+	}
+	return r.RowsAffected()
 }
 
 // classify marks every staged entry as created, unchanged or conflicting with what is
