@@ -40,10 +40,16 @@ func growthFigures(ctx context.Context, c *client.Client, batches, size int) ([]
 	}
 	medians := make([]time.Duration, batches)
 	for b, ts := range runs {
-		slices.Sort(ts)
-		medians[b] = ts[len(ts)/2]
+		medians[b] = median(ts)
 	}
 	return medians, nil
+}
+
+// median returns the middle one of an odd number of durations.
+func median(ds []time.Duration) time.Duration {
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	return ds[len(ds)/2]
 }
 
 // growthRun registers batches of shuffled device IDs with prefix under a device type and returns
