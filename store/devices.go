@@ -11,9 +11,13 @@ import (
 
 const deviceColumns = `seq, device_id, device_type_id, status, batch_id, created_at, last_seen_at, firmware_version, reported_status`
 
+// accountNum is the number of the account whose ID is its argument; it keys the unique index of
+// devices.
+const accountNum = `(SELECT num FROM accounts WHERE accounts.id = ?)`
+
 // oneDevice picks a device by account ID and device ID, its two arguments, through the unique
-// index of devices, which is keyed by the account's number.
-const oneDevice = `account_num = (SELECT num FROM accounts WHERE accounts.id = ?) AND device_id = ?`
+// index of devices.
+const oneDevice = `account_num = ` + accountNum + ` AND device_id = ?`
 
 func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 	var d devreg.Device
@@ -38,7 +42,7 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 	var where strings.Builder
 	args := []any{accountID}
 	if f.Prefix != "" { // walks the unique index of device IDs
-		where.WriteString(`account_num = (SELECT num FROM accounts WHERE accounts.id = ?)`)
+		where.WriteString(`account_num = ` + accountNum)
 	} else {
 		where.WriteString(`account_id = ?`)
 	}
