@@ -3,6 +3,9 @@ package devreg
 import (
 	"errors"
 	"fmt"
+	"math"
+	"net/http"
+	"time"
 )
 
 // Error codes. Each maps to one HTTP status in the adapters; the code string is what API clients see.
@@ -17,8 +20,34 @@ const (
 	EINVALID      = "invalid"                // a field breaks a rule
 	EINVALIDROWS  = "invalid_rows"           // entries of a registration break the rules
 	ERATELIMITED  = "rate_limited"           // too many attempts
+	EUNAVAILABLE  = "unavailable"            // busy for now; try again after RetryAfter
 	EINTERNAL     = "internal"               // our fault; details are logged, not shown
 )
+
+// statuses maps each error code to its HTTP status. It is the only such table: every adapter asks
+// Status.
+var statuses = map[string]int{
+	EBADREQUEST:   http.StatusBadRequest,
+	EUNAUTHORIZED: http.StatusUnauthorized,
+	EFORBIDDEN:    http.StatusForbidden,
+	ENOTFOUND:     http.StatusNotFound,
+	ECONFLICT:     http.StatusConflict,
+	ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	EUNSUPPORTED:  http.StatusUnsupportedMediaType,
+	EINVALID:      http.StatusUnprocessableEntity,
+	EINVALIDROWS:  http.StatusUnprocessableEntity,
+	ERATELIMITED:  http.StatusTooManyRequests,
+	EUNAVAILABLE:  http.StatusServiceUnavailable,
+	EINTERNAL:     http.StatusInternalServerError,
+}
+
+// Status returns the HTTP status of an error code: 500 for a code it does not know.
+func Status(code string) int {
+	if s, ok := statuses[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
 
 // MaxProblems is how many problems an error lists; ProblemCount gives the total.
 const MaxProblems = 1000
@@ -38,9 +67,34 @@ type Error struct {
 	Message      string
 	Problems     []Problem
 	ProblemCount int
+	RetryAfter   time.Duration // for ERATELIMITED and EUNAVAILABLE: when to try again
+	Err          error         // the cause, for the log; never shown
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// Unwrap returns the cause of e.
+func (e *Error) Unwrap() error { return e.Err }
+
+// RetryAfter returns how long the caller of a refused request should wait before trying again,
+// and whether err says so at all.
+func RetryAfter(err error) (time.Duration, bool) {
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return e.RetryAfter, true
+	}
+	return 0, false
+}
+
+// RetryAfterSeconds returns d in whole seconds, rounded up, for a Retry-After header.
+func RetryAfterSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
 
 // Errorf returns an *Error with the given code and formatted message.
 func Errorf(code, format string, args ...any) *Error {

@@ -118,21 +118,6 @@ func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) 
 	})
 }
 
-// statuses maps error codes to HTTP statuses.
-var statuses = map[string]int{
-	devreg.EBADREQUEST:   http.StatusBadRequest,
-	devreg.EUNAUTHORIZED: http.StatusUnauthorized,
-	devreg.EFORBIDDEN:    http.StatusForbidden,
-	devreg.ENOTFOUND:     http.StatusNotFound,
-	devreg.ECONFLICT:     http.StatusConflict,
-	devreg.ETOOLARGE:     http.StatusRequestEntityTooLarge,
-	devreg.EUNSUPPORTED:  http.StatusUnsupportedMediaType,
-	devreg.EINVALID:      http.StatusUnprocessableEntity,
-	devreg.EINVALIDROWS:  http.StatusUnprocessableEntity,
-	devreg.ERATELIMITED:  http.StatusTooManyRequests,
-	devreg.EINTERNAL:     http.StatusInternalServerError,
-}
-
 // errorBody is the contract's error body.
 type errorBody struct {
 	Error struct {
@@ -151,13 +136,16 @@ func ErrorBody(err error) (int, any) {
 	if errors.As(err, &e) && len(e.Problems) > 0 {
 		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
 	}
-	return statuses[body.Error.Code], body
+	return devreg.Status(body.Error.Code), body
 }
 
 // WriteError renders err as the contract's JSON error body; internal errors are logged in full
 // and shown as a generic message.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, body := ErrorBody(err)
+	if d, ok := devreg.RetryAfter(err); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(d)))
+	}
 	if status == http.StatusInternalServerError {
 		id := devreg.RequestIDFromContext(r.Context())
 		log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
