@@ -4,9 +4,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,7 +39,13 @@ type Config struct {
 	SecretKeyFile  string        // the secret-hashing key file; "" for secret.keys in DataDir
 	SigningKeyFile string        // the device-token signing key file; "" for signing.keys in DataDir
 	TokenLifetime  time.Duration // how long device tokens are valid; 0 for an hour
-	Logger         *slog.Logger
+
+	// Limits on slow clients; 0 for the defaults (DefaultBodyGrace, ...).
+	BodyGrace         time.Duration // how long a body may take before its first bytes
+	MinBodyRate       int64         // bytes per second a body must average after that
+	BodyIdle          time.Duration // the longest pause within a body
+	MaxPendingPerAddr int           // connections of one address that may be sending headers at once
+	Logger            *slog.Logger
 }
 
 // DefaultMaxBody is the default request body limit: 1 GiB.
@@ -67,21 +75,57 @@ func (c Config) SigningKeyPath() string {
 	return filepath.Join(c.DataDir, "signing.keys")
 }
 
-// OpenRegistry opens the data directory, the key file and the store, and returns the registry
-// service over them and the store, which the caller closes.
+// OpenRegistry opens the data directory, the store and the key file, and returns the registry
+// service over them and the store, which the caller closes. It refuses a key file that lacks a
+// key the stored hashes were made with, and makes a new key file only for a database without
+// devices: a lost or replaced key file would otherwise lock every registered device out silently.
 func OpenRegistry(ctx context.Context, cfg Config) (*registry.Service, *store.DB, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create data directory: %w", err)
-	}
-	keys, err := credential.LoadOrCreateKeyring(cfg.KeyFile())
-	if err != nil {
-		return nil, nil, err
 	}
 	db, err := store.Open(ctx, cfg.DatabaseURL())
 	if err != nil {
 		return nil, nil, err
 	}
+	keys, err := openKeyring(ctx, cfg.KeyFile(), db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
 	return registry.New(db, keys), db, nil
+}
+
+func openKeyring(ctx context.Context, path string, db *store.DB) (*credential.Keyring, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		has, err := db.HasDevices(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if has {
+			return nil, fmt.Errorf("the secret key file %s is missing, but the database holds devices whose secrets were hashed with it; "+
+				"put the key file back from your backup (devreg makes a new one only for a database without devices)", path)
+		}
+	}
+	keys, err := credential.LoadOrCreateKeyring(path)
+	if err != nil {
+		return nil, err
+	}
+	used, err := db.HashKeyIDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the key IDs of the stored hashes: %w", err)
+	}
+	var missing []string
+	for _, id := range used {
+		if _, ok := keys.Lookup(id); !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the secret key file %s lacks the keys %s, which stored device secrets were hashed with; "+
+			"put back the key file that holds them (from your backup) before starting, or no such device could authenticate",
+			path, strings.Join(missing, ", "))
+	}
+	return keys, nil
 }
 
 // Server is a running devreg service.
@@ -93,6 +137,7 @@ type Server struct {
 	Service *registry.Service
 	http    *http.Server
 	ln      net.Listener
+	pending *pendingConns
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -104,11 +149,21 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
+	cfg.BodyGrace = cmp.Or(cfg.BodyGrace, DefaultBodyGrace)
+	cfg.MinBodyRate = cmp.Or(cfg.MinBodyRate, DefaultMinBodyRate)
+	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, DefaultBodyIdle)
+	cfg.MaxPendingPerAddr = cmp.Or(cfg.MaxPendingPerAddr, DefaultMaxPendingPerAddr)
 	svc, db, err := OpenRegistry(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc}
+	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, pending: newPendingConns(cfg.MaxPendingPerAddr)}
+	if _, err := os.Stat(cfg.SigningKeyPath()); errors.Is(err, fs.ErrNotExist) {
+		if has, _ := db.HasDevices(ctx); has {
+			s.log.Warn("the signing key file is missing and a new one is made: device tokens issued before no longer verify, so devices must get new ones",
+				"file", cfg.SigningKeyPath())
+		}
+	}
 	if s.signing, err = deviceauth.LoadOrCreateSigningKeys(cfg.SigningKeyPath()); err != nil {
 		db.Close()
 		return nil, err
@@ -127,6 +182,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		ConnContext:       s.pending.connContext,
+		ConnState:         s.pending.connState,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -108,6 +109,11 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		}
 	} else {
 		file := strings.TrimPrefix(url, "sqlite:")
+		// SQLite creates its files with the process's umask (often readable by everyone), and its
+		// -wal and -shm files take the mode of the database file: make that one private first.
+		if f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+			f.Close()
+		}
 		s.db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
 			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size("+cacheSize+")&_txlock=immediate")
 		if err == nil {

@@ -1,0 +1,218 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// entryList is a registration's devices, for tests.
+type entryList []devreg.DeviceEntry
+
+func (l *entryList) Next() (devreg.DeviceEntry, error) {
+	if len(*l) == 0 {
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	e := (*l)[0]
+	*l = (*l)[1:]
+	return e, nil
+}
+
+func openTestServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.Addr = "127.0.0.1:0"
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s
+}
+
+// TestTricklingBodyIsCut sends a token request's headers and a few bytes of its body, then
+// nothing: the server must give up on it after the grace, not hold the connection for good.
+func TestTricklingBodyIsCut(t *testing.T) {
+	s := openTestServer(t, Config{BodyGrace: time.Second, MinBodyRate: 1024, BodyIdle: 2 * time.Second})
+	conn, err := net.Dial("tcp", s.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	io.WriteString(conn, "POST /device/v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=")
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	io.Copy(io.Discard, conn) // until the server answers and closes
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the server held a stalled body for %s; want it cut after about 1s", took)
+	}
+}
+
+// TestSlowHonestBodyIsServed sends a body at twice the minimum rate, for longer than the grace:
+// it must be read whole and answered as usual.
+func TestSlowHonestBodyIsServed(t *testing.T) {
+	s := openTestServer(t, Config{BodyGrace: time.Second, MinBodyRate: 1024, BodyIdle: 2 * time.Second})
+	pr, pw := io.Pipe()
+	go func() {
+		io.WriteString(pw, "grant_type=client_credentials&account_id=acc_nope&client_id=d1&client_secret=")
+		for range 6 { // 6 KiB in 3 s
+			time.Sleep(500 * time.Millisecond)
+			io.WriteString(pw, strings.Repeat("s", 1024))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", s.URL()+"/device/v1/token", pr)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(b), "invalid_client") {
+		t.Fatalf("slow but steady token request = %d %s, want 401 invalid_client", resp.StatusCode, b)
+	}
+}
+
+// TestHeaderStallsCappedPerAddress opens more connections that never finish their headers than
+// one address may have: the extra ones are closed at once, another address is still served, and
+// so is the first address once its stalled connections are gone.
+func TestHeaderStallsCappedPerAddress(t *testing.T) {
+	s := openTestServer(t, Config{MaxPendingPerAddr: 8})
+	var stalled []net.Conn
+	defer func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	}()
+	closedAtOnce := 0
+	for range 20 {
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c)
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			closedAtOnce++
+		}
+	}
+	if closedAtOnce != 12 {
+		t.Errorf("%d of 20 stalled connections were closed at once; want the 12 over the cap of 8", closedAtOnce)
+	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	if resp, err := other.Get(s.URL() + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("another address during the stall: %v %v", resp, err)
+	}
+	for _, c := range stalled {
+		c.Close()
+	}
+	stalled = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for s.pending.pending("127.0.0.1") > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := net.Dial("tcp", s.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the first address after its stalls ended: %v %v", resp, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestDataFilesArePrivate checks that the embedded database's files and the data folder can be
+// read by their owner only.
+func TestDataFilesArePrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s := openTestServer(t, Config{DataDir: dir})
+	if _, _, err := s.Service.NewAccount(context.Background(), "Acme", "o@acme.test", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data folder mode = %v, %v; want 0700", fi.Mode().Perm(), err)
+	}
+	for _, name := range []string{"devreg.db", "devreg.db-wal", "devreg.db-shm", "secret.keys", "signing.keys"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, %v; want 0600", name, fi.Mode().Perm(), err)
+		}
+	}
+}
+
+// TestKeyFileLossRefusesStart deletes, then replaces, the secret-hashing key file of a database
+// that holds devices: the server must refuse to start and name what is missing, not make a new
+// key that no stored hash matches.
+func TestKeyFileLossRefusesStart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := Config{Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)}
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, _, err := s.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acc.ID, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
+	dt, err := s.Service.CreateDeviceType(actx, devreg.DeviceType{Name: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Service.Register(actx, dt.ID, &entryList{{DeviceID: "d1", Secret: "secretfordevice1"}}, devreg.RegisterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.ln.Close()
+	s.Shutdown(ctx)
+
+	keyFile := filepath.Join(dir, "secret.keys")
+	keys, err := credential.LoadOrCreateKeyring(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := keys.Current().ID
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "secret key file") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("start without the key file: %v; want a refusal naming the missing key file", err)
+	}
+	if _, err := os.Stat(keyFile); err == nil {
+		t.Fatal("a new key file was made for a database with devices")
+	}
+	other := t.TempDir() // a fresh key file of another installation
+	if _, err := credential.LoadOrCreateKeyring(filepath.Join(other, "secret.keys")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(other, "secret.keys"))
+	os.WriteFile(keyFile, b, 0o600)
+	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), keyID) {
+		t.Fatalf("start with another key file: %v; want a refusal naming key %s", err, keyID)
+	}
+}
