@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -209,6 +210,7 @@ func parseSize(s string) (int64, error) {
 		suffix string
 		mult   int64
 	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	bad := fmt.Errorf("size %q is not a size such as 1GiB, 512MiB or 1000000 (whole bytes, at least 1, at most 1TiB)", s)
 	t := strings.TrimSpace(s)
 	mult := int64(1)
 	for _, u := range units {
@@ -217,9 +219,15 @@ func parseSize(s string) (int64, error) {
 			break
 		}
 	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q is not a size such as 1GiB, 512MiB or 1000000", s)
+	// Only plain decimals: ParseFloat alone would also take NaN, Inf, hex and exponents.
+	whole, frac, _ := strings.Cut(t, ".")
+	if whole == "" || strings.Trim(whole, "0123456789") != "" || strings.Trim(frac, "0123456789") != "" || len(whole) > 16 {
+		return 0, bad
 	}
-	return int64(n * float64(mult)), nil
+	n, err := strconv.ParseFloat(t, 64)
+	size := n * float64(mult)
+	if err != nil || size < 1 || size > 1<<40 || size != math.Trunc(size) {
+		return 0, bad
+	}
+	return int64(size), nil
 }
