@@ -10,35 +10,37 @@ import (
 
 // Error codes. Each maps to one HTTP status in the adapters; the code string is what API clients see.
 const (
-	EBADREQUEST   = "bad_request"            // malformed request: not JSON, bad parameter
-	EUNAUTHORIZED = "unauthorized"           // no or bad credentials
-	EFORBIDDEN    = "forbidden"              // credentials fine, scope too small
-	ENOTFOUND     = "not_found"              // no such object in the caller's account
-	ECONFLICT     = "conflict"               // clashes with what is stored
-	ETOOLARGE     = "too_large"              // body over the limit
-	EUNSUPPORTED  = "unsupported_media_type" // body of a type we do not take
-	EINVALID      = "invalid"                // a field breaks a rule
-	EINVALIDROWS  = "invalid_rows"           // entries of a registration break the rules
-	ERATELIMITED  = "rate_limited"           // too many attempts
-	EUNAVAILABLE  = "unavailable"            // busy for now; try again after RetryAfter
-	EINTERNAL     = "internal"               // our fault; details are logged, not shown
+	EBADREQUEST    = "bad_request"            // malformed request: not JSON, bad parameter
+	EINVALIDCURSOR = "invalid_cursor"         // a listing's cursor that this service did not hand out
+	EUNAUTHORIZED  = "unauthorized"           // no or bad credentials
+	EFORBIDDEN     = "forbidden"              // credentials fine, scope too small
+	ENOTFOUND      = "not_found"              // no such object in the caller's account
+	ECONFLICT      = "conflict"               // clashes with what is stored
+	ETOOLARGE      = "too_large"              // body over the limit
+	EUNSUPPORTED   = "unsupported_media_type" // body of a type we do not take
+	EINVALID       = "invalid"                // a field breaks a rule
+	EINVALIDROWS   = "invalid_rows"           // entries of a registration break the rules
+	ERATELIMITED   = "rate_limited"           // too many attempts
+	EUNAVAILABLE   = "unavailable"            // busy for now; try again after RetryAfter
+	EINTERNAL      = "internal"               // our fault; details are logged, not shown
 )
 
 // statuses maps each error code to its HTTP status. It is the only such table: every adapter asks
 // Status.
 var statuses = map[string]int{
-	EBADREQUEST:   http.StatusBadRequest,
-	EUNAUTHORIZED: http.StatusUnauthorized,
-	EFORBIDDEN:    http.StatusForbidden,
-	ENOTFOUND:     http.StatusNotFound,
-	ECONFLICT:     http.StatusConflict,
-	ETOOLARGE:     http.StatusRequestEntityTooLarge,
-	EUNSUPPORTED:  http.StatusUnsupportedMediaType,
-	EINVALID:      http.StatusUnprocessableEntity,
-	EINVALIDROWS:  http.StatusUnprocessableEntity,
-	ERATELIMITED:  http.StatusTooManyRequests,
-	EUNAVAILABLE:  http.StatusServiceUnavailable,
-	EINTERNAL:     http.StatusInternalServerError,
+	EBADREQUEST:    http.StatusBadRequest,
+	EINVALIDCURSOR: http.StatusBadRequest,
+	EUNAUTHORIZED:  http.StatusUnauthorized,
+	EFORBIDDEN:     http.StatusForbidden,
+	ENOTFOUND:      http.StatusNotFound,
+	ECONFLICT:      http.StatusConflict,
+	ETOOLARGE:      http.StatusRequestEntityTooLarge,
+	EUNSUPPORTED:   http.StatusUnsupportedMediaType,
+	EINVALID:       http.StatusUnprocessableEntity,
+	EINVALIDROWS:   http.StatusUnprocessableEntity,
+	ERATELIMITED:   http.StatusTooManyRequests,
+	EUNAVAILABLE:   http.StatusServiceUnavailable,
+	EINTERNAL:      http.StatusInternalServerError,
 }
 
 // Status returns the HTTP status of an error code: 500 for a code it does not know.
@@ -133,12 +135,36 @@ type ProblemList struct {
 	Count int
 }
 
-// Add records p.
+// MaxEchoed is how many characters of a value from the request a problem repeats; a longer one
+// is cut there and ends in "…". It is the longest valid device ID, so that every device ID a
+// report names (a conflict, a bad secret) comes back whole and can be searched for, while a
+// request of huge fields does not come back as a huge answer.
+const MaxEchoed = 128
+
+// Add records p, its device ID cut as Clip cuts it.
 func (l *ProblemList) Add(p Problem) {
 	l.Count++
 	if len(l.Items) < MaxProblems {
+		p.DeviceID = l.Clip(p.DeviceID)
 		l.Items = append(l.Items, p)
 	}
+}
+
+// Clip returns s, a value taken from a request, as a problem may repeat it: cut to MaxEchoed
+// characters followed by "…" when it is longer (a byte that is not UTF-8 counts as one). Whoever
+// writes such a value into a problem's message clips it with this too.
+func (ProblemList) Clip(s string) string {
+	if len(s) <= MaxEchoed {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == MaxEchoed {
+			return s[:i] + "…"
+		}
+		n++
+	}
+	return s
 }
 
 // ErrorMessageOrText returns the message of an *Error, or the text of any other error: for

@@ -10,7 +10,13 @@ import (
 	"io"
 
 	"devreg"
+	"devreg/credential"
 )
+
+// maxKept is how many bytes of one field the reader holds. No valid field comes near it (a
+// device ID has at most 128 characters, a secret 256, all ASCII), so of a longer field it keeps
+// only the start, for the report, and reads past the rest: a field of gigabytes costs no memory.
+const maxKept = 1024
 
 // Reader yields the device entries of a bulk upload file. Entries the format itself makes invalid
 // (an empty field, a stray quote, an ID without a secret) come with their Problem set; an
@@ -25,15 +31,45 @@ type Reader struct {
 
 // NewReader returns a Reader reading from r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 64<<10), line: 1}
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10), line: 1, buf: make([]byte, 0, maxKept)}
 }
 
 // field is one field of the file.
 type field struct {
-	value   string
+	value   string // at most its first maxKept bytes
+	size    int    // its length in bytes
 	line    int
 	problem string
 	fatal   bool // the file cannot be read past this field
+}
+
+// kind is what a field is meant to hold, for the problem of one too long to hold it.
+type kind struct {
+	name     string
+	maxChars int
+}
+
+var (
+	deviceID = kind{"device ID", credential.MaxDeviceIDLength}
+	secret   = kind{"secret", credential.MaxSecretLength}
+)
+
+// keep adds c to the field being read, as far as maxKept.
+func (r *Reader) keep(f *field, c byte) {
+	f.size++
+	if len(r.buf) < maxKept {
+		r.buf = append(r.buf, c)
+	}
+}
+
+// finish ends the field, less the trailing bytes that are not part of it: its value is what was
+// kept and, if it was too long to keep, its problem says so.
+func (r *Reader) finish(f *field, k kind, trailing int) {
+	f.size -= trailing
+	f.value = string(r.buf[:min(len(r.buf), f.size)])
+	if f.size > maxKept && f.problem == "" {
+		f.problem = fmt.Sprintf("%s is %d bytes long; at most %d characters are allowed", k.name, f.size, k.maxChars)
+	}
 }
 
 // Next returns the next entry, or io.EOF after the last one.
@@ -46,7 +82,7 @@ func (r *Reader) Next() (devreg.DeviceEntry, error) {
 			return devreg.DeviceEntry{}, err
 		}
 	}
-	id, err := r.field()
+	id, err := r.field(deviceID)
 	if err != nil {
 		return devreg.DeviceEntry{}, err
 	}
@@ -63,23 +99,23 @@ func (r *Reader) Next() (devreg.DeviceEntry, error) {
 			return e, nil
 		}
 	}
-	secret, err := r.field()
+	sec, err := r.field(secret)
 	if err != nil {
 		return devreg.DeviceEntry{}, err
 	}
 	switch {
-	case secret == nil:
+	case sec == nil:
 		r.done = true
 		if e.Problem == "" {
 			e.Problem = "device ID has no secret after it (the file has an odd number of fields)"
 		}
-	case secret.problem != "":
+	case sec.problem != "":
 		if e.Problem == "" {
-			e.Problem, e.Line = secret.problem, secret.line
+			e.Problem, e.Line = sec.problem, sec.line
 		}
-		r.done = secret.fatal
+		r.done = sec.fatal
 	case e.Problem == "":
-		e.Secret = secret.value
+		e.Secret = sec.value
 	}
 	return e, nil
 }
@@ -96,8 +132,8 @@ func (r *Reader) skipBOM() error {
 	return nil
 }
 
-// field returns the next field, or nil at the end of the file.
-func (r *Reader) field() (*field, error) {
+// field returns the next field, meant to hold k, or nil at the end of the file.
+func (r *Reader) field(k kind) (*field, error) {
 	for {
 		c, err := r.readByte()
 		if errors.Is(err, io.EOF) {
@@ -117,21 +153,23 @@ func (r *Reader) field() (*field, error) {
 			if next, _ := r.r.Peek(1); len(next) == 1 && next[0] == '\n' {
 				continue // the '\n' counts the line
 			}
-			return r.unquoted(c)
+			return r.unquoted(c, k)
 		case ',':
 			return &field{line: r.line, problem: "empty field (two commas with nothing between them)"}, nil
 		case '"':
-			return r.quoted()
+			return r.quoted(k)
 		default:
-			return r.unquoted(c)
+			return r.unquoted(c, k)
 		}
 	}
 }
 
 // unquoted reads a field that starts with first and ends at a comma, a line break or the end.
-func (r *Reader) unquoted(first byte) (*field, error) {
+func (r *Reader) unquoted(first byte, k kind) (*field, error) {
 	f := &field{line: r.line}
-	r.buf = append(r.buf[:0], first)
+	r.buf = r.buf[:0]
+	r.keep(f, first)
+	trailing := 0 // spaces and tabs at the end so far, which are not part of the field
 	for {
 		c, err := r.readByte()
 		if errors.Is(err, io.EOF) {
@@ -155,18 +193,19 @@ func (r *Reader) unquoted(first byte) (*field, error) {
 		if c == '"' && f.problem == "" {
 			f.problem = "field contains a double quote; wrap the whole field in double quotes and write the quote as \"\""
 		}
-		r.buf = append(r.buf, c)
+		if c == ' ' || c == '\t' {
+			trailing++
+		} else {
+			trailing = 0
+		}
+		r.keep(f, c)
 	}
-	end := len(r.buf)
-	for end > 0 && (r.buf[end-1] == ' ' || r.buf[end-1] == '\t') {
-		end--
-	}
-	f.value = string(r.buf[:end])
+	r.finish(f, k, trailing)
 	return f, nil
 }
 
 // quoted reads a field after its opening quote, RFC 4180 style.
-func (r *Reader) quoted() (*field, error) {
+func (r *Reader) quoted(k kind) (*field, error) {
 	f := &field{line: r.line}
 	r.buf = r.buf[:0]
 	for {
@@ -183,18 +222,18 @@ func (r *Reader) quoted() (*field, error) {
 			r.line++
 		}
 		if c != '"' {
-			r.buf = append(r.buf, c)
+			r.keep(f, c)
 			continue
 		}
 		next, _ := r.r.Peek(1)
 		if len(next) == 1 && next[0] == '"' {
 			r.r.Discard(1)
-			r.buf = append(r.buf, '"')
+			r.keep(f, '"')
 			continue
 		}
 		break
 	}
-	f.value = string(r.buf)
+	r.finish(f, k, 0)
 	if f.value == "" {
 		f.problem = "empty field (\"\")"
 	}

@@ -148,3 +148,73 @@ func FuzzReader(f *testing.F) {
 		_ = utf8.ValidString(in)
 	})
 }
+
+// repeated yields n copies of b without holding them, as a huge field arriving over the network.
+type repeated struct {
+	b byte
+	n int
+}
+
+func (r *repeated) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), r.n)
+	for i := range k {
+		p[i] = r.b
+	}
+	r.n -= k
+	return k, nil
+}
+
+// A field longer than any valid one is read past, not held: the reader keeps its first maxKept
+// bytes for the report, says how long it was, and still counts lines and quotes inside it.
+func TestReaderHoldsNoHugeField(t *testing.T) {
+	const huge = 5 << 20
+	quoted := func(s string) io.Reader {
+		return io.MultiReader(strings.NewReader(`"`), strings.NewReader(s), &repeated{'\n', huge}, strings.NewReader(`"`))
+	}
+	tests := []struct {
+		name string
+		in   io.Reader
+		want []E
+	}{
+		{"unquoted-device-id", io.MultiReader(&repeated{'a', huge}, strings.NewReader(" \t, secret-1,\nb, secret-b")), []E{
+			{Index: 0, Line: 1, DeviceID: strings.Repeat("a", maxKept), Problem: "device ID is 5242880 bytes long; at most 128 characters are allowed"},
+			{Index: 1, Line: 2, DeviceID: "b", Secret: "secret-b"},
+		}},
+		{"unquoted-device-id-with-trailing-blanks", io.MultiReader(strings.NewReader("a"), &repeated{' ', huge}, strings.NewReader(", secret-1")), []E{
+			{Index: 0, Line: 1, DeviceID: "a", Secret: "secret-1"},
+		}},
+		{"quoted-secret-over-lines", io.MultiReader(strings.NewReader("a, "), quoted(`x""y`), strings.NewReader(" ,\nb, secret-b")), []E{
+			{Index: 0, Line: 1, DeviceID: "a", Problem: "secret is 5242883 bytes long; at most 256 characters are allowed"},
+			{Index: 1, Line: huge + 2, DeviceID: "b", Secret: "secret-b"},
+		}},
+		{"unterminated-quote-before-megabytes", io.MultiReader(strings.NewReader("a, secret-a, \"b"), &repeated{'b', huge}), []E{
+			{Index: 0, Line: 1, DeviceID: "a", Secret: "secret-a"},
+			{Index: 1, Line: 1, Problem: "unterminated quote: the field opened on line 1 has no closing double quote"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(tt.in)
+			var got []E
+			for {
+				e, err := r.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, e)
+				if cap(r.buf) > maxKept {
+					t.Fatalf("the reader's field buffer grew to %d bytes; it may hold %d", cap(r.buf), maxKept)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("entries (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

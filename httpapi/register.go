@@ -46,9 +46,85 @@ type jsonEntries struct {
 }
 
 func newJSONEntries(body io.Reader) devreg.EntrySource {
-	dec := json.NewDecoder(body)
+	dec := json.NewDecoder(&jsonBounds{r: body, entryStart: -1})
 	dec.DisallowUnknownFields()
 	return reqbody.Entries(&jsonEntries{dec: dec})
+}
+
+// maxJSONValue bounds what encoding/json's decoder would otherwise hold whole, however big: one
+// string, number or run of blanks, and one entry of the devices array. A valid entry, even with
+// every character escaped, is under 3 KiB.
+const maxJSONValue = 64 << 10
+
+// jsonBounds passes a JSON body through, following just enough of its syntax (strings, nesting)
+// to refuse a value longer than maxJSONValue before the decoder has read it to its end.
+type jsonBounds struct {
+	r          io.Reader
+	off        int64 // offset of the next byte
+	depth      int   // open objects and arrays
+	inString   bool
+	escaped    bool  // in a string, after a backslash
+	runStart   int64 // offset after the last structural byte outside strings
+	entryStart int64 // offset where the current element of the devices array began, or -1
+	err        error // once refused, every later Read is too
+}
+
+// tooLongError refuses a body with a value longer than maxJSONValue.
+type tooLongError struct {
+	offset int64 // where the value starts
+}
+
+func (e *tooLongError) Error() string {
+	return fmt.Sprintf("JSON value at byte offset %d is longer than %d bytes", e.offset, maxJSONValue)
+}
+
+func (b *jsonBounds) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	for i, c := range p[:n] {
+		pos := b.off + int64(i)
+		switch {
+		case b.inString:
+			switch {
+			case b.escaped:
+				b.escaped = false
+			case c == '\\':
+				b.escaped = true
+			case c == '"':
+				b.inString = false
+			}
+		case c == '"':
+			b.inString = true
+		case c == '{' || c == '[':
+			// The body is {"devices": [...]}: depth 3 is an entry of the array.
+			if b.depth++; b.depth == 3 {
+				b.entryStart = pos
+			}
+			b.runStart = pos + 1
+		case c == '}' || c == ']':
+			if b.depth == 3 {
+				b.entryStart = -1
+			}
+			b.depth--
+			b.runStart = pos + 1
+		case c == ',' || c == ':':
+			b.runStart = pos + 1
+		}
+		switch {
+		case b.entryStart >= 0 && pos-b.entryStart >= maxJSONValue:
+			b.err = &tooLongError{offset: b.entryStart}
+		case pos-b.runStart >= maxJSONValue:
+			b.err = &tooLongError{offset: b.runStart}
+		default:
+			continue
+		}
+		b.off += int64(i)
+		return i, b.err
+	}
+	b.off += int64(n)
+	return n, err
 }
 
 type jsonDevice struct {
@@ -75,7 +151,8 @@ func (j *jsonEntries) Next() (devreg.DeviceEntry, error) {
 			return devreg.DeviceEntry{}, io.EOF
 		}
 		if tok != "devices" {
-			return devreg.DeviceEntry{}, devreg.Errorf(devreg.EBADREQUEST, "body is not valid: unknown field %v at byte offset %d; the body is {\"devices\": [...]}", tok, j.dec.InputOffset())
+			var clip devreg.ProblemList
+			return devreg.DeviceEntry{}, devreg.Errorf(devreg.EBADREQUEST, "body is not valid: unknown field %s at byte offset %d; the body is {\"devices\": [...]}", clip.Clip(fmt.Sprint(tok)), j.dec.InputOffset())
 		}
 		if err := j.expectDelim('[', "\"devices\" to be an array"); err != nil {
 			return devreg.DeviceEntry{}, err
@@ -94,11 +171,18 @@ func (j *jsonEntries) Next() (devreg.DeviceEntry, error) {
 	j.index++
 	err := j.dec.Decode(&d)
 	var typ *json.UnmarshalTypeError
+	var tooLong *tooLongError
 	switch {
 	case errors.As(err, &typ):
 		e.Problem = fmt.Sprintf("entry must be an object with string fields device_id and secret (%s is %s)", orEntry(typ.Field), typ.Value)
 	case err != nil && isUnknownField(err):
-		e.Problem = fmt.Sprintf("entry has an %s; only device_id and secret are allowed", err.Error()[len("json: "):])
+		var clip devreg.ProblemList
+		e.Problem = fmt.Sprintf("entry has an unknown field %s; only device_id and secret are allowed", clip.Clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
+	case errors.As(err, &tooLong):
+		// Refused as malformed rather than reported as an invalid entry: the decoder cannot
+		// yield the entry without holding all of it, and no valid entry comes near the bound.
+		return e, devreg.Errorf(devreg.EBADREQUEST, "body is refused: device entry %d, at byte offset %d, is longer than %d KiB (a valid one is under 3 KiB); nothing was registered",
+			e.Index, tooLong.offset, maxJSONValue>>10)
 	case err != nil:
 		return e, j.syntax(err)
 	case d.DeviceID == nil:
@@ -140,7 +224,12 @@ func (j *jsonEntries) expectDelim(d json.Delim, want string) error {
 }
 
 func (j *jsonEntries) syntax(err error) error {
-	if errors.Is(err, io.EOF) {
+	var tooLong *tooLongError
+	switch {
+	case errors.As(err, &tooLong):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is refused: the JSON value at byte offset %d is longer than %d KiB, and nothing in a valid body is; nothing was registered",
+			tooLong.offset, maxJSONValue>>10)
+	case errors.Is(err, io.EOF):
 		err = io.ErrUnexpectedEOF
 	}
 	return jsonError(err, j.dec.InputOffset())

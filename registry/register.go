@@ -6,17 +6,22 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode"
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/reqbody"
 )
 
 // Register registers the devices src yields under a device type, all or nothing. The whole
-// request is read, checked and staged before anything is written, so a slow upload holds no lock
-// and a bad entry anywhere leaves the registry untouched.
+// request is read, checked, hashed and spooled before it takes a database connection, so a slow
+// upload holds neither a lock nor a connection, and a bad entry anywhere leaves the registry
+// untouched; only then is it staged and applied in one short transaction.
 func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.EntrySource, opts devreg.RegisterOptions) (devreg.RegisterResult, error) {
 	var res devreg.RegisterResult
 	c, err := authorize(ctx, devreg.ScopeRegister)
@@ -40,42 +45,30 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		return res, err
 	}
 	opts.Filename = cleanFilename(opts.Filename)
-	stage, err := s.store.NewStage(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer stage.Close()
 
-	keyIDs := make([]string, len(s.keys.Keys()))
-	for i, k := range s.keys.Keys() {
-		keyIDs[i] = k.ID
-	}
-	// Reading, checking and hashing the entries runs beside the staging writes, each on a core.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	chunks := make(chan []devreg.StagedEntry, 4)
-	var read readResult
-	go func() {
-		defer close(chunks)
-		read = s.readEntries(ctx, c.AccountID, dt, src, chunks)
-	}()
-	var stageErr error
-	for chunk := range chunks {
-		if stageErr == nil {
-			if stageErr = stage.Add(ctx, chunk); stageErr != nil {
-				cancel()
-			}
-		}
-	}
-	if stageErr != nil {
-		return res, stageErr
-	}
+	spool := reqbody.NewSpool(reqbody.SpoolMemory)
+	defer spool.Close()
+	read := s.readEntries(c.AccountID, dt, src, spool)
 	if read.err != nil {
 		return res, read.err
 	}
 	if read.total == 0 {
 		return res, devreg.Errorf(devreg.EINVALIDROWS, "the request lists no devices; nothing was registered")
 	}
+	if read.invalid.Count > 0 && !read.maybeDuplicates {
+		return res, invalidRows(read.invalid, read.total)
+	}
+
+	// NewStage waits while the store's share of connections for registrations is taken.
+	stage, err := s.store.NewStage(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer stage.Close()
+	if err := spool.Replay(stageChunk, func(chunk []devreg.StagedEntry) error { return stage.Add(ctx, chunk) }); err != nil {
+		return res, err
+	}
+	spool.Close() // its disk space is not needed while the registration is written
 	var dups devreg.ProblemList
 	if read.maybeDuplicates {
 		if err := stage.Duplicates(ctx, &dups); err != nil {
@@ -83,12 +76,11 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		}
 	}
 	if problems := merge(read.invalid, dups); problems.Count > 0 {
-		return res, &devreg.Error{
-			Code:         devreg.EINVALIDROWS,
-			Message:      fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, read.total),
-			Problems:     problems.Items,
-			ProblemCount: problems.Count,
-		}
+		return res, invalidRows(problems, read.total)
+	}
+	keyIDs := make([]string, len(read.keys))
+	for i, k := range read.keys {
+		keyIDs[i] = k.ID
 	}
 	now := s.now()
 	return stage.Apply(ctx, devreg.RegistrationPlan{
@@ -106,6 +98,15 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			Filename:     opts.Filename,
 		},
 	})
+}
+
+func invalidRows(problems devreg.ProblemList, total int) error {
+	return &devreg.Error{
+		Code:         devreg.EINVALIDROWS,
+		Message:      fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, total),
+		Problems:     problems.Items,
+		ProblemCount: problems.Count,
+	}
 }
 
 // merge combines two problem lists in index order, keeping the first MaxProblems. Each list holds
@@ -135,7 +136,7 @@ func cleanFilename(name string) string {
 	return name
 }
 
-// stageChunk is how many entries go to the stage at a time.
+// stageChunk is how many entries go to the stage at a time, and how many a worker checks.
 const stageChunk = 256
 
 // maxScreened is how many device IDs readEntries screens for repeats in memory (8 bytes of hash
@@ -143,45 +144,119 @@ const stageChunk = 256
 const maxScreened = 8 << 20
 
 type readResult struct {
+	keys            []credential.Key // the server keys the hashes were made with, the current last
 	total           int
 	invalid         devreg.ProblemList
 	maybeDuplicates bool // some device ID may repeat: the stage must check
 	err             error
 }
 
+// checkBatch is a run of entries on their way from the body to the spool: read in order, checked
+// and hashed by any worker, spooled in order once done is closed.
+type checkBatch struct {
+	entries  []devreg.DeviceEntry
+	staged   []devreg.StagedEntry
+	problems []devreg.Problem
+	done     chan struct{}
+}
+
 // readEntries reads src to its end, checks every entry against the device type's rules, hashes
-// the secrets of valid ones under every server key and sends them on in chunks. It screens the
-// device IDs for repeats with a set of 64-bit hashes: a miss proves an ID new, a hit (a repeat,
-// or rarely a collision) leaves the exact check to the stage.
-func (s *Service) readEntries(ctx context.Context, accountID string, dt devreg.DeviceType, src devreg.EntrySource, out chan<- []devreg.StagedEntry) readResult {
-	var r readResult
-	keys := s.keys.Keys()
-	hashers := make([]*credential.Hasher, len(keys))
-	for i, k := range keys {
-		hashers[i] = credential.NewHasher(k)
+// the secrets of valid ones under every server key and spools them. Reading runs on this
+// goroutine, checking and hashing on a worker per core and spooling on one more, since with the
+// database out of the way until the body is whole, these are all a registration's first half
+// does. It screens the device IDs for repeats with a set of 64-bit hashes: a miss proves an ID
+// new, a hit (a repeat, or rarely a collision) leaves the exact check to the stage.
+func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg.EntrySource, spool *reqbody.Spool) readResult {
+	r := readResult{keys: s.keys.Keys()}
+	workers := max(1, runtime.GOMAXPROCS(0))
+	work := make(chan *checkBatch, workers)
+	ordered := make(chan *checkBatch, 2*workers)
+	stop := make(chan struct{}) // closed when the spool fails: stop reading
+	var refused atomic.Bool     // an entry is invalid: hashing the rest is wasted work
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hashers := make([]*credential.Hasher, len(r.keys))
+			for i, k := range r.keys {
+				hashers[i] = credential.NewHasher(k)
+			}
+			for b := range work {
+				s.checkBatch(accountID, dt, hashers, b, &refused)
+				close(b.done)
+			}
+		}()
 	}
-	seed := maphash.MakeSeed()
-	seen := map[uint64]struct{}{}
-	chunk := make([]devreg.StagedEntry, 0, stageChunk)
-	send := func() bool {
-		select {
-		case out <- chunk:
-			chunk = make([]devreg.StagedEntry, 0, stageChunk)
-			return true
-		case <-ctx.Done():
-			return false
+	spooled := make(chan error, 1)
+	go func() {
+		var err error
+		seed := maphash.MakeSeed()
+		seen := map[uint64]struct{}{}
+		for b := range ordered {
+			<-b.done
+			if err != nil {
+				continue // drain, so that reading ends
+			}
+			for _, p := range b.problems {
+				r.invalid.Add(p)
+			}
+			for _, e := range b.staged {
+				if !r.maybeDuplicates {
+					h := maphash.String(seed, e.DeviceID)
+					if _, ok := seen[h]; ok || len(seen) >= maxScreened {
+						r.maybeDuplicates, seen = true, nil
+					} else {
+						seen[h] = struct{}{}
+					}
+				}
+				if err = spool.Add(e); err != nil {
+					close(stop)
+					break
+				}
+			}
 		}
+		spooled <- err
+	}()
+
+	r.err = func() error {
+		defer func() { close(work); close(ordered) }()
+		for done := false; !done; {
+			b := &checkBatch{entries: make([]devreg.DeviceEntry, 0, stageChunk), done: make(chan struct{})}
+			for len(b.entries) < stageChunk {
+				e, err := src.Next()
+				if errors.Is(err, io.EOF) {
+					done = true
+					break
+				}
+				if err != nil {
+					return err
+				}
+				b.entries = append(b.entries, e)
+			}
+			r.total += len(b.entries)
+			select {
+			case ordered <- b:
+			case <-stop:
+				return nil
+			}
+			work <- b
+		}
+		return nil
+	}()
+	wg.Wait()
+	if err := <-spooled; r.err == nil {
+		r.err = err
 	}
-	for {
-		e, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			r.err = err
-			return r
-		}
-		r.total++
+	return r
+}
+
+// checkBatch checks the entries of b and hashes the secrets of the valid ones, unless the
+// request is refused already.
+func (s *Service) checkBatch(accountID string, dt devreg.DeviceType, hashers []*credential.Hasher, b *checkBatch, refused *atomic.Bool) {
+	b.staged = make([]devreg.StagedEntry, 0, len(b.entries))
+	for _, e := range b.entries {
 		msg := e.Problem
 		if msg == "" {
 			msg = credential.CheckDeviceID(e.DeviceID)
@@ -190,32 +265,17 @@ func (s *Service) readEntries(ctx context.Context, accountID string, dt devreg.D
 			msg = credential.CheckSecret(e.Secret, dt.MinSecretLength)
 		}
 		if msg != "" {
-			r.invalid.Add(devreg.Problem{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Message: msg})
+			refused.Store(true)
+			b.problems = append(b.problems, devreg.Problem{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Message: msg})
 			continue
 		}
-		if !r.maybeDuplicates {
-			h := maphash.String(seed, e.DeviceID)
-			if _, ok := seen[h]; ok || len(seen) >= maxScreened {
-				r.maybeDuplicates, seen = true, nil
-			} else {
-				seen[h] = struct{}{}
-			}
-		}
 		var hashes []byte
-		if r.invalid.Count == 0 { // once the request is refused, hashing is wasted work
+		if !refused.Load() {
 			hashes = make([]byte, 0, len(hashers)*credential.HashSize)
 			for _, h := range hashers {
 				hashes = h.Append(hashes, accountID, e.DeviceID, e.Secret)
 			}
 		}
-		chunk = append(chunk, devreg.StagedEntry{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Hashes: hashes})
-		if len(chunk) == stageChunk && !send() {
-			r.err = ctx.Err()
-			return r
-		}
+		b.staged = append(b.staged, devreg.StagedEntry{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Hashes: hashes})
 	}
-	if len(chunk) > 0 && !send() {
-		r.err = ctx.Err()
-	}
-	return r
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -18,8 +19,7 @@ import (
 const stageChunk = 200
 
 // Stage is a registration request staged in a temporary table on one connection. Writing it takes
-// no lock on the registry's tables, so a slow upload holds up no one. SQLite fills it with
-// multi-row inserts, PostgreSQL with COPY.
+// no lock on the registry's tables. SQLite fills it with multi-row inserts, PostgreSQL with COPY.
 type Stage struct {
 	s        *DB
 	conn     *sql.Conn
@@ -32,19 +32,79 @@ type Stage struct {
 	staged int      // how many entries are staged
 	sample []string // the device IDs of the entries at index 0, 1, 2, 4, 8, ...
 
-	// PostgreSQL: one COPY for the whole request, fed row by row while the request is read.
+	// PostgreSQL: one COPY for the whole request, fed row by row as the entries are added.
 	copyRows chan []any
 	copyDone chan struct{}
 	copyErr  error
+
+	release func() // hands back the stage's registration slot
 }
 
-// NewStage opens a stage for one registration request.
+// registrations is what a DB's registrations share: slots, a semaphore of how many may hold a
+// connection at once (a quarter of the pool, at least one), so that bulk work never takes the
+// connections device logins and small reads need; and on SQLite the turn to write.
+type registrations struct {
+	slots     chan struct{}
+	writer    chan struct{} // SQLite: held by the registration whose transaction is open
+	lastWrite time.Time     // when the last registration's transaction ended; guarded by writer
+}
+
+// writeGap is how long a registration's write transaction on SQLite waits after the one before
+// it. SQLite lets one transaction write at a time, and the others wait for it by trying again
+// after sleeps of up to 100ms; if registrations wrote back to back, a device login's small
+// write could lose the race for the lock to each of them in turn.
+const writeGap = 150 * time.Millisecond
+
+func newRegistrations(pool int) *registrations {
+	return &registrations{slots: make(chan struct{}, max(1, pool/4)), writer: make(chan struct{}, 1)}
+}
+
+// slot waits for a registration slot, without holding a connection, until ctx ends.
+func (r *registrations) slot(ctx context.Context) (release func(), err error) {
+	select {
+	case r.slots <- struct{}{}:
+		return func() { <-r.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// write waits for the turn to open a registration's write transaction on SQLite.
+func (r *registrations) write(ctx context.Context) (done func(), err error) {
+	select {
+	case r.writer <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if wait := time.Until(r.lastWrite.Add(writeGap)); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			<-r.writer
+			return nil, ctx.Err()
+		}
+	}
+	return func() {
+		r.lastWrite = time.Now()
+		<-r.writer
+	}, nil
+}
+
+// NewStage opens a stage for one registration request. It waits while the registrations' share
+// of the connection pool is taken.
 func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
-	conn, err := s.db.Conn(ctx)
+	release, err := s.regs.slot(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st := &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, table: "stage_" + strings.ToLower(credential.RandomString(12))}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	st := &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, table: "stage_" + strings.ToLower(credential.RandomString(12)), release: release}
 	// In SQLite "INTEGER PRIMARY KEY" is the rowid itself; any other spelling adds an index.
 	integer, blob, text := "INTEGER", "BLOB", "TEXT"
 	if s.pg {
@@ -65,6 +125,7 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 	}
 	if err != nil {
 		conn.Close()
+		release()
 		return nil, err
 	}
 	return st, nil
@@ -340,16 +401,22 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 }
 
 // readyToWrite readies the stage's connection for writing a registration and returns what puts
-// it back. On SQLite the connection gets a bigger page cache while it writes, and its commit
-// leaves copying the log into the database to the checkpointer.
+// it back. On SQLite it waits for its turn to write, the connection gets a bigger page cache
+// while it writes, and its commit leaves copying the log into the database to the checkpointer.
 func (st *Stage) readyToWrite(ctx context.Context) (done func(), err error) {
 	if st.s.pg {
 		return func() {}, nil
 	}
+	turnDone, err := st.s.regs.write(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
+		turnDone()
 		return nil, err
 	}
 	return func() {
+		turnDone()
 		st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
 		st.s.checkpointSoon()
 	}, nil
@@ -426,6 +493,7 @@ func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.Regist
 		Message:      fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered (on_conflict=skip leaves them, on_conflict=replace overwrites them)", conflicts, total),
 		ProblemCount: int(conflicts),
 	}
+	var listed devreg.ProblemList
 	for rows.Next() {
 		var p devreg.Problem
 		var oldType string
@@ -437,11 +505,12 @@ func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.Regist
 		} else {
 			p.Message = "device ID is already registered under device type " + oldType
 		}
-		e.Problems = append(e.Problems, p)
+		listed.Add(p)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	e.Problems = listed.Items
 	return e
 }
 
@@ -455,5 +524,6 @@ func (st *Stage) Close() error {
 	if cerr := st.conn.Close(); err == nil {
 		err = cerr
 	}
+	st.release()
 	return err
 }

@@ -44,6 +44,8 @@ type DB struct {
 	pg bool   // PostgreSQL rather than SQLite
 	h  handle // db, with placeholders for the dialect
 
+	regs *registrations // what registrations share: their slots of the pool, SQLite's turn to write
+
 	// SQLite: a registration's commit leaves the write-ahead log to be copied into the database
 	// by a goroutine, not by the request that wrote it.
 	checkpoints    chan struct{}
@@ -124,6 +126,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, err
 	}
 	s.db.SetConnMaxIdleTime(5 * time.Minute)
+	s.regs = newRegistrations(s.db.Stats().MaxOpenConnections)
 	s.h = handle{q: s.db, pg: s.pg}
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
