@@ -5,6 +5,7 @@ package devreg
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -65,6 +66,10 @@ type Account struct {
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// NormalizeEmail returns the form of an email address that devreg stores and looks up: an
+// email belongs to one user, whatever its case.
+func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
 // User is a person who logs in to the console of one account.
 type User struct {

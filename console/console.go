@@ -8,17 +8,21 @@ import (
 	"bytes"
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
 
 	"devreg"
+	"devreg/internal/respond"
 	"devreg/registry"
 )
 
@@ -104,9 +108,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	}))
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	open := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(fn))) }
+	open := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(smallForm(fn)))) }
 	auth := func(pattern string, fn handlerFunc) {
-		mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(fn))))
+		mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(smallForm(fn)))))
 	}
 
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/devices", http.StatusFound) })
@@ -121,7 +125,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("GET /devices", h.devicesPage)
 	auth("POST /devices", h.registerOne)
 	auth("GET /devices/upload", h.uploadPage)
-	auth("POST /devices/upload", h.upload)
+	// The bulk upload streams its own multipart body; it is the one form that carries a file.
+	mux.Handle("POST /devices/upload", protect.Handler(h.wrap(h.authenticated(h.upload))))
 	auth("GET /devices/{id}", h.devicePage)
 	auth("POST /devices/{id}/status", h.setDeviceStatus)
 	auth("GET /devices/{id}/delete", h.deleteDevicePage)
@@ -135,6 +140,32 @@ func (h *Handler) Register(mux *http.ServeMux) {
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// maxForm bounds the body of a console form that carries no file.
+const maxForm = 64 << 10
+
+// smallForm parses the form of a post before fn sees it: only URL-encoded, and at most maxForm
+// bytes. net/http would otherwise parse any multipart body that comes, spooling its files to the
+// temporary folder, for forms that never take a file.
+func smallForm(fn handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if r.Method != http.MethodPost {
+			return fn(w, r)
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" && mt != "" {
+			return devreg.Errorf(devreg.EUNSUPPORTED, "this form must be sent as application/x-www-form-urlencoded, as devreg's own page sends it")
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return devreg.Errorf(devreg.ETOOLARGE, "the form is larger than %d KiB; shorten what you entered", maxForm>>10)
+			}
+			return devreg.Errorf(devreg.EBADREQUEST, "the form could not be read: %v", err)
+		}
+		return fn(w, r)
+	}
+}
 
 // page is what every template gets.
 type page struct {
@@ -204,48 +235,53 @@ func (h *Handler) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
 	return &flash{Kind: kind, Text: text}
 }
 
-// wrap renders the error a handler returns as a friendly page: what went wrong and where to go
-// next, never a Go error string (internal errors are logged with the request ID instead).
+// wrap runs fn and renders the error it returns as a page.
 func (h *Handler) wrap(fn handlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := fn(w, r)
-		if err == nil {
-			return
-		}
-		code := devreg.ErrorCode(err)
-		if code == devreg.EUNAUTHORIZED && r.Method == http.MethodGet {
-			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
-			return
-		}
-		id := devreg.RequestIDFromContext(r.Context())
-		data := struct{ Heading, Message, Next, NextLabel, RequestID string }{
-			Heading: "Something went wrong", Message: devreg.ErrorMessage(err), Next: "/devices", NextLabel: "Back to devices",
-		}
-		status := http.StatusInternalServerError
-		switch code {
-		case devreg.ENOTFOUND:
-			status, data.Heading = http.StatusNotFound, "Not found"
-			data.Message += ". It may have been deleted, or it belongs to another account."
-		case devreg.EUNAUTHORIZED:
-			status, data.Heading, data.Next, data.NextLabel = http.StatusUnauthorized, "Please log in", "/login", "Log in"
-		case devreg.EFORBIDDEN:
-			status, data.Heading = http.StatusForbidden, "Not allowed"
-		case devreg.ETOOLARGE:
-			status, data.Heading, data.Next, data.NextLabel = http.StatusRequestEntityTooLarge, "The file is too large", "/devices/upload", "Back to Bulk Upload"
-		case devreg.EBADREQUEST, devreg.EINVALID, devreg.ECONFLICT, devreg.EUNSUPPORTED, devreg.ERATELIMITED:
-			status, data.Heading = http.StatusBadRequest, "That did not work"
-			if ref := r.Referer(); ref != "" && sameOrigin(ref, r) {
-				data.Next, data.NextLabel = ref, "Go back and try again"
-			}
-		default:
-			h.log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
-			data.Message, data.RequestID = "The server ran into a problem and logged it. Try again in a moment; if it keeps happening, tell your devreg operator the request ID below.", id
-		}
-		if rerr := h.render(w, r, status, "error", data.Heading, "", data); rerr != nil {
-			h.log.ErrorContext(r.Context(), "render error page", "request_id", id, "err", rerr)
-			http.Error(w, "internal error", http.StatusInternalServerError)
-		}
-	})
+	return respond.Handler(h.log, respond.HandlerFunc(fn), h.renderError)
+}
+
+// renderError renders err as a friendly page: what went wrong and where to go next, with the
+// status of its code, never a Go error string (internal errors are logged with the request ID
+// instead). A page that needs a login sends the browser to the login form.
+func (h *Handler) renderError(w http.ResponseWriter, r *http.Request, err error) {
+	code := devreg.ErrorCode(err)
+	if code == devreg.EUNAUTHORIZED && r.Method == http.MethodGet {
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return
+	}
+	id := devreg.RequestIDFromContext(r.Context())
+	data := struct{ Heading, Message, Next, NextLabel, RequestID string }{
+		Heading: "That did not work", Message: devreg.ErrorMessage(err), Next: "/devices", NextLabel: "Back to devices",
+	}
+	if ref := r.Referer(); ref != "" && sameOrigin(ref, r) {
+		data.Next, data.NextLabel = ref, "Go back and try again"
+	}
+	switch code {
+	case devreg.ENOTFOUND:
+		data.Heading, data.Next, data.NextLabel = "Not found", "/devices", "Back to devices"
+		data.Message += ". It may have been deleted, or it belongs to another account."
+	case devreg.EUNAUTHORIZED:
+		data.Heading, data.Next, data.NextLabel = "Please log in", "/login", "Log in"
+	case devreg.EFORBIDDEN:
+		data.Heading = "Not allowed"
+	case devreg.ETOOLARGE:
+		data.Heading = "Too large"
+	case devreg.ERATELIMITED, devreg.EUNAVAILABLE:
+		data.Heading = "Please wait a moment"
+	}
+	if wait, ok := devreg.RetryAfter(err); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(wait)))
+	}
+	status := devreg.Status(code)
+	if status == http.StatusInternalServerError {
+		h.log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		data.Heading, data.Next, data.NextLabel = "Something went wrong", "/devices", "Back to devices"
+		data.Message, data.RequestID = "The server ran into a problem and logged it. Try again in a moment; if it keeps happening, tell your devreg operator the request ID below.", id
+	}
+	if rerr := h.render(w, r, status, "error", data.Heading, "", data); rerr != nil {
+		h.log.ErrorContext(r.Context(), "render error page", "request_id", id, "err", rerr)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+	}
 }
 
 func sameOrigin(ref string, r *http.Request) bool {
@@ -277,12 +313,13 @@ type loginData struct{ Email, Next, Error string }
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	email, next := r.PostFormValue("email"), safeNext(r.PostFormValue("next"))
 	token, err := h.svc.Login(r.Context(), email, r.PostFormValue("password"))
-	if code := devreg.ErrorCode(err); code == devreg.EUNAUTHORIZED || code == devreg.ERATELIMITED {
-		status := http.StatusUnauthorized
-		if code == devreg.ERATELIMITED {
-			status = http.StatusTooManyRequests
+	// A refused login shows the form again, with why, so the person can simply try again.
+	switch code := devreg.ErrorCode(err); code {
+	case devreg.EUNAUTHORIZED, devreg.ERATELIMITED, devreg.EUNAVAILABLE:
+		if wait, ok := devreg.RetryAfter(err); ok {
+			w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(wait)))
 		}
-		return h.render(w, r, status, "login", "Log in", "", loginData{Email: email, Next: next, Error: devreg.ErrorMessage(err)})
+		return h.render(w, r, devreg.Status(code), "login", "Log in", "", loginData{Email: email, Next: next, Error: devreg.ErrorMessage(err)})
 	}
 	if err != nil {
 		return err
@@ -293,12 +330,34 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// safeNext keeps a post-login destination on this site.
+// safeNext keeps a post-login destination on this site: a clean local path (one leading slash,
+// no backslash, no control or non-ASCII characters, nothing that path cleaning or a browser would
+// turn into another host), else the devices page.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/devices"
+	const fallback = "/devices"
+	for _, c := range next {
+		if c < 0x21 || c > 0x7e || c == '\\' {
+			return fallback
+		}
 	}
-	return next
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || u.Fragment != "" {
+		return fallback
+	}
+	p := u.Path // decoded: %5C and %09 are a backslash and a tab here
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
+		return fallback
+	}
+	for _, c := range p {
+		if c < 0x20 || c == 0x7f || c == '\\' {
+			return fallback
+		}
+	}
+	clean := path.Clean(p)
+	if strings.HasPrefix(clean, "//") {
+		return fallback
+	}
+	return (&url.URL{Path: clean, RawQuery: u.RawQuery}).String()
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {

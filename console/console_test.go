@@ -10,8 +10,11 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -289,5 +292,92 @@ func testLoginThrottle(t *testing.T, database string) {
 	status, body := e.post(t, "/login", url.Values{"email": {email}, "password": {password}})
 	if status != 429 || !strings.Contains(body, "too many failed logins") {
 		t.Errorf("sixth attempt, right password = %d, want 429:\n%s", status, body)
+	}
+}
+
+// postLogins posts logins for the emails to /login all at once, without following redirects,
+// and returns each answer's status and Retry-After header.
+func (e *env) postLogins(t *testing.T, emails []string, password string) (statuses []int, retryAfters []string) {
+	t.Helper()
+	type answer struct {
+		status int
+		retry  string
+	}
+	answers := make(chan answer, len(emails))
+	start := make(chan struct{})
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var wg sync.WaitGroup
+	for _, addr := range emails {
+		wg.Go(func() {
+			<-start
+			resp, err := hc.PostForm(e.url+"/login", url.Values{"email": {addr}, "password": {password}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, resp.Header.Get("Retry-After")}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+	for a := range answers {
+		statuses, retryAfters = append(statuses, a.status), append(retryAfters, a.retry)
+	}
+	return statuses, retryAfters
+}
+
+// TestParallelWrongLogins posts 20 wrong passwords for one email at once: at most 5 are checked
+// (401), the rest are refused unchecked (429 with Retry-After). One of the 5 may find the server
+// too busy to check it (503).
+func TestParallelWrongLogins(t *testing.T) { forEachStore(t, testParallelWrongLogins) }
+
+func testParallelWrongLogins(t *testing.T, database string) {
+	e := newEnv(t, database)
+	emails := make([]string, 20)
+	for i := range emails {
+		emails[i] = email
+	}
+	statuses, retries := e.postLogins(t, emails, "wrong password")
+	counts := map[int]int{}
+	for i, status := range statuses {
+		counts[status]++
+		if n, _ := strconv.Atoi(retries[i]); status == 429 && (n <= 0 || n > 15*60) {
+			t.Errorf("429 with Retry-After %q", retries[i])
+		}
+	}
+	if counts[401] > 5 || counts[429] < len(emails)-5 || counts[401]+counts[429]+counts[503] != len(emails) {
+		t.Errorf("answers to %d parallel wrong logins: %v; want at most 5 checked (401) or busy (503), the rest 429", len(emails), counts)
+	}
+}
+
+// TestBusyLogin posts many logins at once to a server with one password hashing slot: those that
+// find no slot within two seconds get the login page again with 503 and Retry-After, the others
+// their usual answer.
+func TestBusyLogin(t *testing.T) { forEachStore(t, testBusyLogin) }
+
+func testBusyLogin(t *testing.T, database string) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // the service sizes its slots when it starts
+	e := newEnv(t, database)
+	emails := make([]string, 80) // more than one slot can check in two seconds
+	for i := range emails {
+		emails[i] = "nobody-" + strconv.Itoa(i) + "@acme.test"
+	}
+	statuses, retries := e.postLogins(t, emails, "guess")
+	counts := map[int]int{}
+	for i, status := range statuses {
+		counts[status]++
+		if status == 503 && retries[i] != "2" {
+			t.Errorf("503 with Retry-After %q, want 2", retries[i])
+		}
+	}
+	if counts[503] == 0 || counts[401]+counts[503] != len(emails) {
+		t.Errorf("answers to %d parallel logins with one hashing slot: %v; want 401 or 503, some 503", len(emails), counts)
+	}
+	status, body := e.post(t, "/login", url.Values{"email": {email}, "password": {password}})
+	if status != 200 || !strings.Contains(body, "<h1>Devices</h1>") {
+		t.Errorf("login once the server is idle = %d", status)
 	}
 }

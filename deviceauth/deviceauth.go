@@ -7,9 +7,9 @@ package deviceauth
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -19,6 +19,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/respond"
 	"devreg/registry"
 )
 
@@ -44,9 +45,9 @@ func New(svc *registry.Service, keys *SigningKeys, issuer string, lifetime time.
 
 // Register adds the device endpoints to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /device/v1/token", h.token)
-	mux.HandleFunc("POST /device/v1/checkin", h.checkIn)
-	mux.HandleFunc("POST /device/v1/introspect", h.introspect)
+	mux.Handle("POST /device/v1/token", respond.Handler(h.log, h.token, h.writeError))
+	mux.Handle("POST /device/v1/checkin", respond.Handler(h.log, h.checkIn, h.writeError))
+	mux.Handle("POST /device/v1/introspect", respond.Handler(h.log, h.introspect, h.writeError))
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		writeJSON(w, http.StatusOK, h.keys.JWKS())
@@ -72,13 +73,53 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// oauthError writes an OAuth 2.0 error (RFC 6749 §5.2).
-func oauthError(w http.ResponseWriter, status int, code, description string) {
-	body := map[string]string{"error": code}
-	if description != "" {
-		body["error_description"] = description
+// oauthError is an answer of the device endpoints in OAuth 2.0's shape (RFC 6749 §5.2,
+// RFC 6750 §3.1): the OAuth error code and description, and the devreg code whose status it gets.
+type oauthError struct {
+	code        string // devreg error code, for the status
+	oauth       string // "invalid_request", "invalid_client", ...
+	description string
+}
+
+func (e *oauthError) Error() string { return e.oauth + ": " + e.description }
+
+func invalidRequest(description string) error {
+	return &oauthError{devreg.EBADREQUEST, "invalid_request", description}
+}
+
+func invalidClient(description string) error {
+	return &oauthError{devreg.EUNAUTHORIZED, "invalid_client", description}
+}
+
+func invalidToken(description string) error {
+	return &oauthError{devreg.EUNAUTHORIZED, "invalid_token", description}
+}
+
+// writeError renders err as the device endpoints answer: an OAuth error whose status comes from
+// the one table of devreg codes. A domain error keeps its code and message; anything else is a
+// server_error that is logged and not shown.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var oe *oauthError
+	if !errors.As(err, &oe) {
+		code := devreg.ErrorCode(err)
+		oe = &oauthError{code, "invalid_request", devreg.ErrorMessage(err)}
+		if devreg.Status(code) == http.StatusInternalServerError {
+			h.log.ErrorContext(r.Context(), "internal error", "request_id", devreg.RequestIDFromContext(r.Context()),
+				"method", r.Method, "path", r.URL.Path, "err", err)
+			oe.oauth, oe.description = "server_error", ""
+		}
 	}
-	writeJSON(w, status, body)
+	if wait, ok := devreg.RetryAfter(err); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(wait)))
+	}
+	if oe.oauth == "invalid_token" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
+	}
+	body := map[string]string{"error": oe.oauth}
+	if oe.description != "" {
+		body["error_description"] = oe.description
+	}
+	writeJSON(w, devreg.Status(oe.code), body)
 }
 
 // maxTokenRequest bounds the token request's form.
@@ -87,99 +128,89 @@ const maxTokenRequest = 16 << 10
 // credentialParams are the names that must never come in a query string.
 var credentialParams = []string{"client_id", "client_secret", "account_id", "grant_type"}
 
-func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	for _, p := range credentialParams {
 		if q.Has(p) {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "credentials and parameters in the query string are refused; send them in the form body")
-			return
+			return invalidRequest("credentials and parameters in the query string are refused; send them in the form body")
 		}
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "send the request as application/x-www-form-urlencoded")
-		return
+		return invalidRequest("send the request as application/x-www-form-urlencoded")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
-		return
+		return invalidRequest("the request body could not be read")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the form body is malformed")
-		return
+		return invalidRequest("the form body is malformed")
 	}
 	for name, vs := range form {
 		if len(vs) > 1 {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "parameter "+name+" is repeated")
-			return
+			return invalidRequest("parameter " + name + " is repeated")
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
 	case "":
-		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is missing; use client_credentials")
-		return
+		return invalidRequest("grant_type is missing; use client_credentials")
 	default:
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only the client_credentials grant is supported")
-		return
+		return &oauthError{devreg.EBADREQUEST, "unsupported_grant_type", "only the client_credentials grant is supported"}
 	}
 	accountID := form.Get("account_id")
 	if accountID == "" {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "account_id is missing")
-		return
+		return invalidRequest("account_id is missing")
 	}
 	deviceID, secret, basic := r.BasicAuth()
 	if basic {
 		if form.Has("client_id") || form.Has("client_secret") {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "use one way to authenticate: HTTP Basic or client_id and client_secret in the form")
-			return
+			return invalidRequest("use one way to authenticate: HTTP Basic or client_id and client_secret in the form")
 		}
 		// RFC 6749 §2.3.1: both are form-urlencoded before they go into the Basic header.
 		var err1, err2 error
 		deviceID, err1 = url.QueryUnescape(deviceID)
 		secret, err2 = url.QueryUnescape(secret)
 		if err1 != nil || err2 != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "the Basic credentials are not form-urlencoded")
-			return
+			return invalidRequest("the Basic credentials are not form-urlencoded")
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="devreg"`)
 	} else {
 		deviceID, secret = form.Get("client_id"), form.Get("client_secret")
 	}
 	if deviceID == "" || secret == "" {
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "")
-		return
+		return invalidClient("")
 	}
 	dev, err := h.svc.AuthenticateDevice(r.Context(), accountID, deviceID, secret)
-	var throttled *registry.ThrottledError
-	switch {
-	case errors.As(err, &throttled):
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
-		oauthError(w, http.StatusTooManyRequests, "invalid_client", "too many failed attempts for this device; retry later")
-		return
+	switch code := devreg.ErrorCode(err); {
+	case code == devreg.ERATELIMITED:
+		// Said as invalid_client too, so that the answer tells nothing more about the device.
+		return &devreg.Error{Code: code, Message: "too many failed attempts for this device; retry later", RetryAfter: retryAfter(err),
+			Err: &oauthError{code, "invalid_client", "too many failed attempts for this device; retry later"}}
 	case errors.Is(err, registry.ErrInvalidClient):
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "")
-		return
+		return invalidClient("")
 	case err != nil:
-		h.log.ErrorContext(r.Context(), "device authentication", "request_id", devreg.RequestIDFromContext(r.Context()), "err", err)
-		oauthError(w, http.StatusInternalServerError, "server_error", "")
-		return
+		return err
 	}
 	now := h.svc.Now().UTC()
 	claims := Claims{
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
 		Audience: form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
+		Cred: dev.BatchID,
 	}
 	tok, err := Sign(h.keys.Current(), claims)
 	if err != nil {
-		h.log.ErrorContext(r.Context(), "sign device token", "err", err)
-		oauthError(w, http.StatusInternalServerError, "server_error", "")
-		return
+		return fmt.Errorf("sign device token: %w", err)
 	}
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(h.lifetime.Seconds())})
+	return nil
+}
+
+func retryAfter(err error) time.Duration {
+	d, _ := devreg.RetryAfter(err)
+	return d
 }
 
 // bearer returns the bearer token of r, or "".
@@ -191,20 +222,13 @@ func bearer(r *http.Request) string {
 	return strings.TrimSpace(tok)
 }
 
-func invalidToken(w http.ResponseWriter, description string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
-	oauthError(w, http.StatusUnauthorized, "invalid_token", description)
-}
-
-func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
 	c, err := h.keys.Verify(bearer(r), h.issuer, h.svc.Now())
 	if err != nil {
-		invalidToken(w, "send a valid, unexpired device token as 'Authorization: Bearer <token>'")
-		return
+		return invalidToken("send a valid, unexpired device token as 'Authorization: Bearer <token>'")
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" && r.ContentLength != 0 {
-		oauthError(w, http.StatusUnsupportedMediaType, "invalid_request", "send the check-in as application/json")
-		return
+		return &oauthError{devreg.EUNSUPPORTED, "invalid_request", "send the check-in as application/json"}
 	}
 	var in struct {
 		FirmwareVersion *string         `json:"firmware_version"`
@@ -214,62 +238,61 @@ func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) {
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil && !errors.Is(err, io.EOF) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			oauthError(w, http.StatusRequestEntityTooLarge, "invalid_request", "the check-in is too large; status may hold at most 16 KiB")
-			return
+			return &oauthError{devreg.ETOOLARGE, "invalid_request", "the check-in is too large; status may hold at most 16 KiB"}
 		}
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not valid JSON")
-		return
+		return invalidRequest("the body is not valid JSON")
 	}
-	err = h.svc.CheckIn(r.Context(), c.AccountID, c.Subject, in.FirmwareVersion, in.Status)
+	err = h.svc.CheckIn(r.Context(), c.AccountID, c.Subject, c.Cred, in.FirmwareVersion, in.Status)
 	switch devreg.ErrorCode(err) {
 	case "":
 		w.WriteHeader(http.StatusNoContent)
+		return nil
 	case devreg.EUNAUTHORIZED:
-		invalidToken(w, "the device is unknown or disabled")
+		return invalidToken("the device is unknown, disabled or registered again since the token was issued")
 	case devreg.EINVALID:
-		oauthError(w, http.StatusBadRequest, "invalid_request", devreg.ErrorMessage(err))
-	case devreg.ETOOLARGE:
-		oauthError(w, http.StatusRequestEntityTooLarge, "invalid_request", devreg.ErrorMessage(err))
+		return invalidRequest(devreg.ErrorMessage(err))
 	default:
-		h.log.ErrorContext(r.Context(), "check-in", "request_id", devreg.RequestIDFromContext(r.Context()), "err", err)
-		oauthError(w, http.StatusInternalServerError, "server_error", "")
+		return err
 	}
 }
 
 // introspect answers RFC 7662 token introspection for the manufacturer's services, which
 // authenticate with an API key of the token's account. A token is active while its signature and
-// expiry hold and its device and batch are enabled.
-func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) {
-	caller, err := h.svc.AuthenticateAPIKey(r.Context(), bearer(r))
-	if bearer(r) == "" || err != nil {
+// expiry hold, its device and batch are enabled, and the device has not been registered again
+// since the token was issued.
+func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
+	if bearer(r) == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
-		oauthError(w, http.StatusUnauthorized, "invalid_client", "authenticate with an API key as 'Authorization: Bearer <key>'")
-		return
+		return invalidClient("authenticate with an API key as 'Authorization: Bearer <key>'")
+	}
+	caller, err := h.svc.AuthenticateAPIKey(r.Context(), bearer(r))
+	if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
+		return invalidClient("authenticate with an API key as 'Authorization: Bearer <key>'")
+	}
+	if err != nil {
+		return err // the database failed: a 500 that is logged, not a wrong key
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	if err := r.ParseForm(); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "send the token as an application/x-www-form-urlencoded form")
-		return
+		return invalidRequest("send the token as an application/x-www-form-urlencoded form")
 	}
 	token := r.PostForm.Get("token")
 	if token == "" {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "token is missing")
-		return
+		return invalidRequest("token is missing")
 	}
 	c, err := h.keys.Verify(token, h.issuer, h.svc.Now())
 	if err != nil || c.AccountID != caller.AccountID {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
-		return
+		return nil
 	}
-	active, err := h.svc.DeviceActive(r.Context(), c.AccountID, c.Subject)
+	active, err := h.svc.DeviceActive(r.Context(), c.AccountID, c.Subject, c.Cred)
 	if err != nil {
-		h.log.ErrorContext(r.Context(), "introspect", "err", err)
-		oauthError(w, http.StatusInternalServerError, "server_error", "")
-		return
+		return err
 	}
 	if !active {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
-		return
+		return nil
 	}
 	out := map[string]any{
 		"active": true, "token_type": "Bearer", "client_id": c.Subject, "sub": c.Subject, "account_id": c.AccountID,
@@ -279,4 +302,5 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) {
 		out["aud"] = c.Audience
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }

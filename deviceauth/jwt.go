@@ -19,6 +19,9 @@ type Claims struct {
 	IssuedAt     int64  `json:"iat"`
 	Expires      int64  `json:"exp"`
 	ID           string `json:"jti"`
+	// Cred names the registration of the device the token was issued for (its batch ID), so that
+	// a token ends when the device is deleted and registered again or replaced.
+	Cred string `json:"cred,omitempty"`
 }
 
 type header struct {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -19,6 +20,7 @@ import (
 
 	"devreg"
 	"devreg/internal/reqbody"
+	"devreg/internal/respond"
 	"devreg/registry"
 )
 
@@ -91,11 +93,39 @@ func (h *Handler) Register(mux *http.ServeMux) {
 
 // wrap turns a handler that returns an error into an http.Handler that renders the error.
 func (h *Handler) wrap(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
-			h.writeError(w, r, err)
+	return respond.Handler(h.log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := checkQuery(r); err != nil {
+			return err
 		}
-	})
+		return fn(w, r)
+	}, h.writeError)
+}
+
+// checkQuery refuses a query string that does not parse, which r.URL.Query would silently cut
+// short (so that a broken cursor would list the first page again).
+func checkQuery(r *http.Request) error {
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		name, value, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(name)
+		if err != nil {
+			return devreg.Errorf(devreg.EBADREQUEST, "the query string is malformed near %q; percent-encode its parameters", truncate(name))
+		}
+		if _, err := url.QueryUnescape(value); err != nil {
+			if key == "cursor" {
+				return devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this service handed out; use next_cursor from the previous page", truncate(value))
+			}
+			return devreg.Errorf(devreg.EBADREQUEST, "query parameter %s is malformed; percent-encode it", truncate(key))
+		}
+	}
+	return nil
+}
+
+// truncate shortens a value echoed in an error message.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // authenticated wraps fn so that it runs for the caller whose API key the request carries.
@@ -128,10 +158,16 @@ type errorBody struct {
 	ProblemCount int              `json:"problem_count,omitempty"`
 }
 
+// maxMessage bounds an error message: some quote what the client sent.
+const maxMessage = 1024
+
 // ErrorBody returns the contract's error body for err, and its HTTP status.
 func ErrorBody(err error) (int, any) {
 	var body errorBody
 	body.Error.Code, body.Error.Message = devreg.ErrorCode(err), devreg.ErrorMessage(err)
+	if len(body.Error.Message) > maxMessage { // messages may quote what the client sent
+		body.Error.Message = body.Error.Message[:maxMessage] + "…"
+	}
 	var e *devreg.Error
 	if errors.As(err, &e) && len(e.Problems) > 0 {
 		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
@@ -179,14 +215,22 @@ func mediaType(r *http.Request) string {
 	return mt
 }
 
+// maxSmallBody bounds the JSON bodies of calls other than registration.
+const maxSmallBody = 64 << 10
+
 // decodeJSON reads a small JSON request body into v, refusing unknown fields.
 func decodeJSON(r *http.Request, v any) error {
 	if mt := mediaType(r); mt != "" && mt != "application/json" {
 		return devreg.Errorf(devreg.EUNSUPPORTED, "send the body as JSON with 'Content-Type: application/json'; it was %q", mt)
 	}
-	dec := json.NewDecoder(r.Body)
+	// Such bodies hold a few short fields; the server's --max-body is for registrations.
+	body := &io.LimitedReader{R: r.Body, N: maxSmallBody + 1}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if body.N <= 0 {
+			return devreg.Errorf(devreg.ETOOLARGE, "body is larger than %d KiB; this call takes a small JSON object", maxSmallBody>>10)
+		}
 		return jsonError(err, dec.InputOffset())
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

@@ -13,7 +13,7 @@ import (
 // NewAccount creates an account, its owner (who logs in to the console with email and password)
 // and a first API key with the admin scope, which it returns; it is not stored anywhere readable.
 func (s *Service) NewAccount(ctx context.Context, name, email, password string) (devreg.Account, string, error) {
-	name, email = strings.TrimSpace(name), strings.ToLower(strings.TrimSpace(email))
+	name, email = strings.TrimSpace(name), devreg.NormalizeEmail(email)
 	if err := checkLength("name", name, 1, 200); err != nil {
 		return devreg.Account{}, "", err
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -22,18 +24,15 @@ const (
 	DeviceFailureWindow = 15 * time.Minute
 )
 
-// ThrottledError says a device must wait before trying again.
-type ThrottledError struct{ RetryAfter time.Duration }
-
-func (e *ThrottledError) Error() string {
-	return "too many failed attempts for this device; retry after " + e.RetryAfter.String()
-}
-
 // AuthenticatedDevice is a device that proved its identity.
 type AuthenticatedDevice struct {
 	AccountID    string
 	DeviceID     string
 	DeviceTypeID string
+	// BatchID is the batch of the registration the secret belongs to. Registering the device
+	// again (after a delete, or with on_conflict=replace) puts it in a new batch, so tokens tied
+	// to this one end with the registration.
+	BatchID string
 }
 
 // ErrInvalidClient is the one answer to every failed device authentication: unknown device,
@@ -41,59 +40,94 @@ type AuthenticatedDevice struct {
 var ErrInvalidClient = devreg.Errorf(devreg.EUNAUTHORIZED, "invalid_client")
 
 // AuthenticateDevice checks a device's credentials. An unknown device costs the same hashing as
-// a known one, and every failure is ErrInvalidClient. A success moves the device's hash to the
-// current server key.
+// a known one, and every failure is ErrInvalidClient. Once the device has used up its attempts
+// the answer is ERATELIMITED with the time left in the window as RetryAfter. A success moves the
+// device's hash to the current server key.
 func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, error) {
 	now := s.now()
 	key := "device:" + throttleKey(accountID, deviceID)
-	failures, since, err := s.store.Failures(ctx, key, now, DeviceFailureWindow)
+	// The attempt is counted before the secret is checked, so parallel guesses cannot all pass
+	// a count that none of them has added to yet; a success gives its count back.
+	attempts, since, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow)
 	if err != nil {
 		return AuthenticatedDevice{}, err
 	}
-	if failures >= DeviceMaxFailures {
-		return AuthenticatedDevice{}, &ThrottledError{RetryAfter: since.Add(DeviceFailureWindow).Sub(now)}
+	if attempts > DeviceMaxFailures {
+		// A parallel attempt may have opened the window a moment after this one's now.
+		return AuthenticatedDevice{}, &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
+			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
 	}
-	// IDs that cannot exist are unknown without asking the database; the hashing below costs the
-	// same either way.
-	d, err := devreg.DeviceSecret{}, notFound("device", deviceID)
-	if opaqueID(accountID) && credential.CheckDeviceID(deviceID) == "" {
-		d, err = s.store.DeviceSecret(ctx, accountID, deviceID)
+	d, batchID, err := s.deviceSecret(ctx, accountID, deviceID)
+	if err != nil {
+		// Nothing was checked, so this attempt is no failure of the device's.
+		return AuthenticatedDevice{}, s.unchecked(ctx, key, since, err)
 	}
-	if err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND {
-		return AuthenticatedDevice{}, err
-	}
-	ok := s.keys.Verify(d.KeyID, d.Hash, accountID, deviceID, secret) && d.Enabled && err == nil
-	if !ok {
-		if err := s.store.AddFailure(ctx, key, now, DeviceFailureWindow); err != nil {
-			return AuthenticatedDevice{}, err
-		}
+	if !s.keys.Verify(d.KeyID, d.Hash, accountID, deviceID, secret) || !d.Enabled || batchID == "" {
 		return AuthenticatedDevice{}, ErrInvalidClient
+	}
+	if err := s.releaseAttempt(ctx, key, since); err != nil {
+		return AuthenticatedDevice{}, err
 	}
 	if current := s.keys.Current(); d.KeyID != current.ID {
 		if err := s.store.SetDeviceHash(ctx, accountID, deviceID, d.KeyID, current.ID, credential.Hash(current, accountID, deviceID, secret)); err != nil {
 			return AuthenticatedDevice{}, err
 		}
 	}
-	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID}, nil
+	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, BatchID: batchID}, nil
 }
 
-// DeviceActive reports whether a device exists and it and its batch are enabled: whether tokens
-// issued to it may still be honoured.
-func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID string) (bool, error) {
-	d, err := s.store.DeviceSecret(ctx, accountID, deviceID)
+// deviceSecret returns what checking a device's secret needs, and its batch. A device that is
+// unknown, or whose IDs cannot exist (which is decided without asking the database, which may not
+// take every byte), has an empty hash that no secret matches, so the hashing costs the same.
+func (s *Service) deviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, string, error) {
+	if !opaqueID(accountID) || credential.CheckDeviceID(deviceID) != "" {
+		return devreg.DeviceSecret{}, "", nil
+	}
+	d, batchID, err := s.store.DeviceSecret(ctx, accountID, deviceID)
+	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+		return devreg.DeviceSecret{}, "", nil
+	}
+	return d, batchID, err
+}
+
+// releaseAttempt gives back an attempt counted in the throttle window that started at since. It
+// runs even when the request has been cancelled: a count that stays would be a failure that never
+// happened.
+func (s *Service) releaseAttempt(ctx context.Context, key string, since time.Time) error {
+	return s.store.ReleaseAttempt(context.WithoutCancel(ctx), key, since)
+}
+
+// unchecked gives back an attempt counted in the throttle window that started at since, because
+// err kept it from being checked, and returns err.
+func (s *Service) unchecked(ctx context.Context, key string, since time.Time, err error) error {
+	if rerr := s.releaseAttempt(ctx, key, since); rerr != nil {
+		return errors.Join(err, fmt.Errorf("give back a throttle attempt: %w", rerr))
+	}
+	return err
+}
+
+// DeviceActive reports whether a token issued to a device for the registration in batch batchID
+// may still be honoured: whether the device exists, is still that registration, and it and its
+// batch are enabled.
+func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID, batchID string) (bool, error) {
+	if batchID == "" {
+		return false, nil
+	}
+	d, current, err := s.store.DeviceSecret(ctx, accountID, deviceID)
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
 		return false, nil
 	}
-	return d.Enabled, err
+	return d.Enabled && current == batchID, err
 }
 
 // MaxReportedStatus is the largest status a device may report at check-in.
 const MaxReportedStatus = 16 << 10
 
-// CheckIn records a device's check-in: now as its last_seen_at, and the firmware version and
-// status it reported (nil leaves the last ones). A disabled device, or one of a disabled batch,
-// is refused at once, whatever its token says.
-func (s *Service) CheckIn(ctx context.Context, accountID, deviceID string, firmware *string, status json.RawMessage) error {
+// CheckIn records a device's check-in with a token issued for its registration in batch batchID:
+// now as its last_seen_at, and the firmware version and status it reported (nil leaves the last
+// ones). A disabled device, one of a disabled batch, and one registered again since the token was
+// issued are refused at once, whatever the token says.
+func (s *Service) CheckIn(ctx context.Context, accountID, deviceID, batchID string, firmware *string, status json.RawMessage) error {
 	if firmware != nil {
 		if err := checkLength("firmware_version", *firmware, 1, 128); err != nil {
 			return err
@@ -110,9 +144,12 @@ func (s *Service) CheckIn(ctx context.Context, accountID, deviceID string, firmw
 		}
 		reported = status
 	}
-	err := s.store.CheckIn(ctx, accountID, deviceID, s.now(), firmware, reported)
+	if batchID == "" {
+		return devreg.Errorf(devreg.EUNAUTHORIZED, "the token names no registration of the device; get a new token")
+	}
+	err := s.store.CheckIn(ctx, accountID, deviceID, batchID, s.now(), firmware, reported)
 	if code := devreg.ErrorCode(err); code == devreg.ENOTFOUND || code == devreg.EUNAUTHORIZED {
-		return devreg.Errorf(devreg.EUNAUTHORIZED, "the token's device is unknown or disabled")
+		return devreg.Errorf(devreg.EUNAUTHORIZED, "the token's device is unknown, disabled or registered again since")
 	}
 	return err
 }

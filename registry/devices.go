@@ -49,7 +49,7 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 // readDeviceCursor sets the keyset position of f from its cursor: "s" and a registration
 // sequence number, or "d" and a device ID for prefix searches.
 func readDeviceCursor(f *devreg.DeviceFilter) error {
-	bad := devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
+	bad := devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
 	pos, err := decodeCursor(f.After)
 	if err != nil {
 		return err
@@ -128,7 +128,7 @@ func (s *Service) ListBatches(ctx context.Context, deviceTypeID string, limit in
 			return nil, "", err
 		}
 		if f.Before, err = strconv.ParseInt(pos, 10, 64); err != nil {
-			return nil, "", devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this service handed out", cursor)
+			return nil, "", devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this service handed out", cursor)
 		}
 	}
 	limit = f.Limit

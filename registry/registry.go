@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"runtime"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -22,8 +23,8 @@ type Store interface {
 	CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error
 	SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (devreg.User, error)
 	DeleteSession(ctx context.Context, tokenHash []byte, now time.Time) error
-	Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
-	AddFailure(ctx context.Context, key string, now time.Time, window time.Duration) error
+	ReserveAttempt(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
+	ReleaseAttempt(ctx context.Context, key string, windowStart time.Time) error
 
 	CreateAPIKey(ctx context.Context, k devreg.APIKey) error
 	APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error)
@@ -42,9 +43,9 @@ type Store interface {
 	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
 	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
-	DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, error)
+	DeviceSecret(ctx context.Context, accountID, deviceID string) (d devreg.DeviceSecret, batchID string, err error)
 	SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error
-	CheckIn(ctx context.Context, accountID, deviceID string, t time.Time, firmware *string, reported []byte) error
+	CheckIn(ctx context.Context, accountID, deviceID, batchID string, t time.Time, firmware *string, reported []byte) error
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)
@@ -57,11 +58,21 @@ type Service struct {
 	keys  *credential.Keyring
 	// Now tells the time; tests replace it.
 	Now func() time.Time
+
+	// hashSlots bounds how many password hashes run at once: each takes 64 MiB, and nothing
+	// else bounds how many logins arrive together.
+	hashSlots chan struct{}
+	// checkPassword is credential.CheckPassword; the package's tests wrap it to watch the slots.
+	checkPassword func(hash, password string) bool
 }
 
 // New returns a Service over store that hashes secrets with keys.
 func New(store Store, keys *credential.Keyring) *Service {
-	return &Service{store: store, keys: keys, Now: func() time.Time { return time.Now().UTC() }}
+	return &Service{
+		store: store, keys: keys, Now: func() time.Time { return time.Now().UTC() },
+		hashSlots:     make(chan struct{}, runtime.GOMAXPROCS(0)),
+		checkPassword: credential.CheckPassword,
+	}
 }
 
 // authorize returns the caller of ctx if its scope allows what needs scope need.
@@ -84,7 +95,7 @@ func encodeCursor(pos string) string { return base64.RawURLEncoding.EncodeToStri
 func decodeCursor(cursor string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil || len(b) == 0 {
-		return "", devreg.Errorf(devreg.EBADREQUEST, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
+		return "", devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
 	}
 	return string(b), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,37 +22,88 @@ const (
 // the answer takes the same time either way. It is made on first use: argon2id takes 64 MiB.
 var dummyPasswordHash = sync.OnceValue(func() string { return credential.HashPassword("no such user") })
 
+// hashSlotWait is how long a login waits for a password hashing slot before it is told to try
+// again: long enough to ride out a burst, short enough that a person is not left staring.
+const hashSlotWait = 2 * time.Second
+
+// errHashingBusy answers a login that found no hashing slot in time.
+func errHashingBusy() error {
+	return &devreg.Error{Code: devreg.EUNAVAILABLE, Message: "the server is busy checking other logins; try again in a moment",
+		RetryAfter: hashSlotWait}
+}
+
+// hashSlot waits, up to hashSlotWait and while ctx lasts, for one of the slots that bound how
+// many password hashes run at once, and returns what frees it.
+func (s *Service) hashSlot(ctx context.Context) (release func(), err error) {
+	release = func() { <-s.hashSlots }
+	select {
+	case s.hashSlots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	timer := time.NewTimer(hashSlotWait)
+	defer timer.Stop()
+	select {
+	case s.hashSlots <- struct{}{}:
+		return release, nil
+	case <-timer.C:
+		return nil, errHashingBusy()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// checkPasswordInSlot checks password against hash in a hashing slot.
+func (s *Service) checkPasswordInSlot(ctx context.Context, hash func() string, password string) (bool, error) {
+	release, err := s.hashSlot(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	return s.checkPassword(hash(), password), nil
+}
+
 // Login checks a console user's email and password and opens a session, returning its token for
 // the cookie. After loginMaxFailures failures for one email within loginWindow, further attempts
-// are refused until the window has passed.
+// are refused (ERATELIMITED, with RetryAfter) until the window has passed. When the server is
+// busy hashing other logins' passwords the answer is EUNAVAILABLE, with RetryAfter.
 func (s *Service) Login(ctx context.Context, email, password string) (string, error) {
-	email = strings.ToLower(strings.TrimSpace(email))
+	email = devreg.NormalizeEmail(email)
 	now := s.now()
 	key := "login:" + throttleKey(email)
-	failures, since, err := s.store.Failures(ctx, key, now, loginWindow)
+	// The attempt is counted before the password is checked, so parallel guesses cannot all pass
+	// a count that none of them has added to yet; a success, or an attempt that was never
+	// checked, gives its count back.
+	attempts, since, err := s.store.ReserveAttempt(ctx, key, now, loginWindow)
 	if err != nil {
 		return "", err
 	}
-	if failures >= loginMaxFailures {
-		wait := since.Add(loginWindow).Sub(now).Round(time.Minute)
-		return "", devreg.Errorf(devreg.ERATELIMITED, "too many failed logins for %s; try again in %s", email, max(wait, time.Minute))
+	if attempts > loginMaxFailures {
+		// A parallel attempt may have opened the window a moment after this one's now.
+		wait := min(since.Add(loginWindow).Sub(now), loginWindow)
+		return "", &devreg.Error{Code: devreg.ERATELIMITED, RetryAfter: wait,
+			Message: fmt.Sprintf("too many failed logins for %s; try again in %s", email, max(wait.Round(time.Minute), time.Minute))}
 	}
 	u, err := devreg.User{}, devreg.Errorf(devreg.ENOTFOUND, "no user")
 	if checkLength("email", email, 1, 320) == nil {
 		u, err = s.store.UserByEmail(ctx, email)
 	}
 	known := err == nil
-	hash := u.PasswordHash
+	hash := func() string { return u.PasswordHash }
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-		hash = dummyPasswordHash()
+		hash = dummyPasswordHash // the same work, in a slot too, for an unknown email
 	} else if err != nil {
-		return "", err
+		return "", s.unchecked(ctx, key, since, err)
 	}
-	if !credential.CheckPassword(hash, password) || !known {
-		if err := s.store.AddFailure(ctx, key, now, loginWindow); err != nil {
-			return "", err
-		}
+	ok, err := s.checkPasswordInSlot(ctx, hash, password)
+	if err != nil {
+		return "", s.unchecked(ctx, key, since, err)
+	}
+	if !ok || !known {
 		return "", devreg.Errorf(devreg.EUNAUTHORIZED, "wrong email or password")
+	}
+	if err := s.releaseAttempt(ctx, key, since); err != nil {
+		return "", err
 	}
 	token := credential.RandomString(43)
 	if err := s.store.CreateSession(ctx, hashToken(token), u.ID, now, now.Add(SessionLifetime)); err != nil {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,4 +218,69 @@ func TestKeyFileLossRefusesStart(t *testing.T) {
 	if _, err := Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), keyID) {
 		t.Fatalf("start with another key file: %v; want a refusal naming key %s", err, keyID)
 	}
+}
+
+// TestClientGoneMidListingLogsNoError aborts listings while they are answered: the server must
+// neither log an error nor try to write a second header.
+func TestClientGoneMidListingLogsNoError(t *testing.T) {
+	var logs syncBuffer
+	ctx := context.Background()
+	s, err := Open(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	defer s.Shutdown(ctx)
+	acc, key, err := s.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acc.ID, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
+	dt, err := s.Service.CreateDeviceType(actx, devreg.DeviceType{Name: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devices entryList
+	for i := range 3000 {
+		devices = append(devices, devreg.DeviceEntry{Index: i, DeviceID: fmt.Sprintf("device-%05d", i), Secret: "secretfordevice"})
+	}
+	if _, err := s.Service.Register(actx, dt.ID, &devices, devreg.RegisterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		conn, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET /api/v1/devices?limit=1000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", key)
+		if i%2 == 1 {
+			conn.Read(make([]byte, 100)) // the answer has started
+		}
+		conn.(*net.TCPConn).SetLinger(0) // a reset, as a client that crashes sends
+		conn.Close()
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, "superfluous") {
+			t.Errorf("an aborted listing was logged as an error: %s", line)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a server's goroutines may log to at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

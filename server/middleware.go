@@ -95,25 +95,26 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 				grace: s.cfg.BodyGrace, rate: s.cfg.MinBodyRate, idle: s.cfg.BodyIdle}
 		}
 		if r.ContentLength > s.cfg.MaxBody {
-			httpapi.WriteError(sw, r, s.log, devreg.Errorf(devreg.ETOOLARGE,
-				"request body is larger than this server takes (%d bytes, set by --max-body); split it into several requests", s.cfg.MaxBody))
+			// Refused without reading a byte, by the handler's own surface (a page for the
+			// console, JSON for the API), which meets the error when it reads the body.
+			r.Body = tooLargeBody{limit: s.cfg.MaxBody}
 		} else {
 			r.Body = http.MaxBytesReader(sw, r.Body, s.cfg.MaxBody)
-			func() {
-				defer func() {
-					if p := recover(); p != nil {
-						if p == http.ErrAbortHandler {
-							panic(p)
-						}
-						s.log.Error("panic", "request_id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-						if sw.status == 0 {
-							httpapi.WriteError(sw, r, s.log, fmt.Errorf("panic: %v", p))
-						}
-					}
-				}()
-				next.ServeHTTP(sw, r)
-			}()
 		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler {
+						panic(p)
+					}
+					s.log.Error("panic", "request_id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					if sw.status == 0 {
+						httpapi.WriteError(sw, r, s.log, fmt.Errorf("panic: %v", p))
+					}
+				}
+			}()
+			next.ServeHTTP(sw, r)
+		}()
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -129,3 +130,11 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 			"bytes", sw.bytes, "duration_ms", elapsed.Milliseconds(), "remote", r.RemoteAddr)
 	})
 }
+
+// tooLargeBody is the body of a request whose declared length is over the limit: reading it
+// fails at once, as http.MaxBytesReader fails once past the limit.
+type tooLargeBody struct{ limit int64 }
+
+func (b tooLargeBody) Read([]byte) (int, error) { return 0, &http.MaxBytesError{Limit: b.limit} }
+
+func (b tooLargeBody) Close() error { return nil }

@@ -108,12 +108,18 @@ func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, st
 	return affectedOne(res, err, "no device %s", deviceID)
 }
 
-// DeleteDevice removes a device and takes it off its type's and batch's counts.
+// DeleteDevice removes a device and takes it off the counts of the type and batch it was in
+// when it was deleted. It holds the account's lock, so that no registration is between reading
+// the device and moving it (and its counts) while the device goes.
 func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error {
 	return s.inTx(ctx, func(tx handle) error {
+		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+			return err
+		}
 		var typeID, batchID string
 		var seen sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT device_type_id, batch_id, last_seen_at FROM devices WHERE `+oneDevice,
+		// The counts follow the row that was deleted, not one read before it.
+		err := tx.QueryRowContext(ctx, `DELETE FROM devices WHERE `+oneDevice+` RETURNING device_type_id, batch_id, last_seen_at`,
 			accountID, deviceID).Scan(&typeID, &batchID, &seen)
 		if err != nil {
 			return notFound(err, "no device %s", deviceID)
@@ -122,30 +128,25 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 		if seen.Valid {
 			connected = 1
 		}
-		for _, q := range []struct {
-			sql  string
-			args []any
-		}{
-			{`DELETE FROM devices WHERE ` + oneDevice, []any{accountID, deviceID}},
-			{`UPDATE device_types SET device_count = device_count - 1 WHERE id = ?`, []any{typeID}},
-			{`UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE id = ?`, []any{connected, batchID}},
-		} {
-			if _, err := tx.ExecContext(ctx, q.sql, q.args...); err != nil {
-				return err
-			}
+		if _, err := tx.ExecContext(ctx, `UPDATE device_types SET device_count = device_count - 1 WHERE account_id = ? AND id = ?`,
+			accountID, typeID); err != nil {
+			return err
 		}
-		return nil
+		_, err = tx.ExecContext(ctx, `UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE account_id = ? AND id = ?`,
+			connected, accountID, batchID)
+		return err
 	})
 }
 
 // DeviceSecret returns what authenticating a device needs: the key ID and hash of its secret,
-// its type, and whether it and its batch are enabled.
-func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, error) {
+// its type, and whether it and its batch are enabled; and the ID of its batch, which names the
+// registration the secret came from (tokens are tied to it).
+func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, string, error) {
 	var d devreg.DeviceSecret
-	var status, batchStatus string
-	err := s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.device_type_id, d.status, coalesce(b.status, 'enabled')
+	var status, batchStatus, batchID string
+	err := s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.device_type_id, d.batch_id, d.status, coalesce(b.status, 'enabled')
 		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE `+oneDevice, accountID, deviceID).
-		Scan(&d.KeyID, &d.Hash, &d.DeviceTypeID, &status, &batchStatus)
+		Scan(&d.KeyID, &d.Hash, &d.DeviceTypeID, &batchID, &status, &batchStatus)
 	d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
-	return d, notFound(err, "no device %s", deviceID)
+	return d, batchID, notFound(err, "no device %s", deviceID)
 }

@@ -60,21 +60,26 @@ func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 	return affectedOne(res, err, "no device type %s", t.ID)
 }
 
-// DeleteDeviceType removes a device type that has no devices.
+// DeleteDeviceType removes a device type that has no devices. Whether it has any is asked of
+// the devices themselves, in the statement that deletes it, not of its count.
 func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
 	return s.inTx(ctx, func(tx handle) error {
 		if err := s.lockAccount(ctx, tx, accountID); err != nil {
 			return err
 		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM device_types WHERE account_id = ? AND id = ?
+			AND NOT EXISTS (SELECT 1 FROM devices WHERE account_id = ? AND device_type_id = ?)`, accountID, id, accountID, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
 		var count int64
-		err := tx.QueryRowContext(ctx, `SELECT device_count FROM device_types WHERE account_id = ? AND id = ?`, accountID, id).Scan(&count)
+		err = tx.QueryRowContext(ctx, `SELECT device_count FROM device_types WHERE account_id = ? AND id = ?`, accountID, id).Scan(&count)
 		if err != nil {
 			return notFound(err, "no device type %s", id)
 		}
-		if count > 0 {
-			return devreg.Errorf(devreg.ECONFLICT, "device type %s still has %d devices; delete them or register them under another type first", id, count)
-		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM device_types WHERE account_id = ? AND id = ?`, accountID, id)
-		return err
+		return devreg.Errorf(devreg.ECONFLICT, "device type %s still has %d devices; delete them or register them under another type first", id, max(count, 1))
 	})
 }

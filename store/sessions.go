@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
-	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"time"
 
 	"devreg"
@@ -32,29 +34,53 @@ func (s *DB) DeleteSession(ctx context.Context, tokenHash []byte, now time.Time)
 	return err
 }
 
-// Failures returns how many failures key has in the window that started with its first failure,
-// and when that window started; an expired window counts as none.
-func (s *DB) Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error) {
-	var start int64
+// ReserveAttempt counts an attempt for key before it is checked, in one statement, so that
+// parallel attempts cannot all read a count below the limit and all be checked. It returns how
+// many attempts the window now holds, this one included, and when the window started. A window
+// that has passed, or holds nothing (its attempts all succeeded), starts afresh at now, so that a
+// window always starts with the first of its failures. A success gives its attempt back with
+// ReleaseAttempt.
+func (s *DB) ReserveAttempt(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error) {
+	s.sweepFailures(ctx, key, now, window)
+	expired := micros(now.Add(-window))
 	var count int
-	err := s.h.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ? AND window_start > ?`,
-		key, micros(now.Add(-window))).Scan(&start, &count)
-	if err == sql.ErrNoRows {
-		return 0, time.Time{}, nil
+	var start int64
+	err := s.h.QueryRowContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, 1)
+		ON CONFLICT (key) DO UPDATE SET
+			count = CASE WHEN failures.window_start <= ? OR failures.count <= 0 THEN 1 ELSE failures.count + 1 END,
+			window_start = CASE WHEN failures.window_start <= ? OR failures.count <= 0 THEN excluded.window_start ELSE failures.window_start END
+		RETURNING count, window_start`, key, micros(now), expired, expired).Scan(&count, &start)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count an attempt: %w", err)
 	}
-	return count, fromMicros(start), err
+	return count, fromMicros(start), nil
 }
 
-// AddFailure records a failure for key: it opens a new window at now if the last one has passed.
-// It also forgets windows that have passed for any key, so the table stays small.
-func (s *DB) AddFailure(ctx context.Context, key string, now time.Time, window time.Duration) error {
-	return s.inTx(ctx, func(tx handle) error {
-		expired := micros(now.Add(-window))
-		if _, err := tx.ExecContext(ctx, `DELETE FROM failures WHERE window_start <= ?`, expired); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, 1)
-			ON CONFLICT (key) DO UPDATE SET count = failures.count + 1`, key, micros(now))
-		return err
-	})
+// ReleaseAttempt gives back an attempt that ReserveAttempt counted in the window that started
+// at windowStart, because it succeeded. If that window has been replaced by a newer one, the
+// attempt is not in it and nothing changes.
+func (s *DB) ReleaseAttempt(ctx context.Context, key string, windowStart time.Time) error {
+	_, err := s.h.ExecContext(ctx, `UPDATE failures SET count = count - 1 WHERE key = ? AND window_start = ? AND count > 0`,
+		key, micros(windowStart))
+	return err
+}
+
+// sweepOdds is one in how many attempts also sweeps: often enough that the table holds little
+// more than one window's worth of keys, rarely enough that sweeping costs nothing next to the
+// attempts. Chance rather than a timer keeps the store free of state, and several servers on one
+// database sweep in proportion to the attempts each takes.
+const sweepOdds = 64
+
+// sweepFailures deletes now and then the windows of key's kind (the part before the first ':',
+// such as "login") that have passed, so that the memory the throttles take stays bounded by what
+// one window brings in. Kinds may have windows of different lengths, so each kind sweeps only its
+// own keys. A failed sweep is left to the next one: it must not turn an attempt into an error.
+func (s *DB) sweepFailures(ctx context.Context, key string, now time.Time, window time.Duration) {
+	if rand.IntN(sweepOdds) != 0 {
+		return
+	}
+	kind, _, _ := strings.Cut(key, ":")
+	// The keys of a kind run from "kind:" up to, not including, "kind;".
+	s.h.ExecContext(ctx, `DELETE FROM failures WHERE window_start <= ? AND key >= ? AND key < ?`,
+		micros(now.Add(-window)), kind+":", kind+";")
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/term"
 
+	"devreg"
 	"devreg/server"
 )
 
@@ -43,7 +44,7 @@ func (m *Main) createAccount(ctx context.Context, args []string) error {
 		AccountID string `json:"account_id"`
 		Email     string `json:"email"`
 		APIKey    string `json:"api_key"`
-	}{account.ID, strings.ToLower(strings.TrimSpace(*email)), key}
+	}{account.ID, devreg.NormalizeEmail(*email), key}
 	return json.NewEncoder(m.Stdout).Encode(out)
 }
 

@@ -5,6 +5,8 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +39,10 @@ func Run(t *testing.T, open Opener) {
 		{"list-devices", testListDevices},
 		{"batches", testBatches},
 		{"sessions-and-failures", testSessionsAndFailures},
+		{"parallel-attempts-count-one-each", testParallelAttempts},
+		{"parallel-first-check-ins-count-once", testParallelFirstCheckIns},
+		{"check-in-tied-to-registration", testCheckInTiedToRegistration},
+		{"delete-racing-replace-keeps-counts", testDeleteRacingReplace},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
@@ -457,22 +463,270 @@ func testSessionsAndFailures(t *testing.T, db *store.DB) {
 	}
 
 	window := 15 * time.Minute
+	reserve := func(key string, at time.Duration) (int, time.Time) {
+		t.Helper()
+		n, since, err := db.ReserveAttempt(ctx, key, t0.Add(at), window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, since
+	}
 	for i := range 3 {
-		if err := db.AddFailure(ctx, "k", t0.Add(time.Duration(i)*time.Minute), window); err != nil {
+		if n, since := reserve("k", time.Duration(i)*time.Minute); n != i+1 || !since.Equal(t0) {
+			t.Errorf("attempt %d = %d since %v, want %d since %v", i+1, n, since, i+1, t0)
+		}
+	}
+	// A success gives its attempt back; one of a window that has been replaced gives nothing.
+	if err := db.ReleaseAttempt(ctx, "k", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ReleaseAttempt(ctx, "k", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := reserve("k", 10*time.Minute); n != 3 {
+		t.Errorf("after one attempt was given back, the next = %d, want 3", n)
+	}
+	if n, since := reserve("k", 16*time.Minute); n != 1 || !since.Equal(t0.Add(16*time.Minute)) {
+		t.Errorf("an attempt after the window opens a new one: %d since %v", n, since)
+	}
+	// A window whose attempts all succeeded holds no failure: the next attempt starts a new one,
+	// so a window always starts with its first failure.
+	if err := db.ReleaseAttempt(ctx, "k", t0.Add(16*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ReleaseAttempt(ctx, "k", t0.Add(16*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if n, since := reserve("k", 20*time.Minute); n != 1 || !since.Equal(t0.Add(20*time.Minute)) {
+		t.Errorf("an attempt after only successes = %d since %v, want 1 since %v", n, since, t0.Add(20*time.Minute))
+	}
+	if n, _ := reserve("other", 20*time.Minute); n != 1 {
+		t.Errorf("another key's first attempt = %d", n)
+	}
+}
+
+// testParallelAttempts counts attempts for one key from many goroutines at once: each gets a
+// count of its own, so no two can both see room under a limit.
+func testParallelAttempts(t *testing.T, db *store.DB) {
+	const n = 40
+	counts := make(chan int, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			c, _, err := db.ReserveAttempt(context.Background(), "device:parallel", t0, 15*time.Minute)
+			counts <- c
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(counts)
+	close(errs)
+	for err := range errs {
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, since, err := db.Failures(ctx, "k", t0.Add(10*time.Minute), window)
-	if err != nil || n != 3 || !since.Equal(t0) {
-		t.Errorf("Failures = %d since %v, %v; want 3 since %v", n, since, err, t0)
+	var got []int
+	for c := range counts {
+		got = append(got, c)
 	}
-	if n, _, _ := db.Failures(ctx, "k", t0.Add(16*time.Minute), window); n != 0 {
-		t.Errorf("failures after the window = %d, want 0", n)
+	slices.Sort(got)
+	want := make([]int, n)
+	for i := range want {
+		want[i] = i + 1
 	}
-	if err := db.AddFailure(ctx, "k", t0.Add(16*time.Minute), window); err != nil {
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("counts of %d parallel attempts (-want +got):\n%s", n, diff)
+	}
+}
+
+// testParallelFirstCheckIns checks devices in for the first time from many goroutines at once:
+// each is one connected device of its batch.
+func testParallelFirstCheckIns(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	const devices, n = 8, 16
+	var entries []entry
+	for i := range devices {
+		entries = append(entries, entry{fmt.Sprintf("d%d", i), "secret-1"})
+	}
+	if _, err := stage(t, db, acc, entries, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
-	if n, since, _ := db.Failures(ctx, "k", t0.Add(17*time.Minute), window); n != 1 || !since.Equal(t0.Add(16*time.Minute)) {
-		t.Errorf("a failure after the window opens a new one: %d since %v", n, since)
+	for i, e := range entries {
+		start := make(chan struct{})
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for j := range n {
+			wg.Go(func() {
+				<-start
+				errs <- db.CheckIn(ctx, acc, e.id, "bat_1", t0.Add(time.Duration(j)*time.Second), nil, nil)
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("check-in: %v", err)
+			}
+		}
+		if b, _ := db.Batch(ctx, acc, "bat_1"); b.ConnectedCount != int64(i+1) {
+			t.Fatalf("connected_count after %d parallel first check-ins of %d devices = %d, want %d", n, i+1, b.ConnectedCount, i+1)
+		}
 	}
+	checkCounts(t, db, acc)
+}
+
+// testCheckInTiedToRegistration checks in with the batch of an earlier registration of a device:
+// refused, and nothing is recorded.
+func testCheckInTiedToRegistration(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, batch, err := db.DeviceSecret(ctx, acc, "d1"); err != nil || batch != "bat_1" {
+		t.Fatalf("DeviceSecret batch = %q, %v; want bat_1", batch, err)
+	}
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, batch := range []string{"bat_1", ""} {
+		if err := db.CheckIn(ctx, acc, "d1", batch, t0, nil, nil); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+			t.Errorf("check-in for batch %q after the device moved to bat_2: %v, want unauthorized", batch, err)
+		}
+	}
+	if d, _ := db.Device(ctx, acc, "d1"); d.LastSeenAt != nil {
+		t.Errorf("a refused check-in set last_seen_at")
+	}
+	if err := db.CheckIn(ctx, acc, "d1", "bat_2", t0, nil, nil); err != nil {
+		t.Errorf("check-in for the current registration: %v", err)
+	}
+	checkCounts(t, db, acc)
+}
+
+// testDeleteRacingReplace deletes devices while registrations replace them under another type and
+// the devices check in for the first time, all at once, many times over: every count still
+// equals the rows it counts, and a type whose devices are gone can be deleted.
+func testDeleteRacingReplace(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	for round := range 25 {
+		id := fmt.Sprintf("r%02d", round)
+		first := fmt.Sprintf("bat_%02d_a", round)
+		if _, err := stage(t, db, acc, []entry{{id, "secret-1"}, {id + "-x", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: first, CreatedAt: t0}}); err != nil {
+			t.Fatal(err)
+		}
+		if round%2 == 0 { // half the devices have checked in before the race
+			if err := db.CheckIn(ctx, acc, id, first, t0, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		wg.Go(func() {
+			if err := db.DeleteDevice(ctx, acc, id); err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND {
+				errs <- fmt.Errorf("delete: %w", err)
+			}
+		})
+		wg.Go(func() {
+			if _, err := register(ctx, db, acc, []entry{{id, "secret-2"}, {id + "-x", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2",
+				OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%02d_b", round), CreatedAt: t0}}); err != nil {
+				errs <- fmt.Errorf("replace: %w", err)
+			}
+		})
+		wg.Go(func() {
+			if err := db.CheckIn(ctx, acc, id, first, t0.Add(time.Second), nil, nil); err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND && devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+				errs <- fmt.Errorf("check-in: %w", err)
+			}
+		})
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if !checkCounts(t, db, acc) {
+			t.Fatalf("round %d: counts drifted", round)
+		}
+	}
+	for _, id := range []string{"dt_1", "dt_2"} {
+		devices, err := db.ListDevices(ctx, acc, devreg.DeviceFilter{DeviceTypeID: id, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range devices {
+			if err := db.DeleteDevice(ctx, acc, d.DeviceID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	checkCounts(t, db, acc)
+	for _, id := range []string{"dt_1", "dt_2"} {
+		if err := db.DeleteDeviceType(ctx, acc, id); err != nil {
+			t.Errorf("deleting emptied type %s: %v", id, err)
+		}
+	}
+}
+
+// register stages entries for account and applies plan to them, from any goroutine.
+func register(ctx context.Context, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, error) {
+	st, err := db.NewStage(ctx)
+	if err != nil {
+		return devreg.RegisterResult{}, err
+	}
+	defer st.Close()
+	var staged []devreg.StagedEntry
+	for i, e := range entries {
+		staged = append(staged, devreg.StagedEntry{Index: i, Line: i + 1, DeviceID: e.id, Hashes: credential.Hash(key, account, e.id, e.secret)})
+	}
+	if err := st.Add(ctx, staged); err != nil {
+		return devreg.RegisterResult{}, err
+	}
+	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
+	return st.Apply(ctx, plan)
+}
+
+// checkCounts compares every device count of the account's types and batches with the devices
+// the store lists for them, and reports whether all matched.
+func checkCounts(t *testing.T, db *store.DB, acc string) bool {
+	t.Helper()
+	ctx := context.Background()
+	rows := func(f devreg.DeviceFilter) int64 {
+		t.Helper()
+		f.Limit = devreg.MaxPageSize
+		devices, err := db.ListDevices(ctx, acc, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(len(devices))
+	}
+	types, err := db.ListDeviceTypes(ctx, acc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := true
+	for _, dt := range types {
+		if n := rows(devreg.DeviceFilter{DeviceTypeID: dt.ID}); n != dt.DeviceCount {
+			t.Errorf("device type %s: device_count %d, %d devices", dt.ID, dt.DeviceCount, n)
+			ok = false
+		}
+	}
+	batches, _, err := db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range batches {
+		n, c := rows(devreg.DeviceFilter{BatchID: b.ID}), rows(devreg.DeviceFilter{BatchID: b.ID, Connected: ptr(true)})
+		if n != b.DeviceCount || c != b.ConnectedCount {
+			t.Errorf("batch %s: device_count %d, %d devices; connected_count %d, %d connected", b.ID, b.DeviceCount, n, b.ConnectedCount, c)
+			ok = false
+		}
+	}
+	return ok
 }

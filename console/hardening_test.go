@@ -1,0 +1,123 @@
+package console_test
+
+import (
+	"bytes"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestLoginRedirectStaysOnSite tries destinations that browsers or path cleaning turn into
+// another host; after login each must lead to a path on this site.
+func TestLoginRedirectStaysOnSite(t *testing.T) {
+	e := newEnv(t, "")
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ next, want string }{
+		{"/./%5Cevil.example/x", "/devices"},
+		{"/%09/evil.example/x", "/devices"},
+		{"/\t/evil.example/x", "/devices"},
+		{"//evil.example/x", "/devices"},
+		{"/\\evil.example/x", "/devices"},
+		{"/%2F%2Fevil.example/x", "/devices"},
+		{"https://evil.example/x", "/devices"},
+		{"/.//evil.example", "/evil.example"}, // a local path once cleaned
+		{"devices", "/devices"},
+		{"/batches?device_type_id=dt_1", "/batches?device_type_id=dt_1"},
+		{"/devices/../apikeys", "/apikeys"},
+	} {
+		t.Run(tc.next, func(t *testing.T) {
+			resp, err := noFollow.PostForm(e.url+"/login", url.Values{"email": {email}, "password": {password}, "next": {tc.next}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != tc.want {
+				t.Fatalf("login with next=%q = %d to %q, want 303 to %q", tc.next, resp.StatusCode, resp.Header.Get("Location"), tc.want)
+			}
+		})
+	}
+}
+
+// TestBrowserLoginRedirectStaysOnSite logs in through the form in Chromium with destinations that
+// used to lead a freshly logged-in user to another host.
+func TestBrowserLoginRedirectStaysOnSite(t *testing.T) {
+	e := newEnv(t, "")
+	ctx := browser(t)
+	for _, next := range []string{"/./%5Cevil.example/x", "/%09/evil.example/x"} {
+		must(t, chromedp.Do(ctx,
+			chromedp.Navigate(e.url+"/login?next="+url.QueryEscape(next)),
+			chromedp.WaitVisible(chromedp.CSS("#email")),
+			chromedp.SendKeys(chromedp.CSS("#email"), email),
+			chromedp.SendKeys(chromedp.CSS("#password"), password),
+			chromedp.Click(chromedp.CSS("form button[type=submit]")),
+			chromedp.WaitVisible(chromedp.CSS("h1")),
+		))
+		where, err := chromedp.Run(ctx, chromedp.Location())
+		must(t, err)
+		if !strings.HasPrefix(where, e.url+"/") {
+			t.Fatalf("after login with next=%q the browser is at %q, not on %s", next, where, e.url)
+		}
+		must(t, chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`fetch("/logout", {method: "POST"})`)))
+	}
+}
+
+// TestFormsLeaveNoTempFiles posts a large multipart file to forms that take no file: nothing may
+// be parsed or left in the temporary folder.
+func TestFormsLeaveNoTempFiles(t *testing.T) {
+	e := newEnv(t, "")
+	e.login(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	for _, path := range []string{"/login", "/devicetypes", "/logout"} {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		mw.WriteField("email", email)
+		mw.WriteField("password", password)
+		fw, _ := mw.CreateFormFile("file", "big.bin")
+		fw.Write(bytes.Repeat([]byte("x"), 40<<20)) // over net/http's 32 MiB kept in memory
+		mw.Close()
+		resp, err := e.http.Post(e.url+path, mw.FormDataContentType(), &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnsupportedMediaType && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("multipart post to %s = %d, want it refused", path, resp.StatusCode)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) > 0 {
+			t.Fatalf("multipart post to %s left %d files in the temporary folder, such as %s", path, len(left), left[0].Name())
+		}
+	}
+}
+
+// TestConsoleSecurityHeaders checks that console pages cannot be framed or sniffed, and that the
+// API docs get a policy of their own.
+func TestConsoleSecurityHeaders(t *testing.T) {
+	e := newEnv(t, "")
+	for path, wantPolicy := range map[string]string{
+		"/login":        "frame-ancestors 'none'",
+		"/devices":      "frame-ancestors 'none'",
+		"/docs":         "style-src 'self' 'unsafe-inline'",
+		"/api/v1/nope":  "default-src 'self'",
+		"/static/x.css": "default-src 'self'",
+	} {
+		resp, err := http.Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if !strings.Contains(h.Get("Content-Security-Policy"), wantPolicy) || !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors 'none'") ||
+			h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: CSP %q, X-Frame-Options %q, X-Content-Type-Options %q", path,
+				h.Get("Content-Security-Policy"), h.Get("X-Frame-Options"), h.Get("X-Content-Type-Options"))
+		}
+	}
+}

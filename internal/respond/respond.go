@@ -1,0 +1,84 @@
+// Package respond runs HTTP handlers that return an error: each surface (the API's JSON, the
+// console's pages, the device endpoints' OAuth answers) renders errors through one function of its
+// own, and nothing is rendered once a response has started or the client has gone.
+package respond
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"syscall"
+
+	"devreg"
+)
+
+// HandlerFunc is a handler that returns its error instead of writing it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Renderer writes err as the answer to r.
+type Renderer func(w http.ResponseWriter, r *http.Request, err error)
+
+// Handler returns an http.Handler that runs fn and renders the error it returns with render,
+// unless the response has started already (then the error is logged, since a second header or
+// a body glued to half of another would only confuse the client) or the client went away (then
+// it is logged at info level: nobody is there to read an answer, and it is not our fault).
+func Handler(log *slog.Logger, fn HandlerFunc, render Renderer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &writer{ResponseWriter: w}
+		err := run(fn, sw, r)
+		switch {
+		case err == nil:
+		case ClientGone(r, err):
+			log.InfoContext(r.Context(), "client went away", "request_id", devreg.RequestIDFromContext(r.Context()),
+				"method", r.Method, "path", r.URL.Path, "err", err)
+		case sw.started:
+			log.ErrorContext(r.Context(), "error after the response started", "request_id", devreg.RequestIDFromContext(r.Context()),
+				"method", r.Method, "path", r.URL.Path, "err", err)
+		default:
+			render(sw, r, err)
+		}
+	})
+}
+
+// run calls fn and turns a panic into an error, so that it is rendered by the surface's own
+// renderer (a page in the console, JSON in the API) and logged with its stack.
+func run(fn HandlerFunc, w http.ResponseWriter, r *http.Request) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn(w, r)
+}
+
+// ClientGone reports whether err came from the client closing the connection of r.
+func ClientGone(r *http.Request, err error) bool {
+	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return true
+	}
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// writer remembers whether the response has started.
+type writer struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (w *writer) WriteHeader(code int) {
+	w.started = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *writer) Write(b []byte) (int, error) {
+	w.started = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
