@@ -1,0 +1,604 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/internal/pgtest"
+	"devreg/registry"
+	"devreg/store"
+)
+
+// TestService calls every caller-facing method of registry.Service as each kind of caller: keys
+// of account A with each scope, no caller at all, and the admin of another account B, to which
+// A's objects must not exist. Allowed calls must have their effect; refused ones must leave
+// everything as it was.
+func TestService(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		testService(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		testService(t, pgtest.NewDatabase(t))
+	})
+}
+
+// The answers a case may expect.
+const (
+	allowed   = ""
+	forbidden = devreg.EFORBIDDEN
+	notFound  = devreg.ENOTFOUND
+)
+
+// codes are what each caller gets; a caller without credentials always gets EUNAUTHORIZED.
+type codes struct{ admin, register, read, other string }
+
+// fixture holds the objects one case works on, made afresh for it in account A, so that what one
+// case changes or deletes cannot matter to another.
+type fixture struct {
+	svc        *registry.Service
+	admin      context.Context // account A's admin, who sets up and looks afterwards
+	otherAdmin context.Context // account B's admin
+	own        bool            // the caller under test belongs to account A
+	n          int             // the case's number, for names and device IDs of its own
+
+	dt    devreg.DeviceType // has one device, dev, registered in batch
+	empty devreg.DeviceType // has no devices
+	dev   devreg.Device
+	batch devreg.Batch
+	key   devreg.APIKey // a read key, as the key list shows it
+}
+
+func testService(t *testing.T, url string) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := registry.New(db, keys)
+	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := svc.NewAccount(ctx, "Maker B", "owner@b.example", "password-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(account devreg.Account, scope devreg.Scope) context.Context {
+		return devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: account.ID, Scope: scope, Name: string(scope) + " key", Source: devreg.SourceAPI})
+	}
+	admin, otherAdmin := as(a, devreg.ScopeAdmin), as(b, devreg.ScopeAdmin)
+
+	callers := []struct {
+		name string
+		ctx  context.Context
+		own  bool // of account A
+		want func(codes) string
+	}{
+		{"admin-key", admin, true, func(w codes) string { return w.admin }},
+		{"register-key", as(a, devreg.ScopeRegister), true, func(w codes) string { return w.register }},
+		{"read-key", as(a, devreg.ScopeRead), true, func(w codes) string { return w.read }},
+		{"no-caller", ctx, false, func(codes) string { return devreg.EUNAUTHORIZED }},
+		{"other-account", otherAdmin, false, func(w codes) string { return w.other }},
+	}
+
+	cases := []struct {
+		does string // what the caller does, for the case's name
+		want codes
+		ok   int // the HTTP status of success
+		// setup, if set, prepares the fixture further.
+		setup func(t *testing.T, f *fixture)
+		// do makes the call and, when it succeeds, checks what it returned.
+		do func(ctx context.Context, t *testing.T, f *fixture) error
+		// check looks, as the admins, at what the call left behind; done says it succeeded.
+		check func(t *testing.T, f *fixture, done bool)
+	}{
+		// Device types.
+		{
+			does: "creates-type", want: codes{allowed, allowed, forbidden, allowed}, ok: http.StatusCreated,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.CreateDeviceType(ctx, devreg.DeviceType{Name: f.name("new"), Description: "made by the case"})
+				if err == nil && (got.ID == "" || got.Name != f.name("new") || got.MinSecretLength != credential.MinSecretLength) {
+					t.Errorf("CreateDeviceType returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got, want := f.hasType(t, f.admin, f.name("new")), done && f.own; got != want {
+					t.Errorf("type in account A: %v, want %v", got, want)
+				}
+				if got, want := f.hasType(t, f.otherAdmin, f.name("new")), done && !f.own; got != want {
+					t.Errorf("type in account B: %v, want %v", got, want)
+				}
+			},
+		},
+		{
+			does: "lists-types", want: codes{allowed, allowed, allowed, allowed}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				types, err := f.svc.ListDeviceTypes(ctx)
+				if err == nil {
+					got := filter(types, func(dt devreg.DeviceType) bool { return dt.ID == f.dt.ID || dt.ID == f.empty.ID })
+					want := []devreg.DeviceType{}
+					if f.own {
+						want = []devreg.DeviceType{f.empty, f.dt} // by name: "empty-N" < "type-N"
+					}
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Errorf("the case's types in the list (-want +got):\n%s", diff)
+					}
+				}
+				return err
+			},
+		},
+		{
+			does: "gets-type", want: codes{allowed, allowed, allowed, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.DeviceType(ctx, f.dt.ID)
+				if diff := cmp.Diff(f.dt, got); err == nil && diff != "" {
+					t.Errorf("DeviceType (-want +got):\n%s", diff)
+				}
+				return err
+			},
+		},
+		{
+			does: "updates-type", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				name, minLen := f.name("renamed"), 20
+				got, err := f.svc.UpdateDeviceType(ctx, f.dt.ID, devreg.DeviceTypeUpdate{Name: &name, MinSecretLength: &minLen})
+				want := f.dt
+				want.Name, want.MinSecretLength = name, minLen
+				if diff := cmp.Diff(want, got); err == nil && diff != "" {
+					t.Errorf("UpdateDeviceType (-want +got):\n%s", diff)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				want := f.dt
+				if done {
+					want.Name, want.MinSecretLength = f.name("renamed"), 20
+				}
+				got, err := f.svc.DeviceType(f.admin, f.dt.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("the type afterwards (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			does: "deletes-type", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusNoContent,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				return f.svc.DeleteDeviceType(ctx, f.empty.ID)
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got := f.hasType(t, f.admin, f.empty.Name); got == done {
+					t.Errorf("type exists afterwards: %v, want %v", got, !done)
+				}
+			},
+		},
+
+		// Registration.
+		{
+			does: "registers-devices", want: codes{allowed, allowed, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Register(ctx, f.dt.ID, entries(f.name("new"), "new-secret-1"), devreg.RegisterOptions{})
+				if err == nil && (got.BatchID == "" || got != devreg.RegisterResult{BatchID: got.BatchID, Created: 1}) {
+					t.Errorf("Register returned %+v, want 1 created in a new batch", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if _, got := f.device(t, f.name("new")); got != done {
+					t.Errorf("device registered: %v, want %v", got, done)
+				}
+				if got, want := len(f.batches(t)), map[bool]int{false: 1, true: 2}[done]; got != want {
+					t.Errorf("the type has %d batches, want %d", got, want)
+				}
+			},
+		},
+		{
+			does: "replaces-devices", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Register(ctx, f.empty.ID, entries(f.dev.DeviceID, "other-secret-1"), devreg.RegisterOptions{OnConflict: devreg.ConflictReplace})
+				if err == nil && (got.BatchID == "" || got != devreg.RegisterResult{BatchID: got.BatchID, Replaced: 1}) {
+					t.Errorf("Register returned %+v, want 1 replaced in a new batch", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				got, _ := f.device(t, f.dev.DeviceID)
+				if !done {
+					if diff := cmp.Diff(f.dev, got); diff != "" {
+						t.Errorf("the device afterwards (-want +got):\n%s", diff)
+					}
+				} else if got.DeviceTypeID != f.empty.ID || got.BatchID == f.dev.BatchID {
+					t.Errorf("the device afterwards is %+v, want it under type %s in a new batch", got, f.empty.ID)
+				}
+			},
+		},
+		{
+			does: "dry-runs-registration", want: codes{allowed, allowed, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Register(ctx, f.dt.ID, entries(f.name("new"), "new-secret-1"), devreg.RegisterOptions{DryRun: true})
+				if diff := cmp.Diff(devreg.RegisterResult{Created: 1, DryRun: true}, got); err == nil && diff != "" {
+					t.Errorf("Register (-want +got):\n%s", diff)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if _, ok := f.device(t, f.name("new")); ok {
+					t.Error("a dry run registered the device")
+				}
+				if diff := cmp.Diff([]devreg.Batch{f.batch}, f.batches(t)); diff != "" {
+					t.Errorf("the type's batches after a dry run (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			does: "dry-runs-replace", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Register(ctx, f.empty.ID, entries(f.dev.DeviceID, "other-secret-1"),
+					devreg.RegisterOptions{OnConflict: devreg.ConflictReplace, DryRun: true})
+				if diff := cmp.Diff(devreg.RegisterResult{Replaced: 1, DryRun: true}, got); err == nil && diff != "" {
+					t.Errorf("Register (-want +got):\n%s", diff)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				got, _ := f.device(t, f.dev.DeviceID)
+				if diff := cmp.Diff(f.dev, got); diff != "" {
+					t.Errorf("the device after a dry run (-want +got):\n%s", diff)
+				}
+			},
+		},
+
+		// Devices.
+		{
+			does: "lists-devices", want: codes{allowed, allowed, allowed, allowed}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				// Account A has more devices than a page holds by now: the case's type picks its own.
+				got, next, err := f.svc.ListDevices(ctx, devreg.DeviceFilter{DeviceTypeID: f.dt.ID})
+				want := []devreg.Device{}
+				if f.own {
+					want = []devreg.Device{f.dev}
+				}
+				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || next != "") {
+					t.Errorf("ListDevices, next cursor %q (-want +got):\n%s", next, diff)
+				}
+				if err == nil && !f.own {
+					all, _, err := f.svc.ListDevices(ctx, devreg.DeviceFilter{Prefix: f.dev.DeviceID})
+					if err != nil || len(all) != 0 {
+						t.Errorf("another account's listing by prefix shows %+v, %v", all, err)
+					}
+				}
+				return err
+			},
+		},
+		{
+			does: "gets-device", want: codes{allowed, allowed, allowed, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Device(ctx, f.dev.DeviceID)
+				if diff := cmp.Diff(f.dev, got); err == nil && diff != "" {
+					t.Errorf("Device (-want +got):\n%s", diff)
+				}
+				return err
+			},
+		},
+		{
+			does: "disables-device", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.SetDeviceStatus(ctx, f.dev.DeviceID, devreg.StatusDisabled)
+				if err == nil && got.Status != devreg.StatusDisabled {
+					t.Errorf("SetDeviceStatus returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				f.wantDeviceStatus(t, map[bool]devreg.DeviceStatus{false: devreg.StatusEnabled, true: devreg.StatusDisabled}[done])
+			},
+		},
+		{
+			does: "enables-device", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) {
+				if _, err := f.svc.SetDeviceStatus(f.admin, f.dev.DeviceID, devreg.StatusDisabled); err != nil {
+					t.Fatal(err)
+				}
+			},
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.SetDeviceStatus(ctx, f.dev.DeviceID, devreg.StatusEnabled)
+				if err == nil && got.Status != devreg.StatusEnabled {
+					t.Errorf("SetDeviceStatus returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				f.wantDeviceStatus(t, map[bool]devreg.DeviceStatus{false: devreg.StatusDisabled, true: devreg.StatusEnabled}[done])
+			},
+		},
+		{
+			does: "deletes-device", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusNoContent,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				return f.svc.DeleteDevice(ctx, f.dev.DeviceID)
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if _, ok := f.device(t, f.dev.DeviceID); ok == done {
+					t.Errorf("device exists afterwards: %v, want %v", ok, !done)
+				}
+			},
+		},
+
+		// Batches.
+		{
+			does: "lists-batches", want: codes{allowed, allowed, allowed, allowed}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, next, err := f.svc.ListBatches(ctx, f.dt.ID, 0, "")
+				want := []devreg.Batch{}
+				if f.own {
+					want = []devreg.Batch{f.batch}
+				}
+				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || next != "") {
+					t.Errorf("ListBatches, next cursor %q (-want +got):\n%s", next, diff)
+				}
+				return err
+			},
+		},
+		{
+			does: "gets-batch", want: codes{allowed, allowed, allowed, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.Batch(ctx, f.batch.ID)
+				if diff := cmp.Diff(f.batch, got); err == nil && diff != "" {
+					t.Errorf("Batch (-want +got):\n%s", diff)
+				}
+				return err
+			},
+		},
+		{
+			does: "disables-batch", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.SetBatchStatus(ctx, f.batch.ID, devreg.StatusDisabled)
+				if err == nil && got.Status != devreg.StatusDisabled {
+					t.Errorf("SetBatchStatus returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				f.wantBatchStatus(t, map[bool]devreg.BatchStatus{false: devreg.StatusEnabled, true: devreg.StatusDisabled}[done])
+			},
+		},
+		{
+			does: "enables-batch", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) {
+				if _, err := f.svc.SetBatchStatus(f.admin, f.batch.ID, devreg.StatusDisabled); err != nil {
+					t.Fatal(err)
+				}
+			},
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.SetBatchStatus(ctx, f.batch.ID, devreg.StatusEnabled)
+				if err == nil && got.Status != devreg.StatusEnabled {
+					t.Errorf("SetBatchStatus returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				f.wantBatchStatus(t, map[bool]devreg.BatchStatus{false: devreg.StatusDisabled, true: devreg.StatusEnabled}[done])
+			},
+		},
+
+		// API keys.
+		{
+			does: "creates-key", want: codes{allowed, forbidden, forbidden, allowed}, ok: http.StatusCreated,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.CreateAPIKey(ctx, f.name("new"), devreg.ScopeRegister)
+				if err == nil && (got.Key == "" || got.Name != f.name("new") || got.Scope != devreg.ScopeRegister) {
+					t.Errorf("CreateAPIKey returned %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got, want := f.hasKey(t, f.admin, f.name("new")), done && f.own; got != want {
+					t.Errorf("key in account A: %v, want %v", got, want)
+				}
+				if got, want := f.hasKey(t, f.otherAdmin, f.name("new")), done && !f.own; got != want {
+					t.Errorf("key in account B: %v, want %v", got, want)
+				}
+			},
+		},
+		{
+			does: "lists-keys", want: codes{allowed, forbidden, forbidden, allowed}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				keys, err := f.svc.ListAPIKeys(ctx)
+				if err == nil {
+					got := filter(keys, func(k devreg.APIKey) bool { return k.ID == f.key.ID })
+					want := []devreg.APIKey{}
+					if f.own {
+						want = []devreg.APIKey{f.key}
+					}
+					if diff := cmp.Diff(want, got); diff != "" {
+						t.Errorf("the case's key in the list (-want +got):\n%s", diff)
+					}
+					for _, k := range keys {
+						if k.Key != "" || len(k.Hash) != 0 {
+							t.Errorf("the key list shows key %s or its hash", k.ID)
+						}
+					}
+				}
+				return err
+			},
+		},
+		{
+			does: "deletes-key", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusNoContent,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				return f.svc.DeleteAPIKey(ctx, f.key.ID)
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got := f.hasKey(t, f.admin, f.key.Name); got == done {
+					t.Errorf("key exists afterwards: %v, want %v", got, !done)
+				}
+			},
+		},
+	}
+
+	for i, tc := range cases {
+		for j, c := range callers {
+			code := c.want(tc.want)
+			status := tc.ok
+			if code != allowed {
+				status = devreg.Status(code)
+			}
+			n := i*len(callers) + j
+			t.Run(fmt.Sprintf("%d/%s-%s", status, c.name, tc.does), func(t *testing.T) {
+				f := newFixture(t, svc, admin, otherAdmin, n)
+				f.own = c.own
+				if tc.setup != nil {
+					tc.setup(t, f)
+				}
+				err := tc.do(c.ctx, t, f)
+				if got := devreg.ErrorCode(err); got != code {
+					t.Fatalf("error code %q (%v), want %q", got, err, code)
+				}
+				if tc.check != nil {
+					tc.check(t, f, err == nil)
+				}
+			})
+		}
+	}
+}
+
+// newFixture makes the objects of case n in account A.
+func newFixture(t *testing.T, svc *registry.Service, admin, otherAdmin context.Context, n int) *fixture {
+	t.Helper()
+	f := &fixture{svc: svc, admin: admin, otherAdmin: otherAdmin, n: n}
+	var err error
+	if f.dt, err = svc.CreateDeviceType(admin, devreg.DeviceType{Name: f.name("type")}); err != nil {
+		t.Fatal(err)
+	}
+	if f.empty, err = svc.CreateDeviceType(admin, devreg.DeviceType{Name: f.name("empty")}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.Register(admin, f.dt.ID, entries(f.name("dev"), "secret-of-the-case"), devreg.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.dt, err = svc.DeviceType(admin, f.dt.ID); err != nil { // now with its device count
+		t.Fatal(err)
+	}
+	if f.dev, err = svc.Device(admin, f.name("dev")); err != nil {
+		t.Fatal(err)
+	}
+	if f.batch, err = svc.Batch(admin, res.BatchID); err != nil {
+		t.Fatal(err)
+	}
+	if f.key, err = svc.CreateAPIKey(admin, f.name("key"), devreg.ScopeRead); err != nil {
+		t.Fatal(err)
+	}
+	f.key.Key, f.key.Hash = "", nil
+	return f
+}
+
+// name returns a name or device ID of the case's own.
+func (f *fixture) name(what string) string { return fmt.Sprintf("%s-%d", what, f.n) }
+
+// device returns account A's device id, and whether it exists.
+func (f *fixture) device(t *testing.T, id string) (devreg.Device, bool) {
+	t.Helper()
+	d, err := f.svc.Device(f.admin, id)
+	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+		return d, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, true
+}
+
+// batches returns the batches of the case's device type.
+func (f *fixture) batches(t *testing.T) []devreg.Batch {
+	t.Helper()
+	batches, _, err := f.svc.ListBatches(f.admin, f.dt.ID, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return batches
+}
+
+func (f *fixture) wantDeviceStatus(t *testing.T, want devreg.DeviceStatus) {
+	t.Helper()
+	if d, _ := f.device(t, f.dev.DeviceID); d.Status != want {
+		t.Errorf("device status afterwards %q, want %q", d.Status, want)
+	}
+}
+
+func (f *fixture) wantBatchStatus(t *testing.T, want devreg.BatchStatus) {
+	t.Helper()
+	b, err := f.svc.Batch(f.admin, f.batch.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != want {
+		t.Errorf("batch status afterwards %q, want %q", b.Status, want)
+	}
+}
+
+// hasType reports whether the account of admin has a device type of that name.
+func (f *fixture) hasType(t *testing.T, admin context.Context, name string) bool {
+	t.Helper()
+	types, err := f.svc.ListDeviceTypes(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(filter(types, func(dt devreg.DeviceType) bool { return dt.Name == name })) > 0
+}
+
+// hasKey reports whether the account of admin has an API key of that name.
+func (f *fixture) hasKey(t *testing.T, admin context.Context, name string) bool {
+	t.Helper()
+	keys, err := f.svc.ListAPIKeys(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(filter(keys, func(k devreg.APIKey) bool { return k.Name == name })) > 0
+}
+
+func filter[T any](items []T, keep func(T) bool) []T {
+	kept := []T{}
+	for _, it := range items {
+		if keep(it) {
+			kept = append(kept, it)
+		}
+	}
+	return kept
+}
+
+// entrySource yields the entries of a registration request from memory.
+type entrySource []devreg.DeviceEntry
+
+func (s *entrySource) Next() (devreg.DeviceEntry, error) {
+	if len(*s) == 0 {
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	e := (*s)[0]
+	*s = (*s)[1:]
+	return e, nil
+}
+
+// entries returns a request of the device IDs and secrets given in turn.
+func entries(idsAndSecrets ...string) *entrySource {
+	var s entrySource
+	for i := 0; i+1 < len(idsAndSecrets); i += 2 {
+		s = append(s, devreg.DeviceEntry{Index: i / 2, DeviceID: idsAndSecrets[i], Secret: idsAndSecrets[i+1]})
+	}
+	return &s
+}
