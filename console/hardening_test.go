@@ -2,15 +2,20 @@ package console_test
 
 import (
 	"bytes"
+	"context"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"devreg/server"
 )
 
 // TestLoginRedirectStaysOnSite tries destinations that browsers or path cleaning turn into
@@ -119,5 +124,40 @@ func TestConsoleSecurityHeaders(t *testing.T) {
 			t.Errorf("%s: CSP %q, X-Frame-Options %q, X-Content-Type-Options %q", path,
 				h.Get("Content-Security-Policy"), h.Get("X-Frame-Options"), h.Get("X-Content-Type-Options"))
 		}
+	}
+}
+
+// TestUploadRefusalsArePages sends the bulk upload what it must refuse without failing: an empty
+// file and a file over --max-body. Each gets a console page that says what to do, not a 500 and
+// not the API's JSON.
+func TestUploadRefusalsArePages(t *testing.T) {
+	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), MaxBody: 4096, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	if _, _, err := srv.Service.NewAccount(context.Background(), "Acme", email, password); err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	e := &env{srv: srv, url: srv.URL(), http: &http.Client{Jar: jar}}
+	e.login(t)
+	dt := e.createType(t, "T1")
+	for _, tc := range []struct {
+		name, content string
+		status        int
+		says          string
+	}{
+		{"empty-file", "", 422, "lists no devices; nothing was registered"},
+		{"blank-lines-only", "\n\n\r\n", 422, "lists no devices; nothing was registered"},
+		{"over-max-body", strings.Repeat("device-0001, secretfordevice1,\n", 200), 413, "larger than this server takes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := e.upload(t, map[string]string{"device_type_id": dt}, "lot.csv", tc.content)
+			if status != tc.status || !strings.Contains(body, "<html") || !strings.Contains(body, tc.says) {
+				t.Errorf("upload = %d, want %d and a page saying %q:\n%s", status, tc.status, tc.says, body)
+			}
+		})
 	}
 }
