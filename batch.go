@@ -22,5 +22,5 @@ type Batch struct {
 type BatchFilter struct {
 	DeviceTypeID string
 	Limit        int
-	Before       int64 // keyset cursor: batches with a sequence number below this one
+	After        Cursor // where the page starts: the cursor handed out with the page before
 }

@@ -38,9 +38,7 @@ type DeviceFilter struct {
 	Status       DeviceStatus
 	Connected    *bool
 	Limit        int
-	After        string // a cursor from an earlier page (the service reads it)
-	AfterSeq     int64  // keyset position in registration order (without Prefix)
-	AfterID      string // keyset position in device ID order (with Prefix)
+	After        Cursor // where the page starts: the cursor handed out with the page before
 }
 
 // Listing limits.

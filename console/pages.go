@@ -132,16 +132,18 @@ func (h *Handler) devicesPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f := d.Filter
-	f.After = d.Cursor
-	var next string
+	if f.After, err = devreg.ParseCursor(d.Cursor); err != nil {
+		return err
+	}
+	var next devreg.Cursor
 	if d.Devices, next, err = h.svc.ListDevices(ctx, f); err != nil {
 		return err
 	}
 	if d.Summary, err = h.summary(r, d); err != nil {
 		return err
 	}
-	if next != "" {
-		q.Set("cursor", next)
+	if !next.IsZero() {
+		q.Set("cursor", next.String())
 		d.NextURL = "/devices?" + q.Encode()
 	}
 	q.Del("cursor")
@@ -366,7 +368,11 @@ func (h *Handler) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	q := r.URL.Query()
-	batches, next, err := h.svc.ListBatches(ctx, q.Get("device_type_id"), 50, q.Get("cursor"))
+	after, err := devreg.ParseCursor(q.Get("cursor"))
+	if err != nil {
+		return err
+	}
+	batches, next, err := h.svc.ListBatches(ctx, devreg.BatchFilter{DeviceTypeID: q.Get("device_type_id"), Limit: 50, After: after})
 	if err != nil {
 		return err
 	}
@@ -375,8 +381,8 @@ func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	nextURL := ""
-	if next != "" {
-		q.Set("cursor", next)
+	if !next.IsZero() {
+		q.Set("cursor", next.String())
 		nextURL = "/batches?" + q.Encode()
 	}
 	return h.render(w, r, http.StatusOK, "batches", "Batches", "batches", struct {

@@ -572,6 +572,7 @@ func testRequestRefusals(t *testing.T, database string) {
 		{"400/bad-cursor", req{key: e.read, method: "GET", path: "/api/v1/devices?cursor=!!", invalid: true}, 400, "invalid_cursor", "cursor"},
 		{"400/cursor-not-percent-encoded", req{key: e.read, method: "GET", path: "/api/v1/devices?cursor=%%%garbage", invalid: true}, 400, "invalid_cursor", "cursor"},
 		{"400/batch-cursor-not-percent-encoded", req{key: e.read, method: "GET", path: "/api/v1/batches?cursor=%zz", invalid: true}, 400, "invalid_cursor", "cursor"},
+		{"400/cursor-of-another-order", req{key: e.read, method: "GET", path: "/api/v1/devices?prefix=a&cursor=czE", invalid: true}, 400, "invalid_cursor", "same filters"},
 		{"400/malformed-query", req{key: e.read, method: "GET", path: "/api/v1/devices?prefix=%zz", invalid: true}, 400, "bad_request", "prefix"},
 		{"413/body-over-max-body", req{key: e.admin, method: "PUT", path: "/api/v1/devicetypes/" + dt.ID + "/device_ids", contentType: "text/csv", body: strings.Repeat("d1234567, secret12345678,\n", 400)}, 413, "too_large", "--max-body"},
 		{"415/form-body", req{key: e.admin, method: "PUT", path: "/api/v1/devicetypes/" + dt.ID + "/device_ids", contentType: "application/x-www-form-urlencoded", body: "a=b", invalid: true}, 415, "unsupported_media_type", "text/csv"},

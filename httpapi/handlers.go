@@ -66,9 +66,11 @@ func deviceFilter(r *http.Request) (devreg.DeviceFilter, error) {
 		BatchID:      q.Get("batch_id"),
 		Prefix:       q.Get("prefix"),
 		Status:       devreg.DeviceStatus(q.Get("status")),
-		After:        q.Get("cursor"),
 	}
 	var err error
+	if f.After, err = devreg.ParseCursor(q.Get("cursor")); err != nil {
+		return f, err
+	}
 	if f.Connected, err = queryBool(r, "connected"); err != nil {
 		return f, err
 	}
@@ -81,7 +83,7 @@ func (h *Handler) writeDevices(w http.ResponseWriter, r *http.Request, f devreg.
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"devices": devices, "next_cursor": next})
+	return writeJSON(w, http.StatusOK, map[string]any{"devices": devices, "next_cursor": next.String()})
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
@@ -142,11 +144,15 @@ func (h *Handler) listBatches(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	batches, next, err := h.svc.ListBatches(r.Context(), q.Get("device_type_id"), limit, q.Get("cursor"))
+	after, err := devreg.ParseCursor(q.Get("cursor"))
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"batches": batches, "next_cursor": next})
+	batches, next, err := h.svc.ListBatches(r.Context(), devreg.BatchFilter{DeviceTypeID: q.Get("device_type_id"), Limit: limit, After: after})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"batches": batches, "next_cursor": next.String()})
 }
 
 func (h *Handler) getBatch(w http.ResponseWriter, r *http.Request) error {

@@ -2,69 +2,47 @@ package registry
 
 import (
 	"context"
-	"strconv"
-	"strings"
 
 	"devreg"
 	"devreg/credential"
 )
 
-// ListDevices returns a page of the caller's devices that match f, and the cursor of the next
-// page ("" on the last page). f.After is taken as a cursor from an earlier page.
-func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]devreg.Device, string, error) {
+// ListDevices returns a page of the caller's devices that match f, from f.After on, and the
+// cursor of the next page (zero on the last page).
+func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]devreg.Device, devreg.Cursor, error) {
 	c, err := authorize(ctx, devreg.ScopeRead)
 	if err != nil {
-		return nil, "", err
+		return nil, devreg.Cursor{}, err
 	}
 	if f.Status != "" && !f.Status.Valid() {
-		return nil, "", devreg.Errorf(devreg.EBADREQUEST, "status must be enabled or disabled; it is %q", f.Status)
+		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EBADREQUEST, "status must be enabled or disabled; it is %q", f.Status)
 	}
 	limit, err := pageSize(f.Limit)
 	if err != nil {
-		return nil, "", err
+		return nil, devreg.Cursor{}, err
 	}
-	if f.After != "" {
-		if err := readDeviceCursor(&f); err != nil {
-			return nil, "", err
-		}
+	// A prefix search pages in device ID order, any other listing in registration order; a
+	// cursor of the other order is not one this listing handed out.
+	if f.Prefix != "" && (f.After.Seq != 0 || f.After.DeviceID != "" && credential.CheckDeviceID(f.After.DeviceID) != "") ||
+		f.Prefix == "" && f.After.DeviceID != "" {
+		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
 	}
 	// Filters no device can match need no query (and the database need not see odd bytes).
 	if f.DeviceTypeID != "" && !opaqueID(f.DeviceTypeID) || f.BatchID != "" && !opaqueID(f.BatchID) ||
 		f.Prefix != "" && credential.CheckDeviceID(f.Prefix) != "" {
-		return []devreg.Device{}, "", nil
+		return []devreg.Device{}, devreg.Cursor{}, nil
 	}
 	f.Limit = limit + 1 // one more tells whether there is a next page
 	devices, err := s.store.ListDevices(ctx, c.AccountID, f)
 	if err != nil || len(devices) <= limit {
-		return devices, "", err
+		return devices, devreg.Cursor{}, err
 	}
 	devices = devices[:limit]
 	last := devices[limit-1]
 	if f.Prefix != "" {
-		return devices, encodeCursor("d" + last.DeviceID), nil
+		return devices, devreg.Cursor{DeviceID: last.DeviceID}, nil
 	}
-	return devices, encodeCursor("s" + strconv.FormatInt(last.Seq, 10)), nil
-}
-
-// readDeviceCursor sets the keyset position of f from its cursor: "s" and a registration
-// sequence number, or "d" and a device ID for prefix searches.
-func readDeviceCursor(f *devreg.DeviceFilter) error {
-	bad := devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
-	pos, err := decodeCursor(f.After)
-	if err != nil {
-		return err
-	}
-	switch {
-	case f.Prefix != "" && strings.HasPrefix(pos, "d") && credential.CheckDeviceID(pos[1:]) == "":
-		f.AfterID = pos[1:]
-	case f.Prefix == "" && strings.HasPrefix(pos, "s"):
-		if f.AfterSeq, err = strconv.ParseInt(pos[1:], 10, 64); err != nil || f.AfterSeq < 1 {
-			return bad
-		}
-	default:
-		return bad
-	}
-	return nil
+	return devices, devreg.Cursor{Seq: last.Seq}, nil
 }
 
 // Device returns one of the caller's devices.
@@ -109,35 +87,29 @@ func (s *Service) DeleteDevice(ctx context.Context, deviceID string) error {
 	return s.store.DeleteDevice(ctx, c.AccountID, deviceID)
 }
 
-// ListBatches returns a page of the caller's batches, newest first, and the next page's cursor.
-func (s *Service) ListBatches(ctx context.Context, deviceTypeID string, limit int, cursor string) ([]devreg.Batch, string, error) {
+// ListBatches returns a page of the caller's batches that match f, newest first, from f.After
+// on, and the cursor of the next page (zero on the last page).
+func (s *Service) ListBatches(ctx context.Context, f devreg.BatchFilter) ([]devreg.Batch, devreg.Cursor, error) {
 	c, err := authorize(ctx, devreg.ScopeRead)
 	if err != nil {
-		return nil, "", err
+		return nil, devreg.Cursor{}, err
 	}
-	if deviceTypeID != "" && !opaqueID(deviceTypeID) {
-		return []devreg.Batch{}, "", nil
+	if f.After.DeviceID != "" {
+		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one the batch listing handed out; use next_cursor from the previous page", f.After)
 	}
-	f := devreg.BatchFilter{DeviceTypeID: deviceTypeID}
-	if f.Limit, err = pageSize(limit); err != nil {
-		return nil, "", err
+	if f.DeviceTypeID != "" && !opaqueID(f.DeviceTypeID) {
+		return []devreg.Batch{}, devreg.Cursor{}, nil
 	}
-	if cursor != "" {
-		pos, err := decodeCursor(cursor)
-		if err != nil {
-			return nil, "", err
-		}
-		if f.Before, err = strconv.ParseInt(pos, 10, 64); err != nil {
-			return nil, "", devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this service handed out", cursor)
-		}
+	limit, err := pageSize(f.Limit)
+	if err != nil {
+		return nil, devreg.Cursor{}, err
 	}
-	limit = f.Limit
-	f.Limit++
+	f.Limit = limit + 1 // one more tells whether there is a next page
 	batches, seqs, err := s.store.ListBatches(ctx, c.AccountID, f)
 	if err != nil || len(batches) <= limit {
-		return batches, "", err
+		return batches, devreg.Cursor{}, err
 	}
-	return batches[:limit], encodeCursor(strconv.FormatInt(seqs[limit-1], 10)), nil
+	return batches[:limit], devreg.Cursor{Seq: seqs[limit-1]}, nil
 }
 
 // Batch returns one of the caller's batches.

@@ -5,7 +5,6 @@ package registry
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"runtime"
 	"time"
@@ -88,17 +87,6 @@ func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
-
-// encodeCursor makes an opaque, URL-safe cursor of a position.
-func encodeCursor(pos string) string { return base64.RawURLEncoding.EncodeToString([]byte(pos)) }
-
-func decodeCursor(cursor string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(b) == 0 {
-		return "", devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this service handed out; use next_cursor from the previous page", cursor)
-	}
-	return string(b), nil
-}
 
 func pageSize(limit int) (int, error) {
 	switch {

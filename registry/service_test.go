@@ -275,7 +275,7 @@ func testService(t *testing.T, url string) {
 				if f.own {
 					want = []devreg.Device{f.dev}
 				}
-				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || next != "") {
+				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || !next.IsZero()) {
 					t.Errorf("ListDevices, next cursor %q (-want +got):\n%s", next, diff)
 				}
 				if err == nil && !f.own {
@@ -344,12 +344,12 @@ func testService(t *testing.T, url string) {
 		{
 			does: "lists-batches", want: codes{allowed, allowed, allowed, allowed}, ok: http.StatusOK,
 			do: func(ctx context.Context, t *testing.T, f *fixture) error {
-				got, next, err := f.svc.ListBatches(ctx, f.dt.ID, 0, "")
+				got, next, err := f.svc.ListBatches(ctx, devreg.BatchFilter{DeviceTypeID: f.dt.ID})
 				want := []devreg.Batch{}
 				if f.own {
 					want = []devreg.Batch{f.batch}
 				}
-				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || next != "") {
+				if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); err == nil && (diff != "" || !next.IsZero()) {
 					t.Errorf("ListBatches, next cursor %q (-want +got):\n%s", next, diff)
 				}
 				return err
@@ -527,7 +527,7 @@ func (f *fixture) device(t *testing.T, id string) (devreg.Device, bool) {
 // batches returns the batches of the case's device type.
 func (f *fixture) batches(t *testing.T) []devreg.Batch {
 	t.Helper()
-	batches, _, err := f.svc.ListBatches(f.admin, f.dt.ID, 0, "")
+	batches, _, err := f.svc.ListBatches(f.admin, devreg.BatchFilter{DeviceTypeID: f.dt.ID})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,9 +25,9 @@ func (s *DB) ListBatches(ctx context.Context, accountID string, f devreg.BatchFi
 		q += ` AND device_type_id = ?`
 		args = append(args, f.DeviceTypeID)
 	}
-	if f.Before > 0 {
+	if f.After.Seq > 0 { // newest first: the next page holds older batches
 		q += ` AND seq < ?`
-		args = append(args, f.Before)
+		args = append(args, f.After.Seq)
 	}
 	q += ` ORDER BY seq DESC LIMIT ?`
 	args = append(args, f.Limit)

@@ -36,7 +36,7 @@ func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 }
 
 // ListDevices returns up to f.Limit devices of the account that match f: in registration order
-// after f.AfterSeq, or, when f.Prefix is set, in device ID order after f.AfterID. Each way walks
+// after f.After.Seq, or, when f.Prefix is set, in device ID order after f.After.DeviceID. Each way walks
 // an index from the page's position, so deep pages cost what the first page costs.
 func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
 	var where strings.Builder
@@ -73,11 +73,11 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 	order := "seq"
 	if f.Prefix != "" {
 		order = "device_id"
-		if f.AfterID != "" {
-			add(`device_id > ?`, f.AfterID)
+		if f.After.DeviceID != "" {
+			add(`device_id > ?`, f.After.DeviceID)
 		}
-	} else if f.AfterSeq > 0 {
-		add(`seq > ?`, f.AfterSeq)
+	} else if f.After.Seq > 0 {
+		add(`seq > ?`, f.After.Seq)
 	}
 	args = append(args, f.Limit)
 	rows, err := s.h.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where.String()+` ORDER BY `+order+` LIMIT ?`, args...)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"devreg"
 	"devreg/client"
 	"devreg/credential"
 )
@@ -75,13 +75,12 @@ func growthRun(ctx context.Context, c *client.Client, typeID, prefix string, bat
 	return times, nil
 }
 
-// pageTime returns the mean time to list one page of 100 devices of a type, starting after the
-// position after in registration order ("s" and a sequence number, as the server's cursors
-// hold; "" for the first page).
-func pageTime(ctx context.Context, serverURL, key, typeID, after string, rounds int) (time.Duration, error) {
+// pageTime returns the mean time to list one page of 100 devices of a type, starting at after
+// (zero for the first page).
+func pageTime(ctx context.Context, serverURL, key, typeID string, after devreg.Cursor, rounds int) (time.Duration, error) {
 	u := serverURL + "/api/v1/devices?limit=100&device_type_id=" + typeID
-	if after != "" {
-		u += "&cursor=" + base64.RawURLEncoding.EncodeToString([]byte(after))
+	if !after.IsZero() {
+		u += "&cursor=" + after.String()
 	}
 	start := time.Now()
 	for range rounds {

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"devreg"
 	"devreg/client"
 	"devreg/credential"
 )
@@ -176,10 +177,10 @@ func run(n int, pgServer string, onlyGrowth bool) error {
 		if rates, err = tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), 20000); err != nil {
 			return err
 		}
-		if first, err = pageTime(ctx, url, account.APIKey, t1, "", 200); err != nil {
+		if first, err = pageTime(ctx, url, account.APIKey, t1, devreg.Cursor{}, 200); err != nil {
 			return err
 		}
-		if deep, err = pageTime(ctx, url, account.APIKey, t1, "s"+strconv.Itoa(n*9/10), 200); err != nil {
+		if deep, err = pageTime(ctx, url, account.APIKey, t1, devreg.Cursor{Seq: int64(n * 9 / 10)}, 200); err != nil {
 			return err
 		}
 	}

@@ -392,7 +392,7 @@ func testListDevices(t *testing.T, db *store.DB) {
 		{"type-in-registration-order", devreg.DeviceFilter{DeviceTypeID: "dt_2"}, []string{"y-1", "x-99"}},
 		{"batch-and-prefix", devreg.DeviceFilter{BatchID: "bat_1", Prefix: "x-2"}, []string{"x-20", "x-21", "x-22", "x-23", "x-24", "x-25", "x-26", "x-27", "x-28", "x-29"}},
 		{"status", devreg.DeviceFilter{Status: devreg.StatusDisabled}, []string{"x-05"}},
-		{"after-id-with-prefix", devreg.DeviceFilter{Prefix: "x-2", AfterID: "x-27"}, []string{"x-28", "x-29"}},
+		{"after-id-with-prefix", devreg.DeviceFilter{Prefix: "x-2", After: devreg.Cursor{DeviceID: "x-27"}}, []string{"x-28", "x-29"}},
 		{"prefix-is-not-a-pattern", devreg.DeviceFilter{Prefix: "x_"}, nil},
 		{"never-connected", devreg.DeviceFilter{Connected: ptr(false), Prefix: "y"}, []string{"y-1"}},
 		{"connected", devreg.DeviceFilter{Connected: ptr(true)}, nil},
@@ -422,7 +422,7 @@ func testBatches(t *testing.T, db *store.DB) {
 	if err != nil || len(batches) != 2 || batches[0].ID != "bat_4" || batches[1].ID != "bat_3" {
 		t.Fatalf("first page = %+v, %v", batches, err)
 	}
-	batches, _, _ = db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 10, Before: seqs[1]})
+	batches, _, _ = db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 10, After: devreg.Cursor{Seq: seqs[1]}})
 	if len(batches) != 3 || batches[0].ID != "bat_2" {
 		t.Errorf("second page = %+v", batches)
 	}
