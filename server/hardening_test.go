@@ -179,18 +179,7 @@ func TestKeyFileLossRefusesStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc, _, err := s.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acc.ID, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
-	dt, err := s.Service.CreateDeviceType(actx, devreg.DeviceType{Name: "T1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Service.Register(actx, dt.ID, &entryList{{DeviceID: "d1", Secret: "secretfordevice1"}}, devreg.RegisterOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	registerDevices(t, s, 1)
 	s.ln.Close()
 	s.Shutdown(ctx)
 
@@ -231,22 +220,7 @@ func TestClientGoneMidListingLogsNoError(t *testing.T) {
 	}
 	go s.Serve()
 	defer s.Shutdown(ctx)
-	acc, key, err := s.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acc.ID, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
-	dt, err := s.Service.CreateDeviceType(actx, devreg.DeviceType{Name: "T1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var devices entryList
-	for i := range 3000 {
-		devices = append(devices, devreg.DeviceEntry{Index: i, DeviceID: fmt.Sprintf("device-%05d", i), Secret: "secretfordevice"})
-	}
-	if _, err := s.Service.Register(actx, dt.ID, &devices, devreg.RegisterOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	key := registerDevices(t, s, 3000)
 	for i := range 20 {
 		conn, err := net.Dial("tcp", s.ln.Addr().String())
 		if err != nil {
@@ -265,6 +239,29 @@ func TestClientGoneMidListingLogsNoError(t *testing.T) {
 			t.Errorf("an aborted listing was logged as an error: %s", line)
 		}
 	}
+}
+
+// registerDevices makes an account on s with n devices of one type, and returns its API key.
+func registerDevices(t *testing.T, s *Server, n int) string {
+	t.Helper()
+	ctx := context.Background()
+	acc, key, err := s.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acc.ID, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
+	dt, err := s.Service.CreateDeviceType(actx, devreg.DeviceType{Name: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devices entryList
+	for i := range n {
+		devices = append(devices, devreg.DeviceEntry{Index: i, DeviceID: fmt.Sprintf("device-%05d", i), Secret: "secretfordevice"})
+	}
+	if _, err := s.Service.Register(actx, dt.ID, &devices, devreg.RegisterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 // syncBuffer is a bytes.Buffer that a server's goroutines may log to at once.
