@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"time"
 	"unicode/utf8"
 
@@ -43,30 +41,53 @@ var ErrInvalidClient = devreg.Errorf(devreg.EUNAUTHORIZED, "invalid_client")
 // a known one, and every failure is ErrInvalidClient. Once the device has used up its attempts
 // the answer is ERATELIMITED with the time left in the window as RetryAfter. A success moves the
 // device's hash to the current server key.
+//
+// A failure's answer is decided by the count its own failure makes, in one atomic statement, so
+// parallel guesses get at most DeviceMaxFailures answers that tell anything; a right secret is
+// let in only if the window is still open once it has been checked. Checking first costs an HMAC
+// (cheap, unlike a console password), and it leaves a device that logs in correctly without a
+// write to the database.
 func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, error) {
 	now := s.now()
 	key := "device:" + throttleKey(accountID, deviceID)
-	// The attempt is counted before the secret is checked, so parallel guesses cannot all pass
-	// a count that none of them has added to yet; a success gives its count back.
-	attempts, since, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow)
+	throttled := func(since time.Time) error {
+		return &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
+			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
+	}
+	// While the window is full, nothing is checked at all.
+	failures, since, err := s.store.Failures(ctx, key, now, DeviceFailureWindow)
 	if err != nil {
 		return AuthenticatedDevice{}, err
 	}
-	if attempts > DeviceMaxFailures {
-		// A parallel attempt may have opened the window a moment after this one's now.
-		return AuthenticatedDevice{}, &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
-			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
+	if failures >= DeviceMaxFailures {
+		return AuthenticatedDevice{}, throttled(since)
 	}
 	d, batchID, err := s.deviceSecret(ctx, accountID, deviceID)
 	if err != nil {
-		// Nothing was checked, so this attempt is no failure of the device's.
-		return AuthenticatedDevice{}, s.unchecked(ctx, key, since, err)
+		return AuthenticatedDevice{}, err
 	}
 	if !s.keys.Verify(d.KeyID, d.Hash, accountID, deviceID, secret) || !d.Enabled || batchID == "" {
+		failures, since, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow)
+		if err != nil {
+			return AuthenticatedDevice{}, err
+		}
+		if failures > DeviceMaxFailures {
+			return AuthenticatedDevice{}, throttled(since)
+		}
 		return AuthenticatedDevice{}, ErrInvalidClient
 	}
-	if err := s.releaseAttempt(ctx, key, since); err != nil {
+	// Failures counted while this secret was checked come first: otherwise one right guess among
+	// many parallel ones would get in however many failed before it.
+	if failures, since, err = s.store.Failures(ctx, key, now, DeviceFailureWindow); err != nil {
 		return AuthenticatedDevice{}, err
+	}
+	if failures >= DeviceMaxFailures {
+		// Counted as a failure is, so that the refusal takes as long as a wrong guess's and does
+		// not tell that this one was right.
+		if _, _, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow); err != nil {
+			return AuthenticatedDevice{}, err
+		}
+		return AuthenticatedDevice{}, throttled(since)
 	}
 	if current := s.keys.Current(); d.KeyID != current.ID {
 		if err := s.store.SetDeviceHash(ctx, accountID, deviceID, d.KeyID, current.ID, credential.Hash(current, accountID, deviceID, secret)); err != nil {
@@ -88,22 +109,6 @@ func (s *Service) deviceSecret(ctx context.Context, accountID, deviceID string) 
 		return devreg.DeviceSecret{}, "", nil
 	}
 	return d, batchID, err
-}
-
-// releaseAttempt gives back an attempt counted in the throttle window that started at since. It
-// runs even when the request has been cancelled: a count that stays would be a failure that never
-// happened.
-func (s *Service) releaseAttempt(ctx context.Context, key string, since time.Time) error {
-	return s.store.ReleaseAttempt(context.WithoutCancel(ctx), key, since)
-}
-
-// unchecked gives back an attempt counted in the throttle window that started at since, because
-// err kept it from being checked, and returns err.
-func (s *Service) unchecked(ctx context.Context, key string, since time.Time, err error) error {
-	if rerr := s.releaseAttempt(ctx, key, since); rerr != nil {
-		return errors.Join(err, fmt.Errorf("give back a throttle attempt: %w", rerr))
-	}
-	return err
 }
 
 // DeviceActive reports whether a token issued to a device for the registration in batch batchID

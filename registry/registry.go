@@ -22,6 +22,7 @@ type Store interface {
 	CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error
 	SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (devreg.User, error)
 	DeleteSession(ctx context.Context, tokenHash []byte, now time.Time) error
+	Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
 	ReserveAttempt(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
 	ReleaseAttempt(ctx context.Context, key string, windowStart time.Time) error
 

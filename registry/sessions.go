@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -133,4 +134,20 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 func hashToken(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
+}
+
+// releaseAttempt gives back an attempt counted in the throttle window that started at since. It
+// runs even when the request has been cancelled: a count that stays would be a failure that never
+// happened.
+func (s *Service) releaseAttempt(ctx context.Context, key string, since time.Time) error {
+	return s.store.ReleaseAttempt(context.WithoutCancel(ctx), key, since)
+}
+
+// unchecked gives back an attempt counted in the throttle window that started at since, because
+// err kept it from being checked, and returns err.
+func (s *Service) unchecked(ctx context.Context, key string, since time.Time, err error) error {
+	if rerr := s.releaseAttempt(ctx, key, since); rerr != nil {
+		return errors.Join(err, fmt.Errorf("give back a throttle attempt: %w", rerr))
+	}
+	return err
 }

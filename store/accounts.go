@@ -50,6 +50,11 @@ func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
 
 // CreateAPIKey stores a new API key.
 func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
+	unlock, err := s.writeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return insertAPIKey(ctx, s.h, k)
 }
 
@@ -72,7 +77,7 @@ func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, erro
 
 // TouchAPIKey records that the key was used at t.
 func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
-	_, err := s.h.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
+	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
 	return err
 }
 
@@ -96,7 +101,7 @@ func (s *DB) ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey
 
 // DeleteAPIKey removes an API key of the account.
 func (s *DB) DeleteAPIKey(ctx context.Context, accountID, id string) error {
-	res, err := s.h.ExecContext(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
+	res, err := s.exec(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
 	return affectedOne(res, err, "no API key %s", id)
 }
 

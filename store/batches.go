@@ -55,6 +55,6 @@ func (s *DB) Batch(ctx context.Context, accountID, id string) (devreg.Batch, err
 
 // SetBatchStatus enables or disables a whole batch.
 func (s *DB) SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error {
-	res, err := s.h.ExecContext(ctx, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, string(status), accountID, id)
+	res, err := s.exec(ctx, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, string(status), accountID, id)
 	return affectedOne(res, err, "no batch %s", id)
 }

@@ -10,7 +10,7 @@ import (
 // SetDeviceHash moves a device's secret hash to another key, if it still has the hash it had
 // under oldKeyID (so that a concurrent re-registration wins).
 func (s *DB) SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error {
-	_, err := s.h.ExecContext(ctx, `UPDATE devices SET key_id = ?, secret_hash = ? WHERE `+oneDevice+` AND key_id = ?`,
+	_, err := s.exec(ctx, `UPDATE devices SET key_id = ?, secret_hash = ? WHERE `+oneDevice+` AND key_id = ?`,
 		keyID, hash, accountID, deviceID, oldKeyID)
 	return err
 }

@@ -104,7 +104,7 @@ func (s *DB) Device(ctx context.Context, accountID, deviceID string) (devreg.Dev
 
 // SetDeviceStatus enables or disables a device.
 func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error {
-	res, err := s.h.ExecContext(ctx, `UPDATE devices SET status = ? WHERE `+oneDevice, string(status), accountID, deviceID)
+	res, err := s.exec(ctx, `UPDATE devices SET status = ? WHERE `+oneDevice, string(status), accountID, deviceID)
 	return affectedOne(res, err, "no device %s", deviceID)
 }
 

@@ -18,7 +18,7 @@ func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, err
 
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	_, err := s.h.ExecContext(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt))
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
@@ -52,7 +52,7 @@ func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.Devic
 
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	res, err := s.h.ExecContext(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
+	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
 		t.Name, t.Description, t.MinSecretLength, t.AccountID, t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)

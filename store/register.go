@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -40,23 +39,15 @@ type Stage struct {
 	release func() // hands back the stage's registration slot
 }
 
-// registrations is what a DB's registrations share: slots, a semaphore of how many may hold a
+// registrations is what a DB's registrations share: a semaphore of how many may hold a
 // connection at once (a quarter of the pool, at least one), so that bulk work never takes the
-// connections device logins and small reads need; and on SQLite the turn to write.
+// connections device logins and small reads need.
 type registrations struct {
-	slots     chan struct{}
-	writer    chan struct{} // SQLite: held by the registration whose transaction is open
-	lastWrite time.Time     // when the last registration's transaction ended; guarded by writer
+	slots chan struct{}
 }
 
-// writeGap is how long a registration's write transaction on SQLite waits after the one before
-// it. SQLite lets one transaction write at a time, and the others wait for it by trying again
-// after sleeps of up to 100ms; if registrations wrote back to back, a device login's small
-// write could lose the race for the lock to each of them in turn.
-const writeGap = 150 * time.Millisecond
-
 func newRegistrations(pool int) *registrations {
-	return &registrations{slots: make(chan struct{}, max(1, pool/4)), writer: make(chan struct{}, 1)}
+	return &registrations{slots: make(chan struct{}, max(1, pool/4))}
 }
 
 // slot waits for a registration slot, without holding a connection, until ctx ends.
@@ -67,29 +58,6 @@ func (r *registrations) slot(ctx context.Context) (release func(), err error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// write waits for the turn to open a registration's write transaction on SQLite.
-func (r *registrations) write(ctx context.Context) (done func(), err error) {
-	select {
-	case r.writer <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if wait := time.Until(r.lastWrite.Add(writeGap)); wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			<-r.writer
-			return nil, ctx.Err()
-		}
-	}
-	return func() {
-		r.lastWrite = time.Now()
-		<-r.writer
-	}, nil
 }
 
 // NewStage opens a stage for one registration request. It waits while the registrations' share
@@ -407,7 +375,7 @@ func (st *Stage) readyToWrite(ctx context.Context) (done func(), err error) {
 	if st.s.pg {
 		return func() {}, nil
 	}
-	turnDone, err := st.s.regs.write(ctx)
+	turnDone, err := st.s.writeLock(ctx)
 	if err != nil {
 		return nil, err
 	}

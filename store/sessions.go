@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -12,7 +14,7 @@ import (
 
 // CreateSession stores a console session for a user until expires.
 func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error {
-	_, err := s.h.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 		tokenHash, userID, micros(created), micros(expires))
 	return err
 }
@@ -30,8 +32,21 @@ func (s *DB) SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (
 
 // DeleteSession ends a session, and any that have expired by now.
 func (s *DB) DeleteSession(ctx context.Context, tokenHash []byte, now time.Time) error {
-	_, err := s.h.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?`, tokenHash, micros(now))
+	_, err := s.exec(ctx, `DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?`, tokenHash, micros(now))
 	return err
+}
+
+// Failures returns how many attempts key has counted in its current window, and when that
+// window started; a window that has passed counts none.
+func (s *DB) Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error) {
+	var start int64
+	var count int
+	err := s.h.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ? AND window_start > ?`,
+		key, micros(now.Add(-window))).Scan(&start, &count)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, time.Time{}, nil
+	}
+	return count, fromMicros(start), err
 }
 
 // ReserveAttempt counts an attempt for key before it is checked, in one statement, so that
@@ -45,7 +60,12 @@ func (s *DB) ReserveAttempt(ctx context.Context, key string, now time.Time, wind
 	expired := micros(now.Add(-window))
 	var count int
 	var start int64
-	err := s.h.QueryRowContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, 1)
+	unlock, err := s.writeLock(ctx)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	defer unlock()
+	err = s.h.QueryRowContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, 1)
 		ON CONFLICT (key) DO UPDATE SET
 			count = CASE WHEN failures.window_start <= ? OR failures.count <= 0 THEN 1 ELSE failures.count + 1 END,
 			window_start = CASE WHEN failures.window_start <= ? OR failures.count <= 0 THEN excluded.window_start ELSE failures.window_start END
@@ -60,7 +80,7 @@ func (s *DB) ReserveAttempt(ctx context.Context, key string, now time.Time, wind
 // at windowStart, because it succeeded. If that window has been replaced by a newer one, the
 // attempt is not in it and nothing changes.
 func (s *DB) ReleaseAttempt(ctx context.Context, key string, windowStart time.Time) error {
-	_, err := s.h.ExecContext(ctx, `UPDATE failures SET count = count - 1 WHERE key = ? AND window_start = ? AND count > 0`,
+	_, err := s.exec(ctx, `UPDATE failures SET count = count - 1 WHERE key = ? AND window_start = ? AND count > 0`,
 		key, micros(windowStart))
 	return err
 }
@@ -81,6 +101,6 @@ func (s *DB) sweepFailures(ctx context.Context, key string, now time.Time, windo
 	}
 	kind, _, _ := strings.Cut(key, ":")
 	// The keys of a kind run from "kind:" up to, not including, "kind;".
-	s.h.ExecContext(ctx, `DELETE FROM failures WHERE window_start <= ? AND key >= ? AND key < ?`,
+	s.exec(ctx, `DELETE FROM failures WHERE window_start <= ? AND key >= ? AND key < ?`,
 		micros(now.Add(-window)), kind+":", kind+";")
 }

@@ -44,7 +44,13 @@ type DB struct {
 	pg bool   // PostgreSQL rather than SQLite
 	h  handle // db, with placeholders for the dialect
 
-	regs *registrations // what registrations share: their slots of the pool, SQLite's turn to write
+	regs *registrations // what registrations share: their slots of the pool
+
+	// SQLite: the turn to write. SQLite lets one connection write at a time, and one that finds
+	// the database locked sleeps and retries (busy_timeout) with sleeps of up to 100ms; this
+	// process's writers wait in line here instead, first come first served, so a device login's
+	// small write follows a registration's transaction at once rather than at the next retry.
+	writer chan struct{}
 
 	// SQLite: a registration's commit leaves the write-ahead log to be copied into the database
 	// by a goroutine, not by the request that wrote it.
@@ -127,6 +133,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	}
 	s.db.SetConnMaxIdleTime(5 * time.Minute)
 	s.regs = newRegistrations(s.db.Stats().MaxOpenConnections)
+	s.writer = make(chan struct{}, 1)
 	s.h = handle{q: s.db, pg: s.pg}
 	if err := s.db.PingContext(ctx); err != nil {
 		s.db.Close()
@@ -244,8 +251,37 @@ func (s *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
+// writeLock waits, on SQLite, for this process's turn to write (until ctx ends), and returns
+// what gives the turn back. On PostgreSQL, which writes in parallel, it returns at once.
+func (s *DB) writeLock(ctx context.Context) (unlock func(), err error) {
+	if s.pg {
+		return func() {}, nil
+	}
+	select {
+	case s.writer <- struct{}{}:
+		return func() { <-s.writer }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// exec runs one writing statement, in turn with the process's other writers on SQLite.
+func (s *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	unlock, err := s.writeLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.h.ExecContext(ctx, query, args...)
+}
+
 // inTx runs fn in a write transaction and commits it when fn returns nil.
 func (s *DB) inTx(ctx context.Context, fn func(tx handle) error) error {
+	unlock, err := s.writeLock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
