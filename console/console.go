@@ -107,7 +107,14 @@ func (h *Handler) Register(mux *http.ServeMux) {
 		return devreg.Errorf(devreg.EFORBIDDEN, "this form was sent from another site, so it was refused to protect your account; open devreg yourself and send the form from there")
 	}))
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") { // no listings of the assets
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	open := func(pattern string, fn handlerFunc) { mux.Handle(pattern, protect.Handler(h.wrap(smallForm(fn)))) }
 	auth := func(pattern string, fn handlerFunc) {
 		mux.Handle(pattern, protect.Handler(h.wrap(h.authenticated(smallForm(fn)))))

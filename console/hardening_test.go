@@ -160,3 +160,19 @@ func TestUploadRefusalsArePages(t *testing.T) {
 		})
 	}
 }
+
+// TestNoAssetListingAndNoHugeFilenames checks two echoes of what a visitor sends or asks for:
+// the static folder lists nothing, and an upload's result page shows its file name cut short.
+func TestNoAssetListingAndNoHugeFilenames(t *testing.T) {
+	e := newEnv(t, "")
+	if status, body := e.get(t, "/static/"); status != 404 || strings.Contains(body, "console.js") {
+		t.Errorf("GET /static/ = %d, want 404 without a listing:\n%s", status, body)
+	}
+	e.login(t)
+	dt := e.createType(t, "T1")
+	name := strings.Repeat("n", 100_000) + ".csv"
+	status, body := e.upload(t, map[string]string{"device_type_id": dt}, name, "device1, secretfordevice1")
+	if status != 200 || strings.Contains(body, strings.Repeat("n", 256)) || !strings.Contains(body, strings.Repeat("n", 200)) {
+		t.Errorf("upload of a file with a 100,000-character name = %d, %d bytes; want the name cut to 255 characters", status, len(body))
+	}
+}

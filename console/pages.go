@@ -13,6 +13,7 @@ import (
 	"devreg"
 	"devreg/bulkfile"
 	"devreg/internal/reqbody"
+	"devreg/registry"
 )
 
 func (h *Handler) deviceTypesPage(w http.ResponseWriter, r *http.Request) error {
@@ -297,7 +298,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := uploadResult{Filename: file.FileName(), DeviceTypeID: t.ID, TypeName: t.Name}
+	out := uploadResult{Filename: registry.CleanFilename(file.FileName()), DeviceTypeID: t.ID, TypeName: t.Name}
 	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), DryRun: fields["dry_run"] == "true", Filename: file.FileName()}
 	out.Result, err = h.svc.Register(r.Context(), t.ID, reqbody.Entries(bulkfile.NewReader(file)), opts)
 	var e *devreg.Error

@@ -44,7 +44,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if err != nil {
 		return res, err
 	}
-	opts.Filename = cleanFilename(opts.Filename)
+	opts.Filename = CleanFilename(opts.Filename)
 
 	spool := reqbody.NewSpool(reqbody.SpoolMemory)
 	defer spool.Close()
@@ -120,9 +120,9 @@ func merge(a, b devreg.ProblemList) devreg.ProblemList {
 	return devreg.ProblemList{Items: items, Count: a.Count + b.Count}
 }
 
-// cleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
+// CleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
 // control characters, at most 255 characters.
-func cleanFilename(name string) string {
+func CleanFilename(name string) string {
 	name = strings.ToValidUTF8(name, "")
 	name = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {

@@ -52,6 +52,10 @@ type Store interface {
 	SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error
 }
 
+// maxHashes bounds the password hashes in flight however many cores there are: logins are few,
+// and each hash holds 64 MiB.
+const maxHashes = 4
+
 // Service carries out devreg's use cases for the caller found in each request's context.
 type Service struct {
 	store Store
@@ -59,8 +63,8 @@ type Service struct {
 	// Now tells the time; tests replace it.
 	Now func() time.Time
 
-	// hashSlots bounds how many password hashes run at once: each takes 64 MiB, and nothing
-	// else bounds how many logins arrive together.
+	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):
+	// each takes 64 MiB, and nothing else bounds how many logins arrive together.
 	hashSlots chan struct{}
 	// checkPassword is credential.CheckPassword; the package's tests wrap it to watch the slots.
 	checkPassword func(hash, password string) bool
@@ -70,7 +74,7 @@ type Service struct {
 func New(store Store, keys *credential.Keyring) *Service {
 	return &Service{
 		store: store, keys: keys, Now: func() time.Time { return time.Now().UTC() },
-		hashSlots:     make(chan struct{}, runtime.GOMAXPROCS(0)),
+		hashSlots:     make(chan struct{}, min(runtime.GOMAXPROCS(0), maxHashes)),
 		checkPassword: credential.CheckPassword,
 	}
 }

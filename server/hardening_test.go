@@ -128,7 +128,7 @@ func TestHeaderStallsCappedPerAddress(t *testing.T) {
 	}
 	stalled = nil
 	deadline := time.Now().Add(5 * time.Second)
-	for s.pending.pending("127.0.0.1") > 0 && time.Now().Before(deadline) {
+	for _, pending := s.conns.counts("127.0.0.1"); pending > 0 && time.Now().Before(deadline); _, pending = s.conns.counts("127.0.0.1") {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c, err := net.Dial("tcp", s.ln.Addr().String())
@@ -280,4 +280,106 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestKeepAliveHeaderStallsCapped sends one request on each connection, then starts the next
+// request's headers and stalls: reused connections count as sending headers too.
+func TestKeepAliveHeaderStallsCapped(t *testing.T) {
+	s := openTestServer(t, Config{MaxPendingPerAddr: 8})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	var readers []*bufio.Reader
+	for range 20 { // all idle after one request each
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		br := bufio.NewReader(c)
+		readers = append(readers, br)
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	cut := 0
+	for i, c := range conns {
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // and no more
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := readers[i].ReadByte(); err != nil && !isTimeout(err) {
+			cut++
+		}
+	}
+	if cut != 12 {
+		t.Errorf("%d of 20 reused connections stalling in their headers were cut; want the 12 over the cap of 8", cut)
+	}
+}
+
+// TestOpenConnectionsCappedPerAddress keeps idle connections open from one address: those over
+// the cap are closed at once.
+func TestOpenConnectionsCappedPerAddress(t *testing.T) {
+	s := openTestServer(t, Config{MaxConnsPerAddr: 10})
+	refused := 0
+	for range 15 {
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			refused++
+		} else {
+			resp.Body.Close()
+		}
+	}
+	if refused != 5 {
+		t.Errorf("%d of 15 idle connections of one address were refused; want the 5 over the cap of 10", refused)
+	}
+}
+
+// TestUnreadBodyDoesNotHoldTheConnection declares a body that never comes to an endpoint that
+// does not read it: the server must give up after the grace, not wait for good.
+func TestUnreadBodyDoesNotHoldTheConnection(t *testing.T) {
+	s := openTestServer(t, Config{BodyGrace: time.Second})
+	for _, head := range []string{
+		"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+		"POST /api/v1/devicetypes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n{",
+	} {
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		io.WriteString(c, head)
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		io.Copy(io.Discard, c)
+		c.Close()
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%q: the server held a body that never came for %s; want about 1s", strings.SplitN(head, "\r\n", 2)[0], took)
+		}
+	}
+}
+
+// TestHugeHeadersRefused sends headers far over what any client needs.
+func TestHugeHeadersRefused(t *testing.T) {
+	s := openTestServer(t, Config{})
+	req, _ := http.NewRequest("GET", s.URL()+"/healthz", nil)
+	req.Header.Set("X-Junk", strings.Repeat("j", 200<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("200 KiB of headers = %d, want 431", resp.StatusCode)
+	}
 }

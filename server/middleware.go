@@ -87,12 +87,15 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 		id := credential.RandomString(16)
 		w.Header().Set("X-Request-ID", id)
 		r = r.WithContext(devreg.NewContextWithRequestID(r.Context(), id))
-		s.pending.started(r.Context())
+		s.conns.started(r.Context())
 		securityHeaders(w.Header(), r.URL.Path)
 		sw := &statusWriter{ResponseWriter: w}
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-			r.Body = &rateReader{body: r.Body, rc: http.NewResponseController(w), start: start,
-				grace: s.cfg.BodyGrace, rate: s.cfg.MinBodyRate, idle: s.cfg.BodyIdle}
+			rc := http.NewResponseController(w)
+			// Also for a handler that never reads the body: net/http reads what is left of it
+			// before it answers, and a body that never comes would hold the connection for good.
+			rc.SetReadDeadline(start.Add(s.cfg.BodyGrace))
+			r.Body = &rateReader{body: r.Body, rc: rc, start: start, grace: s.cfg.BodyGrace, rate: s.cfg.MinBodyRate, idle: s.cfg.BodyIdle}
 		}
 		if r.ContentLength > s.cfg.MaxBody {
 			// Refused without reading a byte, by the handler's own surface (a page for the

@@ -45,6 +45,7 @@ type Config struct {
 	MinBodyRate       int64         // bytes per second a body must average after that
 	BodyIdle          time.Duration // the longest pause within a body
 	MaxPendingPerAddr int           // connections of one address that may be sending headers at once
+	MaxConnsPerAddr   int           // connections of one address that may be open at once
 	Logger            *slog.Logger
 }
 
@@ -137,7 +138,7 @@ type Server struct {
 	Service *registry.Service
 	http    *http.Server
 	ln      net.Listener
-	pending *pendingConns
+	conns   *connLimits
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -153,11 +154,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.MinBodyRate = cmp.Or(cfg.MinBodyRate, DefaultMinBodyRate)
 	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, DefaultBodyIdle)
 	cfg.MaxPendingPerAddr = cmp.Or(cfg.MaxPendingPerAddr, DefaultMaxPendingPerAddr)
+	cfg.MaxConnsPerAddr = cmp.Or(cfg.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
 	svc, db, err := OpenRegistry(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, pending: newPendingConns(cfg.MaxPendingPerAddr)}
+	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, conns: newConnLimits(cfg.MaxPendingPerAddr, cfg.MaxConnsPerAddr)}
 	if _, err := os.Stat(cfg.SigningKeyPath()); errors.Is(err, fs.ErrNotExist) {
 		if has, _ := db.HasDevices(ctx); has {
 			s.log.Warn("the signing key file is missing and a new one is made: device tokens issued before no longer verify, so devices must get new ones",
@@ -182,8 +184,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ConnContext:       s.pending.connContext,
-		ConnState:         s.pending.connState,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnContext:       s.conns.connContext,
+		ConnState:         s.conns.connState,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -207,7 +210,7 @@ func (s *Server) PublicURL() string {
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
 	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir)
-	if err := s.http.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := s.http.Serve(s.conns.listen(s.ln)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -21,6 +21,8 @@ const (
 	DefaultMinBodyRate       = 1 << 10          // bytes per second, on average from the start of the body
 	DefaultBodyIdle          = time.Minute      // the longest pause between two reads, however much arrived before
 	DefaultMaxPendingPerAddr = 128              // connections of one address still sending their request headers
+	DefaultMaxConnsPerAddr   = 1024             // connections of one address open at once
+	maxHeaderBytes           = 64 << 10         // a request's headers; net/http's default is 1 MiB
 )
 
 // rateReader gives a request body a read deadline that moves with what has arrived: by
@@ -58,92 +60,158 @@ func (b *rateReader) Read(p []byte) (int, error) {
 
 func (b *rateReader) Close() error { return b.body.Close() }
 
-// pendingConns caps, per client address, the connections that have not yet sent a whole request
-// header: the ones a slow client can open by the thousand at no cost. Connections that are in a
-// handler or idle between requests do not count, so a broker or a factory behind one NAT address
-// may keep as many honest connections as it likes.
-type pendingConns struct {
-	max   int
-	mu    sync.Mutex
-	addrs map[string]int
-	conns map[net.Conn]*connInfo
+// connLimits caps, per client address, the connections open at once and, far lower, those still
+// sending a request's headers: the ones a slow client can hold by the thousand at no cost, each
+// with a buffer. A connection counts as sending headers from its first byte of a request until
+// the request's handler starts; in a handler or idle between requests it does not, so a broker or
+// a factory behind one NAT address may keep many honest connections.
+type connLimits struct {
+	maxPending, maxOpen int
+	mu                  sync.Mutex
+	addrs               map[string]*addrConns
 }
 
-// connInfo is what the server knows of one connection.
-type connInfo struct {
+type addrConns struct{ open, pending int }
+
+func newConnLimits(maxPending, maxOpen int) *connLimits {
+	return &connLimits{maxPending: maxPending, maxOpen: maxOpen, addrs: map[string]*addrConns{}}
+}
+
+// listen wraps ln so that it hands out only connections within the limits; it closes the others
+// at once.
+func (l *connLimits) listen(ln net.Listener) net.Listener {
+	return &limitedListener{Listener: ln, l: l}
+}
+
+type limitedListener struct {
+	net.Listener
+	l *connLimits
+}
+
+func (ln *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+		if err != nil {
+			host = c.RemoteAddr().String()
+		}
+		l := ln.l
+		l.mu.Lock()
+		a := l.addrs[host]
+		if a == nil {
+			a = &addrConns{}
+			l.addrs[host] = a
+		}
+		if a.open >= l.maxOpen || a.pending >= l.maxPending {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		a.open++
+		a.pending++
+		l.mu.Unlock()
+		return &limitedConn{Conn: c, l: l, addr: host, pending: true}, nil
+	}
+}
+
+// limitedConn is a connection counted in connLimits. Its fields are guarded by connLimits.mu.
+type limitedConn struct {
+	net.Conn
+	l       *connLimits
 	addr    string
-	pending bool // counted in pendingConns.addrs
+	pending bool // counted as sending headers
+	idle    bool // between requests: its next byte starts a request
+	closed  bool
 }
 
-type connInfoKey struct{}
+// errTooManyPending ends a connection whose new request would put its address over the limit.
+var errTooManyPending = errors.New("too many connections of this address are sending request headers")
 
-func newPendingConns(max int) *pendingConns {
-	return &pendingConns{max: max, addrs: map[string]int{}, conns: map[net.Conn]*connInfo{}}
-}
-
-// connContext is the server's ConnContext: it gives each connection's requests its connInfo.
-func (p *pendingConns) connContext(ctx context.Context, c net.Conn) context.Context {
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		host = c.RemoteAddr().String()
-	}
-	info := &connInfo{addr: host}
-	p.mu.Lock()
-	p.conns[c] = info
-	p.mu.Unlock()
-	return context.WithValue(ctx, connInfoKey{}, info)
-}
-
-// connState is the server's ConnState hook. A new connection, and an idle one that starts
-// another request, wait for headers until the handler starts; a new one over the cap is closed.
-func (p *pendingConns) connState(c net.Conn, state http.ConnState) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	info := p.conns[c]
-	if info == nil {
-		return
-	}
-	switch state {
-	case http.StateNew, http.StateActive:
-		if !info.pending {
-			info.pending = true
-			p.addrs[info.addr]++
-			if state == http.StateNew && p.addrs[info.addr] > p.max {
-				c.Close()
+func (c *limitedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		l := c.l
+		l.mu.Lock()
+		over := false
+		if c.idle {
+			c.idle = false
+			if !c.pending {
+				c.pending = true
+				a := l.addrs[c.addr]
+				a.pending++
+				over = a.pending > l.maxPending
 			}
 		}
-	case http.StateIdle:
-		p.done(info)
-	case http.StateClosed, http.StateHijacked:
-		p.done(info)
-		delete(p.conns, c)
-	}
-}
-
-// started marks the connection of a request whose handler runs as no longer waiting for headers.
-func (p *pendingConns) started(ctx context.Context) {
-	if p == nil {
-		return
-	}
-	if info, ok := ctx.Value(connInfoKey{}).(*connInfo); ok {
-		p.mu.Lock()
-		p.done(info)
-		p.mu.Unlock()
-	}
-}
-
-func (p *pendingConns) done(info *connInfo) {
-	if info.pending {
-		info.pending = false
-		if p.addrs[info.addr]--; p.addrs[info.addr] <= 0 {
-			delete(p.addrs, info.addr)
+		l.mu.Unlock()
+		if over {
+			c.Close()
+			return 0, errTooManyPending
 		}
 	}
+	return n, err
 }
 
-// pending returns how many connections of addr wait for their headers.
-func (p *pendingConns) pending(addr string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.addrs[addr]
+func (c *limitedConn) Close() error {
+	l := c.l
+	l.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		a := l.addrs[c.addr]
+		a.open--
+		if c.pending {
+			c.pending = false
+			a.pending--
+		}
+		if a.open == 0 {
+			delete(l.addrs, c.addr)
+		}
+	}
+	l.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// notPending marks c as no longer sending headers: its handler runs, or it waits idle for its
+// next request (idle), whose first byte marks it again.
+func (l *connLimits) notPending(c *limitedConn, idle bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.idle = idle
+	if c.pending && !c.closed {
+		c.pending = false
+		l.addrs[c.addr].pending--
+	}
+}
+
+type connKey struct{}
+
+// connContext is the server's ConnContext: it gives each connection's requests their connection.
+func (l *connLimits) connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// connState is the server's ConnState hook: a connection idle between requests sends no headers.
+func (l *connLimits) connState(c net.Conn, state http.ConnState) {
+	if lc, ok := c.(*limitedConn); ok && state == http.StateIdle {
+		l.notPending(lc, true)
+	}
+}
+
+// started marks the connection of a request whose handler runs as no longer sending headers.
+func (l *connLimits) started(ctx context.Context) {
+	if lc, ok := ctx.Value(connKey{}).(*limitedConn); ok && l != nil {
+		l.notPending(lc, false)
+	}
+}
+
+// counts returns how many connections of addr are open and how many send headers.
+func (l *connLimits) counts(addr string) (open, pending int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.addrs[addr]; a != nil {
+		return a.open, a.pending
+	}
+	return 0, 0
 }
