@@ -306,10 +306,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.As(err, &e) && len(e.Problems) > 0:
 		out.Message, out.Problems, out.ProblemCount = e.Message, e.Problems, int64(e.ProblemCount)
-		status = http.StatusUnprocessableEntity
-		if e.Code == devreg.ECONFLICT {
-			status = http.StatusConflict
-		}
+		status = devreg.Status(e.Code)
 	case err != nil:
 		return err
 	}
