@@ -11,11 +11,17 @@ type DeviceType struct {
 	MinSecretLength int       `json:"min_secret_length"`
 	DeviceCount     int64     `json:"device_count"`
 	CreatedAt       time.Time `json:"created_at"`
+	// MQTTPublish and MQTTSubscribe are the MQTT topic filters its devices may publish to and
+	// subscribe to, with {device_id}, {account_id} and {device_type_id} replaced per device.
+	MQTTPublish   []string `json:"mqtt_publish"`
+	MQTTSubscribe []string `json:"mqtt_subscribe"`
 }
 
 // DeviceTypeUpdate holds the fields of a PATCH; nil fields stay as they are.
 type DeviceTypeUpdate struct {
-	Name            *string `json:"name"`
-	Description     *string `json:"description"`
-	MinSecretLength *int    `json:"min_secret_length"`
+	Name            *string  `json:"name"`
+	Description     *string  `json:"description"`
+	MinSecretLength *int     `json:"min_secret_length"`
+	MQTTPublish     []string `json:"mqtt_publish"`
+	MQTTSubscribe   []string `json:"mqtt_subscribe"`
 }

@@ -114,9 +114,11 @@ func IsCode(err error, code string) bool {
 
 // DeviceTypeInput is what defines or changes a device type; nil fields are left out.
 type DeviceTypeInput struct {
-	Name            *string `json:"name,omitempty"`
-	Description     *string `json:"description,omitempty"`
-	MinSecretLength *int    `json:"min_secret_length,omitempty"`
+	Name            *string  `json:"name,omitempty"`
+	Description     *string  `json:"description,omitempty"`
+	MinSecretLength *int     `json:"min_secret_length,omitempty"`
+	MQTTPublish     []string `json:"mqtt_publish,omitempty"`   // MQTT topic filters its devices may publish to
+	MQTTSubscribe   []string `json:"mqtt_subscribe,omitempty"` // and subscribe to
 }
 
 // CreateDeviceType defines a device type.

@@ -61,6 +61,7 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 			return ""
 		},
 		"count": thousands,
+		"lines": func(l []string) string { return strings.Join(l, "\n") },
 		"typeName": func(names map[string]string, id string) string {
 			if n, ok := names[id]; ok {
 				return n

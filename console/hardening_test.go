@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"html"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -174,5 +175,29 @@ func TestNoAssetListingAndNoHugeFilenames(t *testing.T) {
 	status, body := e.upload(t, map[string]string{"device_type_id": dt}, name, "device1, secretfordevice1")
 	if status != 200 || strings.Contains(body, strings.Repeat("n", 256)) || !strings.Contains(body, strings.Repeat("n", 200)) {
 		t.Errorf("upload of a file with a 100,000-character name = %d, %d bytes; want the name cut to 255 characters", status, len(body))
+	}
+}
+
+// TestEditDeviceTypeTopics edits a device type's MQTT topic filters on its console page.
+func TestEditDeviceTypeTopics(t *testing.T) {
+	e := newEnv(t, "")
+	e.login(t)
+	dt := e.createType(t, "T1")
+	if status, body := e.get(t, "/devicetypes/"+dt+"/edit"); status != 200 || !strings.Contains(body, "devices/{device_id}/#</textarea>") {
+		t.Fatalf("edit page = %d, want the default topic filters in its text areas:\n%s", status, body)
+	}
+	status, body := e.post(t, "/devicetypes/"+dt, url.Values{"name": {"T1"}, "min_secret_length": {"8"},
+		"mqtt_publish": {"devices/{device_id}/up\r\n\r\n  telemetry/{device_id}  \r\n"}, "mqtt_subscribe": {"devices/{device_id}/cmd/+"}})
+	if status != 200 || !strings.Contains(body, "Device type saved.") {
+		t.Fatalf("saving topics = %d:\n%s", status, body)
+	}
+	_, body = e.get(t, "/devicetypes/"+dt+"/edit")
+	if body = html.UnescapeString(body); !strings.Contains(body, "devices/{device_id}/up\ntelemetry/{device_id}</textarea>") ||
+		!strings.Contains(body, "devices/{device_id}/cmd/+</textarea>") {
+		t.Errorf("edit page after saving does not show the new topics:\n%s", body)
+	}
+	status, body = e.post(t, "/devicetypes/"+dt, url.Values{"name": {"T1"}, "min_secret_length": {"8"}, "mqtt_publish": {"devices/#/up"}})
+	if !strings.Contains(body, "may only be the last level") {
+		t.Errorf("saving a bad topic filter = %d, want the reason shown:\n%s", status, body)
 	}
 }

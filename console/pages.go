@@ -73,7 +73,8 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 	min, err := formInt(r, "min_secret_length")
 	if err == nil {
 		name, desc := r.PostFormValue("name"), r.PostFormValue("description")
-		_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min})
+		_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
+			MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe")})
 	}
 	if isUserError(err) {
 		return h.redirect(w, r, "/devicetypes/"+url.PathEscape(id)+"/edit", "error", devreg.ErrorMessage(err))
@@ -82,6 +83,20 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	return h.redirect(w, r, "/devicetypes", "notice", "Device type saved.")
+}
+
+// formLines returns the non-blank lines of a textarea, trimmed; nil if the form has no such field.
+func formLines(r *http.Request, name string) []string {
+	if _, ok := r.PostForm[name]; !ok {
+		return nil
+	}
+	lines := []string{}
+	for l := range strings.Lines(r.PostFormValue(name)) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 func (h *Handler) deleteDeviceType(w http.ResponseWriter, r *http.Request) error {

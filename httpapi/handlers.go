@@ -8,14 +8,17 @@ import (
 
 func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Name            string `json:"name"`
-		Description     string `json:"description"`
-		MinSecretLength int    `json:"min_secret_length"`
+		Name            string   `json:"name"`
+		Description     string   `json:"description"`
+		MinSecretLength int      `json:"min_secret_length"`
+		MQTTPublish     []string `json:"mqtt_publish"`
+		MQTTSubscribe   []string `json:"mqtt_subscribe"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	t, err := h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: in.Name, Description: in.Description, MinSecretLength: in.MinSecretLength})
+	t, err := h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: in.Name, Description: in.Description, MinSecretLength: in.MinSecretLength,
+		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe})
 	if err != nil {
 		return err
 	}

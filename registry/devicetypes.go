@@ -2,9 +2,11 @@ package registry
 
 import (
 	"context"
+	"regexp"
 	"strings"
 
 	"devreg"
+	"devreg/broker"
 	"devreg/credential"
 )
 
@@ -19,6 +21,38 @@ func checkDeviceType(t devreg.DeviceType) error {
 		return devreg.Errorf(devreg.EINVALID, "min_secret_length must be between %d and %d; it is %d",
 			credential.MinSecretLength, credential.MaxSecretLength, t.MinSecretLength)
 	}
+	if err := checkTopicFilters("mqtt_publish", t.MQTTPublish); err != nil {
+		return err
+	}
+	return checkTopicFilters("mqtt_subscribe", t.MQTTSubscribe)
+}
+
+// maxTopicFilters bounds a device type's topic filters for one action, and maxFilterLength each.
+const (
+	maxTopicFilters = 32
+	maxFilterLength = 1024
+)
+
+// placeholders matches the {name} parts of a topic filter.
+var placeholders = regexp.MustCompile(`\{[^{}]*\}`)
+
+func checkTopicFilters(field string, filters []string) error {
+	if len(filters) > maxTopicFilters {
+		return devreg.Errorf(devreg.EINVALID, "%s may hold at most %d topic filters; it holds %d", field, maxTopicFilters, len(filters))
+	}
+	for _, f := range filters {
+		if len(f) > maxFilterLength {
+			return devreg.Errorf(devreg.EINVALID, "%s: a topic filter may be at most %d bytes long", field, maxFilterLength)
+		}
+		if err := broker.CheckFilter(f); err != nil {
+			return devreg.Errorf(devreg.EINVALID, "%s: %v", field, err)
+		}
+		for _, p := range placeholders.FindAllString(f, -1) {
+			if p != "{device_id}" && p != "{account_id}" && p != "{device_type_id}" {
+				return devreg.Errorf(devreg.EINVALID, "%s: topic filter %q has the placeholder %s; the placeholders are {device_id}, {account_id} and {device_type_id}", field, f, p)
+			}
+		}
+	}
 	return nil
 }
 
@@ -32,6 +66,12 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 	t.Name, t.Description = strings.TrimSpace(t.Name), strings.TrimSpace(t.Description)
 	if t.MinSecretLength == 0 {
 		t.MinSecretLength = credential.MinSecretLength
+	}
+	if t.MQTTPublish == nil {
+		t.MQTTPublish = broker.DefaultFilters
+	}
+	if t.MQTTSubscribe == nil {
+		t.MQTTSubscribe = broker.DefaultFilters
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
@@ -83,6 +123,12 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	}
 	if upd.MinSecretLength != nil {
 		t.MinSecretLength = *upd.MinSecretLength
+	}
+	if upd.MQTTPublish != nil {
+		t.MQTTPublish = upd.MQTTPublish
+	}
+	if upd.MQTTSubscribe != nil {
+		t.MQTTSubscribe = upd.MQTTSubscribe
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err

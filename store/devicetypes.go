@@ -2,24 +2,46 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"devreg"
 )
 
-const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at`
+const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at, mqtt_publish, mqtt_subscribe`
 
 func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, error) {
 	var t devreg.DeviceType
 	var created int64
-	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created)
+	var publish, subscribe string
+	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created, &publish, &subscribe)
+	if err != nil {
+		return t, err
+	}
 	t.CreatedAt = fromMicros(created)
-	return t, err
+	if err := json.Unmarshal([]byte(publish), &t.MQTTPublish); err != nil {
+		return t, fmt.Errorf("device type %s: mqtt_publish: %w", t.ID, err)
+	}
+	if err := json.Unmarshal([]byte(subscribe), &t.MQTTSubscribe); err != nil {
+		return t, fmt.Errorf("device type %s: mqtt_subscribe: %w", t.ID, err)
+	}
+	return t, nil
+}
+
+// jsonList is a list of strings as the database keeps it: a JSON array.
+func jsonList(l []string) string {
+	if l == nil {
+		l = []string{}
+	}
+	b, _ := json.Marshal(l)
+	return string(b)
 }
 
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt))
+	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe))
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
@@ -52,8 +74,9 @@ func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.Devic
 
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ? WHERE account_id = ? AND id = ?`,
-		t.Name, t.Description, t.MinSecretLength, t.AccountID, t.ID)
+	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?
+		WHERE account_id = ? AND id = ?`,
+		t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), t.AccountID, t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}

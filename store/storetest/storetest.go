@@ -153,11 +153,13 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	dt.Description, dt.MinSecretLength = "new", 32
+	dt.MQTTPublish, dt.MQTTSubscribe = []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, []string{}
 	if err := db.UpdateDeviceType(ctx, dt); err != nil {
 		t.Fatal(err)
 	}
 	types, err := db.ListDeviceTypes(ctx, acc)
-	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0}}
+	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0,
+		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}}}
 	if diff := cmp.Diff(want, types); err != nil || diff != "" {
 		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
 	}
