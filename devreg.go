@@ -17,15 +17,22 @@ const (
 	ScopeAdmin    Scope = "admin"    // everything
 	ScopeRegister Scope = "register" // read, create device types, register devices (no replace, delete, disable, key management)
 	ScopeRead     Scope = "read"     // read only
+	// ScopeBroker is an MQTT broker's: only the broker endpoints answer to it, for the devices of
+	// its account; every call of the Operations API refuses it.
+	ScopeBroker Scope = "broker"
 )
 
 // Valid reports whether s is one of the known scopes.
 func (s Scope) Valid() bool {
-	return s == ScopeAdmin || s == ScopeRegister || s == ScopeRead
+	return s == ScopeAdmin || s == ScopeRegister || s == ScopeRead || s == ScopeBroker
 }
 
-// Allows reports whether a caller with scope s may do what needs scope need.
+// Allows reports whether a caller with scope s may do what needs scope need. The scopes from
+// read to admin each allow what the ones below allow; broker allows only broker.
 func (s Scope) Allows(need Scope) bool {
+	if s == ScopeBroker || need == ScopeBroker {
+		return s == need
+	}
 	rank := map[Scope]int{ScopeRead: 1, ScopeRegister: 2, ScopeAdmin: 3}
 	return rank[s] >= rank[need] && rank[need] > 0
 }

@@ -103,6 +103,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if !errors.As(err, &oe) {
 		code := devreg.ErrorCode(err)
 		oe = &oauthError{code, "invalid_request", devreg.ErrorMessage(err)}
+		if code == devreg.EFORBIDDEN {
+			oe.oauth = "insufficient_scope" // RFC 6750 §3.1
+		}
 		if devreg.Status(code) == http.StatusInternalServerError {
 			h.log.ErrorContext(r.Context(), "internal error", "request_id", devreg.RequestIDFromContext(r.Context()),
 				"method", r.Method, "path", r.URL.Path, "err", err)
@@ -273,6 +276,10 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err // the database failed: a 500 that is logged, not a wrong key
 	}
+	ctx := devreg.NewContextWithCaller(r.Context(), caller)
+	if err := h.svc.CanIntrospect(ctx); err != nil {
+		return err
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	if err := r.ParseForm(); err != nil {
 		return invalidRequest("send the token as an application/x-www-form-urlencoded form")
@@ -282,11 +289,11 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 		return invalidRequest("token is missing")
 	}
 	c, err := h.keys.Verify(token, h.issuer, h.svc.Now())
-	if err != nil || c.AccountID != caller.AccountID {
+	if err != nil {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return nil
 	}
-	active, err := h.svc.DeviceActive(r.Context(), c.AccountID, c.Subject, c.Cred)
+	active, err := h.svc.DeviceActive(ctx, c.AccountID, c.Subject, c.Cred)
 	if err != nil {
 		return err
 	}

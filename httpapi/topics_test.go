@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -40,5 +42,46 @@ func testDeviceTypeTopics(t *testing.T, database string) {
 				t.Errorf("PATCH %s = %d %s, want 422 saying %q", tc.body, status, b, tc.says)
 			}
 		})
+	}
+}
+
+// TestBrokerKeyAnswersOnlyAtBrokerEndpoints creates a key of scope broker: every call of the
+// Operations API, and token introspection, refuses it with 403.
+func TestBrokerKeyAnswersOnlyAtBrokerEndpoints(t *testing.T) { forEachStore(t, testBrokerKey) }
+
+func testBrokerKey(t *testing.T, database string) {
+	e := newEnv(t, database, 1<<20)
+	var key struct{ Key, Scope string }
+	e.mustDo(t, e.admin, "POST", "/api/v1/apikeys", `{"name": "emqx", "scope": "broker"}`, 201, &key)
+	if key.Scope != "broker" {
+		t.Fatalf("created key has scope %q", key.Scope)
+	}
+	var dt devreg.DeviceType
+	e.mustDo(t, e.admin, "POST", "/api/v1/devicetypes", `{"name": "T1"}`, 201, &dt)
+	for _, r := range []req{
+		{method: "GET", path: "/api/v1/devicetypes"},
+		{method: "POST", path: "/api/v1/devicetypes", body: `{"name": "T2"}`},
+		{method: "GET", path: "/api/v1/devices"},
+		{method: "PUT", path: "/api/v1/devicetypes/" + dt.ID + "/device_ids", contentType: "text/csv", body: "d1, secretfordevice1"},
+		{method: "GET", path: "/api/v1/batches"},
+		{method: "GET", path: "/api/v1/apikeys"},
+	} {
+		r.key = key.Key
+		status, b := e.send(t, r)
+		if eb := decodeError(t, b); status != 403 || !strings.Contains(eb.Error.Message, "broker endpoints") {
+			t.Errorf("%s %s with a broker key = %d %s, want 403 pointing to the broker endpoints", r.method, r.path, status, b)
+		}
+	}
+	hreq, _ := http.NewRequest("POST", e.url+"/device/v1/introspect", strings.NewReader("token=x.y.z"))
+	hreq.Header.Set("Authorization", "Bearer "+key.Key)
+	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(b), "insufficient_scope") {
+		t.Errorf("introspection with a broker key = %d %s, want 403 insufficient_scope", resp.StatusCode, b)
 	}
 }

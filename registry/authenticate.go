@@ -111,11 +111,30 @@ func (s *Service) deviceSecret(ctx context.Context, accountID, deviceID string) 
 	return d, batchID, err
 }
 
-// DeviceActive reports whether a token issued to a device for the registration in batch batchID
-// may still be honoured: whether the device exists, is still that registration, and it and its
-// batch are enabled.
+// DeviceActive reports, for token introspection by a caller with scope read or higher, whether
+// a token issued to a device of the caller's account for the registration in batch batchID may
+// still be honoured: whether the device exists, is still that registration, and it and its batch
+// are enabled. A device of another account is not active, as if it did not exist.
 func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID, batchID string) (bool, error) {
-	if batchID == "" {
+	c, err := authorize(ctx, devreg.ScopeRead)
+	if err != nil {
+		return false, err
+	}
+	if accountID != c.AccountID {
+		return false, nil
+	}
+	return s.deviceActive(ctx, accountID, deviceID, batchID)
+}
+
+// CanIntrospect refuses a caller that may not introspect device tokens: one without a key of
+// scope read or higher (a broker key answers only at the broker endpoints).
+func (s *Service) CanIntrospect(ctx context.Context) error {
+	_, err := authorize(ctx, devreg.ScopeRead)
+	return err
+}
+
+func (s *Service) deviceActive(ctx context.Context, accountID, deviceID, batchID string) (bool, error) {
+	if batchID == "" || !opaqueID(accountID) || credential.CheckDeviceID(deviceID) != "" {
 		return false, nil
 	}
 	d, current, err := s.store.DeviceSecret(ctx, accountID, deviceID)

@@ -86,6 +86,9 @@ func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
 		return c, devreg.Errorf(devreg.EUNAUTHORIZED, "authentication required: send an API key as 'Authorization: Bearer <key>'")
 	}
 	if !c.Scope.Allows(need) {
+		if c.Scope == devreg.ScopeBroker {
+			return c, devreg.Errorf(devreg.EFORBIDDEN, "a key with scope %q answers only at the broker endpoints (/broker/v1/...); use a key with scope %q or higher here", c.Scope, need)
+		}
 		return c, devreg.Errorf(devreg.EFORBIDDEN, "this needs an API key with scope %q or higher; this key has scope %q", need, c.Scope)
 	}
 	return c, nil
@@ -145,5 +148,5 @@ func checkLength(field, value string, min, max int) error {
 }
 
 func fmtScopes() string {
-	return fmt.Sprintf("%q, %q or %q", devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead)
+	return fmt.Sprintf("%q, %q, %q or %q", devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead, devreg.ScopeBroker)
 }
