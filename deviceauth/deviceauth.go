@@ -19,6 +19,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/devtoken"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -26,7 +27,7 @@ import (
 // Handler serves the device endpoints.
 type Handler struct {
 	svc      *registry.Service
-	keys     *SigningKeys
+	keys     *devtoken.SigningKeys
 	issuer   string
 	lifetime time.Duration
 	log      *slog.Logger
@@ -36,7 +37,7 @@ type Handler struct {
 const DefaultLifetime = time.Hour
 
 // New returns the device endpoints, issuing tokens as issuer (the public URL) signed with keys.
-func New(svc *registry.Service, keys *SigningKeys, issuer string, lifetime time.Duration, log *slog.Logger) *Handler {
+func New(svc *registry.Service, keys *devtoken.SigningKeys, issuer string, lifetime time.Duration, log *slog.Logger) *Handler {
 	if lifetime <= 0 {
 		lifetime = DefaultLifetime
 	}
@@ -197,12 +198,12 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	now := h.svc.Now().UTC()
-	claims := Claims{
+	claims := devtoken.Claims{
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
 		Audience: form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
 		Cred: dev.BatchID,
 	}
-	tok, err := Sign(h.keys.Current(), claims)
+	tok, err := devtoken.Sign(h.keys.Current(), claims)
 	if err != nil {
 		return fmt.Errorf("sign device token: %w", err)
 	}

@@ -20,7 +20,7 @@ import (
 
 	"devreg"
 	"devreg/client"
-	"devreg/deviceauth"
+	"devreg/devtoken"
 	"devreg/internal/pgtest"
 	"devreg/server"
 )
@@ -394,7 +394,7 @@ func TestKeyRotation(t *testing.T) {
 		fmt.Fprintln(f, line)
 		f.Close()
 	}
-	appendLine("signing.keys", deviceauth.NewKeyLine())
+	appendLine("signing.keys", devtoken.NewKeyLine())
 	secretLine := newSecretKeyLine(t)
 	appendLine("secret.keys", secretLine)
 	e.srv.Shutdown(ctx)

@@ -13,6 +13,7 @@ import (
 
 	"devreg/credential"
 	"devreg/deviceauth"
+	"devreg/devtoken"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -30,7 +31,7 @@ func TestDatabaseFailureIsAServerError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signing, err := deviceauth.LoadOrCreateSigningKeys(filepath.Join(dir, "signing.keys"))
+	signing, err := devtoken.LoadOrCreateSigningKeys(filepath.Join(dir, "signing.keys"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"devreg/console"
 	"devreg/credential"
 	"devreg/deviceauth"
+	"devreg/devtoken"
 	"devreg/httpapi"
 	"devreg/registry"
 	"devreg/store"
@@ -132,7 +133,7 @@ func openKeyring(ctx context.Context, path string, db *store.DB) (*credential.Ke
 // Server is a running devreg service.
 type Server struct {
 	cfg     Config
-	signing *deviceauth.SigningKeys
+	signing *devtoken.SigningKeys
 	log     *slog.Logger
 	db      *store.DB
 	Service *registry.Service
@@ -166,7 +167,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 				"file", cfg.SigningKeyPath())
 		}
 	}
-	if s.signing, err = deviceauth.LoadOrCreateSigningKeys(cfg.SigningKeyPath()); err != nil {
+	if s.signing, err = devtoken.LoadOrCreateSigningKeys(cfg.SigningKeyPath()); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -1,4 +1,7 @@
-package deviceauth
+// Package devtoken makes and checks device tokens: JWTs signed with the server's signing keys
+// (Ed25519), the key file they live in, and the JWKS that publishes them. The device endpoints
+// issue tokens; the broker endpoints and introspection accept them.
+package devtoken
 
 import (
 	"crypto/ed25519"

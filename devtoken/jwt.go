@@ -1,4 +1,4 @@
-package deviceauth
+package devtoken
 
 import (
 	"crypto/ed25519"
