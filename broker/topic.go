@@ -131,3 +131,12 @@ func FromRoutingKey(key string) string {
 	}
 	return strings.Join(levels, "/")
 }
+
+// Action is what a device wants to do with a topic.
+type Action string
+
+// The actions a broker asks about.
+const (
+	Publish   Action = "publish"
+	Subscribe Action = "subscribe"
+)

@@ -148,48 +148,9 @@ func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) 
 	})
 }
 
-// errorBody is the contract's error body.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-	Problems     []devreg.Problem `json:"problems,omitempty"`
-	ProblemCount int              `json:"problem_count,omitempty"`
-}
-
-// maxMessage bounds an error message: some quote what the client sent.
-const maxMessage = 1024
-
-// ErrorBody returns the contract's error body for err, and its HTTP status.
-func ErrorBody(err error) (int, any) {
-	var body errorBody
-	body.Error.Code, body.Error.Message = devreg.ErrorCode(err), devreg.ErrorMessage(err)
-	if len(body.Error.Message) > maxMessage { // messages may quote what the client sent
-		body.Error.Message = body.Error.Message[:maxMessage] + "…"
-	}
-	var e *devreg.Error
-	if errors.As(err, &e) && len(e.Problems) > 0 {
-		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
-	}
-	return devreg.Status(body.Error.Code), body
-}
-
-// WriteError renders err as the contract's JSON error body; internal errors are logged in full
-// and shown as a generic message.
+// WriteError renders err as the contract's JSON error body; see respond.WriteJSONError.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	status, body := ErrorBody(err)
-	if d, ok := devreg.RetryAfter(err); ok {
-		w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(d)))
-	}
-	if status == http.StatusInternalServerError {
-		id := devreg.RequestIDFromContext(r.Context())
-		log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
-		b := body.(errorBody)
-		b.Error.Message = fmt.Sprintf("internal error; it has been logged with request ID %s", id)
-		body = b
-	}
-	writeJSON(w, status, body)
+	respond.WriteJSONError(w, r, log, err)
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {

@@ -12,7 +12,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
-	"devreg/httpapi"
+	"devreg/internal/respond"
 )
 
 type metrics struct {
@@ -112,7 +112,7 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 					}
 					s.log.Error("panic", "request_id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 					if sw.status == 0 {
-						httpapi.WriteError(sw, r, s.log, fmt.Errorf("panic: %v", p))
+						respond.WriteJSONError(sw, r, s.log, fmt.Errorf("panic: %v", p))
 					}
 				}
 			}()

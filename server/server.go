@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"devreg/brokerapi"
 	"devreg/console"
 	"devreg/credential"
 	"devreg/deviceauth"
@@ -251,6 +252,7 @@ func (s *Server) handler() (http.Handler, error) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log).Register(mux)
+	brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL()}).Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,253 @@
+package brokerapi
+
+import (
+	"net/http"
+	"strings"
+
+	"devreg/broker"
+)
+
+// RabbitMQ: rabbitmq_auth_backend_http with auth_http.http_method = post. Each path gets a form
+// and answers the text "allow" or "deny". Its MQTT plugin turns '/' in topics into '.', so a
+// device ID holding '.' would share routing keys with another device's topics: refused.
+
+func rabbitAnswer(w http.ResponseWriter, allow bool) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if allow {
+		_, err := w.Write([]byte("allow"))
+		return err
+	}
+	_, err := w.Write([]byte("deny"))
+	return err
+}
+
+// rabbitDevice returns the device ID of a RabbitMQ username, and whether RabbitMQ may carry it.
+func rabbitDevice(username string) (string, bool) {
+	id, _, _ := strings.Cut(username, "@")
+	return id, !strings.Contains(id, ".")
+}
+
+func (h *Handler) rabbitUser(w http.ResponseWriter, r *http.Request) error {
+	if err := form(r); err != nil {
+		return err
+	}
+	username := r.PostForm.Get("username")
+	if _, ok := rabbitDevice(username); !ok {
+		return rabbitAnswer(w, false)
+	}
+	// RabbitMQ 3.10 sends no client ID here; /resource ties the device's queues to it.
+	allowed, _, err := h.login(r.Context(), username, r.PostForm.Get("client_id"), r.PostForm.Get("password"))
+	if err != nil {
+		return err
+	}
+	return rabbitAnswer(w, allowed)
+}
+
+func (h *Handler) rabbitVHost(w http.ResponseWriter, r *http.Request) error {
+	if err := form(r); err != nil {
+		return err
+	}
+	return rabbitAnswer(w, r.PostForm.Get("vhost") == h.vhost)
+}
+
+// rabbitResource allows the MQTT exchange and the device's own MQTT subscription queues
+// (mqtt-subscription-{client_id}qos0 and qos1, the client ID being the device ID), nothing else.
+func (h *Handler) rabbitResource(w http.ResponseWriter, r *http.Request) error {
+	if err := form(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	id, ok := rabbitDevice(f.Get("username"))
+	if !ok || f.Get("vhost") != h.vhost {
+		return rabbitAnswer(w, false)
+	}
+	switch f.Get("resource") {
+	case "exchange":
+		return rabbitAnswer(w, f.Get("name") == h.exchange && f.Get("permission") != "configure")
+	case "queue":
+		name := f.Get("name")
+		return rabbitAnswer(w, name == "mqtt-subscription-"+id+"qos0" || name == "mqtt-subscription-"+id+"qos1")
+	default:
+		return rabbitAnswer(w, false)
+	}
+}
+
+// rabbitTopic maps the routing key back to an MQTT topic: write is a publish, read a subscription.
+func (h *Handler) rabbitTopic(w http.ResponseWriter, r *http.Request) error {
+	if err := form(r); err != nil {
+		return err
+	}
+	f := r.PostForm
+	username := f.Get("username")
+	if _, ok := rabbitDevice(username); !ok || f.Get("vhost") != h.vhost || f.Get("name") != h.exchange {
+		return rabbitAnswer(w, false)
+	}
+	action := broker.Publish
+	switch f.Get("permission") {
+	case "write":
+	case "read":
+		action = broker.Subscribe
+	default:
+		return rabbitAnswer(w, false)
+	}
+	allowed, err := h.svc.BrokerAllows(r.Context(), username, f.Get("variable_map.client_id"), broker.FromRoutingKey(f.Get("routing_key")), action)
+	if err != nil {
+		return err
+	}
+	return rabbitAnswer(w, allowed)
+}
+
+// EMQX 5: HTTP authentication and authorization with JSON bodies.
+
+func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		ClientID string `json:"clientid"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	allowed, expires, err := h.login(r.Context(), in.Username, in.ClientID, in.Password)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"result": "deny", "is_superuser": false}
+	if allowed {
+		out["result"] = "allow"
+		if expires > 0 { // EMQX disconnects the client then
+			out["expire_at"] = expires
+		}
+	}
+	return writeJSON(w, out)
+}
+
+func (h *Handler) emqxAuthz(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Username string `json:"username"`
+		ClientID string `json:"clientid"`
+		Topic    string `json:"topic"`
+		Action   string `json:"action"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	allowed := false
+	if action := broker.Action(in.Action); action == broker.Publish || action == broker.Subscribe {
+		var err error
+		if allowed, err = h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, in.Topic, action); err != nil {
+			return err
+		}
+	}
+	result := "deny"
+	if allowed {
+		result = "allow"
+	}
+	return writeJSON(w, map[string]string{"result": result})
+}
+
+// mosquitto-go-auth: HTTP backend with http_params_mode json and http_response_mode json.
+
+func mosquittoAnswer(w http.ResponseWriter, ok bool, refusal string) error {
+	if ok {
+		return writeJSON(w, map[string]any{"ok": true, "error": ""})
+	}
+	return writeJSON(w, map[string]any{"ok": false, "error": refusal})
+}
+
+func (h *Handler) mosquittoUser(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		ClientID string `json:"clientid"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	allowed, _, err := h.login(r.Context(), in.Username, in.ClientID, in.Password)
+	if err != nil {
+		return err
+	}
+	return mosquittoAnswer(w, allowed, "not a registered device with these credentials")
+}
+
+// mosquittoSuperuser always refuses: devices are never superusers.
+func (h *Handler) mosquittoSuperuser(w http.ResponseWriter, r *http.Request) error {
+	return mosquittoAnswer(w, false, "devices are never superusers")
+}
+
+// mosquittoACL: acc is 1 read, 2 write, 3 read and write, 4 subscribe.
+func (h *Handler) mosquittoACL(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Username string `json:"username"`
+		ClientID string `json:"clientid"`
+		Topic    string `json:"topic"`
+		Acc      int    `json:"acc"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	var actions []broker.Action
+	switch in.Acc {
+	case 1, 4:
+		actions = []broker.Action{broker.Subscribe}
+	case 2:
+		actions = []broker.Action{broker.Publish}
+	case 3:
+		actions = []broker.Action{broker.Subscribe, broker.Publish}
+	}
+	allowed := len(actions) > 0
+	for _, a := range actions {
+		ok, err := h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, in.Topic, a)
+		if err != nil {
+			return err
+		}
+		allowed = allowed && ok
+	}
+	return mosquittoAnswer(w, allowed, "the device may not use this topic")
+}
+
+// VerneMQ: webhooks, told apart by the vernemq-hook header.
+
+func (h *Handler) verneMQ(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		ClientID string `json:"client_id"`
+		Topic    string `json:"topic"`
+		Topics   []struct {
+			Topic string `json:"topic"`
+		} `json:"topics"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	allowed := false
+	var err error
+	switch hook := r.Header.Get("vernemq-hook"); hook {
+	case "auth_on_register":
+		allowed, _, err = h.login(r.Context(), in.Username, in.ClientID, in.Password)
+	case "auth_on_publish":
+		allowed, err = h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, in.Topic, broker.Publish)
+	case "auth_on_subscribe": // "ok" only when every requested filter is allowed
+		allowed = len(in.Topics) > 0
+		for _, t := range in.Topics {
+			ok, terr := h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, t.Topic, broker.Subscribe)
+			if terr != nil {
+				err = terr
+				break
+			}
+			allowed = allowed && ok
+		}
+	default:
+		return writeJSON(w, map[string]any{"result": map[string]string{"error": "not_allowed"}})
+	}
+	if err != nil {
+		return err
+	}
+	if allowed {
+		return writeJSON(w, map[string]string{"result": "ok"})
+	}
+	return writeJSON(w, map[string]any{"result": map[string]string{"error": "not_allowed"}})
+}
