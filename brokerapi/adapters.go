@@ -11,7 +11,8 @@ import (
 // and answers the text "allow" or "deny". Its MQTT plugin turns '/' in topics into '.', so a
 // device ID holding '.' would share routing keys with another device's topics: refused.
 
-func rabbitAnswer(w http.ResponseWriter, allow bool) error {
+func (h *Handler) rabbitAnswer(w http.ResponseWriter, check string, allow bool) error {
+	h.count("rabbitmq", check, allow)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if allow {
@@ -34,21 +35,21 @@ func (h *Handler) rabbitUser(w http.ResponseWriter, r *http.Request) error {
 	}
 	username := r.PostForm.Get("username")
 	if _, ok := rabbitDevice(username); !ok {
-		return rabbitAnswer(w, false)
+		return h.rabbitAnswer(w, "login", false)
 	}
 	// RabbitMQ 3.10 sends no client ID here; /resource ties the device's queues to it.
 	allowed, _, err := h.login(r.Context(), username, r.PostForm.Get("client_id"), r.PostForm.Get("password"))
 	if err != nil {
 		return err
 	}
-	return rabbitAnswer(w, allowed)
+	return h.rabbitAnswer(w, "login", allowed)
 }
 
 func (h *Handler) rabbitVHost(w http.ResponseWriter, r *http.Request) error {
 	if err := form(r); err != nil {
 		return err
 	}
-	return rabbitAnswer(w, r.PostForm.Get("vhost") == h.vhost)
+	return h.rabbitAnswer(w, "vhost", r.PostForm.Get("vhost") == h.vhost)
 }
 
 // rabbitResource allows the MQTT exchange and the device's own MQTT subscription queues
@@ -60,16 +61,16 @@ func (h *Handler) rabbitResource(w http.ResponseWriter, r *http.Request) error {
 	f := r.PostForm
 	id, ok := rabbitDevice(f.Get("username"))
 	if !ok || f.Get("vhost") != h.vhost {
-		return rabbitAnswer(w, false)
+		return h.rabbitAnswer(w, "resource", false)
 	}
 	switch f.Get("resource") {
 	case "exchange":
-		return rabbitAnswer(w, f.Get("name") == h.exchange && f.Get("permission") != "configure")
+		return h.rabbitAnswer(w, "resource", f.Get("name") == h.exchange && f.Get("permission") != "configure")
 	case "queue":
 		name := f.Get("name")
-		return rabbitAnswer(w, name == "mqtt-subscription-"+id+"qos0" || name == "mqtt-subscription-"+id+"qos1")
+		return h.rabbitAnswer(w, "resource", name == "mqtt-subscription-"+id+"qos0" || name == "mqtt-subscription-"+id+"qos1")
 	default:
-		return rabbitAnswer(w, false)
+		return h.rabbitAnswer(w, "resource", false)
 	}
 }
 
@@ -81,7 +82,7 @@ func (h *Handler) rabbitTopic(w http.ResponseWriter, r *http.Request) error {
 	f := r.PostForm
 	username := f.Get("username")
 	if _, ok := rabbitDevice(username); !ok || f.Get("vhost") != h.vhost || f.Get("name") != h.exchange {
-		return rabbitAnswer(w, false)
+		return h.rabbitAnswer(w, "topic", false)
 	}
 	action := broker.Publish
 	switch f.Get("permission") {
@@ -89,13 +90,13 @@ func (h *Handler) rabbitTopic(w http.ResponseWriter, r *http.Request) error {
 	case "read":
 		action = broker.Subscribe
 	default:
-		return rabbitAnswer(w, false)
+		return h.rabbitAnswer(w, "topic", false)
 	}
 	allowed, err := h.svc.BrokerAllows(r.Context(), username, f.Get("variable_map.client_id"), broker.FromRoutingKey(f.Get("routing_key")), action)
 	if err != nil {
 		return err
 	}
-	return rabbitAnswer(w, allowed)
+	return h.rabbitAnswer(w, "topic", allowed)
 }
 
 // EMQX 5: HTTP authentication and authorization with JSON bodies.
@@ -113,6 +114,7 @@ func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	h.count("emqx", "login", allowed)
 	out := map[string]any{"result": "deny", "is_superuser": false}
 	if allowed {
 		out["result"] = "allow"
@@ -140,6 +142,7 @@ func (h *Handler) emqxAuthz(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	h.count("emqx", checkName(in.Action), allowed)
 	result := "deny"
 	if allowed {
 		result = "allow"
@@ -149,7 +152,8 @@ func (h *Handler) emqxAuthz(w http.ResponseWriter, r *http.Request) error {
 
 // mosquitto-go-auth: HTTP backend with http_params_mode json and http_response_mode json.
 
-func mosquittoAnswer(w http.ResponseWriter, ok bool, refusal string) error {
+func (h *Handler) mosquittoAnswer(w http.ResponseWriter, check string, ok bool, refusal string) error {
+	h.count("mosquitto", check, ok)
 	if ok {
 		return writeJSON(w, map[string]any{"ok": true, "error": ""})
 	}
@@ -169,12 +173,12 @@ func (h *Handler) mosquittoUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return mosquittoAnswer(w, allowed, "not a registered device with these credentials")
+	return h.mosquittoAnswer(w, "login", allowed, "not a registered device with these credentials")
 }
 
 // mosquittoSuperuser always refuses: devices are never superusers.
 func (h *Handler) mosquittoSuperuser(w http.ResponseWriter, r *http.Request) error {
-	return mosquittoAnswer(w, false, "devices are never superusers")
+	return h.mosquittoAnswer(w, "superuser", false, "devices are never superusers")
 }
 
 // mosquittoACL: acc is 1 read, 2 write, 3 read and write, 4 subscribe.
@@ -205,7 +209,7 @@ func (h *Handler) mosquittoACL(w http.ResponseWriter, r *http.Request) error {
 		}
 		allowed = allowed && ok
 	}
-	return mosquittoAnswer(w, allowed, "the device may not use this topic")
+	return h.mosquittoAnswer(w, "acl", allowed, "the device may not use this topic")
 }
 
 // VerneMQ: webhooks, told apart by the vernemq-hook header.
@@ -246,8 +250,20 @@ func (h *Handler) verneMQ(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	h.count("vernemq", checkName(r.Header.Get("vernemq-hook")), allowed)
 	if allowed {
 		return writeJSON(w, map[string]string{"result": "ok"})
 	}
 	return writeJSON(w, map[string]any{"result": map[string]string{"error": "not_allowed"}})
+}
+
+// checkName is a check's label in the metrics: only names devreg knows, so that what a request
+// says cannot grow the metrics without bound.
+func checkName(s string) string {
+	switch s {
+	case "publish", "subscribe", "auth_on_register", "auth_on_publish", "auth_on_subscribe":
+		return s
+	default:
+		return "other"
+	}
 }

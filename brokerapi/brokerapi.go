@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"devreg"
 	"devreg/devtoken"
 	"devreg/internal/respond"
@@ -28,6 +30,7 @@ type Handler struct {
 	log    *slog.Logger
 	// RabbitMQ: the virtual host and the exchange its MQTT plugin uses.
 	vhost, exchange string
+	checks          *prometheus.CounterVec
 }
 
 // Config configures the broker endpoints.
@@ -35,6 +38,8 @@ type Config struct {
 	Issuer           string // the issuer of device tokens (the public URL)
 	RabbitMQVHost    string // "" for "/"
 	RabbitMQExchange string // "" for "amq.topic"
+	// Metrics gets the count of checks by broker, check and answer; nil counts nowhere.
+	Metrics prometheus.Registerer
 }
 
 // New returns the broker endpoints over svc; device tokens are checked with keys.
@@ -45,6 +50,12 @@ func New(svc *registry.Service, keys *devtoken.SigningKeys, log *slog.Logger, cf
 	}
 	if h.exchange == "" {
 		h.exchange = "amq.topic"
+	}
+	h.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "devreg_broker_checks_total", Help: "Checks brokers asked devreg for, by broker, check (login, publish, subscribe, ...) and answer.",
+	}, []string{"broker", "check", "answer"})
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(h.checks)
 	}
 	return h
 }
@@ -143,6 +154,15 @@ func form(r *http.Request) error {
 		return devreg.Errorf(devreg.EBADREQUEST, "the request is not the form this broker endpoint takes: %v", err)
 	}
 	return nil
+}
+
+// count records the answer to one check of a broker.
+func (h *Handler) count(brokerName, check string, allowed bool) {
+	answer := "deny"
+	if allowed {
+		answer = "allow"
+	}
+	h.checks.WithLabelValues(brokerName, check, answer).Inc()
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"devreg"
@@ -19,6 +20,7 @@ import (
 // fleet is a real server with registered devices and a broker key.
 type fleet struct {
 	url, account, brokerKey, adminKey, token string
+	srv                                      *server.Server
 }
 
 type entries []devreg.DeviceEntry
@@ -40,7 +42,10 @@ func newFleet(t *testing.T, database string) fleet {
 		t.Fatal(err)
 	}
 	go srv.Serve()
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections() // else Shutdown waits 5 s for connections never used
+		srv.Shutdown(context.Background())
+	})
 	acc, admin, err := srv.Service.NewAccount(ctx, "Acme", "o@acme.test", "correct horse battery")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +68,7 @@ func newFleet(t *testing.T, database string) fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fleet{url: srv.URL(), account: acc.ID, brokerKey: k.Key, adminKey: admin}
+	f := fleet{url: srv.URL(), account: acc.ID, brokerKey: k.Key, adminKey: admin, srv: srv}
 	resp, err := http.PostForm(f.url+"/device/v1/token", url.Values{"grant_type": {"client_credentials"}, "account_id": {acc.ID},
 		"client_id": {"d1"}, "client_secret": {"secretford1"}})
 	if err != nil {
@@ -290,5 +295,59 @@ func testRabbitMQ(t *testing.T, database string) {
 				t.Errorf("%s = %d %q, want %q", tc.path, status, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestBrokerLoginsAreSeen lets devices in through a broker, many times and in parallel: each
+// counts as seen (last_seen_at), and as connected in its batch once, written together.
+func TestBrokerLoginsAreSeen(t *testing.T) { forEachStore(t, testBrokerLoginsAreSeen) }
+
+func testBrokerLoginsAreSeen(t *testing.T, database string) {
+	f := newFleet(t, database)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user, pass := "d1", "secretford1"
+			if i%2 == 1 {
+				user, pass = "AA:BB:CC:00:00:01", "secretforAABBCC000001"
+			}
+			f.post(t, "/broker/v1/emqx/authn", "application/json", js(map[string]string{"username": user, "password": pass, "clientid": user}))
+		}()
+	}
+	wg.Wait()
+	f.srv.Service.Close() // writes what is pending at once, as a shutdown does
+	ctx := devreg.NewContextWithCaller(context.Background(), devreg.Caller{AccountID: f.account, Scope: devreg.ScopeRead, Name: "test", Source: devreg.SourceAPI})
+	for _, id := range []string{"d1", "AA:BB:CC:00:00:01"} {
+		d, err := f.srv.Service.Device(ctx, id)
+		if err != nil || d.LastSeenAt == nil {
+			t.Fatalf("%s after broker logins: %+v, %v; want last_seen_at set", id, d, err)
+		}
+		b, err := f.srv.Service.Batch(ctx, d.BatchID)
+		if err != nil || b.ConnectedCount != 1 || b.DeviceCount != 1 {
+			t.Errorf("batch of %s: %+v, %v; want 1 connected of 1", id, b, err)
+		}
+	}
+	if d, _ := f.srv.Service.Device(ctx, "off"); d.LastSeenAt != nil {
+		t.Errorf("a device that was never let in is seen: %+v", d)
+	}
+}
+
+// TestBrokerChecksInMetrics checks that /metrics counts broker checks by broker and answer.
+func TestBrokerChecksInMetrics(t *testing.T) {
+	f := newFleet(t, "")
+	f.post(t, "/broker/v1/emqx/authn", "application/json", `{"username": "d1", "password": "secretford1", "clientid": "d1"}`)
+	f.post(t, "/broker/v1/emqx/authz", "application/json", `{"username": "d1", "clientid": "d1", "topic": "a/b", "action": "x-`+strings.Repeat("z", 50)+`"}`)
+	resp, err := http.Get(f.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`devreg_broker_checks_total{answer="allow",broker="emqx",check="login"} 1`, `devreg_broker_checks_total{answer="deny",broker="emqx",check="other"} 1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

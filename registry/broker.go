@@ -61,12 +61,14 @@ func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret st
 		if !d.Enabled || batchID == "" || batchID != token.Cred {
 			return BrokerDevice{}, ErrInvalidClient
 		}
+		s.markSeen(c.AccountID, deviceID, s.now())
 		return BrokerDevice{AccountID: c.AccountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID}, nil
 	}
 	dev, err := s.AuthenticateDevice(ctx, c.AccountID, deviceID, secret)
 	if err != nil {
 		return BrokerDevice{}, err
 	}
+	s.markSeen(c.AccountID, deviceID, s.now())
 	return BrokerDevice{AccountID: dev.AccountID, DeviceID: dev.DeviceID, DeviceTypeID: dev.DeviceTypeID}, nil
 }
 

@@ -6,7 +6,9 @@ package registry
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -45,6 +47,7 @@ type Store interface {
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
 	DeviceSecret(ctx context.Context, accountID, deviceID string) (d devreg.DeviceSecret, batchID string, err error)
 	SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error
+	MarkSeen(ctx context.Context, accountID string, deviceIDs []string, t time.Time) error
 	CheckIn(ctx context.Context, accountID, deviceID, batchID string, t time.Time, firmware *string, reported []byte) error
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
@@ -62,6 +65,11 @@ type Service struct {
 	keys  *credential.Keyring
 	// Now tells the time; tests replace it.
 	Now func() time.Time
+	// Log gets what background work cannot return; nil logs nothing.
+	Log *slog.Logger
+
+	seen      seenWriter // broker logins, to be recorded as the devices being seen
+	closeOnce sync.Once
 
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):
 	// each takes 64 MiB, and nothing else bounds how many logins arrive together.

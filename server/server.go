@@ -161,6 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	svc.Log = cfg.Logger
 	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, conns: newConnLimits(cfg.MaxPendingPerAddr, cfg.MaxConnsPerAddr)}
 	if _, err := os.Stat(cfg.SigningKeyPath()); errors.Is(err, fs.ErrNotExist) {
 		if has, _ := db.HasDevices(ctx); has {
@@ -222,6 +223,7 @@ func (s *Server) Serve() error {
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	s.Service.Close() // writes what brokers' logins left to record
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
@@ -252,7 +254,7 @@ func (s *Server) handler() (http.Handler, error) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log).Register(mux)
-	brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL()}).Register(mux)
+	brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg}).Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"devreg"
@@ -65,5 +66,59 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID, batchID string, t
 			reported_status = coalesce(?, reported_status) WHERE `+oneDevice+` AND batch_id = ?`,
 			micros(t), firmware, rep, accountID, deviceID, batchID)
 		return affectedOne(res, err, "device %s has been registered again since the token was issued", deviceID)
+	})
+}
+
+// seenChunk is how many devices one statement of MarkSeen names.
+const seenChunk = 500
+
+// MarkSeen records that the devices of an account were seen at t (a broker let them in): their
+// last_seen_at moves on, and those seen for the first time count as connected in their batch.
+// One transaction for the lot, however many devices, so that a reconnect storm costs a few writes.
+func (s *DB) MarkSeen(ctx context.Context, accountID string, deviceIDs []string, t time.Time) error {
+	return s.inTx(ctx, func(tx handle) error {
+		// As at a first check-in, the account's lock keeps a registration from moving a device
+		// to another batch between this count and its own.
+		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+			return err
+		}
+		for len(deviceIDs) > 0 {
+			chunk := deviceIDs[:min(len(deviceIDs), seenChunk)]
+			deviceIDs = deviceIDs[len(chunk):]
+			in := strings.TrimSuffix(strings.Repeat("?, ", len(chunk)), ", ")
+			args := []any{micros(t), accountID}
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			rows, err := tx.QueryContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
+				AND device_id IN (`+in+`) AND last_seen_at IS NULL RETURNING batch_id`, args...)
+			if err != nil {
+				return err
+			}
+			first := map[string]int{}
+			for rows.Next() {
+				var batchID string
+				if err := rows.Scan(&batchID); err != nil {
+					rows.Close()
+					return err
+				}
+				first[batchID]++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for batchID, n := range first {
+				if _, err := tx.ExecContext(ctx, `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
+					n, accountID, batchID); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
+				AND device_id IN (`+in+`) AND last_seen_at < ?`, append(args, micros(t))...); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
