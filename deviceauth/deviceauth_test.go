@@ -43,6 +43,7 @@ type env struct {
 	admin   *client.Client
 	key     string
 	typeID  string
+	alg     string // the signing algorithm the server starts with; "" for the default
 }
 
 func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
@@ -56,7 +57,7 @@ func (e *env) start(t *testing.T) {
 	if e.addr == "" {
 		e.addr = "127.0.0.1:0"
 	}
-	srv, err := server.Open(context.Background(), server.Config{Addr: e.addr, DataDir: e.dataDir, Database: e.db, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	srv, err := server.Open(context.Background(), server.Config{Addr: e.addr, DataDir: e.dataDir, Database: e.db, SigningAlg: e.alg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +395,7 @@ func TestKeyRotation(t *testing.T) {
 		fmt.Fprintln(f, line)
 		f.Close()
 	}
-	appendLine("signing.keys", devtoken.NewKeyLine())
+	appendLine("signing.keys", devtoken.NewKeyLine(devtoken.EdDSA))
 	secretLine := newSecretKeyLine(t)
 	appendLine("secret.keys", secretLine)
 	e.srv.Shutdown(ctx)

@@ -31,7 +31,7 @@ func TestDatabaseFailureIsAServerError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signing, err := devtoken.LoadOrCreateSigningKeys(filepath.Join(dir, "signing.keys"))
+	signing, err := devtoken.LoadOrCreateSigningKeys(filepath.Join(dir, "signing.keys"), devtoken.EdDSA)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package deviceauth_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -166,5 +167,33 @@ func testTokenEndsWithRegistration(t *testing.T, database string) {
 	}
 	if a := active(old); a != true {
 		t.Errorf("introspection after a resend of the same secret says active %v", a)
+	}
+}
+
+// TestES256Tokens restarts a server with --signing-alg ES256: new tokens are ES256 and verify
+// against the JWKS with a JOSE library, which still lists the Ed25519 key, so a token issued
+// before the switch still checks in.
+func TestES256Tokens(t *testing.T) {
+	e := newEnv(t, "")
+	_, body, _ := e.tokenRaw(t, tokenReq{form: e.form("client_id", "device1", "client_secret", "secretfordevice1")})
+	before := body["access_token"].(string)
+	e.srv.Shutdown(context.Background())
+	e.alg = "ES256"
+	e.start(t)
+	status, body, _ := e.tokenRaw(t, tokenReq{form: e.form("client_id", "device1", "client_secret", "secretfordevice1")})
+	if status != 200 {
+		t.Fatalf("token after the switch = %d %v", status, body)
+	}
+	token := body["access_token"].(string)
+	hdr, _ := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	if !strings.Contains(string(hdr), `"alg":"ES256"`) {
+		t.Errorf("token header after switching to ES256: %s", hdr)
+	}
+	if _, claims := e.verifyWithJWKS(t, token); claims["sub"] != "device1" {
+		t.Errorf("ES256 token claims: %v", claims)
+	}
+	e.verifyWithJWKS(t, before)
+	if err := client.CheckIn(context.Background(), nil, e.url, before, "", nil); err != nil {
+		t.Errorf("an EdDSA token issued before the switch no longer checks in: %v", err)
 	}
 }

@@ -1,10 +1,15 @@
 package devtoken
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/big"
 	"strings"
 	"time"
 )
@@ -30,9 +35,9 @@ type header struct {
 	Kid string `json:"kid"`
 }
 
-// Sign returns a compact JWS (a JWT) of claims signed with key, EdDSA.
+// Sign returns a compact JWS (a JWT) of claims signed with key, EdDSA or ES256 as the key is.
 func Sign(key SigningKey, c Claims) (string, error) {
-	h, err := json.Marshal(header{Alg: "EdDSA", Typ: "JWT", Kid: key.ID})
+	h, err := json.Marshal(header{Alg: key.Alg, Typ: "JWT", Kid: key.ID})
 	if err != nil {
 		return "", err
 	}
@@ -41,7 +46,23 @@ func Sign(key SigningKey, c Claims) (string, error) {
 		return "", err
 	}
 	signing := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
-	sig := ed25519.Sign(key.Key, []byte(signing))
+	var sig []byte
+	switch k := key.Key.(type) {
+	case ed25519.PrivateKey:
+		sig = ed25519.Sign(k, []byte(signing))
+	case *ecdsa.PrivateKey:
+		// JWS (RFC 7518 §3.4) wants R and S as two 32-byte big-endian numbers, not ASN.1.
+		digest := sha256.Sum256([]byte(signing))
+		r, s, err := ecdsa.Sign(rand.Reader, k, digest[:])
+		if err != nil {
+			return "", err
+		}
+		sig = make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+	default:
+		return "", fmt.Errorf("signing key %s: unknown kind %T", key.ID, key.Key)
+	}
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
@@ -61,11 +82,12 @@ func (k *SigningKeys) Verify(token, issuer string, now time.Time) (Claims, error
 		return c, errInvalidToken
 	}
 	var h header
-	if err := json.Unmarshal(hb, &h); err != nil || h.Alg != "EdDSA" {
+	if err := json.Unmarshal(hb, &h); err != nil {
 		return c, errInvalidToken
 	}
+	// The key decides the algorithm; a header that names another is refused.
 	key, ok := k.Lookup(h.Kid)
-	if !ok || !ed25519.Verify(key.Key.Public().(ed25519.PublicKey), []byte(parts[0]+"."+parts[1]), sig) {
+	if !ok || h.Alg != key.Alg || !verify(key, []byte(parts[0]+"."+parts[1]), sig) {
 		return c, errInvalidToken
 	}
 	if err := json.Unmarshal(pb, &c); err != nil {
@@ -77,14 +99,37 @@ func (k *SigningKeys) Verify(token, issuer string, now time.Time) (Claims, error
 	return c, nil
 }
 
-// JWKS returns the public keys as a JSON Web Key Set (RFC 7517, OKP keys of RFC 8037).
+func verify(key SigningKey, signed, sig []byte) bool {
+	switch pub := key.Key.Public().(type) {
+	case ed25519.PublicKey:
+		return ed25519.Verify(pub, signed, sig)
+	case *ecdsa.PublicKey:
+		if len(sig) != 64 {
+			return false
+		}
+		digest := sha256.Sum256(signed)
+		return ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+	default:
+		return false
+	}
+}
+
+// JWKS returns the public keys as a JSON Web Key Set (RFC 7517): OKP keys of RFC 8037 for
+// Ed25519, EC keys for P-256.
 func (k *SigningKeys) JWKS() map[string]any {
+	b64 := base64.RawURLEncoding.EncodeToString
 	keys := []map[string]string{}
 	for _, key := range k.keys {
-		keys = append(keys, map[string]string{
-			"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": key.ID,
-			"x": base64.RawURLEncoding.EncodeToString(key.Key.Public().(ed25519.PublicKey)),
-		})
+		switch pub := key.Key.Public().(type) {
+		case ed25519.PublicKey:
+			keys = append(keys, map[string]string{"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": EdDSA, "kid": key.ID, "x": b64(pub)})
+		case *ecdsa.PublicKey:
+			point, err := pub.Bytes() // 0x04, X, Y
+			if err != nil || len(point) != 65 {
+				continue
+			}
+			keys = append(keys, map[string]string{"kty": "EC", "crv": "P-256", "use": "sig", "alg": ES256, "kid": key.ID, "x": b64(point[1:33]), "y": b64(point[33:])})
+		}
 	}
 	return map[string]any{"keys": keys}
 }

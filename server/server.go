@@ -41,6 +41,7 @@ type Config struct {
 	SecretKeyFile  string        // the secret-hashing key file; "" for secret.keys in DataDir
 	SigningKeyFile string        // the device-token signing key file; "" for signing.keys in DataDir
 	TokenLifetime  time.Duration // how long device tokens are valid; 0 for an hour
+	SigningAlg     string        // the device tokens' signature: devtoken.EdDSA (default) or devtoken.ES256
 
 	// Limits on slow clients; 0 for the defaults (DefaultBodyGrace, ...).
 	BodyGrace         time.Duration // how long a body may take before its first bytes
@@ -169,7 +170,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 				"file", cfg.SigningKeyPath())
 		}
 	}
-	if s.signing, err = devtoken.LoadOrCreateSigningKeys(cfg.SigningKeyPath()); err != nil {
+	if s.signing, err = devtoken.LoadOrCreateSigningKeys(cfg.SigningKeyPath(), cfg.SigningAlg); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -253,6 +253,7 @@ func TestCommandLineRefusals(t *testing.T) {
 		{"email-taken", []string{"accounts", "create", "--name", "X", "--email", "ops@acme.test", "--password-stdin"}, "pw-123456\n", 1, "already exists"},
 		{"short-password", []string{"accounts", "create", "--name", "X", "--email", "x@y.test", "--password-stdin"}, "short\n", 1, "at least 8"},
 		{"bad-max-body", []string{"serve", "--max-body", "lots"}, "", 2, "--max-body"},
+		{"bad-signing-alg", []string{"serve", "--signing-alg", "RS256"}, "", 2, "--signing-alg"},
 		{"fractional-max-body", []string{"serve", "--max-body", "0.5"}, "", 2, "--max-body"},
 		{"nan-max-body", []string{"serve", "--max-body", "NaN"}, "", 2, "--max-body"},
 		{"huge-max-body", []string{"serve", "--max-body", "12345678901234567890"}, "", 2, "--max-body"},

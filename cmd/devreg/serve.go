@@ -25,6 +25,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	m.serverFlags(fs, &cfg)
 	fs.StringVar(&cfg.PublicURL, "public-url", m.env("DEVREG_PUBLIC_URL", ""), "the `URL` clients use, for links and the token issuer; default http:// + --addr (env DEVREG_PUBLIC_URL)")
 	maxBody := fs.String("max-body", m.env("DEVREG_MAX_BODY", "1GiB"), "largest request body; larger ones get 413 (env DEVREG_MAX_BODY)")
+	fs.StringVar(&cfg.SigningAlg, "signing-alg", m.env("DEVREG_SIGNING_ALG", "EdDSA"), "device token signatures: EdDSA or ES256 (for brokers that verify tokens against the JWKS and take only ES256) (env DEVREG_SIGNING_ALG)")
 	lifetime := fs.String("token-lifetime", m.env("DEVREG_TOKEN_LIFETIME", "1h"), "how long device tokens are valid (env DEVREG_TOKEN_LIFETIME)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -35,6 +36,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	if cfg.TokenLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.TokenLifetime < time.Minute {
 		return usageError{"--token-lifetime: want a duration of at least 1m, such as 1h or 30m"}
+	}
+	if cfg.SigningAlg != "EdDSA" && cfg.SigningAlg != "ES256" {
+		return usageError{"--signing-alg: want EdDSA or ES256"}
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(m.Stderr, nil))
 
