@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"devreg/client"
 )
@@ -24,6 +27,7 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 	firmware := fs.String("firmware", "", "firmware `version` to report at check-in")
 	status := fs.String("status", "", "status to report at check-in, a JSON `object`")
 	audience := fs.String("audience", "", "audience for the token's aud claim")
+	broker := fs.String("mqtt", "", "also connect to this MQTT broker `URL` (tcp://HOST:1883) with the token as password and publish a check-in to devices/{device_id}/checkin")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -59,6 +63,39 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 		return errors.New("the device could not check in")
 	}
 	fmt.Fprintf(m.Stdout, "check-in: ok\n")
+	if *broker == "" {
+		return nil
+	}
+	if err := mqttCheckIn(*broker, *device, tok.AccessToken, reported); err != nil {
+		fmt.Fprintf(m.Stdout, "mqtt:     FAILED: %v\n", err)
+		return errors.New("the device could not reach the MQTT broker")
+	}
+	fmt.Fprintf(m.Stdout, "mqtt:     ok (connected to %s, check-in published)\n", *broker)
+	return nil
+}
+
+// mqttCheckIn connects to an MQTT broker as the device (client ID and username its device ID,
+// password its token, so the broker never sees the secret) and publishes a check-in at QoS 1:
+// both the connect and the publish must be accepted by the broker.
+func mqttCheckIn(brokerURL, deviceID, token string, status json.RawMessage) error {
+	opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID(deviceID).SetUsername(deviceID).SetPassword(token).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(15 * time.Second).SetProtocolVersion(4)
+	c := mqtt.NewClient(opts)
+	if t := c.Connect(); !t.WaitTimeout(20*time.Second) || t.Error() != nil {
+		if t.Error() != nil {
+			return fmt.Errorf("connect: %v (is the device registered and enabled, and does the broker ask devreg?)", t.Error())
+		}
+		return errors.New("connect: no answer from the broker in 20 s")
+	}
+	defer c.Disconnect(250)
+	payload, _ := json.Marshal(struct {
+		DeviceID string          `json:"device_id"`
+		Status   json.RawMessage `json:"status,omitempty"`
+	}{deviceID, status})
+	t := c.Publish("devices/"+deviceID+"/checkin", 1, false, payload)
+	if !t.WaitTimeout(15*time.Second) || t.Error() != nil || !c.IsConnectionOpen() {
+		return fmt.Errorf("publish to devices/%s/checkin was not accepted (does the device type allow it?)", deviceID)
+	}
 	return nil
 }
 
