@@ -174,7 +174,11 @@ func run(n int, pgServer string, onlyGrowth bool) error {
 	var rates []rateFigure
 	var first, deep time.Duration
 	if !onlyGrowth {
-		if rates, err = tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), 20000); err != nil {
+		brokerKey, err := c.CreateAPIKey(ctx, "bench broker", devreg.ScopeBroker)
+		if err != nil {
+			return err
+		}
+		if rates, err = tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), brokerKey.Key, 20000); err != nil {
 			return err
 		}
 		if first, err = pageTime(ctx, url, account.APIKey, t1, devreg.Cursor{}, 200); err != nil {
