@@ -37,7 +37,8 @@ func (h *Handler) rabbitUser(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := rabbitDevice(username); !ok {
 		return h.rabbitAnswer(w, "login", false)
 	}
-	// RabbitMQ 3.10 sends no client ID here; /resource ties the device's queues to it.
+	// RabbitMQ sends the MQTT client ID as client_id (3.10.8 does); where it is missing,
+	// /resource still ties the device's queues to its own ID.
 	allowed, _, err := h.login(r.Context(), username, r.PostForm.Get("client_id"), r.PostForm.Get("password"))
 	if err != nil {
 		return err

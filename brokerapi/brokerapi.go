@@ -99,7 +99,11 @@ func (h *Handler) authenticated(fn respond.HandlerFunc) respond.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), c)))
+		ctx := devreg.NewContextWithCaller(r.Context(), c)
+		if err := h.svc.AuthorizeBroker(ctx); err != nil {
+			return err
+		}
+		return fn(w, r.WithContext(ctx))
 	}
 }
 

@@ -351,3 +351,34 @@ func TestBrokerChecksInMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherScopesRefusedEverywhere asks every broker endpoint with keys of the other scopes, and
+// checks that topic checks follow a disabled batch at once.
+func TestOtherScopesRefusedEverywhere(t *testing.T) {
+	f := newFleet(t, "")
+	for _, path := range []string{"/broker/v1/rabbitmq/vhost", "/broker/v1/rabbitmq/resource", "/broker/v1/mosquitto/superuser", "/broker/v1/emqx/authz", "/broker/v1/vernemq"} {
+		req, _ := http.NewRequest("POST", f.url+path, strings.NewReader("username=d1&vhost=/&resource=exchange&name=amq.topic&permission=write"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("admin", f.adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || strings.Contains(string(b), "allow") {
+			t.Errorf("%s with an admin key = %d %s, want 403", path, resp.StatusCode, b)
+		}
+	}
+	ctx := devreg.NewContextWithCaller(context.Background(), devreg.Caller{AccountID: f.account, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
+	d, err := f.srv.Service.Device(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Service.SetBatchStatus(ctx, d.BatchID, devreg.StatusDisabled); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := f.post(t, "/broker/v1/emqx/authz", "application/json", `{"username": "d1", "clientid": "d1", "topic": "devices/d1/up", "action": "publish"}`); got != `{"result":"deny"}` {
+		t.Errorf("a publish of a device of a disabled batch = %s, want deny", got)
+	}
+}

@@ -9,6 +9,13 @@ import (
 	"devreg/credential"
 )
 
+// AuthorizeBroker refuses a caller without a key of scope broker: every broker endpoint asks,
+// also those whose answer needs no device.
+func (s *Service) AuthorizeBroker(ctx context.Context) error {
+	_, err := authorize(ctx, devreg.ScopeBroker)
+	return err
+}
+
 // BrokerDevice is a device that a broker has let in.
 type BrokerDevice struct {
 	AccountID    string
@@ -75,7 +82,7 @@ func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret st
 // BrokerAllows decides, for a caller with a broker key, whether the device that username names
 // (with MQTT client ID clientID, "" where the broker does not send it) may publish to a topic or
 // subscribe to a topic filter: only within its type's filters for that action, with the
-// placeholders filled in for the device, and only while the device is enabled.
+// placeholders filled in for the device, and only while the device and its batch are enabled.
 func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic string, action broker.Action) (bool, error) {
 	c, err := authorize(ctx, devreg.ScopeBroker)
 	if err != nil {
@@ -96,14 +103,14 @@ func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic st
 	if !ok {
 		return false, nil
 	}
-	d, err := s.store.Device(ctx, c.AccountID, deviceID)
+	d, _, err := s.store.DeviceSecret(ctx, c.AccountID, deviceID)
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	if d.Status != devreg.StatusEnabled {
+	if !d.Enabled { // the device, or its batch, is disabled
 		return false, nil
 	}
 	t, err := s.store.DeviceType(ctx, c.AccountID, d.DeviceTypeID)

@@ -94,6 +94,9 @@ func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
 		return c, devreg.Errorf(devreg.EUNAUTHORIZED, "authentication required: send an API key as 'Authorization: Bearer <key>'")
 	}
 	if !c.Scope.Allows(need) {
+		if need == devreg.ScopeBroker {
+			return c, devreg.Errorf(devreg.EFORBIDDEN, "the broker endpoints answer only to an API key with scope %q; this key has scope %q", need, c.Scope)
+		}
 		if c.Scope == devreg.ScopeBroker {
 			return c, devreg.Errorf(devreg.EFORBIDDEN, "a key with scope %q answers only at the broker endpoints (/broker/v1/...); use a key with scope %q or higher here", c.Scope, need)
 		}
