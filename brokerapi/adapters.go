@@ -102,16 +102,22 @@ func (h *Handler) rabbitTopic(w http.ResponseWriter, r *http.Request) error {
 
 // EMQX 5: HTTP authentication and authorization with JSON bodies.
 
-func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
+// jsonLogin reads and decides the login that EMQX and mosquitto-go-auth both send as
+// {"username", "password", "clientid"}.
+func (h *Handler) jsonLogin(r *http.Request) (allowed bool, expires int64, err error) {
 	var in struct {
 		Username string `json:"username"`
 		Password string `json:"password"`
 		ClientID string `json:"clientid"`
 	}
 	if err := decode(r, &in); err != nil {
-		return err
+		return false, 0, err
 	}
-	allowed, expires, err := h.login(r.Context(), in.Username, in.ClientID, in.Password)
+	return h.login(r.Context(), in.Username, in.ClientID, in.Password)
+}
+
+func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
+	allowed, expires, err := h.jsonLogin(r)
 	if err != nil {
 		return err
 	}
@@ -162,15 +168,7 @@ func (h *Handler) mosquittoAnswer(w http.ResponseWriter, check string, ok bool, 
 }
 
 func (h *Handler) mosquittoUser(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		Username string `json:"username"`
-		Password string `json:"password"`
-		ClientID string `json:"clientid"`
-	}
-	if err := decode(r, &in); err != nil {
-		return err
-	}
-	allowed, _, err := h.login(r.Context(), in.Username, in.ClientID, in.Password)
+	allowed, _, err := h.jsonLogin(r)
 	if err != nil {
 		return err
 	}
