@@ -95,11 +95,3 @@ type RegisterResult struct {
 	Skipped   int64  `json:"skipped"`
 	DryRun    bool   `json:"dry_run,omitempty"`
 }
-
-// DeviceSecret is what authenticating a device needs from the store; never shown to anyone.
-type DeviceSecret struct {
-	KeyID        string // the server key the hash was made with
-	Hash         []byte
-	DeviceTypeID string
-	Enabled      bool // the device and its batch are enabled
-}

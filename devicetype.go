@@ -15,6 +15,17 @@ type DeviceType struct {
 	// subscribe to, with {device_id}, {account_id} and {device_type_id} replaced per device.
 	MQTTPublish   []string `json:"mqtt_publish"`
 	MQTTSubscribe []string `json:"mqtt_subscribe"`
+	// RotationGraceSeconds is how long the credential a device rotates away from keeps working;
+	// nil when creating a type takes DefaultRotationGraceSeconds. The store always sets it.
+	RotationGraceSeconds *int `json:"rotation_grace_seconds"`
+}
+
+// RotationGrace is how long the credential a device of this type rotates away from keeps working.
+func (t DeviceType) RotationGrace() time.Duration {
+	if t.RotationGraceSeconds == nil {
+		return DefaultRotationGraceSeconds * time.Second
+	}
+	return time.Duration(*t.RotationGraceSeconds) * time.Second
 }
 
 // DeviceTypeUpdate holds the fields of a PATCH; nil fields stay as they are.
@@ -24,4 +35,6 @@ type DeviceTypeUpdate struct {
 	MinSecretLength *int     `json:"min_secret_length"`
 	MQTTPublish     []string `json:"mqtt_publish"`
 	MQTTSubscribe   []string `json:"mqtt_subscribe"`
+	// RotationGraceSeconds, when set, is the new grace of device-initiated rotation.
+	RotationGraceSeconds *int `json:"rotation_grace_seconds"`
 }

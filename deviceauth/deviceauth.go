@@ -47,6 +47,7 @@ func New(svc *registry.Service, keys *devtoken.SigningKeys, issuer string, lifet
 // Register adds the device endpoints to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("POST /device/v1/token", respond.Handler(h.log, h.token, h.writeError))
+	mux.Handle("POST /device/v1/credentials", respond.Handler(h.log, h.rotate, h.writeError))
 	mux.Handle("POST /device/v1/checkin", respond.Handler(h.log, h.checkIn, h.writeError))
 	mux.Handle("POST /device/v1/introspect", respond.Handler(h.log, h.introspect, h.writeError))
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
@@ -132,76 +133,101 @@ const maxTokenRequest = 16 << 10
 // credentialParams are the names that must never come in a query string.
 var credentialParams = []string{"client_id", "client_secret", "account_id", "grant_type"}
 
-func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
+// clientRequest is a device's authenticated request to the token or rotation endpoint: its form
+// and the credentials it presented.
+type clientRequest struct {
+	form                         url.Values
+	accountID, deviceID, secret string
+}
+
+// readClient reads the form of a request that a device authenticates as at the token endpoint:
+// HTTP Basic (each part form-urlencoded first, RFC 6749 §2.3.1) or client_id and client_secret in
+// the form, and account_id in the form; never in the query string.
+func readClient(w http.ResponseWriter, r *http.Request) (clientRequest, error) {
+	var cr clientRequest
 	q := r.URL.Query()
 	for _, p := range credentialParams {
 		if q.Has(p) {
-			return invalidRequest("credentials and parameters in the query string are refused; send them in the form body")
+			return cr, invalidRequest("credentials and parameters in the query string are refused; send them in the form body")
 		}
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
-		return invalidRequest("send the request as application/x-www-form-urlencoded")
+		return cr, invalidRequest("send the request as application/x-www-form-urlencoded")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		return invalidRequest("the request body could not be read")
+		return cr, invalidRequest("the request body could not be read")
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return invalidRequest("the form body is malformed")
+	if cr.form, err = url.ParseQuery(string(body)); err != nil {
+		return cr, invalidRequest("the form body is malformed")
 	}
-	for name, vs := range form {
+	for name, vs := range cr.form {
 		if len(vs) > 1 {
-			return invalidRequest("parameter " + name + " is repeated")
+			return cr, invalidRequest("parameter " + name + " is repeated")
 		}
 	}
-	switch gt := form.Get("grant_type"); gt {
+	if cr.accountID = cr.form.Get("account_id"); cr.accountID == "" {
+		return cr, invalidRequest("account_id is missing")
+	}
+	deviceID, secret, basic := r.BasicAuth()
+	if basic {
+		if cr.form.Has("client_id") || cr.form.Has("client_secret") {
+			return cr, invalidRequest("use one way to authenticate: HTTP Basic or client_id and client_secret in the form")
+		}
+		var err1, err2 error
+		deviceID, err1 = url.QueryUnescape(deviceID)
+		secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil {
+			return cr, invalidRequest("the Basic credentials are not form-urlencoded")
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="devreg"`)
+	} else {
+		deviceID, secret = cr.form.Get("client_id"), cr.form.Get("client_secret")
+	}
+	if deviceID == "" || secret == "" {
+		return cr, invalidClient("")
+	}
+	cr.deviceID, cr.secret = deviceID, secret
+	return cr, nil
+}
+
+// clientError is what a device that failed to authenticate is told: invalid_client, also when it
+// is throttled, so that the answer tells nothing more about the device.
+func clientError(err error) error {
+	switch code := devreg.ErrorCode(err); {
+	case code == devreg.ERATELIMITED:
+		return &devreg.Error{Code: code, Message: "too many failed attempts for this device; retry later", RetryAfter: retryAfter(err),
+			Err: &oauthError{code, "invalid_client", "too many failed attempts for this device; retry later"}}
+	case errors.Is(err, registry.ErrInvalidClient):
+		return invalidClient("")
+	default:
+		return err
+	}
+}
+
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
+	cr, err := readClient(w, r)
+	if err != nil {
+		return err
+	}
+	switch gt := cr.form.Get("grant_type"); gt {
 	case "client_credentials":
 	case "":
 		return invalidRequest("grant_type is missing; use client_credentials")
 	default:
 		return &oauthError{devreg.EBADREQUEST, "unsupported_grant_type", "only the client_credentials grant is supported"}
 	}
-	accountID := form.Get("account_id")
-	if accountID == "" {
-		return invalidRequest("account_id is missing")
+	dev, err := h.svc.AuthenticateDevice(r.Context(), cr.accountID, cr.deviceID, cr.secret)
+	if err != nil {
+		return clientError(err)
 	}
-	deviceID, secret, basic := r.BasicAuth()
-	if basic {
-		if form.Has("client_id") || form.Has("client_secret") {
-			return invalidRequest("use one way to authenticate: HTTP Basic or client_id and client_secret in the form")
-		}
-		// RFC 6749 §2.3.1: both are form-urlencoded before they go into the Basic header.
-		var err1, err2 error
-		deviceID, err1 = url.QueryUnescape(deviceID)
-		secret, err2 = url.QueryUnescape(secret)
-		if err1 != nil || err2 != nil {
-			return invalidRequest("the Basic credentials are not form-urlencoded")
-		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="devreg"`)
-	} else {
-		deviceID, secret = form.Get("client_id"), form.Get("client_secret")
-	}
-	if deviceID == "" || secret == "" {
-		return invalidClient("")
-	}
-	dev, err := h.svc.AuthenticateDevice(r.Context(), accountID, deviceID, secret)
-	switch code := devreg.ErrorCode(err); {
-	case code == devreg.ERATELIMITED:
-		// Said as invalid_client too, so that the answer tells nothing more about the device.
-		return &devreg.Error{Code: code, Message: "too many failed attempts for this device; retry later", RetryAfter: retryAfter(err),
-			Err: &oauthError{code, "invalid_client", "too many failed attempts for this device; retry later"}}
-	case errors.Is(err, registry.ErrInvalidClient):
-		return invalidClient("")
-	case err != nil:
-		return err
-	}
+	form := cr.form
 	now := h.svc.Now().UTC()
 	claims := devtoken.Claims{
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
 		Audience: form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
-		Cred: dev.BatchID,
+		Cred: dev.CredentialID,
 	}
 	tok, err := devtoken.Sign(h.keys.Current(), claims)
 	if err != nil {
@@ -209,6 +235,22 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(h.lifetime.Seconds())})
+	return nil
+}
+
+// rotate replaces the device's secret with one the server generates, at the device's request; the
+// device authenticates with its current secret, as at the token endpoint.
+func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) error {
+	cr, err := readClient(w, r)
+	if err != nil {
+		return err
+	}
+	rot, err := h.svc.RotateCredential(r.Context(), cr.accountID, cr.deviceID, cr.secret)
+	if err != nil {
+		return clientError(err)
+	}
+	w.Header().Set("Pragma", "no-cache")
+	writeJSON(w, http.StatusCreated, rot)
 	return nil
 }
 
@@ -252,7 +294,7 @@ func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	case devreg.EUNAUTHORIZED:
-		return invalidToken("the device is unknown, disabled or registered again since the token was issued")
+		return invalidToken("the device is unknown or disabled, or the credential the token was issued for is no longer valid")
 	case devreg.EINVALID:
 		return invalidRequest(devreg.ErrorMessage(err))
 	default:
@@ -262,8 +304,8 @@ func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
 
 // introspect answers RFC 7662 token introspection for the manufacturer's services, which
 // authenticate with an API key of the token's account. A token is active while its signature and
-// expiry hold, its device and batch are enabled, and the device has not been registered again
-// since the token was issued.
+// expiry hold, its device and batch are enabled, and the credential it was issued for is still
+// the device's and valid.
 func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	if bearer(r) == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)

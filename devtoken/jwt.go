@@ -24,8 +24,9 @@ type Claims struct {
 	IssuedAt     int64  `json:"iat"`
 	Expires      int64  `json:"exp"`
 	ID           string `json:"jti"`
-	// Cred names the registration of the device the token was issued for (its batch ID), so that
-	// a token ends when the device is deleted and registered again or replaced.
+	// Cred is the ID of the device's credential the token was issued for, so that a token ends
+	// when that credential is disabled, deleted or expired (and when the device is registered
+	// again, which replaces its credentials).
 	Cred string `json:"cred,omitempty"`
 }
 

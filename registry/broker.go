@@ -28,7 +28,7 @@ type BrokerDevice struct {
 type BrokerToken struct {
 	AccountID string
 	DeviceID  string
-	Cred      string // the registration the token was issued for
+	Cred      string // the credential the token was issued for
 }
 
 // brokerDeviceID reads the MQTT username a device presents: its device ID, or
@@ -44,10 +44,10 @@ func brokerDeviceID(c devreg.Caller, username string) (string, bool) {
 // BrokerLogin decides, for a caller with a broker key, whether a device may connect: its
 // username names a device of the key's account, its MQTT client ID is its device ID (clientID ""
 // where the broker does not send it), and its password is one of its secrets (checked as at the
-// token endpoint, the throttle included) or an unexpired token of its current registration. A
-// token is accepted even while the device is throttled: tokens cannot be guessed, so devices
-// that use them ride out someone spending the device's failures. The device and its batch must
-// be enabled. Every refusal is ErrInvalidClient, or ERATELIMITED for a throttled secret.
+// token endpoint, the throttle included) or an unexpired token issued for a credential that is
+// still valid. A token is accepted even while the device is throttled: tokens cannot be guessed,
+// so devices that use them ride out someone spending the device's failures. The device and its
+// batch must be enabled. Every refusal is ErrInvalidClient, or ERATELIMITED for a throttled secret.
 func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret string, token *BrokerToken) (BrokerDevice, error) {
 	c, err := authorize(ctx, devreg.ScopeBroker)
 	if err != nil {
@@ -61,11 +61,11 @@ func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret st
 		if token.AccountID != c.AccountID || token.DeviceID != deviceID {
 			return BrokerDevice{}, ErrInvalidClient
 		}
-		d, batchID, err := s.deviceSecret(ctx, c.AccountID, deviceID)
+		d, err := s.deviceAuth(ctx, c.AccountID, deviceID)
 		if err != nil {
 			return BrokerDevice{}, err
 		}
-		if !d.Enabled || batchID == "" || batchID != token.Cred {
+		if !tokenHonoured(d, token.Cred, s.now()) {
 			return BrokerDevice{}, ErrInvalidClient
 		}
 		s.markSeen(c.AccountID, deviceID, s.now())
@@ -103,10 +103,7 @@ func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic st
 	if !ok {
 		return false, nil
 	}
-	d, _, err := s.store.DeviceSecret(ctx, c.AccountID, deviceID)
-	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-		return false, nil
-	}
+	d, err := s.deviceAuth(ctx, c.AccountID, deviceID)
 	if err != nil {
 		return false, err
 	}

@@ -21,6 +21,9 @@ func checkDeviceType(t devreg.DeviceType) error {
 		return devreg.Errorf(devreg.EINVALID, "min_secret_length must be between %d and %d; it is %d",
 			credential.MinSecretLength, credential.MaxSecretLength, t.MinSecretLength)
 	}
+	if g := t.RotationGraceSeconds; g != nil && (*g < 0 || *g > devreg.MaxRotationGraceSeconds) {
+		return devreg.Errorf(devreg.EINVALID, "rotation_grace_seconds must be between 0 and %d (30 days); it is %d", devreg.MaxRotationGraceSeconds, *g)
+	}
 	if err := checkTopicFilters("mqtt_publish", t.MQTTPublish); err != nil {
 		return err
 	}
@@ -72,6 +75,10 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 	}
 	if t.MQTTSubscribe == nil {
 		t.MQTTSubscribe = broker.DefaultFilters
+	}
+	if t.RotationGraceSeconds == nil {
+		grace := devreg.DefaultRotationGraceSeconds
+		t.RotationGraceSeconds = &grace
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
@@ -129,6 +136,9 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	}
 	if upd.MQTTSubscribe != nil {
 		t.MQTTSubscribe = upd.MQTTSubscribe
+	}
+	if upd.RotationGraceSeconds != nil {
+		t.RotationGraceSeconds = upd.RotationGraceSeconds
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err

@@ -45,10 +45,13 @@ type Store interface {
 	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
 	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error
-	DeviceSecret(ctx context.Context, accountID, deviceID string) (d devreg.DeviceSecret, batchID string, err error)
-	SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error
 	MarkSeen(ctx context.Context, accountID string, deviceIDs []string, t time.Time) error
 	CheckIn(ctx context.Context, accountID, deviceID, batchID string, t time.Time, firmware *string, reported []byte) error
+
+	DeviceAuth(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error)
+	CredentialUsed(ctx context.Context, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error
+	MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error
+	ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)

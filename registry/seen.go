@@ -4,20 +4,24 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"devreg"
 )
 
-// Broker logins count as the device being seen. Brokers reconnect whole fleets at once, so
-// those writes are collected and made together, per account, every seenInterval (the contract
-// asks for last_seen_at within 10 seconds), or sooner once maxPendingSeen devices wait.
+// Broker logins count as the device being seen, and every authentication with a secret as a use
+// of its credential. Brokers reconnect whole fleets at once, so those writes are collected and
+// made together, per account, every seenInterval (the contract asks for last_seen_at within 10
+// seconds), or sooner once maxPendingSeen devices and credentials wait.
 const (
 	seenInterval   = 5 * time.Second
 	maxPendingSeen = 50_000
 )
 
-// seenWriter collects the devices that brokers let in until it writes them.
+// seenWriter collects the devices that brokers let in, and the credentials used, until it
+// writes them.
 type seenWriter struct {
 	mu      sync.Mutex
-	pending map[string]map[string]struct{} // account ID → device IDs
+	pending map[string]*pendingSeen // by account ID
 	n       int
 	at      time.Time // the latest time a device was seen
 	flush   chan struct{}
@@ -26,21 +30,44 @@ type seenWriter struct {
 	done    chan struct{}
 }
 
+// pendingSeen is what waits to be written for one account.
+type pendingSeen struct {
+	devices map[string]struct{}
+	used    map[devreg.CredentialUse]struct{}
+}
+
 // markSeen notes that a device was seen at t; a goroutine writes it soon.
 func (s *Service) markSeen(accountID, deviceID string, t time.Time) {
+	s.note(accountID, t, func(p *pendingSeen) bool {
+		_, ok := p.devices[deviceID]
+		p.devices[deviceID] = struct{}{}
+		return !ok
+	})
+}
+
+// markUsed notes that a device authenticated with a credential at t; a goroutine writes it soon.
+func (s *Service) markUsed(accountID string, u devreg.CredentialUse, t time.Time) {
+	s.note(accountID, t, func(p *pendingSeen) bool {
+		_, ok := p.used[u]
+		p.used[u] = struct{}{}
+		return !ok
+	})
+}
+
+// note adds to what waits for the account, with add, which reports whether it added an item.
+func (s *Service) note(accountID string, t time.Time, add func(*pendingSeen) bool) {
 	w := &s.seen
 	w.once.Do(func() {
-		w.pending, w.flush, w.stop, w.done = map[string]map[string]struct{}{}, make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		w.pending, w.flush, w.stop, w.done = map[string]*pendingSeen{}, make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 		go s.writeSeen()
 	})
 	w.mu.Lock()
-	devices := w.pending[accountID]
-	if devices == nil {
-		devices = map[string]struct{}{}
-		w.pending[accountID] = devices
+	p := w.pending[accountID]
+	if p == nil {
+		p = &pendingSeen{devices: map[string]struct{}{}, used: map[devreg.CredentialUse]struct{}{}}
+		w.pending[accountID] = p
 	}
-	if _, ok := devices[deviceID]; !ok {
-		devices[deviceID] = struct{}{}
+	if add(p) {
 		w.n++
 	}
 	w.at = t
@@ -76,17 +103,28 @@ func (s *Service) flushSeen() {
 	w := &s.seen
 	w.mu.Lock()
 	pending, at := w.pending, w.at
-	w.pending, w.n = map[string]map[string]struct{}{}, 0
+	w.pending, w.n = map[string]*pendingSeen{}, 0
 	w.mu.Unlock()
-	for accountID, devices := range pending {
-		ids := make([]string, 0, len(devices))
-		for id := range devices {
-			ids = append(ids, id)
-		}
+	// What fails is lost, not retried: the next login of these devices is recorded again.
+	for accountID, p := range pending {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := s.store.MarkSeen(ctx, accountID, ids, at); err != nil && s.Log != nil {
-			// Lost, not retried: the next login of these devices is seen again.
-			s.Log.Warn("record that devices were seen", "account_id", accountID, "devices", len(ids), "err", err)
+		if len(p.devices) > 0 {
+			ids := make([]string, 0, len(p.devices))
+			for id := range p.devices {
+				ids = append(ids, id)
+			}
+			if err := s.store.MarkSeen(ctx, accountID, ids, at); err != nil && s.Log != nil {
+				s.Log.Warn("record that devices were seen", "account_id", accountID, "devices", len(ids), "err", err)
+			}
+		}
+		if len(p.used) > 0 {
+			uses := make([]devreg.CredentialUse, 0, len(p.used))
+			for u := range p.used {
+				uses = append(uses, u)
+			}
+			if err := s.store.MarkCredentialsUsed(ctx, accountID, uses, at); err != nil && s.Log != nil {
+				s.Log.Warn("record that credentials were used", "account_id", accountID, "credentials", len(uses), "err", err)
+			}
 		}
 		cancel()
 	}

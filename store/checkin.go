@@ -8,14 +8,6 @@ import (
 	"devreg"
 )
 
-// SetDeviceHash moves a device's secret hash to another key, if it still has the hash it had
-// under oldKeyID (so that a concurrent re-registration wins).
-func (s *DB) SetDeviceHash(ctx context.Context, accountID, deviceID, oldKeyID, keyID string, hash []byte) error {
-	_, err := s.exec(ctx, `UPDATE devices SET key_id = ?, secret_hash = ? WHERE `+oneDevice+` AND key_id = ?`,
-		keyID, hash, accountID, deviceID, oldKeyID)
-	return err
-}
-
 // CheckIn records that an enabled device checked in at t, with what it reported, using a token
 // issued for its registration in batch batchID. A device that checks in for the first time counts
 // as connected in its batch. It answers ENOTFOUND for an unknown device and EUNAUTHORIZED for a

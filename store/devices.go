@@ -124,6 +124,9 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 		if err != nil {
 			return notFound(err, "no device %s", deviceID)
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE account_num = `+accountNum+` AND device_id = ?`, accountID, deviceID); err != nil {
+			return err
+		}
 		connected := 0
 		if seen.Valid {
 			connected = 1
@@ -136,17 +139,4 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 			connected, accountID, batchID)
 		return err
 	})
-}
-
-// DeviceSecret returns what authenticating a device needs: the key ID and hash of its secret,
-// its type, and whether it and its batch are enabled; and the ID of its batch, which names the
-// registration the secret came from (tokens are tied to it).
-func (s *DB) DeviceSecret(ctx context.Context, accountID, deviceID string) (devreg.DeviceSecret, string, error) {
-	var d devreg.DeviceSecret
-	var status, batchStatus, batchID string
-	err := s.h.QueryRowContext(ctx, `SELECT d.key_id, d.secret_hash, d.device_type_id, d.batch_id, d.status, coalesce(b.status, 'enabled')
-		FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE `+oneDevice, accountID, deviceID).
-		Scan(&d.KeyID, &d.Hash, &d.DeviceTypeID, &batchID, &status, &batchStatus)
-	d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
-	return d, batchID, notFound(err, "no device %s", deviceID)
 }

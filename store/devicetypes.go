@@ -8,17 +8,18 @@ import (
 	"devreg"
 )
 
-const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at, mqtt_publish, mqtt_subscribe`
+const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds`
 
 func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, error) {
 	var t devreg.DeviceType
 	var created int64
 	var publish, subscribe string
-	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created, &publish, &subscribe)
+	var grace int
+	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created, &publish, &subscribe, &grace)
 	if err != nil {
 		return t, err
 	}
-	t.CreatedAt = fromMicros(created)
+	t.CreatedAt, t.RotationGraceSeconds = fromMicros(created), &grace
 	if err := json.Unmarshal([]byte(publish), &t.MQTTPublish); err != nil {
 		return t, fmt.Errorf("device type %s: mqtt_publish: %w", t.ID, err)
 	}
@@ -37,11 +38,19 @@ func jsonList(l []string) string {
 	return string(b)
 }
 
+// graceSeconds is the type's rotation grace in seconds, the default where it has none.
+func graceSeconds(t devreg.DeviceType) int {
+	if t.RotationGraceSeconds == nil {
+		return devreg.DefaultRotationGraceSeconds
+	}
+	return *t.RotationGraceSeconds
+}
+
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe))
+	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t))
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
@@ -74,9 +83,9 @@ func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.Devic
 
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?
-		WHERE account_id = ? AND id = ?`,
-		t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), t.AccountID, t.ID)
+	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?,
+		rotation_grace_seconds = ? WHERE account_id = ? AND id = ?`,
+		t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.AccountID, t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}

@@ -331,10 +331,6 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	if res.Replaced > 0 {
 		movedIn, connectedIn = moved, connected
 	}
-	type step struct {
-		sql  string
-		args []any
-	}
 	steps := []step{
 		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
@@ -355,10 +351,12 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				FROM (SELECT old_batch, count(*) AS n, sum(old_seen) AS c FROM ` + st.table + ` WHERE action = 2 GROUP BY old_batch) AS m
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
 				[]any{plan.AccountID}},
-			{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER))
-				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
-				[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, account}},
 		}...)
+		steps = append(steps, st.replaceCredentials(account, b)...)
+		steps = append(steps, step{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
+				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
+				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
+			[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
 	}
 	for _, step := range steps {
 		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
@@ -366,6 +364,35 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		}
 	}
 	return res, tx.Commit()
+}
+
+// step is one statement of a registration's write.
+type step struct {
+	sql  string
+	args []any
+}
+
+// replaceCredentials are the steps that give the replaced devices the registered credential
+// alone, except those the devices made themselves, which stay (so that re-running a factory file
+// cannot lock out a device that has rotated its secret): a device-made credential in the device's
+// row moves to the credentials table, every other credential and every expired one goes, and of
+// the device-made ones the newest MaxCredentials-1 stay.
+func (st *Stage) replaceCredentials(account int64, b devreg.Batch) []step {
+	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
+	now := micros(b.CreatedAt)
+	return []step{
+		{`INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
+			SELECT account_num, device_id, cred_id, key_id, secret_hash, cred_created_at, cred_not_before, cred_not_after,
+				coalesce(cred_status, 'enabled'), cred_last_used_at, cred_source
+			FROM devices WHERE account_num = ? AND device_id IN (` + replaced + `) AND cred_source = ?`,
+			[]any{account, string(devreg.CredentialFromDevice)}},
+		{`DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND (source <> ? OR not_after <= ?)`,
+			[]any{account, string(devreg.CredentialFromDevice), now}},
+		{`DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND id NOT IN (
+				SELECT k.id FROM credentials k WHERE k.account_num = credentials.account_num AND k.device_id = credentials.device_id
+				ORDER BY k.created_at DESC, k.id DESC LIMIT ?)`,
+			[]any{account, devreg.MaxCredentials - 1}},
+	}
 }
 
 // readyToWrite readies the stage's connection for writing a registration and returns what puts
@@ -422,17 +449,24 @@ func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, inser
 // the created and unchanged into res and returns the conflicts, how many of them are of another
 // device type and how many have checked in.
 func (st *Stage) classify(ctx context.Context, q handle, plan devreg.RegistrationPlan, account int64, res *devreg.RegisterResult) (conflicts, moved, connected int64, err error) {
-	sameSecret := &strings.Builder{}
+	// The entry's hash under the key that made a stored hash: a resend is unchanged when the
+	// secret is that of any of the device's credentials, the one in its row first.
 	args := []any{plan.DeviceTypeID}
-	sameSecret.WriteString("CASE d.key_id")
-	for i, id := range plan.KeyIDs {
-		fmt.Fprintf(sameSecret, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
-		args = append(args, id)
+	hashUnder := func(keyColumn string) string {
+		var b strings.Builder
+		b.WriteString("CASE " + keyColumn)
+		for i, id := range plan.KeyIDs {
+			fmt.Fprintf(&b, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
+			args = append(args, id)
+		}
+		b.WriteString(" END")
+		return b.String()
 	}
-	sameSecret.WriteString(" END")
+	sameSecret := `(d.secret_hash = ` + hashUnder("d.key_id") + ` OR EXISTS (SELECT 1 FROM credentials c
+		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.secret_hash = ` + hashUnder("c.key_id") + `))`
 	args = append(args, account, plan.Batch.ID)
 	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
-		action = CASE WHEN d.device_type_id = ? AND d.secret_hash = `+sameSecret.String()+` THEN 1 ELSE 2 END,
+		action = CASE WHEN d.device_type_id = ? AND `+sameSecret+` THEN 1 ELSE 2 END,
 		old_type = d.device_type_id, old_batch = d.batch_id,
 		old_seen = CASE WHEN d.last_seen_at IS NULL THEN 0 ELSE 1 END
 		FROM devices AS d WHERE d.account_num = ? AND d.device_id = `+st.table+`.device_id AND d.batch_id <> ?`, args...); err != nil {

@@ -152,14 +152,17 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dt.Description, dt.MinSecretLength = "new", 32
+	if dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != devreg.DefaultRotationGraceSeconds {
+		t.Errorf("a new type's rotation grace = %v, want the default %d", dt.RotationGraceSeconds, devreg.DefaultRotationGraceSeconds)
+	}
+	dt.Description, dt.MinSecretLength, dt.RotationGraceSeconds = "new", 32, ptr(0)
 	dt.MQTTPublish, dt.MQTTSubscribe = []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, []string{}
 	if err := db.UpdateDeviceType(ctx, dt); err != nil {
 		t.Fatal(err)
 	}
 	types, err := db.ListDeviceTypes(ctx, acc)
 	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0,
-		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}}}
+		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}, RotationGraceSeconds: ptr(0)}}
 	if diff := cmp.Diff(want, types); err != nil || diff != "" {
 		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
 	}
@@ -591,8 +594,8 @@ func testCheckInTiedToRegistration(t *testing.T, db *store.DB) {
 	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, batch, err := db.DeviceSecret(ctx, acc, "d1"); err != nil || batch != "bat_1" {
-		t.Fatalf("DeviceSecret batch = %q, %v; want bat_1", batch, err)
+	if d, err := db.DeviceAuth(ctx, acc, "d1"); err != nil || d.BatchID != "bat_1" {
+		t.Fatalf("DeviceAuth batch = %q, %v; want bat_1", d.BatchID, err)
 	}
 	if _, err := stage(t, db, acc, []entry{{"d1", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,245 @@
+package registry
+
+import (
+	"context"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// GeneratedSecretLength is the length of a secret the server generates (letters and digits, about
+// 190 bits), unless the device type demands more.
+const GeneratedSecretLength = 32
+
+// ListCredentials returns one of the caller's devices' credentials, oldest first.
+func (s *Service) ListCredentials(ctx context.Context, deviceID string) ([]devreg.Credential, error) {
+	c, err := authorize(ctx, devreg.ScopeRead)
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.deviceCredentials(ctx, c.AccountID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]devreg.Credential, len(d.Credentials))
+	for i, sc := range d.Credentials {
+		list[i] = sc.Credential
+	}
+	return list, nil
+}
+
+// deviceCredentials reads a device of the account with its credentials; ENOTFOUND if it has none.
+func (s *Service) deviceCredentials(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
+	if credential.CheckDeviceID(deviceID) != "" {
+		return devreg.DeviceAuth{}, notFound("device", deviceID)
+	}
+	return s.store.DeviceAuth(ctx, accountID, deviceID)
+}
+
+// AddCredential gives one of the caller's devices another credential: the secret given, which
+// must meet the device type's policy, or one the server generates (returned this once, in
+// Secret). The device's expired credentials are deleted first; a sixth is refused.
+func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.NewCredential) (devreg.Credential, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.Credential{}, err
+	}
+	switch {
+	case nc.Generate && nc.Secret != "":
+		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "send either secret or generate, not both")
+	case !nc.Generate && nc.Secret == "":
+		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "secret is required (or send \"generate\": true to have the server make one)")
+	}
+	if err := checkWindow(nc.NotBefore, nc.NotAfter); err != nil {
+		return devreg.Credential{}, err
+	}
+	d, err := s.deviceCredentials(ctx, c.AccountID, deviceID)
+	if err != nil {
+		return devreg.Credential{}, err
+	}
+	t, err := s.store.DeviceType(ctx, c.AccountID, d.DeviceTypeID)
+	if err != nil {
+		return devreg.Credential{}, err
+	}
+	secret := nc.Secret
+	if nc.Generate {
+		secret = credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
+	} else if problem := credential.CheckSecret(secret, t.MinSecretLength); problem != "" {
+		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "%s", problem)
+	}
+	source := devreg.CredentialFromAPI
+	if c.Source == devreg.SourceConsole {
+		source = devreg.CredentialFromConsole
+	}
+	now := s.now()
+	current := s.keys.Current()
+	added := devreg.StoredCredential{
+		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, NotBefore: nc.NotBefore, NotAfter: nc.NotAfter,
+			Status: devreg.StatusEnabled, Source: source},
+		KeyID: current.ID, Hash: credential.Hash(current, c.AccountID, deviceID, secret),
+	}
+	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+		ch := devreg.CredentialChange{Add: &added}
+		for _, old := range d.Credentials {
+			if old.ExpiredAt(now) {
+				ch.Delete = append(ch.Delete, old.ID)
+			} else if s.keys.Verify(old.KeyID, old.Hash, c.AccountID, deviceID, secret) {
+				return ch, devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this secret (%s)", deviceID, old.ID)
+			}
+		}
+		if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {
+			return ch, devreg.Errorf(devreg.ECONFLICT, "device %s has %d credentials, the most a device may have; delete one first", deviceID, n)
+		}
+		return ch, nil
+	})
+	if err != nil {
+		return devreg.Credential{}, err
+	}
+	out := added.Credential
+	if nc.Generate {
+		out.Secret = secret
+	}
+	return out, nil
+}
+
+// checkWindow refuses a validity window that ends before it starts.
+func checkWindow(notBefore, notAfter *time.Time) error {
+	if notBefore != nil && notAfter != nil && !notBefore.Before(*notAfter) {
+		return devreg.Errorf(devreg.EINVALID, "not_before (%s) must be earlier than not_after (%s)",
+			notBefore.Format(time.RFC3339), notAfter.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// UpdateCredential enables or disables a credential of one of the caller's devices, or changes its
+// window. A device's last enabled credential cannot be disabled: disable the device instead.
+func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string, u devreg.CredentialUpdate) (devreg.Credential, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.Credential{}, err
+	}
+	if u.Status != nil && !u.Status.Valid() {
+		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", *u.Status)
+	}
+	if credential.CheckDeviceID(deviceID) != "" {
+		return devreg.Credential{}, notFound("device", deviceID)
+	}
+	if !opaqueID(credID) {
+		return devreg.Credential{}, notFound("credential", credID)
+	}
+	var updated devreg.StoredCredential
+	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+		cur, ok := d.Credential(credID)
+		if !ok {
+			return devreg.CredentialChange{}, devreg.Errorf(devreg.ENOTFOUND, "device %s has no credential %s", deviceID, credID)
+		}
+		if u.Status != nil {
+			cur.Status = *u.Status
+		}
+		if u.SetNotBefore {
+			cur.NotBefore = u.NotBefore
+		}
+		if u.SetNotAfter {
+			cur.NotAfter = u.NotAfter
+		}
+		if err := checkWindow(cur.NotBefore, cur.NotAfter); err != nil {
+			return devreg.CredentialChange{}, err
+		}
+		if cur.Status == devreg.StatusDisabled && !otherEnabled(d, credID) {
+			return devreg.CredentialChange{}, devreg.Errorf(devreg.ECONFLICT,
+				"%s is the last enabled credential of device %s; to stop the device from authenticating, disable the device instead", credID, deviceID)
+		}
+		updated = cur
+		return devreg.CredentialChange{Update: []devreg.StoredCredential{cur}}, nil
+	})
+	return updated.Credential, err
+}
+
+// DeleteCredential deletes a credential of one of the caller's devices; tokens issued for it stop
+// working. A device's last enabled credential cannot be deleted: disable the device instead.
+func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string) error {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return err
+	}
+	if credential.CheckDeviceID(deviceID) != "" {
+		return notFound("device", deviceID)
+	}
+	if !opaqueID(credID) {
+		return notFound("credential", credID)
+	}
+	return s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+		cur, ok := d.Credential(credID)
+		if !ok {
+			return devreg.CredentialChange{}, devreg.Errorf(devreg.ENOTFOUND, "device %s has no credential %s", deviceID, credID)
+		}
+		if len(d.Credentials) == 1 || cur.Status == devreg.StatusEnabled && !otherEnabled(d, credID) {
+			return devreg.CredentialChange{}, devreg.Errorf(devreg.ECONFLICT,
+				"%s is the last enabled credential of device %s; to stop the device from authenticating, disable the device instead", credID, deviceID)
+		}
+		return devreg.CredentialChange{Delete: []string{credID}}, nil
+	})
+}
+
+// otherEnabled reports whether the device has an enabled credential besides credID.
+func otherEnabled(d devreg.DeviceAuth, credID string) bool {
+	for _, c := range d.Credentials {
+		if c.ID != credID && c.Status == devreg.StatusEnabled {
+			return true
+		}
+	}
+	return false
+}
+
+// RotateCredential replaces a device's secret at the device's request. The device authenticates
+// exactly as at the token endpoint (its failures count toward the same throttle), with its
+// current secret: never with a token, which other services see. The server generates the new
+// secret and keeps only its hash. The credential the device authenticated with works for the
+// device type's rotation grace more (never longer than it would have), so that a device that lost
+// the answer can log in with it and rotate again; the credentials earlier rotations made and the
+// device never used are then deleted, as are expired ones, so repeated calls cannot stack them.
+func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, secret string) (devreg.Rotation, error) {
+	dev, used, err := s.authenticateDevice(ctx, accountID, deviceID, secret)
+	if err != nil {
+		return devreg.Rotation{}, err
+	}
+	t, err := s.store.DeviceType(ctx, accountID, dev.DeviceTypeID)
+	if err != nil {
+		return devreg.Rotation{}, err
+	}
+	newSecret := credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
+	now := s.now()
+	current := s.keys.Current()
+	added := devreg.StoredCredential{
+		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, Status: devreg.StatusEnabled, Source: devreg.CredentialFromDevice},
+		KeyID:      current.ID, Hash: credential.Hash(current, accountID, deviceID, newSecret),
+	}
+	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: used.ID}
+	err = s.store.ChangeCredentials(ctx, accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+		cur, ok := d.Credential(used.ID)
+		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
+			return devreg.CredentialChange{}, ErrInvalidClient
+		}
+		ch := devreg.CredentialChange{Add: &added}
+		for _, c := range d.Credentials {
+			if c.ID != cur.ID && (c.ExpiredAt(now) || c.Source == devreg.CredentialFromDevice && c.LastUsedAt == nil) {
+				ch.Delete = append(ch.Delete, c.ID)
+			}
+		}
+		if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {
+			return ch, devreg.Errorf(devreg.ECONFLICT, "the device has %d credentials, the most a device may have; an administrator must delete one first", n)
+		}
+		end := now.Add(t.RotationGrace())
+		if cur.NotAfter != nil && cur.NotAfter.Before(end) {
+			end = *cur.NotAfter
+		}
+		cur.NotAfter, rot.PreviousNotAfter = &end, end
+		ch.Update = []devreg.StoredCredential{cur}
+		return ch, nil
+	})
+	if err != nil {
+		return devreg.Rotation{}, err
+	}
+	return rot, nil
+}

@@ -1,0 +1,296 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"devreg"
+)
+
+// A device's first credential lives in its own row: key_id and secret_hash, and the cred_
+// columns, which are NULL where they take their default (so a registration writes nothing more).
+// Its further credentials are rows of the credentials table. Whenever the credential in the row
+// is deleted, another takes its place in the row, so a device always has one there.
+
+// registrationCredentialID is the ID of the credential a registration made in batch batchID, as
+// long as the device's row does not name another: 'cr_' and the batch ID. Credential IDs are
+// unique per device, so the devices of a batch may share it.
+func registrationCredentialID(batchID string) string { return "cr_" + batchID }
+
+// deviceAuthQuery reads a device, its batch's status and every credential, one row per credential
+// in the credentials table (or one row without).
+const deviceAuthQuery = `SELECT d.device_type_id, d.batch_id, d.status, coalesce(b.status, 'enabled'), d.created_at,
+	d.key_id, d.secret_hash, d.cred_id, d.cred_created_at, d.cred_not_before, d.cred_not_after, d.cred_status, d.cred_last_used_at, d.cred_source,
+	c.id, c.key_id, c.secret_hash, c.created_at, c.not_before, c.not_after, c.status, c.last_used_at, c.source
+	FROM devices d LEFT JOIN batches b ON b.id = d.batch_id
+	LEFT JOIN credentials c ON c.account_num = d.account_num AND c.device_id = d.device_id
+	WHERE d.account_num = ` + accountNum + ` AND d.device_id = ?`
+
+// DeviceAuth returns what authenticating a device needs, in one read: its type, its batch,
+// whether it and its batch are enabled, and its credentials, oldest first.
+func (s *DB) DeviceAuth(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
+	return s.deviceAuth(ctx, s.h, accountID, deviceID)
+}
+
+func (s *DB) deviceAuth(ctx context.Context, q handle, accountID, deviceID string) (devreg.DeviceAuth, error) {
+	var d devreg.DeviceAuth
+	rows, err := q.QueryContext(ctx, deviceAuthQuery, accountID, deviceID)
+	if err != nil {
+		return d, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var status, batchStatus string
+		var created int64
+		var own devreg.StoredCredential
+		var ownID, ownStatus, ownSource sql.NullString
+		var ownCreated, ownNotBefore, ownNotAfter, ownUsed sql.NullInt64
+		var extraID, extraKey, extraStatus, extraSource sql.NullString
+		var extraHash []byte
+		var extraCreated, extraNotBefore, extraNotAfter, extraUsed sql.NullInt64
+		if err := rows.Scan(&d.DeviceTypeID, &d.BatchID, &status, &batchStatus, &created,
+			&own.KeyID, &own.Hash, &ownID, &ownCreated, &ownNotBefore, &ownNotAfter, &ownStatus, &ownUsed, &ownSource,
+			&extraID, &extraKey, &extraHash, &extraCreated, &extraNotBefore, &extraNotAfter, &extraStatus, &extraUsed, &extraSource); err != nil {
+			return d, err
+		}
+		if len(d.Credentials) == 0 {
+			d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
+			own.InDevice = true
+			own.ID = registrationCredentialID(d.BatchID)
+			if ownID.Valid {
+				own.ID = ownID.String
+			}
+			own.CreatedAt = fromMicros(created)
+			if ownCreated.Valid {
+				own.CreatedAt = fromMicros(ownCreated.Int64)
+			}
+			own.NotBefore, own.NotAfter, own.LastUsedAt = fromNullMicros(ownNotBefore), fromNullMicros(ownNotAfter), fromNullMicros(ownUsed)
+			own.Status, own.Source = devreg.StatusEnabled, devreg.CredentialFromRegistration
+			if ownStatus.Valid {
+				own.Status = devreg.DeviceStatus(ownStatus.String)
+			}
+			if ownSource.Valid {
+				own.Source = devreg.CredentialSource(ownSource.String)
+			}
+			d.Credentials = append(d.Credentials, own)
+		}
+		if extraID.Valid {
+			d.Credentials = append(d.Credentials, devreg.StoredCredential{
+				Credential: devreg.Credential{
+					ID: extraID.String, CreatedAt: fromMicros(extraCreated.Int64),
+					NotBefore: fromNullMicros(extraNotBefore), NotAfter: fromNullMicros(extraNotAfter),
+					Status: devreg.DeviceStatus(extraStatus.String), LastUsedAt: fromNullMicros(extraUsed),
+					Source: devreg.CredentialSource(extraSource.String),
+				},
+				KeyID: extraKey.String, Hash: extraHash,
+			})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return d, err
+	}
+	if len(d.Credentials) == 0 {
+		return d, devreg.Errorf(devreg.ENOTFOUND, "no device %s", deviceID)
+	}
+	sort.SliceStable(d.Credentials, func(i, j int) bool {
+		a, b := d.Credentials[i], d.Credentials[j]
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.ID < b.ID
+	})
+	return d, nil
+}
+
+// CredentialUsed records, at a credential's first use, that the device authenticated with it at t,
+// and moves its hash to another key when keyID is set, in one write. A credential that has
+// changed since it was read (another hash, or gone) is left alone.
+func (s *DB) CredentialUsed(ctx context.Context, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error {
+	if keyID == "" {
+		keyID, hash = c.KeyID, c.Hash
+	}
+	if c.InDevice {
+		_, err := s.exec(ctx, `UPDATE devices SET cred_last_used_at = coalesce(?, cred_last_used_at), key_id = ?, secret_hash = ?
+			WHERE `+oneDevice+` AND key_id = ? AND secret_hash = ?`,
+			nullMicros(t), keyID, hash, accountID, deviceID, c.KeyID, c.Hash)
+		return err
+	}
+	_, err := s.exec(ctx, `UPDATE credentials SET last_used_at = coalesce(?, last_used_at), key_id = ?, secret_hash = ?
+		WHERE account_num = `+accountNum+` AND device_id = ? AND id = ? AND key_id = ? AND secret_hash = ?`,
+		nullMicros(t), keyID, hash, accountID, deviceID, c.ID, c.KeyID, c.Hash)
+	return err
+}
+
+// nullMicros is t in microseconds, or NULL for the zero time.
+func nullMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return micros(t)
+}
+
+// MarkCredentialsUsed moves on the last use of credentials that have been used before (a first
+// use is written at once, by CredentialUsed), in one transaction for the lot.
+func (s *DB) MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error {
+	var own []string
+	var extra []devreg.CredentialUse
+	for _, u := range uses {
+		if u.InDevice {
+			own = append(own, u.DeviceID)
+		} else {
+			extra = append(extra, u)
+		}
+	}
+	return s.inTx(ctx, func(tx handle) error {
+		for len(own) > 0 {
+			chunk := own[:min(len(own), seenChunk)]
+			own = own[len(chunk):]
+			args := []any{micros(t), accountID}
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
+				AND device_id IN (`+placeholders(len(chunk))+`) AND cred_last_used_at < ?`, append(args, micros(t))...); err != nil {
+				return err
+			}
+		}
+		for len(extra) > 0 {
+			chunk := extra[:min(len(extra), seenChunk)]
+			extra = extra[len(chunk):]
+			args := []any{micros(t), accountID}
+			for _, u := range chunk {
+				args = append(args, u.DeviceID, u.CredentialID)
+			}
+			pairs := strings.TrimSuffix(strings.Repeat("(?, ?), ", len(chunk)), ", ")
+			if _, err := tx.ExecContext(ctx, `UPDATE credentials SET last_used_at = ? WHERE account_num = `+accountNum+`
+				AND (device_id, id) IN (VALUES `+pairs+`) AND last_used_at < ?`, append(args, micros(t))...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// placeholders is n '?' separated by commas.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+// ChangeCredentials reads a device's credentials and writes what decide makes of them, in one
+// transaction that holds the device, so that no other change of them falls in between (the
+// limit of five depends on it). An error from decide writes nothing and is returned.
+func (s *DB) ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error {
+	return s.inTx(ctx, func(tx handle) error {
+		if s.pg {
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE `+oneDevice+` FOR UPDATE`, accountID, deviceID).Scan(&one)
+			if err != nil {
+				return notFound(err, "no device %s", deviceID)
+			}
+		}
+		d, err := s.deviceAuth(ctx, tx, accountID, deviceID)
+		if err != nil {
+			return err
+		}
+		ch, err := decide(d)
+		if err != nil {
+			return err
+		}
+		return s.applyCredentialChange(ctx, tx, accountID, deviceID, d, ch)
+	})
+}
+
+func (s *DB) applyCredentialChange(ctx context.Context, tx handle, accountID, deviceID string, d devreg.DeviceAuth, ch devreg.CredentialChange) error {
+	creds := map[string]devreg.StoredCredential{}
+	var own devreg.StoredCredential
+	for _, c := range d.Credentials {
+		creds[c.ID] = c
+		if c.InDevice {
+			own = c
+		}
+	}
+	for _, u := range ch.Update {
+		c, ok := creds[u.ID]
+		if !ok {
+			return fmt.Errorf("update credential %s: the device has no such credential", u.ID)
+		}
+		c.Status, c.NotBefore, c.NotAfter = u.Status, u.NotBefore, u.NotAfter
+		creds[u.ID] = c
+		var err error
+		if c.InDevice {
+			_, err = tx.ExecContext(ctx, `UPDATE devices SET cred_status = ?, cred_not_before = ?, cred_not_after = ? WHERE `+oneDevice,
+				string(c.Status), nullTime(c.NotBefore), nullTime(c.NotAfter), accountID, deviceID)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE credentials SET status = ?, not_before = ?, not_after = ?
+				WHERE account_num = `+accountNum+` AND device_id = ? AND id = ?`,
+				string(c.Status), nullTime(c.NotBefore), nullTime(c.NotAfter), accountID, deviceID, c.ID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	ownDeleted := false
+	for _, id := range ch.Delete {
+		c, ok := creds[id]
+		if !ok {
+			return fmt.Errorf("delete credential %s: the device has no such credential", id)
+		}
+		delete(creds, id)
+		if c.InDevice {
+			ownDeleted = true
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE account_num = `+accountNum+` AND device_id = ? AND id = ?`,
+			accountID, deviceID, id); err != nil {
+			return err
+		}
+	}
+	add := ch.Add
+	if ownDeleted {
+		// The oldest credential left takes the row's place; the new one if none is left.
+		var next *devreg.StoredCredential
+		for _, c := range d.Credentials {
+			if c, ok := creds[c.ID]; ok && !c.InDevice {
+				next = &c
+				break
+			}
+		}
+		if next == nil {
+			next, add = add, nil
+		}
+		if next == nil {
+			return fmt.Errorf("delete credential %s: it is the device's last", own.ID)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET key_id = ?, secret_hash = ?, cred_id = ?, cred_created_at = ?, cred_not_before = ?,
+			cred_not_after = ?, cred_status = ?, cred_last_used_at = ?, cred_source = ? WHERE `+oneDevice,
+			next.KeyID, next.Hash, next.ID, micros(next.CreatedAt), nullTime(next.NotBefore), nullTime(next.NotAfter), string(next.Status),
+			nullTime(next.LastUsedAt), string(next.Source), accountID, deviceID); err != nil {
+			return err
+		}
+		if next != ch.Add {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE account_num = `+accountNum+` AND device_id = ? AND id = ?`,
+				accountID, deviceID, next.ID); err != nil {
+				return err
+			}
+		}
+	}
+	if add != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
+			VALUES (`+accountNum+`, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			accountID, deviceID, add.ID, add.KeyID, add.Hash, micros(add.CreatedAt), nullTime(add.NotBefore), nullTime(add.NotAfter),
+			string(add.Status), nullTime(add.LastUsedAt), string(add.Source)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nullTime is *t in microseconds, or NULL.
+func nullTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return micros(*t)
+}

@@ -1,0 +1,29 @@
+-- A device holds one to five credentials. The registration's credential stays in the device's own
+-- row (key_id and secret_hash, with the cred_ columns below, which are NULL where they take their
+-- default), so that registering a device still writes one row; the device's further credentials
+-- are rows of the credentials table. Every existing device's secret is thus its first credential.
+ALTER TABLE devices ADD COLUMN cred_id TEXT;            -- NULL: 'cr_' and the device's batch ID
+ALTER TABLE devices ADD COLUMN cred_created_at BIGINT; -- NULL: the device's created_at
+ALTER TABLE devices ADD COLUMN cred_not_before BIGINT; -- NULL: no limit
+ALTER TABLE devices ADD COLUMN cred_not_after BIGINT;  -- NULL: no limit
+ALTER TABLE devices ADD COLUMN cred_status TEXT;        -- NULL: enabled
+ALTER TABLE devices ADD COLUMN cred_last_used_at BIGINT;
+ALTER TABLE devices ADD COLUMN cred_source TEXT;        -- NULL: registration
+
+CREATE TABLE credentials (
+	account_num  BIGINT NOT NULL,
+	device_id    TEXT COLLATE "C" NOT NULL,
+	id           TEXT NOT NULL,
+	key_id       TEXT NOT NULL, -- which server key made secret_hash
+	secret_hash  BYTEA NOT NULL, -- HMAC-SHA-256(key, account ID, device ID, secret)
+	created_at   BIGINT NOT NULL,
+	not_before   BIGINT,
+	not_after    BIGINT,
+	status       TEXT NOT NULL DEFAULT 'enabled',
+	last_used_at BIGINT,
+	source       TEXT NOT NULL,
+	PRIMARY KEY (account_num, device_id, id)
+);
+
+-- How long the credential a device rotates away from keeps working, in seconds.
+ALTER TABLE device_types ADD COLUMN rotation_grace_seconds INTEGER NOT NULL DEFAULT 604800;
