@@ -54,7 +54,27 @@ type fixture struct {
 	empty devreg.DeviceType // has no devices
 	dev   devreg.Device
 	batch devreg.Batch
-	key   devreg.APIKey // a read key, as the key list shows it
+	key   devreg.APIKey     // a read key, as the key list shows it
+	cred  devreg.Credential // dev's second credential, where the case's setup adds one
+}
+
+// secondCredential gives the fixture's device a second credential.
+func (f *fixture) secondCredential(t *testing.T) {
+	t.Helper()
+	var err error
+	if f.cred, err = f.svc.AddCredential(f.admin, f.dev.DeviceID, devreg.NewCredential{Secret: "second-secret-of-the-case"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// credentials returns the fixture's device's credentials.
+func (f *fixture) credentials(t *testing.T) []devreg.Credential {
+	t.Helper()
+	c, err := f.svc.ListCredentials(f.admin, f.dev.DeviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func testService(t *testing.T, url string) {
@@ -446,6 +466,63 @@ func testService(t *testing.T, url string) {
 			check: func(t *testing.T, f *fixture, done bool) {
 				if got := f.hasKey(t, f.admin, f.key.Name); got == done {
 					t.Errorf("key exists afterwards: %v, want %v", got, !done)
+				}
+			},
+		},
+
+		// Credentials.
+		{
+			does: "lists-credentials", want: codes{allowed, allowed, allowed, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.ListCredentials(ctx, f.dev.DeviceID)
+				if err == nil && (len(got) != 1 || got[0].Source != devreg.CredentialFromRegistration || got[0].Status != devreg.StatusEnabled) {
+					t.Errorf("ListCredentials = %+v, want the registered one", got)
+				}
+				return err
+			},
+		},
+		{
+			does: "adds-credential", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusCreated,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				got, err := f.svc.AddCredential(ctx, f.dev.DeviceID, devreg.NewCredential{Generate: true})
+				if err == nil && (len(got.Secret) < registry.GeneratedSecretLength || got.Source != devreg.CredentialFromAPI) {
+					t.Errorf("AddCredential = %+v, want a generated secret made through the API", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if n := len(f.credentials(t)); n != map[bool]int{true: 2, false: 1}[done] {
+					t.Errorf("the device has %d credentials afterwards", n)
+				}
+			},
+		},
+		{
+			does: "disables-credential", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) { f.secondCredential(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				disabled := devreg.StatusDisabled
+				got, err := f.svc.UpdateCredential(ctx, f.dev.DeviceID, f.cred.ID, devreg.CredentialUpdate{Status: &disabled})
+				if err == nil && (got.ID != f.cred.ID || got.Status != disabled) {
+					t.Errorf("UpdateCredential = %+v", got)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				want := map[bool]devreg.DeviceStatus{true: devreg.StatusDisabled, false: devreg.StatusEnabled}[done]
+				if c := f.credentials(t); len(c) != 2 || c[1].Status != want {
+					t.Errorf("credentials afterwards: %+v, want the second %s", c, want)
+				}
+			},
+		},
+		{
+			does: "deletes-credential", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusNoContent,
+			setup: func(t *testing.T, f *fixture) { f.secondCredential(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				return f.svc.DeleteCredential(ctx, f.dev.DeviceID, f.cred.ID)
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if n := len(f.credentials(t)); n != map[bool]int{true: 1, false: 2}[done] {
+					t.Errorf("the device has %d credentials afterwards", n)
 				}
 			},
 		},

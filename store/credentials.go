@@ -101,6 +101,9 @@ func (s *DB) deviceAuth(ctx context.Context, q handle, accountID, deviceID strin
 		if !a.CreatedAt.Equal(b.CreatedAt) {
 			return a.CreatedAt.Before(b.CreatedAt)
 		}
+		if a.InDevice != b.InDevice {
+			return a.InDevice
+		}
 		return a.ID < b.ID
 	})
 	return d, nil

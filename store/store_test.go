@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/credential"
 	"devreg/internal/pgtest"
 	"devreg/store"
 	"devreg/store/storetest"
@@ -146,6 +147,88 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A database made by the release before several credentials per device keeps every device's
+// secret as its first credential: a registration credential, created with the device, that its
+// secret still matches.
+func TestUpgradeCarriesSecretsOver(t *testing.T) {
+	key := credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
+			driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
+			if dialect == "postgres" {
+				url = pgtest.NewDatabase(t)
+				driver, dsn = "pgx", url
+			}
+			old, err := sql.Open(driver, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stmts := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`}
+			names, err := filepath.Glob(filepath.Join("migrations", dialect, "000[1-5]_*.sql"))
+			if err != nil || len(names) != 5 {
+				t.Fatalf("migrations of the release before: %v, %v", names, err)
+			}
+			for v, name := range names {
+				body, err := os.ReadFile(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stmts = append(stmts, string(body), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, 0)`, v+1))
+			}
+			created := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
+			hash := credential.Hash(key, "acc_a", "d1", "secret-of-d1")
+			stmts = append(stmts,
+				`INSERT INTO accounts (id, name, created_at, num) VALUES ('acc_a', 'a', 0, 1)`,
+				`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_a', 'acc_a', 'T', 1, 0)`,
+				`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_a', 'acc_a', 'dt_a', 0, 'me', 'api', 1)`,
+				fmt.Sprintf(`INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at)
+					SELECT 'acc_a', num, 'd1', 'dt_a', 'bat_a', 'k1', %s, %d FROM accounts WHERE id = 'acc_a'`, hexLiteral(dialect, hash), created.UnixMicro()))
+			for _, s := range stmts {
+				if _, err := old.ExecContext(ctx, s); err != nil {
+					t.Fatalf("%v\n%s", err, s)
+				}
+			}
+			old.Close()
+
+			db, err := store.Open(ctx, url)
+			if err != nil {
+				t.Fatalf("upgrading: %v", err)
+			}
+			defer db.Close()
+			d, err := db.DeviceAuth(ctx, "acc_a", "d1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := credential.NewKeyring(key)
+			if len(d.Credentials) != 1 {
+				t.Fatalf("credentials after the upgrade: %+v", d.Credentials)
+			}
+			c := d.Credentials[0]
+			if c.Source != devreg.CredentialFromRegistration || c.Status != devreg.StatusEnabled || !c.CreatedAt.Equal(created) ||
+				c.NotBefore != nil || c.NotAfter != nil || c.LastUsedAt != nil || !c.ValidAt(time.Now()) {
+				t.Errorf("the device's first credential after the upgrade: %+v", c.Credential)
+			}
+			if !keys.Verify(c.KeyID, c.Hash, "acc_a", "d1", "secret-of-d1") {
+				t.Errorf("the device's secret does not match its first credential after the upgrade")
+			}
+			dt, err := db.DeviceType(ctx, "acc_a", "dt_a")
+			if err != nil || dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != devreg.DefaultRotationGraceSeconds {
+				t.Errorf("device type after the upgrade: %+v, %v; want the default rotation grace", dt, err)
+			}
+		})
+	}
+}
+
+// hexLiteral writes b as a blob literal of the dialect.
+func hexLiteral(dialect string, b []byte) string {
+	if dialect == "postgres" {
+		return fmt.Sprintf(`'\x%x'::bytea`, b)
+	}
+	return fmt.Sprintf(`X'%x'`, b)
 }
 
 // A registration's pages reach the SQLite database file soon after it commits, not only when
