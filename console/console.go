@@ -1,6 +1,6 @@
 // Package console is devreg's web console: server-rendered pages to define device types,
 // register single devices, bulk-upload a CSV file of devices, browse devices by type and manage
-// batches and API keys. Templates and static assets are embedded; plain forms work without
+// their credentials, batches and API keys. Templates and static assets are embedded; plain forms work without
 // JavaScript.
 package console
 
@@ -61,6 +61,7 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 			return ""
 		},
 		"count": thousands,
+		"grace": graceText,
 		"lines": func(l []string) string { return strings.Join(l, "\n") },
 		"typeName": func(names map[string]string, id string) string {
 			if n, ok := names[id]; ok {
@@ -137,6 +138,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("POST /devices/upload", protect.Handler(h.wrap(h.authenticated(h.upload))))
 	auth("GET /devices/{id}", h.devicePage)
 	auth("POST /devices/{id}/status", h.setDeviceStatus)
+	auth("POST /devices/{id}/credentials", h.addCredential)
+	auth("POST /devices/{id}/credentials/{cred}/status", h.setCredentialStatus)
+	auth("POST /devices/{id}/credentials/{cred}/delete", h.deleteCredential)
 	auth("GET /devices/{id}/delete", h.deleteDevicePage)
 	auth("POST /devices/{id}/delete", h.deleteDevice)
 	auth("GET /batches", h.batchesPage)

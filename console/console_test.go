@@ -25,10 +25,11 @@ import (
 )
 
 type env struct {
-	srv    *server.Server
-	url    string
-	http   *http.Client
-	apiKey string
+	srv       *server.Server
+	url       string
+	http      *http.Client
+	apiKey    string
+	accountID string
 }
 
 const (
@@ -50,12 +51,12 @@ func newEnv(t *testing.T, database string) *env {
 	}
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	_, key, err := srv.Service.NewAccount(context.Background(), "Acme", email, password)
+	acct, key, err := srv.Service.NewAccount(context.Background(), "Acme", email, password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	jar, _ := cookiejar.New(nil)
-	return &env{srv: srv, url: srv.URL(), apiKey: key, http: &http.Client{Jar: jar}}
+	return &env{srv: srv, url: srv.URL(), apiKey: key, accountID: acct.ID, http: &http.Client{Jar: jar}}
 }
 
 func (e *env) login(t *testing.T) {
@@ -150,6 +151,8 @@ func testEveryPageRenders(t *testing.T, database string) {
 	check("devices", status, body, 200, "device1")
 	status, body = e.get(t, "/devices/device1")
 	check("device", status, body, 200, "never — registered but not yet connected")
+	status, body = e.post(t, "/devices/device1/credentials", url.Values{"generate": {"true"}})
+	check("credential_new", status, body, 200, "it will not be shown again")
 	status, body = e.get(t, "/devices/device1/delete")
 	check("device_delete", status, body, 200, "Delete device device1?")
 	status, body = e.get(t, "/batches")

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"devreg"
 	"devreg/bulkfile"
@@ -34,6 +35,18 @@ func formInt(r *http.Request, name string) (int, error) {
 		return 0, devreg.Errorf(devreg.EINVALID, "%s must be a whole number", strings.ReplaceAll(name, "_", " "))
 	}
 	return n, nil
+}
+
+// formOptionalInt is formInt for a field that, left blank or not sent, leaves its value as it is (nil).
+func formOptionalInt(r *http.Request, name string) (*int, error) {
+	if strings.TrimSpace(r.PostFormValue(name)) == "" {
+		return nil, nil
+	}
+	n, err := formInt(r, name)
+	if err != nil {
+		return nil, err
+	}
+	return &n, nil
 }
 
 func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error {
@@ -65,7 +78,11 @@ func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	return h.render(w, r, http.StatusOK, "devicetype_edit", "Edit "+t.Name, "devicetypes", struct{ Type devreg.DeviceType }{t})
+	return h.render(w, r, http.StatusOK, "devicetype_edit", "Edit "+t.Name, "devicetypes", struct {
+		Type         devreg.DeviceType
+		GraceSeconds int
+		MaxGrace     int
+	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds})
 }
 
 func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
@@ -73,8 +90,11 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 	min, err := formInt(r, "min_secret_length")
 	if err == nil {
 		name, desc := r.PostFormValue("name"), r.PostFormValue("description")
-		_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
-			MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe")})
+		var grace *int
+		if grace, err = formOptionalInt(r, "rotation_grace_seconds"); err == nil {
+			_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
+				MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace})
+		}
 	}
 	if isUserError(err) {
 		return h.redirect(w, r, "/devicetypes/"+url.PathEscape(id)+"/edit", "error", devreg.ErrorMessage(err))
@@ -330,27 +350,6 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		title = "Upload refused"
 	}
 	return h.render(w, r, status, "upload_result", title, "devices", out)
-}
-
-func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	d, err := h.svc.Device(ctx, r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	_, names, err := h.types(ctx)
-	if err != nil {
-		return err
-	}
-	b, err := h.svc.Batch(ctx, d.BatchID)
-	if err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND {
-		return err
-	}
-	return h.render(w, r, http.StatusOK, "device", d.DeviceID, "devices", struct {
-		Device        devreg.Device
-		TypeNames     map[string]string
-		BatchDisabled bool
-	}{d, names, b.Status == devreg.StatusDisabled})
 }
 
 func (h *Handler) setDeviceStatus(w http.ResponseWriter, r *http.Request) error {

@@ -54,6 +54,9 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 	if err := checkWindow(nc.NotBefore, nc.NotAfter); err != nil {
 		return devreg.Credential{}, err
 	}
+	if nc.NotAfter != nil && !nc.NotAfter.After(s.now()) {
+		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "not_after (%s) has passed; a credential must be valid for some time", nc.NotAfter.Format(time.RFC3339))
+	}
 	d, err := s.deviceCredentials(ctx, c.AccountID, deviceID)
 	if err != nil {
 		return devreg.Credential{}, err
@@ -113,7 +116,8 @@ func checkWindow(notBefore, notAfter *time.Time) error {
 }
 
 // UpdateCredential enables or disables a credential of one of the caller's devices, or changes its
-// window. A device's last enabled credential cannot be disabled: disable the device instead.
+// window. A change that would leave the device without a credential valid now is refused:
+// disable the device instead.
 func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string, u devreg.CredentialUpdate) (devreg.Credential, error) {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
@@ -129,6 +133,7 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 		return devreg.Credential{}, notFound("credential", credID)
 	}
 	var updated devreg.StoredCredential
+	now := s.now()
 	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
@@ -146,9 +151,8 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 		if err := checkWindow(cur.NotBefore, cur.NotAfter); err != nil {
 			return devreg.CredentialChange{}, err
 		}
-		if cur.Status == devreg.StatusDisabled && !otherEnabled(d, credID) {
-			return devreg.CredentialChange{}, devreg.Errorf(devreg.ECONFLICT,
-				"%s is the last enabled credential of device %s; to stop the device from authenticating, disable the device instead", credID, deviceID)
+		if !cur.ValidAt(now) && leavesNoValid(d, credID, now) {
+			return devreg.CredentialChange{}, lastValid(credID, deviceID, "disable it or end its window")
 		}
 		updated = cur
 		return devreg.CredentialChange{Update: []devreg.StoredCredential{cur}}, nil
@@ -157,7 +161,8 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 }
 
 // DeleteCredential deletes a credential of one of the caller's devices; tokens issued for it stop
-// working. A device's last enabled credential cannot be deleted: disable the device instead.
+// working. A device's last credential, or the only one valid now, cannot be deleted: disable the
+// device instead.
 func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
@@ -169,27 +174,38 @@ func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string)
 	if !opaqueID(credID) {
 		return notFound("credential", credID)
 	}
+	now := s.now()
 	return s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
 			return devreg.CredentialChange{}, devreg.Errorf(devreg.ENOTFOUND, "device %s has no credential %s", deviceID, credID)
 		}
-		if len(d.Credentials) == 1 || cur.Status == devreg.StatusEnabled && !otherEnabled(d, credID) {
-			return devreg.CredentialChange{}, devreg.Errorf(devreg.ECONFLICT,
-				"%s is the last enabled credential of device %s; to stop the device from authenticating, disable the device instead", credID, deviceID)
+		if len(d.Credentials) == 1 || leavesNoValid(d, credID, now) {
+			return devreg.CredentialChange{}, lastValid(cur.ID, deviceID, "delete it")
 		}
 		return devreg.CredentialChange{Delete: []string{credID}}, nil
 	})
 }
 
-// otherEnabled reports whether the device has an enabled credential besides credID.
-func otherEnabled(d devreg.DeviceAuth, credID string) bool {
+// leavesNoValid reports whether the device has a credential valid at now that lets it in, and
+// none but credID: changing that one so that it no longer does would lock the device out.
+func leavesNoValid(d devreg.DeviceAuth, credID string, now time.Time) bool {
+	valid := false
 	for _, c := range d.Credentials {
-		if c.ID != credID && c.Status == devreg.StatusEnabled {
-			return true
+		if c.ValidAt(now) {
+			if c.ID != credID {
+				return false
+			}
+			valid = true
 		}
 	}
-	return false
+	return valid
+}
+
+// lastValid is the refusal of a change that would leave a device without a valid credential.
+func lastValid(credID, deviceID, change string) error {
+	return devreg.Errorf(devreg.ECONFLICT, "%s is the only credential that lets device %s in now, so you cannot %s; "+
+		"add another first, or disable the device to stop it from authenticating", credID, deviceID, change)
 }
 
 // RotateCredential replaces a device's secret at the device's request. The device authenticates

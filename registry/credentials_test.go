@@ -237,6 +237,18 @@ func testDisableOldCredential(t *testing.T, pg bool) {
 	if err := e.svc.DeleteCredential(e.admin, "d1", cs[1].ID); devreg.ErrorCode(err) != devreg.ECONFLICT {
 		t.Errorf("deleting the last enabled credential: %v, want conflict", err)
 	}
+	past, future := e.now.Load().Add(-time.Second), e.now.Load().Add(time.Hour)
+	for name, u := range map[string]devreg.CredentialUpdate{
+		"ending the window of":    {SetNotAfter: true, NotAfter: &past},
+		"postponing the start of": {SetNotBefore: true, NotBefore: &future},
+	} {
+		if _, err := e.svc.UpdateCredential(e.admin, "d1", cs[1].ID, u); devreg.ErrorCode(err) != devreg.ECONFLICT {
+			t.Errorf("%s the only valid credential: %v, want conflict", name, err)
+		}
+	}
+	if _, err := e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Secret: "already-ended-secret", NotAfter: &past}); devreg.ErrorCode(err) != devreg.EINVALID {
+		t.Errorf("adding a credential whose window has ended: %v, want invalid", err)
+	}
 	if _, err := e.svc.UpdateCredential(e.admin, "d1", old.ID, devreg.CredentialUpdate{Status: &enabled}); err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +322,9 @@ func testResendWithAnyCredential(t *testing.T, pg bool) {
 }
 
 // on_conflict=replace leaves the registered credential and the ones the device made itself.
-func TestReplaceKeepsDeviceCredentials(t *testing.T) { forEachStore(t, testReplaceKeepsDeviceCredentials) }
+func TestReplaceKeepsDeviceCredentials(t *testing.T) {
+	forEachStore(t, testReplaceKeepsDeviceCredentials)
+}
 
 func testReplaceKeepsDeviceCredentials(t *testing.T, pg bool) {
 	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
@@ -541,7 +555,9 @@ func testCredentialKeyRotation(t *testing.T, pg bool) {
 }
 
 // A deleted device's credentials go with it: registered again, it has only its new secret.
-func TestDeleteDeviceDeletesCredentials(t *testing.T) { forEachStore(t, testDeleteDeviceDeletesCredentials) }
+func TestDeleteDeviceDeletesCredentials(t *testing.T) {
+	forEachStore(t, testDeleteDeviceDeletesCredentials)
+}
 
 func testDeleteDeviceDeletesCredentials(t *testing.T, pg bool) {
 	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)

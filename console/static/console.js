@@ -1,4 +1,4 @@
-// Small conveniences on top of plain forms: confirmations, a copy button, and an upload progress
+// Small conveniences on top of plain forms: confirmations, copy buttons, and an upload progress
 // bar. Every form works without this script.
 document.addEventListener("click", function (ev) {
   var el = ev.target.closest("[data-confirm]");
@@ -7,17 +7,42 @@ document.addEventListener("click", function (ev) {
   }
   var copy = ev.target.closest("[data-copy]");
   if (copy) {
-    var input = document.getElementById(copy.getAttribute("data-copy"));
-    input.select();
-    var done = function () { copy.textContent = "Copied"; };
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(input.value).then(done, function () { document.execCommand("copy"); done(); });
-    } else {
-      document.execCommand("copy");
-      done();
-    }
+    copyField(copy);
   }
 });
+
+// copyField copies the text of the field that a button's data-copy names, and says whether that
+// worked on the button and in the element that its data-copy-status names, if any. The text stays
+// selected, so that it can be copied by hand where the browser refuses.
+function copyField(button) {
+  var input = document.getElementById(button.getAttribute("data-copy"));
+  var status = document.getElementById(button.getAttribute("data-copy-status") || "");
+  var say = function (copied) {
+    button.textContent = copied ? "Copied" : "Not copied";
+    if (status) {
+      status.textContent = copied ? "Copied to the clipboard." :
+        "The browser did not let devreg copy it. The text is selected: press Ctrl+C (⌘C on a Mac) to copy it.";
+    }
+  };
+  var byCommand = function () {
+    input.focus();
+    input.select();
+    var copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch (e) {
+      copied = false;
+    }
+    say(copied);
+  };
+  input.focus();
+  input.select();
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(input.value).then(function () { say(true); }, byCommand);
+  } else {
+    byCommand();
+  }
+}
 
 document.addEventListener("DOMContentLoaded", function () {
   var form = document.getElementById("upload-form");

@@ -1,0 +1,169 @@
+package console
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"devreg"
+)
+
+// credentialRow is a credential as the device page lists it, with a word on why an enabled one
+// does not authenticate the device right now.
+type credentialRow struct {
+	devreg.Credential
+	Note string // "expired", "not yet valid" or ""
+}
+
+// deviceData is what the device page shows.
+type deviceData struct {
+	Device          devreg.Device
+	TypeNames       map[string]string
+	BatchDisabled   bool
+	Credentials     []credentialRow
+	MaxCredentials  int
+	Full            bool // the device holds MaxCredentials unexpired credentials: adding one fails
+	MinSecretLength int
+}
+
+func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	d, err := h.svc.Device(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	types, names, err := h.types(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := h.svc.Batch(ctx, d.BatchID)
+	if err != nil && devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		return err
+	}
+	creds, err := h.svc.ListCredentials(ctx, d.DeviceID)
+	if err != nil {
+		return err
+	}
+	data := deviceData{Device: d, TypeNames: names, BatchDisabled: b.Status == devreg.StatusDisabled, MaxCredentials: devreg.MaxCredentials}
+	for _, t := range types {
+		if t.ID == d.DeviceTypeID {
+			data.MinSecretLength = t.MinSecretLength
+		}
+	}
+	now, live := h.svc.Now(), 0
+	for _, c := range creds {
+		row := credentialRow{Credential: c}
+		switch {
+		case c.ExpiredAt(now):
+			row.Note = "expired"
+		case c.NotBefore != nil && now.Before(*c.NotBefore):
+			row.Note = "not yet valid"
+			live++
+		default:
+			live++
+		}
+		data.Credentials = append(data.Credentials, row)
+	}
+	// Adding a credential deletes the expired ones first, so only the others count toward the most.
+	data.Full = live >= devreg.MaxCredentials
+	return h.render(w, r, http.StatusOK, "device", d.DeviceID, "devices", data)
+}
+
+// formTime reads a datetime-local field. Browsers send such a field as a wall-clock time without
+// a zone; the page says it is UTC, and so it is read. A blank field is no limit (nil).
+func formTime(r *http.Request, name, label string) (*time.Time, error) {
+	v := strings.TrimSpace(r.PostFormValue(name))
+	if v == "" {
+		return nil, nil
+	}
+	// The layout with seconds also takes a fraction of a second, which some browsers send.
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			return &t, nil
+		}
+	}
+	return nil, devreg.Errorf(devreg.EINVALID, "%s is not a date and time; pick one with the date field, or write it as 2026-12-31T23:59 (UTC)", label)
+}
+
+// addCredential adds a credential to a device: the secret typed in, or one devreg generates. A
+// generated secret is shown on the answer to this post and nowhere else: not in a redirect, a
+// cookie or a log, and the page is not stored (render sends Cache-Control: no-store). devreg
+// keeps only its hash, so it can never be shown again.
+func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	nc := devreg.NewCredential{Secret: r.PostFormValue("secret"), Generate: r.PostFormValue("generate") == "true"}
+	var err error
+	if nc.NotBefore, err = formTime(r, "not_before", "Not before"); err != nil {
+		return err
+	}
+	if nc.NotAfter, err = formTime(r, "not_after", "Not after"); err != nil {
+		return err
+	}
+	switch {
+	case nc.Generate && nc.Secret != "":
+		return devreg.Errorf(devreg.EINVALID, "you typed a secret and chose to generate one; clear the secret field to have devreg generate a secret, or add the one you typed")
+	case !nc.Generate && nc.Secret == "":
+		return devreg.Errorf(devreg.EINVALID, "type a secret for the new credential, or choose “Generate a secret” to have devreg make one")
+	}
+	c, err := h.svc.AddCredential(r.Context(), id, nc)
+	if err != nil {
+		return err
+	}
+	if nc.Generate {
+		return h.render(w, r, http.StatusOK, "credential_new", "New secret for "+id, "devices", struct {
+			DeviceID   string
+			Credential devreg.Credential
+		}{id, c})
+	}
+	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Credential %s added to device %s.", c.ID, id))
+}
+
+func (h *Handler) setCredentialStatus(w http.ResponseWriter, r *http.Request) error {
+	id, credID := r.PathValue("id"), r.PathValue("cred")
+	status := devreg.DeviceStatus(r.PostFormValue("status"))
+	c, err := h.svc.UpdateCredential(r.Context(), id, credID, devreg.CredentialUpdate{Status: &status})
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Credential %s is %s.", c.ID, c.Status))
+}
+
+func (h *Handler) deleteCredential(w http.ResponseWriter, r *http.Request) error {
+	id, credID := r.PathValue("id"), r.PathValue("cred")
+	if err := h.svc.DeleteCredential(r.Context(), id, credID); err != nil {
+		return err
+	}
+	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Credential %s deleted; its secret no longer authenticates device %s.", credID, id))
+}
+
+// devicePath is the device page's path, at its list of credentials.
+func devicePath(id string) string {
+	return "/devices/" + url.PathEscape(id) + "#credentials"
+}
+
+// graceText says a rotation grace in the largest whole unit.
+func graceText(seconds *int) string {
+	if seconds == nil {
+		return graceText(new(devreg.DefaultRotationGraceSeconds))
+	}
+	n := *seconds
+	unit := func(n int, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return thousands(int64(n)) + " " + one + "s"
+	}
+	switch {
+	case n == 0:
+		return "none"
+	case n%86400 == 0:
+		return unit(n/86400, "day")
+	case n%3600 == 0:
+		return unit(n/3600, "hour")
+	case n%60 == 0:
+		return unit(n/60, "minute")
+	}
+	return unit(n, "second")
+}
