@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"devreg"
 )
@@ -119,6 +120,9 @@ type DeviceTypeInput struct {
 	MinSecretLength *int     `json:"min_secret_length,omitempty"`
 	MQTTPublish     []string `json:"mqtt_publish,omitempty"`   // MQTT topic filters its devices may publish to
 	MQTTSubscribe   []string `json:"mqtt_subscribe,omitempty"` // and subscribe to
+	// RotationGraceSeconds is how long the secret a device rotates away from keeps working
+	// (0 to 2592000; a pointer to 0 for no grace). Left out when creating: 604800, 7 days.
+	RotationGraceSeconds *int `json:"rotation_grace_seconds,omitempty"`
 }
 
 // CreateDeviceType defines a device type.
@@ -243,6 +247,56 @@ func (c *Client) SetDeviceStatus(ctx context.Context, deviceID string, status de
 // DeleteDevice deletes a device.
 func (c *Client) DeleteDevice(ctx context.Context, deviceID string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/devices/"+url.PathEscape(deviceID), nil, nil)
+}
+
+// ListCredentials returns a device's credentials, oldest first (never their secrets).
+func (c *Client) ListCredentials(ctx context.Context, deviceID string) ([]devreg.Credential, error) {
+	var out struct {
+		Credentials []devreg.Credential `json:"credentials"`
+	}
+	return out.Credentials, c.doJSON(ctx, http.MethodGet, credentialsPath(deviceID), nil, &out)
+}
+
+func credentialsPath(deviceID string) string {
+	return "/devices/" + url.PathEscape(deviceID) + "/credentials"
+}
+
+// AddCredential gives a device another credential (at most devreg.MaxCredentials): nc.Secret,
+// which must meet the device type's secret policy, or with nc.Generate one the server makes and
+// returns this once, in the answer's Secret. Nil window ends mean no limit.
+func (c *Client) AddCredential(ctx context.Context, deviceID string, nc devreg.NewCredential) (devreg.Credential, error) {
+	in := struct {
+		Secret    string     `json:"secret,omitempty"`
+		Generate  bool       `json:"generate,omitempty"`
+		NotBefore *time.Time `json:"not_before,omitempty"`
+		NotAfter  *time.Time `json:"not_after,omitempty"`
+	}{nc.Secret, nc.Generate, nc.NotBefore, nc.NotAfter}
+	var cr devreg.Credential
+	return cr, c.doJSON(ctx, http.MethodPost, credentialsPath(deviceID), in, &cr)
+}
+
+// UpdateCredential enables or disables a device's credential or changes its window: Status when
+// it is set, and each window end whose Set field is true (to nil: no limit). A change that would
+// leave the device without a credential valid now is refused (ECONFLICT).
+func (c *Client) UpdateCredential(ctx context.Context, deviceID, credentialID string, u devreg.CredentialUpdate) (devreg.Credential, error) {
+	in := map[string]any{} // a window end sent as null removes the limit; one left out stays
+	if u.Status != nil {
+		in["status"] = *u.Status
+	}
+	if u.SetNotBefore {
+		in["not_before"] = u.NotBefore
+	}
+	if u.SetNotAfter {
+		in["not_after"] = u.NotAfter
+	}
+	var cr devreg.Credential
+	return cr, c.doJSON(ctx, http.MethodPatch, credentialsPath(deviceID)+"/"+url.PathEscape(credentialID), in, &cr)
+}
+
+// DeleteCredential deletes a device's credential; tokens issued for it stop working. A device's
+// last credential, or the only one valid now, cannot be deleted (ECONFLICT).
+func (c *Client) DeleteCredential(ctx context.Context, deviceID, credentialID string) error {
+	return c.doJSON(ctx, http.MethodDelete, credentialsPath(deviceID)+"/"+url.PathEscape(credentialID), nil, nil)
 }
 
 // ListBatches returns one page of batches, newest first, and the cursor of the next.

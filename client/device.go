@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"devreg"
 )
 
 // Token is a device token from the token endpoint.
@@ -49,29 +51,44 @@ func deviceError(resp *http.Response) error {
 // DeviceToken gets a token for a device with the client credentials grant, sending its ID and
 // secret with HTTP Basic (each form-encoded first, RFC 6749 §2.3.1). audience may be empty.
 func DeviceToken(ctx context.Context, hc *http.Client, server, accountID, deviceID, secret, audience string) (Token, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
 	form := url.Values{"grant_type": {"client_credentials"}, "account_id": {accountID}}
 	if audience != "" {
 		form.Set("audience", audience)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+"/device/v1/token", strings.NewReader(form.Encode()))
+	var t Token
+	return t, postAsDevice(ctx, hc, server, "/device/v1/token", deviceID, secret, form, http.StatusOK, &t)
+}
+
+// RotateCredential replaces a device's secret at the device's request: it authenticates with its
+// current secret, as at the token endpoint, and gets a new secret the server generated (shown this
+// once). The secret it authenticated with keeps working until the answer's PreviousNotAfter (the
+// device type's rotation grace), so a device that loses the answer can log in and rotate again.
+func RotateCredential(ctx context.Context, hc *http.Client, server, accountID, deviceID, secret string) (devreg.Rotation, error) {
+	var rot devreg.Rotation
+	return rot, postAsDevice(ctx, hc, server, "/device/v1/credentials", deviceID, secret, url.Values{"account_id": {accountID}}, http.StatusCreated, &rot)
+}
+
+// postAsDevice posts form to a device endpoint that the device authenticates at with HTTP Basic,
+// and decodes the answer, which must have the status want, into out.
+func postAsDevice(ctx context.Context, hc *http.Client, server, path, deviceID, secret string, form url.Values, want int, out any) error {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+path, strings.NewReader(form.Encode()))
 	if err != nil {
-		return Token{}, err
+		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(deviceID), url.QueryEscape(secret))
 	resp, err := hc.Do(req)
 	if err != nil {
-		return Token{}, err
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return Token{}, deviceError(resp)
+	if resp.StatusCode != want {
+		return deviceError(resp)
 	}
-	var t Token
-	return t, json.NewDecoder(resp.Body).Decode(&t)
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // CheckIn reports a device's firmware version and status with its token. Empty firmware and a

@@ -136,7 +136,7 @@ var credentialParams = []string{"client_id", "client_secret", "account_id", "gra
 // clientRequest is a device's authenticated request to the token or rotation endpoint: its form
 // and the credentials it presented.
 type clientRequest struct {
-	form                         url.Values
+	form                        url.Values
 	accountID, deviceID, secret string
 }
 

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
+	"time"
 
 	"devreg"
 )
@@ -13,12 +15,14 @@ func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error
 		MinSecretLength int      `json:"min_secret_length"`
 		MQTTPublish     []string `json:"mqtt_publish"`
 		MQTTSubscribe   []string `json:"mqtt_subscribe"`
+		// Absent (or null) takes the default grace; 0 is a valid grace, so this is a pointer.
+		RotationGraceSeconds *int `json:"rotation_grace_seconds"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
 	t, err := h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: in.Name, Description: in.Description, MinSecretLength: in.MinSecretLength,
-		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe})
+		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe, RotationGraceSeconds: in.RotationGraceSeconds})
 	if err != nil {
 		return err
 	}
@@ -203,6 +207,110 @@ func (h *Handler) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) deleteAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if err := h.svc.DeleteAPIKey(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// credentialList is the answer of GET /devices/{device_id}/credentials.
+type credentialList struct {
+	Credentials []devreg.Credential `json:"credentials"`
+}
+
+func (h *Handler) listCredentials(w http.ResponseWriter, r *http.Request) error {
+	creds, err := h.svc.ListCredentials(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, credentialList{Credentials: creds})
+}
+
+// optionalTime is a time field of a request body that may be absent (leave it), null (no limit)
+// or an RFC 3339 time. It keeps the raw value, so that a bad one is refused naming its field.
+type optionalTime struct {
+	set bool
+	raw json.RawMessage
+}
+
+// UnmarshalJSON implements json.Unmarshaler; it is called for null as well.
+func (o *optionalTime) UnmarshalJSON(b []byte) error {
+	o.set, o.raw = true, append(json.RawMessage(nil), b...)
+	return nil
+}
+
+// value returns the time, or nil for null or an absent field. A value that is not a string is a
+// malformed body (400), like any field of the wrong JSON type; a string that is not an RFC 3339
+// time is an invalid field (422), like a status that is neither enabled nor disabled.
+func (o optionalTime) value(field string) (*time.Time, error) {
+	if !o.set || string(o.raw) == "null" {
+		return nil, nil
+	}
+	var s string
+	if err := json.Unmarshal(o.raw, &s); err != nil {
+		return nil, devreg.Errorf(devreg.EBADREQUEST, "body is not valid: field %q must be an RFC 3339 time string or null, not %s", field, truncate(string(o.raw)))
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return nil, devreg.Errorf(devreg.EINVALID, "%s must be an RFC 3339 time such as 2027-03-31T00:00:00Z, or null for no limit; it is %q", field, truncate(s))
+	}
+	// The store keeps microseconds; the answer shows what is kept.
+	t = t.UTC().Truncate(time.Microsecond)
+	return &t, nil
+}
+
+func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Secret    string       `json:"secret"`
+		Generate  bool         `json:"generate"`
+		NotBefore optionalTime `json:"not_before"`
+		NotAfter  optionalTime `json:"not_after"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	nc := devreg.NewCredential{Secret: in.Secret, Generate: in.Generate}
+	var err error
+	if nc.NotBefore, err = in.NotBefore.value("not_before"); err != nil {
+		return err
+	}
+	if nc.NotAfter, err = in.NotAfter.value("not_after"); err != nil {
+		return err
+	}
+	c, err := h.svc.AddCredential(r.Context(), r.PathValue("id"), nc)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store") // it may carry a generated secret
+	return writeJSON(w, http.StatusCreated, c)
+}
+
+func (h *Handler) updateCredential(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Status    *devreg.DeviceStatus `json:"status"`
+		NotBefore optionalTime         `json:"not_before"`
+		NotAfter  optionalTime         `json:"not_after"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	u := devreg.CredentialUpdate{Status: in.Status, SetNotBefore: in.NotBefore.set, SetNotAfter: in.NotAfter.set}
+	var err error
+	if u.NotBefore, err = in.NotBefore.value("not_before"); err != nil {
+		return err
+	}
+	if u.NotAfter, err = in.NotAfter.value("not_after"); err != nil {
+		return err
+	}
+	c, err := h.svc.UpdateCredential(r.Context(), r.PathValue("id"), r.PathValue("credential_id"), u)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, c)
+}
+
+func (h *Handler) deleteCredential(w http.ResponseWriter, r *http.Request) error {
+	if err := h.svc.DeleteCredential(r.Context(), r.PathValue("id"), r.PathValue("credential_id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

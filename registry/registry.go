@@ -77,6 +77,7 @@ type Service struct {
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):
 	// each takes 64 MiB, and nothing else bounds how many logins arrive together.
 	hashSlots chan struct{}
+	hashWait  time.Duration // how long a login waits for a slot: hashSlotWait; tests lengthen it
 	// checkPassword is credential.CheckPassword; the package's tests wrap it to watch the slots.
 	checkPassword func(hash, password string) bool
 }
@@ -86,6 +87,7 @@ func New(store Store, keys *credential.Keyring) *Service {
 	return &Service{
 		store: store, keys: keys, Now: func() time.Time { return time.Now().UTC() },
 		hashSlots:     make(chan struct{}, min(runtime.GOMAXPROCS(0), maxHashes)),
+		hashWait:      hashSlotWait,
 		checkPassword: credential.CheckPassword,
 	}
 }

@@ -42,7 +42,7 @@ func (s *Service) hashSlot(ctx context.Context) (release func(), err error) {
 		return release, nil
 	default:
 	}
-	timer := time.NewTimer(hashSlotWait)
+	timer := time.NewTimer(s.hashWait)
 	defer timer.Stop()
 	select {
 	case s.hashSlots <- struct{}{}:

@@ -15,11 +15,22 @@ import (
 )
 
 // deviceConnect acts as a device: it gets a token with the device's credentials and checks in,
-// printing each step, as a factory's end-of-line test station does with every new device.
+// printing each step, as a factory's end-of-line test station does with every new device. With
+// --rotate it first replaces the device's secret and proves the new one by logging in with it.
 func (m *Main) deviceConnect(ctx context.Context, args []string) error {
-	fs := m.flagSet("device connect", "device connect --server URL --account ID --device ID [--secret S] [flags]\n\n"+
+	fs := m.flagSet("device connect", "device connect --server URL --account ID --device ID [--secret S] [--rotate] [flags]\n\n"+
 		"The secret comes from --secret, DEVREG_DEVICE_SECRET or one line of stdin.\n\n"+
-		"Example:\n  echo \"$SECRET\" | devreg device connect --server https://devreg.example.com --account acc_123 --device AA:BB:CC:00:00:01")
+		"With --rotate the device first replaces that secret with one the server generates\n"+
+		"(POST /device/v1/credentials), then gets its token with the new secret and checks in. The new\n"+
+		"secret is printed once, on stdout only, as soon as the server hands it out (also when a later\n"+
+		"step fails), on a line of its own for scripts:\n"+
+		"  new secret: SECRET\n"+
+		"  new credential: CREDENTIAL_ID\n"+
+		"  old secret valid until: RFC3339_TIME\n"+
+		"Store the new secret in the device; the old one keeps working until the time shown (the device\n"+
+		"type's rotation_grace_seconds), so a lost answer can be recovered by rotating again.\n\n"+
+		"Examples:\n  echo \"$SECRET\" | devreg device connect --server https://devreg.example.com --account acc_123 --device AA:BB:CC:00:00:01\n"+
+		"  NEW=$(echo \"$SECRET\" | devreg device connect --account acc_123 --device AA:BB:CC:00:00:01 --rotate | sed -n 's/^new secret: //p')")
 	server := fs.String("server", m.env("DEVREG_SERVER", "http://localhost:8080"), "the devreg server's `URL` (env DEVREG_SERVER)")
 	account := fs.String("account", "", "the account `ID` the device belongs to (required)")
 	device := fs.String("device", "", "the device `ID` (required)")
@@ -27,6 +38,7 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 	firmware := fs.String("firmware", "", "firmware `version` to report at check-in")
 	status := fs.String("status", "", "status to report at check-in, a JSON `object`")
 	audience := fs.String("audience", "", "audience for the token's aud claim")
+	rotate := fs.Bool("rotate", false, "first replace the device's secret with a new one the server generates, print it, and go on with it")
 	broker := fs.String("mqtt", "", "also connect to this MQTT broker `URL` (tcp://HOST:1883) with the token as password and publish a check-in to devices/{device_id}/checkin")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -52,6 +64,19 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 		reported = json.RawMessage(*status)
 	}
 	fmt.Fprintf(m.Stdout, "device %s of account %s at %s\n", *device, *account, *server)
+	if *rotate {
+		rot, err := client.RotateCredential(ctx, nil, *server, *account, *device, *secret)
+		if err != nil {
+			fmt.Fprintf(m.Stdout, "rotate:   FAILED: %v\n", explainDeviceError(err))
+			return errors.New("the device could not rotate its secret; its secret is unchanged")
+		}
+		// The only place the new secret ever goes: stdout, once.
+		fmt.Fprintf(m.Stdout, "rotate:   ok (credential %s replaces %s)\n", rot.CredentialID, rot.PreviousCredentialID)
+		fmt.Fprintf(m.Stdout, "new secret: %s\n", rot.Secret)
+		fmt.Fprintf(m.Stdout, "new credential: %s\n", rot.CredentialID)
+		fmt.Fprintf(m.Stdout, "old secret valid until: %s\n", rot.PreviousNotAfter.UTC().Format(time.RFC3339))
+		*secret = rot.Secret
+	}
 	tok, err := client.DeviceToken(ctx, nil, *server, *account, *device, *secret, *audience)
 	if err != nil {
 		fmt.Fprintf(m.Stdout, "token:    FAILED: %v\n", explainDeviceError(err))
