@@ -5,6 +5,7 @@ package devreg
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 )
@@ -52,6 +53,16 @@ type Caller struct {
 	Scope     Scope
 	Name      string // the API key's name or the user's email; batches record it as created_by
 	Source    Source
+	// KeyID is the API key's ID; empty for a console user.
+	KeyID string
+	// DeviceTypeIDs, when not nil, are the only device types the caller's key reaches: their
+	// devices, batches and the types themselves. Everything else does not exist for it.
+	DeviceTypeIDs []string
+}
+
+// Reaches reports whether the caller may see objects of device type typeID.
+func (c Caller) Reaches(typeID string) bool {
+	return c.DeviceTypeIDs == nil || slices.Contains(c.DeviceTypeIDs, typeID)
 }
 
 type callerKey struct{}
@@ -95,8 +106,31 @@ type APIKey struct {
 	Scope      Scope      `json:"scope"`
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
-	Key        string     `json:"key,omitempty"` // set only in the answer that creates it
-	Hash       []byte     `json:"-"`
+	// DeviceTypeIDs, when not null, are the only device types the key reaches.
+	DeviceTypeIDs []string `json:"device_type_ids"`
+	// ExpiresAt, when set, is when the key stops working.
+	ExpiresAt *time.Time `json:"expires_at"`
+	// LastUsedIP is the client address of the key's last use, as the server saw it.
+	LastUsedIP *string `json:"last_used_ip"`
+	Key        string  `json:"key,omitempty"` // set only in the answer that creates it
+	Hash       []byte  `json:"-"`
+}
+
+// NewAPIKey is what creating an API key takes: a name and a scope, and optionally the device
+// types it is restricted to and when it expires.
+type NewAPIKey struct {
+	Name          string
+	Scope         Scope
+	DeviceTypeIDs []string
+	ExpiresAt     *time.Time
+}
+
+// APIKeyUpdate holds the fields of a PATCH of an API key; nil fields stay as they are, and
+// ClearExpiry removes the expiry.
+type APIKeyUpdate struct {
+	Name        *string
+	ExpiresAt   *time.Time
+	ClearExpiry bool
 }
 
 type requestIDKey struct{}

@@ -13,6 +13,7 @@ const (
 	EBADREQUEST    = "bad_request"            // malformed request: not JSON, bad parameter
 	EINVALIDCURSOR = "invalid_cursor"         // a listing's cursor that this service did not hand out
 	EUNAUTHORIZED  = "unauthorized"           // no or bad credentials
+	EKEYEXPIRED    = "key_expired"            // an API key past its expires_at
 	EFORBIDDEN     = "forbidden"              // credentials fine, scope too small
 	ENOTFOUND      = "not_found"              // no such object in the caller's account
 	ECONFLICT      = "conflict"               // clashes with what is stored
@@ -39,6 +40,7 @@ var statuses = map[string]int{
 	EINVALID:       http.StatusUnprocessableEntity,
 	EINVALIDROWS:   http.StatusUnprocessableEntity,
 	ERATELIMITED:   http.StatusTooManyRequests,
+	EKEYEXPIRED:    http.StatusUnauthorized,
 	EUNAVAILABLE:   http.StatusServiceUnavailable,
 	EINTERNAL:      http.StatusInternalServerError,
 }
