@@ -145,3 +145,17 @@ func RequestIDFromContext(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
+
+type clientIPKey struct{}
+
+// NewContextWithClientIP returns a copy of ctx that carries the address of the client the request
+// came from, as the server saw it (behind a trusted proxy, the address the proxy names).
+func NewContextWithClientIP(ctx context.Context, ip string) context.Context {
+	return context.WithValue(ctx, clientIPKey{}, ip)
+}
+
+// ClientIPFromContext returns the client address carried by ctx, or "".
+func ClientIPFromContext(ctx context.Context) string {
+	ip, _ := ctx.Value(clientIPKey{}).(string)
+	return ip
+}

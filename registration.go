@@ -10,6 +10,9 @@ type RegistrationPlan struct {
 	OnConflict   OnConflict
 	DryRun       bool
 	Batch        Batch // recorded when the registration creates or replaces at least one device
+	// VisibleTypes, when not nil, are the only device types the caller may see: a conflict with
+	// a device of another type does not name that type.
+	VisibleTypes []string
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash

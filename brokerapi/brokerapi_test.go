@@ -64,7 +64,7 @@ func newFleet(t *testing.T, database string) fleet {
 	if _, err := srv.Service.SetDeviceStatus(actx, "off", devreg.StatusDisabled); err != nil {
 		t.Fatal(err)
 	}
-	k, err := srv.Service.CreateAPIKey(actx, "emqx", devreg.ScopeBroker)
+	k, err := srv.Service.CreateAPIKey(actx, devreg.NewAPIKey{Name: "emqx", Scope: devreg.ScopeBroker})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -446,7 +446,7 @@ func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *de
 // createAPIKey shows the new key on the answer to the post itself: it is never stored, so a
 // redirect could not show it.
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
-	k, err := h.svc.CreateAPIKey(r.Context(), r.PostFormValue("name"), devreg.Scope(r.PostFormValue("scope")))
+	k, err := h.svc.CreateAPIKey(r.Context(), devreg.NewAPIKey{Name: r.PostFormValue("name"), Scope: devreg.Scope(r.PostFormValue("scope"))})
 	if isUserError(err) {
 		return h.redirect(w, r, "/apikeys", "error", devreg.ErrorMessage(err))
 	}

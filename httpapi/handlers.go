@@ -184,17 +184,42 @@ func (h *Handler) updateBatch(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Name  string       `json:"name"`
-		Scope devreg.Scope `json:"scope"`
+		Name          string       `json:"name"`
+		Scope         devreg.Scope `json:"scope"`
+		DeviceTypeIDs []string     `json:"device_type_ids"`
+		ExpiresAt     optionalTime `json:"expires_at"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	k, err := h.svc.CreateAPIKey(r.Context(), in.Name, in.Scope)
+	expires, err := in.ExpiresAt.value("expires_at")
+	if err != nil {
+		return err
+	}
+	k, err := h.svc.CreateAPIKey(r.Context(), devreg.NewAPIKey{Name: in.Name, Scope: in.Scope, DeviceTypeIDs: in.DeviceTypeIDs, ExpiresAt: expires})
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, k)
+}
+
+func (h *Handler) updateAPIKey(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name      *string      `json:"name"`
+		ExpiresAt optionalTime `json:"expires_at"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	expires, err := in.ExpiresAt.value("expires_at")
+	if err != nil {
+		return err
+	}
+	k, err := h.svc.UpdateAPIKey(r.Context(), r.PathValue("id"), devreg.APIKeyUpdate{Name: in.Name, ExpiresAt: expires, ClearExpiry: in.ExpiresAt.set && expires == nil})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, k)
 }
 
 func (h *Handler) listAPIKeys(w http.ResponseWriter, r *http.Request) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"devreg"
+	"devreg/internal/ratelimit"
 	"devreg/internal/reqbody"
 	"devreg/internal/respond"
 	"devreg/registry"
@@ -44,6 +45,7 @@ type Handler struct {
 	svc      *registry.Service
 	log      *slog.Logger
 	specJSON []byte
+	limits   *ratelimit.Limiter // nil: API keys are not rate-limited
 }
 
 // New returns a Handler over svc.
@@ -84,6 +86,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("PATCH /api/v1/batches/{id}", h.updateBatch)
 	route("POST /api/v1/apikeys", h.createAPIKey)
 	route("GET /api/v1/apikeys", h.listAPIKeys)
+	route("PATCH /api/v1/apikeys/{id}", h.updateAPIKey)
 	route("DELETE /api/v1/apikeys/{id}", h.deleteAPIKey)
 	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)
@@ -146,6 +149,12 @@ func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) 
 			if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
 			}
+			return err
+		}
+		// Counted only now, so that requests without a valid key count against no key; the
+		// RateLimit-* fields are set before anything is written, so that every answer to the
+		// key carries them, errors included.
+		if err := h.limits.Admit(w.Header(), c); err != nil {
 			return err
 		}
 		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), c)))

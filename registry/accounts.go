@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +39,8 @@ func (s *Service) NewAccount(ctx context.Context, name, email, password string) 
 // station does not write to the database on every call.
 const apiKeyTouchInterval = time.Minute
 
-// AuthenticateAPIKey returns the caller an API key stands for.
+// AuthenticateAPIKey returns the caller an API key stands for. An expired key answers
+// EKEYEXPIRED.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Caller, error) {
 	k, err := s.store.APIKeyByHash(ctx, credential.HashAPIKey(key))
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
@@ -47,35 +49,114 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Ca
 	if err != nil {
 		return devreg.Caller{}, err
 	}
-	if now := s.now(); k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval {
+	now := s.now()
+	if k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {
+		return devreg.Caller{}, devreg.Errorf(devreg.EKEYEXPIRED, "the API key %s (%s) expired at %s; ask an administrator for a new key or a later expiry",
+			k.ID, k.Name, k.ExpiresAt.Format(time.RFC3339))
+	}
+	if k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval {
 		// last_used_at is a convenience for the key list: a busy database must not turn it into a
 		// failed request, so a failed stamp is left for the next call to retry.
-		_ = s.store.TouchAPIKey(ctx, k.ID, now)
+		// last_used_ip is as fresh as last_used_at.
+		_ = s.store.TouchAPIKey(ctx, k.ID, now, devreg.ClientIPFromContext(ctx))
 	}
-	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI}, nil
+	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI, KeyID: k.ID, DeviceTypeIDs: k.DeviceTypeIDs}, nil
 }
 
-// CreateAPIKey makes a new API key for the caller's account. The returned key's Key field holds
+// maxKeyTypes bounds the device types one key may be restricted to.
+const maxKeyTypes = 100
+
+// CreateAPIKey makes a new API key for the caller's account, optionally restricted to device
+// types of the account (not with scope admin) and expiring. The returned key's Key field holds
 // the key itself, which is shown this once.
-func (s *Service) CreateAPIKey(ctx context.Context, name string, scope devreg.Scope) (devreg.APIKey, error) {
+func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg.APIKey, error) {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
 		return devreg.APIKey{}, err
 	}
-	name = strings.TrimSpace(name)
+	name := strings.TrimSpace(nk.Name)
 	if err := checkLength("name", name, 1, 200); err != nil {
 		return devreg.APIKey{}, err
 	}
-	if !scope.Valid() {
-		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "scope %q is not one of %s", scope, fmtScopes())
+	if !nk.Scope.Valid() {
+		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "scope %q is not one of %s", nk.Scope, fmtScopes())
+	}
+	now := s.now()
+	if nk.ExpiresAt != nil && !nk.ExpiresAt.After(now) {
+		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future", nk.ExpiresAt.Format(time.RFC3339))
+	}
+	types, err := s.keyTypes(ctx, c, nk)
+	if err != nil {
+		return devreg.APIKey{}, err
 	}
 	key, hash := credential.NewAPIKey()
-	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: c.AccountID, Name: name, Scope: scope, CreatedAt: s.now(), Hash: hash}
+	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: c.AccountID, Name: name, Scope: nk.Scope, CreatedAt: now, Hash: hash,
+		DeviceTypeIDs: types, ExpiresAt: nk.ExpiresAt}
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return devreg.APIKey{}, err
 	}
 	k.Key = key
 	return k, nil
+}
+
+// keyTypes checks the device types a new key is to be restricted to: only a key below admin may
+// be, and only to existing types of the account, each once.
+func (s *Service) keyTypes(ctx context.Context, c devreg.Caller, nk devreg.NewAPIKey) ([]string, error) {
+	if nk.DeviceTypeIDs == nil {
+		return nil, nil
+	}
+	if nk.Scope == devreg.ScopeAdmin {
+		return nil, devreg.Errorf(devreg.EINVALID, "an admin key cannot be restricted to device types; use scope register, read or broker")
+	}
+	if len(nk.DeviceTypeIDs) == 0 || len(nk.DeviceTypeIDs) > maxKeyTypes {
+		return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids must list 1 to %d device types; leave it out for a key that reaches every type", maxKeyTypes)
+	}
+	var types []string
+	for _, id := range nk.DeviceTypeIDs {
+		if slices.Contains(types, id) {
+			continue
+		}
+		if !opaqueID(id) {
+			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %q in this account", id)
+		}
+		if _, err := s.store.DeviceType(ctx, c.AccountID, id); devreg.ErrorCode(err) == devreg.ENOTFOUND {
+			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %s in this account", id)
+		} else if err != nil {
+			return nil, err
+		}
+		types = append(types, id)
+	}
+	return types, nil
+}
+
+// UpdateAPIKey renames an API key or changes when it expires, and returns it.
+func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUpdate) (devreg.APIKey, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.APIKey{}, err
+	}
+	if !opaqueID(id) {
+		return devreg.APIKey{}, notFound("API key", id)
+	}
+	k, err := s.store.APIKey(ctx, c.AccountID, id)
+	if err != nil {
+		return k, err
+	}
+	if u.Name != nil {
+		k.Name = strings.TrimSpace(*u.Name)
+		if err := checkLength("name", k.Name, 1, 200); err != nil {
+			return k, err
+		}
+	}
+	if u.ClearExpiry {
+		k.ExpiresAt = nil
+	} else if u.ExpiresAt != nil {
+		if !u.ExpiresAt.After(s.now()) {
+			return k, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future", u.ExpiresAt.Format(time.RFC3339))
+		}
+		k.ExpiresAt = u.ExpiresAt
+	}
+	return k, s.store.UpdateAPIKey(ctx, k)
 }
 
 // ListAPIKeys returns the caller's account's API keys (never the keys themselves).

@@ -182,7 +182,7 @@ func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID, credID 
 		return false, nil
 	}
 	d, err := s.deviceAuth(ctx, accountID, deviceID)
-	return err == nil && tokenHonoured(d, credID, s.now()), err
+	return err == nil && c.Reaches(d.DeviceTypeID) && tokenHonoured(d, credID, s.now()), err
 }
 
 // CanIntrospect refuses a caller that may not introspect device tokens: one without a key of

@@ -65,7 +65,7 @@ func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret st
 		if err != nil {
 			return BrokerDevice{}, err
 		}
-		if !tokenHonoured(d, token.Cred, s.now()) {
+		if !c.Reaches(d.DeviceTypeID) || !tokenHonoured(d, token.Cred, s.now()) {
 			return BrokerDevice{}, ErrInvalidClient
 		}
 		s.markSeen(c.AccountID, deviceID, s.now())
@@ -74,6 +74,9 @@ func (s *Service) BrokerLogin(ctx context.Context, username, clientID, secret st
 	dev, err := s.AuthenticateDevice(ctx, c.AccountID, deviceID, secret)
 	if err != nil {
 		return BrokerDevice{}, err
+	}
+	if !c.Reaches(dev.DeviceTypeID) {
+		return BrokerDevice{}, ErrInvalidClient
 	}
 	s.markSeen(c.AccountID, deviceID, s.now())
 	return BrokerDevice{AccountID: dev.AccountID, DeviceID: dev.DeviceID, DeviceTypeID: dev.DeviceTypeID}, nil
@@ -107,7 +110,7 @@ func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic st
 	if err != nil {
 		return false, err
 	}
-	if !d.Enabled { // the device, or its batch, is disabled
+	if !d.Enabled || !c.Reaches(d.DeviceTypeID) { // the device, or its batch, is disabled
 		return false, nil
 	}
 	t, err := s.store.DeviceType(ctx, c.AccountID, d.DeviceTypeID)

@@ -18,7 +18,7 @@ func (s *Service) ListCredentials(ctx context.Context, deviceID string) ([]devre
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.deviceCredentials(ctx, c.AccountID, deviceID)
+	d, err := s.deviceCredentials(ctx, c, deviceID)
 	if err != nil {
 		return nil, err
 	}
@@ -29,12 +29,17 @@ func (s *Service) ListCredentials(ctx context.Context, deviceID string) ([]devre
 	return list, nil
 }
 
-// deviceCredentials reads a device of the account with its credentials; ENOTFOUND if it has none.
-func (s *Service) deviceCredentials(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
+// deviceCredentials reads a device of the caller's account with its credentials: not found unless
+// the caller's key reaches its type.
+func (s *Service) deviceCredentials(ctx context.Context, c devreg.Caller, deviceID string) (devreg.DeviceAuth, error) {
 	if credential.CheckDeviceID(deviceID) != "" {
 		return devreg.DeviceAuth{}, notFound("device", deviceID)
 	}
-	return s.store.DeviceAuth(ctx, accountID, deviceID)
+	d, err := s.store.DeviceAuth(ctx, c.AccountID, deviceID)
+	if err == nil && !c.Reaches(d.DeviceTypeID) {
+		return devreg.DeviceAuth{}, notFound("device", deviceID)
+	}
+	return d, err
 }
 
 // AddCredential gives one of the caller's devices another credential: the secret given, which
@@ -57,7 +62,7 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 	if nc.NotAfter != nil && !nc.NotAfter.After(s.now()) {
 		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "not_after (%s) has passed; a credential must be valid for some time", nc.NotAfter.Format(time.RFC3339))
 	}
-	d, err := s.deviceCredentials(ctx, c.AccountID, deviceID)
+	d, err := s.deviceCredentials(ctx, c, deviceID)
 	if err != nil {
 		return devreg.Credential{}, err
 	}
@@ -132,6 +137,9 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 	if !opaqueID(credID) {
 		return devreg.Credential{}, notFound("credential", credID)
 	}
+	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+		return devreg.Credential{}, err
+	}
 	var updated devreg.StoredCredential
 	now := s.now()
 	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
@@ -173,6 +181,9 @@ func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string)
 	}
 	if !opaqueID(credID) {
 		return notFound("credential", credID)
+	}
+	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+		return err
 	}
 	now := s.now()
 	return s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {

@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 
 	"devreg"
 	"devreg/credential"
@@ -33,7 +36,7 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 		return []devreg.Device{}, devreg.Cursor{}, nil
 	}
 	f.Limit = limit + 1 // one more tells whether there is a next page
-	devices, err := s.store.ListDevices(ctx, c.AccountID, f)
+	devices, err := s.listDevices(ctx, c, f)
 	if err != nil || len(devices) <= limit {
 		return devices, devreg.Cursor{}, err
 	}
@@ -45,16 +48,77 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 	return devices, devreg.Cursor{Seq: last.Seq}, nil
 }
 
+// listDevices reads a page of devices for the caller: for a key restricted to device types, the
+// page of each type it reaches, merged in the listing's order, so that each is read along its
+// own index.
+func (s *Service) listDevices(ctx context.Context, c devreg.Caller, f devreg.DeviceFilter) ([]devreg.Device, error) {
+	if c.DeviceTypeIDs == nil {
+		return s.store.ListDevices(ctx, c.AccountID, f)
+	}
+	if f.DeviceTypeID != "" && !c.Reaches(f.DeviceTypeID) {
+		return []devreg.Device{}, nil
+	}
+	if f.BatchID != "" {
+		if _, err := s.reachBatch(ctx, c, f.BatchID); devreg.ErrorCode(err) == devreg.ENOTFOUND {
+			return []devreg.Device{}, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	types := c.DeviceTypeIDs
+	if f.DeviceTypeID != "" {
+		types = []string{f.DeviceTypeID}
+	}
+	all := []devreg.Device{}
+	for _, t := range types {
+		f.DeviceTypeID = t
+		page, err := s.store.ListDevices(ctx, c.AccountID, f)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+	}
+	slices.SortFunc(all, func(a, b devreg.Device) int {
+		if f.Prefix != "" {
+			return strings.Compare(a.DeviceID, b.DeviceID)
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+	return all[:min(len(all), f.Limit)], nil
+}
+
 // Device returns one of the caller's devices.
 func (s *Service) Device(ctx context.Context, deviceID string) (devreg.Device, error) {
 	c, err := authorize(ctx, devreg.ScopeRead)
 	if err != nil {
 		return devreg.Device{}, err
 	}
+	return s.reachDevice(ctx, c, deviceID)
+}
+
+// reachDevice returns one of the caller's devices, if its key reaches the device's type: any
+// other is not found.
+func (s *Service) reachDevice(ctx context.Context, c devreg.Caller, deviceID string) (devreg.Device, error) {
 	if credential.CheckDeviceID(deviceID) != "" {
 		return devreg.Device{}, notFound("device", deviceID)
 	}
-	return s.store.Device(ctx, c.AccountID, deviceID)
+	d, err := s.store.Device(ctx, c.AccountID, deviceID)
+	if err == nil && !c.Reaches(d.DeviceTypeID) {
+		return devreg.Device{}, notFound("device", deviceID)
+	}
+	return d, err
+}
+
+// reachBatch returns one of the caller's batches, if its key reaches the batch's type.
+func (s *Service) reachBatch(ctx context.Context, c devreg.Caller, id string) (devreg.Batch, error) {
+	if !opaqueID(id) {
+		return devreg.Batch{}, notFound("batch", id)
+	}
+	b, err := s.store.Batch(ctx, c.AccountID, id)
+	if err == nil && !c.Reaches(b.DeviceTypeID) {
+		return devreg.Batch{}, notFound("batch", id)
+	}
+	return b, err
 }
 
 // SetDeviceStatus enables or disables one device and returns it.
@@ -66,8 +130,8 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 	if !status.Valid() {
 		return devreg.Device{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
-	if credential.CheckDeviceID(deviceID) != "" {
-		return devreg.Device{}, notFound("device", deviceID)
+	if _, err := s.reachDevice(ctx, c, deviceID); err != nil {
+		return devreg.Device{}, err
 	}
 	if err := s.store.SetDeviceStatus(ctx, c.AccountID, deviceID, status); err != nil {
 		return devreg.Device{}, err
@@ -81,8 +145,8 @@ func (s *Service) DeleteDevice(ctx context.Context, deviceID string) error {
 	if err != nil {
 		return err
 	}
-	if credential.CheckDeviceID(deviceID) != "" {
-		return notFound("device", deviceID)
+	if _, err := s.reachDevice(ctx, c, deviceID); err != nil {
+		return err
 	}
 	return s.store.DeleteDevice(ctx, c.AccountID, deviceID)
 }
@@ -105,11 +169,48 @@ func (s *Service) ListBatches(ctx context.Context, f devreg.BatchFilter) ([]devr
 		return nil, devreg.Cursor{}, err
 	}
 	f.Limit = limit + 1 // one more tells whether there is a next page
-	batches, seqs, err := s.store.ListBatches(ctx, c.AccountID, f)
+	batches, seqs, err := s.listBatches(ctx, c, f)
 	if err != nil || len(batches) <= limit {
 		return batches, devreg.Cursor{}, err
 	}
 	return batches[:limit], devreg.Cursor{Seq: seqs[limit-1]}, nil
+}
+
+// listBatches reads a page of batches for the caller, newest first: for a key restricted to
+// device types, the page of each type it reaches, merged.
+func (s *Service) listBatches(ctx context.Context, c devreg.Caller, f devreg.BatchFilter) ([]devreg.Batch, []int64, error) {
+	if c.DeviceTypeIDs == nil {
+		return s.store.ListBatches(ctx, c.AccountID, f)
+	}
+	if f.DeviceTypeID != "" && !c.Reaches(f.DeviceTypeID) {
+		return []devreg.Batch{}, nil, nil
+	}
+	types := c.DeviceTypeIDs
+	if f.DeviceTypeID != "" {
+		types = []string{f.DeviceTypeID}
+	}
+	type seqBatch struct {
+		b   devreg.Batch
+		seq int64
+	}
+	var all []seqBatch
+	for _, t := range types {
+		f.DeviceTypeID = t
+		page, seqs, err := s.store.ListBatches(ctx, c.AccountID, f)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, b := range page {
+			all = append(all, seqBatch{b, seqs[i]})
+		}
+	}
+	slices.SortFunc(all, func(a, b seqBatch) int { return cmp.Compare(b.seq, a.seq) })
+	all = all[:min(len(all), f.Limit)]
+	batches, seqs := make([]devreg.Batch, len(all)), make([]int64, len(all))
+	for i, sb := range all {
+		batches[i], seqs[i] = sb.b, sb.seq
+	}
+	return batches, seqs, nil
 }
 
 // Batch returns one of the caller's batches.
@@ -118,10 +219,7 @@ func (s *Service) Batch(ctx context.Context, id string) (devreg.Batch, error) {
 	if err != nil {
 		return devreg.Batch{}, err
 	}
-	if !opaqueID(id) {
-		return devreg.Batch{}, notFound("batch", id)
-	}
-	return s.store.Batch(ctx, c.AccountID, id)
+	return s.reachBatch(ctx, c, id)
 }
 
 // SetBatchStatus enables or disables a whole batch: while it is disabled none of its devices can
@@ -134,8 +232,8 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 	if !status.Valid() {
 		return devreg.Batch{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
-	if !opaqueID(id) {
-		return devreg.Batch{}, notFound("batch", id)
+	if _, err := s.reachBatch(ctx, c, id); err != nil {
+		return devreg.Batch{}, err
 	}
 	if err := s.store.SetBatchStatus(ctx, c.AccountID, id, status); err != nil {
 		return devreg.Batch{}, err

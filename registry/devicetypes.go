@@ -66,6 +66,9 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 	if err != nil {
 		return t, err
 	}
+	if err := unrestricted(c, "define device types"); err != nil {
+		return t, err
+	}
 	t.Name, t.Description = strings.TrimSpace(t.Name), strings.TrimSpace(t.Description)
 	if t.MinSecretLength == 0 {
 		t.MinSecretLength = credential.MinSecretLength
@@ -93,7 +96,17 @@ func (s *Service) ListDeviceTypes(ctx context.Context) ([]devreg.DeviceType, err
 	if err != nil {
 		return nil, err
 	}
-	return s.store.ListDeviceTypes(ctx, c.AccountID)
+	types, err := s.store.ListDeviceTypes(ctx, c.AccountID)
+	if err != nil || c.DeviceTypeIDs == nil {
+		return types, err
+	}
+	reached := types[:0]
+	for _, t := range types {
+		if c.Reaches(t.ID) {
+			reached = append(reached, t)
+		}
+	}
+	return reached, nil
 }
 
 // DeviceType returns one of the caller's device types.
@@ -102,7 +115,7 @@ func (s *Service) DeviceType(ctx context.Context, id string) (devreg.DeviceType,
 	if err != nil {
 		return devreg.DeviceType{}, err
 	}
-	if !opaqueID(id) {
+	if !opaqueID(id) || !c.Reaches(id) {
 		return devreg.DeviceType{}, notFound("device type", id)
 	}
 	return s.store.DeviceType(ctx, c.AccountID, id)
@@ -113,6 +126,9 @@ func (s *Service) DeviceType(ctx context.Context, id string) (devreg.DeviceType,
 func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.DeviceTypeUpdate) (devreg.DeviceType, error) {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
+		return devreg.DeviceType{}, err
+	}
+	if err := unrestricted(c, "change device types"); err != nil {
 		return devreg.DeviceType{}, err
 	}
 	if !opaqueID(id) {
@@ -150,6 +166,9 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 func (s *Service) DeleteDeviceType(ctx context.Context, id string) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
+		return err
+	}
+	if err := unrestricted(c, "delete device types"); err != nil {
 		return err
 	}
 	if !opaqueID(id) {

@@ -37,7 +37,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if opts.OnConflict == devreg.ConflictReplace && !c.Scope.Allows(devreg.ScopeAdmin) {
 		return res, devreg.Errorf(devreg.EFORBIDDEN, "on_conflict=replace needs an API key with scope \"admin\"; this key has scope %q", c.Scope)
 	}
-	if !opaqueID(deviceTypeID) {
+	if !opaqueID(deviceTypeID) || !c.Reaches(deviceTypeID) {
 		return res, notFound("device type", deviceTypeID)
 	}
 	dt, err := s.store.DeviceType(ctx, c.AccountID, deviceTypeID)
@@ -89,6 +89,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		KeyIDs:       keyIDs,
 		OnConflict:   opts.OnConflict,
 		DryRun:       opts.DryRun,
+		VisibleTypes: c.DeviceTypeIDs,
 		Batch: devreg.Batch{
 			ID:           credential.RandomID("bat", 16),
 			DeviceTypeID: dt.ID,

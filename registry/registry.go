@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unicode"
@@ -30,7 +31,9 @@ type Store interface {
 
 	CreateAPIKey(ctx context.Context, k devreg.APIKey) error
 	APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error)
-	TouchAPIKey(ctx context.Context, id string, t time.Time) error
+	TouchAPIKey(ctx context.Context, id string, t time.Time, ip string) error
+	APIKey(ctx context.Context, accountID, id string) (devreg.APIKey, error)
+	UpdateAPIKey(ctx context.Context, k devreg.APIKey) error
 	ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey, error)
 	DeleteAPIKey(ctx context.Context, accountID, id string) error
 
@@ -108,6 +111,16 @@ func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
 		return c, devreg.Errorf(devreg.EFORBIDDEN, "this needs an API key with scope %q or higher; this key has scope %q", need, c.Scope)
 	}
 	return c, nil
+}
+
+// unrestricted refuses a caller whose key is restricted to device types what only an unrestricted
+// one may do.
+func unrestricted(c devreg.Caller, what string) error {
+	if c.DeviceTypeIDs != nil {
+		return devreg.Errorf(devreg.EFORBIDDEN, "this API key is restricted to device types %s; to %s, use a key that is not restricted",
+			strings.Join(c.DeviceTypeIDs, ", "), what)
+	}
+	return nil
 }
 
 func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }

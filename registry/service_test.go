@@ -102,17 +102,39 @@ func testService(t *testing.T, url string) {
 	}
 	admin, otherAdmin := as(a, devreg.ScopeAdmin), as(b, devreg.ScopeAdmin)
 
+	// Keys restricted to a device type of account A that none of the cases' objects have: to
+	// them, as to another account, those objects do not exist (or a listing shows none of them),
+	// and defining device types is refused.
+	elsewhere, err := svc.CreateDeviceType(admin, devreg.DeviceType{Name: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted := func(scope devreg.Scope) context.Context {
+		return devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: scope, Name: "restricted " + string(scope) + " key",
+			Source: devreg.SourceAPI, DeviceTypeIDs: []string{elsewhere.ID}})
+	}
+	asRestricted := func(scopeCode string, w codes) string {
+		if scopeCode != allowed {
+			return scopeCode
+		}
+		return w.other
+	}
+	restrictedOverride := map[string]string{"creates-type": forbidden}
+
 	callers := []struct {
-		name string
-		ctx  context.Context
-		own  bool // of account A
-		want func(codes) string
+		name       string
+		ctx        context.Context
+		own        bool // of account A, and reaching the case's device types
+		restricted bool
+		want       func(codes) string
 	}{
-		{"admin-key", admin, true, func(w codes) string { return w.admin }},
-		{"register-key", as(a, devreg.ScopeRegister), true, func(w codes) string { return w.register }},
-		{"read-key", as(a, devreg.ScopeRead), true, func(w codes) string { return w.read }},
-		{"no-caller", ctx, false, func(codes) string { return devreg.EUNAUTHORIZED }},
-		{"other-account", otherAdmin, false, func(w codes) string { return w.other }},
+		{"admin-key", admin, true, false, func(w codes) string { return w.admin }},
+		{"register-key", as(a, devreg.ScopeRegister), true, false, func(w codes) string { return w.register }},
+		{"read-key", as(a, devreg.ScopeRead), true, false, func(w codes) string { return w.read }},
+		{"no-caller", ctx, false, false, func(codes) string { return devreg.EUNAUTHORIZED }},
+		{"other-account", otherAdmin, false, false, func(w codes) string { return w.other }},
+		{"restricted-register-key", restricted(devreg.ScopeRegister), false, true, func(w codes) string { return asRestricted(w.register, w) }},
+		{"restricted-read-key", restricted(devreg.ScopeRead), false, true, func(w codes) string { return asRestricted(w.read, w) }},
 	}
 
 	cases := []struct {
@@ -421,7 +443,7 @@ func testService(t *testing.T, url string) {
 		{
 			does: "creates-key", want: codes{allowed, forbidden, forbidden, allowed}, ok: http.StatusCreated,
 			do: func(ctx context.Context, t *testing.T, f *fixture) error {
-				got, err := f.svc.CreateAPIKey(ctx, f.name("new"), devreg.ScopeRegister)
+				got, err := f.svc.CreateAPIKey(ctx, devreg.NewAPIKey{Name: f.name("new"), Scope: devreg.ScopeRegister})
 				if err == nil && (got.Key == "" || got.Name != f.name("new") || got.Scope != devreg.ScopeRegister) {
 					t.Errorf("CreateAPIKey returned %+v", got)
 				}
@@ -531,6 +553,9 @@ func testService(t *testing.T, url string) {
 	for i, tc := range cases {
 		for j, c := range callers {
 			code := c.want(tc.want)
+			if o, ok := restrictedOverride[tc.does]; ok && c.restricted && code == allowed {
+				code = o
+			}
 			status := tc.ok
 			if code != allowed {
 				status = devreg.Status(code)
@@ -578,7 +603,7 @@ func newFixture(t *testing.T, svc *registry.Service, admin, otherAdmin context.C
 	if f.batch, err = svc.Batch(admin, res.BatchID); err != nil {
 		t.Fatal(err)
 	}
-	if f.key, err = svc.CreateAPIKey(admin, f.name("key"), devreg.ScopeRead); err != nil {
+	if f.key, err = svc.CreateAPIKey(admin, devreg.NewAPIKey{Name: f.name("key"), Scope: devreg.ScopeRead}); err != nil {
 		t.Fatal(err)
 	}
 	f.key.Key, f.key.Hash = "", nil

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"devreg"
@@ -43,9 +45,18 @@ func (s *DB) UserByEmail(ctx context.Context, email string) (devreg.User, error)
 }
 
 func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt))
+	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at, device_type_ids, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt), typeList(k.DeviceTypeIDs), nullTime(k.ExpiresAt))
 	return err
+}
+
+// typeList is a key's device types as the database keeps them: a JSON array, or NULL for all.
+func typeList(ids []string) any {
+	if ids == nil {
+		return nil
+	}
+	return jsonList(ids)
 }
 
 // CreateAPIKey stores a new API key.
@@ -58,15 +69,29 @@ func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
 	return insertAPIKey(ctx, s.h, k)
 }
 
-const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at`
+const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at, device_type_ids, expires_at, last_used_ip`
 
 func scanAPIKey(row interface{ Scan(...any) error }) (devreg.APIKey, error) {
 	var k devreg.APIKey
 	var created int64
-	var used sql.NullInt64
-	err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Scope, &created, &used)
-	k.CreatedAt, k.LastUsedAt = fromMicros(created), fromNullMicros(used)
-	return k, err
+	var used, expires sql.NullInt64
+	var types, ip sql.NullString
+	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Scope, &created, &used, &types, &expires, &ip); err != nil {
+		return k, err
+	}
+	k.CreatedAt, k.LastUsedAt, k.ExpiresAt = fromMicros(created), fromNullMicros(used), fromNullMicros(expires)
+	if ip.Valid {
+		k.LastUsedIP = &ip.String
+	}
+	if types.Valid {
+		if err := json.Unmarshal([]byte(types.String), &k.DeviceTypeIDs); err != nil {
+			return k, fmt.Errorf("API key %s: device_type_ids: %w", k.ID, err)
+		}
+		if k.DeviceTypeIDs == nil {
+			k.DeviceTypeIDs = []string{}
+		}
+	}
+	return k, nil
 }
 
 // APIKeyByHash returns the API key whose stored hash is hash.
@@ -75,10 +100,23 @@ func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, erro
 	return k, notFound(err, "no such API key")
 }
 
-// TouchAPIKey records that the key was used at t.
-func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
-	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, micros(t), id)
+// TouchAPIKey records that the key was used at t from the client address ip.
+func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string) error {
+	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ?`, micros(t), ip, id)
 	return err
+}
+
+// UpdateAPIKey stores a key's changed name and expiry.
+func (s *DB) UpdateAPIKey(ctx context.Context, k devreg.APIKey) error {
+	res, err := s.exec(ctx, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
+		k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID)
+	return affectedOne(res, err, "no API key %s", k.ID)
+}
+
+// APIKey returns one API key of the account.
+func (s *DB) APIKey(ctx context.Context, accountID, id string) (devreg.APIKey, error) {
+	k, err := scanAPIKey(s.h.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id))
+	return k, notFound(err, "no API key %s", id)
 }
 
 // ListAPIKeys returns the account's API keys, oldest first.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -504,6 +505,8 @@ func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.Regist
 		}
 		if oldType == plan.DeviceTypeID {
 			p.Message = "device ID is already registered with a different secret"
+		} else if plan.VisibleTypes != nil && !slices.Contains(plan.VisibleTypes, oldType) {
+			p.Message = "device ID is already registered under a device type this key does not reach"
 		} else {
 			p.Message = "device ID is already registered under device type " + oldType
 		}

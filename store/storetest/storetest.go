@@ -111,12 +111,39 @@ func testAccountsAndKeys(t *testing.T, db *store.DB) {
 	if err != nil || k.AccountID != acc || k.Scope != devreg.ScopeAdmin || k.LastUsedAt != nil {
 		t.Fatalf("APIKeyByHash = %+v, %v", k, err)
 	}
-	if err := db.TouchAPIKey(ctx, k.ID, t0.Add(time.Hour)); err != nil {
+	if k.DeviceTypeIDs != nil || k.ExpiresAt != nil || k.LastUsedIP != nil {
+		t.Errorf("an unrestricted key that never expires and was never used: %+v", k)
+	}
+	if err := db.TouchAPIKey(ctx, k.ID, t0.Add(time.Hour), "192.0.2.7"); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := db.ListAPIKeys(ctx, acc)
-	if err != nil || len(keys) != 1 || keys[0].LastUsedAt == nil || !keys[0].LastUsedAt.Equal(t0.Add(time.Hour)) {
+	if err != nil || len(keys) != 1 || keys[0].LastUsedAt == nil || !keys[0].LastUsedAt.Equal(t0.Add(time.Hour)) ||
+		keys[0].LastUsedIP == nil || *keys[0].LastUsedIP != "192.0.2.7" {
 		t.Errorf("ListAPIKeys = %+v, %v", keys, err)
+	}
+	expires := t0.Add(48 * time.Hour)
+	restricted := devreg.APIKey{ID: "key_r", AccountID: acc, Name: "line 3", Scope: devreg.ScopeRegister, CreatedAt: t0, Hash: []byte("hr"),
+		DeviceTypeIDs: []string{"dt_a", "dt_b"}, ExpiresAt: &expires}
+	if err := db.CreateAPIKey(ctx, restricted); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.APIKeyByHash(ctx, []byte("hr"))
+	if err != nil || !slices.Equal(got.DeviceTypeIDs, restricted.DeviceTypeIDs) || got.ExpiresAt == nil || !got.ExpiresAt.Equal(expires) {
+		t.Errorf("restricted, expiring key read back: %+v, %v", got, err)
+	}
+	got.Name, got.ExpiresAt = "line 3 (renamed)", nil
+	if err := db.UpdateAPIKey(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.APIKey(ctx, acc, "key_r"); err != nil || got.Name != "line 3 (renamed)" || got.ExpiresAt != nil || len(got.DeviceTypeIDs) != 2 {
+		t.Errorf("key after the update: %+v, %v", got, err)
+	}
+	if _, err := db.APIKey(ctx, "acc_other", "key_r"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("another account's key: %v, want not found", err)
+	}
+	if err := db.DeleteAPIKey(ctx, acc, "key_r"); err != nil {
+		t.Fatal(err)
 	}
 	if err := db.DeleteAPIKey(ctx, "acc_other", k.ID); devreg.ErrorCode(err) != devreg.ENOTFOUND {
 		t.Errorf("deleting another account's key: err = %v, want not found", err)
