@@ -55,6 +55,8 @@ type Caller struct {
 	Source    Source
 	// KeyID is the API key's ID; empty for a console user.
 	KeyID string
+	// UserID is the console user's ID; empty for an API key.
+	UserID string
 	// DeviceTypeIDs, when not nil, are the only device types the caller's key reaches: their
 	// devices, batches and the types themselves. Everything else does not exist for it.
 	DeviceTypeIDs []string

@@ -13,6 +13,9 @@ type RegistrationPlan struct {
 	// VisibleTypes, when not nil, are the only device types the caller may see: a conflict with
 	// a device of another type does not name that type.
 	VisibleTypes []string
+	// Audit, when set, makes the audit entry of a registration that writes, from its result; it
+	// is appended in the registration's transaction.
+	Audit func(RegisterResult) *AuditEntry
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash

@@ -29,6 +29,8 @@ func (s *Service) NewAccount(ctx context.Context, name, email, password string) 
 	u := devreg.User{ID: credential.RandomID("usr", 16), AccountID: a.ID, Email: email, PasswordHash: credential.HashPassword(password), CreatedAt: now}
 	key, hash := credential.NewAPIKey()
 	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: a.ID, Name: "owner (" + email + ")", Scope: devreg.ScopeAdmin, CreatedAt: now, Hash: hash}
+	ctx = s.audited(ctx, cliActor, "account.create", devreg.AuditObject{Type: "account", ID: a.ID},
+		map[string]any{"name": a.Name, "email": email, "api_key_id": k.ID, "api_key_scope": string(k.Scope)})
 	if err := s.store.CreateAccount(ctx, a, u, k); err != nil {
 		return devreg.Account{}, "", err
 	}
@@ -92,6 +94,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg
 	key, hash := credential.NewAPIKey()
 	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: c.AccountID, Name: name, Scope: nk.Scope, CreatedAt: now, Hash: hash,
 		DeviceTypeIDs: types, ExpiresAt: nk.ExpiresAt}
+	ctx = s.audited(ctx, actorOf(c), "apikey.create", devreg.AuditObject{Type: "apikey", ID: k.ID}, keyFields(k))
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return devreg.APIKey{}, err
 	}
@@ -142,6 +145,7 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 	if err != nil {
 		return k, err
 	}
+	before := keyFields(k)
 	if u.Name != nil {
 		k.Name = strings.TrimSpace(*u.Name)
 		if err := checkLength("name", k.Name, 1, 200); err != nil {
@@ -156,7 +160,17 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 		}
 		k.ExpiresAt = u.ExpiresAt
 	}
+	ctx = s.audited(ctx, actorOf(c), "apikey.update", devreg.AuditObject{Type: "apikey", ID: k.ID}, change(before, keyFields(k)))
 	return k, s.store.UpdateAPIKey(ctx, k)
+}
+
+// keyFields are an API key's fields as its audit entries show them (never the key).
+func keyFields(k devreg.APIKey) map[string]any {
+	var expires any
+	if k.ExpiresAt != nil {
+		expires = k.ExpiresAt.UTC().Format(time.RFC3339Nano)
+	}
+	return map[string]any{"name": k.Name, "scope": string(k.Scope), "device_type_ids": k.DeviceTypeIDs, "expires_at": expires}
 }
 
 // ListAPIKeys returns the caller's account's API keys (never the keys themselves).
@@ -177,5 +191,6 @@ func (s *Service) DeleteAPIKey(ctx context.Context, id string) error {
 	if !opaqueID(id) {
 		return notFound("API key", id)
 	}
+	ctx = s.audited(ctx, actorOf(c), "apikey.delete", devreg.AuditObject{Type: "apikey", ID: id}, nil)
 	return s.store.DeleteAPIKey(ctx, c.AccountID, id)
 }

@@ -87,8 +87,10 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 			Status: devreg.StatusEnabled, Source: source},
 		KeyID: current.ID, Hash: credential.Hash(current, c.AccountID, deviceID, secret),
 	}
-	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, credFields(added.Credential))
+	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		ch := devreg.CredentialChange{Add: &added}
+		defer func() { audit.Details["expired_deleted"] = ch.Delete }()
 		for _, old := range d.Credentials {
 			if old.ExpiredAt(now) {
 				ch.Delete = append(ch.Delete, old.ID)
@@ -142,11 +144,13 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 	}
 	var updated devreg.StoredCredential
 	now := s.now()
-	err = s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+	audit := s.auditEntry(ctx, actorOf(c), "credential.update", devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
 			return devreg.CredentialChange{}, devreg.Errorf(devreg.ENOTFOUND, "device %s has no credential %s", deviceID, credID)
 		}
+		before := credFields(cur.Credential)
 		if u.Status != nil {
 			cur.Status = *u.Status
 		}
@@ -163,6 +167,8 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 			return devreg.CredentialChange{}, lastValid(credID, deviceID, "disable it or end its window")
 		}
 		updated = cur
+		audit.Details = change(before, credFields(cur.Credential))
+		audit.Details["credential_id"] = credID
 		return devreg.CredentialChange{Update: []devreg.StoredCredential{cur}}, nil
 	})
 	return updated.Credential, err
@@ -186,6 +192,7 @@ func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string)
 		return err
 	}
 	now := s.now()
+	ctx = s.audited(ctx, actorOf(c), "credential.delete", devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"credential_id": credID})
 	return s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
@@ -243,7 +250,9 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 		KeyID:      current.ID, Hash: credential.Hash(current, accountID, deviceID, newSecret),
 	}
 	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: used.ID}
-	err = s.store.ChangeCredentials(ctx, accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorDevice, ID: deviceID, Name: deviceID}, "credential.rotate",
+		devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(used.ID)
 		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
 			return devreg.CredentialChange{}, ErrInvalidClient
@@ -263,10 +272,24 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 		}
 		cur.NotAfter, rot.PreviousNotAfter = &end, end
 		ch.Update = []devreg.StoredCredential{cur}
+		audit.Details = map[string]any{"credential_id": added.ID, "previous_credential_id": cur.ID,
+			"previous_not_after": end.Format(time.RFC3339Nano), "deleted": ch.Delete}
 		return ch, nil
 	})
 	if err != nil {
 		return devreg.Rotation{}, err
 	}
 	return rot, nil
+}
+
+// credFields are a credential's fields as its audit entries show them (never the secret).
+func credFields(c devreg.Credential) map[string]any {
+	at := func(t *time.Time) any {
+		if t == nil {
+			return nil
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return map[string]any{"credential_id": c.ID, "status": string(c.Status), "not_before": at(c.NotBefore), "not_after": at(c.NotAfter),
+		"source": string(c.Source)}
 }

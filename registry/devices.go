@@ -130,9 +130,12 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 	if !status.Valid() {
 		return devreg.Device{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
-	if _, err := s.reachDevice(ctx, c, deviceID); err != nil {
+	d, err := s.reachDevice(ctx, c, deviceID)
+	if err != nil {
 		return devreg.Device{}, err
 	}
+	ctx = s.audited(ctx, actorOf(c), "device.update", devreg.AuditObject{Type: "device", ID: deviceID},
+		change(map[string]any{"status": string(d.Status)}, map[string]any{"status": string(status)}))
 	if err := s.store.SetDeviceStatus(ctx, c.AccountID, deviceID, status); err != nil {
 		return devreg.Device{}, err
 	}
@@ -145,9 +148,12 @@ func (s *Service) DeleteDevice(ctx context.Context, deviceID string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.reachDevice(ctx, c, deviceID); err != nil {
+	d, err := s.reachDevice(ctx, c, deviceID)
+	if err != nil {
 		return err
 	}
+	ctx = s.audited(ctx, actorOf(c), "device.delete", devreg.AuditObject{Type: "device", ID: deviceID},
+		map[string]any{"device_type_id": d.DeviceTypeID, "batch_id": d.BatchID})
 	return s.store.DeleteDevice(ctx, c.AccountID, deviceID)
 }
 
@@ -232,9 +238,12 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 	if !status.Valid() {
 		return devreg.Batch{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
-	if _, err := s.reachBatch(ctx, c, id); err != nil {
+	b, err := s.reachBatch(ctx, c, id)
+	if err != nil {
 		return devreg.Batch{}, err
 	}
+	ctx = s.audited(ctx, actorOf(c), "batch.update", devreg.AuditObject{Type: "batch", ID: id},
+		change(map[string]any{"status": string(b.Status)}, map[string]any{"status": string(status)}))
 	if err := s.store.SetBatchStatus(ctx, c.AccountID, id, status); err != nil {
 		return devreg.Batch{}, err
 	}

@@ -87,6 +87,7 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 		return t, err
 	}
 	t.ID, t.AccountID, t.DeviceCount, t.CreatedAt = credential.RandomID("dt", 16), c.AccountID, 0, s.now()
+	ctx = s.audited(ctx, actorOf(c), "devicetype.create", devreg.AuditObject{Type: "devicetype", ID: t.ID}, typeFields(t))
 	return t, s.store.CreateDeviceType(ctx, t)
 }
 
@@ -138,6 +139,7 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	if err != nil {
 		return t, err
 	}
+	before := typeFields(t)
 	if upd.Name != nil {
 		t.Name = strings.TrimSpace(*upd.Name)
 	}
@@ -159,6 +161,7 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	if err := checkDeviceType(t); err != nil {
 		return t, err
 	}
+	ctx = s.audited(ctx, actorOf(c), "devicetype.update", devreg.AuditObject{Type: "devicetype", ID: t.ID}, change(before, typeFields(t)))
 	return t, s.store.UpdateDeviceType(ctx, t)
 }
 
@@ -174,5 +177,16 @@ func (s *Service) DeleteDeviceType(ctx context.Context, id string) error {
 	if !opaqueID(id) {
 		return notFound("device type", id)
 	}
+	ctx = s.audited(ctx, actorOf(c), "devicetype.delete", devreg.AuditObject{Type: "devicetype", ID: id}, nil)
 	return s.store.DeleteDeviceType(ctx, c.AccountID, id)
+}
+
+// typeFields are a device type's fields as its audit entries show them.
+func typeFields(t devreg.DeviceType) map[string]any {
+	grace := devreg.DefaultRotationGraceSeconds
+	if t.RotationGraceSeconds != nil {
+		grace = *t.RotationGraceSeconds
+	}
+	return map[string]any{"name": t.Name, "description": t.Description, "min_secret_length": t.MinSecretLength,
+		"mqtt_publish": t.MQTTPublish, "mqtt_subscribe": t.MQTTSubscribe, "rotation_grace_seconds": grace}
 }

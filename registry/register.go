@@ -83,6 +83,8 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		keyIDs[i] = k.ID
 	}
 	now := s.now()
+	batchID := credential.RandomID("bat", 16)
+	entry := s.auditEntry(ctx, actorOf(c), "devices.register", devreg.AuditObject{Type: "batch", ID: batchID}, nil)
 	return stage.Apply(ctx, devreg.RegistrationPlan{
 		AccountID:    c.AccountID,
 		DeviceTypeID: dt.ID,
@@ -90,8 +92,13 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		OnConflict:   opts.OnConflict,
 		DryRun:       opts.DryRun,
 		VisibleTypes: c.DeviceTypeIDs,
+		Audit: func(res devreg.RegisterResult) *devreg.AuditEntry {
+			entry.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict),
+				"filename": opts.Filename, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
+			return entry
+		},
 		Batch: devreg.Batch{
-			ID:           credential.RandomID("bat", 16),
+			ID:           batchID,
 			DeviceTypeID: dt.ID,
 			CreatedAt:    now,
 			CreatedBy:    c.Name,

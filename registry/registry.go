@@ -56,6 +56,12 @@ type Store interface {
 	MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error
 	ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 
+	AppendAudit(ctx context.Context, accountID string, e *devreg.AuditEntry) error
+	AuditHead(ctx context.Context, accountID string) (devreg.AuditHead, error)
+	ListAudit(ctx context.Context, accountID string, f devreg.AuditFilter) ([]devreg.AuditEntry, error)
+	WalkAudit(ctx context.Context, accountID string, since, until *time.Time, fn func(devreg.StoredAuditEntry) error) error
+	AuditAccounts(ctx context.Context) (map[string]devreg.AuditHead, error)
+
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)
 	SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error

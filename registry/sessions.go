@@ -100,13 +100,24 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	if err != nil {
 		return "", s.unchecked(ctx, key, since, err)
 	}
+	user := devreg.AuditActor{Type: devreg.ActorUser, ID: u.ID, Name: u.Email}
+	userObject := devreg.AuditObject{Type: "user", ID: u.ID}
 	if !ok || !known {
+		if known {
+			// Recorded only for an existing user whose password was checked, so that strangers
+			// cannot write into an account's log; throttled and busy attempts never get here.
+			e := s.auditEntry(ctx, user, "login.failure", userObject, nil)
+			if err := s.store.AppendAudit(context.WithoutCancel(ctx), u.AccountID, e); err != nil {
+				return "", err
+			}
+		}
 		return "", devreg.Errorf(devreg.EUNAUTHORIZED, "wrong email or password")
 	}
 	if err := s.releaseAttempt(ctx, key, since); err != nil {
 		return "", err
 	}
 	token := credential.RandomString(43)
+	ctx = s.audited(ctx, user, "login.success", userObject, nil)
 	if err := s.store.CreateSession(ctx, hashToken(token), u.ID, now, now.Add(SessionLifetime)); err != nil {
 		return "", fmt.Errorf("create session: %w", err)
 	}
@@ -123,7 +134,7 @@ func (s *Service) SessionCaller(ctx context.Context, token string) (devreg.Calle
 	if err != nil {
 		return devreg.Caller{}, err
 	}
-	return devreg.Caller{AccountID: u.AccountID, Scope: devreg.ScopeAdmin, Name: u.Email, Source: devreg.SourceConsole}, nil
+	return devreg.Caller{AccountID: u.AccountID, Scope: devreg.ScopeAdmin, Name: u.Email, Source: devreg.SourceConsole, UserID: u.ID}, nil
 }
 
 // Logout ends a console session.

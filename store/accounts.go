@@ -30,7 +30,10 @@ func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User,
 			}
 			return err
 		}
-		return insertAPIKey(ctx, tx, k)
+		if err := insertAPIKey(ctx, tx, k); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, a.ID)
 	})
 }
 
@@ -61,12 +64,12 @@ func typeList(ids []string) any {
 
 // CreateAPIKey stores a new API key.
 func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
-	unlock, err := s.writeLock(ctx)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return insertAPIKey(ctx, s.h, k)
+	return s.inTx(ctx, func(tx handle) error {
+		if err := insertAPIKey(ctx, tx, k); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, k.AccountID)
+	})
 }
 
 const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at, device_type_ids, expires_at, last_used_ip`
@@ -108,9 +111,8 @@ func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string)
 
 // UpdateAPIKey stores a key's changed name and expiry.
 func (s *DB) UpdateAPIKey(ctx context.Context, k devreg.APIKey) error {
-	res, err := s.exec(ctx, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
-		k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID)
-	return affectedOne(res, err, "no API key %s", k.ID)
+	return s.changeOne(ctx, k.AccountID, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
+		[]any{k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID}, "no API key %s", k.ID)
 }
 
 // APIKey returns one API key of the account.
@@ -139,8 +141,7 @@ func (s *DB) ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey
 
 // DeleteAPIKey removes an API key of the account.
 func (s *DB) DeleteAPIKey(ctx context.Context, accountID, id string) error {
-	res, err := s.exec(ctx, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, accountID, id)
-	return affectedOne(res, err, "no API key %s", id)
+	return s.changeOne(ctx, accountID, `DELETE FROM api_keys WHERE account_id = ? AND id = ?`, []any{accountID, id}, "no API key %s", id)
 }
 
 // affectedOne turns an update that touched no row into a not-found error.

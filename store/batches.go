@@ -55,6 +55,5 @@ func (s *DB) Batch(ctx context.Context, accountID, id string) (devreg.Batch, err
 
 // SetBatchStatus enables or disables a whole batch.
 func (s *DB) SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error {
-	res, err := s.exec(ctx, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, string(status), accountID, id)
-	return affectedOne(res, err, "no batch %s", id)
+	return s.changeOne(ctx, accountID, `UPDATE batches SET status = ? WHERE account_id = ? AND id = ?`, []any{string(status), accountID, id}, "no batch %s", id)
 }

@@ -201,7 +201,10 @@ func (s *DB) ChangeCredentials(ctx context.Context, accountID, deviceID string, 
 		if err != nil {
 			return err
 		}
-		return s.applyCredentialChange(ctx, tx, accountID, deviceID, d, ch)
+		if err := s.applyCredentialChange(ctx, tx, accountID, deviceID, d, ch); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, accountID)
 	})
 }
 

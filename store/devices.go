@@ -104,8 +104,7 @@ func (s *DB) Device(ctx context.Context, accountID, deviceID string) (devreg.Dev
 
 // SetDeviceStatus enables or disables a device.
 func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error {
-	res, err := s.exec(ctx, `UPDATE devices SET status = ? WHERE `+oneDevice, string(status), accountID, deviceID)
-	return affectedOne(res, err, "no device %s", deviceID)
+	return s.changeOne(ctx, accountID, `UPDATE devices SET status = ? WHERE `+oneDevice, []any{string(status), accountID, deviceID}, "no device %s", deviceID)
 }
 
 // DeleteDevice removes a device and takes it off the counts of the type and batch it was in
@@ -135,8 +134,10 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 			accountID, typeID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE account_id = ? AND id = ?`,
-			connected, accountID, batchID)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET device_count = device_count - 1, connected_count = connected_count - ? WHERE account_id = ? AND id = ?`,
+			connected, accountID, batchID); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, accountID)
 	})
 }

@@ -48,9 +48,10 @@ func graceSeconds(t devreg.DeviceType) int {
 
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	_, err := s.exec(ctx, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds)
+	err := s.changeOne(ctx, t.AccountID, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t))
+		[]any{t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t)},
+		"device type %s was not stored", t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
@@ -83,13 +84,14 @@ func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.Devic
 
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	res, err := s.exec(ctx, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?,
+	err := s.changeOne(ctx, t.AccountID, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?,
 		rotation_grace_seconds = ? WHERE account_id = ? AND id = ?`,
-		t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.AccountID, t.ID)
+		[]any{t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.AccountID, t.ID},
+		"no device type %s", t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
-	return affectedOne(res, err, "no device type %s", t.ID)
+	return err
 }
 
 // DeleteDeviceType removes a device type that has no devices. Whether it has any is asked of
@@ -104,8 +106,10 @@ func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
+		if n, err := res.RowsAffected(); err != nil {
 			return err
+		} else if n == 1 {
+			return s.audit(ctx, tx, accountID)
 		}
 		var count int64
 		err = tx.QueryRowContext(ctx, `SELECT device_count FROM device_types WHERE account_id = ? AND id = ?`, accountID, id).Scan(&count)

@@ -364,6 +364,11 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 			return res, fmt.Errorf("register staged devices: %w", err)
 		}
 	}
+	if plan.Audit != nil {
+		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
+			return res, err
+		}
+	}
 	return res, tx.Commit()
 }
 

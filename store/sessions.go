@@ -14,9 +14,20 @@ import (
 
 // CreateSession stores a console session for a user until expires.
 func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error {
-	_, err := s.exec(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
-		tokenHash, userID, micros(created), micros(expires))
-	return err
+	return s.inTx(ctx, func(tx handle) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
+			tokenHash, userID, micros(created), micros(expires)); err != nil {
+			return err
+		}
+		if devreg.AuditFromContext(ctx) == nil {
+			return nil
+		}
+		var accountID string
+		if err := tx.QueryRowContext(ctx, `SELECT account_id FROM users WHERE id = ?`, userID).Scan(&accountID); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, accountID)
+	})
 }
 
 // SessionUser returns the user of an unexpired session.

@@ -1,0 +1,135 @@
+package devreg
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gowebpki/jcs"
+)
+
+// The kinds of actor an audit entry names.
+const (
+	ActorAPIKey = "api_key"
+	ActorUser   = "user"
+	ActorCLI    = "cli"
+	ActorDevice = "device"
+)
+
+// AuditActor is who made a change: an API key (ID and name), a console user (ID and email), the
+// server's command line, or a device.
+type AuditActor struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// AuditObject is what a change was made to.
+type AuditObject struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// AuditEntry records one change, in the same transaction as the change. The entries of an
+// account form a hash chain: Seq counts from 1 without gaps, and Hash is the hex SHA-256 of the
+// previous entry's hash (64 zeros for the first), a line feed, and the entry without its hash in
+// RFC 8785 canonical JSON.
+type AuditEntry struct {
+	ID        string         `json:"id"`
+	Seq       int64          `json:"seq"`
+	Time      time.Time      `json:"time"`
+	Actor     AuditActor     `json:"actor"`
+	IP        string         `json:"ip"`
+	RequestID string         `json:"request_id"`
+	Action    string         `json:"action"`
+	Object    AuditObject    `json:"object"`
+	Details   map[string]any `json:"details"` // what changed: old and new values, counts; never a secret
+	Hash      string         `json:"hash,omitempty"`
+}
+
+// GenesisHash is the previous hash of an account's first audit entry.
+var GenesisHash = strings.Repeat("0", 64)
+
+// AuditHead is the newest entry of an account's chain: keep it somewhere else, and verify the
+// chain against it later.
+type AuditHead struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Canonical returns the entry without its hash in RFC 8785 canonical JSON: what its hash covers.
+func (e AuditEntry) Canonical() ([]byte, error) {
+	e.Hash = ""
+	if e.Details == nil {
+		e.Details = map[string]any{}
+	}
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return jcs.Transform(raw)
+}
+
+// ChainHash returns the hash of an entry whose canonical form is canonical, following prev.
+func ChainHash(prev string, canonical []byte) string {
+	h := sha256.New()
+	h.Write([]byte(prev))
+	h.Write([]byte{'\n'})
+	h.Write(canonical)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ParseAuditHead reads a head given as SEQ:HASH.
+func ParseAuditHead(s string) (AuditHead, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	var h AuditHead
+	if _, err := fmt.Sscanf(seq, "%d", &h.Seq); !ok || err != nil || h.Seq < 1 || len(hash) != 64 {
+		return h, fmt.Errorf("a head is SEQ:HASH, the sequence number of an entry and its 64 hex digit hash; %q is not", s)
+	}
+	if _, err := hex.DecodeString(hash); err != nil {
+		return h, fmt.Errorf("a head is SEQ:HASH, the sequence number of an entry and its 64 hex digit hash; %q is not", s)
+	}
+	h.Hash = strings.ToLower(hash)
+	return h, nil
+}
+
+// StoredAuditEntry is an audit entry as the store keeps it: the canonical JSON its hash covers,
+// the hash, and the columns the listing filters on, which repeat parts of the entry.
+type StoredAuditEntry struct {
+	Seq      int64
+	Time     time.Time
+	Action   string
+	ActorID  string
+	ObjectID string
+	Entry    []byte
+	Hash     string
+}
+
+// AuditFilter selects audit entries of one account, newest first.
+type AuditFilter struct {
+	Action   string
+	ActorID  string
+	ObjectID string
+	Since    *time.Time
+	Until    *time.Time
+	Limit    int
+	After    Cursor // Seq: entries before it (newest first)
+}
+
+type auditKey struct{}
+
+// NewContextWithAudit returns a copy of ctx that carries the audit entry of the change a store
+// write is about to make; the store appends it in the write's transaction, or not at all.
+func NewContextWithAudit(ctx context.Context, e *AuditEntry) context.Context {
+	return context.WithValue(ctx, auditKey{}, e)
+}
+
+// AuditFromContext returns the audit entry carried by ctx, or nil.
+func AuditFromContext(ctx context.Context) *AuditEntry {
+	e, _ := ctx.Value(auditKey{}).(*AuditEntry)
+	return e
+}

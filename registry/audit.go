@@ -1,0 +1,126 @@
+package registry
+
+import (
+	"context"
+	"time"
+
+	"devreg"
+)
+
+// The audit log: every change made through the Operations API, the console or the server's
+// command line is recorded in the transaction of the change (the store appends the entry that the
+// context of its write carries). Entries name the actor, the client address and the request.
+
+// actorOf is who a caller is, as the audit log names it.
+func actorOf(c devreg.Caller) devreg.AuditActor {
+	if c.Source == devreg.SourceConsole {
+		return devreg.AuditActor{Type: devreg.ActorUser, ID: c.UserID, Name: c.Name}
+	}
+	return devreg.AuditActor{Type: devreg.ActorAPIKey, ID: c.KeyID, Name: c.Name}
+}
+
+// cliActor is the server's command line.
+var cliActor = devreg.AuditActor{Type: devreg.ActorCLI, ID: "cli", Name: "devreg command line"}
+
+// audited returns ctx carrying the audit entry of a change: what a store write made with it
+// appends in its transaction.
+func (s *Service) audited(ctx context.Context, actor devreg.AuditActor, action string, object devreg.AuditObject, details map[string]any) context.Context {
+	return devreg.NewContextWithAudit(ctx, s.auditEntry(ctx, actor, action, object, details))
+}
+
+func (s *Service) auditEntry(ctx context.Context, actor devreg.AuditActor, action string, object devreg.AuditObject, details map[string]any) *devreg.AuditEntry {
+	if details == nil {
+		details = map[string]any{}
+	}
+	return &devreg.AuditEntry{
+		Time: s.now(), Actor: actor, IP: devreg.ClientIPFromContext(ctx), RequestID: devreg.RequestIDFromContext(ctx),
+		Action: action, Object: object, Details: details,
+	}
+}
+
+// change is the details of an update: the fields that changed, before and after.
+func change(old, new map[string]any) map[string]any {
+	o, n := map[string]any{}, map[string]any{}
+	for k, v := range new {
+		if !equalValue(old[k], v) {
+			o[k], n[k] = old[k], v
+		}
+	}
+	return map[string]any{"old": o, "new": n}
+}
+
+func equalValue(a, b any) bool {
+	switch a := a.(type) {
+	case []string:
+		b, ok := b.([]string)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	case *time.Time:
+		b, ok := b.(*time.Time)
+		return ok && (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
+	default:
+		return a == b
+	}
+}
+
+// maxAuditPage caps a page of the audit listing.
+const maxAuditPage = 1000
+
+// AuditLog returns a page of the caller's account's audit entries that match f, newest first,
+// the cursor of the next page (zero on the last), and the chain's current head.
+func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.AuditEntry, devreg.Cursor, devreg.AuditHead, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return nil, devreg.Cursor{}, devreg.AuditHead{}, err
+	}
+	if f.After.DeviceID != "" {
+		return nil, devreg.Cursor{}, devreg.AuditHead{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one the audit listing handed out", f.After)
+	}
+	limit, err := pageSize(f.Limit)
+	if err != nil {
+		return nil, devreg.Cursor{}, devreg.AuditHead{}, err
+	}
+	head, err := s.store.AuditHead(ctx, c.AccountID)
+	if err != nil {
+		return nil, devreg.Cursor{}, head, err
+	}
+	f.Limit = limit + 1
+	entries, err := s.store.ListAudit(ctx, c.AccountID, f)
+	if err != nil || len(entries) <= limit {
+		return entries, devreg.Cursor{}, head, err
+	}
+	return entries[:limit], devreg.Cursor{Seq: entries[limit-1].Seq}, head, nil
+}
+
+// ExportAudit calls fn with every audit entry of the caller's account in the time range (either
+// end may be nil), oldest first, as stored, and returns the chain's head as it was before the
+// first. It streams: memory does not grow with the log.
+func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, fn func(entry []byte, hash string) error) (devreg.AuditHead, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.AuditHead{}, err
+	}
+	head, err := s.store.AuditHead(ctx, c.AccountID)
+	if err != nil {
+		return head, err
+	}
+	err = s.store.WalkAudit(ctx, c.AccountID, since, until, func(e devreg.StoredAuditEntry) error {
+		if e.Seq > head.Seq {
+			return errStop
+		}
+		return fn(e.Entry, e.Hash)
+	})
+	if err == errStop {
+		err = nil
+	}
+	return head, err
+}
+
+var errStop = devreg.Errorf(devreg.EINTERNAL, "stop")

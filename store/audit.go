@@ -1,0 +1,235 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// audit appends the audit entry that ctx carries, if any, in the transaction tx that makes its
+// change. Every audited write calls it last, after its change has succeeded, so that the head's
+// lock, which serializes an account's appends, is held only until the commit.
+func (s *DB) audit(ctx context.Context, tx handle, accountID string) error {
+	e := devreg.AuditFromContext(ctx)
+	if e == nil {
+		return nil
+	}
+	return s.appendAudit(ctx, tx, accountID, e)
+}
+
+// appendAudit appends e to the account's chain in tx, filling in its ID, seq, hash and (so that
+// times never go back within an account) a time no earlier than the previous entry's.
+func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *devreg.AuditEntry) error {
+	// The head row is made once per account; its lock (a row lock on PostgreSQL, the one writer
+	// on SQLite) serializes the account's appends on every server.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
+		accountID, devreg.GenesisHash); err != nil {
+		return fmt.Errorf("audit head: %w", err)
+	}
+	lock := ""
+	if s.pg {
+		lock = " FOR UPDATE"
+	}
+	var head devreg.AuditHead
+	var headTime int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq, time, hash FROM audit_heads WHERE account_id = ?`+lock, accountID).
+		Scan(&head.Seq, &headTime, &head.Hash); err != nil {
+		return fmt.Errorf("audit head: %w", err)
+	}
+	if e.ID == "" {
+		e.ID = credential.RandomID("aud", 16)
+	}
+	e.Seq = head.Seq + 1
+	e.Time = e.Time.UTC().Truncate(time.Microsecond)
+	if t := fromMicros(headTime); e.Time.Before(t) {
+		e.Time = t
+	}
+	canonical, err := e.Canonical()
+	if err != nil {
+		return fmt.Errorf("audit entry: %w", err)
+	}
+	e.Hash = devreg.ChainHash(head.Hash, canonical)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (account_id, seq, time, action, actor_id, object_id, entry, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		accountID, e.Seq, micros(e.Time), e.Action, e.Actor.ID, e.Object.ID, string(canonical), e.Hash); err != nil {
+		return fmt.Errorf("audit entry: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, e.Seq, micros(e.Time), e.Hash, accountID)
+	return err
+}
+
+// changeOne runs a statement that changes one row of the account, in a transaction that appends
+// the audit entry ctx carries; a statement that changes no row is ENOTFOUND (with the message
+// format and args make), and nothing is appended then.
+func (s *DB) changeOne(ctx context.Context, accountID, query string, args []any, format string, fmtArgs ...any) error {
+	return s.inTx(ctx, func(tx handle) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err := affectedOne(res, err, format, fmtArgs...); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, accountID)
+	})
+}
+
+// AppendAudit appends an entry that records no change of the store's own (a console login), in a
+// transaction of its own.
+func (s *DB) AppendAudit(ctx context.Context, accountID string, e *devreg.AuditEntry) error {
+	return s.inTx(ctx, func(tx handle) error { return s.appendAudit(ctx, tx, accountID, e) })
+}
+
+// AuditHead returns the newest entry of the account's chain ({0, GenesisHash} before the first).
+func (s *DB) AuditHead(ctx context.Context, accountID string) (devreg.AuditHead, error) {
+	h := devreg.AuditHead{Hash: devreg.GenesisHash}
+	err := s.h.QueryRowContext(ctx, `SELECT seq, hash FROM audit_heads WHERE account_id = ?`, accountID).Scan(&h.Seq, &h.Hash)
+	if err == sql.ErrNoRows {
+		err = nil
+	}
+	return h, err
+}
+
+// decodeAudit makes an entry of a stored row: the canonical JSON and its hash.
+func decodeAudit(entry, hash string) (devreg.AuditEntry, error) {
+	var e devreg.AuditEntry
+	if err := json.Unmarshal([]byte(entry), &e); err != nil {
+		return e, fmt.Errorf("audit entry: %w", err)
+	}
+	e.Hash = hash
+	return e, nil
+}
+
+// auditRange turns a time range into a range of seq (times never go back within an account), so
+// that every listing walks one index from its start: the first seq at or after since, and the
+// first at or after until (an exclusive end).
+func (s *DB) auditRange(ctx context.Context, accountID string, since, until *time.Time) (lo, hi int64, err error) {
+	first := func(t time.Time) (int64, error) {
+		var seq int64
+		err := s.h.QueryRowContext(ctx, `SELECT seq FROM audit_log WHERE account_id = ? AND time >= ? ORDER BY time, seq LIMIT 1`,
+			accountID, micros(t)).Scan(&seq)
+		if err == sql.ErrNoRows {
+			return 1 << 62, nil
+		}
+		return seq, err
+	}
+	lo, hi = 1, 1<<62
+	if since != nil {
+		if lo, err = first(*since); err != nil {
+			return 0, 0, err
+		}
+	}
+	if until != nil {
+		if hi, err = first(*until); err != nil {
+			return 0, 0, err
+		}
+	}
+	return lo, hi, nil
+}
+
+// ListAudit returns up to f.Limit of the account's entries that match f, newest first, before
+// f.After.Seq when set.
+func (s *DB) ListAudit(ctx context.Context, accountID string, f devreg.AuditFilter) ([]devreg.AuditEntry, error) {
+	lo, hi, err := s.auditRange(ctx, accountID, f.Since, f.Until)
+	if err != nil {
+		return nil, err
+	}
+	if f.After.Seq > 0 {
+		hi = min(hi, f.After.Seq)
+	}
+	var where strings.Builder
+	args := []any{accountID}
+	for _, filter := range []struct{ col, v string }{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}} {
+		if filter.v != "" {
+			where.WriteString(" AND " + filter.col + " = ?")
+			args = append(args, filter.v)
+		}
+	}
+	args = append(args, lo, hi, f.Limit)
+	rows, err := s.h.QueryContext(ctx, `SELECT entry, hash FROM audit_log WHERE account_id = ?`+where.String()+`
+		AND seq >= ? AND seq < ? ORDER BY seq DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	entries := []devreg.AuditEntry{}
+	for rows.Next() {
+		var entry, hash string
+		if err := rows.Scan(&entry, &hash); err != nil {
+			return nil, err
+		}
+		e, err := decodeAudit(entry, hash)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, e)
+	}
+	return entries, rows.Err()
+}
+
+// auditBatch is how many entries one query of a walk through a chain reads.
+const auditBatch = 1000
+
+// WalkAudit calls fn with the account's entries in the time range (either end may be nil) in
+// order, as stored. It reads them in batches, each a query of its own, so a chain of millions
+// streams in bounded memory without holding a transaction open.
+func (s *DB) WalkAudit(ctx context.Context, accountID string, since, until *time.Time, fn func(devreg.StoredAuditEntry) error) error {
+	lo, hi, err := s.auditRange(ctx, accountID, since, until)
+	if err != nil {
+		return err
+	}
+	for lo < hi {
+		rows, err := s.h.QueryContext(ctx, `SELECT seq, time, action, actor_id, object_id, entry, hash FROM audit_log
+			WHERE account_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?`, accountID, lo, hi, auditBatch)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for rows.Next() {
+			var e devreg.StoredAuditEntry
+			var t int64
+			var entry string
+			if err := rows.Scan(&e.Seq, &t, &e.Action, &e.ActorID, &e.ObjectID, &entry, &e.Hash); err != nil {
+				rows.Close()
+				return err
+			}
+			e.Time, e.Entry = fromMicros(t), []byte(entry)
+			n++
+			lo = e.Seq + 1
+			if err := fn(e); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if n < auditBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
+// AuditAccounts returns the IDs of every account, with the head of its chain as stored.
+func (s *DB) AuditAccounts(ctx context.Context) (map[string]devreg.AuditHead, error) {
+	rows, err := s.h.QueryContext(ctx, `SELECT a.id, coalesce(h.seq, 0), coalesce(h.hash, ?) FROM accounts a LEFT JOIN audit_heads h ON h.account_id = a.id`,
+		devreg.GenesisHash)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	heads := map[string]devreg.AuditHead{}
+	for rows.Next() {
+		var id string
+		var h devreg.AuditHead
+		if err := rows.Scan(&id, &h.Seq, &h.Hash); err != nil {
+			return nil, err
+		}
+		heads[id] = h
+	}
+	return heads, rows.Err()
+}
