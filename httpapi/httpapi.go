@@ -87,6 +87,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("POST /api/v1/apikeys", h.createAPIKey)
 	route("GET /api/v1/apikeys", h.listAPIKeys)
 	route("PATCH /api/v1/apikeys/{id}", h.updateAPIKey)
+	route("GET /api/v1/audit", h.listAudit)
+	route("GET /api/v1/audit/export", h.exportAudit)
 	route("DELETE /api/v1/apikeys/{id}", h.deleteAPIKey)
 	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)

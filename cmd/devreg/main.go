@@ -50,6 +50,7 @@ const usage = `devreg registers connected devices before they ship.
 Usage:
   devreg serve [flags]                 run the service (API, console, docs, device endpoints)
   devreg accounts create [flags]       create an account, its owner and a first admin API key
+  devreg audit verify [flags]          check every account's audit chain (and heads kept elsewhere)
 
 For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key / DEVREG_API_KEY):
   devreg devicetypes create [flags]    define a device type
@@ -116,6 +117,7 @@ func (m *Main) run(ctx context.Context, args []string) error {
 // subcommands are the two-word commands.
 var subcommands = map[string]func(m *Main, ctx context.Context, args []string) error{
 	"accounts create":    (*Main).createAccount,
+	"audit verify":       (*Main).auditVerify,
 	"device connect":     (*Main).deviceConnect,
 	"devicetypes create": (*Main).deviceTypesCreate,
 	"devicetypes list":   (*Main).deviceTypesList,
@@ -151,9 +153,10 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts device devicetypes devices completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts audit device devicetypes devices completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
+         audit) COMPREPLY=($(compgen -W "verify" -- "$cur")) ;;
          device) COMPREPLY=($(compgen -W "connect" -- "$cur")) ;;
          devicetypes) COMPREPLY=($(compgen -W "create list" -- "$cur")) ;;
          devices) COMPREPLY=($(compgen -W "generate import list export" -- "$cur")) ;;
