@@ -257,6 +257,14 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
 			return devreg.CredentialChange{}, ErrInvalidClient
 		}
+		for _, c := range d.Credentials {
+			// The device has rotated away from this secret already and uses the secret it got:
+			// whoever rotates from the old one now is not the device (the factory secret leaked),
+			// and must not get a credential of the device's own, which a replace would keep.
+			if c.ID != cur.ID && c.Source == devreg.CredentialFromDevice && c.LastUsedAt != nil && c.CreatedAt.After(cur.CreatedAt) {
+				return devreg.CredentialChange{}, ErrInvalidClient
+			}
+		}
 		ch := devreg.CredentialChange{Add: &added}
 		for _, c := range d.Credentials {
 			if c.ID != cur.ID && (c.ExpiredAt(now) || c.Source == devreg.CredentialFromDevice && c.LastUsedAt == nil) {

@@ -8,7 +8,7 @@ import (
 // HashKeyIDs returns the IDs of the secret-hashing keys that the stored hashes were made with.
 // It reads every device, so it is for start-up and checks, not for requests.
 func (s *DB) HashKeyIDs(ctx context.Context) ([]string, error) {
-	rows, err := s.h.QueryContext(ctx, `SELECT DISTINCT key_id FROM devices`)
+	rows, err := s.h.QueryContext(ctx, `SELECT key_id FROM devices UNION SELECT key_id FROM credentials`)
 	if err != nil {
 		return nil, err
 	}

@@ -353,6 +353,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
 				[]any{plan.AccountID}},
 		}...)
+		if err := st.lockReplaced(ctx, q, account); err != nil {
+			return res, err
+		}
 		steps = append(steps, st.replaceCredentials(account, b)...)
 		steps = append(steps, step{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
 				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
@@ -376,6 +379,19 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 type step struct {
 	sql  string
 	args []any
+}
+
+// lockReplaced locks, on PostgreSQL, the rows of the devices a registration replaces before it
+// touches their credentials, so that a credential change of one of them (which locks its row)
+// comes wholly before or after the replace; the statements after the lock see what it committed.
+// SQLite writes one transaction at a time.
+func (st *Stage) lockReplaced(ctx context.Context, q handle, account int64) error {
+	if !st.s.pg {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = ? AND device_id IN (SELECT device_id FROM `+st.table+` WHERE action = 2)
+		ORDER BY device_id FOR UPDATE`, account)
+	return err
 }
 
 // replaceCredentials are the steps that give the replaced devices the registered credential
@@ -468,8 +484,16 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		b.WriteString(" END")
 		return b.String()
 	}
-	sameSecret := `(d.secret_hash = ` + hashUnder("d.key_id") + ` OR EXISTS (SELECT 1 FROM credentials c
-		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.secret_hash = ` + hashUnder("c.key_id") + `))`
+	ownValid, extraValid := "", ""
+	if plan.OnConflict == devreg.ConflictReplace {
+		// A replace is asked to make the registered secret work: one that matches only a
+		// credential that is disabled or outside its window is replaced, not left unchanged.
+		now := micros(plan.Batch.CreatedAt)
+		ownValid = fmt.Sprintf(` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
+		extraValid = fmt.Sprintf(` AND c.status = 'enabled' AND coalesce(c.not_before, %d) <= %d AND coalesce(c.not_after, %d) > %d`, now, now, now+1, now)
+	}
+	sameSecret := `(d.secret_hash = ` + hashUnder("d.key_id") + ownValid + ` OR EXISTS (SELECT 1 FROM credentials c
+		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.secret_hash = ` + hashUnder("c.key_id") + extraValid + `))`
 	args = append(args, account, plan.Batch.ID)
 	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
 		action = CASE WHEN d.device_type_id = ? AND `+sameSecret+` THEN 1 ELSE 2 END,
