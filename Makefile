@@ -5,6 +5,8 @@ GO ?= go
 DEVREG_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 export DEVREG_TEST_POSTGRES
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Spectral (with the OWASP ruleset) lints the OpenAPI document; pinned in tools/spectral/package-lock.json.
+SPECTRAL_DIR = tools/spectral
 
 .PHONY: run test lint build bench fuzz
 
@@ -14,10 +16,17 @@ run:
 test:
 	$(GO) test -race ./...
 
-lint:
+lint: $(SPECTRAL_DIR)/node_modules/.package-lock.json
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run ./tools/openapijson > $(SPECTRAL_DIR)/openapi.json
+	$(SPECTRAL_DIR)/node_modules/.bin/spectral lint --fail-severity error -r $(SPECTRAL_DIR)/.spectral.yaml $(SPECTRAL_DIR)/openapi.json
+
+# npm writes node_modules/.package-lock.json on every install, so this reinstalls after a lockfile
+# change. --ignore-scripts: no package needs one (the only script is a usage-analytics ping).
+$(SPECTRAL_DIR)/node_modules/.package-lock.json: $(SPECTRAL_DIR)/package-lock.json
+	npm ci --prefix $(SPECTRAL_DIR) --ignore-scripts --no-audit --no-fund
 
 build:
 	CGO_ENABLED=0 $(GO) build -o devreg ./cmd/devreg

@@ -18,7 +18,7 @@ func (s *Service) NewAccount(ctx context.Context, name, email, password string) 
 	if err := checkLength("name", name, 1, 200); err != nil {
 		return devreg.Account{}, "", err
 	}
-	if addr, err := mail.ParseAddress(email); err != nil || addr.Address != email {
+	if addr, err := mail.ParseAddress(email); err != nil || addr.Address != email || len(email) > 320 {
 		return devreg.Account{}, "", devreg.Errorf(devreg.EINVALID, "email %q is not an email address", email)
 	}
 	if len(password) < 8 {

@@ -70,9 +70,6 @@ func equalValue(a, b any) bool {
 	}
 }
 
-// maxAuditPage caps a page of the audit listing.
-const maxAuditPage = 1000
-
 // AuditLog returns a page of the caller's account's audit entries that match f, newest first,
 // the cursor of the next page (zero on the last), and the chain's current head.
 func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.AuditEntry, devreg.Cursor, devreg.AuditHead, error) {

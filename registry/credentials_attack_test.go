@@ -129,9 +129,9 @@ func (e *attackEnv) waitForBlockedWriter(t *testing.T) {
 
 // raceWithReplace runs change (a credential change of d1, which the store pauses once it has
 // decided) and a registration of d1 with on_conflict=replace and secret newSecret, so that the
-// registration runs while the change holds its transaction open. It returns the change's error
-// and the registration's result.
-func (e *attackEnv) raceWithReplace(t *testing.T, newSecret string, change func() error) (error, devreg.RegisterResult) {
+// registration runs while the change holds its transaction open. It returns the registration's
+// result and the change's error.
+func (e *attackEnv) raceWithReplace(t *testing.T, newSecret string, change func() error) (devreg.RegisterResult, error) {
 	t.Helper()
 	e.advance(time.Second)
 	e.ps.pause.Store(true)
@@ -157,7 +157,7 @@ func (e *attackEnv) raceWithReplace(t *testing.T, newSecret string, change func(
 	if err := <-regErr; err != nil {
 		t.Fatalf("replace: %v", err)
 	}
-	return cerr, <-regDone
+	return <-regDone, cerr
 }
 
 // TestAttackReplaceRacingAddExceedsFive: an admin adds a credential while a registration
@@ -185,7 +185,7 @@ func testAttackReplaceRacingAdd(t *testing.T, pg bool) {
 		t.Fatalf("setup: %d credentials, want 4", n)
 	}
 	var added devreg.Credential
-	addErr, res := e.raceWithReplace(t, "new-factory-secret", func() error {
+	res, addErr := e.raceWithReplace(t, "new-factory-secret", func() error {
 		var err error
 		added, err = e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Secret: "api-added-secret"})
 		return err
@@ -221,7 +221,7 @@ func testAttackReplaceRacingDelete(t *testing.T, pg bool) {
 	if err := e.svc.DeleteCredential(e.admin, "d1", e.credentials(t)[0].ID); err != nil { // D1 takes the row
 		t.Fatal(err)
 	}
-	delErr, res := e.raceWithReplace(t, "new-factory-secret", func() error {
+	res, delErr := e.raceWithReplace(t, "new-factory-secret", func() error {
 		return e.svc.DeleteCredential(e.admin, "d1", r1.CredentialID)
 	})
 	if delErr != nil || res.Replaced != 1 {
@@ -251,7 +251,7 @@ func testAttackReplaceRacingRotation(t *testing.T, pg bool) {
 		t.Fatal(err)
 	}
 	var rot devreg.Rotation
-	rotErr, res := e.raceWithReplace(t, "new-factory-secret", func() error {
+	res, rotErr := e.raceWithReplace(t, "new-factory-secret", func() error {
 		var err error
 		rot, err = e.svc.RotateCredential(context.Background(), e.acc, "d1", r1.Secret)
 		return err

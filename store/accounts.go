@@ -105,7 +105,11 @@ func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, erro
 
 // TouchAPIKey records that the key was used at t from the client address ip.
 func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string) error {
-	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ?`, micros(t), ip, id)
+	var addr any // NULL when the address is not known
+	if ip != "" {
+		addr = ip
+	}
+	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ?, last_used_ip = coalesce(?, last_used_ip) WHERE id = ?`, micros(t), addr, id)
 	return err
 }
 
