@@ -1,6 +1,7 @@
 package devreg
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -81,6 +82,15 @@ func ChainHash(prev string, canonical []byte) string {
 	h.Write([]byte{'\n'})
 	h.Write(canonical)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// AuditLine is an entry as the export writes it: the stored canonical JSON with its hash added
+// as the last field, and a line feed.
+func AuditLine(entry []byte, hash string) []byte {
+	entry = bytes.TrimSuffix(bytes.TrimSpace(entry), []byte("}"))
+	line := make([]byte, 0, len(entry)+len(hash)+12)
+	line = append(line, entry...)
+	return append(line, `,"hash":"`+hash+"\"}\n"...)
 }
 
 // ParseAuditHead reads a head given as SEQ:HASH.

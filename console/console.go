@@ -1,7 +1,7 @@
 // Package console is devreg's web console: server-rendered pages to define device types,
 // register single devices, bulk-upload a CSV file of devices, browse devices by type and manage
-// their credentials, batches and API keys. Templates and static assets are embedded; plain forms work without
-// JavaScript.
+// their credentials, batches and API keys, and read and export the audit log. Templates and static
+// assets are embedded; plain forms work without JavaScript.
 package console
 
 import (
@@ -60,9 +60,10 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 			}
 			return ""
 		},
-		"count": thousands,
-		"grace": graceText,
-		"lines": func(l []string) string { return strings.Join(l, "\n") },
+		"seconds": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+		"count":   thousands,
+		"grace":   graceText,
+		"lines":   func(l []string) string { return strings.Join(l, "\n") },
 		"typeName": func(names map[string]string, id string) string {
 			if n, ok := names[id]; ok {
 				return n
@@ -148,7 +149,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("POST /batches/{id}/status", h.setBatchStatus)
 	auth("GET /apikeys", h.apiKeysPage)
 	auth("POST /apikeys", h.createAPIKey)
+	auth("GET /apikeys/{id}/edit", h.editAPIKeyPage)
+	auth("POST /apikeys/{id}", h.updateAPIKey)
 	auth("POST /apikeys/{id}/delete", h.deleteAPIKey)
+	auth("GET /audit", h.auditPage)
+	auth("GET /audit/export", h.exportAudit)
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error

@@ -43,11 +43,16 @@ func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
 	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
 }
 
-func newEnv(t *testing.T, database string) *env {
+// newEnv starts a server on database with an account. Each of setup runs on the server before
+// it serves (to give it a test clock, say).
+func newEnv(t *testing.T, database string, setup ...func(*server.Server)) *env {
 	t.Helper()
 	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fn := range setup {
+		fn(srv)
 	}
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
@@ -162,6 +167,11 @@ func testEveryPageRenders(t *testing.T, database string) {
 	check("batch", status, body, 200, "Disable batch")
 	status, body = e.get(t, "/apikeys")
 	check("apikeys", status, body, 200, "Create a key")
+	keyID := regexp.MustCompile(`/apikeys/(key_[A-Za-z0-9]+)/edit`).FindStringSubmatch(body)[1]
+	status, body = e.get(t, "/apikeys/"+keyID+"/edit")
+	check("apikey_edit", status, body, 200, "Edit key owner (owner@acme.test)")
+	status, body = e.get(t, "/audit")
+	check("audit", status, body, 200, "devicetype.create")
 	status, body = e.get(t, "/devices/nope")
 	check("error", status, body, 404, "no device nope")
 

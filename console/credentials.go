@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
-	"time"
 
 	"devreg"
 )
@@ -69,22 +67,6 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
 	// Adding a credential deletes the expired ones first, so only the others count toward the most.
 	data.Full = live >= devreg.MaxCredentials
 	return h.render(w, r, http.StatusOK, "device", d.DeviceID, "devices", data)
-}
-
-// formTime reads a datetime-local field. Browsers send such a field as a wall-clock time without
-// a zone; the page says it is UTC, and so it is read. A blank field is no limit (nil).
-func formTime(r *http.Request, name, label string) (*time.Time, error) {
-	v := strings.TrimSpace(r.PostFormValue(name))
-	if v == "" {
-		return nil, nil
-	}
-	// The layout with seconds also takes a fraction of a second, which some browsers send.
-	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
-		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
-			return &t, nil
-		}
-	}
-	return nil, devreg.Errorf(devreg.EINVALID, "%s is not a date and time; pick one with the date field, or write it as 2026-12-31T23:59 (UTC)", label)
 }
 
 // addCredential adds a credential to a device: the secret typed in, or one devreg generates. A

@@ -427,38 +427,3 @@ func (h *Handler) setBatchStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	return h.redirect(w, r, "/batches/"+url.PathEscape(id), "notice", fmt.Sprintf("Batch %s is %s.", b.ID, b.Status))
 }
-
-func (h *Handler) apiKeysPage(w http.ResponseWriter, r *http.Request) error {
-	return h.renderKeys(w, r, nil)
-}
-
-func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *devreg.APIKey) error {
-	keys, err := h.svc.ListAPIKeys(r.Context())
-	if err != nil {
-		return err
-	}
-	return h.render(w, r, http.StatusOK, "apikeys", "API Keys", "apikeys", struct {
-		Keys   []devreg.APIKey
-		NewKey *devreg.APIKey
-	}{keys, created})
-}
-
-// createAPIKey shows the new key on the answer to the post itself: it is never stored, so a
-// redirect could not show it.
-func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
-	k, err := h.svc.CreateAPIKey(r.Context(), devreg.NewAPIKey{Name: r.PostFormValue("name"), Scope: devreg.Scope(r.PostFormValue("scope"))})
-	if isUserError(err) {
-		return h.redirect(w, r, "/apikeys", "error", devreg.ErrorMessage(err))
-	}
-	if err != nil {
-		return err
-	}
-	return h.renderKeys(w, r, &k)
-}
-
-func (h *Handler) deleteAPIKey(w http.ResponseWriter, r *http.Request) error {
-	if err := h.svc.DeleteAPIKey(r.Context(), r.PathValue("id")); err != nil {
-		return err
-	}
-	return h.redirect(w, r, "/apikeys", "notice", "The key is revoked; it stopped working at once.")
-}

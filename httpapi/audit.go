@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"devreg"
@@ -67,33 +65,18 @@ func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// The head as the export starts; entries appended while it runs may follow it.
-	_, _, head, err := h.svc.AuditLog(r.Context(), devreg.AuditFilter{Limit: 1})
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Audit-Head", fmt.Sprintf("%d:%s", head.Seq, head.Hash))
-	w.Header().Set("Content-Type", "application/x-ndjson")
 	bw := bufio.NewWriterSize(w, 64<<10)
-	started := false
-	_, err = h.svc.ExportAudit(r.Context(), since, until, func(entry []byte, hash string) error {
-		if !started {
-			started = true
-			w.WriteHeader(http.StatusOK)
-		}
-		entry = bytes.TrimSuffix(bytes.TrimSpace(entry), []byte("}"))
-		if _, err := bw.Write(entry); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintf(bw, `,"hash":%s}`+"\n", strconv.Quote(hash))
+	err = h.svc.ExportAudit(r.Context(), since, until, func(head devreg.AuditHead) error {
+		w.Header().Set("Audit-Head", fmt.Sprintf("%d:%s", head.Seq, head.Hash))
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}, func(entry []byte, hash string) error {
+		_, err := bw.Write(devreg.AuditLine(entry, hash))
 		return err
 	})
 	if err != nil {
-		if !started {
-			w.Header().Del("Audit-Head")
-			w.Header().Del("Content-Type")
-		}
-		return err // before the first line, rendered as an error; after it, only logged
+		return err // before the head, rendered as an error; after it, only logged
 	}
 	return bw.Flush()
 }

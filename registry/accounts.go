@@ -160,7 +160,11 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 		}
 		k.ExpiresAt = u.ExpiresAt
 	}
-	ctx = s.audited(ctx, actorOf(c), "apikey.update", devreg.AuditObject{Type: "apikey", ID: k.ID}, change(before, keyFields(k)))
+	diff := change(before, keyFields(k))
+	if len(diff["new"].(map[string]any)) == 0 {
+		return k, nil // nothing to change, nothing to record
+	}
+	ctx = s.audited(ctx, actorOf(c), "apikey.update", devreg.AuditObject{Type: "apikey", ID: k.ID}, diff)
 	return k, s.store.UpdateAPIKey(ctx, k)
 }
 

@@ -80,6 +80,11 @@ func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.
 	if f.After.DeviceID != "" {
 		return nil, devreg.Cursor{}, devreg.AuditHead{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one the audit listing handed out", f.After)
 	}
+	for _, filter := range []struct{ name, value string }{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}} {
+		if err := checkLength(filter.name, filter.value, 0, 128); err != nil {
+			return nil, devreg.Cursor{}, devreg.AuditHead{}, devreg.Errorf(devreg.EBADREQUEST, "%s", devreg.ErrorMessage(err))
+		}
+	}
 	limit, err := pageSize(f.Limit)
 	if err != nil {
 		return nil, devreg.Cursor{}, devreg.AuditHead{}, err
@@ -96,17 +101,21 @@ func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.
 	return entries[:limit], devreg.Cursor{Seq: entries[limit-1].Seq}, head, nil
 }
 
-// ExportAudit calls fn with every audit entry of the caller's account in the time range (either
-// end may be nil), oldest first, as stored, and returns the chain's head as it was before the
-// first. It streams: memory does not grow with the log.
-func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, fn func(entry []byte, hash string) error) (devreg.AuditHead, error) {
+// ExportAudit streams the caller's account's audit entries in the time range (either end may be
+// nil), oldest first, as stored: begin gets the chain's head first (the export ends there, even
+// if entries are appended meanwhile), then fn each entry's canonical JSON and hash. Memory does
+// not grow with the log.
+func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, begin func(devreg.AuditHead) error, fn func(entry []byte, hash string) error) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
-		return devreg.AuditHead{}, err
+		return err
 	}
 	head, err := s.store.AuditHead(ctx, c.AccountID)
 	if err != nil {
-		return head, err
+		return err
+	}
+	if err := begin(head); err != nil {
+		return err
 	}
 	err = s.store.WalkAudit(ctx, c.AccountID, since, until, func(e devreg.StoredAuditEntry) error {
 		if e.Seq > head.Seq {
@@ -117,7 +126,7 @@ func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, fn f
 	if err == errStop {
 		err = nil
 	}
-	return head, err
+	return err
 }
 
 var errStop = devreg.Errorf(devreg.EINTERNAL, "stop")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"devreg"
@@ -36,5 +37,38 @@ func BenchmarkRegisterCSV(b *testing.B) {
 	res, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(&file), devreg.RegisterOptions{})
 	if err != nil || res.Created != int64(b.N) {
 		b.Fatalf("%+v %v", res, err)
+	}
+}
+
+// BenchmarkDeviceStatusChanges disables and enables one device b.N times: a burst of
+// single-device changes, each a transaction of its own with its audit entry.
+func BenchmarkDeviceStatusChanges(b *testing.B) {
+	ctx := context.Background()
+	svc, db, err := server.OpenRegistry(ctx, server.Config{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	acct, _, err := svc.NewAccount(ctx, "Bench", "bench@example.test", "bench-password")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx = devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acct.ID, Scope: devreg.ScopeAdmin, Name: "bench", Source: devreg.SourceAPI})
+	dt, err := svc.CreateDeviceType(ctx, devreg.DeviceType{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(strings.NewReader("dev-1, secret-of-dev-1")), devreg.RegisterOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		status := devreg.StatusDisabled
+		if i%2 == 1 {
+			status = devreg.StatusEnabled
+		}
+		if _, err := svc.SetDeviceStatus(ctx, "dev-1", status); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -26,21 +26,23 @@ func (s *DB) audit(ctx context.Context, tx handle, accountID string) error {
 // appendAudit appends e to the account's chain in tx, filling in its ID, seq, hash and (so that
 // times never go back within an account) a time no earlier than the previous entry's.
 func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *devreg.AuditEntry) error {
-	// The head row is made once per account; its lock (a row lock on PostgreSQL, the one writer
-	// on SQLite) serializes the account's appends on every server.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
-		accountID, devreg.GenesisHash); err != nil {
-		return fmt.Errorf("audit head: %w", err)
-	}
-	lock := ""
-	if s.pg {
-		lock = " FOR UPDATE"
-	}
+	// The head row's lock (a row lock on PostgreSQL, the one writer on SQLite) serializes the
+	// account's appends on every server; the row is made at the account's first entry.
 	var head devreg.AuditHead
 	var headTime int64
-	if err := tx.QueryRowContext(ctx, `SELECT seq, time, hash FROM audit_heads WHERE account_id = ?`+lock, accountID).
-		Scan(&head.Seq, &headTime, &head.Hash); err != nil {
-		return fmt.Errorf("audit head: %w", err)
+	for {
+		err := tx.QueryRowContext(ctx, `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`, accountID).
+			Scan(&head.Seq, &headTime, &head.Hash)
+		if err == nil {
+			break
+		}
+		if err != sql.ErrNoRows {
+			return fmt.Errorf("audit head: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
+			accountID, devreg.GenesisHash); err != nil {
+			return fmt.Errorf("audit head: %w", err)
+		}
 	}
 	if e.ID == "" {
 		e.ID = credential.RandomID("aud", 16)

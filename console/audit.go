@@ -1,0 +1,265 @@
+package console
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"devreg"
+)
+
+// auditPageSize is how many entries a page of the Audit Log shows.
+const auditPageSize = 50
+
+// auditActions are the actions the audit log records, offered as suggestions in the action
+// filter; any other value is still taken as it is.
+var auditActions = []string{
+	"account.create", "apikey.create", "apikey.delete", "apikey.update", "batch.update",
+	"credential.create", "credential.delete", "credential.rotate", "credential.update",
+	"device.delete", "device.update", "devices.register", "devicetype.create", "devicetype.delete",
+	"devicetype.update", "login.failure", "login.success",
+}
+
+// auditFilterForm is the Audit Log's filter form as the user filled it in.
+type auditFilterForm struct {
+	Action, ActorID, ObjectID, Since, Until string
+}
+
+// values returns the filters as a query string's values, without the empty ones.
+func (f auditFilterForm) values() url.Values {
+	q := url.Values{}
+	for _, p := range [][2]string{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}, {"since", f.Since}, {"until", f.Until}} {
+		if p[1] != "" {
+			q.Set(p[0], p[1])
+		}
+	}
+	return q
+}
+
+// auditRow is an audit entry as the Audit Log page shows it.
+type auditRow struct {
+	devreg.AuditEntry
+	Details                        []detailLine
+	ActionURL, ActorURL, ObjectURL string // the page filtered by this entry's action, actor or object
+}
+
+// detailLine is one field of an entry's details, its value in short text.
+type detailLine struct{ Key, Value string }
+
+type auditData struct {
+	Filter    auditFilterForm
+	Filtered  bool
+	Actions   []string
+	Entries   []auditRow
+	Head      devreg.AuditHead
+	Cursor    string
+	NextURL   string
+	FirstURL  string
+	ExportURL string
+}
+
+// auditFilter reads the Audit Log's filters from a query string. Times are what a datetime-local
+// input sends, in UTC, or RFC 3339.
+func auditFilter(q url.Values) (auditFilterForm, devreg.AuditFilter, error) {
+	form := auditFilterForm{
+		Action: strings.TrimSpace(q.Get("action")), ActorID: strings.TrimSpace(q.Get("actor_id")), ObjectID: strings.TrimSpace(q.Get("object_id")),
+		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until")),
+	}
+	f := devreg.AuditFilter{Action: form.Action, ActorID: form.ActorID, ObjectID: form.ObjectID, Limit: auditPageSize}
+	for _, p := range []struct{ name, v string }{{"action", f.Action}, {"actor ID", f.ActorID}, {"object ID", f.ObjectID}} {
+		if err := checkFilterText(p.name, p.v); err != nil {
+			return form, f, err
+		}
+	}
+	var err error
+	if f.Since, f.Until, err = timeRange(form.Since, form.Until); err != nil {
+		return form, f, err
+	}
+	// As the datetime-local inputs show them, whatever form they came in.
+	form.Since, form.Until = inputTime(f.Since), inputTime(f.Until)
+	if f.After, err = devreg.ParseCursor(q.Get("cursor")); err != nil {
+		return form, f, err
+	}
+	return form, f, nil
+}
+
+// maxFilterText bounds a text filter: no action or ID is longer.
+const maxFilterText = 200
+
+// checkFilterText refuses a filter value no entry can hold: too long, not UTF-8, or with control
+// characters (which PostgreSQL would refuse as a parameter, turning a typo into a server error).
+func checkFilterText(name, v string) error {
+	if len(v) > maxFilterText || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		return devreg.Errorf(devreg.EBADREQUEST, "the %s filter must be text of at most %d characters", name, maxFilterText)
+	}
+	return nil
+}
+
+// timeRange reads the since and until filters: since is included, until is not.
+func timeRange(since, until string) (s, u *time.Time, err error) {
+	if s, err = filterTime("since", since); err != nil {
+		return nil, nil, err
+	}
+	if u, err = filterTime("until", until); err != nil {
+		return nil, nil, err
+	}
+	if s != nil && u != nil && !s.Before(*u) {
+		return nil, nil, devreg.Errorf(devreg.EINVALID, "since (%s) must be before until (%s)", s.Format(inputTimeLayout), u.Format(inputTimeLayout))
+	}
+	return s, u, nil
+}
+
+func filterTime(name, v string) (*time.Time, error) {
+	t, ok := parseUTC(v)
+	if !ok {
+		return nil, devreg.Errorf(devreg.EBADREQUEST, "%s must be a date and time in UTC such as 2027-03-31T14:30; it is %q", name, clipText(v))
+	}
+	return t, nil
+}
+
+// clipText shortens a value from a request that a message repeats, as every message does.
+func clipText(s string) string { return devreg.ProblemList{}.Clip(s) }
+
+func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	form, f, err := auditFilter(q)
+	if err != nil {
+		return err
+	}
+	entries, next, head, err := h.svc.AuditLog(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	d := auditData{Filter: form, Actions: auditActions, Head: head, Cursor: q.Get("cursor")}
+	d.Filtered = form != auditFilterForm{}
+	base := form.values()
+	link := func(name, value string) string {
+		q := form.values()
+		q.Set(name, value)
+		return "/audit?" + q.Encode()
+	}
+	for _, e := range entries {
+		d.Entries = append(d.Entries, auditRow{AuditEntry: e, Details: detailLines(e.Details),
+			ActionURL: link("action", e.Action), ActorURL: link("actor_id", e.Actor.ID), ObjectURL: link("object_id", e.Object.ID)})
+	}
+	if !next.IsZero() {
+		q := form.values()
+		q.Set("cursor", next.String())
+		d.NextURL = "/audit?" + q.Encode()
+	}
+	d.FirstURL = "/audit"
+	if len(base) > 0 {
+		d.FirstURL += "?" + base.Encode()
+	}
+	export := url.Values{}
+	if form.Since != "" {
+		export.Set("since", form.Since)
+	}
+	if form.Until != "" {
+		export.Set("until", form.Until)
+	}
+	d.ExportURL = "/audit/export"
+	if len(export) > 0 {
+		d.ExportURL += "?" + export.Encode()
+	}
+	return h.render(w, r, http.StatusOK, "audit", "Audit Log", "audit", d)
+}
+
+// maxDetail bounds how much of one detail the page shows; the export holds all of it.
+const maxDetail = 300
+
+// detailLines renders an entry's details as short lines of text, one for each field, sorted. The
+// details of an update ({"old": {...}, "new": {...}}) become one line per changed field,
+// "old → new". Values that are not strings are shown as compact JSON. The page escapes every line:
+// details are whatever the server recorded, which includes names that users typed.
+func detailLines(details map[string]any) []detailLine {
+	var lines []detailLine
+	old, oldOK := details["old"].(map[string]any)
+	nw, newOK := details["new"].(map[string]any)
+	if oldOK && newOK {
+		keys := map[string]bool{}
+		for k := range old {
+			keys[k] = true
+		}
+		for k := range nw {
+			keys[k] = true
+		}
+		for _, k := range sortedKeys(keys) {
+			lines = append(lines, detailLine{k, clipDetail(detailText(old[k]) + " → " + detailText(nw[k]))})
+		}
+	}
+	for _, k := range sortedKeys(details) {
+		if oldOK && newOK && (k == "old" || k == "new") {
+			continue
+		}
+		lines = append(lines, detailLine{k, clipDetail(detailText(details[k]))})
+	}
+	return lines
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func detailText(v any) string {
+	if s, ok := v.(string); ok && s != "" {
+		return s
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func clipDetail(s string) string {
+	if utf8.RuneCountInString(s) <= maxDetail {
+		return s
+	}
+	return string([]rune(s)[:maxDetail]) + "…"
+}
+
+// exportAudit streams the audit entries in the time range as NDJSON, oldest first: each line the
+// entry as stored (the canonical JSON its hash covers) with its "hash" added, so that any tool can
+// recompute the chain. The chain's head goes in the Audit-Head header; the export ends at it even
+// if entries are appended meanwhile.
+func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	q := r.URL.Query()
+	since, until, err := timeRange(strings.TrimSpace(q.Get("since")), strings.TrimSpace(q.Get("until")))
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	err = h.svc.ExportAudit(ctx, since, until, func(head devreg.AuditHead) error {
+		// Headers are set only once the export has got this far, so that an error before is an
+		// error page, not a download.
+		hd := w.Header()
+		hd.Set("Content-Type", "application/x-ndjson")
+		hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="devreg-audit-%s.ndjson"`, h.svc.Now().UTC().Format("20060102T150405Z")))
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("Audit-Head", fmt.Sprintf("%d:%s", head.Seq, head.Hash))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}, func(entry []byte, hash string) error {
+		_, err := bw.Write(devreg.AuditLine(entry, hash))
+		return err
+	})
+	if err != nil {
+		return err // before the head, an error page; after it, logged
+	}
+
+	return bw.Flush()
+}
