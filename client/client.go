@@ -5,6 +5,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,9 @@ type Client struct {
 	apiKey  string
 	// HTTP is the HTTP client used; http.DefaultClient unless replaced.
 	HTTP *http.Client
+	// Retries says whether and how the client waits out a key's rate limit; the zero value
+	// never retries, and a 429 comes back as an *Error with RetryAfter.
+	Retries Retries
 }
 
 // New returns a client of the server at baseURL (such as "http://localhost:8080") using apiKey.
@@ -39,13 +43,17 @@ type Error struct {
 	Message      string
 	Problems     []devreg.Problem
 	ProblemCount int
+	// RetryAfter is when the server said to try again (its Retry-After header, as on 429), or 0.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s (HTTP %d, %s)", e.Message, e.Status, e.Code)
 }
 
-// do sends a request with an optional body and decodes a JSON answer into out.
+// do sends a request with an optional body and decodes a JSON answer into out. A request refused
+// with 429 is sent again as c.Retries allows, if its body can be sent again: none, or one that
+// net/http can replay (bytes or a string, as the JSON bodies this client builds).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, contentType string, body io.Reader, out any) error {
 	u := c.baseURL + "/api/v1" + path
 	if len(query) > 0 {
@@ -60,14 +68,30 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
+	replayable := body == nil || req.GetBody != nil
+	var resp *http.Response
+	for retry := 1; ; retry++ {
+		if resp, err = c.HTTP.Do(req); err != nil {
+			return err
+		}
+		if resp.StatusCode < 300 {
+			break
+		}
+		refusal := decodeError(resp)
+		resp.Body.Close()
+		if !replayable {
+			return refusal
+		}
+		if again, err := c.Retries.Wait(ctx, refusal, retry); err != nil || !again {
+			return cmp.Or(err, refusal)
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return err
+			}
+		}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return decodeError(resp)
-	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
@@ -87,11 +111,23 @@ func decodeError(resp *http.Response) error {
 		ProblemCount int              `json:"problem_count"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	wait := retryAfter(resp.Header.Get("Retry-After"))
 	if err := json.Unmarshal(data, &body); err != nil || body.Error.Code == "" {
-		return &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode),
+		return &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode), RetryAfter: wait,
 			Message: fmt.Sprintf("the server answered %s: %s", resp.Status, strings.TrimSpace(string(data[:min(len(data), 200)])))}
 	}
-	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Problems: body.Problems, ProblemCount: body.ProblemCount}
+	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Problems: body.Problems, ProblemCount: body.ProblemCount,
+		RetryAfter: wait}
+}
+
+// retryAfter reads a Retry-After header in seconds; 0 when there is none or it is a date, which
+// devreg never sends.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
 }
 
 func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {

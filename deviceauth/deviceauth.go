@@ -20,6 +20,7 @@ import (
 	"devreg"
 	"devreg/credential"
 	"devreg/devtoken"
+	"devreg/internal/ratelimit"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -31,6 +32,7 @@ type Handler struct {
 	issuer   string
 	lifetime time.Duration
 	log      *slog.Logger
+	limits   *ratelimit.Limiter // nil: API keys are not rate-limited
 }
 
 // DefaultLifetime is how long a device token is valid unless configured otherwise.
@@ -318,6 +320,11 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return err // the database failed: a 500 that is logged, not a wrong key
+	}
+	// An introspection is an answer to the key like any call of the Operations API: it counts
+	// against the same bucket and carries the RateLimit-* fields.
+	if err := h.limits.Admit(w.Header(), caller); err != nil {
+		return err
 	}
 	ctx := devreg.NewContextWithCaller(r.Context(), caller)
 	if err := h.svc.CanIntrospect(ctx); err != nil {

@@ -27,6 +27,7 @@ import (
 	"devreg/deviceauth"
 	"devreg/devtoken"
 	"devreg/httpapi"
+	"devreg/internal/ratelimit"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -42,6 +43,10 @@ type Config struct {
 	SigningKeyFile string        // the device-token signing key file; "" for signing.keys in DataDir
 	TokenLifetime  time.Duration // how long device tokens are valid; 0 for an hour
 	SigningAlg     string        // the device tokens' signature: devtoken.EdDSA (default) or devtoken.ES256
+	// APIRateLimit is how many requests a minute each admin, register or read API key may make
+	// (to the Operations API and to token introspection), counted by this server alone; 0 for
+	// ratelimit.DefaultLimit. There is no value that turns the limit off.
+	APIRateLimit int
 
 	// Limits on slow clients; 0 for the defaults (DefaultBodyGrace, ...).
 	BodyGrace         time.Duration // how long a body may take before its first bytes
@@ -142,6 +147,7 @@ type Server struct {
 	http    *http.Server
 	ln      net.Listener
 	conns   *connLimits
+	limits  *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -158,12 +164,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, DefaultBodyIdle)
 	cfg.MaxPendingPerAddr = cmp.Or(cfg.MaxPendingPerAddr, DefaultMaxPendingPerAddr)
 	cfg.MaxConnsPerAddr = cmp.Or(cfg.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	cfg.APIRateLimit = cmp.Or(cfg.APIRateLimit, ratelimit.DefaultLimit)
+	limits, err := ratelimit.New(cfg.APIRateLimit, ratelimit.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("API rate limit: %w", err)
+	}
 	svc, db, err := OpenRegistry(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	svc.Log = cfg.Logger
-	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, conns: newConnLimits(cfg.MaxPendingPerAddr, cfg.MaxConnsPerAddr)}
+	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, limits: limits, conns: newConnLimits(cfg.MaxPendingPerAddr, cfg.MaxConnsPerAddr)}
 	if _, err := os.Stat(cfg.SigningKeyPath()); errors.Is(err, fs.ErrNotExist) {
 		if has, _ := db.HasDevices(ctx); has {
 			s.log.Warn("the signing key file is missing and a new one is made: device tokens issued before no longer verify, so devices must get new ones",
@@ -213,7 +224,8 @@ func (s *Server) PublicURL() string {
 
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
-	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir)
+	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir,
+		"api_rate_limit", s.cfg.APIRateLimit)
 	if err := s.http.Serve(s.conns.listen(s.ln)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -241,6 +253,7 @@ func (s *Server) handler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	api.LimitKeys(s.limits)
 	api.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -254,7 +267,9 @@ func (s *Server) handler() (http.Handler, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log).Register(mux)
+	devices := deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log)
+	devices.LimitKeys(s.limits)
+	devices.Register(mux)
 	brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg}).Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {

@@ -39,8 +39,18 @@ func (m *Main) newClient(server, apiKey string) (*client.Client, error) {
 	if apiKey == "" {
 		return nil, usageError{"no API key: set DEVREG_API_KEY or pass --api-key (create one in the console under API Keys)"}
 	}
-	return client.New(server, apiKey), nil
+	c := client.New(server, apiKey)
+	c.Retries = client.Retries{Max: maxRetries, Notify: func(wait time.Duration, retry int, _ *client.Error) {
+		fmt.Fprintf(m.Stderr, "devreg: the server is rate-limiting this API key (HTTP 429); sending the request again in %s (retry %d of %d)\n",
+			wait, retry, maxRetries)
+	}}
+	return c, nil
 }
+
+// maxRetries is how many times a command sends a request again that the server refused for the
+// API key's rate limit (429); each waits as long as the server's Retry-After says, at most
+// client.DefaultMaxWait. A refused request did nothing, so sending it again is safe.
+const maxRetries = 5
 
 // explain turns a client error into one sentence for the operator.
 func explain(server string, err error) error {
@@ -52,6 +62,8 @@ func explain(server string, err error) error {
 		return fmt.Errorf("the server refused the API key: %s", ce.Message)
 	case errors.As(err, &ce) && ce.Status == 403:
 		return fmt.Errorf("the API key may not do this: %s", ce.Message)
+	case errors.As(err, &ce) && ce.Status == 429:
+		return fmt.Errorf("the server is rate-limiting this API key (HTTP 429; each server allows a key a number of requests a minute): %s", ce.Message)
 	case errors.As(err, &ce):
 		return errors.New(ce.Message)
 	case errors.As(err, &ne), errors.As(err, &ue):
@@ -182,7 +194,9 @@ func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
 func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	fs := m.flagSet("devices import", "devices import --device-type ID [--on-conflict fail|skip|replace] [--dry-run] FILE\n\n"+
 		"Streams a bulk upload file (- for stdin) to the server and prints the result as JSON. When\n"+
-		"the server refuses the file, prints every problem it found and exits 1: nothing is registered.\n\n"+
+		"the server refuses the file, prints every problem it found and exits 1: nothing is registered.\n"+
+		"When the API key's rate limit is used up (429), it waits as long as the server says and sends\n"+
+		"the file again (at most 5 times); from stdin, which it cannot read twice, it says how long to wait.\n\n"+
 		"Example:\n  devreg devices import --device-type dt_abc123 lot-0042.csv")
 	server, apiKey := m.clientFlags(fs)
 	typeID := fs.String("device-type", "", "the device type `ID` (required; see devreg devicetypes list)")
@@ -208,26 +222,56 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var in io.Reader = m.Stdin
-	var size int64 = -1
-	if name := fs.Arg(0); name != "-" {
-		f, err := os.Open(name)
-		if err != nil {
-			return err
+	name := fs.Arg(0)
+	send := func() (devreg.RegisterResult, error) {
+		var in io.Reader = m.Stdin
+		var size int64 = -1
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return devreg.RegisterResult{}, err
+			}
+			defer f.Close()
+			if fi, err := f.Stat(); err == nil {
+				size = fi.Size()
+			}
+			in = f
 		}
-		defer f.Close()
-		if fi, err := f.Stat(); err == nil {
-			size = fi.Size()
+		stopProgress := func() {}
+		if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			p := newProgress(in, size, m.Stderr)
+			stopProgress, in = p.stop, p
 		}
-		in = f
+		defer stopProgress()
+		return c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun})
 	}
-	stopProgress := func() {}
-	if f, ok := m.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p := newProgress(in, size, m.Stderr)
-		stopProgress, in = p.stop, p
+	// A registration is atomic and a resend is idempotent, so a file refused for the key's rate
+	// limit is sent again whole; the client cannot do that itself, since it streams the file.
+	retries := c.Retries
+	retries.Notify = func(wait time.Duration, retry int, _ *client.Error) {
+		fmt.Fprintf(m.Stderr, "devreg: the server is rate-limiting this API key (HTTP 429) and registered nothing; sending %s again in %s (retry %d of %d)\n",
+			name, wait, retry, retries.Max)
 	}
-	res, err := c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun})
-	stopProgress()
+	res, err := send()
+	for retry := 1; ; retry++ {
+		wait, limited := client.RateLimited(err)
+		if !limited {
+			break
+		}
+		if name == "-" {
+			return refused{fmt.Sprintf("the server is rate-limiting this API key (HTTP 429) and registered nothing; "+
+				"the file came from stdin, which devreg cannot send again: try again in %d s (or import from a file, which devreg sends again by itself)",
+				devreg.RetryAfterSeconds(wait))}
+		}
+		again, werr := retries.Wait(ctx, err, retry)
+		if werr != nil {
+			return werr
+		}
+		if !again {
+			break
+		}
+		res, err = send()
+	}
 	var ce *client.Error
 	if errors.As(err, &ce) && len(ce.Problems) > 0 {
 		fmt.Fprintf(m.Stderr, "%s\n", ce.Message)

@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
+	"devreg/internal/ratelimit"
 	"devreg/server"
 )
 
@@ -27,6 +30,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	maxBody := fs.String("max-body", m.env("DEVREG_MAX_BODY", "1GiB"), "largest request body; larger ones get 413 (env DEVREG_MAX_BODY)")
 	fs.StringVar(&cfg.SigningAlg, "signing-alg", m.env("DEVREG_SIGNING_ALG", "EdDSA"), "device token signatures: EdDSA or ES256 (for brokers that verify tokens against the JWKS and take only ES256) (env DEVREG_SIGNING_ALG)")
 	lifetime := fs.String("token-lifetime", m.env("DEVREG_TOKEN_LIFETIME", "1h"), "how long device tokens are valid (env DEVREG_TOKEN_LIFETIME)")
+	rateLimit := fs.String("api-rate-limit", m.env("DEVREG_API_RATE_LIMIT", strconv.Itoa(ratelimit.DefaultLimit)),
+		"`N` requests a minute that each admin, register or read API key may make, counted by each server on its own; beyond it 429 (at least 1; broker keys are not limited) (env DEVREG_API_RATE_LIMIT)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -36,6 +41,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	if cfg.TokenLifetime, err = time.ParseDuration(*lifetime); err != nil || cfg.TokenLifetime < time.Minute {
 		return usageError{"--token-lifetime: want a duration of at least 1m, such as 1h or 30m"}
+	}
+	// 0 is refused rather than read as "no limit": one mistyped variable must not remove the
+	// limit from every key, and the contract promises the RateLimit-* fields on every answer.
+	if cfg.APIRateLimit, err = strconv.Atoi(strings.TrimSpace(*rateLimit)); err != nil || cfg.APIRateLimit < 1 || cfg.APIRateLimit > ratelimit.MaxLimit {
+		return usageError{fmt.Sprintf("--api-rate-limit: want a whole number of requests a minute per API key from 1 to %d, not %q "+
+			"(the limit cannot be turned off; for keys used only on a trusted network, give a large number)", ratelimit.MaxLimit, *rateLimit)}
 	}
 	if cfg.SigningAlg != "EdDSA" && cfg.SigningAlg != "ES256" {
 		return usageError{"--signing-alg: want EdDSA or ES256"}
