@@ -86,7 +86,8 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 		start := time.Now()
 		id := credential.RandomString(16)
 		w.Header().Set("X-Request-ID", id)
-		r = r.WithContext(devreg.NewContextWithRequestID(r.Context(), id))
+		ip := clientIP(r, s.cfg.TrustedProxies)
+		r = r.WithContext(devreg.NewContextWithClientIP(devreg.NewContextWithRequestID(r.Context(), id), ip))
 		s.conns.started(r.Context())
 		securityHeaders(w.Header(), r.URL.Path)
 		sw := &statusWriter{ResponseWriter: w}
@@ -130,7 +131,7 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 		m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 		s.log.Info("request", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status,
-			"bytes", sw.bytes, "duration_ms", elapsed.Milliseconds(), "remote", r.RemoteAddr)
+			"bytes", sw.bytes, "duration_ms", elapsed.Milliseconds(), "remote", r.RemoteAddr, "client_ip", ip)
 	})
 }
 

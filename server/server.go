@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,10 @@ type Config struct {
 	BodyIdle          time.Duration // the longest pause within a body
 	MaxPendingPerAddr int           // connections of one address that may be sending headers at once
 	MaxConnsPerAddr   int           // connections of one address that may be open at once
-	Logger            *slog.Logger
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names the client's address
+	// (for the audit log and API keys' last use); none: the connection's peer is the client.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // DefaultMaxBody is the default request body limit: 1 GiB.

@@ -32,10 +32,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	lifetime := fs.String("token-lifetime", m.env("DEVREG_TOKEN_LIFETIME", "1h"), "how long device tokens are valid (env DEVREG_TOKEN_LIFETIME)")
 	rateLimit := fs.String("api-rate-limit", m.env("DEVREG_API_RATE_LIMIT", strconv.Itoa(ratelimit.DefaultLimit)),
 		"`N` requests a minute that each admin, register or read API key may make, counted by each server on its own; beyond it 429 (at least 1; broker keys are not limited) (env DEVREG_API_RATE_LIMIT)")
+	proxies := fs.String("trusted-proxy", m.env("DEVREG_TRUSTED_PROXY", ""), "reverse `proxies` (addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client's address in the audit log (env DEVREG_TRUSTED_PROXY)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var err error
+	if cfg.TrustedProxies, err = server.ParseTrustedProxies(*proxies); err != nil {
+		return usageError{err.Error()}
+	}
 	if cfg.MaxBody, err = parseSize(*maxBody); err != nil {
 		return usageError{"--max-body: " + err.Error()}
 	}
