@@ -58,6 +58,8 @@ func explain(server string, err error) error {
 	var ne net.Error
 	var ue *url.Error
 	switch {
+	case errors.As(err, &ce) && ce.Code == devreg.EKEYEXPIRED:
+		return fmt.Errorf("the API key has expired (key_expired): %s", ce.Message)
 	case errors.As(err, &ce) && ce.Status == 401:
 		return fmt.Errorf("the server refused the API key: %s", ce.Message)
 	case errors.As(err, &ce) && ce.Status == 403:
