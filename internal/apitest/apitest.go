@@ -22,11 +22,14 @@ import (
 
 func init() {
 	// The bulk upload format is not a rectangular table, which kin-openapi's default text/csv
-	// decoder expects; the document describes it as a string.
-	openapi3filter.RegisterBodyDecoder("text/csv", func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	// decoder expects, and the audit export's NDJSON is no single JSON value; the document
+	// describes both as strings.
+	asString := func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 		b, err := io.ReadAll(r)
 		return string(b), err
-	})
+	}
+	openapi3filter.RegisterBodyDecoder("text/csv", asString)
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", asString)
 }
 
 type invalidKey struct{}
