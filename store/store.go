@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,8 @@ type DB struct {
 	stop           chan struct{} // closed by Close
 	checkpointDone chan struct{}
 	closeOnce      sync.Once
+
+	dirLock *DirLock // SQLite: the shared lock on the data directory, held until Close
 }
 
 // handle runs queries written with '?' placeholders on a database, connection or transaction,
@@ -106,8 +109,15 @@ func IsPostgres(url string) bool {
 }
 
 // Open opens the database at url and brings its schema up to date. A url starting with
-// "postgres://" selects PostgreSQL; anything else names an SQLite file ("sqlite:" prefix optional).
+// "postgres://" selects PostgreSQL; anything else names an SQLite file ("sqlite:" prefix optional),
+// whose directory's LockFileName it holds shared until Close.
 func Open(ctx context.Context, url string) (*DB, error) {
+	return open(ctx, url, true)
+}
+
+// open opens the database at url, holding the SQLite data directory's lock shared, and brings its
+// schema up to date when migrate is set.
+func open(ctx context.Context, url string, migrate bool) (*DB, error) {
 	s := &DB{pg: IsPostgres(url)}
 	var err error
 	if s.pg {
@@ -117,6 +127,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		}
 	} else {
 		file := strings.TrimPrefix(url, "sqlite:")
+		if s.dirLock, err = LockDataDir(filepath.Dir(file), false); err != nil {
+			return nil, err
+		}
 		// SQLite creates its files with the process's umask (often readable by everyone), and its
 		// -wal and -shm files take the mode of the database file: make that one private first.
 		if f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
@@ -129,6 +142,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		}
 	}
 	if err != nil {
+		s.dirLock.Release()
 		return nil, err
 	}
 	s.db.SetConnMaxIdleTime(5 * time.Minute)
@@ -136,12 +150,14 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	s.writer = make(chan struct{}, 1)
 	s.h = handle{q: s.db, pg: s.pg}
 	if err := s.db.PingContext(ctx); err != nil {
-		s.db.Close()
+		s.Close()
 		return nil, fmt.Errorf("connect to the database: %w", err)
 	}
-	if err := s.migrate(ctx); err != nil {
-		s.db.Close()
-		return nil, fmt.Errorf("migrate the database: %w", err)
+	if migrate {
+		if err := s.migrate(ctx); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("migrate the database: %w", err)
+		}
 	}
 	if !s.pg {
 		s.checkpoints, s.stop, s.checkpointDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
@@ -172,7 +188,8 @@ func (s *DB) checkpointSoon() {
 	}
 }
 
-// Close closes the database. Closing it again does nothing.
+// Close closes the database, and gives up the lock on an SQLite database's directory. Closing it
+// again does nothing.
 func (s *DB) Close() error {
 	s.closeOnce.Do(func() {
 		if s.stop != nil {
@@ -180,7 +197,9 @@ func (s *DB) Close() error {
 			<-s.checkpointDone
 		}
 	})
-	return s.db.Close()
+	err := s.db.Close()
+	s.dirLock.Release()
+	return err
 }
 
 // Ping checks that the database answers.

@@ -51,6 +51,9 @@ Usage:
   devreg serve [flags]                 run the service (API, console, docs, device endpoints)
   devreg accounts create [flags]       create an account, its owner and a first admin API key
   devreg audit verify [flags]          check every account's audit chain (and heads kept elsewhere)
+  devreg backup --to FILE [flags]      write a checked copy of the embedded database while it serves
+  devreg restore --from FILE [flags]   put a backup in place of the embedded database (server stopped)
+  devreg check [flags]                 check that counters, hash keys, audit chains and schema add up
 
 For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key / DEVREG_API_KEY):
   devreg devicetypes create [flags]    define a device type
@@ -105,6 +108,9 @@ func (m *Main) run(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stdout, "devreg %s\n", version())
 		return nil
 	}
+	if cmd, ok := subcommands[args[0]]; ok {
+		return cmd(m, ctx, args[1:])
+	}
 	if len(args) >= 2 {
 		if cmd, ok := subcommands[args[0]+" "+args[1]]; ok {
 			return cmd(m, ctx, args[2:])
@@ -114,8 +120,11 @@ func (m *Main) run(ctx context.Context, args []string) error {
 	return usageError{fmt.Sprintf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))}
 }
 
-// subcommands are the two-word commands.
+// subcommands are the commands besides serve: two words, or one.
 var subcommands = map[string]func(m *Main, ctx context.Context, args []string) error{
+	"backup":             (*Main).backup,
+	"restore":            (*Main).restore,
+	"check":              (*Main).check,
 	"accounts create":    (*Main).createAccount,
 	"audit verify":       (*Main).auditVerify,
 	"device connect":     (*Main).deviceConnect,
@@ -153,7 +162,7 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts audit device devicetypes devices completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
          audit) COMPREPLY=($(compgen -W "verify" -- "$cur")) ;;

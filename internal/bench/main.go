@@ -6,7 +6,10 @@
 // $DEVREG_TEST_POSTGRES) it also registers the same file on PostgreSQL, next to a raw COPY of the
 // same rows into such a table, each in a database of its own made for the run.
 //
-//	go run ./internal/bench [-n 1000000] [-postgres URL]
+// With -backup-only it measures only devreg backup of a registry of n devices, alone and while
+// registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
+//
+//	go run ./internal/bench [-n 1000000] [-postgres URL] [-backup-only]
 package main
 
 import (
@@ -36,8 +39,13 @@ import (
 func main() {
 	n := flag.Int("n", 1_000_000, "devices per request")
 	growthOnly := flag.Bool("growth-only", false, "measure only the growth of batch times")
+	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
 	pg := flag.String("postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
 	flag.Parse()
+	run := run
+	if *backupOnly {
+		run = func(n int, _ string, _ bool) error { return runBackupOnly(n) }
+	}
 	if err := run(*n, *pg, *growthOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
