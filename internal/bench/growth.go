@@ -4,45 +4,54 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
+	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"devreg"
-	"devreg/client"
-	"devreg/credential"
 )
 
-// growthRuns is how many times the growth figures are measured; each batch's figure is its
-// median time, so that one slow moment of a shared machine does not make or break the ratio.
-const growthRuns = 3
+// growthBatches is how many batches of a tenth of n devices the growth figures register, one
+// after another, into a registry that starts empty.
+const growthBatches = 10
 
-// growthFigures registers batches of shuffled device IDs one after another into a registry that
-// grows with each, and returns the median time of each batch over growthRuns runs. Each run
-// registers its own range of device IDs under a device type of its own, into the same registry.
-func growthFigures(ctx context.Context, c *client.Client, batches, size int) ([]time.Duration, error) {
-	runs := make([][]time.Duration, batches)
-	for r := range growthRuns {
-		name := fmt.Sprintf("bench growth %d", r+1)
-		dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
-		if err != nil {
-			return nil, err
-		}
-		times, err := growthRun(ctx, c, dt.ID, fmt.Sprintf("g%d", r+1), batches, size)
-		if err != nil {
-			return nil, err
-		}
-		for b, t := range times {
-			runs[b] = append(runs[b], t)
-		}
+// growthRun registers the growth batches of UUID-like device IDs one after another on a server
+// with an empty registry of its own, and records each batch's time and its ratio to the first;
+// and the same of the sqlite3 shell importing the same rows, batch by batch, into the smallest
+// table.
+func (b *bench) growthRun(ctx context.Context, run int) error {
+	base, err := importSmallest(b.dir, b.files.growthBase)
+	if err != nil {
+		return err
 	}
-	medians := make([]time.Duration, batches)
-	for b, ts := range runs {
-		medians[b] = median(ts)
+	for i, t := range base.times {
+		b.res.add(fmt.Sprintf("sqlite3_import_batch_%02d", i+1), "sqlite3_import_batch_01", measure{value: t.Seconds(), ratio: t.Seconds() / base.times[0].Seconds()})
 	}
-	return medians, nil
+	srv, err := b.startServer(ctx, fmt.Sprintf("run%d-growth", run+1))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	typeID, err := srv.newType(ctx, "bench growth")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "  registering %d batches of %d UUID-like IDs...\n", growthBatches, b.n/growthBatches)
+	var first float64
+	for i, path := range b.files.growth {
+		name := fmt.Sprintf("growth_batch_%02d", i+1)
+		m, err := srv.register(ctx, name, typeID, path, "text/csv", false, http.StatusOK, func(r regResult) bool { return r.Created == int64(b.n/growthBatches) })
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			first = m.value
+		}
+		m.ratio = m.value / first
+		b.res.add(name, "growth_batch_01", m)
+	}
+	return nil
 }
 
 // median returns the middle one of an odd number of durations.
@@ -52,34 +61,11 @@ func median(ds []time.Duration) time.Duration {
 	return ds[len(ds)/2]
 }
 
-// growthRun registers batches of shuffled device IDs with prefix under a device type and returns
-// the time of each batch.
-func growthRun(ctx context.Context, c *client.Client, typeID, prefix string, batches, size int) ([]time.Duration, error) {
-	ids := rand.Perm(batches * size)
-	var times []time.Duration
-	for b := range batches {
-		var sb strings.Builder
-		for _, i := range ids[b*size : (b+1)*size] {
-			fmt.Fprintf(&sb, "%s, %s,\n", deviceID(prefix, i), credential.RandomString(24))
-		}
-		start := time.Now()
-		res, err := c.RegisterCSV(ctx, typeID, strings.NewReader(sb.String()), client.RegisterOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("growth batch %d: %w", b+1, err)
-		}
-		if res.Created != int64(size) {
-			return nil, fmt.Errorf("growth batch %d: unexpected result %+v", b+1, res)
-		}
-		times = append(times, time.Since(start))
-	}
-	return times, nil
-}
-
-// pageTime returns the mean time to list one page of 100 devices of a type, starting at after
-// (zero for the first page).
-func pageTime(ctx context.Context, serverURL, key, typeID string, after devreg.Cursor, rounds int) (time.Duration, error) {
+// pageTime returns the mean time to list one page of 100 devices of a type, starting after the
+// device with registration number afterSeq (0 for the first page).
+func pageTime(ctx context.Context, serverURL, key, typeID string, afterSeq int64, rounds int) (time.Duration, error) {
 	u := serverURL + "/api/v1/devices?limit=100&device_type_id=" + typeID
-	if !after.IsZero() {
+	if after := (devreg.Cursor{Seq: afterSeq}); !after.IsZero() {
 		u += "&cursor=" + after.String()
 	}
 	start := time.Now()

@@ -1,27 +1,44 @@
-// Command bench measures devreg's bulk registration against a real server process and prints one
-// line per figure: devices/s, seconds, the ratio to a baseline measured in the same run, and the
-// server's peak resident memory. The baseline is the sqlite3 shell's .import of the same rows into
-// a table keyed by account and device ID with two more indexes, as devreg's devices table was
-// first laid out (it now has one more index). With -postgres (default
-// $DEVREG_TEST_POSTGRES) it also registers the same file on PostgreSQL, next to a raw COPY of the
-// same rows into such a table, each in a database of its own made for the run.
+// Command bench measures devreg against the physical limit of the same work, through the real
+// binary serving on loopback, and prints every figure as the median of several runs with its
+// spread (least and greatest). Each ratio is taken within one run, against a baseline measured in
+// that run, before the median is taken.
+//
+// The baselines write the same rows as the request (the device IDs in the request's order, one
+// sorted set and one shuffled set) into the smallest table that still enforces devreg's rule: an
+// account number, the device ID, the secret's hash and the time created, with one unique index
+// on account number and device ID. On SQLite that is the sqlite3 shell's .import, with the page
+// cache and log settings devreg's writer uses; on PostgreSQL a COPY. What is measured against
+// them:
+//
+//   - a million devices as one CSV request, again (all unchanged), as a dry run of new IDs, as
+//     JSON, and as CSV with shuffled IDs, with the server's CPU time and peak resident memory;
+//   - the CSV request's time by stage, from requests that stop after each stage;
+//   - device token issues per second (and broker logins) against the same server's /healthz,
+//     with wrk (or, without it, a Go load generator) and 32 connections;
+//   - a page of 100 devices 90% of the way down the listing against the first page;
+//   - ten batches of a tenth as many UUID-like device IDs into an empty registry, each against
+//     the first, next to the same growth of the baseline;
+//   - with -postgres (default $DEVREG_TEST_POSTGRES), the CSV request on PostgreSQL.
+//
+// At n=1,000,000 a run takes about two and a half minutes on 2 cores (with PostgreSQL), so the
+// default of three runs about eight.
 //
 // With -backup-only it measures only devreg backup of a registry of n devices, alone and while
 // registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
 //
-//	go run ./internal/bench [-n 1000000] [-postgres URL] [-backup-only]
+//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only]
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,48 +48,69 @@ import (
 	"syscall"
 	"time"
 
-	"devreg"
 	"devreg/client"
-	"devreg/credential"
 )
 
+// config is what the flags ask for.
+type config struct {
+	n            int
+	runs         int
+	pg           string
+	growthOnly   bool
+	oldBaselines bool
+	rateTime     time.Duration
+}
+
 func main() {
-	n := flag.Int("n", 1_000_000, "devices per request")
-	growthOnly := flag.Bool("growth-only", false, "measure only the growth of batch times")
+	var cfg config
+	flag.IntVar(&cfg.n, "n", 1_000_000, "devices per request")
+	flag.IntVar(&cfg.runs, "runs", 3, "how many times each figure is measured; the median and the spread are printed")
+	flag.StringVar(&cfg.pg, "postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
+	flag.BoolVar(&cfg.growthOnly, "growth-only", false, "measure only the growth of batch times")
+	flag.BoolVar(&cfg.oldBaselines, "old-baselines", false, "also measure the baselines of devreg's first table layout, to compare with figures from before issue 17")
+	flag.DurationVar(&cfg.rateTime, "rate-time", 5*time.Second, "how long each request rate is measured")
 	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
-	pg := flag.String("postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
 	flag.Parse()
-	run := run
-	if *backupOnly {
-		run = func(n int, _ string, _ bool) error { return runBackupOnly(n) }
+	var err error
+	switch {
+	case *backupOnly:
+		err = runBackupOnly(cfg.n)
+	case cfg.runs < 1 || cfg.n < 1000:
+		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
+	default:
+		err = run(cfg)
 	}
-	if err := run(*n, *pg, *growthOnly); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-type figure struct {
-	name    string
-	devices int
-	elapsed time.Duration
-	base    time.Duration
-	rssMB   float64
+// bench is one invocation: the binary, the files every run sends and imports, and what the runs
+// measured.
+type bench struct {
+	config
+	dir, bin string
+	files    files
+	idsA     []string // the sorted set: the devices of the CSV request, in its order
+	secretsA []string
+	idsD     []string // the shuffled set: the devices of the shuffled CSV request, in its order
+	load     loadGenerator
+	res      *results
 }
 
-func (f figure) String() string {
-	ratio, rss := "-", "-"
-	if f.base > 0 {
-		ratio = fmt.Sprintf("%.2f", f.elapsed.Seconds()/f.base.Seconds())
-	}
-	if f.rssMB > 0 {
-		rss = fmt.Sprintf("%.0f", f.rssMB)
-	}
-	return fmt.Sprintf("%-28s %10.0f %8.2f %6s %12s", f.name, float64(f.devices)/f.elapsed.Seconds(), f.elapsed.Seconds(), ratio, rss)
+// files are the request bodies and baseline rows, written once and used by every run.
+type files struct {
+	csvA, csvABadFirst, csvABadLast string // the sorted set, and the same with an invalid first or last entry
+	csvB, jsonC, csvD               string // new IDs for the dry run, the JSON request, the shuffled set
+	baseSorted, baseShuffled        string // the rows of csvA and csvD in the smallest table's shape
+	baseOld                         string // the rows of csvA in devreg's first table layout
+	growth, growthBase              []string
 }
 
-// run measures every figure, or with onlyGrowth only the growth of batch times.
-func run(n int, pgServer string, onlyGrowth bool) error {
+// run measures every figure cfg.runs times and prints them.
+func run(cfg config) error {
+	began := time.Now()
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		return fmt.Errorf("the baseline needs the sqlite3 shell: apt-get install -y sqlite3")
 	}
@@ -81,168 +119,354 @@ func run(n int, pgServer string, onlyGrowth bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "devreg")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/devreg").CombinedOutput(); err != nil {
+	b := &bench{config: cfg, dir: dir, bin: filepath.Join(dir, "devreg"), load: newLoadGenerator(), res: newResults()}
+	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/devreg").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	fmt.Fprintf(os.Stderr, "generating %d devices...\n", n)
-	csvA, err := writeFile(dir, "a.csv", n, "a", func(w io.Writer, id, secret string, last bool) { fmt.Fprintf(w, "%s, %s,\n", id, secret) })
-	if err != nil {
+	fmt.Fprintf(os.Stderr, "generating %d devices...\n", cfg.n)
+	if err := b.generate(); err != nil {
 		return err
 	}
-	csvB, err := writeFile(dir, "b.csv", n, "b", func(w io.Writer, id, secret string, last bool) { fmt.Fprintf(w, "%s, %s,\n", id, secret) })
-	if err != nil {
-		return err
-	}
-	jsonC, err := writeJSON(dir, "c.json", n, "c")
-	if err != nil {
-		return err
-	}
-
-	var base time.Duration
-	if !onlyGrowth {
-		if base, err = baseline(dir, n); err != nil {
+	ctx := context.Background()
+	for r := range cfg.runs {
+		fmt.Fprintf(os.Stderr, "run %d of %d (%s in)\n", r+1, cfg.runs, time.Since(began).Round(time.Second))
+		if !cfg.growthOnly {
+			if err := b.sqliteRun(ctx, r); err != nil {
+				return err
+			}
+			if err := b.shuffledRun(ctx, r); err != nil {
+				return err
+			}
+		}
+		if err := b.growthRun(ctx, r); err != nil {
 			return err
 		}
+		if cfg.pg != "" && !cfg.growthOnly {
+			if err := b.postgresRun(ctx, r); err != nil {
+				return err
+			}
+		}
 	}
-	figures := []figure{{name: "baseline_sqlite3_import", devices: n, elapsed: base}}
+	b.report(os.Stdout, time.Since(began))
+	return nil
+}
 
-	data := filepath.Join(dir, "data")
-	acct := exec.Command(bin, "accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin", "--data", data)
-	acct.Stdin = strings.NewReader("benchmark-password\n")
-	out, err := acct.Output()
-	if err != nil {
-		return fmt.Errorf("accounts create: %v", err)
+// generate writes the request bodies and the baselines' rows. Secrets and hashes are random
+// letters and digits: a baseline row's 32-character hash takes the same room as devreg's 32-byte
+// HMAC.
+func (b *bench) generate() error {
+	n := b.n
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	b.idsA, b.secretsA = make([]string, n), make([]string, n)
+	for i := range n {
+		b.idsA[i], b.secretsA[i] = deviceID("a", i), randText(rng, 24)
 	}
-	var account struct {
-		AccountID string `json:"account_id"`
-		APIKey    string `json:"api_key"`
+	csvLine := func(ids, secrets []string) func(w *bufio.Writer, i int) {
+		return func(w *bufio.Writer, i int) { fmt.Fprintf(w, "%s, %s,\n", ids[i], secrets[i]) }
 	}
-	json.Unmarshal(out, &account)
-	ctx := context.Background()
-	url, srv, err := serve(bin, "--data", data)
+	badLine := func(bad int) func(w *bufio.Writer, i int) {
+		return func(w *bufio.Writer, i int) {
+			secret := b.secretsA[i]
+			if i == bad {
+				secret = "short" // below the minimum length of 8
+			}
+			fmt.Fprintf(w, "%s, %s,\n", b.idsA[i], secret)
+		}
+	}
+	var err error
+	f := &b.files
+	write := func(path *string, name string, rows int, line func(w *bufio.Writer, i int)) {
+		if err == nil {
+			*path, err = writeLines(b.dir, name, rows, line)
+		}
+	}
+	write(&f.csvA, "a.csv", n, csvLine(b.idsA, b.secretsA))
+	write(&f.csvABadFirst, "a-bad-first.csv", n, badLine(0))
+	write(&f.csvABadLast, "a-bad-last.csv", n, badLine(n-1))
+	write(&f.csvB, "b.csv", n, func(w *bufio.Writer, i int) { fmt.Fprintf(w, "%s, %s,\n", deviceID("b", i), randText(rng, 24)) })
+	b.idsD = make([]string, n)
+	for i, p := range rng.Perm(n) {
+		b.idsD[i] = deviceID("d", p)
+	}
+	write(&f.csvD, "d.csv", n, func(w *bufio.Writer, i int) { fmt.Fprintf(w, "%s, %s,\n", b.idsD[i], randText(rng, 24)) })
+	created := time.Now().UnixMicro()
+	smallest := func(ids []string) func(w *bufio.Writer, i int) {
+		return func(w *bufio.Writer, i int) { fmt.Fprintf(w, "1,%s,%s,%d\n", ids[i], randText(rng, 32), created) }
+	}
+	write(&f.baseSorted, "base-sorted.csv", n, smallest(b.idsA))
+	write(&f.baseShuffled, "base-shuffled.csv", n, smallest(b.idsD))
+	if b.oldBaselines {
+		write(&f.baseOld, "base-old.csv", n, func(w *bufio.Writer, i int) {
+			fmt.Fprintf(w, "acc_bench,%s,dt_bench,bat_bench,enabled,k1,%x,%d\n", b.idsA[i], randText(rng, 32), created)
+		})
+	}
+	size := n / growthBatches
+	for g := range growthBatches {
+		ids := make([]string, size)
+		for i := range ids {
+			ids[i] = uuidLike(rng)
+		}
+		var req, base string
+		write(&req, fmt.Sprintf("growth-%02d.csv", g+1), size, func(w *bufio.Writer, i int) { fmt.Fprintf(w, "%s, %s,\n", ids[i], randText(rng, 24)) })
+		write(&base, fmt.Sprintf("growth-base-%02d.csv", g+1), size, smallest(ids))
+		f.growth, f.growthBase = append(f.growth, req), append(f.growthBase, base)
+	}
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
-	c := client.New(url, account.APIKey)
-	newType := func(name string) (string, error) {
-		dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
-		return dt.ID, err
+	if f.jsonC, err = writeJSON(b.dir, "c.json", n, "c"); err != nil {
+		return err
 	}
-	t1, err := newType("bench csv")
+	return nil
+}
+
+// sqliteRun measures, on a server with a registry of its own, the CSV request's stages, the CSV
+// request, its resend, a dry run of new IDs, the JSON request, listing and request rates, against
+// the sorted baseline measured first.
+func (b *bench) sqliteRun(ctx context.Context, run int) error {
+	base, err := importSmallest(b.dir, []string{b.files.baseSorted})
 	if err != nil {
 		return err
 	}
-	t2, err := newType("bench json")
+	b.res.add("sqlite3_import_sorted", "", measure{value: base.times[0].Seconds(), rssMB: base.rssMB})
+	b.res.add("sqlite3_import_sorted:to_exit", "", measure{value: base.toExit.Seconds()})
+	var old time.Duration
+	if b.oldBaselines {
+		if old, err = importOld(b.dir, b.files.baseOld, b.n); err != nil {
+			return err
+		}
+		b.res.add("old_sqlite3_import", "", measure{value: old.Seconds()})
+	}
+
+	srv, err := b.startServer(ctx, fmt.Sprintf("run%d-sqlite", run+1))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	csvType, err := srv.newType(ctx, "bench csv")
+	if err != nil {
+		return err
+	}
+	jsonType, err := srv.newType(ctx, "bench json")
+	if err != nil {
+		return err
+	}
+	n := int64(b.n)
+	// The stages first, on the empty registry the CSV request then registers into.
+	refusedFirst, err := srv.register(ctx, "refused_at_first_entry", csvType, b.files.csvABadFirst, "text/csv", false, http.StatusUnprocessableEntity, nil)
+	if err != nil {
+		return err
+	}
+	refusedLast, err := srv.register(ctx, "refused_at_last_entry", csvType, b.files.csvABadLast, "text/csv", false, http.StatusUnprocessableEntity, nil)
+	if err != nil {
+		return err
+	}
+	dryA, err := srv.register(ctx, "dry_run_csv_same", csvType, b.files.csvA, "text/csv", true, http.StatusOK, func(r regResult) bool { return r.Created == n })
 	if err != nil {
 		return err
 	}
 	steps := []struct {
 		name, typeID, file, contentType string
-		opts                            client.RegisterOptions
-		want                            func(created, unchanged int64) bool
+		dryRun                          bool
+		want                            func(regResult) bool
 	}{
-		{"register_csv", t1, csvA, "text/csv", client.RegisterOptions{}, func(c, u int64) bool { return c == int64(n) }},
-		{"resend_csv_unchanged", t1, csvA, "text/csv", client.RegisterOptions{}, func(c, u int64) bool { return u == int64(n) }},
-		{"dry_run_csv_new", t1, csvB, "text/csv", client.RegisterOptions{DryRun: true}, func(c, u int64) bool { return c == int64(n) }},
-		{"register_json", t2, jsonC, "application/json", client.RegisterOptions{}, func(c, u int64) bool { return c == int64(n) }},
+		{"register_csv", csvType, b.files.csvA, "text/csv", false, func(r regResult) bool { return r.Created == n }},
+		{"resend_csv_unchanged", csvType, b.files.csvA, "text/csv", false, func(r regResult) bool { return r.Unchanged == n }},
+		{"dry_run_csv_new", csvType, b.files.csvB, "text/csv", true, func(r regResult) bool { return r.Created == n }},
+		{"register_json", jsonType, b.files.jsonC, "application/json", false, func(r regResult) bool { return r.Created == n }},
 	}
-	if onlyGrowth {
-		steps = nil
-	}
+	var peak float64
 	for _, s := range steps {
-		resetPeakRSS(srv.Process.Pid)
-		f, err := os.Open(s.file)
+		m, err := srv.register(ctx, s.name, s.typeID, s.file, s.contentType, s.dryRun, http.StatusOK, s.want)
 		if err != nil {
 			return err
 		}
-		start := time.Now()
-		var res struct{ Created, Unchanged int64 }
-		if s.contentType == "text/csv" {
-			r, err := c.RegisterCSV(ctx, s.typeID, f, s.opts)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
+		peak = max(peak, m.rssMB)
+		b.res.add(s.name, "sqlite3_import_sorted", m.against(base.times[0]))
+		if s.name == "register_csv" {
+			if old > 0 {
+				b.res.add("register_csv_vs_old", "old_sqlite3_import", m.against(old))
 			}
-			res.Created, res.Unchanged = r.Created, r.Unchanged
-		} else {
-			r, err := registerJSON(url, account.APIKey, s.typeID, f)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-			res.Created, res.Unchanged = r.Created, r.Unchanged
-		}
-		elapsed := time.Since(start)
-		f.Close()
-		if !s.want(res.Created, res.Unchanged) {
-			return fmt.Errorf("%s: unexpected result %+v", s.name, res)
-		}
-		figures = append(figures, figure{name: s.name, devices: n, elapsed: elapsed, base: base, rssMB: peakRSSMB(srv.Process.Pid)})
-	}
-	var rates []rateFigure
-	var first, deep time.Duration
-	if !onlyGrowth {
-		brokerKey, err := c.CreateAPIKey(ctx, "bench broker", devreg.ScopeBroker)
-		if err != nil {
-			return err
-		}
-		if rates, err = tokenFigures(ctx, url, account.AccountID, deviceID("a", 0), firstSecret(csvA), brokerKey.Key, 20000); err != nil {
-			return err
-		}
-		if first, err = pageTime(ctx, url, account.APIKey, t1, devreg.Cursor{}, 200); err != nil {
-			return err
-		}
-		if deep, err = pageTime(ctx, url, account.APIKey, t1, devreg.Cursor{Seq: int64(n * 9 / 10)}, 200); err != nil {
-			return err
+			b.res.addStages(refusedFirst.value, refusedLast.value, dryA.value, m.value)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "registering 10 batches of %d shuffled IDs, %d times...\n", n/10, growthRuns)
-	growth, err := growthFigures(ctx, c, 10, n/10)
+	peakRSS := measure{value: peak}
+	if base.rssMB > 0 {
+		peakRSS.ratio = peak / base.rssMB
+	}
+	b.res.add("server_peak_rss", "sqlite3_import_sorted", peakRSS)
+
+	settle(srv.cmd.Process.Pid)
+	first, err := pageTime(ctx, srv.url, srv.apiKey, csvType, 0, 200)
 	if err != nil {
 		return err
 	}
-	if pgServer != "" && !onlyGrowth {
-		pgFigures, err := postgresFigures(ctx, bin, dir, pgServer, csvA, n)
-		if err != nil {
-			return err
-		}
-		figures = append(figures, pgFigures...)
+	deep, err := pageTime(ctx, srv.url, srv.apiKey, csvType, int64(b.n*9/10), 200)
+	if err != nil {
+		return err
 	}
-	fmt.Printf("%-28s %10s %8s %6s %12s\n", "figure", "devices/s", "seconds", "ratio", "peak_rss_MB")
-	for _, f := range figures {
-		fmt.Println(f)
+	b.res.add("list_first_page", "", measure{value: ms(first)})
+	b.res.add("list_page_at_90pct", "list_first_page", measure{value: ms(deep), ratio: deep.Seconds() / first.Seconds()})
+
+	return b.rateRun(ctx, srv)
+}
+
+// shuffledRun measures the CSV request of the shuffled set on a server with a registry of its
+// own, against the shuffled baseline.
+func (b *bench) shuffledRun(ctx context.Context, run int) error {
+	base, err := importSmallest(b.dir, []string{b.files.baseShuffled})
+	if err != nil {
+		return err
 	}
-	fmt.Printf("\n%-28s %10s %8s %6s\n", "figure", "requests/s", "seconds", "ratio")
-	for _, f := range rates {
-		fmt.Println(f)
+	b.res.add("sqlite3_import_shuffled", "", measure{value: base.times[0].Seconds(), rssMB: base.rssMB})
+	b.res.add("sqlite3_import_shuffled:to_exit", "", measure{value: base.toExit.Seconds()})
+	srv, err := b.startServer(ctx, fmt.Sprintf("run%d-shuffled", run+1))
+	if err != nil {
+		return err
 	}
-	fmt.Printf("\n%-28s %10s %6s\n", "figure", "ms", "ratio")
-	fmt.Printf("%-28s %10.2f %6s\n", "list_first_page", ms(first), "-")
-	fmt.Printf("%-28s %10.2f %6.2f\n", "list_page_at_90pct", ms(deep), deep.Seconds()/first.Seconds())
-	for i, d := range growth {
-		fmt.Printf("%-28s %10.0f %6.2f\n", fmt.Sprintf("growth_batch_%02d", i+1), ms(d), d.Seconds()/growth[0].Seconds())
+	defer srv.stop()
+	typeID, err := srv.newType(ctx, "bench shuffled")
+	if err != nil {
+		return err
 	}
+	m, err := srv.register(ctx, "register_csv_shuffled", typeID, b.files.csvD, "text/csv", false, http.StatusOK, func(r regResult) bool { return r.Created == int64(b.n) })
+	if err != nil {
+		return err
+	}
+	b.res.add("register_csv_shuffled", "sqlite3_import_shuffled", m.against(base.times[0]))
 	return nil
 }
 
-func registerJSON(url, key, typeID string, body io.Reader) (struct{ Created, Unchanged int64 }, error) {
-	var res struct{ Created, Unchanged int64 }
-	req, _ := http.NewRequest("PUT", url+"/api/v1/devicetypes/"+typeID+"/device_ids", body)
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return res, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return res, fmt.Errorf("HTTP %d: %s", resp.StatusCode, b[:min(len(b), 300)])
-	}
-	return res, json.Unmarshal(b, &res)
+// server is a devreg serve process on a data directory of its own, with an account.
+type server struct {
+	url, accountID, apiKey, data string
+	cmd                          *exec.Cmd
+	c                            *client.Client
 }
 
-func writeFile(dir, name string, n int, prefix string, line func(w io.Writer, id, secret string, last bool)) (string, error) {
+// startServer creates an account in a new data directory and serves it; args are more flags for
+// both (a --database). The API rate limit is raised so that no figure measures it.
+func (b *bench) startServer(ctx context.Context, name string, args ...string) (*server, error) {
+	s := &server{data: filepath.Join(b.dir, name)}
+	acct := exec.CommandContext(ctx, b.bin, append([]string{"accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin", "--data", s.data}, args...)...)
+	acct.Stdin = strings.NewReader("benchmark-password\n")
+	out, err := acct.Output()
+	if err != nil {
+		return nil, fmt.Errorf("accounts create: %v", err)
+	}
+	var account struct {
+		AccountID string `json:"account_id"`
+		APIKey    string `json:"api_key"`
+	}
+	if err := json.Unmarshal(out, &account); err != nil {
+		return nil, fmt.Errorf("accounts create printed %q: %v", out, err)
+	}
+	s.accountID, s.apiKey = account.AccountID, account.APIKey
+	if s.url, s.cmd, err = serve(b.bin, append([]string{"--data", s.data, "--api-rate-limit", "1000000"}, args...)...); err != nil {
+		return nil, err
+	}
+	s.c = client.New(s.url, s.apiKey)
+	return s, nil
+}
+
+// stop ends the server and removes its data.
+func (s *server) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	os.RemoveAll(s.data)
+}
+
+func (s *server) newType(ctx context.Context, name string) (string, error) {
+	dt, err := s.c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
+	return dt.ID, err
+}
+
+// regResult is the part of a registration's answer the bench checks.
+type regResult struct {
+	Created, Unchanged int64
+}
+
+// register sends the file at path to the server as one registration request once the server is
+// idle, and returns its time, the server's CPU time and its peak resident memory meanwhile. The
+// answer must have status want and, when it is 200, satisfy ok.
+func (s *server) register(ctx context.Context, name, typeID, path, contentType string, dryRun bool, want int, ok func(regResult) bool) (measure, error) {
+	pid := s.cmd.Process.Pid
+	settle(pid)
+	f, err := os.Open(path)
+	if err != nil {
+		return measure{}, err
+	}
+	defer f.Close()
+	u := s.url + "/api/v1/devicetypes/" + url.PathEscape(typeID) + "/device_ids"
+	if dryRun {
+		u += "?dry_run=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, "PUT", u, f)
+	if err != nil {
+		return measure{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	req.Header.Set("Content-Type", contentType)
+	resetPeakRSS(pid)
+	cpu := cpuSeconds(pid)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return measure{}, fmt.Errorf("%s: %w", name, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	elapsed := time.Since(start)
+	m := measure{value: elapsed.Seconds(), cpu: cpuSeconds(pid) - cpu, rssMB: peakRSSMB(pid)}
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	if resp.StatusCode != want {
+		return m, fmt.Errorf("%s: HTTP %d, want %d: %s", name, resp.StatusCode, want, body[:min(len(body), 300)])
+	}
+	if want == http.StatusOK {
+		var res regResult
+		if err := json.Unmarshal(body, &res); err != nil || !ok(res) {
+			return m, fmt.Errorf("%s: unexpected result %s", name, body[:min(len(body), 300)])
+		}
+	}
+	return m, nil
+}
+
+// settle waits until the server has been idle for a moment (its checkpointer may still be copying
+// the last request's log into the database), for at most a minute, and writes dirty pages out,
+// so that no step pays for the one before it.
+func settle(pid int) {
+	syscall.Sync()
+	last := cpuSeconds(pid)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		now := cpuSeconds(pid)
+		if now-last < 0.02 {
+			break
+		}
+		last = now
+	}
+	syscall.Sync()
+}
+
+// cpuSeconds returns the user and system CPU time a process has used, from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // the command may hold spaces
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64) // fields 14 and 15 of stat(5)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // in clock ticks: USER_HZ is 100 on Linux
+}
+
+func writeLines(dir, name string, n int, line func(w *bufio.Writer, i int)) (string, error) {
 	path := filepath.Join(dir, name)
 	f, err := os.Create(path)
 	if err != nil {
@@ -250,12 +474,19 @@ func writeFile(dir, name string, n int, prefix string, line func(w io.Writer, id
 	}
 	w := bufio.NewWriter(f)
 	for i := range n {
-		line(w, deviceID(prefix, i), credential.RandomString(24), i == n-1)
+		line(w, i)
 	}
 	if err := w.Flush(); err != nil {
+		f.Close()
 		return "", err
 	}
 	return path, f.Close()
+}
+
+// writeFile writes n lines of devices with IDs from prefix and random secrets.
+func writeFile(dir, name string, n int, prefix string, line func(w io.Writer, id, secret string, last bool)) (string, error) {
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	return writeLines(dir, name, n, func(w *bufio.Writer, i int) { line(w, deviceID(prefix, i), randText(rng, 24), i == n-1) })
 }
 
 func writeJSON(dir, name string, n int, prefix string) (string, error) {
@@ -264,16 +495,18 @@ func writeJSON(dir, name string, n int, prefix string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	w := bufio.NewWriter(f)
 	w.WriteString(`{"devices": [`)
 	for i := range n {
 		if i > 0 {
 			w.WriteString(",\n")
 		}
-		fmt.Fprintf(w, `{"device_id": %q, "secret": %q}`, deviceID(prefix, i), credential.RandomString(24))
+		fmt.Fprintf(w, `{"device_id": %q, "secret": %q}`, deviceID(prefix, i), randText(rng, 24))
 	}
 	w.WriteString("]}\n")
 	if err := w.Flush(); err != nil {
+		f.Close()
 		return "", err
 	}
 	return path, f.Close()
@@ -284,43 +517,22 @@ func deviceID(prefix string, i int) string {
 	return fmt.Sprintf("%s-%08d", prefix, i)
 }
 
-// baseline times the sqlite3 shell importing n rows of the shape devreg stores into a table with
-// a primary key of account and device ID and indexes by type and by batch, as devreg's devices
-// table was first laid out.
-func baseline(dir string, n int) (time.Duration, error) {
-	path := filepath.Join(dir, "baseline.csv")
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
+// uuidLike makes a device ID shaped like a random UUID, which lands anywhere in the key space.
+func uuidLike(rng *rand.Rand) string {
+	hi, lo := rng.Uint64(), rng.Uint64()
+	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, hi>>16&0xffff, hi&0xfff, 0x8000|lo>>48&0x3fff, lo&0xffffffffffff)
+}
+
+const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// randText returns n random letters and digits; these need no cryptographic randomness, and a
+// million of them are made at once.
+func randText(rng *rand.Rand, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[rng.IntN(len(alphabet))]
 	}
-	w := bufio.NewWriter(f)
-	hash := make([]byte, 32)
-	for i := range n {
-		copy(hash, credential.RandomString(32))
-		fmt.Fprintf(w, "acc_bench,%s,dt_bench,bat_bench,enabled,k1,%s,%d\n", deviceID("a", i), hex.EncodeToString(hash), time.Now().UnixMicro())
-	}
-	w.Flush()
-	f.Close()
-	script := `PRAGMA journal_mode=WAL;
-PRAGMA synchronous=NORMAL;
-CREATE TABLE devices (account_id TEXT NOT NULL, device_id TEXT NOT NULL, device_type_id TEXT NOT NULL, batch_id TEXT NOT NULL,
-  status TEXT NOT NULL, key_id TEXT NOT NULL, secret_hash BLOB NOT NULL, created_at INTEGER NOT NULL,
-  PRIMARY KEY (account_id, device_id)) WITHOUT ROWID;
-CREATE INDEX devices_type ON devices (account_id, device_type_id, device_id);
-CREATE INDEX devices_batch ON devices (account_id, batch_id, device_id);
-.mode csv
-.import ` + path + ` devices
-SELECT count(*) FROM devices;
-`
-	start := time.Now()
-	cmd := exec.Command("sqlite3", filepath.Join(dir, "baseline.db"))
-	cmd.Stdin = strings.NewReader(script)
-	out, err := cmd.CombinedOutput()
-	elapsed := time.Since(start)
-	if err != nil || !bytes.Contains(out, []byte(strconv.Itoa(n))) {
-		return 0, fmt.Errorf("sqlite3 .import: %v %s", err, out)
-	}
-	return elapsed, nil
+	return string(b)
 }
 
 func serve(bin string, args ...string) (string, *exec.Cmd, error) {
@@ -340,6 +552,8 @@ func serve(bin string, args ...string) (string, *exec.Cmd, error) {
 			return m[1], cmd, nil
 		}
 	}
+	cmd.Process.Kill()
+	cmd.Wait()
 	return "", nil, fmt.Errorf("devreg serve did not start")
 }
 
@@ -360,21 +574,6 @@ func peakRSSMB(pid int) float64 {
 		}
 	}
 	return 0
-}
-
-// firstSecret returns the secret of the first device of a bulk file written by writeFile.
-func firstSecret(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	parts := strings.Split(line, ",")
-	if len(parts) < 2 {
-		return ""
-	}
-	return strings.TrimSpace(parts[1])
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

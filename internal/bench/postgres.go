@@ -3,148 +3,167 @@ package main
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-
-	"devreg/client"
-	"devreg/credential"
 )
 
-// postgresRuns is how many times the PostgreSQL figures are measured; each is the median of its
-// runs, as the server's speed on a shared machine varies by a third from one minute to the next.
-const postgresRuns = 3
+// smallestPostgres is the smallest table that still enforces devreg's rule, as smallestSQLite,
+// with device IDs compared byte by byte as devreg's are.
+const smallestPostgres = `CREATE TABLE devices (account_num BIGINT NOT NULL, device_id TEXT COLLATE "C" NOT NULL,
+	hash BYTEA NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (account_num, device_id))`
 
-// postgresFigures registers the file at csvPath through a server on a fresh PostgreSQL database
-// and compares it with a raw COPY of n rows of devreg's shape into an indexed table, each the
-// median of postgresRuns runs.
-func postgresFigures(ctx context.Context, bin, dir, server, csvPath string, n int) ([]figure, error) {
-	admin, err := sql.Open("pgx", server)
+// oldPostgres is devreg's first table layout, the PostgreSQL baseline before issue 17.
+const oldPostgres = `CREATE TABLE devices (account_id TEXT NOT NULL, device_id TEXT COLLATE "C" NOT NULL,
+	device_type_id TEXT NOT NULL, batch_id TEXT NOT NULL, status TEXT NOT NULL, key_id TEXT NOT NULL,
+	secret_hash BYTEA NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, device_id));
+	CREATE INDEX devices_type ON devices (account_id, device_type_id, device_id);
+	CREATE INDEX devices_batch ON devices (account_id, batch_id, device_id)`
+
+// postgresRun measures, each on a database of its own made for it, a COPY of the sorted set and
+// one of the shuffled set into the smallest table, and the CSV request of the sorted set through
+// a server, against the sorted COPY. Every step begins after a CHECKPOINT, so that none pays for
+// writing out what the one before left in the buffers.
+func (b *bench) postgresRun(ctx context.Context, run int) error {
+	admin, err := sql.Open("pgx", b.pg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer admin.Close()
-	var bases, times []time.Duration
-	var rss float64
-	for r := range postgresRuns {
-		base, elapsed, runRSS, err := postgresRun(ctx, admin, bin, filepath.Join(dir, fmt.Sprintf("pgdata%d", r)), server, csvPath, n)
-		if err != nil {
-			return nil, err
-		}
-		bases, times, rss = append(bases, base), append(times, elapsed), max(rss, runRSS)
-	}
-	return []figure{
-		{name: "pg_baseline_copy", devices: n, elapsed: median(bases)},
-		{name: "pg_register_csv", devices: n, elapsed: median(times), base: median(bases), rssMB: rss},
-	}, nil
-}
-
-// postgresRun times a raw COPY into a fresh database and the registration of the file at csvPath
-// through a server on another, and returns both times and the server's peak resident memory.
-func postgresRun(ctx context.Context, admin *sql.DB, bin, data, server, csvPath string, n int) (base, elapsed time.Duration, rssMB float64, err error) {
 	newDB := func() (string, func(), error) {
-		name := "devreg_bench_" + strings.ToLower(credential.RandomString(10))
+		name := "devreg_bench_" + strings.ToLower(randText(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), 10))
 		if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-			return "", nil, fmt.Errorf("create database on %s: %w", server, err)
+			return "", nil, fmt.Errorf("create database on %s: %w", b.pg, err)
 		}
-		u, _ := url.Parse(server)
+		u, err := url.Parse(b.pg)
+		if err != nil {
+			return "", nil, err
+		}
 		u.Path = "/" + name
 		return u.String(), func() { admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }, nil
 	}
+	checkpoint := func() error {
+		_, err := admin.ExecContext(ctx, "CHECKPOINT")
+		return err
+	}
+	created := time.Now().UnixMicro()
+	smallest := func(ids []string) [][]any {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		rows := make([][]any, len(ids))
+		for i, id := range ids {
+			rows[i] = []any{int64(1), id, []byte(randText(rng, 32)), created}
+		}
+		return rows
+	}
+	copyRows := func(ddl string, columns []string, rows [][]any) (time.Duration, error) {
+		dbURL, drop, err := newDB()
+		if err != nil {
+			return 0, err
+		}
+		defer drop()
+		return copyInto(ctx, dbURL, ddl, columns, rows, checkpoint)
+	}
+	columns := []string{"account_num", "device_id", "hash", "created_at"}
+	sorted, err := copyRows(smallestPostgres, columns, smallest(b.idsA))
+	if err != nil {
+		return err
+	}
+	b.res.add("pg_copy_sorted", "", measure{value: sorted.Seconds()})
+	shuffled, err := copyRows(smallestPostgres, columns, smallest(b.idsD))
+	if err != nil {
+		return err
+	}
+	b.res.add("pg_copy_shuffled", "", measure{value: shuffled.Seconds()})
+	var old time.Duration
+	if b.oldBaselines {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		rows := make([][]any, b.n)
+		for i, id := range b.idsA {
+			rows[i] = []any{"acc_bench", id, "dt_bench", "bat_bench", "enabled", "k1", []byte(randText(rng, 32)), created}
+		}
+		if old, err = copyRows(oldPostgres, []string{"account_id", "device_id", "device_type_id", "batch_id", "status", "key_id", "secret_hash", "created_at"}, rows); err != nil {
+			return err
+		}
+		b.res.add("old_pg_copy", "", measure{value: old.Seconds()})
+	}
 
-	baseURL, dropBase, err := newDB()
+	dbURL, drop, err := newDB()
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
-	defer dropBase()
-	if base, err = copyBaseline(ctx, baseURL, n); err != nil {
-		return 0, 0, 0, err
-	}
-
-	dbURL, dropDB, err := newDB()
+	defer drop()
+	srv, err := b.startServer(ctx, fmt.Sprintf("run%d-pg", run+1), "--database", dbURL)
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
-	defer dropDB()
-	acct := exec.Command(bin, "accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin", "--data", data, "--database", dbURL)
-	acct.Stdin = strings.NewReader("benchmark-password\n")
-	out, err := acct.Output()
+	defer srv.stop()
+	typeID, err := srv.newType(ctx, "bench csv")
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("accounts create on PostgreSQL: %v", err)
+		return err
 	}
-	var account struct {
-		APIKey string `json:"api_key"`
+	if err := checkpoint(); err != nil {
+		return err
 	}
-	json.Unmarshal(out, &account)
-	srvURL, srv, err := serve(bin, "--data", data, "--database", dbURL)
+	m, err := srv.register(ctx, "pg_register_csv", typeID, b.files.csvA, "text/csv", false, http.StatusOK, func(r regResult) bool { return r.Created == int64(b.n) })
 	if err != nil {
-		return 0, 0, 0, err
+		return err
 	}
-	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
-	c := client.New(srvURL, account.APIKey)
-	name := "bench csv"
-	dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
-	if err != nil {
-		return 0, 0, 0, err
+	b.res.add("pg_register_csv", "pg_copy_sorted", m.against(sorted))
+	if old > 0 {
+		b.res.add("pg_register_csv_vs_old", "old_pg_copy", m.against(old))
 	}
-	f, err := os.Open(csvPath)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer f.Close()
-	resetPeakRSS(srv.Process.Pid)
-	start := time.Now()
-	res, err := c.RegisterCSV(ctx, dt.ID, f, client.RegisterOptions{})
-	elapsed = time.Since(start)
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("pg register_csv: %w", err)
-	}
-	if res.Created != int64(n) {
-		return 0, 0, 0, fmt.Errorf("pg register_csv: unexpected result %+v", res)
-	}
-	return base, elapsed, peakRSSMB(srv.Process.Pid), nil
+	return nil
 }
 
-// copyBaseline times a COPY of n rows of devreg's shape into a table keyed by account and device
-// ID with indexes by type and by batch, as devreg's devices table was first laid out (it now has
-// one more index).
-func copyBaseline(ctx context.Context, dbURL string, n int) (time.Duration, error) {
+// copyInto creates a table with ddl on the database at dbURL and times a COPY of rows into it,
+// after calling before.
+func copyInto(ctx context.Context, dbURL, ddl string, columns []string, rows [][]any, before func() error) (time.Duration, error) {
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE devices (account_id TEXT NOT NULL, device_id TEXT COLLATE "C" NOT NULL,
-		device_type_id TEXT NOT NULL, batch_id TEXT NOT NULL, status TEXT NOT NULL, key_id TEXT NOT NULL,
-		secret_hash BYTEA NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (account_id, device_id));
-		CREATE INDEX devices_type ON devices (account_id, device_type_id, device_id);
-		CREATE INDEX devices_batch ON devices (account_id, batch_id, device_id);`); err != nil {
+	if _, err := db.ExecContext(ctx, ddl); err != nil {
 		return 0, err
-	}
-	rows := make([][]any, n)
-	now := time.Now().UnixMicro()
-	for i := range rows {
-		rows[i] = []any{"acc_bench", deviceID("a", i), "dt_bench", "bat_bench", "enabled", "k1", []byte(credential.RandomString(32)), now}
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
+	if err := before(); err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	err = conn.Raw(func(dc any) error {
-		_, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{"devices"},
-			[]string{"account_id", "device_id", "device_type_id", "batch_id", "status", "key_id", "secret_hash", "created_at"}, pgx.CopyFromRows(rows))
+		n, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{"devices"}, columns, pgx.CopyFromRows(rows))
+		if err == nil && n != int64(len(rows)) {
+			err = fmt.Errorf("COPY wrote %d rows of %d", n, len(rows))
+		}
 		return err
 	})
 	return time.Since(start), err
+}
+
+// postgresVersion is the version of the PostgreSQL server at serverURL.
+func postgresVersion(ctx context.Context, serverURL string) string {
+	db, err := sql.Open("pgx", serverURL)
+	if err != nil {
+		return "?"
+	}
+	defer db.Close()
+	var v string
+	if err := db.QueryRowContext(ctx, "SHOW server_version").Scan(&v); err != nil {
+		return "?"
+	}
+	if f := strings.Fields(v); len(f) > 0 {
+		return f[0]
+	}
+	return v
 }

@@ -3,136 +3,288 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"devreg"
 )
 
-// rateFigure is a request rate over loopback HTTP.
-type rateFigure struct {
-	name     string
-	requests int
-	elapsed  time.Duration
-	base     float64 // the baseline's requests/s, 0 for the baseline itself
+// loadConnections is how many connections a load generator keeps busy at once.
+const loadConnections = 32
+
+// tokenDevices is how many registered devices the rate figures spread their requests over.
+const tokenDevices = 1000
+
+// load is a kind of request a load generator sends as fast as the server answers, cycling through
+// its variants.
+type load struct {
+	name, method, path, contentType string
+	variants                        []variant
+	check                           func(status int, body []byte) error
 }
 
-func (f rateFigure) String() string {
-	rate := float64(f.requests) / f.elapsed.Seconds()
-	ratio := "-"
-	if f.base > 0 {
-		ratio = fmt.Sprintf("%.2f", rate/f.base)
+// variant is one request of a load: its Authorization header and body, either possibly empty.
+type variant struct{ auth, body string }
+
+// rateRun measures token issues per second, and broker logins per second with the secret and
+// with a token as the password (EMQX's authenticator, as a broker calls it), each spread over
+// tokenDevices devices, next to the same server's /healthz rate. Each device is sent every kind
+// of request once first, which checks the answers and leaves the rates to measure a steady state
+// (a device's first token records that its credential was used).
+func (b *bench) rateRun(ctx context.Context, srv *server) error {
+	brokerKey, err := srv.c.CreateAPIKey(ctx, "bench broker", devreg.ScopeBroker)
+	if err != nil {
+		return err
 	}
-	return fmt.Sprintf("%-28s %10.0f %8.2f %6s", f.name, rate, f.elapsed.Seconds(), ratio)
+	ok200 := func(status int, body []byte) error {
+		if status != 200 {
+			return fmt.Errorf("HTTP %d: %s", status, body[:min(len(body), 200)])
+		}
+		return nil
+	}
+	allowed := func(status int, body []byte) error {
+		if status != 200 || !bytes.Contains(body, []byte(`"allow"`)) {
+			return fmt.Errorf("HTTP %d: %s", status, body[:min(len(body), 200)])
+		}
+		return nil
+	}
+	healthz := load{name: "healthz", method: "GET", path: "/healthz", variants: []variant{{}}, check: ok200}
+	tokens := load{name: "token_issue", method: "POST", path: "/device/v1/token", contentType: "application/x-www-form-urlencoded", check: ok200}
+	form := url.Values{"grant_type": {"client_credentials"}, "account_id": {srv.accountID}}.Encode()
+	step := max(1, b.n/tokenDevices)
+	for i := 0; i < b.n && len(tokens.variants) < tokenDevices; i += step {
+		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(b.idsA[i]) + ":" + url.QueryEscape(b.secretsA[i])))
+		tokens.variants = append(tokens.variants, variant{auth: "Basic " + basic, body: form})
+	}
+	// A device's first token records that its credential was used; the tokens for the broker
+	// logins are gathered here, which also takes that write out of the rate.
+	accessTokens := make([]string, len(tokens.variants))
+	for i, v := range tokens.variants {
+		status, body, err := send(ctx, http.DefaultClient, srv.url, tokens, v)
+		if err == nil {
+			err = ok200(status, body)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &tok)
+		}
+		if err != nil {
+			return fmt.Errorf("token_issue: %w", err)
+		}
+		accessTokens[i] = tok.AccessToken
+	}
+	brokerLogin := func(name string, password func(i, device int) string) load {
+		l := load{name: name, method: "POST", path: "/broker/v1/emqx/authn", contentType: "application/json", check: allowed}
+		for i := range tokens.variants {
+			id := b.idsA[i*step]
+			body, _ := json.Marshal(map[string]string{"username": id, "password": password(i, i*step), "clientid": id, "peerhost": "10.0.0.7"})
+			l.variants = append(l.variants, variant{auth: "Bearer " + brokerKey.Key, body: string(body)})
+		}
+		return l
+	}
+	loads := []load{
+		healthz, tokens,
+		brokerLogin("broker_login_secret", func(_, device int) string { return b.secretsA[device] }),
+		brokerLogin("broker_login_token", func(i, _ int) string { return accessTokens[i] }),
+	}
+	var base float64
+	for _, l := range loads {
+		for _, v := range l.variants {
+			status, body, err := send(ctx, http.DefaultClient, srv.url, l, v)
+			if err == nil {
+				err = l.check(status, body)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", l.name, err)
+			}
+		}
+		settle(srv.cmd.Process.Pid)
+		cpu := cpuSeconds(srv.cmd.Process.Pid)
+		rate, err := b.load.rate(ctx, b.dir, srv.url, l, b.rateTime)
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		m := measure{value: rate, cpu: cpuSeconds(srv.cmd.Process.Pid) - cpu}
+		if l.name == "healthz" {
+			base = rate
+			b.res.add(l.name, "", m)
+			continue
+		}
+		m.ratio = rate / base
+		b.res.add(l.name, "healthz", m)
+	}
+	return nil
 }
 
-// tokenFigures measures token issues per second, and broker logins per second with the secret
-// and with a token as the password (EMQX's authenticator, as a broker calls it), next to the
-// same server's /healthz rate, each with a few keep-alive clients at once.
-func tokenFigures(ctx context.Context, serverURL, accountID, deviceID, secret, brokerKey string, n int) ([]rateFigure, error) {
-	const clients = 4
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
-	run := func(do func() error) (time.Duration, error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, clients)
-		start := time.Now()
-		for range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range n / clients {
-					if err := do(); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		return time.Since(start), <-errs
+// send sends one variant of l and returns the answer's status and body.
+func send(ctx context.Context, hc *http.Client, serverURL string, l load, v variant) (int, []byte, error) {
+	var body io.Reader
+	if v.body != "" {
+		body = strings.NewReader(v.body)
 	}
-	healthz, err := run(func() error {
-		resp, err := hc.Get(serverURL + "/healthz")
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("/healthz answered %d", resp.StatusCode)
-		}
-		return nil
-	})
+	req, err := http.NewRequestWithContext(ctx, l.method, serverURL+l.path, body)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	form := url.Values{"grant_type": {"client_credentials"}, "account_id": {accountID}}.Encode()
-	tokens, err := run(func() error {
-		req, _ := http.NewRequestWithContext(ctx, "POST", serverURL+"/device/v1/token", strings.NewReader(form))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(url.QueryEscape(deviceID), url.QueryEscape(secret))
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("token endpoint answered %d", resp.StatusCode)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	if l.contentType != "" {
+		req.Header.Set("Content-Type", l.contentType)
 	}
-	req, _ := http.NewRequestWithContext(ctx, "POST", serverURL+"/device/v1/token", strings.NewReader(form))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(deviceID), url.QueryEscape(secret))
+	if v.auth != "" {
+		req.Header.Set("Authorization", v.auth)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	json.NewDecoder(resp.Body).Decode(&tok)
+	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	brokerLogin := func(password string) func() error {
-		body, _ := json.Marshal(map[string]string{"username": deviceID, "password": password, "clientid": deviceID, "peerhost": "10.0.0.7"})
-		return func() error {
-			req, _ := http.NewRequestWithContext(ctx, "POST", serverURL+"/broker/v1/emqx/authn", bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+brokerKey)
-			resp, err := hc.Do(req)
-			if err != nil {
-				return err
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"allow"`)) {
-				return fmt.Errorf("broker login answered %d %s", resp.StatusCode, b)
-			}
-			return nil
+	return resp.StatusCode, b, err
+}
+
+// loadGenerator measures how many requests of a load a server answers per second with
+// loadConnections connections.
+type loadGenerator interface {
+	rate(ctx context.Context, dir, serverURL string, l load, d time.Duration) (float64, error)
+	String() string
+}
+
+// newLoadGenerator returns wrk when it is installed, and a Go load generator otherwise.
+func newLoadGenerator() loadGenerator {
+	if path, err := exec.LookPath("wrk"); err == nil {
+		out, _ := exec.Command(path, "--version").CombinedOutput() // prints its version and exits 1
+		version := "wrk"
+		if f := strings.Fields(string(out)); len(f) >= 2 {
+			version = f[0] + " " + f[1]
+		}
+		return wrkLoad{path: path, version: version}
+	}
+	return goLoad{}
+}
+
+// wrkLoad is wrk (https://github.com/wg/wrk), with a thread per core.
+type wrkLoad struct{ path, version string }
+
+func (w wrkLoad) String() string {
+	return fmt.Sprintf("%s, %d threads, %d connections", w.version, wrkThreads(), loadConnections)
+}
+
+func wrkThreads() int { return min(loadConnections, runtime.NumCPU()) }
+
+func (w wrkLoad) rate(ctx context.Context, dir, serverURL string, l load, d time.Duration) (float64, error) {
+	script := filepath.Join(dir, l.name+".lua")
+	if err := os.WriteFile(script, []byte(wrkScript(l)), 0o600); err != nil {
+		return 0, err
+	}
+	defer os.Remove(script)
+	cmd := exec.CommandContext(ctx, w.path, "-t", strconv.Itoa(wrkThreads()), "-c", strconv.Itoa(loadConnections),
+		"-d", fmt.Sprintf("%ds", max(1, int(d.Round(time.Second).Seconds()))), "--timeout", "10s", "-s", script, serverURL+l.path)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	text := string(out)
+	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`).FindStringSubmatch(text); m != nil {
+		return 0, fmt.Errorf("wrk: %s answers were not 2xx:\n%s", m[1], text)
+	}
+	if strings.Contains(text, "Socket errors:") {
+		return 0, fmt.Errorf("wrk: socket errors:\n%s", text)
+	}
+	m := regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`).FindStringSubmatch(text)
+	if m == nil {
+		return 0, fmt.Errorf("wrk printed no rate:\n%s", text)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+// wrkScript is a wrk script that sends the variants of l in turn, each thread from the first.
+func wrkScript(l load) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "local method, path, ctype = %s, %s, %s\nlocal variants = {\n", luaString(l.method), luaString(l.path), luaString(l.contentType))
+	for _, v := range l.variants {
+		fmt.Fprintf(&sb, "  {%s, %s},\n", luaString(v.auth), luaString(v.body))
+	}
+	sb.WriteString(`}
+local reqs, i = {}, 0
+function init(args)
+  for k, v in ipairs(variants) do
+    local headers = {}
+    if ctype ~= "" then headers["Content-Type"] = ctype end
+    if v[1] ~= "" then headers["Authorization"] = v[1] end
+    local body = nil
+    if v[2] ~= "" then body = v[2] end
+    reqs[k] = wrk.format(method, path, headers, body)
+  end
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+`)
+	return sb.String()
+}
+
+// luaString quotes s for Lua, which reads the escapes strconv.Quote writes for printable ASCII;
+// the variants hold nothing else.
+func luaString(s string) string {
+	for _, r := range s {
+		if r < ' ' || r > '~' {
+			panic(fmt.Sprintf("bench: %q is not printable ASCII", s))
 		}
 	}
-	withSecret, err := run(brokerLogin(secret))
-	if err != nil {
-		return nil, err
+	return strconv.Quote(s)
+}
+
+// goLoad is a load generator in this process: a goroutine per connection.
+type goLoad struct{}
+
+func (goLoad) String() string {
+	return fmt.Sprintf("a Go load generator (wrk is not installed), %d connections", loadConnections)
+}
+
+func (goLoad) rate(ctx context.Context, _, serverURL string, l load, d time.Duration) (float64, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: loadConnections, MaxConnsPerHost: loadConnections}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	var done atomic.Int64
+	errs := make(chan error, loadConnections)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for c := range loadConnections {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := c; time.Now().Before(deadline); i++ {
+				status, body, err := send(ctx, hc, serverURL, l, l.variants[i%len(l.variants)])
+				if err == nil {
+					err = l.check(status, body)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				done.Add(1)
+			}
+		}()
 	}
-	withToken, err := run(brokerLogin(tok.AccessToken))
-	if err != nil {
-		return nil, err
-	}
-	base := float64(n) / healthz.Seconds()
-	return []rateFigure{
-		{name: "healthz", requests: n, elapsed: healthz},
-		{name: "token_issue", requests: n, elapsed: tokens, base: base},
-		{name: "broker_login_secret", requests: n, elapsed: withSecret, base: base},
-		{name: "broker_login_token", requests: n, elapsed: withToken, base: base},
-	}, nil
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	return float64(done.Load()) / elapsed.Seconds(), <-errs
 }
