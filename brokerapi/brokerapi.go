@@ -18,6 +18,7 @@ import (
 
 	"devreg"
 	"devreg/devtoken"
+	"devreg/internal/ratelimit"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -31,7 +32,12 @@ type Handler struct {
 	// RabbitMQ: the virtual host and the exchange its MQTT plugin uses.
 	vhost, exchange string
 	checks          *prometheus.CounterVec
+	limits          *ratelimit.Limiter // counts keys of other scopes that call here by mistake
 }
+
+// LimitKeys counts the requests of admin, register and read keys that call the broker endpoints
+// (which answer them 403) against l, as everywhere else; broker keys are not limited.
+func (h *Handler) LimitKeys(l *ratelimit.Limiter) { h.limits = l }
 
 // Config configures the broker endpoints.
 type Config struct {
@@ -97,6 +103,10 @@ func (h *Handler) authenticated(fn respond.HandlerFunc) respond.HandlerFunc {
 		}
 		c, err := h.svc.AuthenticateAPIKey(r.Context(), key)
 		if err != nil {
+			return err
+		}
+		// Broker keys are never limited; another key is counted and told its limits here too.
+		if err := h.limits.Admit(w.Header(), c); err != nil {
 			return err
 		}
 		ctx := devreg.NewContextWithCaller(r.Context(), c)

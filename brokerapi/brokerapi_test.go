@@ -369,6 +369,18 @@ func TestOtherScopesRefusedEverywhere(t *testing.T) {
 		if resp.StatusCode != 403 || strings.Contains(string(b), "allow") {
 			t.Errorf("%s with an admin key = %d %s, want 403", path, resp.StatusCode, b)
 		}
+		if resp.Header.Get("RateLimit-Limit") == "" {
+			t.Errorf("%s: the answer to an admin key carries no RateLimit-Limit; every answer to such a key is counted", path)
+		}
+	}
+	// A broker key is never limited, and is not told of a limit.
+	req, _ := http.NewRequest("POST", f.url+"/broker/v1/emqx/authn", strings.NewReader(`{"username": "d1", "password": "secretford1", "clientid": "d1"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+f.brokerKey)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != 200 || resp.Header.Get("RateLimit-Limit") != "" {
+		t.Errorf("a broker key's answer: %d, RateLimit-Limit %q", resp.StatusCode, resp.Header.Get("RateLimit-Limit"))
 	}
 	ctx := devreg.NewContextWithCaller(context.Background(), devreg.Caller{AccountID: f.account, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})
 	d, err := f.srv.Service.Device(ctx, "d1")

@@ -274,7 +274,9 @@ func (s *Server) handler() (http.Handler, error) {
 	devices := deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log)
 	devices.LimitKeys(s.limits)
 	devices.Register(mux)
-	brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg}).Register(mux)
+	brokers := brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg})
+	brokers.LimitKeys(s.limits)
+	brokers.Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {
 		return nil, err
