@@ -41,6 +41,7 @@ type AuditObject struct {
 // RFC 8785 canonical JSON.
 type AuditEntry struct {
 	ID        string         `json:"id"`
+	AccountID string         `json:"account_id"` // the chain it belongs to, so that no chain can pass for another's
 	Seq       int64          `json:"seq"`
 	Time      time.Time      `json:"time"`
 	Actor     AuditActor     `json:"actor"`
@@ -110,13 +111,13 @@ func ParseAuditHead(s string) (AuditHead, error) {
 // StoredAuditEntry is an audit entry as the store keeps it: the canonical JSON its hash covers,
 // the hash, and the columns the listing filters on, which repeat parts of the entry.
 type StoredAuditEntry struct {
-	Seq      int64
-	Time     time.Time
-	Action   string
-	ActorID  string
-	ObjectID string
-	Entry    []byte
-	Hash     string
+	Seq    int64
+	Time   time.Time
+	Action string
+	Actor  AuditActor  // type and ID; the name is only in the entry
+	Object AuditObject // type and ID
+	Entry  []byte
+	Hash   string
 }
 
 // AuditFilter selects audit entries of one account, newest first.
@@ -124,10 +125,14 @@ type AuditFilter struct {
 	Action   string
 	ActorID  string
 	ObjectID string
-	Since    *time.Time
-	Until    *time.Time
-	Limit    int
-	After    Cursor // Seq: entries before it (newest first)
+	// ActorType and ObjectType say what kind of actor or object the IDs name (a device ID may look
+	// like any other ID); the registry infers them from the IDs when they are empty.
+	ActorType  string
+	ObjectType string
+	Since      *time.Time
+	Until      *time.Time
+	Limit      int
+	After      Cursor // Seq: entries before it (newest first)
 }
 
 type auditKey struct{}

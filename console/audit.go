@@ -30,12 +30,14 @@ var auditActions = []string{
 // auditFilterForm is the Audit Log's filter form as the user filled it in.
 type auditFilterForm struct {
 	Action, ActorID, ObjectID, Since, Until string
+	ActorType, ObjectType                   string // set by a row's links; a typed ID needs none
 }
 
 // values returns the filters as a query string's values, without the empty ones.
 func (f auditFilterForm) values() url.Values {
 	q := url.Values{}
-	for _, p := range [][2]string{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}, {"since", f.Since}, {"until", f.Until}} {
+	for _, p := range [][2]string{{"action", f.Action}, {"actor_type", f.ActorType}, {"actor_id", f.ActorID}, {"object_type", f.ObjectType},
+		{"object_id", f.ObjectID}, {"since", f.Since}, {"until", f.Until}} {
 		if p[1] != "" {
 			q.Set(p[0], p[1])
 		}
@@ -71,9 +73,12 @@ func auditFilter(q url.Values) (auditFilterForm, devreg.AuditFilter, error) {
 	form := auditFilterForm{
 		Action: strings.TrimSpace(q.Get("action")), ActorID: strings.TrimSpace(q.Get("actor_id")), ObjectID: strings.TrimSpace(q.Get("object_id")),
 		Since: strings.TrimSpace(q.Get("since")), Until: strings.TrimSpace(q.Get("until")),
+		ActorType: strings.TrimSpace(q.Get("actor_type")), ObjectType: strings.TrimSpace(q.Get("object_type")),
 	}
-	f := devreg.AuditFilter{Action: form.Action, ActorID: form.ActorID, ObjectID: form.ObjectID, Limit: auditPageSize}
-	for _, p := range []struct{ name, v string }{{"action", f.Action}, {"actor ID", f.ActorID}, {"object ID", f.ObjectID}} {
+	f := devreg.AuditFilter{Action: form.Action, ActorID: form.ActorID, ObjectID: form.ObjectID, ActorType: form.ActorType, ObjectType: form.ObjectType,
+		Limit: auditPageSize}
+	for _, p := range []struct{ name, v string }{{"action", f.Action}, {"actor ID", f.ActorID}, {"object ID", f.ObjectID},
+		{"actor type", f.ActorType}, {"object type", f.ObjectType}} {
 		if err := checkFilterText(p.name, p.v); err != nil {
 			return form, f, err
 		}
@@ -140,14 +145,17 @@ func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request) error {
 	d := auditData{Filter: form, Actions: auditActions, Head: head, Cursor: q.Get("cursor")}
 	d.Filtered = form != auditFilterForm{}
 	base := form.values()
-	link := func(name, value string) string {
+	link := func(nameValues ...string) string {
 		q := form.values()
-		q.Set(name, value)
+		for i := 0; i+1 < len(nameValues); i += 2 {
+			q.Set(nameValues[i], nameValues[i+1])
+		}
 		return "/audit?" + q.Encode()
 	}
 	for _, e := range entries {
 		d.Entries = append(d.Entries, auditRow{AuditEntry: e, Details: detailLines(e.Details),
-			ActionURL: link("action", e.Action), ActorURL: link("actor_id", e.Actor.ID), ObjectURL: link("object_id", e.Object.ID)})
+			ActionURL: link("action", e.Action), ActorURL: link("actor_type", e.Actor.Type, "actor_id", e.Actor.ID),
+			ObjectURL: link("object_type", e.Object.Type, "object_id", e.Object.ID)})
 	}
 	if !next.IsZero() {
 		q := form.values()

@@ -182,7 +182,7 @@ func testAuditLog(t *testing.T, database string) {
 	t.Run("filter-links", func(t *testing.T) {
 		// Each row links to the page filtered by its action, actor and object.
 		_, body := e.get(t, "/audit?since="+t1.Format("2006-01-02T15:04"))
-		for _, want := range []string{`href="/audit?action=device.update&amp;since=`, `href="/audit?object_id=lock-1&amp;since=`} {
+		for _, want := range []string{`href="/audit?action=device.update&amp;since=`, `href="/audit?object_id=lock-1&amp;object_type=device&amp;since=`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("no link %s", want)
 			}

@@ -39,7 +39,8 @@ type auditPage struct {
 
 func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := devreg.AuditFilter{Action: q.Get("action"), ActorID: q.Get("actor_id"), ObjectID: q.Get("object_id")}
+	f := devreg.AuditFilter{Action: q.Get("action"), ActorID: q.Get("actor_id"), ObjectID: q.Get("object_id"),
+		ActorType: q.Get("actor_type"), ObjectType: q.Get("object_type")}
 	var err error
 	if f.Since, f.Until, err = auditRange(r); err != nil {
 		return err

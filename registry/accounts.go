@@ -56,11 +56,13 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Ca
 		return devreg.Caller{}, devreg.Errorf(devreg.EKEYEXPIRED, "the API key %s (%s) expired at %s; ask an administrator for a new key or a later expiry",
 			k.ID, k.Name, k.ExpiresAt.Format(time.RFC3339))
 	}
-	if k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval {
+	ip := devreg.ClientIPFromContext(ctx)
+	if k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval || ip != "" && (k.LastUsedIP == nil || *k.LastUsedIP != ip) {
 		// last_used_at is a convenience for the key list: a busy database must not turn it into a
 		// failed request, so a failed stamp is left for the next call to retry.
-		// last_used_ip is as fresh as last_used_at.
-		_ = s.store.TouchAPIKey(ctx, k.ID, now, devreg.ClientIPFromContext(ctx))
+		// The address is written whenever it changes, so that the list shows where a key was
+		// last used from (a stolen key's use among the station's included).
+		_ = s.store.TouchAPIKey(ctx, k.ID, now, ip)
 	}
 	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI, KeyID: k.ID, DeviceTypeIDs: k.DeviceTypeIDs}, nil
 }
@@ -161,7 +163,7 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 		k.ExpiresAt = u.ExpiresAt
 	}
 	diff := change(before, keyFields(k))
-	if len(diff["new"].(map[string]any)) == 0 {
+	if unchanged(diff) {
 		return k, nil // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "apikey.update", devreg.AuditObject{Type: "apikey", ID: k.ID}, diff)

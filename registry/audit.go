@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"devreg"
@@ -49,6 +50,33 @@ func change(old, new map[string]any) map[string]any {
 	return map[string]any{"old": o, "new": n}
 }
 
+// actorTypeOf is the kind of actor an ID names, for a filter that does not say: a device ID may
+// look like any other ID, so a device is found by its ID only with the type device.
+func actorTypeOf(id string) string {
+	switch {
+	case strings.HasPrefix(id, "key_"):
+		return devreg.ActorAPIKey
+	case strings.HasPrefix(id, "usr_"):
+		return devreg.ActorUser
+	case id == cliActor.ID:
+		return devreg.ActorCLI
+	}
+	return devreg.ActorDevice
+}
+
+// objectTypeOf is the kind of object an ID names, for a filter that does not say.
+func objectTypeOf(id string) string {
+	for prefix, kind := range map[string]string{"dt_": "devicetype", "bat_": "batch", "key_": "apikey", "usr_": "user", "acc_": "account"} {
+		if strings.HasPrefix(id, prefix) {
+			return kind
+		}
+	}
+	return "device"
+}
+
+// unchanged reports whether the details change made say nothing changed.
+func unchanged(diff map[string]any) bool { return len(diff["new"].(map[string]any)) == 0 }
+
 func equalValue(a, b any) bool {
 	switch a := a.(type) {
 	case []string:
@@ -80,7 +108,8 @@ func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.
 	if f.After.DeviceID != "" {
 		return nil, devreg.Cursor{}, devreg.AuditHead{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one the audit listing handed out", f.After)
 	}
-	for _, filter := range []struct{ name, value string }{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}} {
+	for _, filter := range []struct{ name, value string }{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID},
+		{"actor_type", f.ActorType}, {"object_type", f.ObjectType}} {
 		if err := checkLength(filter.name, filter.value, 0, 128); err != nil {
 			return nil, devreg.Cursor{}, devreg.AuditHead{}, devreg.Errorf(devreg.EBADREQUEST, "%s", devreg.ErrorMessage(err))
 		}
@@ -88,6 +117,12 @@ func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.
 	limit, err := pageSize(f.Limit)
 	if err != nil {
 		return nil, devreg.Cursor{}, devreg.AuditHead{}, err
+	}
+	if f.ActorID != "" && f.ActorType == "" {
+		f.ActorType = actorTypeOf(f.ActorID)
+	}
+	if f.ObjectID != "" && f.ObjectType == "" {
+		f.ObjectType = objectTypeOf(f.ObjectID)
 	}
 	head, err := s.store.AuditHead(ctx, c.AccountID)
 	if err != nil {

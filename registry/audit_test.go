@@ -253,12 +253,12 @@ func testAuditVerifyFindsTampering(t *testing.T, pg bool) {
 		{"inserted-entry", func(t *testing.T, e *auditEnv) {
 			e.exec(t, `UPDATE audit_log SET seq = seq + 100 WHERE account_id = ? AND seq >= 3`, e.acc.ID)
 			e.exec(t, `UPDATE audit_log SET seq = seq - 99 WHERE account_id = ? AND seq > 100`, e.acc.ID)
-			e.exec(t, `INSERT INTO audit_log (account_id, seq, time, action, actor_id, object_id, entry, hash)
-				SELECT account_id, 3, time, action, actor_id, object_id, entry, hash FROM audit_log WHERE account_id = ? AND seq = 2`, e.acc.ID)
+			e.exec(t, `INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash)
+				SELECT account_id, 3, time, action, actor_type, actor_id, object_type, object_id, entry, hash FROM audit_log WHERE account_id = ? AND seq = 2`, e.acc.ID)
 		}, false, "entry 3: changed or inserted"},
 		{"appended-past-head", func(t *testing.T, e *auditEnv) {
-			e.exec(t, `INSERT INTO audit_log (account_id, seq, time, action, actor_id, object_id, entry, hash)
-				SELECT account_id, seq + 1, time, action, actor_id, object_id, replace(entry, concat('"seq":', seq), concat('"seq":', seq + 1)), hash
+			e.exec(t, `INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash)
+				SELECT account_id, seq + 1, time, action, actor_type, actor_id, object_type, object_id, replace(entry, concat('"seq":', seq), concat('"seq":', seq + 1)), hash
 				FROM audit_log WHERE account_id = ? AND seq = (SELECT max(seq) FROM audit_log WHERE account_id = ?)`, e.acc.ID, e.acc.ID)
 		}, false, "changed or inserted"},
 		{"cut-short", func(t *testing.T, e *auditEnv) {

@@ -36,7 +36,9 @@ type HeadClaim struct {
 // columns agree with the entry, and the stored head is the last entry. It names the first entry
 // that breaks each chain. Whoever can write the database could recompute a whole chain, or cut
 // its end and the head with it; heads kept elsewhere (claims) catch that: each must still be in
-// the chain, unchanged.
+// the chain, unchanged. Run it on a store that reads one snapshot (store.DB.ReadSnapshot) while
+// servers write: otherwise an entry appended between reading the heads and the chains looks
+// like one added past the head.
 func (s *Service) VerifyAudit(ctx context.Context, claims []HeadClaim) ([]AuditFinding, error) {
 	heads, err := s.store.AuditAccounts(ctx)
 	if err != nil {
@@ -56,13 +58,14 @@ func (s *Service) VerifyAudit(ctx context.Context, claims []HeadClaim) ([]AuditF
 				hashes[c.Head.Seq] = ""
 			}
 		}
+		head := heads[acc]
 		f, last, err := s.verifyChain(ctx, acc, hashes)
 		if err != nil {
 			return nil, err
 		}
 		if f != nil {
 			findings = append(findings, *f)
-		} else if head := heads[acc]; head != last {
+		} else if head != last {
 			findings = append(findings, AuditFinding{AccountID: acc, Problem: fmt.Sprintf(
 				"the stored head is entry %d (%.12s…) but the chain ends at entry %d (%.12s…): entries were removed or added past the head", head.Seq, head.Hash, last.Seq, last.Hash)})
 		}
@@ -112,7 +115,11 @@ func (s *Service) verifyChain(ctx context.Context, accountID string, claimed map
 		if want := devreg.ChainHash(last.Hash, e.Entry); e.Hash != want {
 			return broken(e.Seq, "changed or inserted: its hash does not follow from the entry and the one before")
 		}
-		if entry.Seq != e.Seq || !entry.Time.Equal(e.Time) || entry.Action != e.Action || entry.Actor.ID != e.ActorID || entry.Object.ID != e.ObjectID {
+		if entry.AccountID != accountID {
+			return broken(e.Seq, "belongs to the chain of account %q, not this one (a chain copied under another account)", entry.AccountID)
+		}
+		if entry.Seq != e.Seq || !entry.Time.Equal(e.Time) || entry.Action != e.Action || entry.Actor.Type != e.Actor.Type ||
+			entry.Actor.ID != e.Actor.ID || entry.Object != e.Object {
 			return broken(e.Seq, "changed: the columns the listing filters on do not match the entry")
 		}
 		if _, ok := claimed[e.Seq]; ok {

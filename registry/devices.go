@@ -131,8 +131,8 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 		return devreg.Device{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
 	d, err := s.reachDevice(ctx, c, deviceID)
-	if err != nil {
-		return devreg.Device{}, err
+	if err != nil || d.Status == status {
+		return d, err // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "device.update", devreg.AuditObject{Type: "device", ID: deviceID},
 		change(map[string]any{"status": string(d.Status)}, map[string]any{"status": string(status)}))
@@ -239,8 +239,8 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 		return devreg.Batch{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
 	b, err := s.reachBatch(ctx, c, id)
-	if err != nil {
-		return devreg.Batch{}, err
+	if err != nil || b.Status == status {
+		return b, err // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "batch.update", devreg.AuditObject{Type: "batch", ID: id},
 		change(map[string]any{"status": string(b.Status)}, map[string]any{"status": string(status)}))

@@ -161,7 +161,11 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	if err := checkDeviceType(t); err != nil {
 		return t, err
 	}
-	ctx = s.audited(ctx, actorOf(c), "devicetype.update", devreg.AuditObject{Type: "devicetype", ID: t.ID}, change(before, typeFields(t)))
+	diff := change(before, typeFields(t))
+	if unchanged(diff) {
+		return t, nil // nothing to change, nothing to record
+	}
+	ctx = s.audited(ctx, actorOf(c), "devicetype.update", devreg.AuditObject{Type: "devicetype", ID: t.ID}, diff)
 	return t, s.store.UpdateDeviceType(ctx, t)
 }
 

@@ -47,7 +47,7 @@ func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *de
 	if e.ID == "" {
 		e.ID = credential.RandomID("aud", 16)
 	}
-	e.Seq = head.Seq + 1
+	e.Seq, e.AccountID = head.Seq+1, accountID
 	e.Time = e.Time.UTC().Truncate(time.Microsecond)
 	if t := fromMicros(headTime); e.Time.Before(t) {
 		e.Time = t
@@ -57,8 +57,9 @@ func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *de
 		return fmt.Errorf("audit entry: %w", err)
 	}
 	e.Hash = devreg.ChainHash(head.Hash, canonical)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (account_id, seq, time, action, actor_id, object_id, entry, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		accountID, e.Seq, micros(e.Time), e.Action, e.Actor.ID, e.Object.ID, string(canonical), e.Hash); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		accountID, e.Seq, micros(e.Time), e.Action, e.Actor.Type, e.Actor.ID, e.Object.Type, e.Object.ID, string(canonical), e.Hash); err != nil {
 		return fmt.Errorf("audit entry: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, e.Seq, micros(e.Time), e.Hash, accountID)
@@ -143,7 +144,8 @@ func (s *DB) ListAudit(ctx context.Context, accountID string, f devreg.AuditFilt
 	}
 	var where strings.Builder
 	args := []any{accountID}
-	for _, filter := range []struct{ col, v string }{{"action", f.Action}, {"actor_id", f.ActorID}, {"object_id", f.ObjectID}} {
+	for _, filter := range []struct{ col, v string }{{"action", f.Action}, {"actor_type", f.ActorType}, {"actor_id", f.ActorID},
+		{"object_type", f.ObjectType}, {"object_id", f.ObjectID}} {
 		if filter.v != "" {
 			where.WriteString(" AND " + filter.col + " = ?")
 			args = append(args, filter.v)
@@ -183,7 +185,7 @@ func (s *DB) WalkAudit(ctx context.Context, accountID string, since, until *time
 		return err
 	}
 	for lo < hi {
-		rows, err := s.h.QueryContext(ctx, `SELECT seq, time, action, actor_id, object_id, entry, hash FROM audit_log
+		rows, err := s.h.QueryContext(ctx, `SELECT seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash FROM audit_log
 			WHERE account_id = ? AND seq >= ? AND seq < ? ORDER BY seq LIMIT ?`, accountID, lo, hi, auditBatch)
 		if err != nil {
 			return err
@@ -193,7 +195,7 @@ func (s *DB) WalkAudit(ctx context.Context, accountID string, since, until *time
 			var e devreg.StoredAuditEntry
 			var t int64
 			var entry string
-			if err := rows.Scan(&e.Seq, &t, &e.Action, &e.ActorID, &e.ObjectID, &entry, &e.Hash); err != nil {
+			if err := rows.Scan(&e.Seq, &t, &e.Action, &e.Actor.Type, &e.Actor.ID, &e.Object.Type, &e.Object.ID, &entry, &e.Hash); err != nil {
 				rows.Close()
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"devreg"
 	"devreg/registry"
 	"devreg/server"
+	"devreg/store"
 )
 
 // headFlags collects --head values: SEQ:HASH, or ACCOUNT_ID:SEQ:HASH for one account's chain.
@@ -46,12 +47,19 @@ func (m *Main) auditVerify(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	svc, db, err := server.OpenRegistry(ctx, cfg)
+	// The auditor's tool: it reads the database as it is (no migration) and needs no key file.
+	db, err := store.OpenExisting(ctx, cfg.DatabaseURL())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	findings, err := svc.VerifyAudit(ctx, heads)
+	// One snapshot: servers may append while it reads.
+	var findings []registry.AuditFinding
+	err = db.ReadSnapshot(ctx, func(view *store.DB) error {
+		var err error
+		findings, err = registry.New(view, nil).VerifyAudit(ctx, heads)
+		return err
+	})
 	if err != nil {
 		return err
 	}

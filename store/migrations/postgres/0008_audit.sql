@@ -6,16 +6,18 @@ CREATE TABLE audit_log (
 	account_id TEXT NOT NULL,
 	seq        BIGINT NOT NULL,
 	time       BIGINT NOT NULL,
-	action     TEXT NOT NULL,
-	actor_id   TEXT NOT NULL,
-	object_id  TEXT NOT NULL,
+	action      TEXT NOT NULL,
+	actor_type  TEXT NOT NULL,
+	actor_id    TEXT NOT NULL,
+	object_type TEXT NOT NULL,
+	object_id   TEXT NOT NULL,
 	entry      TEXT NOT NULL,
 	hash       TEXT NOT NULL,
 	PRIMARY KEY (account_id, seq)
 );
 CREATE INDEX audit_action ON audit_log (account_id, action, seq);
-CREATE INDEX audit_actor ON audit_log (account_id, actor_id, seq);
-CREATE INDEX audit_object ON audit_log (account_id, object_id, seq);
+CREATE INDEX audit_actor ON audit_log (account_id, actor_type, actor_id, seq);
+CREATE INDEX audit_object ON audit_log (account_id, object_type, object_id, seq);
 CREATE INDEX audit_time ON audit_log (account_id, time, seq);
 
 -- Each account's newest entry; appends lock its row, so the chain has no forks.
