@@ -148,7 +148,7 @@ func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) 
 		}
 		c, err := h.svc.AuthenticateAPIKey(r.Context(), strings.TrimSpace(key))
 		if err != nil {
-			if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED {
+			if code := devreg.ErrorCode(err); code == devreg.EUNAUTHORIZED || code == devreg.EKEYEXPIRED {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
 			}
 			return err
