@@ -1,8 +1,7 @@
 package registry
 
-// Attacks on several credentials per device and device-initiated rotation. Tests named
-// TestAttack... reproduce real problems and fail until they are fixed; the others pin down
-// properties that hold.
+// Attacks on several credentials per device and device-initiated rotation, from an outside review:
+// each reproduces a problem the review found (fixed since) or pins down a property that held.
 
 import (
 	"context"
