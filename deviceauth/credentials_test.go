@@ -53,20 +53,7 @@ func testDeviceRotation(t *testing.T, database string) {
 		_, claims := e.verifyWithJWKS(t, tok.AccessToken)
 		return tok.AccessToken, claims
 	}
-	active := func(token string) any {
-		t.Helper()
-		req, _ := http.NewRequest("POST", e.url+"/device/v1/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+e.key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return out["active"]
-	}
+	active := func(token string) any { t.Helper(); return e.active(t, token) }
 
 	grace := 600
 	if _, err := e.srv.Service.UpdateDeviceType(admin, e.typeID, devreg.DeviceTypeUpdate{RotationGraceSeconds: &grace}); err != nil {
@@ -132,4 +119,20 @@ func testDeviceRotation(t *testing.T, database string) {
 	if claims["cred"] != second.ID || active(secondToken) != true {
 		t.Errorf("token of the credential left: cred %v, active %v", claims["cred"], active(secondToken))
 	}
+}
+
+// active introspects token with the account's admin key and returns the answer's "active".
+func (e *env) active(t *testing.T, token string) any {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.url+"/device/v1/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out["active"]
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,20 +120,7 @@ func testTokenEndsWithRegistration(t *testing.T, database string) {
 		}
 		return tok.AccessToken
 	}
-	active := func(token string) any {
-		t.Helper()
-		req, _ := http.NewRequest("POST", e.url+"/device/v1/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+e.key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		return out["active"]
-	}
+	active := func(token string) any { t.Helper(); return e.active(t, token) }
 	ended := func(name, token string) {
 		t.Helper()
 		if err := client.CheckIn(ctx, nil, e.url, token, "1.0.0", nil); !isDeviceError(err, 401, "invalid_token") {

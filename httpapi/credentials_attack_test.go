@@ -269,9 +269,6 @@ func testAttackSecretsNeverLeak(t *testing.T, database string) {
 // credentials in some rounds. The test fails only when it sees the race; after the fix it passes.
 func TestAttackReplaceRacingAddOverHTTP(t *testing.T) {
 	forEachStore(t, func(t *testing.T, database string) {
-		if testing.Short() {
-			t.Skip("slow")
-		}
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Race", 0)
 		const filler = 20000

@@ -9,17 +9,20 @@ import (
 
 	"devreg"
 	"devreg/bulkfile"
+	"devreg/registry"
 	"devreg/server"
 )
 
-// BenchmarkRegisterCSV registers b.N devices from a bulk file in one request, on SQLite.
-func BenchmarkRegisterCSV(b *testing.B) {
+// benchRegistry opens a registry on SQLite in a temporary directory, with an account whose admin
+// the returned context speaks for, and one device type.
+func benchRegistry(b *testing.B) (*registry.Service, context.Context, devreg.DeviceType) {
+	b.Helper()
 	ctx := context.Background()
 	svc, db, err := server.OpenRegistry(ctx, server.Config{DataDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	acct, _, err := svc.NewAccount(ctx, "Bench", "bench@example.test", "bench-password")
 	if err != nil {
 		b.Fatal(err)
@@ -29,6 +32,12 @@ func BenchmarkRegisterCSV(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return svc, ctx, dt
+}
+
+// BenchmarkRegisterCSV registers b.N devices from a bulk file in one request, on SQLite.
+func BenchmarkRegisterCSV(b *testing.B) {
+	svc, ctx, dt := benchRegistry(b)
 	var file bytes.Buffer
 	for i := range b.N {
 		fmt.Fprintf(&file, "dev-%08d, secret-%016d,\n", i, i)
@@ -43,21 +52,7 @@ func BenchmarkRegisterCSV(b *testing.B) {
 // BenchmarkDeviceStatusChanges disables and enables one device b.N times: a burst of
 // single-device changes, each a transaction of its own with its audit entry.
 func BenchmarkDeviceStatusChanges(b *testing.B) {
-	ctx := context.Background()
-	svc, db, err := server.OpenRegistry(ctx, server.Config{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	acct, _, err := svc.NewAccount(ctx, "Bench", "bench@example.test", "bench-password")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx = devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: acct.ID, Scope: devreg.ScopeAdmin, Name: "bench", Source: devreg.SourceAPI})
-	dt, err := svc.CreateDeviceType(ctx, devreg.DeviceType{Name: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	svc, ctx, dt := benchRegistry(b)
 	if _, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(strings.NewReader("dev-1, secret-of-dev-1")), devreg.RegisterOptions{}); err != nil {
 		b.Fatal(err)
 	}

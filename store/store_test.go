@@ -76,24 +76,7 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-			driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
-			if dialect == "postgres" {
-				url = pgtest.NewDatabase(t)
-				driver, dsn = "pgx", url
-			}
-			old, err := sql.Open(driver, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stmts := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`}
-			for v, name := range []string{"0001_init.sql", "0002_sessions.sql", "0003_devices_in_registration_order.sql"} {
-				body, err := os.ReadFile(filepath.Join("migrations", dialect, name))
-				if err != nil {
-					t.Fatal(err)
-				}
-				stmts = append(stmts, string(body), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, 0)`, v+1))
-			}
+			var stmts []string
 			for _, acc := range []string{"a", "b"} {
 				stmts = append(stmts,
 					`INSERT INTO accounts (id, name, created_at) VALUES ('acc_`+acc+`', '`+acc+`', 0)`,
@@ -101,12 +84,7 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 					`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_`+acc+`', 'acc_`+acc+`', 'dt_`+acc+`', 0, 'me', 'api', 1)`,
 					`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, key_id, secret_hash, created_at) VALUES ('acc_`+acc+`', 'd1', 'dt_`+acc+`', 'bat_`+acc+`', 'k1', '`+acc+`', 0)`)
 			}
-			for _, s := range stmts {
-				if _, err := old.ExecContext(ctx, s); err != nil {
-					t.Fatalf("%v\n%s", err, s)
-				}
-			}
-			old.Close()
+			url := oldDatabase(t, dialect, 3, stmts...)
 
 			db, err := store.Open(ctx, url)
 			if err != nil {
@@ -157,42 +135,14 @@ func TestUpgradeCarriesSecretsOver(t *testing.T) {
 	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
-			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-			driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
-			if dialect == "postgres" {
-				url = pgtest.NewDatabase(t)
-				driver, dsn = "pgx", url
-			}
-			old, err := sql.Open(driver, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stmts := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`}
-			names, err := filepath.Glob(filepath.Join("migrations", dialect, "000[1-5]_*.sql"))
-			if err != nil || len(names) != 5 {
-				t.Fatalf("migrations of the release before: %v, %v", names, err)
-			}
-			for v, name := range names {
-				body, err := os.ReadFile(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				stmts = append(stmts, string(body), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, 0)`, v+1))
-			}
 			created := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
 			hash := credential.Hash(key, "acc_a", "d1", "secret-of-d1")
-			stmts = append(stmts,
+			url := oldDatabase(t, dialect, 5,
 				`INSERT INTO accounts (id, name, created_at, num) VALUES ('acc_a', 'a', 0, 1)`,
 				`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_a', 'acc_a', 'T', 1, 0)`,
 				`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_a', 'acc_a', 'dt_a', 0, 'me', 'api', 1)`,
 				fmt.Sprintf(`INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at)
 					SELECT 'acc_a', num, 'd1', 'dt_a', 'bat_a', 'k1', %s, %d FROM accounts WHERE id = 'acc_a'`, hexLiteral(dialect, hash), created.UnixMicro()))
-			for _, s := range stmts {
-				if _, err := old.ExecContext(ctx, s); err != nil {
-					t.Fatalf("%v\n%s", err, s)
-				}
-			}
-			old.Close()
 
 			db, err := store.Open(ctx, url)
 			if err != nil {
@@ -221,6 +171,41 @@ func TestUpgradeCarriesSecretsOver(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oldDatabase makes a database of the dialect as the release with the first n migrations left it,
+// runs stmts in it, and returns its URL.
+func oldDatabase(t *testing.T, dialect string, n int, stmts ...string) string {
+	t.Helper()
+	url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
+	driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
+	if dialect == "postgres" {
+		url = pgtest.NewDatabase(t)
+		driver, dsn = "pgx", url
+	}
+	old, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	names, err := filepath.Glob(filepath.Join("migrations", dialect, "*.sql"))
+	if err != nil || len(names) < n {
+		t.Fatalf("migrations: %v, %v", names, err)
+	}
+	all := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`}
+	for v, name := range names[:n] {
+		body, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, string(body), fmt.Sprintf(`INSERT INTO schema_migrations VALUES (%d, 0)`, v+1))
+	}
+	for _, s := range append(all, stmts...) {
+		if _, err := old.ExecContext(context.Background(), s); err != nil {
+			t.Fatalf("%v\n%s", err, s)
+		}
+	}
+	return url
 }
 
 // hexLiteral writes b as a blob literal of the dialect.
