@@ -28,10 +28,26 @@ type StagedEntry struct {
 	Hashes   []byte
 }
 
-// RegistrationStage holds the checked entries of one registration request apart from the
-// registry, so that a request can be read in full (however slowly it arrives) before one short
-// write applies it. Stores implement it.
+// RegistrationEntries are the checked entries of a registration request, kept until the request
+// has arrived whole, and handed out again in order as often as asked.
+type RegistrationEntries interface {
+	Len() int
+	// Replay hands the entries to fn in order, at most chunk at a time.
+	Replay(chunk int, fn func([]StagedEntry) error) error
+}
+
+// RegistrationStage applies the checked entries of one registration request to the registry in
+// one short write, once the request has been read in full (however slowly it arrived). Stores
+// implement it.
 type RegistrationStage interface {
+	// Direct applies the plan to entries, atomically, without staging them, when the request is
+	// of one of the two kinds a factory sends most: every entry new (each device is then written
+	// once) or every entry registered already with the same secret and type (then nothing is
+	// written). The entries' device IDs must be known to be distinct. sample holds the device IDs
+	// of a few entries spread over the request, which are looked up first to tell the kinds
+	// apart. It returns done=false, having written nothing, for any other request: the caller
+	// stages its entries then.
+	Direct(ctx context.Context, plan RegistrationPlan, entries RegistrationEntries, sample []string) (res RegisterResult, done bool, err error)
 	// Add stages valid entries.
 	Add(ctx context.Context, entries []StagedEntry) error
 	// Duplicates reports every staged entry whose device ID an earlier entry already had.

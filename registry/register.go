@@ -59,25 +59,6 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		return res, invalidRows(read.invalid, read.total)
 	}
 
-	// NewStage waits while the store's share of connections for registrations is taken.
-	stage, err := s.store.NewStage(ctx)
-	if err != nil {
-		return res, err
-	}
-	defer stage.Close()
-	if err := spool.Replay(stageChunk, func(chunk []devreg.StagedEntry) error { return stage.Add(ctx, chunk) }); err != nil {
-		return res, err
-	}
-	spool.Close() // its disk space is not needed while the registration is written
-	var dups devreg.ProblemList
-	if read.maybeDuplicates {
-		if err := stage.Duplicates(ctx, &dups); err != nil {
-			return res, err
-		}
-	}
-	if problems := merge(read.invalid, dups); problems.Count > 0 {
-		return res, invalidRows(problems, read.total)
-	}
 	keyIDs := make([]string, len(read.keys))
 	for i, k := range read.keys {
 		keyIDs[i] = k.ID
@@ -85,7 +66,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	now := s.now()
 	batchID := credential.RandomID("bat", 16)
 	entry := s.auditEntry(ctx, actorOf(c), "devices.register", devreg.AuditObject{Type: "batch", ID: batchID}, nil)
-	return stage.Apply(ctx, devreg.RegistrationPlan{
+	plan := devreg.RegistrationPlan{
 		AccountID:    c.AccountID,
 		DeviceTypeID: dt.ID,
 		KeyIDs:       keyIDs,
@@ -105,7 +86,34 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			Source:       c.Source,
 			Filename:     opts.Filename,
 		},
-	})
+	}
+
+	// NewStage waits while the store's share of connections for registrations is taken.
+	stage, err := s.store.NewStage(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer stage.Close()
+	if !read.maybeDuplicates {
+		// A file of new devices, or one sent again, needs no stage.
+		if res, done, err := stage.Direct(ctx, plan, spool, read.sample); done || err != nil {
+			return res, err
+		}
+	}
+	if err := spool.Replay(stageChunk, func(chunk []devreg.StagedEntry) error { return stage.Add(ctx, chunk) }); err != nil {
+		return res, err
+	}
+	spool.Close() // its disk space is not needed while the registration is written
+	var dups devreg.ProblemList
+	if read.maybeDuplicates {
+		if err := stage.Duplicates(ctx, &dups); err != nil {
+			return res, err
+		}
+	}
+	if problems := merge(read.invalid, dups); problems.Count > 0 {
+		return res, invalidRows(problems, read.total)
+	}
+	return stage.Apply(ctx, plan)
 }
 
 func invalidRows(problems devreg.ProblemList, total int) error {
@@ -155,7 +163,8 @@ type readResult struct {
 	keys            []credential.Key // the server keys the hashes were made with, the current last
 	total           int
 	invalid         devreg.ProblemList
-	maybeDuplicates bool // some device ID may repeat: the stage must check
+	maybeDuplicates bool     // some device ID may repeat: the stage must check
+	sample          []string // the device IDs of the entries at index 0, 1, 2, 4, 8, ...
 	err             error
 }
 
@@ -211,6 +220,9 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 				r.invalid.Add(p)
 			}
 			for _, e := range b.staged {
+				if e.Index&(e.Index-1) == 0 {
+					r.sample = append(r.sample, e.DeviceID)
+				}
 				if !r.maybeDuplicates {
 					h := maphash.String(seed, e.DeviceID)
 					if _, ok := seen[h]; ok || len(seen) >= maxScreened {

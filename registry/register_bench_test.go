@@ -35,16 +35,41 @@ func benchRegistry(b *testing.B) (*registry.Service, context.Context, devreg.Dev
 	return svc, ctx, dt
 }
 
-// BenchmarkRegisterCSV registers b.N devices from a bulk file in one request, on SQLite.
-func BenchmarkRegisterCSV(b *testing.B) {
-	svc, ctx, dt := benchRegistry(b)
+// benchFile is a bulk file of n devices with UUID-like IDs, spread over the key space.
+func benchFile(n int) []byte {
 	var file bytes.Buffer
-	for i := range b.N {
-		fmt.Fprintf(&file, "dev-%08d, secret-%016d,\n", i, i)
+	for i := range n {
+		fmt.Fprintf(&file, "%08x-dev-%08d, secret-%016d,\n", uint32(i)*2654435761, i, i)
+	}
+	return file.Bytes()
+}
+
+// BenchmarkRegisterCSV registers b.N new devices from a bulk file in one request, on SQLite.
+func BenchmarkRegisterCSV(b *testing.B) {
+	benchRegister(b, false, devreg.RegisterOptions{}, func(res devreg.RegisterResult) bool { return res.Created == int64(b.N) })
+}
+
+// BenchmarkResendCSV sends a bulk file of b.N registered devices again.
+func BenchmarkResendCSV(b *testing.B) {
+	benchRegister(b, true, devreg.RegisterOptions{}, func(res devreg.RegisterResult) bool { return res.Unchanged == int64(b.N) })
+}
+
+// BenchmarkDryRunCSV checks a bulk file of b.N new devices.
+func BenchmarkDryRunCSV(b *testing.B) {
+	benchRegister(b, false, devreg.RegisterOptions{DryRun: true}, func(res devreg.RegisterResult) bool { return res.Created == int64(b.N) })
+}
+
+func benchRegister(b *testing.B, registered bool, opts devreg.RegisterOptions, ok func(devreg.RegisterResult) bool) {
+	svc, ctx, dt := benchRegistry(b)
+	file := benchFile(b.N)
+	if registered {
+		if _, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(bytes.NewReader(file)), devreg.RegisterOptions{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.ResetTimer()
-	res, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(&file), devreg.RegisterOptions{})
-	if err != nil || res.Created != int64(b.N) {
+	res, err := svc.Register(ctx, dt.ID, bulkfile.NewReader(bytes.NewReader(file)), opts)
+	if err != nil || !ok(res) {
 		b.Fatalf("%+v %v", res, err)
 	}
 }

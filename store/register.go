@@ -7,9 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-
 	"devreg"
 	"devreg/credential"
 )
@@ -73,13 +70,21 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 		release()
 		return nil, err
 	}
-	st := &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, table: "stage_" + strings.ToLower(credential.RandomString(12)), release: release}
+	return &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, release: release}, nil
+}
+
+// create makes the stage's temporary table, once.
+func (st *Stage) create(ctx context.Context) error {
+	if st.table != "" {
+		return nil
+	}
+	st.table = "stage_" + strings.ToLower(credential.RandomString(12))
 	// In SQLite "INTEGER PRIMARY KEY" is the rowid itself; any other spelling adds an index.
 	integer, blob, text := "INTEGER", "BLOB", "TEXT"
-	if s.pg {
+	if st.s.pg {
 		integer, blob, text = "BIGINT", "BYTEA", `TEXT COLLATE "C"` // as devices.device_id
 	}
-	_, err = st.c.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
+	_, err := st.c.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
 		idx       `+integer+` PRIMARY KEY,
 		line      `+integer+` NOT NULL,
 		device_id `+text+` NOT NULL,
@@ -89,15 +94,10 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 		old_batch TEXT,
 		old_seen  INTEGER NOT NULL DEFAULT 0
 	)`)
-	if err == nil && !s.pg {
-		st.insert, err = conn.PrepareContext(ctx, st.insertSQL(stageChunk))
+	if err == nil && !st.s.pg {
+		st.insert, err = st.conn.PrepareContext(ctx, st.insertSQL(stageChunk))
 	}
-	if err != nil {
-		conn.Close()
-		release()
-		return nil, err
-	}
-	return st, nil
+	return err
 }
 
 func (st *Stage) insertSQL(rows int) string {
@@ -107,6 +107,9 @@ func (st *Stage) insertSQL(rows int) string {
 
 // Add stages entries.
 func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
+	if err := st.create(ctx); err != nil {
+		return err
+	}
 	st.staged += len(entries)
 	for _, e := range entries {
 		if e.Index&(e.Index-1) == 0 {
@@ -149,70 +152,12 @@ func (st *Stage) flush(ctx context.Context) error {
 	return err
 }
 
-// copyAdd hands entries to the request's COPY, starting it with the first ones.
-func (st *Stage) copyAdd(ctx context.Context, entries []devreg.StagedEntry) error {
-	if st.copyRows == nil {
-		st.copyRows, st.copyDone = make(chan []any, 4*stageChunk), make(chan struct{})
-		go func() {
-			defer close(st.copyDone)
-			st.copyErr = st.conn.Raw(func(dc any) error {
-				_, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{st.table},
-					[]string{"idx", "line", "device_id", "hashes"}, &copySource{rows: st.copyRows})
-				return err
-			})
-		}()
-	}
-	for _, e := range entries {
-		hashes := e.Hashes
-		if hashes == nil {
-			hashes = []byte{}
-		}
-		select {
-		case st.copyRows <- []any{int64(e.Index), int64(e.Line), e.DeviceID, hashes}:
-		case <-st.copyDone:
-			return st.endCopy()
-		}
-	}
-	return nil
-}
-
-// endCopy ends the COPY, if one runs, and returns how it went.
-func (st *Stage) endCopy() error {
-	if st.copyRows == nil {
-		return nil
-	}
-	select {
-	case <-st.copyDone:
-	default:
-		close(st.copyRows)
-		<-st.copyDone
-	}
-	st.copyRows = nil
-	if st.copyErr != nil {
-		return fmt.Errorf("copy into the stage: %w", st.copyErr)
-	}
-	return nil
-}
-
-// copySource feeds pgx's CopyFrom from a channel until it is closed.
-type copySource struct {
-	rows <-chan []any
-	row  []any
-}
-
-func (c *copySource) Next() bool {
-	row, ok := <-c.rows
-	c.row = row
-	return ok
-}
-
-func (c *copySource) Values() ([]any, error) { return c.row, nil }
-
-func (c *copySource) Err() error { return nil }
-
 // finish writes what is pending; on PostgreSQL it ends the COPY and gathers the stage's
 // statistics, so that the planner joins it the right way round.
 func (st *Stage) finish(ctx context.Context) error {
+	if err := st.create(ctx); err != nil {
+		return err
+	}
 	if !st.s.pg {
 		return st.flush(ctx)
 	}
@@ -282,9 +227,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		}
 	}
 
-	var account int64 // the account's number, which keys the unique index of devices
-	if err := q.QueryRowContext(ctx, `SELECT num FROM accounts WHERE id = ?`, plan.AccountID).Scan(&account); err != nil {
-		return res, fmt.Errorf("account %s: %w", plan.AccountID, err)
+	account, err := accountNumber(ctx, q, plan.AccountID)
+	if err != nil {
+		return res, err
 	}
 	b := plan.Batch
 	currentKey := plan.KeyIDs[len(plan.KeyIDs)-1]
@@ -332,13 +277,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	if res.Replaced > 0 {
 		movedIn, connectedIn = moved, connected
 	}
-	steps := []step{
-		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
-			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, res.Created + res.Replaced, connectedIn}},
-		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
-			[]any{res.Created + movedIn, plan.AccountID, plan.DeviceTypeID}},
-	}
+	steps := batchSteps(plan, res.Created+res.Replaced, connectedIn, res.Created+movedIn)
 	if inserted < 0 {
 		steps = append(steps, step{insertDevices, insertArgs})
 	}
@@ -554,7 +493,10 @@ func (st *Stage) Close() error {
 	if st.insert != nil {
 		st.insert.Close()
 	}
-	_, err := st.c.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)
+	var err error
+	if st.table != "" {
+		_, err = st.c.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)
+	}
 	if cerr := st.conn.Close(); err == nil {
 		err = cerr
 	}

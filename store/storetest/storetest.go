@@ -3,6 +3,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -33,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"accounts-and-keys", testAccountsAndKeys},
 		{"device-types", testDeviceTypes},
 		{"stage-apply", testStageApply},
+		{"direct-new-and-resent-files", testDirect},
 		{"stage-duplicates", testStageDuplicates},
 		{"stage-replace-moves-counts", testStageReplace},
 		{"stage-registered-ids-after-new-ones", testStageLateConflicts},
@@ -73,18 +75,34 @@ type entry struct{ id, secret string }
 func stage(t *testing.T, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, error) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := db.NewStage(ctx)
+	st := newStage(t, db)
+	defer st.Close()
+	if err := st.Add(ctx, checked(account, entries)); err != nil {
+		t.Fatal(err)
+	}
+	return st.Apply(ctx, fillPlan(account, plan))
+}
+
+func newStage(t *testing.T, db *store.DB) devreg.RegistrationStage {
+	t.Helper()
+	st, err := db.NewStage(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	return st
+}
+
+// checked turns entries into what the registry hands a store after checking them.
+func checked(account string, entries []entry) []devreg.StagedEntry {
 	var staged []devreg.StagedEntry
 	for i, e := range entries {
 		staged = append(staged, devreg.StagedEntry{Index: i, Line: i + 1, DeviceID: e.id, Hashes: credential.Hash(key, account, e.id, e.secret)})
 	}
-	if err := st.Add(ctx, staged); err != nil {
-		t.Fatal(err)
-	}
+	return staged
+}
+
+// fillPlan completes plan for account as the registry would.
+func fillPlan(account string, plan devreg.RegistrationPlan) devreg.RegistrationPlan {
 	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
 	if plan.OnConflict == "" {
 		plan.OnConflict = devreg.ConflictFail
@@ -92,7 +110,7 @@ func stage(t *testing.T, db *store.DB, account string, entries []entry, plan dev
 	if plan.Batch.ID == "" {
 		plan.Batch = devreg.Batch{ID: credential.RandomID("bat", 8), CreatedAt: t0, CreatedBy: "test", Source: devreg.SourceAPI}
 	}
-	return st.Apply(ctx, plan)
+	return plan
 }
 
 func testAccountsAndKeys(t *testing.T, db *store.DB) {
@@ -761,4 +779,107 @@ func checkCounts(t *testing.T, db *store.DB, acc string) bool {
 		}
 	}
 	return ok
+}
+
+// entryList is a request's checked entries, as the registry's spool hands them out.
+type entryList []devreg.StagedEntry
+
+func (l entryList) Len() int { return len(l) }
+
+func (l entryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
+	for start := 0; start < len(l); start += chunk {
+		if err := fn(l[start:min(start+chunk, len(l))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// direct applies plan to entries without a stage, if the store can.
+func direct(t *testing.T, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, bool) {
+	t.Helper()
+	var sample []string
+	for i, e := range entries {
+		if i&(i-1) == 0 {
+			sample = append(sample, e.id)
+		}
+	}
+	st := newStage(t, db)
+	defer st.Close()
+	res, done, err := st.Direct(context.Background(), fillPlan(account, plan), entryList(checked(account, entries)), sample)
+	if err != nil {
+		t.Fatalf("direct: %v", err)
+	}
+	return res, done
+}
+
+func testDirect(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_2")
+	devices := func(from, n int, secret string) []entry {
+		var es []entry
+		for i := from; i < from+n; i++ {
+			es = append(es, entry{fmt.Sprintf("dev-%05d", (i*7919)%100000), secret})
+		}
+		return es
+	}
+	count := func() int64 {
+		dt, err := db.DeviceType(ctx, acc, "dt_1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dt.DeviceCount
+	}
+	lot := devices(0, 600, "secret-one") // more than one statement's worth, and a part
+
+	if res, done := direct(t, db, acc, lot[:300], devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}); !done || res != (devreg.RegisterResult{Created: 300, DryRun: true}) {
+		t.Errorf("dry run of new devices: %+v, done %v", res, done)
+	}
+	res, done := direct(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, Source: devreg.SourceAPI}})
+	if !done || res != (devreg.RegisterResult{BatchID: "bat_1", Created: 600}) || count() != 600 {
+		t.Fatalf("new devices: %+v, done %v, type count %d", res, done, count())
+	}
+	listed, err := db.ListDevices(ctx, acc, devreg.DeviceFilter{BatchID: "bat_1", Limit: 1000})
+	if err != nil || len(listed) != 600 || listed[0].DeviceID != lot[0].id || listed[599].DeviceID != lot[599].id {
+		t.Errorf("the batch does not list its devices in the request's order: %d devices, %v", len(listed), err)
+	}
+	if d, err := db.DeviceAuth(ctx, acc, lot[450].id); err != nil || len(d.Credentials) != 1 ||
+		!bytes.Equal(d.Credentials[0].Hash, credential.Hash(key, acc, lot[450].id, "secret-one")) || d.DeviceTypeID != "dt_1" {
+		t.Errorf("a device written directly: %+v, %v", d, err)
+	}
+	for _, plan := range []devreg.RegistrationPlan{{DeviceTypeID: "dt_1"}, {DeviceTypeID: "dt_1", DryRun: true}, {DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace}} {
+		if res, done := direct(t, db, acc, lot, plan); !done || res != (devreg.RegisterResult{Unchanged: 600, DryRun: plan.DryRun}) {
+			t.Errorf("resend (%s, dry run %v): %+v, done %v", plan.OnConflict, plan.DryRun, res, done)
+		}
+	}
+
+	// Anything else is left to the stage, with nothing written: a registered device among new
+	// ones where the sample does not look, a changed secret, another device type.
+	late := append(devices(1000, 299, "secret-two"), lot[10])
+	changed := append(devices(0, 599, "secret-one"), entry{lot[599].id, "secret-new"})
+	for name, c := range map[string]struct {
+		entries []entry
+		plan    devreg.RegistrationPlan
+	}{
+		"registered after new ones":         {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
+		"registered after new ones, skip":   {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip}},
+		"registered after new ones, dry":    {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}},
+		"new after registered ones":         {append(lot[:5:5], devices(2000, 10, "secret-three")...), devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
+		"a changed secret at the end":       {changed, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
+		"a changed secret, dry run":         {changed, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}},
+		"the same devices under other type": {lot, devreg.RegistrationPlan{DeviceTypeID: "dt_2"}},
+	} {
+		if res, done := direct(t, db, acc, c.entries, c.plan); done {
+			t.Errorf("%s: applied without a stage: %+v", name, res)
+		}
+	}
+	if _, err := db.Device(ctx, acc, late[0].id); devreg.ErrorCode(err) != devreg.ENOTFOUND || count() != 600 {
+		t.Errorf("a request left to the stage wrote devices: %v, type count %d", err, count())
+	}
+	if d, _ := db.DeviceAuth(ctx, acc, lot[599].id); len(d.Credentials) != 1 || !bytes.Equal(d.Credentials[0].Hash, credential.Hash(key, acc, lot[599].id, "secret-one")) {
+		t.Errorf("a request left to the stage changed a secret")
+	}
+	checkCounts(t, db, acc)
 }

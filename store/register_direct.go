@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// The two kinds of registration a factory sends most are applied without a stage: a file of new
+// devices is written straight into the devices table, once, and a file sent again is looked up
+// and writes nothing. Anything else (a conflict, a mix of new and registered devices) is staged.
+
+// Direct implements devreg.RegistrationStage.
+func (st *Stage) Direct(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (devreg.RegisterResult, bool, error) {
+	if entries.Len() == 0 {
+		return devreg.RegisterResult{}, false, nil
+	}
+	if !plan.DryRun {
+		res, done, err := st.insertNew(ctx, plan, entries, sample)
+		if done || err != nil {
+			return res, done, err
+		}
+	}
+	return st.lookUp(ctx, plan, entries)
+}
+
+// insertNew registers entries if none of them is registered: done is false, and nothing is
+// written, when one of the sample or any entry turns out to be.
+func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (res devreg.RegisterResult, done bool, err error) {
+	writeDone, err := st.readyToWrite(ctx)
+	if err != nil {
+		return res, false, err
+	}
+	defer writeDone()
+	tx, err := st.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return res, false, err
+	}
+	defer tx.Rollback() // does nothing once the transaction is over
+	q := handle{q: tx, pg: st.s.pg}
+	if err := st.s.lockAccount(ctx, q, plan.AccountID); err != nil {
+		return res, false, err
+	}
+	account, err := accountNumber(ctx, q, plan.AccountID)
+	if err != nil {
+		return res, false, err
+	}
+	if found, err := anyRegistered(ctx, q, account, sample); err != nil || found {
+		return res, false, err
+	}
+	if st.s.pg {
+		err = st.copyDevices(ctx, plan, account, entries)
+	} else {
+		err = insertDevices(ctx, tx, plan, account, entries)
+	}
+	if isUniqueViolation(err) {
+		return res, false, nil // one is registered after all: the rollback undoes the rest
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("register devices: %w", err)
+	}
+	n := int64(entries.Len())
+	res = devreg.RegisterResult{BatchID: plan.Batch.ID, Created: n}
+	for _, step := range batchSteps(plan, n, 0, n) {
+		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
+			return res, false, fmt.Errorf("register devices: %w", err)
+		}
+	}
+	if plan.Audit != nil {
+		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
+			return res, false, err
+		}
+	}
+	return res, true, tx.Commit()
+}
+
+// batchSteps are the statements that record a registration's batch of count devices, connected
+// of which have checked in before, and add typeDelta devices to its device type.
+func batchSteps(plan devreg.RegistrationPlan, count, connected, typeDelta int64) []step {
+	b := plan.Batch
+	return []step{
+		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
+			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected}},
+		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
+			[]any{typeDelta, plan.AccountID, plan.DeviceTypeID}},
+	}
+}
+
+// accountNumber returns the number of an account, which keys the unique index of devices.
+func accountNumber(ctx context.Context, q handle, accountID string) (int64, error) {
+	var num int64
+	if err := q.QueryRowContext(ctx, `SELECT num FROM accounts WHERE id = ?`, accountID).Scan(&num); err != nil {
+		return 0, fmt.Errorf("account %s: %w", accountID, err)
+	}
+	return num, nil
+}
+
+// anyRegistered reports whether any of ids is a registered device ID of the account.
+func anyRegistered(ctx context.Context, q handle, account int64, ids []string) (bool, error) {
+	if len(ids) == 0 {
+		return false, nil
+	}
+	args := []any{account}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	var found int
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
+		strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`)`, args...).Scan(&found)
+	return found > 0, err
+}
+
+// currentHash returns the part of an entry's hashes made with the plan's current key, the last.
+func currentHash(plan devreg.RegistrationPlan, e devreg.StagedEntry) ([]byte, error) {
+	at := credential.HashSize * (len(plan.KeyIDs) - 1)
+	if len(e.Hashes) != at+credential.HashSize {
+		return nil, fmt.Errorf("entry %d has %d bytes of hashes for %d keys", e.Index, len(e.Hashes), len(plan.KeyIDs))
+	}
+	return e.Hashes[at:], nil
+}
+
+// errMixed ends a look-up that has found a request to be neither all new nor all unchanged.
+var errMixed = errors.New("some devices are new, some registered")
+
+// lookUpChunk is how many entries one look-up statement carries.
+func (st *Stage) lookUpChunk() int {
+	if st.s.pg {
+		return 1000 // a round trip each
+	}
+	return 256
+}
+
+// lookUp applies a registration that writes nothing: a dry run whose devices are all new, or any
+// run whose devices are all registered unchanged (the same device type, and the secret of the
+// device's credential; under on_conflict=replace one valid now). It reads one snapshot and
+// returns done=false for any other request, as soon as it knows.
+func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries) (res devreg.RegisterResult, done bool, err error) {
+	opts := &sql.TxOptions{ReadOnly: true} // a deferred BEGIN on SQLite: no write lock
+	if st.s.pg {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := st.conn.BeginTx(ctx, opts)
+	if err != nil {
+		return res, false, err
+	}
+	defer tx.Rollback()
+	q := handle{q: tx, pg: st.s.pg}
+	account, err := accountNumber(ctx, q, plan.AccountID)
+	if err != nil {
+		return res, false, err
+	}
+	chunk := st.lookUpChunk()
+	full, err := tx.PrepareContext(ctx, st.lookUpSQL(plan, chunk))
+	if err != nil {
+		return res, false, err
+	}
+	defer full.Close()
+	fixed := []any{plan.DeviceTypeID}
+	for _, id := range plan.KeyIDs {
+		fixed = append(fixed, id)
+	}
+	var found, unchanged, total int64
+	err = entries.Replay(chunk, func(es []devreg.StagedEntry) error {
+		args := append(make([]any, 0, len(fixed)+2*len(es)+1), fixed...)
+		for _, e := range es {
+			args = append(args, e.DeviceID, e.Hashes)
+		}
+		args = append(args, account)
+		row := (*sql.Row)(nil)
+		if len(es) == chunk {
+			row = full.QueryRowContext(ctx, args...)
+		} else {
+			row = tx.QueryRowContext(ctx, st.lookUpSQL(plan, len(es)), args...)
+		}
+		var f, u int64
+		if err := row.Scan(&f, &u); err != nil {
+			return fmt.Errorf("look up devices: %w", err)
+		}
+		found, unchanged, total = found+f, unchanged+u, total+int64(len(es))
+		if found > 0 && unchanged < total {
+			return errMixed
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errMixed):
+		return res, false, nil
+	case err != nil:
+		return res, false, err
+	case unchanged == total:
+		res.Unchanged = total
+	case found == 0 && plan.DryRun:
+		res.Created = total
+	default:
+		return res, false, nil // new devices for a run that writes: the sample found some that are gone now
+	}
+	res.DryRun = plan.DryRun
+	return res, true, nil
+}
+
+// lookUpSQL counts how many of rows entries are registered, and how many of those unchanged.
+// Its parameters: the device type, the plan's key IDs, each entry's device ID and hashes, then
+// the account number. The entry's hash under the key that made the stored one is compared.
+func (st *Stage) lookUpSQL(plan devreg.RegistrationPlan, rows int) string {
+	n := 0
+	p := func() string { // anonymous on SQLite, whose driver looks each numbered one's name up
+		if n++; st.s.pg {
+			return fmt.Sprintf("$%d", n)
+		}
+		return "?"
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT count(*), coalesce(sum(CASE WHEN d.device_type_id = ` + p() + ` AND d.secret_hash = substr(v.column2, CASE d.key_id`)
+	for i := range plan.KeyIDs {
+		fmt.Fprintf(&b, " WHEN %s THEN %d", p(), 1+credential.HashSize*i)
+	}
+	fmt.Fprintf(&b, " END, %d)", credential.HashSize)
+	if plan.OnConflict == devreg.ConflictReplace {
+		// A replace is asked to make the registered secret work: one whose credential is
+		// disabled or outside its window is replaced, not left unchanged.
+		now := micros(plan.Batch.CreatedAt)
+		fmt.Fprintf(&b, ` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
+	}
+	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM (VALUES `)
+	for i := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if st.s.pg {
+			fmt.Fprintf(&b, "(%s::text, %s::bytea)", p(), p())
+		} else {
+			fmt.Fprintf(&b, "(%s, %s)", p(), p())
+		}
+	}
+	// SQLite takes the left side of a CROSS JOIN as the outer loop: each entry is one look into
+	// the unique index.
+	join := " CROSS JOIN "
+	if st.s.pg {
+		join = ", "
+	}
+	b.WriteString(`) AS v` + join + `devices AS d WHERE d.account_num = ` + p() + ` AND d.device_id = v.column1`)
+	return b.String()
+}
