@@ -1,6 +1,9 @@
 package devreg
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // RegistrationPlan says what a staged registration is to do when it is applied.
 type RegistrationPlan struct {
@@ -10,9 +13,6 @@ type RegistrationPlan struct {
 	OnConflict   OnConflict
 	DryRun       bool
 	Batch        Batch // recorded when the registration creates or replaces at least one device
-	// VisibleTypes, when not nil, are the only device types the caller may see: a conflict with
-	// a device of another type does not name that type.
-	VisibleTypes []string
 	// Audit, when set, makes the audit entry of a registration that writes, from its result; it
 	// is appended in the registration's transaction.
 	Audit func(RegisterResult) *AuditEntry
@@ -50,11 +50,38 @@ type RegistrationStage interface {
 	Direct(ctx context.Context, plan RegistrationPlan, entries RegistrationEntries, sample []string) (res RegisterResult, done bool, err error)
 	// Add stages valid entries.
 	Add(ctx context.Context, entries []StagedEntry) error
-	// Duplicates reports every staged entry whose device ID an earlier entry already had.
-	Duplicates(ctx context.Context, problems *ProblemList) error
+	// Duplicates calls add, in index order, for every staged entry whose device ID an earlier
+	// entry already had.
+	Duplicates(ctx context.Context, add func(Repeat)) error
 	// Apply registers the staged entries as the plan says, atomically. Conflicts under
-	// ConflictFail return an *Error with code ECONFLICT listing them; nothing is written then.
+	// ConflictFail return a *ConflictError; nothing is written then.
 	Apply(ctx context.Context, plan RegistrationPlan) (RegisterResult, error)
 	// Close discards the stage.
 	Close() error
+}
+
+// Repeat is an entry of a registration request whose device ID an earlier entry had.
+type Repeat struct {
+	Index, Line           int
+	DeviceID              string
+	FirstIndex, FirstLine int // the first entry with the device ID
+}
+
+// Conflict is an entry of a registration request whose device ID is registered with another
+// secret or under another device type.
+type Conflict struct {
+	Index, Line    int
+	DeviceID       string
+	RegisteredType string // the device type it is registered under
+}
+
+// ConflictError refuses a registration under ConflictFail that meets registered devices.
+type ConflictError struct {
+	Conflicts []Conflict // the first MaxProblems, in index order
+	Count     int64      // all of them
+	Total     int64      // entries of the request
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%d of %d devices are already registered differently", e.Count, e.Total)
 }

@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -48,7 +49,9 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 
 	spool := reqbody.NewSpool(reqbody.SpoolMemory)
 	defer spool.Close()
+	endRead := devreg.StartStage(ctx, "read")
 	read := s.readEntries(c.AccountID, dt, src, spool)
+	endRead()
 	if read.err != nil {
 		return res, read.err
 	}
@@ -72,7 +75,6 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		KeyIDs:       keyIDs,
 		OnConflict:   opts.OnConflict,
 		DryRun:       opts.DryRun,
-		VisibleTypes: c.DeviceTypeIDs,
 		Audit: func(res devreg.RegisterResult) *devreg.AuditEntry {
 			entry.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict),
 				"filename": opts.Filename, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
@@ -89,7 +91,9 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 
 	// NewStage waits while the store's share of connections for registrations is taken.
+	endWait := devreg.StartStage(ctx, "wait")
 	stage, err := s.store.NewStage(ctx)
+	endWait()
 	if err != nil {
 		return res, err
 	}
@@ -100,20 +104,59 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			return res, err
 		}
 	}
+	endStage := devreg.StartStage(ctx, "stage")
 	if err := spool.Replay(stageChunk, func(chunk []devreg.StagedEntry) error { return stage.Add(ctx, chunk) }); err != nil {
 		return res, err
 	}
 	spool.Close() // its disk space is not needed while the registration is written
 	var dups devreg.ProblemList
 	if read.maybeDuplicates {
-		if err := stage.Duplicates(ctx, &dups); err != nil {
+		if err := stage.Duplicates(ctx, func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
 			return res, err
 		}
 	}
+	endStage()
 	if problems := merge(read.invalid, dups); problems.Count > 0 {
 		return res, invalidRows(problems, read.total)
 	}
-	return stage.Apply(ctx, plan)
+	res, err = stage.Apply(ctx, plan)
+	var conflicts *devreg.ConflictError
+	if errors.As(err, &conflicts) {
+		return res, conflictError(conflicts, c, dt.ID)
+	}
+	return res, err
+}
+
+func repeatProblem(r devreg.Repeat) devreg.Problem {
+	msg := fmt.Sprintf("device ID is listed more than once; first at index %d", r.FirstIndex)
+	if r.FirstLine > 0 {
+		msg += fmt.Sprintf(" (line %d)", r.FirstLine)
+	}
+	return devreg.Problem{Index: r.Index, Line: r.Line, DeviceID: r.DeviceID, Message: msg}
+}
+
+// conflictError refuses a registration into device type typeID that met registered devices,
+// naming their device types where the caller may see them.
+func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string) error {
+	e := &devreg.Error{
+		Code: devreg.ECONFLICT,
+		Message: fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
+			"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", ce.Count, ce.Total),
+		ProblemCount: int(ce.Count),
+	}
+	for _, k := range ce.Conflicts {
+		p := devreg.Problem{Index: k.Index, Line: k.Line, DeviceID: k.DeviceID}
+		switch {
+		case k.RegisteredType == typeID:
+			p.Message = "device ID is already registered with a different secret"
+		case !c.Reaches(k.RegisteredType):
+			p.Message = "device ID is already registered under a device type this key does not reach"
+		default:
+			p.Message = "device ID is already registered under device type " + k.RegisteredType
+		}
+		e.Problems = append(e.Problems, p)
+	}
+	return e
 }
 
 func invalidRows(problems devreg.ProblemList, total int) error {
@@ -156,7 +199,7 @@ func CleanFilename(name string) string {
 const stageChunk = 256
 
 // maxScreened is how many device IDs readEntries screens for repeats in memory (8 bytes of hash
-// and 4 of index each); a larger request leaves the check to the stage.
+// each); a larger request leaves the check to the stage.
 const maxScreened = 8 << 20
 
 type readResult struct {
@@ -181,8 +224,9 @@ type checkBatch struct {
 // the secrets of valid ones under every server key and spools them. Reading runs on this
 // goroutine, checking and hashing on a worker per core and spooling on one more, since with the
 // database out of the way until the body is whole, these are all a registration's first half
-// does. It screens the device IDs for repeats with a set of 64-bit hashes: a miss proves an ID
-// new, a hit (a repeat, or rarely a collision) leaves the exact check to the stage.
+// does. It screens the device IDs for repeats by their 64-bit hashes: distinct hashes prove the
+// IDs distinct; a repeated hash (a repeated ID, or rarely a collision) leaves the exact check to
+// the stage.
 func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg.EntrySource, spool *reqbody.Spool) readResult {
 	r := readResult{keys: s.keys.Keys()}
 	workers := max(1, runtime.GOMAXPROCS(0))
@@ -210,7 +254,9 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 	go func() {
 		var err error
 		seed := maphash.MakeSeed()
-		seen := map[uint64]struct{}{}
+		// The IDs' hashes, sorted once the body is read: half the memory of a set, and
+		// sorting them takes less time than filling a set does.
+		var screened []uint64
 		for b := range ordered {
 			<-b.done
 			if err != nil {
@@ -224,11 +270,10 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 					r.sample = append(r.sample, e.DeviceID)
 				}
 				if !r.maybeDuplicates {
-					h := maphash.String(seed, e.DeviceID)
-					if _, ok := seen[h]; ok || len(seen) >= maxScreened {
-						r.maybeDuplicates, seen = true, nil
+					if len(screened) == maxScreened {
+						r.maybeDuplicates, screened = true, nil
 					} else {
-						seen[h] = struct{}{}
+						screened = append(screened, maphash.String(seed, e.DeviceID))
 					}
 				}
 				if err = spool.Add(e); err != nil {
@@ -236,6 +281,10 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 					break
 				}
 			}
+		}
+		slices.Sort(screened)
+		for i := 1; i < len(screened) && !r.maybeDuplicates; i++ {
+			r.maybeDuplicates = screened[i] == screened[i-1]
 		}
 		spooled <- err
 	}()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
 	"strings"
 
 	"devreg"
@@ -169,8 +168,8 @@ func (st *Stage) finish(ctx context.Context) error {
 	return err
 }
 
-// Duplicates adds a problem for every entry whose device ID came earlier in the request.
-func (st *Stage) Duplicates(ctx context.Context, problems *devreg.ProblemList) error {
+// Duplicates calls add for every entry whose device ID came earlier in the request.
+func (st *Stage) Duplicates(ctx context.Context, add func(devreg.Repeat)) error {
 	if err := st.finish(ctx); err != nil {
 		return err
 	}
@@ -187,16 +186,11 @@ func (st *Stage) Duplicates(ctx context.Context, problems *devreg.ProblemList) e
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var p devreg.Problem
-		var firstIdx, firstLine int
-		if err := rows.Scan(&p.Index, &p.Line, &p.DeviceID, &firstIdx, &firstLine); err != nil {
+		var r devreg.Repeat
+		if err := rows.Scan(&r.Index, &r.Line, &r.DeviceID, &r.FirstIndex, &r.FirstLine); err != nil {
 			return err
 		}
-		p.Message = fmt.Sprintf("device ID is listed more than once; first at index %d", firstIdx)
-		if firstLine > 0 {
-			p.Message += fmt.Sprintf(" (line %d)", firstLine)
-		}
-		problems.Add(p)
+		add(r)
 	}
 	return rows.Err()
 }
@@ -211,6 +205,8 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	// first look at the registry to the commit, so what it decided on cannot change under it.
 	q := st.c
 	var tx *sql.Tx
+	endLock := devreg.StartStage(ctx, "lock")
+	defer endLock()
 	if !plan.DryRun {
 		var done func()
 		if done, err = st.readyToWrite(ctx); err != nil {
@@ -239,6 +235,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		FROM ` + st.table + ` WHERE action = 0 ORDER BY idx` // a batch lists in the request's order
 	insertArgs := []any{plan.AccountID, account, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}
 
+	endLock()
+	endCheck := devreg.StartStage(ctx, "check")
+	defer endCheck()
 	inserted := int64(-1) // not yet
 	if !plan.DryRun && !st.s.pg {
 		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
@@ -259,9 +258,10 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		res.Replaced = conflicts
 	default:
 		if conflicts > 0 {
-			return res, st.conflictError(ctx, q, plan, conflicts, res.Created+res.Unchanged+conflicts)
+			return res, st.conflictError(ctx, q, conflicts, res.Created+res.Unchanged+conflicts)
 		}
 	}
+	endCheck()
 	res.DryRun = plan.DryRun
 	if plan.DryRun || res.Created+res.Replaced == 0 {
 		if tx != nil {
@@ -301,11 +301,14 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
 			[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
 	}
+	endWrite := devreg.StartStage(ctx, "write")
 	for _, step := range steps {
 		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
 			return res, fmt.Errorf("register staged devices: %w", err)
 		}
 	}
+	endWrite()
+	defer devreg.StartStage(ctx, "commit")()
 	if plan.Audit != nil {
 		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
 			return res, err
@@ -453,37 +456,23 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 }
 
 // conflictError lists the conflicting entries of a registration that may not touch them.
-func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.RegistrationPlan, conflicts, total int64) error {
+func (st *Stage) conflictError(ctx context.Context, q handle, conflicts, total int64) error {
 	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, devreg.MaxProblems)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	e := &devreg.Error{
-		Code:         devreg.ECONFLICT,
-		Message:      fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered (on_conflict=skip leaves them, on_conflict=replace overwrites them)", conflicts, total),
-		ProblemCount: int(conflicts),
-	}
-	var listed devreg.ProblemList
+	e := &devreg.ConflictError{Count: conflicts, Total: total}
 	for rows.Next() {
-		var p devreg.Problem
-		var oldType string
-		if err := rows.Scan(&p.Index, &p.Line, &p.DeviceID, &oldType); err != nil {
+		var c devreg.Conflict
+		if err := rows.Scan(&c.Index, &c.Line, &c.DeviceID, &c.RegisteredType); err != nil {
 			return err
 		}
-		if oldType == plan.DeviceTypeID {
-			p.Message = "device ID is already registered with a different secret"
-		} else if plan.VisibleTypes != nil && !slices.Contains(plan.VisibleTypes, oldType) {
-			p.Message = "device ID is already registered under a device type this key does not reach"
-		} else {
-			p.Message = "device ID is already registered under device type " + oldType
-		}
-		listed.Add(p)
+		e.Conflicts = append(e.Conflicts, c)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	e.Problems = listed.Items
 	return e
 }
 

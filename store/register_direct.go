@@ -32,6 +32,8 @@ func (st *Stage) Direct(ctx context.Context, plan devreg.RegistrationPlan, entri
 // insertNew registers entries if none of them is registered: done is false, and nothing is
 // written, when one of the sample or any entry turns out to be.
 func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (res devreg.RegisterResult, done bool, err error) {
+	endLock := devreg.StartStage(ctx, "lock")
+	defer endLock() // at once, if it returns before its end
 	writeDone, err := st.readyToWrite(ctx)
 	if err != nil {
 		return res, false, err
@@ -53,17 +55,21 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	if found, err := anyRegistered(ctx, q, account, sample); err != nil || found {
 		return res, false, err
 	}
+	endLock()
+	endInsert := devreg.StartStage(ctx, "insert")
 	if st.s.pg {
 		err = st.copyDevices(ctx, plan, account, entries)
 	} else {
 		err = insertDevices(ctx, tx, plan, account, entries)
 	}
+	endInsert()
 	if isUniqueViolation(err) {
 		return res, false, nil // one is registered after all: the rollback undoes the rest
 	}
 	if err != nil {
 		return res, false, fmt.Errorf("register devices: %w", err)
 	}
+	defer devreg.StartStage(ctx, "commit")()
 	n := int64(entries.Len())
 	res = devreg.RegisterResult{BatchID: plan.Batch.ID, Created: n}
 	for _, step := range batchSteps(plan, n, 0, n) {
@@ -141,6 +147,7 @@ func (st *Stage) lookUpChunk() int {
 // device's credential; under on_conflict=replace one valid now). It reads one snapshot and
 // returns done=false for any other request, as soon as it knows.
 func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries) (res devreg.RegisterResult, done bool, err error) {
+	defer devreg.StartStage(ctx, "lookup")()
 	opts := &sql.TxOptions{ReadOnly: true} // a deferred BEGIN on SQLite: no write lock
 	if st.s.pg {
 		opts.Isolation = sql.LevelRepeatableRead

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -17,8 +18,8 @@ func (st *Stage) copyDevices(ctx context.Context, plan devreg.RegistrationPlan, 
 	src := &copySource{rows: rows}
 	key, created := plan.KeyIDs[len(plan.KeyIDs)-1], micros(plan.Batch.CreatedAt)
 	go func() {
-		defer close(rows) // after src.err is set: the COPY reads it once rows is closed
-		src.err = entries.Replay(4*stageChunk, func(es []devreg.StagedEntry) error {
+		defer close(rows)
+		err := entries.Replay(4*stageChunk, func(es []devreg.StagedEntry) error {
 			for _, e := range es {
 				hash, err := currentHash(plan, e)
 				if err != nil {
@@ -32,6 +33,7 @@ func (st *Stage) copyDevices(ctx context.Context, plan devreg.RegistrationPlan, 
 			}
 			return nil
 		})
+		src.setErr(err)
 	}()
 	err := st.conn.Raw(func(dc any) error {
 		_, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{"devices"},
@@ -44,7 +46,7 @@ func (st *Stage) copyDevices(ctx context.Context, plan devreg.RegistrationPlan, 
 	if err != nil {
 		return err
 	}
-	return src.err
+	return src.Err()
 }
 
 // copyAdd hands entries to the request's COPY, starting it with the first ones.
@@ -96,7 +98,15 @@ func (st *Stage) endCopy() error {
 type copySource struct {
 	rows <-chan []any
 	row  []any
-	err  error // why the rows ended early, if they did; read once rows is closed
+
+	mu  sync.Mutex
+	err error // why the rows ended early, if they did
+}
+
+func (c *copySource) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
 }
 
 func (c *copySource) Next() bool {
@@ -107,4 +117,9 @@ func (c *copySource) Next() bool {
 
 func (c *copySource) Values() ([]any, error) { return c.row, nil }
 
-func (c *copySource) Err() error { return c.err }
+// Err is asked when the rows end, and also when the COPY fails before they do.
+func (c *copySource) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}

@@ -5,6 +5,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -248,14 +249,14 @@ func testStageApply(t *testing.T, db *store.DB) {
 	}
 	clash := []entry{{"d4", "secret-4"}, {"d1", "other-secret"}, {"d2", "secret-2"}}
 	_, err = stage(t, db, acc, clash, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
-	var e *devreg.Error
-	if devreg.ErrorCode(err) != devreg.ECONFLICT || !asError(err, &e) || e.ProblemCount != 1 ||
-		!cmp.Equal(e.Problems, []devreg.Problem{{Index: 1, Line: 2, DeviceID: "d1", Message: "device ID is already registered with a different secret"}}) {
+	var e *devreg.ConflictError
+	if !errors.As(err, &e) || e.Count != 1 || e.Total != 3 ||
+		!cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 1, Line: 2, DeviceID: "d1", RegisteredType: "dt_1"}}) {
 		t.Errorf("conflicting secret: err = %+v", err)
 	}
 	_, err = stage(t, db, acc, []entry{{"d3", "secret-3"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2"})
-	if devreg.ErrorCode(err) != devreg.ECONFLICT {
-		t.Errorf("same ID and secret under another type: err = %v, want conflict", err)
+	if !errors.As(err, &e) || !cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 0, Line: 1, DeviceID: "d3", RegisteredType: "dt_1"}}) {
+		t.Errorf("same ID and secret under another type: err = %v, want a conflict naming dt_1", err)
 	}
 	if _, err := db.Device(ctx, acc, "d4"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
 		t.Errorf("refused registration wrote d4: %v", err)
@@ -277,12 +278,6 @@ func testStageApply(t *testing.T, db *store.DB) {
 	}
 }
 
-func asError(err error, target **devreg.Error) bool {
-	e, ok := err.(*devreg.Error)
-	*target = e
-	return ok
-}
-
 func testStageDuplicates(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	acc := newAccount(t, db, "a")
@@ -297,16 +292,16 @@ func testStageDuplicates(t *testing.T, db *store.DB) {
 			t.Fatal(err)
 		}
 	}
-	var problems devreg.ProblemList
-	if err := st.Duplicates(ctx, &problems); err != nil {
+	var repeats []devreg.Repeat
+	if err := st.Duplicates(ctx, func(r devreg.Repeat) { repeats = append(repeats, r) }); err != nil {
 		t.Fatal(err)
 	}
-	want := []devreg.Problem{
-		{Index: 2, Line: 12, DeviceID: "a", Message: "device ID is listed more than once; first at index 0 (line 10)"},
-		{Index: 4, Line: 14, DeviceID: "b", Message: "device ID is listed more than once; first at index 1 (line 11)"},
-		{Index: 5, Line: 15, DeviceID: "a", Message: "device ID is listed more than once; first at index 0 (line 10)"},
+	want := []devreg.Repeat{
+		{Index: 2, Line: 12, DeviceID: "a", FirstIndex: 0, FirstLine: 10},
+		{Index: 4, Line: 14, DeviceID: "b", FirstIndex: 1, FirstLine: 11},
+		{Index: 5, Line: 15, DeviceID: "a", FirstIndex: 0, FirstLine: 10},
 	}
-	if diff := cmp.Diff(want, problems.Items); diff != "" || problems.Count != 3 {
+	if diff := cmp.Diff(want, repeats); diff != "" {
 		t.Errorf("duplicates (-want +got):\n%s", diff)
 	}
 }
@@ -351,9 +346,8 @@ func testStageLateConflicts(t *testing.T, db *store.DB) {
 	}
 	request := []entry{{"n0", "s-0"}, {"n1", "s-1"}, {"n2", "s-2"}, {"e1", "secret-1"}, {"n4", "s-4"}, {"e2", "other-secret"}, {"e3", "secret-3"}, {"n7", "s-7"}}
 	_, err := stage(t, db, acc, request, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
-	var e *devreg.Error
-	if devreg.ErrorCode(err) != devreg.ECONFLICT || !asError(err, &e) || e.ProblemCount != 1 ||
-		!cmp.Equal(e.Problems, []devreg.Problem{{Index: 5, Line: 6, DeviceID: "e2", Message: "device ID is already registered with a different secret"}}) {
+	var e *devreg.ConflictError
+	if !errors.As(err, &e) || e.Count != 1 || !cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 5, Line: 6, DeviceID: "e2", RegisteredType: "dt_1"}}) {
 		t.Errorf("conflict at index 5: err = %+v", err)
 	}
 	if _, err := db.Device(ctx, acc, "n0"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
