@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -812,4 +814,47 @@ func testSlowUploadHoldsUpNoOne(t *testing.T, database string) {
 	if a.status != 200 || !strings.Contains(string(a.body), `"created":501`) {
 		t.Fatalf("slow upload = %d %s, want 501 created", a.status, a.body)
 	}
+}
+
+func TestRegisterTellsWhereTheTimeWent(t *testing.T) {
+	forEachStore(t, func(t *testing.T, database string) {
+		e := newEnv(t, database, 0)
+		dt := e.createType(t, e.admin, "Sensor", 0)
+		stages := func(query, body string) []string {
+			t.Helper()
+			r, err := http.NewRequest("PUT", e.url+"/api/v1/devicetypes/"+dt.ID+"/device_ids?"+query, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Header.Set("Authorization", "Bearer "+e.registerKey)
+			r.Header.Set("Content-Type", "text/csv")
+			resp, err := e.http.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			var names []string
+			for _, part := range strings.Split(resp.Header.Get("Server-Timing"), ", ") {
+				name, dur, ok := strings.Cut(part, ";dur=")
+				if _, err := strconv.ParseFloat(dur, 64); !ok || err != nil {
+					t.Fatalf("Server-Timing %q: %q is not name;dur=milliseconds", resp.Header.Get("Server-Timing"), part)
+				}
+				names = append(names, name)
+			}
+			return names
+		}
+		for _, c := range []struct {
+			name, query, body string
+			want              []string
+		}{
+			{"new devices", "", contractCSV, []string{"read", "wait", "lock", "insert", "commit"}},
+			{"sent again", "", contractCSV, []string{"read", "wait", "lock", "lookup"}},
+			{"a dry run of new devices", "dry_run=true", "new-1, secretfornew1\n", []string{"read", "wait", "lookup"}},
+			{"a mix", "on_conflict=skip", contractCSV + "\nnew-2, secretfornew2\n", []string{"read", "wait", "lock", "lookup", "stage", "check", "write", "commit"}},
+		} {
+			if got := stages(c.query, c.body); !slices.Equal(got, c.want) {
+				t.Errorf("%s: stages %v, want %v", c.name, got, c.want)
+			}
+		}
+	})
 }

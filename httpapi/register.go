@@ -26,7 +26,13 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 	default:
 		return devreg.Errorf(devreg.EUNSUPPORTED, "send the devices as 'Content-Type: application/json' or as the bulk upload file with 'Content-Type: text/csv'; the body was %q", mt)
 	}
-	res, err := h.svc.Register(r.Context(), r.PathValue("id"), src, opts)
+	// Server-Timing tells where a big request's time went: read (receive, parse, check, hash),
+	// wait (for the store), then lock, insert or lookup or stage, check, write and commit.
+	ctx, timings := devreg.NewContextWithTimings(r.Context())
+	res, err := h.svc.Register(ctx, r.PathValue("id"), src, opts)
+	if t := timings.Header(); t != "" {
+		w.Header().Set("Server-Timing", t)
+	}
 	if err != nil {
 		return err
 	}
