@@ -129,6 +129,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	writeJSON(w, devreg.Status(oe.code), body)
 }
 
+// formType is the media type of the token and rotation requests.
+const formType = "application/x-www-form-urlencoded"
+
 // maxTokenRequest bounds the token request's form.
 const maxTokenRequest = 16 << 10
 
@@ -153,8 +156,10 @@ func readClient(w http.ResponseWriter, r *http.Request) (clientRequest, error) {
 			return cr, invalidRequest("credentials and parameters in the query string are refused; send them in the form body")
 		}
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
-		return cr, invalidRequest("send the request as application/x-www-form-urlencoded")
+	if ct := r.Header.Get("Content-Type"); ct != formType { // as devices send it, or with parameters
+		if mt, _, _ := mime.ParseMediaType(ct); mt != formType {
+			return cr, invalidRequest("send the request as application/x-www-form-urlencoded")
+		}
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	body, err := io.ReadAll(r.Body)
@@ -236,8 +241,15 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("sign device token: %w", err)
 	}
 	w.Header().Set("Pragma", "no-cache")
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(h.lifetime.Seconds())})
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(h.lifetime.Seconds())})
 	return nil
+}
+
+// tokenResponse is the token endpoint's answer (RFC 6749 §5.1).
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
 }
 
 // rotate replaces the device's secret with one the server generates, at the device's request; the

@@ -6,6 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"hash/maphash"
+	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -43,11 +46,13 @@ var ErrInvalidClient = devreg.Errorf(devreg.EUNAUTHORIZED, "invalid_client")
 // answer is ERATELIMITED with the time left in the window as RetryAfter. A success records the
 // credential's use and moves its hash to the current server key.
 //
-// A failure's answer is decided by the count its own failure makes, in one atomic statement, so
-// parallel guesses get at most DeviceMaxFailures answers that tell anything; a right secret is
-// let in only if the window is still open once it has been checked. Checking first costs an HMAC
-// per credential (cheap, unlike a console password), all read at once, and it leaves a device
-// that logs in correctly with a credential used before without a write to the database.
+// A success takes one read: the device, its batch, its credentials and its throttle state
+// together. A failure's answer is decided by the count its own failure makes, in one atomic
+// statement, so parallel guesses get at most DeviceMaxFailures answers that tell anything. A
+// right secret is let in only if fewer failures were counted when it was read; for that to hold
+// for a right secret among parallel wrong ones, the attempts for one device take turns in this
+// process from that read until a failure is counted (see loginTurns). A device that logs in
+// correctly with a credential used before causes no write to the database.
 func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, error) {
 	dev, _, err := s.authenticateDevice(ctx, accountID, deviceID, secret)
 	return dev, err
@@ -57,51 +62,60 @@ func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, s
 func (s *Service) authenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, devreg.StoredCredential, error) {
 	now := s.now()
 	key := "device:" + throttleKey(accountID, deviceID)
+	d, cred, err := s.checkDeviceSecret(ctx, accountID, deviceID, secret, key, now)
+	if err != nil {
+		return AuthenticatedDevice{}, devreg.StoredCredential{}, err
+	}
+	if err := s.credentialUsed(ctx, accountID, deviceID, cred, secret, now); err != nil {
+		return AuthenticatedDevice{}, devreg.StoredCredential{}, err
+	}
+	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, CredentialID: cred.ID}, cred, nil
+}
+
+// checkDeviceSecret decides a device's login, in its turn: the device and the credential that
+// secret matches, or why not.
+func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, secret, key string, now time.Time) (devreg.DeviceAuth, devreg.StoredCredential, error) {
+	var none devreg.StoredCredential
+	release, err := s.turns.take(ctx, key)
+	if err != nil {
+		return devreg.DeviceAuth{}, none, err
+	}
+	defer release()
 	throttled := func(since time.Time) error {
 		return &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
 			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
 	}
-	var none devreg.StoredCredential
+	d, failures, since, err := s.deviceLogin(ctx, accountID, deviceID, key, now)
+	if err != nil {
+		return devreg.DeviceAuth{}, none, err
+	}
 	// While the window is full, nothing is checked at all.
-	failures, since, err := s.store.Failures(ctx, key, now, DeviceFailureWindow)
-	if err != nil {
-		return AuthenticatedDevice{}, none, err
-	}
 	if failures >= DeviceMaxFailures {
-		return AuthenticatedDevice{}, none, throttled(since)
-	}
-	d, err := s.deviceAuth(ctx, accountID, deviceID)
-	if err != nil {
-		return AuthenticatedDevice{}, none, err
+		return devreg.DeviceAuth{}, none, throttled(since)
 	}
 	cred, ok := s.matchSecret(d, accountID, deviceID, secret, now)
 	if !ok || !d.Enabled {
 		failures, since, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow)
 		if err != nil {
-			return AuthenticatedDevice{}, none, err
+			return devreg.DeviceAuth{}, none, err
 		}
 		if failures > DeviceMaxFailures {
-			return AuthenticatedDevice{}, none, throttled(since)
+			return devreg.DeviceAuth{}, none, throttled(since)
 		}
-		return AuthenticatedDevice{}, none, ErrInvalidClient
+		return devreg.DeviceAuth{}, none, ErrInvalidClient
 	}
-	// Failures counted while this secret was checked come first: otherwise one right guess among
-	// many parallel ones would get in however many failed before it.
-	if failures, since, err = s.store.Failures(ctx, key, now, DeviceFailureWindow); err != nil {
-		return AuthenticatedDevice{}, none, err
+	return d, cred, nil
+}
+
+// deviceLogin returns what a device's login needs: the device, as deviceAuth does, and the
+// failures counted for key in the current window, and when it started.
+func (s *Service) deviceLogin(ctx context.Context, accountID, deviceID, key string, now time.Time) (devreg.DeviceAuth, int, time.Time, error) {
+	if opaqueID(accountID) && credential.CheckDeviceID(deviceID) == "" {
+		return s.store.DeviceLogin(ctx, accountID, deviceID, key, now, DeviceFailureWindow)
 	}
-	if failures >= DeviceMaxFailures {
-		// Counted as a failure is, so that the refusal takes as long as a wrong guess's and does
-		// not tell that this one was right.
-		if _, _, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow); err != nil {
-			return AuthenticatedDevice{}, none, err
-		}
-		return AuthenticatedDevice{}, none, throttled(since)
-	}
-	if err := s.credentialUsed(ctx, accountID, deviceID, cred, secret, now); err != nil {
-		return AuthenticatedDevice{}, none, err
-	}
-	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, CredentialID: cred.ID}, cred, nil
+	// IDs that cannot exist are not asked for (the database may not take every byte).
+	failures, since, err := s.store.Failures(ctx, key, now, DeviceFailureWindow)
+	return devreg.DeviceAuth{}, failures, since, err
 }
 
 // matchSecret returns the credential of d that secret matches and that is valid at now. Every
@@ -237,9 +251,67 @@ func (s *Service) CheckIn(ctx context.Context, accountID, deviceID, credID strin
 // bytes, into a short key the database takes.
 func throttleKey(parts ...string) string {
 	h := sha256.New()
+	var n [4]byte
 	for _, p := range parts {
-		binary.Write(h, binary.BigEndian, uint32(len(p)))
-		h.Write([]byte(p))
+		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+		h.Write(n[:])
+		io.WriteString(h, p)
 	}
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// loginTurns gives the attempts to log in as one device (one throttle key) their turns in this
+// process, one at a time from reading the throttle state to counting a failure. Without turns, a
+// right secret could read the count before the failures of wrong ones sent with it are counted
+// (they are checked first, then counted, and counting waits for the database's writer) and get in
+// however many of them were checked. With turns, only the attempts in flight on other servers can
+// be missed, at most one per server. Attempts for different devices do not wait for each other.
+// The zero value is ready to use.
+type loginTurns struct {
+	seed   maphash.Seed
+	once   sync.Once
+	shards [64]turnShard
+}
+
+// turnShard holds the turns of the keys that hash to it.
+type turnShard struct {
+	mu    sync.Mutex
+	turns map[string]*turn
+}
+
+// turn is one key's: ch holds a value while an attempt has the turn.
+type turn struct {
+	ch    chan struct{}
+	users int // attempts that have it or wait for it, under the shard's mu
+}
+
+// take waits for key's turn (or for ctx to end) and returns what gives it up.
+func (t *loginTurns) take(ctx context.Context, key string) (release func(), err error) {
+	t.once.Do(func() { t.seed = maphash.MakeSeed() })
+	sh := &t.shards[maphash.String(t.seed, key)%uint64(len(t.shards))]
+	sh.mu.Lock()
+	tu := sh.turns[key]
+	if tu == nil {
+		if sh.turns == nil {
+			sh.turns = map[string]*turn{}
+		}
+		tu = &turn{ch: make(chan struct{}, 1)}
+		sh.turns[key] = tu
+	}
+	tu.users++
+	sh.mu.Unlock()
+	leave := func() {
+		sh.mu.Lock()
+		if tu.users--; tu.users == 0 {
+			delete(sh.turns, key)
+		}
+		sh.mu.Unlock()
+	}
+	select {
+	case tu.ch <- struct{}{}:
+		return func() { <-tu.ch; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
 }

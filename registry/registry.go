@@ -52,6 +52,10 @@ type Store interface {
 	CheckIn(ctx context.Context, accountID, deviceID, batchID string, t time.Time, firmware *string, reported []byte) error
 
 	DeviceAuth(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error)
+	// DeviceLogin reads what a device's login needs in one read: the device as DeviceAuth (no
+	// credentials if it does not exist), the failures counted for the throttle key in the window
+	// ending at now, and when that window started.
+	DeviceLogin(ctx context.Context, accountID, deviceID, key string, now time.Time, window time.Duration) (devreg.DeviceAuth, int, time.Time, error)
 	CredentialUsed(ctx context.Context, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error
 	MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error
 	ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
@@ -81,6 +85,7 @@ type Service struct {
 	Log *slog.Logger
 
 	seen      seenWriter // broker logins, to be recorded as the devices being seen
+	turns     loginTurns // device logins' turns, one at a time per device (see AuthenticateDevice)
 	closeOnce sync.Once
 
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"devreg"
@@ -21,14 +23,27 @@ import (
 // unique per device, so the devices of a batch may share it.
 func registrationCredentialID(batchID string) string { return "cr_" + batchID }
 
+// deviceAuthColumns are what deviceAuthRows reads of a device, its batch's status and one of the
+// credentials in the credentials table (NULL where it has none).
+const deviceAuthColumns = `d.device_type_id, d.batch_id, d.status, coalesce(b.status, 'enabled'), d.created_at,
+	d.key_id, d.secret_hash, d.cred_id, d.cred_created_at, d.cred_not_before, d.cred_not_after, d.cred_status, d.cred_last_used_at, d.cred_source,
+	c.id, c.key_id, c.secret_hash, c.created_at, c.not_before, c.not_after, c.status, c.last_used_at, c.source`
+
+// deviceAuthJoins join a device d to its batch and its credentials.
+const deviceAuthJoins = ` LEFT JOIN batches b ON b.id = d.batch_id
+	LEFT JOIN credentials c ON c.account_num = d.account_num AND c.device_id = d.device_id`
+
 // deviceAuthQuery reads a device, its batch's status and every credential, one row per credential
 // in the credentials table (or one row without).
-const deviceAuthQuery = `SELECT d.device_type_id, d.batch_id, d.status, coalesce(b.status, 'enabled'), d.created_at,
-	d.key_id, d.secret_hash, d.cred_id, d.cred_created_at, d.cred_not_before, d.cred_not_after, d.cred_status, d.cred_last_used_at, d.cred_source,
-	c.id, c.key_id, c.secret_hash, c.created_at, c.not_before, c.not_after, c.status, c.last_used_at, c.source
-	FROM devices d LEFT JOIN batches b ON b.id = d.batch_id
-	LEFT JOIN credentials c ON c.account_num = d.account_num AND c.device_id = d.device_id
+const deviceAuthQuery = `SELECT ` + deviceAuthColumns + ` FROM devices d` + deviceAuthJoins + `
 	WHERE d.account_num = ` + accountNum + ` AND d.device_id = ?`
+
+// deviceLoginQuery is deviceAuthQuery with the login throttle's row in front: it always gives at
+// least one row, whose device columns are NULL when the device does not exist.
+const deviceLoginQuery = `SELECT f.window_start, f.count, ` + deviceAuthColumns + `
+	FROM (SELECT 1 AS one) AS o
+	LEFT JOIN failures f ON f.key = ? AND f.window_start > ?
+	LEFT JOIN devices d ON d.account_num = ` + accountNum + ` AND d.device_id = ?` + deviceAuthJoins
 
 // DeviceAuth returns what authenticating a device needs, in one read: its type, its batch,
 // whether it and its batch are enabled, and its credentials, oldest first.
@@ -37,63 +52,125 @@ func (s *DB) DeviceAuth(ctx context.Context, accountID, deviceID string) (devreg
 }
 
 func (s *DB) deviceAuth(ctx context.Context, q handle, accountID, deviceID string) (devreg.DeviceAuth, error) {
-	var d devreg.DeviceAuth
 	rows, err := q.QueryContext(ctx, deviceAuthQuery, accountID, deviceID)
 	if err != nil {
-		return d, err
+		return devreg.DeviceAuth{}, err
 	}
 	defer rows.Close()
+	var r deviceAuthRows
 	for rows.Next() {
-		var status, batchStatus string
-		var created int64
-		var own devreg.StoredCredential
-		var ownID, ownStatus, ownSource sql.NullString
-		var ownCreated, ownNotBefore, ownNotAfter, ownUsed sql.NullInt64
-		var extraID, extraKey, extraStatus, extraSource sql.NullString
-		var extraHash []byte
-		var extraCreated, extraNotBefore, extraNotAfter, extraUsed sql.NullInt64
-		if err := rows.Scan(&d.DeviceTypeID, &d.BatchID, &status, &batchStatus, &created,
-			&own.KeyID, &own.Hash, &ownID, &ownCreated, &ownNotBefore, &ownNotAfter, &ownStatus, &ownUsed, &ownSource,
-			&extraID, &extraKey, &extraHash, &extraCreated, &extraNotBefore, &extraNotAfter, &extraStatus, &extraUsed, &extraSource); err != nil {
-			return d, err
-		}
-		if len(d.Credentials) == 0 {
-			d.Enabled = status == string(devreg.StatusEnabled) && batchStatus == string(devreg.StatusEnabled)
-			own.InDevice = true
-			own.ID = registrationCredentialID(d.BatchID)
-			if ownID.Valid {
-				own.ID = ownID.String
-			}
-			own.CreatedAt = fromMicros(created)
-			if ownCreated.Valid {
-				own.CreatedAt = fromMicros(ownCreated.Int64)
-			}
-			own.NotBefore, own.NotAfter, own.LastUsedAt = fromNullMicros(ownNotBefore), fromNullMicros(ownNotAfter), fromNullMicros(ownUsed)
-			own.Status, own.Source = devreg.StatusEnabled, devreg.CredentialFromRegistration
-			if ownStatus.Valid {
-				own.Status = devreg.DeviceStatus(ownStatus.String)
-			}
-			if ownSource.Valid {
-				own.Source = devreg.CredentialSource(ownSource.String)
-			}
-			d.Credentials = append(d.Credentials, own)
-		}
-		if extraID.Valid {
-			d.Credentials = append(d.Credentials, devreg.StoredCredential{
-				Credential: devreg.Credential{
-					ID: extraID.String, CreatedAt: fromMicros(extraCreated.Int64),
-					NotBefore: fromNullMicros(extraNotBefore), NotAfter: fromNullMicros(extraNotAfter),
-					Status: devreg.DeviceStatus(extraStatus.String), LastUsedAt: fromNullMicros(extraUsed),
-					Source: devreg.CredentialSource(extraSource.String),
-				},
-				KeyID: extraKey.String, Hash: extraHash,
-			})
+		if err := r.scan(rows); err != nil {
+			return devreg.DeviceAuth{}, err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return d, err
+		return devreg.DeviceAuth{}, err
 	}
-	if len(d.Credentials) == 0 {
+	return r.result(deviceID)
+}
+
+// DeviceLogin is DeviceAuth and Failures(key) in one read, for a device's login: both come from
+// the same snapshot, and a login that succeeds takes no other. A device that does not exist comes
+// back without credentials (and without an error: the throttle's state is there all the same).
+func (s *DB) DeviceLogin(ctx context.Context, accountID, deviceID, key string, now time.Time, window time.Duration) (devreg.DeviceAuth, int, time.Time, error) {
+	stmt, err := s.deviceLogin.prepare(ctx, s.db, s.h, deviceLoginQuery)
+	if err != nil {
+		return devreg.DeviceAuth{}, 0, time.Time{}, err
+	}
+	rows, err := stmt.QueryContext(ctx, key, micros(now.Add(-window)), accountID, deviceID)
+	if err != nil {
+		return devreg.DeviceAuth{}, 0, time.Time{}, err
+	}
+	defer rows.Close()
+	var r deviceAuthRows
+	var start, count sql.NullInt64
+	for rows.Next() {
+		if err := r.scan(rows, &start, &count); err != nil {
+			return devreg.DeviceAuth{}, 0, time.Time{}, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return devreg.DeviceAuth{}, 0, time.Time{}, err
+	}
+	var since time.Time
+	if count.Valid {
+		since = fromMicros(start.Int64)
+	}
+	d, err := r.result(deviceID)
+	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+		return devreg.DeviceAuth{}, int(count.Int64), since, nil
+	}
+	return d, int(count.Int64), since, err
+}
+
+// deviceAuthRows gathers a DeviceAuth from the rows of deviceAuthColumns.
+type deviceAuthRows struct {
+	d     devreg.DeviceAuth
+	found bool
+}
+
+// scan reads one row: first into lead, the columns in front of deviceAuthColumns, if any.
+func (r *deviceAuthRows) scan(rows *sql.Rows, lead ...any) error {
+	var typeID, batchID, status, batchStatus, ownKey sql.NullString
+	var created sql.NullInt64
+	var own devreg.StoredCredential
+	var ownID, ownStatus, ownSource sql.NullString
+	var ownCreated, ownNotBefore, ownNotAfter, ownUsed sql.NullInt64
+	var extraID, extraKey, extraStatus, extraSource sql.NullString
+	var extraHash []byte
+	var extraCreated, extraNotBefore, extraNotAfter, extraUsed sql.NullInt64
+	if err := rows.Scan(append(lead, &typeID, &batchID, &status, &batchStatus, &created,
+		&ownKey, &own.Hash, &ownID, &ownCreated, &ownNotBefore, &ownNotAfter, &ownStatus, &ownUsed, &ownSource,
+		&extraID, &extraKey, &extraHash, &extraCreated, &extraNotBefore, &extraNotAfter, &extraStatus, &extraUsed, &extraSource)...); err != nil {
+		return err
+	}
+	if !typeID.Valid { // no such device
+		return nil
+	}
+	d := &r.d
+	if !r.found {
+		r.found = true
+		d.DeviceTypeID, d.BatchID = typeID.String, batchID.String
+		d.Enabled = status.String == string(devreg.StatusEnabled) && batchStatus.String == string(devreg.StatusEnabled)
+		own.KeyID = ownKey.String
+		own.InDevice = true
+		own.ID = registrationCredentialID(d.BatchID)
+		if ownID.Valid {
+			own.ID = ownID.String
+		}
+		own.CreatedAt = fromMicros(created.Int64)
+		if ownCreated.Valid {
+			own.CreatedAt = fromMicros(ownCreated.Int64)
+		}
+		own.NotBefore, own.NotAfter, own.LastUsedAt = fromNullMicros(ownNotBefore), fromNullMicros(ownNotAfter), fromNullMicros(ownUsed)
+		own.Status, own.Source = devreg.StatusEnabled, devreg.CredentialFromRegistration
+		if ownStatus.Valid {
+			own.Status = devreg.DeviceStatus(ownStatus.String)
+		}
+		if ownSource.Valid {
+			own.Source = devreg.CredentialSource(ownSource.String)
+		}
+		d.Credentials = append(d.Credentials, own)
+	}
+	if extraID.Valid {
+		d.Credentials = append(d.Credentials, devreg.StoredCredential{
+			Credential: devreg.Credential{
+				ID: extraID.String, CreatedAt: fromMicros(extraCreated.Int64),
+				NotBefore: fromNullMicros(extraNotBefore), NotAfter: fromNullMicros(extraNotAfter),
+				Status: devreg.DeviceStatus(extraStatus.String), LastUsedAt: fromNullMicros(extraUsed),
+				Source: devreg.CredentialSource(extraSource.String),
+			},
+			KeyID: extraKey.String, Hash: extraHash,
+		})
+	}
+	return nil
+}
+
+// result returns the DeviceAuth read, its credentials oldest first; ENOTFOUND if there was no
+// device.
+func (r *deviceAuthRows) result(deviceID string) (devreg.DeviceAuth, error) {
+	d := r.d
+	if !r.found {
 		return d, devreg.Errorf(devreg.ENOTFOUND, "no device %s", deviceID)
 	}
 	sort.SliceStable(d.Credentials, func(i, j int) bool {
@@ -299,4 +376,39 @@ func nullTime(t *time.Time) any {
 		return nil
 	}
 	return micros(*t)
+}
+
+// preparedQuery is a statement prepared once for the pool (database/sql prepares it on each
+// connection the first time it runs there), for the query every device login makes: preparing
+// one with joins costs SQLite more than running it. The zero value prepares on first use.
+type preparedQuery struct {
+	stmt atomic.Pointer[sql.Stmt]
+	mu   sync.Mutex // held while preparing
+}
+
+// prepare returns the statement of query on db, preparing it the first time.
+func (p *preparedQuery) prepare(ctx context.Context, db *sql.DB, h handle, query string) (*sql.Stmt, error) {
+	if stmt := p.stmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stmt := p.stmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := db.PrepareContext(ctx, h.bind(query))
+	if err != nil {
+		return nil, err
+	}
+	p.stmt.Store(stmt)
+	return stmt, nil
+}
+
+// close closes the statement, if it was prepared.
+func (p *preparedQuery) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stmt := p.stmt.Swap(nil); stmt != nil {
+		stmt.Close()
+	}
 }

@@ -61,6 +61,8 @@ type DB struct {
 	closeOnce      sync.Once
 
 	dirLock *DirLock // SQLite: the shared lock on the data directory, held until Close
+
+	deviceLogin preparedQuery // DeviceLogin's query
 }
 
 // handle runs queries written with '?' placeholders on a database, connection or transaction,
@@ -145,6 +147,10 @@ func open(ctx context.Context, url string, migrate bool) (*DB, error) {
 		s.dirLock.Release()
 		return nil, err
 	}
+	// Keep every connection of the pool when it is idle, not database/sql's default of two: the
+	// others would be closed whenever a burst ends and opened again (with their page cache and
+	// prepared statements) at the next one.
+	s.db.SetMaxIdleConns(s.db.Stats().MaxOpenConnections)
 	s.db.SetConnMaxIdleTime(5 * time.Minute)
 	s.regs = newRegistrations(s.db.Stats().MaxOpenConnections)
 	s.writer = make(chan struct{}, 1)
@@ -197,6 +203,7 @@ func (s *DB) Close() error {
 			<-s.checkpointDone
 		}
 	})
+	s.deviceLogin.close()
 	err := s.db.Close()
 	s.dirLock.Release()
 	return err

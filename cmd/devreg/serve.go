@@ -33,6 +33,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	rateLimit := fs.String("api-rate-limit", m.env("DEVREG_API_RATE_LIMIT", strconv.Itoa(ratelimit.DefaultLimit)),
 		"`N` requests a minute that each admin, register or read API key may make, counted by each server on its own; beyond it 429 (at least 1; broker keys are not limited) (env DEVREG_API_RATE_LIMIT)")
 	proxies := fs.String("trusted-proxy", m.env("DEVREG_TRUSTED_PROXY", ""), "reverse `proxies` (addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client's address in the audit log (env DEVREG_TRUSTED_PROXY)")
+	debugAddr := fs.String("debug-listen", m.env("DEVREG_DEBUG_LISTEN", ""), "`host:port` to serve the runtime profiles (net/http/pprof) on, apart from --addr; empty (the default) for none. Keep it on loopback (env DEVREG_DEBUG_LISTEN)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +58,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(m.Stderr, nil))
 
+	if *debugAddr != "" {
+		dbg, err := server.ListenDebug(*debugAddr, cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("--debug-listen: %w", err)
+		}
+		defer dbg.Close()
+		fmt.Fprintf(m.Stderr, "devreg profiles: %s\n", dbg.URL())
+	}
 	srv, err := server.Open(ctx, cfg)
 	if err != nil {
 		return err

@@ -25,8 +25,9 @@
 //
 // With -backup-only it measures only devreg backup of a registry of n devices, alone and while
 // registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
+// With -tokens-only it measures only the request rates, on a registry of n devices.
 //
-//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only]
+//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only] [-tokens-only]
 package main
 
 import (
@@ -70,6 +71,7 @@ func main() {
 	flag.BoolVar(&cfg.oldBaselines, "old-baselines", false, "also measure the baselines of devreg's first table layout, to compare with figures from before issue 17")
 	flag.DurationVar(&cfg.rateTime, "rate-time", 5*time.Second, "how long each request rate is measured")
 	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
+	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
 	flag.Parse()
 	var err error
 	switch {
@@ -77,6 +79,8 @@ func main() {
 		err = runBackupOnly(cfg.n)
 	case cfg.runs < 1 || cfg.n < 1000:
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
+	case *tokensOnly:
+		err = runTokensOnly(cfg)
 	default:
 		err = run(cfg)
 	}
@@ -108,21 +112,31 @@ type files struct {
 	growth, growthBase              []string
 }
 
+// newBench builds devreg into a new temporary directory, which the caller removes.
+func newBench(cfg config) (*bench, error) {
+	dir, err := os.MkdirTemp("", "devreg-bench")
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{config: cfg, dir: dir, bin: filepath.Join(dir, "devreg"), load: newLoadGenerator(), res: newResults()}
+	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/devreg").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return b, nil
+}
+
 // run measures every figure cfg.runs times and prints them.
 func run(cfg config) error {
 	began := time.Now()
 	if _, err := exec.LookPath("sqlite3"); err != nil {
 		return fmt.Errorf("the baseline needs the sqlite3 shell: apt-get install -y sqlite3")
 	}
-	dir, err := os.MkdirTemp("", "devreg-bench")
+	b, err := newBench(cfg)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	b := &bench{config: cfg, dir: dir, bin: filepath.Join(dir, "devreg"), load: newLoadGenerator(), res: newResults()}
-	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/devreg").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
-	}
+	defer os.RemoveAll(b.dir)
 	fmt.Fprintf(os.Stderr, "generating %d devices...\n", cfg.n)
 	if err := b.generate(); err != nil {
 		return err

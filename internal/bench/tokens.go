@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -130,6 +132,69 @@ func (b *bench) rateRun(ctx context.Context, srv *server) error {
 		b.res.add(l.name, "healthz", m)
 	}
 	return nil
+}
+
+// runTokensOnly measures only the request rates of rateRun, cfg.runs times, each time on a new
+// server whose registry holds cfg.n devices, and prints them.
+func runTokensOnly(cfg config) error {
+	began := time.Now()
+	b, err := newBench(cfg)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	b.idsA, b.secretsA = make([]string, cfg.n), make([]string, cfg.n)
+	for i := range cfg.n {
+		b.idsA[i], b.secretsA[i] = deviceID("a", i), randText(rng, 24)
+	}
+	if b.files.csvA, err = writeLines(b.dir, "a.csv", cfg.n, func(w *bufio.Writer, i int) { fmt.Fprintf(w, "%s, %s,\n", b.idsA[i], b.secretsA[i]) }); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for r := range cfg.runs {
+		fmt.Fprintf(os.Stderr, "run %d of %d (%s in)\n", r+1, cfg.runs, time.Since(began).Round(time.Second))
+		if err := b.tokensRun(ctx, r); err != nil {
+			return err
+		}
+	}
+	b.reportRates(os.Stdout, time.Since(began))
+	return nil
+}
+
+// tokensRun registers the devices on a server of its own and measures the request rates there.
+func (b *bench) tokensRun(ctx context.Context, run int) error {
+	srv, err := b.startServer(ctx, fmt.Sprintf("run%d-tokens", run+1))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	typeID, err := srv.newType(ctx, "bench tokens")
+	if err != nil {
+		return err
+	}
+	n := int64(b.n)
+	if _, err := srv.register(ctx, "register_csv", typeID, b.files.csvA, "text/csv", false, http.StatusOK, func(r regResult) bool { return r.Created == n }); err != nil {
+		return err
+	}
+	return b.rateRun(ctx, srv)
+}
+
+// reportRates prints the request rates that rateRun measured, as the full report does.
+func (b *bench) reportRates(w io.Writer, took time.Duration) {
+	fmt.Fprintf(w, "devreg bench -tokens-only: n=%d, %d runs, %d CPUs; rates: %s, %s each; took %s\n",
+		b.n, b.runs, runtime.NumCPU(), b.load, b.rateTime, took.Round(time.Second))
+	fmt.Fprintln(w, "Each figure: the median of the runs [least–greatest]. Each ratio is taken within a run.")
+	fmt.Fprintf(w, "\n%-34s %-26s %-22s %14s\n", "rate", "requests/s", "ratio_to_healthz", "server_cpu_us/req")
+	for _, name := range []string{"healthz", "token_issue", "broker_login_secret", "broker_login_token"} {
+		s := b.res.byName[name]
+		ratio := "-"
+		if name != "healthz" {
+			ratio = spreadOf(s.ratios()).format(2)
+		}
+		perReq := spreadOf(s.pick(func(m measure) float64 { return m.cpu / (m.value * b.rateTime.Seconds()) * 1e6 }))
+		fmt.Fprintf(w, "%-34s %-26s %-22s %14.0f\n", name, spreadOf(s.values()).format(0), ratio, perReq.med)
+	}
 }
 
 // send sends one variant of l and returns the answer's status and body.
