@@ -95,7 +95,9 @@ func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, se
 	}
 	cred, ok := s.matchSecret(d, accountID, deviceID, secret, now)
 	if !ok || !d.Enabled {
-		failures, since, err := s.store.ReserveAttempt(ctx, key, now, DeviceFailureWindow)
+		// Counted even if the client hangs up now: a wrong guess is answered only after it is
+		// counted, and one that could end its request first would never be.
+		failures, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), key, now, DeviceFailureWindow)
 		if err != nil {
 			return devreg.DeviceAuth{}, none, err
 		}

@@ -279,33 +279,31 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	}
 	steps := batchSteps(plan, res.Created+res.Replaced, connectedIn, res.Created+movedIn)
 	if inserted < 0 {
-		steps = append(steps, step{insertDevices, insertArgs})
+		steps = append(steps, step{sql: insertDevices, args: insertArgs})
 	}
 	if res.Replaced > 0 {
 		steps = append(steps, []step{
-			{`UPDATE device_types SET device_count = device_count - m.n
+			{sql: `UPDATE device_types SET device_count = device_count - m.n
 				FROM (SELECT old_type, count(*) AS n FROM ` + st.table + ` WHERE action = 2 AND old_type <> ? GROUP BY old_type) AS m
 				WHERE device_types.account_id = ? AND device_types.id = m.old_type`,
-				[]any{plan.DeviceTypeID, plan.AccountID}},
-			{`UPDATE batches SET device_count = device_count - m.n, connected_count = connected_count - m.c
+				args: []any{plan.DeviceTypeID, plan.AccountID}},
+			{sql: `UPDATE batches SET device_count = device_count - m.n, connected_count = connected_count - m.c
 				FROM (SELECT old_batch, count(*) AS n, sum(old_seen) AS c FROM ` + st.table + ` WHERE action = 2 GROUP BY old_batch) AS m
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
-				[]any{plan.AccountID}},
+				args: []any{plan.AccountID}},
 		}...)
 		if err := st.lockReplaced(ctx, q, account); err != nil {
 			return res, err
 		}
 		steps = append(steps, st.replaceCredentials(account, b)...)
-		steps = append(steps, step{`UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
+		steps = append(steps, step{sql: `UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
 				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
 				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
-			[]any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
+			args: []any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
 	}
 	endWrite := devreg.StartStage(ctx, "write")
-	for _, step := range steps {
-		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
-			return res, fmt.Errorf("register staged devices: %w", err)
-		}
+	if err := runSteps(ctx, q, plan, steps); err != nil {
+		return res, err
 	}
 	endWrite()
 	defer devreg.StartStage(ctx, "commit")()
@@ -321,6 +319,22 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 type step struct {
 	sql  string
 	args []any
+	one  bool // it must change one row
+}
+
+// run runs steps in a registration's transaction. A step that must change one row and changes
+// none finds the device type gone: deleted while the request was read.
+func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps []step) error {
+	for _, step := range steps {
+		r, err := q.ExecContext(ctx, step.sql, step.args...)
+		if err != nil {
+			return fmt.Errorf("register devices: %w", err)
+		}
+		if n, err := r.RowsAffected(); step.one && err == nil && n != 1 {
+			return devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered", plan.DeviceTypeID)
+		}
+	}
+	return nil
 }
 
 // lockReplaced locks, on PostgreSQL, the rows of the devices a registration replaces before it
@@ -345,17 +359,17 @@ func (st *Stage) replaceCredentials(account int64, b devreg.Batch) []step {
 	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
 	now := micros(b.CreatedAt)
 	return []step{
-		{`INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
+		{sql: `INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
 			SELECT account_num, device_id, cred_id, key_id, secret_hash, cred_created_at, cred_not_before, cred_not_after,
 				coalesce(cred_status, 'enabled'), cred_last_used_at, cred_source
 			FROM devices WHERE account_num = ? AND device_id IN (` + replaced + `) AND cred_source = ?`,
-			[]any{account, string(devreg.CredentialFromDevice)}},
-		{`DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND (source <> ? OR not_after <= ?)`,
-			[]any{account, string(devreg.CredentialFromDevice), now}},
-		{`DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND id NOT IN (
+			args: []any{account, string(devreg.CredentialFromDevice)}},
+		{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND (source <> ? OR not_after <= ?)`,
+			args: []any{account, string(devreg.CredentialFromDevice), now}},
+		{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND id NOT IN (
 				SELECT k.id FROM credentials k WHERE k.account_num = credentials.account_num AND k.device_id = credentials.device_id
 				ORDER BY k.created_at DESC, k.id DESC LIMIT ?)`,
-			[]any{account, devreg.MaxCredentials - 1}},
+			args: []any{account, devreg.MaxCredentials - 1}},
 	}
 }
 

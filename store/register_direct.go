@@ -72,10 +72,8 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	defer devreg.StartStage(ctx, "commit")()
 	n := int64(entries.Len())
 	res = devreg.RegisterResult{BatchID: plan.Batch.ID, Created: n}
-	for _, step := range batchSteps(plan, n, 0, n) {
-		if _, err := q.ExecContext(ctx, step.sql, step.args...); err != nil {
-			return res, false, fmt.Errorf("register devices: %w", err)
-		}
+	if err := runSteps(ctx, q, plan, batchSteps(plan, n, 0, n)); err != nil {
+		return res, false, err
 	}
 	if plan.Audit != nil {
 		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
@@ -90,11 +88,11 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 func batchSteps(plan devreg.RegistrationPlan, count, connected, typeDelta int64) []step {
 	b := plan.Batch
 	return []step{
-		{`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
+		{sql: `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
-			[]any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected}},
-		{`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
-			[]any{typeDelta, plan.AccountID, plan.DeviceTypeID}},
+			args: []any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected}},
+		{sql: `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
+			args: []any{typeDelta, plan.AccountID, plan.DeviceTypeID}, one: true},
 	}
 }
 

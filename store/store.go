@@ -33,10 +33,12 @@ var migrations embed.FS
 // SQLite page cache sizes in KiB (negative, as PRAGMA cache_size takes them): each connection's,
 // and that of the one connection writing a registration, which touches pages all over the
 // unique index of device IDs. SQLite writes one transaction at a time, so at most one
-// connection has the bigger cache, and it gives the memory back after.
+// connection has the bigger cache, and it gives the memory back after. 64 MiB made a million
+// devices with IDs spread like UUIDs about 8% faster than 16 MiB, at 95 MB more peak memory;
+// 32 MiB is the middle.
 const (
 	cacheSize         = "-16384"
-	registerCacheSize = "-65536"
+	registerCacheSize = "-32768"
 )
 
 // DB is devreg's store.

@@ -1,0 +1,129 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/internal/pgtest"
+	"devreg/registry"
+	"devreg/store"
+)
+
+type a17 struct {
+	svc   *registry.Service
+	admin context.Context
+	db    *store.DB
+}
+
+func newA17(t *testing.T, url string) *a17 {
+	ctx := context.Background()
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := registry.New(db, keys)
+	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
+	return &a17{svc: svc, admin: admin, db: db}
+}
+
+func both17(t *testing.T, fn func(t *testing.T, url string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
+	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.NewDatabase(t)) })
+}
+
+func (e *a17) state(t *testing.T, dtID string) (devices int, count int64, batches int, audits int) {
+	t.Helper()
+	ds, _, err := e.svc.ListDevices(e.admin, devreg.DeviceFilter{DeviceTypeID: dtID, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt, err := e.svc.DeviceType(e.admin, dtID)
+	if err == nil {
+		count = dt.DeviceCount
+	}
+	bs, _, err := e.svc.ListBatches(e.admin, devreg.BatchFilter{DeviceTypeID: dtID, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, _, _, err := e.svc.AuditLog(e.admin, devreg.AuditFilter{Action: "devices.register", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ds), int64(count), len(bs), len(as)
+}
+
+func ids17(prefix string, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("secret-of-%s-%d", prefix, i))
+	}
+	return out
+}
+
+// blockingSource yields its entries, then waits for release before EOF.
+type blockingSource struct {
+	s       *entrySource
+	reached chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingSource) Next() (devreg.DeviceEntry, error) {
+	e, err := b.s.Next()
+	if err == io.EOF {
+		b.once.Do(func() { close(b.reached) })
+		<-b.release
+	}
+	return e, err
+}
+
+// TestAttack17RegistrationIntoATypeDeletedMeanwhile: a registration whose device type is deleted
+// while its body is read registers nothing (it registered into a type that no longer existed).
+func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
+	both17(t, func(t *testing.T, url string) {
+		e := newA17(t, url)
+		for _, mode := range []string{"new", "mixed"} {
+			dt, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "doomed-" + mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keep, _ := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "keep-" + mode})
+			src := &blockingSource{s: entries(ids17("del-"+mode, 4)...), reached: make(chan struct{}), release: make(chan struct{})}
+			if mode == "mixed" {
+				// one registered elsewhere, skip -> staging path
+				e.svc.Register(e.admin, keep.ID, entries("del-mixed-3", "secret-x-y-z"), devreg.RegisterOptions{})
+			}
+			done := make(chan error)
+			var res devreg.RegisterResult
+			go func() {
+				var err error
+				res, err = e.svc.Register(e.admin, dt.ID, src, devreg.RegisterOptions{OnConflict: devreg.ConflictSkip})
+				done <- err
+			}()
+			<-src.reached
+			derr := e.svc.DeleteDeviceType(e.admin, dt.ID)
+			close(src.release)
+			err = <-done
+			t.Logf("%s: delete: %v; register: %+v %v", mode, derr, res, err)
+			if derr == nil && err == nil {
+				d, _ := e.svc.Device(e.admin, "del-"+mode+"-0")
+				t.Errorf("%s: type deleted, yet registration into it succeeded: device %+v is in a type that does not exist", mode, d)
+			}
+		}
+	})
+}
