@@ -27,7 +27,7 @@
 // registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
 // With -tokens-only it measures only the request rates, on a registry of n devices.
 //
-//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only] [-tokens-only]
+//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only] [-tokens-only] [-big]
 package main
 
 import (
@@ -71,6 +71,7 @@ func main() {
 	flag.BoolVar(&cfg.oldBaselines, "old-baselines", false, "also measure the baselines of devreg's first table layout, to compare with figures from before issue 17")
 	flag.DurationVar(&cfg.rateTime, "rate-time", 5*time.Second, "how long each request rate is measured")
 	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
+	big := flag.Bool("big", false, "register 10 batches of n devices on PostgreSQL, and measure the device token rate before and after them")
 	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
 	flag.Parse()
 	var err error
@@ -81,6 +82,8 @@ func main() {
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
 	case *tokensOnly:
 		err = runTokensOnly(cfg)
+	case *big:
+		err = runBig(cfg)
 	default:
 		err = run(cfg)
 	}

@@ -26,6 +26,21 @@ const oldPostgres = `CREATE TABLE devices (account_id TEXT NOT NULL, device_id T
 	CREATE INDEX devices_type ON devices (account_id, device_type_id, device_id);
 	CREATE INDEX devices_batch ON devices (account_id, batch_id, device_id)`
 
+// newPGDatabase creates a database of its own on the PostgreSQL server and returns its URL and
+// what drops it.
+func (b *bench) newPGDatabase(ctx context.Context, admin *sql.DB) (string, func(), error) {
+	name := "devreg_bench_" + strings.ToLower(randText(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), 10))
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, fmt.Errorf("create database on %s: %w", b.pg, err)
+	}
+	u, err := url.Parse(b.pg)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	return u.String(), func() { admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }, nil
+}
+
 // postgresRun measures, each on a database of its own made for it, a COPY of the sorted set and
 // one of the shuffled set into the smallest table, and the CSV request of the sorted set through
 // a server, against the sorted COPY. Every step begins after a CHECKPOINT, so that none pays for
@@ -36,18 +51,7 @@ func (b *bench) postgresRun(ctx context.Context, run int) error {
 		return err
 	}
 	defer admin.Close()
-	newDB := func() (string, func(), error) {
-		name := "devreg_bench_" + strings.ToLower(randText(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), 10))
-		if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-			return "", nil, fmt.Errorf("create database on %s: %w", b.pg, err)
-		}
-		u, err := url.Parse(b.pg)
-		if err != nil {
-			return "", nil, err
-		}
-		u.Path = "/" + name
-		return u.String(), func() { admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }, nil
-	}
+	newDB := func() (string, func(), error) { return b.newPGDatabase(ctx, admin) }
 	checkpoint := func() error {
 		_, err := admin.ExecContext(ctx, "CHECKPOINT")
 		return err
