@@ -46,27 +46,6 @@ func both17(t *testing.T, fn func(t *testing.T, url string)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.NewDatabase(t)) })
 }
 
-func (e *a17) state(t *testing.T, dtID string) (devices int, count int64, batches int, audits int) {
-	t.Helper()
-	ds, _, err := e.svc.ListDevices(e.admin, devreg.DeviceFilter{DeviceTypeID: dtID, Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dt, err := e.svc.DeviceType(e.admin, dtID)
-	if err == nil {
-		count = dt.DeviceCount
-	}
-	bs, _, err := e.svc.ListBatches(e.admin, devreg.BatchFilter{DeviceTypeID: dtID, Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, _, _, err := e.svc.AuditLog(e.admin, devreg.AuditFilter{Action: "devices.register", Limit: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ds), int64(count), len(bs), len(as)
-}
-
 func ids17(prefix string, n int) []string {
 	var out []string
 	for i := range n {
@@ -123,6 +102,14 @@ func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
 			if derr == nil && err == nil {
 				d, _ := e.svc.Device(e.admin, "del-"+mode+"-0")
 				t.Errorf("%s: type deleted, yet registration into it succeeded: device %+v is in a type that does not exist", mode, d)
+			}
+			if derr == nil {
+				if devreg.ErrorCode(err) != devreg.ENOTFOUND {
+					t.Errorf("%s: registration into a type deleted meanwhile: %v, want not found", mode, err)
+				}
+				if _, err := e.svc.Device(e.admin, "del-"+mode+"-0"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+					t.Errorf("%s: a refused registration left a device: %v", mode, err)
+				}
 			}
 		}
 	})
