@@ -23,10 +23,11 @@ type entries struct{ src devreg.EntrySource }
 
 func (b entries) Next() (devreg.DeviceEntry, error) {
 	e, err := b.src.Next()
-	var tooLarge *http.MaxBytesError
-	switch {
-	case err == nil, errors.Is(err, io.EOF):
+	if err == nil || errors.Is(err, io.EOF) {
 		return e, err
+	}
+	var tooLarge *http.MaxBytesError // escapes to the heap: only once the body ends
+	switch {
 	case errors.As(err, &tooLarge):
 		return e, TooLarge(tooLarge)
 	case devreg.ErrorCode(err) != devreg.EINTERNAL:
