@@ -34,7 +34,7 @@ build:
 # Registers 1,000,000 devices through a real server, three runs, and prints each figure of issue 17
 # as a median with its spread and a ratio to a baseline measured in the same run: the sqlite3
 # shell's .import (and PostgreSQL's COPY) into the smallest table that enforces the rule. About
-# 7.5 minutes on 2 cores; go run ./internal/bench -h for the knobs. make bench BIG=1 registers
+# 5 minutes on 2 cores; go run ./internal/bench -h for the knobs. make bench BIG=1 registers
 # ten batches of a million devices on PostgreSQL instead and measures the token rate before and
 # after them (about 5 minutes, and 600 MB of temporary files).
 bench:
