@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync"
 	"testing"
 
 	"devreg"
-	"devreg/credential"
-	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -22,28 +19,8 @@ type a17 struct {
 }
 
 func newA17(t *testing.T, url string) *a17 {
-	ctx := context.Background()
-	db, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := registry.New(db, keys)
-	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
+	svc, db, _, admin := openService(t, url)
 	return &a17{svc: svc, admin: admin, db: db}
-}
-
-func both17(t *testing.T, fn func(t *testing.T, url string)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
-	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.NewDatabase(t)) })
 }
 
 func ids17(prefix string, n int) []string {
@@ -74,7 +51,7 @@ func (b *blockingSource) Next() (devreg.DeviceEntry, error) {
 // TestAttack17RegistrationIntoATypeDeletedMeanwhile: a registration whose device type is deleted
 // while its body is read registers nothing (it registered into a type that no longer existed).
 func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
-	both17(t, func(t *testing.T, url string) {
+	onBothDatabases(t, func(t *testing.T, url string) {
 		e := newA17(t, url)
 		for _, mode := range []string{"new", "mixed"} {
 			dt, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "doomed-" + mode})

@@ -22,13 +22,34 @@ import (
 // of account A with each scope, no caller at all, and the admin of another account B, to which
 // A's objects must not exist. Allowed calls must have their effect; refused ones must leave
 // everything as it was.
-func TestService(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) {
-		testService(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		testService(t, pgtest.NewDatabase(t))
-	})
+func TestService(t *testing.T) { onBothDatabases(t, testService) }
+
+// onBothDatabases runs test on a new SQLite database and on a new PostgreSQL one.
+func onBothDatabases(t *testing.T, test func(t *testing.T, url string)) {
+	t.Run("sqlite", func(t *testing.T) { test(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
+	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
+}
+
+// openService opens the database at url and a registry on it with a new key file, and an
+// account, "Maker A", whose admin the returned context speaks for.
+func openService(t *testing.T, url string) (*registry.Service, *store.DB, devreg.Account, context.Context) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := registry.New(db, keys)
+	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, db, a, devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
 }
 
 // The answers a case may expect.
@@ -79,20 +100,7 @@ func (f *fixture) credentials(t *testing.T) []devreg.Credential {
 
 func testService(t *testing.T, url string) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := registry.New(db, keys)
-	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _, a, _ := openService(t, url)
 	b, _, err := svc.NewAccount(ctx, "Maker B", "owner@b.example", "password-b")
 	if err != nil {
 		t.Fatal(err)
