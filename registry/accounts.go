@@ -87,7 +87,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg
 	}
 	now := s.now()
 	if nk.ExpiresAt != nil && !nk.ExpiresAt.After(now) {
-		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future", nk.ExpiresAt.Format(time.RFC3339))
+		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future; leave it out for a key that does not expire", nk.ExpiresAt.Format(time.RFC3339))
 	}
 	types, err := s.keyTypes(ctx, c, nk)
 	if err != nil {
@@ -122,10 +122,10 @@ func (s *Service) keyTypes(ctx context.Context, c devreg.Caller, nk devreg.NewAP
 			continue
 		}
 		if !opaqueID(id) {
-			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %q in this account", id)
+			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %q in this account; GET /api/v1/devicetypes lists them", id)
 		}
 		if _, err := s.store.DeviceType(ctx, c.AccountID, id); devreg.ErrorCode(err) == devreg.ENOTFOUND {
-			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %s in this account", id)
+			return nil, devreg.Errorf(devreg.EINVALID, "device_type_ids: there is no device type %s in this account; GET /api/v1/devicetypes lists them", id)
 		} else if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 		k.ExpiresAt = nil
 	} else if u.ExpiresAt != nil {
 		if !u.ExpiresAt.After(s.now()) {
-			return k, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future", u.ExpiresAt.Format(time.RFC3339))
+			return k, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future; set it to null for a key that does not expire", u.ExpiresAt.Format(time.RFC3339))
 		}
 		k.ExpiresAt = u.ExpiresAt
 	}
@@ -186,6 +186,18 @@ func (s *Service) ListAPIKeys(ctx context.Context) ([]devreg.APIKey, error) {
 		return nil, err
 	}
 	return s.store.ListAPIKeys(ctx, c.AccountID)
+}
+
+// APIKey returns one of the caller's account's API keys (never the key itself).
+func (s *Service) APIKey(ctx context.Context, id string) (devreg.APIKey, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.APIKey{}, err
+	}
+	if !opaqueID(id) {
+		return devreg.APIKey{}, notFound("API key", id)
+	}
+	return s.store.APIKey(ctx, c.AccountID, id)
 }
 
 // DeleteAPIKey revokes an API key; it stops working at once.

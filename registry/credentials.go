@@ -95,7 +95,7 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 			if old.ExpiredAt(now) {
 				ch.Delete = append(ch.Delete, old.ID)
 			} else if s.keys.Verify(old.KeyID, old.Hash, c.AccountID, deviceID, secret) {
-				return ch, devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this secret (%s)", deviceID, old.ID)
+				return ch, devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this secret (%s); choose another secret, or let the server generate one", deviceID, old.ID)
 			}
 		}
 		if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {

@@ -28,7 +28,9 @@ func (m *Main) deviceConnect(ctx context.Context, args []string) error {
 		"  new credential: CREDENTIAL_ID\n"+
 		"  old secret valid until: RFC3339_TIME\n"+
 		"Store the new secret in the device; the old one keeps working until the time shown (the device\n"+
-		"type's rotation_grace_seconds), so a lost answer can be recovered by rotating again.\n\n"+
+		"type's rotation_grace_seconds). Once the new secret has been used (this command uses it at once)\n"+
+		"the old one can no longer rotate; if the new secret was lost after that, an administrator adds\n"+
+		"a credential for the device (console: the device's page, Credentials).\n\n"+
 		"Examples:\n  echo \"$SECRET\" | devreg device connect --server https://devreg.example.com --account acc_123 --device AA:BB:CC:00:00:01\n"+
 		"  NEW=$(echo \"$SECRET\" | devreg device connect --account acc_123 --device AA:BB:CC:00:00:01 --rotate | sed -n 's/^new secret: //p')")
 	server := fs.String("server", m.env("DEVREG_SERVER", "http://localhost:8080"), "the devreg server's `URL` (env DEVREG_SERVER)")
@@ -129,7 +131,9 @@ func explainDeviceError(err error) string {
 	if errors.As(err, &de) {
 		switch {
 		case de.Status == 401 && de.Code == "invalid_client":
-			return "invalid_client: unknown device, wrong secret, or the device or its batch is disabled"
+			return "invalid_client: unknown device, wrong secret, the device or its batch is disabled, or the secret's " +
+				"credential is disabled, expired or not yet valid; a secret this device has rotated away from, once the " +
+				"new one was used, cannot rotate again (an administrator can add a credential on the device's page)"
 		case de.Status == 429:
 			return de.Error() + " (too many failed attempts for this device)"
 		}
