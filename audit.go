@@ -94,6 +94,9 @@ func AuditLine(entry []byte, hash string) []byte {
 	return append(line, `,"hash":"`+hash+"\"}\n"...)
 }
 
+// String returns the head as SEQ:HASH, as ParseAuditHead reads it.
+func (h AuditHead) String() string { return fmt.Sprintf("%d:%s", h.Seq, h.Hash) }
+
 // ParseAuditHead reads a head given as SEQ:HASH.
 func ParseAuditHead(s string) (AuditHead, error) {
 	seq, hash, ok := strings.Cut(s, ":")

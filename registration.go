@@ -36,6 +36,10 @@ type RegistrationEntries interface {
 	Replay(chunk int, fn func([]StagedEntry) error) error
 }
 
+// Sampled reports whether the entry at index is one of a registration's sample, whose device
+// IDs are looked up before its devices are written: the entries at index 0, 1, 2, 4, 8, ...
+func Sampled(index int) bool { return index&(index-1) == 0 }
+
 // RegistrationStage applies the checked entries of one registration request to the registry in
 // one short write, once the request has been read in full (however slowly it arrived). Stores
 // implement it.

@@ -87,22 +87,8 @@ func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	return h.renderKeys(w, r, &k)
 }
 
-// apiKey returns one of the account's keys; the service lists keys but has no call for one.
-func (h *Handler) apiKey(r *http.Request, id string) (devreg.APIKey, error) {
-	keys, err := h.svc.ListAPIKeys(r.Context())
-	if err != nil {
-		return devreg.APIKey{}, err
-	}
-	for _, k := range keys {
-		if k.ID == id {
-			return k, nil
-		}
-	}
-	return devreg.APIKey{}, devreg.Errorf(devreg.ENOTFOUND, "there is no API key %s", clipText(id))
-}
-
 func (h *Handler) editAPIKeyPage(w http.ResponseWriter, r *http.Request) error {
-	k, err := h.apiKey(r, r.PathValue("id"))
+	k, err := h.svc.APIKey(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -199,26 +200,17 @@ func detailLines(details map[string]any) []detailLine {
 		for k := range nw {
 			keys[k] = true
 		}
-		for _, k := range sortedKeys(keys) {
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
 			lines = append(lines, detailLine{k, clipDetail(detailText(old[k]) + " → " + detailText(nw[k]))})
 		}
 	}
-	for _, k := range sortedKeys(details) {
+	for _, k := range slices.Sorted(maps.Keys(details)) {
 		if oldOK && newOK && (k == "old" || k == "new") {
 			continue
 		}
 		lines = append(lines, detailLine{k, clipDetail(detailText(details[k]))})
 	}
 	return lines
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func detailText(v any) string {
@@ -258,7 +250,7 @@ func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 		hd.Set("Content-Type", "application/x-ndjson")
 		hd.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="devreg-audit-%s.ndjson"`, h.svc.Now().UTC().Format("20060102T150405Z")))
 		hd.Set("Cache-Control", "no-store")
-		hd.Set("Audit-Head", fmt.Sprintf("%d:%s", head.Seq, head.Hash))
+		hd.Set("Audit-Head", head.String())
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}, func(entry []byte, hash string) error {

@@ -229,11 +229,10 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return clientError(err)
 	}
-	form := cr.form
 	now := h.svc.Now().UTC()
 	claims := devtoken.Claims{
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
-		Audience: form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
+		Audience: cr.form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
 		Cred: dev.CredentialID,
 	}
 	tok, err := devtoken.Sign(h.keys.Current(), claims)

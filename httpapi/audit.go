@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bufio"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -68,7 +67,7 @@ func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	err = h.svc.ExportAudit(r.Context(), since, until, func(head devreg.AuditHead) error {
-		w.Header().Set("Audit-Head", fmt.Sprintf("%d:%s", head.Seq, head.Hash))
+		w.Header().Set("Audit-Head", head.String())
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		return nil

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,25 +78,14 @@ func objectTypeOf(id string) string {
 // unchanged reports whether the details change made say nothing changed.
 func unchanged(diff map[string]any) bool { return len(diff["new"].(map[string]any)) == 0 }
 
+// equalValue compares two values of audit details: strings (times are formatted), numbers and
+// lists of strings.
 func equalValue(a, b any) bool {
-	switch a := a.(type) {
-	case []string:
+	if a, ok := a.([]string); ok {
 		b, ok := b.([]string)
-		if !ok || len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				return false
-			}
-		}
-		return true
-	case *time.Time:
-		b, ok := b.(*time.Time)
-		return ok && (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
-	default:
-		return a == b
+		return ok && slices.Equal(a, b)
 	}
+	return a == b
 }
 
 // AuditLog returns a page of the caller's account's audit entries that match f, newest first,

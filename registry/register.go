@@ -207,7 +207,7 @@ type readResult struct {
 	total           int
 	invalid         devreg.ProblemList
 	maybeDuplicates bool     // some device ID may repeat: the stage must check
-	sample          []string // the device IDs of the entries at index 0, 1, 2, 4, 8, ...
+	sample          []string // the device IDs of the sampled entries (devreg.Sampled)
 	err             error
 }
 
@@ -266,7 +266,7 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 				r.invalid.Add(p)
 			}
 			for _, e := range b.staged {
-				if e.Index&(e.Index-1) == 0 {
+				if devreg.Sampled(e.Index) {
 					r.sample = append(r.sample, e.DeviceID)
 				}
 				if !r.maybeDuplicates {

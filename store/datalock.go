@@ -24,8 +24,7 @@ var ErrDataDirInUse = errors.New("the data directory is in use")
 // DirLock is a held lock on a data directory's LockFileName. The kernel gives it up when the
 // process ends, however it ends.
 type DirLock struct {
-	f    *os.File
-	path string
+	f *os.File
 }
 
 // LockDataDir takes the lock of the data directory dir, shared or exclusive, without waiting: it
@@ -47,7 +46,7 @@ func LockDataDir(dir string, exclusive bool) (*DirLock, error) {
 		}
 	}
 	if err == nil {
-		return &DirLock{f: f, path: path}, nil
+		return &DirLock{f: f}, nil
 	}
 	f.Close()
 	if err != syscall.EWOULDBLOCK {

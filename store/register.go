@@ -26,7 +26,7 @@ type Stage struct {
 	analyzed bool
 
 	staged int      // how many entries are staged
-	sample []string // the device IDs of the entries at index 0, 1, 2, 4, 8, ...
+	sample []string // the device IDs of the sampled entries (devreg.Sampled)
 
 	// PostgreSQL: one COPY for the whole request, fed row by row as the entries are added.
 	copyRows chan []any
@@ -111,7 +111,7 @@ func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
 	}
 	st.staged += len(entries)
 	for _, e := range entries {
-		if e.Index&(e.Index-1) == 0 {
+		if devreg.Sampled(e.Index) {
 			st.sample = append(st.sample, e.DeviceID)
 		}
 	}
@@ -331,7 +331,7 @@ func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps
 			return fmt.Errorf("register devices: %w", err)
 		}
 		if n, err := r.RowsAffected(); step.one && err == nil && n != 1 {
-			return devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered", plan.DeviceTypeID)
+			return devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered (create the device type again, or choose another, and send the file again)", plan.DeviceTypeID)
 		}
 	}
 	return nil
@@ -401,19 +401,8 @@ func (st *Stage) readyToWrite(ctx context.Context) (done func(), err error) {
 // as the insert, and more the bigger the registry; this way the insert's own look into the
 // unique index is the only one.
 func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
-	if len(st.sample) > 0 {
-		sampleArgs := []any{account}
-		for _, id := range st.sample {
-			sampleArgs = append(sampleArgs, id)
-		}
-		var found int
-		if err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
-			strings.TrimSuffix(strings.Repeat("?, ", len(st.sample)), ", ")+`)`, sampleArgs...).Scan(&found); err != nil {
-			return -1, err
-		}
-		if found > 0 {
-			return -1, nil
-		}
+	if found, err := anyRegistered(ctx, q, account, st.sample); err != nil || found {
+		return -1, err
 	}
 	r, err := q.ExecContext(ctx, insert+` ON CONFLICT (account_num, device_id) DO NOTHING`, args...)
 	if err != nil {
@@ -444,8 +433,8 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 	if plan.OnConflict == devreg.ConflictReplace {
 		// A replace is asked to make the registered secret work: one that matches only a
 		// credential that is disabled or outside its window is replaced, not left unchanged.
+		ownValid = ownCredentialValid(plan)
 		now := micros(plan.Batch.CreatedAt)
-		ownValid = fmt.Sprintf(` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
 		extraValid = fmt.Sprintf(` AND c.status = 'enabled' AND coalesce(c.not_before, %d) <= %d AND coalesce(c.not_after, %d) > %d`, now, now, now+1, now)
 	}
 	sameSecret := `(d.secret_hash = ` + hashUnder("d.key_id") + ownValid + ` OR EXISTS (SELECT 1 FROM credentials c
@@ -467,6 +456,14 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		coalesce(sum(CASE WHEN action = 2 THEN old_seen ELSE 0 END), 0)
 		FROM `+st.table, plan.DeviceTypeID).Scan(&res.Created, &res.Unchanged, &conflicts, &moved, &connected)
 	return conflicts, moved, connected, err
+}
+
+// ownCredentialValid is a condition (starting with AND) that the credential in the row of device
+// d is valid at the plan's time. A replace asks for it: a resend is unchanged only if the secret
+// it registers works.
+func ownCredentialValid(plan devreg.RegistrationPlan) string {
+	now := micros(plan.Batch.CreatedAt)
+	return fmt.Sprintf(` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
 }
 
 // conflictError lists the conflicting entries of a registration that may not touch them.

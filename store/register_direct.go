@@ -229,8 +229,7 @@ func (st *Stage) lookUpSQL(plan devreg.RegistrationPlan, rows int) string {
 	if plan.OnConflict == devreg.ConflictReplace {
 		// A replace is asked to make the registered secret work: one whose credential is
 		// disabled or outside its window is replaced, not left unchanged.
-		now := micros(plan.Batch.CreatedAt)
-		fmt.Fprintf(&b, ` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
+		b.WriteString(ownCredentialValid(plan))
 	}
 	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM (VALUES `)
 	for i := range rows {
