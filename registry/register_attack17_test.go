@@ -58,11 +58,16 @@ func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			keep, _ := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "keep-" + mode})
+			keep, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "keep-" + mode})
+			if err != nil {
+				t.Fatal(err)
+			}
 			src := &blockingSource{s: entries(ids17("del-"+mode, 4)...), reached: make(chan struct{}), release: make(chan struct{})}
 			if mode == "mixed" {
 				// one registered elsewhere, skip -> staging path
-				e.svc.Register(e.admin, keep.ID, entries("del-mixed-3", "secret-x-y-z"), devreg.RegisterOptions{})
+				if _, err := e.svc.Register(e.admin, keep.ID, entries("del-mixed-3", "secret-x-y-z"), devreg.RegisterOptions{}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			done := make(chan error)
 			var res devreg.RegisterResult
@@ -76,6 +81,9 @@ func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
 			close(src.release)
 			err = <-done
 			t.Logf("%s: delete: %v; register: %+v %v", mode, derr, res, err)
+			if derr != nil {
+				t.Fatalf("%s: deleting the empty type while a registration is read: %v", mode, derr)
+			}
 			if derr == nil && err == nil {
 				d, _ := e.svc.Device(e.admin, "del-"+mode+"-0")
 				t.Errorf("%s: type deleted, yet registration into it succeeded: device %+v is in a type that does not exist", mode, d)

@@ -18,7 +18,7 @@ func TestExpiredKeyIsExplained(t *testing.T) {
 	dir := t.TempDir()
 	acme := createAccount(t, dir, "Acme", "ops@acme.test")
 	url, _ := serve(t, dir)
-	body := `{"name": "line 3", "scope": "register", "expires_at": "` + time.Now().Add(2*time.Second).UTC().Format(time.RFC3339Nano) + `"}`
+	body := `{"name": "line 3", "scope": "register", "expires_at": "` + time.Now().Add(5*time.Second).UTC().Format(time.RFC3339Nano) + `"}`
 	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/api/v1/apikeys", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+acme.APIKey)
 	req.Header.Set("Content-Type", "application/json")
