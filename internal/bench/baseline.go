@@ -14,11 +14,11 @@ import (
 
 // smallestSQLite is the smallest table that still enforces devreg's rule: one device ID per
 // account, with the secret's hash and the time it was created. The settings are those devreg's
-// writer registers with: a write-ahead log, synchronous=NORMAL, a 64 MiB page cache, and no
+// writer registers with: a write-ahead log, synchronous=NORMAL, a 32 MiB page cache (store.registerCacheSize), and no
 // checkpoint until the writer is done.
 const smallestSQLite = `PRAGMA journal_mode=WAL;
 PRAGMA synchronous=NORMAL;
-PRAGMA cache_size=-65536;
+PRAGMA cache_size=-32768;
 PRAGMA wal_autocheckpoint=0;
 CREATE TABLE devices (account_num INTEGER NOT NULL, device_id TEXT NOT NULL, hash BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE UNIQUE INDEX devices_id ON devices (account_num, device_id);

@@ -24,6 +24,9 @@ func runBig(cfg config) error {
 	if cfg.pg == "" {
 		return fmt.Errorf("-big needs a PostgreSQL server: -postgres URL or DEVREG_TEST_POSTGRES")
 	}
+	if err := pingPostgres(cfg.pg); err != nil {
+		return err
+	}
 	began := time.Now()
 	b, err := newBench(cfg)
 	if err != nil {
