@@ -92,12 +92,13 @@ func (m *Main) printJSON(v any) error {
 }
 
 func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
-	fs := m.flagSet("devicetypes create", "devicetypes create --name NAME [--description TEXT] [--min-secret-length N]\n\n"+
-		"Defines a device type and prints it as JSON.\n\nExample:\n  devreg devicetypes create --name \"Thermostat T1\" --min-secret-length 16")
+	fs := m.flagSet("devicetypes create", "devicetypes create --name NAME [--description TEXT] [--min-secret-length N] [--rotation-grace D]\n\n"+
+		"Defines a device type and prints it as JSON.\n\nExample:\n  devreg devicetypes create --name \"Thermostat T1\" --min-secret-length 16 --rotation-grace 72h")
 	server, apiKey := m.clientFlags(fs)
 	name := fs.String("name", "", "the device type's `name` (required, unique in the account)")
 	desc := fs.String("description", "", "a `description`")
 	minLen := fs.Int("min-secret-length", 0, "the shortest secret its devices may have (8 to 256; default 8)")
+	grace := fs.Duration("rotation-grace", -1, "how long a secret a device rotates away from keeps working, up to 720h; 0 ends it at once (default 168h)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -111,6 +112,10 @@ func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
 	in := client.DeviceTypeInput{Name: name, Description: desc}
 	if *minLen != 0 {
 		in.MinSecretLength = minLen
+	}
+	if *grace >= 0 {
+		seconds := int(grace.Seconds())
+		in.RotationGraceSeconds = &seconds
 	}
 	t, err := c.CreateDeviceType(ctx, in)
 	if err != nil {

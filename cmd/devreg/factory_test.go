@@ -42,10 +42,16 @@ func TestFactoryLine(t *testing.T) {
 	url, _ := serve(t, dir)
 	c := cli{dir: dir, env: []string{"DEVREG_SERVER=" + url, "DEVREG_API_KEY=" + acme.APIKey}}
 
-	code, out, errOut := c.run(t, "", "devicetypes", "create", "--name", "Thermostat T1", "--min-secret-length", "20")
-	var dt struct{ ID, Name string }
+	code, out, errOut := c.run(t, "", "devicetypes", "create", "--name", "Thermostat T1", "--min-secret-length", "20", "--rotation-grace", "72h")
+	var dt struct {
+		ID, Name             string
+		RotationGraceSeconds *int `json:"rotation_grace_seconds"`
+	}
 	if code != 0 || json.Unmarshal([]byte(out), &dt) != nil || dt.ID == "" {
 		t.Fatalf("devicetypes create = %d %s %s", code, out, errOut)
+	}
+	if dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != 72*3600 {
+		t.Errorf("devicetypes create --rotation-grace 72h made rotation_grace_seconds %v, want %d", dt.RotationGraceSeconds, 72*3600)
 	}
 	if code, out, _ := c.run(t, "", "devicetypes", "list"); code != 0 || !strings.Contains(out, dt.ID) || !strings.Contains(out, "Thermostat T1") {
 		t.Errorf("devicetypes list = %d:\n%s", code, out)
