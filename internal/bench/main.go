@@ -20,7 +20,7 @@
 //     the first, next to the same growth of the baseline;
 //   - with -postgres (default $DEVREG_TEST_POSTGRES), the CSV request on PostgreSQL.
 //
-// At n=1,000,000 the default three runs took 5m8s on 2 cores with PostgreSQL (the report's first
+// At n=1,000,000 the default three runs took about 5 minutes (4m57s and 5m8s) on 2 cores with PostgreSQL (the report's first
 // line says how long it took).
 //
 // With -backup-only it measures only devreg backup of a registry of n devices, alone and while
