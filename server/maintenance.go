@@ -93,13 +93,13 @@ func Backup(ctx context.Context, cfg Config, to string) (store.BackupInfo, error
 // Restore puts the backup from in place of the embedded database; see store.Restore. It refuses a
 // backup whose hashes were made with keys that the key file lacks, naming them: no device of
 // theirs could log in after it.
-func Restore(ctx context.Context, cfg Config, from string, force bool) (store.RestoreInfo, error) {
+func Restore(ctx context.Context, cfg Config, from string, opts store.RestoreOptions) (store.RestoreInfo, error) {
 	url := cfg.DatabaseURL()
 	if store.IsPostgres(url) {
 		return store.RestoreInfo{}, errors.New("devreg restore puts back the embedded SQLite database; restore PostgreSQL with its own tools: " +
 			"pg_restore (or psql, for a plain pg_dump) into a new, empty database (see the README)")
 	}
-	return store.Restore(ctx, from, strings.TrimPrefix(url, "sqlite:"), force, func(info store.SnapshotInfo) error {
+	opts.Accept = func(info store.SnapshotInfo) error {
 		keys, err := readKeyring(cfg.KeyFile())
 		if err != nil {
 			return err
@@ -124,7 +124,8 @@ func Restore(ctx context.Context, cfg Config, from string, force bool) (store.Re
 				"no such device could log in after the restore; put back the key file that holds them (from where you back key files up), then restore",
 				strings.Join(missing, ", "), cfg.KeyFile())
 		}
-	})
+	}
+	return store.Restore(ctx, from, strings.TrimPrefix(url, "sqlite:"), opts)
 }
 
 // readKeyring reads the secret key file at path, or returns nil when there is none: the commands

@@ -85,7 +85,9 @@ type CheckResult struct {
 	Problems []string // what does not add up; none when all is well
 }
 
-// CheckSchema checks that the database's schema version is this build's.
+// CheckSchema checks that the database's schema version is this build's, and that it holds
+// exactly the objects (tables, indexes, triggers, views, and on PostgreSQL also functions, rules
+// and the like) that devreg's migrations up to its version make.
 func (s *DB) CheckSchema(ctx context.Context) (CheckResult, error) {
 	r := CheckResult{Name: "schema"}
 	stored, err := s.StoredSchemaVersion(ctx)
@@ -93,15 +95,29 @@ func (s *DB) CheckSchema(ctx context.Context) (CheckResult, error) {
 		return r, err
 	}
 	want := s.SchemaVersion()
-	r.Summary = fmt.Sprintf("version %d, this devreg's", stored)
+	r.Summary = fmt.Sprintf("version %d (this devreg's is %d); its tables, indexes, triggers and views compared with those devreg's migrations make", stored, want)
 	switch {
+	case stored > want:
+		r.Problems = append(r.Problems, fmt.Sprintf("the schema version is %d, but this devreg's is %d: "+
+			"a newer devreg release has migrated the database; check it with that release", stored, want))
+		return r, nil
+	case stored < 1:
+		r.Problems = append(r.Problems, fmt.Sprintf("the schema version is %d, which no devreg makes", stored))
+		return r, nil
 	case stored < want:
 		r.Problems = append(r.Problems, fmt.Sprintf("the schema version is %d, but this devreg's is %d: "+
 			"the database has not been migrated yet (devreg serve does that when it starts)", stored, want))
-	case stored > want:
-		r.Problems = append(r.Problems, fmt.Sprintf("the schema version is %d, but this devreg's is %d: "+
-			"a newer devreg has migrated the database; check it with that version", stored, want))
 	}
+	var objects []string
+	if s.pg {
+		objects, err = s.pgSchemaProblems(ctx, stored)
+	} else {
+		objects, err = sqliteSchemaProblems(ctx, s.h, stored)
+	}
+	if err != nil {
+		return r, fmt.Errorf("compare the schema with devreg's: %w", err)
+	}
+	r.Problems = append(r.Problems, objects...)
 	return r, nil
 }
 

@@ -218,18 +218,49 @@ func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 // once migrate while the others wait.
 const migrationLock = 7_201_733_001
 
-// migrate applies the embedded migrations of the dialect that have not run yet, each in its own
-// transaction, recording them in schema_migrations.
-func (s *DB) migrate(ctx context.Context) error {
+// schemaMigrationsTable records the migrations applied, one row each; migrate makes it first.
+const schemaMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`
+
+// migration is one embedded migration: a file whose name starts with its version number.
+type migration struct {
+	version int
+	name    string
+	body    string
+}
+
+// migrationFiles returns the embedded migrations of a dialect, in order.
+func migrationFiles(pg bool) ([]migration, error) {
 	dir := path.Join("migrations", "sqlite")
-	if s.pg {
+	if pg {
 		dir = path.Join("migrations", "postgres")
 	}
 	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	var out []migration
+	for _, e := range entries {
+		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number", e.Name())
+		}
+		body, err := fs.ReadFile(migrations, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version, e.Name(), string(body)})
+	}
+	return out, nil
+}
+
+// migrate applies the embedded migrations of the dialect that have not run yet, each in its own
+// transaction, recording them in schema_migrations.
+func (s *DB) migrate(ctx context.Context) error {
+	files, err := migrationFiles(s.pg)
+	if err != nil {
+		return err
+	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
@@ -242,30 +273,22 @@ func (s *DB) migrate(ctx context.Context) error {
 		}
 		defer c.ExecContext(context.Background(), `SELECT pg_advisory_unlock(?)`, migrationLock)
 	}
-	if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+	if _, err := c.ExecContext(ctx, schemaMigrationsTable); err != nil {
 		return err
 	}
-	for _, e := range entries {
-		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number", e.Name())
-		}
-		body, err := fs.ReadFile(migrations, path.Join(dir, e.Name()))
-		if err != nil {
-			return err
-		}
+	for _, m := range files {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
 		t := handle{q: tx, pg: s.pg}
 		var n int
-		err = t.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n)
+		err = t.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n)
 		if err == nil && n == 0 {
-			if _, err = t.ExecContext(ctx, string(body)); err != nil {
-				err = fmt.Errorf("migration %s: %w", e.Name(), err)
+			if _, err = t.ExecContext(ctx, m.body); err != nil {
+				err = fmt.Errorf("migration %s: %w", m.name, err)
 			} else {
-				_, err = t.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, time.Now().UnixMicro())
+				_, err = t.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, m.version, time.Now().UnixMicro())
 			}
 		}
 		if err != nil {

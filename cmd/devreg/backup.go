@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"devreg/server"
+	"devreg/store"
 )
 
 // backup writes a consistent copy of the embedded database while the server runs.
@@ -18,7 +19,9 @@ func (m *Main) backup(ctx context.Context, args []string) error {
 		"keeps serving and registering. The copy is checked (SQLite's integrity check, rows per table)\n"+
 		"before it gets its name, so a failed or interrupted backup leaves no file that looks good.\n"+
 		"Prints a JSON summary, with the IDs of the secret-hashing keys the copy needs. The key files\n"+
-		"are never in the backup: back them up apart (see the README). For PostgreSQL use pg_dump.\n\n"+
+		"are never in the backup: back them up apart (see the README). For PostgreSQL use pg_dump.\n"+
+		"FILE may not be in the data directory, nor end in -journal, -wal or -shm: SQLite would take it\n"+
+		"for a file of a database and delete it.\n\n"+
 		"Example:\n  devreg backup --data /var/lib/devreg --to /var/backups/devreg/devreg-$(date -u +%Y%m%dT%H%M%SZ).db")
 	to := fs.String("to", "", "the new `FILE` to write the backup to (required; never replaced)")
 	m.serverFlags(fs, &cfg)
@@ -55,8 +58,10 @@ func (m *Main) restore(ctx context.Context, args []string) error {
 		"Puts the backup FILE in place of the embedded SQLite database, after checking it. Refuses while\n"+
 		"anything uses the data directory (a server, or any devreg command: they hold DIR/devreg.lock),\n"+
 		"refuses to replace an existing database without --force (which keeps it beside, as\n"+
-		"devreg.db.before-restore-TIME), and refuses a backup whose secret hashes need keys that the\n"+
-		"data directory's key file lacks: put the key files back first.\n\n"+
+		"devreg.db.before-restore-TIME), refuses a backup whose secret hashes need keys that the\n"+
+		"data directory's key file lacks (put the key files back first), and refuses one that holds\n"+
+		"tables, indexes, triggers or views devreg's migrations do not make. Says what it will write,\n"+
+		"and the free room, before it writes; refuses when the room is short.\n\n"+
 		"Example:\n  devreg restore --data /var/lib/devreg --from /var/backups/devreg/devreg-20261101T020000Z.db")
 	from := fs.String("from", "", "the backup `FILE` to restore (required)")
 	force := fs.Bool("force", false, "replace an existing database, keeping it beside as devreg.db.before-restore-TIME")
@@ -67,7 +72,11 @@ func (m *Main) restore(ctx context.Context, args []string) error {
 	if *from == "" {
 		return usageError{"--from is required"}
 	}
-	info, err := server.Restore(ctx, cfg, *from, *force)
+	info, err := server.Restore(ctx, cfg, *from, store.RestoreOptions{
+		Force:    *force,
+		DiskFree: m.DiskFree,
+		Plan:     func(p store.RestorePlan) { fmt.Fprintln(m.Stdout, p) },
+	})
 	if err != nil {
 		return err
 	}
@@ -93,8 +102,9 @@ func (m *Main) check(ctx context.Context, args []string) error {
 	fs := m.flagSet("check", "check [--data DIR] [--database URL]\n\n"+
 		"Checks, in one consistent snapshot and while servers keep running, that the schema version is\n"+
 		"this devreg's, that every counter equals its rows (devices per type and per batch, connected\n"+
-		"devices per batch), that every secret hash's key is in the key file, and that every account's\n"+
-		"audit chain verifies. Changes no data. Exits 1 on any finding.\n\n"+
+		"devices per batch), that every secret hash's key is in the key file, that every account's\n"+
+		"audit chain verifies, and that the schema holds exactly the tables, indexes, triggers and views\n"+
+		"devreg's migrations make. Changes no data. Exits 1 on any finding.\n\n"+
 		"Example:\n  devreg check --data /var/lib/devreg")
 	m.serverFlags(fs, &cfg)
 	if err := parseFlags(fs, args); err != nil {

@@ -31,6 +31,7 @@ type Main struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	DiskFree       func(dir string) (int64, error) // the room restore reads; nil reads the file system
 }
 
 // Exit codes.
