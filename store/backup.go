@@ -92,8 +92,8 @@ func InspectFile(ctx context.Context, file string) (SnapshotInfo, error) {
 	}
 	if len(problems) > 0 {
 		return info, fmt.Errorf("its schema is not the one devreg makes: %s. A trigger or view that devreg did not make would run "+
-			"inside devreg, unseen; if you made the change yourself, undo it in a copy (with the sqlite3 shell) and use that, "+
-			"otherwise someone altered the file: use an earlier backup", strings.Join(problems, "; "))
+			"inside devreg, unseen; if you made the change yourself, undo it (with the sqlite3 shell, in a copy), "+
+			"otherwise someone altered the file, and what it holds cannot be trusted", strings.Join(problems, "; "))
 	}
 	if _, ok := info.Tables["credentials"]; ok {
 		info.KeyIDs, err = view.HashKeyIDs(ctx)
@@ -227,7 +227,10 @@ func (s *DB) checkBackupTarget(ctx context.Context, to string) error {
 	}
 	data := filepath.Dir(live)
 	inside, err := isInside(to, data)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the backup's directory %s does not exist: create it first, private to the server's user "+
+			"(install -d -m 700 %s)", filepath.Dir(to), filepath.Dir(to))
+	} else if err != nil {
 		return fmt.Errorf("the backup's directory: %w", err)
 	}
 	if inside {
@@ -323,7 +326,7 @@ type RestoreOptions struct {
 	Accept func(SnapshotInfo) error
 	// Plan is told what the restore will write, before it writes anything.
 	Plan func(RestorePlan)
-	// DiskFree returns the bytes free in the file system of a directory; nil is store.DiskFree.
+	// DiskFree returns the bytes free in the file system of a directory; nil reads the file system.
 	DiskFree func(dir string) (int64, error)
 }
 
@@ -423,7 +426,7 @@ func Restore(ctx context.Context, from, dbFile string, opts RestoreOptions) (Res
 	plan.Need = plan.Data + restoreMargin(plan.Data)
 	diskFree := opts.DiskFree
 	if diskFree == nil {
-		diskFree = DiskFree
+		diskFree = freeSpace
 	}
 	if free, err := diskFree(dir); err == nil {
 		plan.Free = free

@@ -19,7 +19,8 @@ import (
 // that zeroes the login throttle's counts, one that puts deleted API keys back), and neither the
 // integrity check nor the row counts see it. The expected schema is not listed by hand: it is
 // what the embedded migrations up to the database's version make in a scratch database, so it
-// follows every migration added.
+// follows every migration added. A migration, once released, must therefore never change, not
+// even a comment inside a CREATE TABLE: SQLite keeps the statement's text as it was written.
 
 // schemaObject is one object of a database's schema, as its catalog describes it.
 type schemaObject struct {

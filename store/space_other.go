@@ -7,9 +7,9 @@ import (
 	"os"
 )
 
-// DiskFree returns how many bytes this user may still write in the file system that holds dir;
+// freeSpace returns how many bytes this user may still write in the file system that holds dir;
 // devreg reads it only on Linux, macOS and FreeBSD.
-func DiskFree(dir string) (int64, error) {
+func freeSpace(dir string) (int64, error) {
 	return -1, errors.ErrUnsupported
 }
 

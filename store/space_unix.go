@@ -7,8 +7,8 @@ import (
 	"syscall"
 )
 
-// DiskFree returns how many bytes this user may still write in the file system that holds dir.
-func DiskFree(dir string) (int64, error) {
+// freeSpace returns how many bytes this user may still write in the file system that holds dir.
+func freeSpace(dir string) (int64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return -1, err
