@@ -23,4 +23,8 @@ type BatchFilter struct {
 	DeviceTypeID string
 	Limit        int
 	After        Cursor // where the page starts: the cursor handed out with the page before
+
+	// DeviceTypeIDs, when not nil, are the only device types whose batches match, as in
+	// DeviceFilter.
+	DeviceTypeIDs []string
 }

@@ -39,6 +39,10 @@ type DeviceFilter struct {
 	Connected    *bool
 	Limit        int
 	After        Cursor // where the page starts: the cursor handed out with the page before
+
+	// DeviceTypeIDs, when not nil, are the only device types whose devices match: the types a
+	// restricted key reaches (the registry sets it; a request cannot). Empty matches nothing.
+	DeviceTypeIDs []string
 }
 
 // Listing limits.

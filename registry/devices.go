@@ -1,10 +1,7 @@
 package registry
 
 import (
-	"cmp"
 	"context"
-	"slices"
-	"strings"
 
 	"devreg"
 	"devreg/credential"
@@ -48,43 +45,23 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 	return devices, devreg.Cursor{Seq: last.Seq}, nil
 }
 
-// listDevices reads a page of devices for the caller: for a key restricted to device types, the
-// page of each type it reaches, merged in the listing's order, so that each is read along its
-// own index.
+// listDevices reads a page of devices for the caller: for a key restricted to device types, of
+// the types it reaches, in one query whose cost does not grow with their number (see the store's
+// ListDevices).
 func (s *Service) listDevices(ctx context.Context, c devreg.Caller, f devreg.DeviceFilter) ([]devreg.Device, error) {
-	if c.DeviceTypeIDs == nil {
-		return s.store.ListDevices(ctx, c.AccountID, f)
-	}
-	if f.DeviceTypeID != "" && !c.Reaches(f.DeviceTypeID) {
-		return []devreg.Device{}, nil
-	}
-	if f.BatchID != "" {
-		if _, err := s.reachBatch(ctx, c, f.BatchID); devreg.ErrorCode(err) == devreg.ENOTFOUND {
+	f.DeviceTypeIDs = c.DeviceTypeIDs
+	if c.DeviceTypeIDs != nil && f.BatchID != "" {
+		b, err := s.reachBatch(ctx, c, f.BatchID)
+		if devreg.ErrorCode(err) == devreg.ENOTFOUND {
 			return []devreg.Device{}, nil
 		} else if err != nil {
 			return nil, err
 		}
+		// A batch's devices are all of its type, which the key reaches; a batch of a type it
+		// does not reach is not found, without walking the batch's devices to find none.
+		f.DeviceTypeIDs = []string{b.DeviceTypeID}
 	}
-	types := c.DeviceTypeIDs
-	if f.DeviceTypeID != "" {
-		types = []string{f.DeviceTypeID}
-	}
-	all := []devreg.Device{}
-	for _, t := range types {
-		f.DeviceTypeID = t
-		page, err := s.store.ListDevices(ctx, c.AccountID, f)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-	}
-	slices.SortFunc(all, func(a, b devreg.Device) int {
-		if f.Prefix != "" {
-			return strings.Compare(a.DeviceID, b.DeviceID)
-		}
-		return cmp.Compare(a.Seq, b.Seq)
-	})
-	return all[:min(len(all), f.Limit)], nil
+	return s.store.ListDevices(ctx, c.AccountID, f)
 }
 
 // Device returns one of the caller's devices.
@@ -174,49 +151,13 @@ func (s *Service) ListBatches(ctx context.Context, f devreg.BatchFilter) ([]devr
 	if err != nil {
 		return nil, devreg.Cursor{}, err
 	}
-	f.Limit = limit + 1 // one more tells whether there is a next page
-	batches, seqs, err := s.listBatches(ctx, c, f)
+	f.Limit = limit + 1               // one more tells whether there is a next page
+	f.DeviceTypeIDs = c.DeviceTypeIDs // only the types the key reaches
+	batches, seqs, err := s.store.ListBatches(ctx, c.AccountID, f)
 	if err != nil || len(batches) <= limit {
 		return batches, devreg.Cursor{}, err
 	}
 	return batches[:limit], devreg.Cursor{Seq: seqs[limit-1]}, nil
-}
-
-// listBatches reads a page of batches for the caller, newest first: for a key restricted to
-// device types, the page of each type it reaches, merged.
-func (s *Service) listBatches(ctx context.Context, c devreg.Caller, f devreg.BatchFilter) ([]devreg.Batch, []int64, error) {
-	if c.DeviceTypeIDs == nil {
-		return s.store.ListBatches(ctx, c.AccountID, f)
-	}
-	if f.DeviceTypeID != "" && !c.Reaches(f.DeviceTypeID) {
-		return []devreg.Batch{}, nil, nil
-	}
-	types := c.DeviceTypeIDs
-	if f.DeviceTypeID != "" {
-		types = []string{f.DeviceTypeID}
-	}
-	type seqBatch struct {
-		b   devreg.Batch
-		seq int64
-	}
-	var all []seqBatch
-	for _, t := range types {
-		f.DeviceTypeID = t
-		page, seqs, err := s.store.ListBatches(ctx, c.AccountID, f)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i, b := range page {
-			all = append(all, seqBatch{b, seqs[i]})
-		}
-	}
-	slices.SortFunc(all, func(a, b seqBatch) int { return cmp.Compare(b.seq, a.seq) })
-	all = all[:min(len(all), f.Limit)]
-	batches, seqs := make([]devreg.Batch, len(all)), make([]int64, len(all))
-	for i, sb := range all {
-		batches[i], seqs[i] = sb.b, sb.seq
-	}
-	return batches, seqs, nil
 }
 
 // Batch returns one of the caller's batches.

@@ -107,6 +107,38 @@ func (h handle) QueryRowContext(ctx context.Context, query string, args ...any) 
 	return h.q.QueryRowContext(ctx, h.bind(query), args...)
 }
 
+// noIndex returns column as a condition's operand that the planner will not look up in an
+// index, for a condition that only filters the rows of another index's walk: SQLite's unary
+// plus. (With the statistics of ANALYZE, SQLite skip-scans the type index for a prefix search of
+// one type, and sorts what it found.) PostgreSQL has no such operator for text and needs none:
+// with its statistics it walks the index that stops at the page.
+func (s *DB) noIndex(column string) string {
+	if s.pg {
+		return column
+	}
+	return "+" + column
+}
+
+// merged returns a query of the first limit rows of several selects (each a SELECT ... WHERE
+// with its own placeholders, in order) in the order of orderBy, which each select can read along
+// an index: the merge reads each select only as far as the page takes it, so the page costs its
+// rows and one more per select, not a page per select.
+//
+// SQLite merges the arms of a compound select under one ORDER BY ("MERGE (UNION ALL)" in its
+// plan); an arm with an ORDER BY of its own would be read whole and sorted. PostgreSQL 15
+// plans a Merge Append only over arms that are ordered themselves; without their own ORDER BY
+// and LIMIT it appends every row of every arm and sorts them.
+func (s *DB) merged(selects []string, orderBy string, limit int) string {
+	arms := selects
+	if s.pg {
+		arms = make([]string, len(selects))
+		for i, q := range selects {
+			arms[i] = fmt.Sprintf(`(%s ORDER BY %s LIMIT %d)`, q, orderBy, limit)
+		}
+	}
+	return fmt.Sprintf(`SELECT * FROM (%s) AS merged ORDER BY %s LIMIT %d`, strings.Join(arms, ` UNION ALL `), orderBy, limit)
+}
+
 // IsPostgres reports whether url selects PostgreSQL.
 func IsPostgres(url string) bool {
 	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")

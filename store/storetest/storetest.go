@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-replace-moves-counts", testStageReplace},
 		{"stage-registered-ids-after-new-ones", testStageLateConflicts},
 		{"list-devices", testListDevices},
+		{"list-devices-and-batches-of-a-set-of-types", testListSetOfTypes},
 		{"batches", testBatches},
 		{"sessions-and-failures", testSessionsAndFailures},
 		{"parallel-attempts-count-one-each", testParallelAttempts},

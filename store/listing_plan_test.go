@@ -1,0 +1,193 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"devreg"
+	"devreg/internal/pgtest"
+)
+
+// The listings' plans on a database the size of a real one: 30,000 devices, 20,000 of them in
+// one prefix range spread over 100 types, the rest of 20 other types; 3,000 batches.
+const (
+	planDevices = 30000
+	planBatches = 3000
+	planLimit   = 1001
+)
+
+// planTypes are the 100 types the listings are restricted to.
+var planTypes = func() []string {
+	var types []string
+	for i := range 100 {
+		types = append(types, fmt.Sprintf("dt_%d", i))
+	}
+	return types
+}()
+
+// fillForPlans writes the devices and batches, and returns the account's ID.
+func fillForPlans(t *testing.T, s *DB) string {
+	t.Helper()
+	ctx := context.Background()
+	a := devreg.Account{ID: "acc_plan", Name: "plan"}
+	if err := s.CreateAccount(ctx, a, devreg.User{ID: "usr_plan", AccountID: a.ID, Email: "plan@example.test", PasswordHash: "x"},
+		devreg.APIKey{ID: "key_plan", AccountID: a.ID, Name: "owner", Scope: devreg.ScopeAdmin, Hash: []byte("h")}); err != nil {
+		t.Fatal(err)
+	}
+	// Two in three devices are of the prefix and of the 100 types, in turn, by ID and by
+	// registration.
+	devices := `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at)
+		SELECT ?, (SELECT num FROM accounts WHERE id = ?),
+			CASE WHEN i % 3 < 2 THEN 'big-' ELSE 'oth-' END || substr(CAST(10000000 + i AS TEXT), 2),
+			CASE WHEN i % 3 < 2 THEN 'dt_' || CAST(i % 100 AS TEXT) ELSE 'dt_x' || CAST(i % 20 AS TEXT) END,
+			'bat_' || CAST(i / 10 AS TEXT), 'k1', ?, 0 FROM n`
+	batches := `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source)
+		SELECT 'bat_' || CAST(i AS TEXT), ?, 'dt_' || CAST(i % 120 AS TEXT), 0, 'plan', 'api' FROM n`
+	numbers := `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) `
+	if s.pg {
+		numbers = `WITH n(i) AS (SELECT generate_series(1, %d)) `
+	}
+	if _, err := s.h.ExecContext(ctx, fmt.Sprintf(numbers, planDevices)+devices, a.ID, a.ID, []byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.h.ExecContext(ctx, fmt.Sprintf(numbers, planBatches)+batches, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	return a.ID
+}
+
+// planListings are the listings of a key restricted to the 100 types whose plans matter.
+var planListings = map[string]devreg.DeviceFilter{
+	"prefix":                 {Prefix: "big"},
+	"prefix-next-page":       {Prefix: "big", After: devreg.Cursor{DeviceID: "big-0015000"}},
+	"prefix-enabled":         {Prefix: "big-00", Status: devreg.StatusEnabled},
+	"registration-order":     {},
+	"registration-next-page": {After: devreg.Cursor{Seq: 15000}},
+	"registration-connected": {Connected: new(bool), Status: devreg.StatusEnabled},
+	"batch":                  {BatchID: "bat_7"},
+	"one-type-registration":  {DeviceTypeID: "dt_7"},
+}
+
+// TestListingPlansSQLite: SQLite lists a page for a set of 100 types by walking one index in
+// the listing's order (or one per type, merged), never by sorting what it found, with and
+// without the statistics of ANALYZE.
+func TestListingPlansSQLite(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	acc := fillForPlans(t, s)
+	plan := func(q string, args []any) []string {
+		rows, err := s.h.QueryContext(ctx, `EXPLAIN QUERY PLAN `+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var lines []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, detail)
+		}
+		return lines
+	}
+	check := func(name string, lines []string, index string) {
+		walks := 0
+		for _, l := range lines {
+			switch {
+			case strings.Contains(l, "TEMP B-TREE") || strings.HasPrefix(l, "SCAN devices") || strings.HasPrefix(l, "SCAN batches"):
+				t.Errorf("%s: %q in the plan:\n%s", name, l, strings.Join(lines, "\n"))
+			case strings.HasPrefix(l, "SEARCH devices") || strings.HasPrefix(l, "SEARCH batches"):
+				walks++
+				if !strings.Contains(l, "USING INDEX "+index+" ") {
+					t.Errorf("%s: %q, want a walk of %s", name, l, index)
+				}
+			}
+		}
+		if walks == 0 {
+			t.Errorf("%s: no walk in the plan:\n%s", name, strings.Join(lines, "\n"))
+		}
+	}
+	for _, analyzed := range []bool{false, true} {
+		if analyzed {
+			if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// One type of a prefix is a walk of the prefix's range too (there is no index of types
+		// by device ID); with statistics, SQLite would rather skip-scan the type index and sort.
+		listings := maps.Clone(planListings)
+		listings["one-type-prefix"] = devreg.DeviceFilter{DeviceTypeID: "dt_7", Prefix: "big-001"}
+		for name, f := range listings {
+			f.DeviceTypeIDs, f.Limit = planTypes, planLimit
+			q, args, _ := s.devicesQuery(acc, f)
+			index := map[bool]string{true: "devices_id", false: "devices_type"}[f.Prefix != ""]
+			if f.BatchID != "" {
+				index = "devices_batch"
+			}
+			check(fmt.Sprintf("%s (analyzed %v)", name, analyzed), plan(q, args), index)
+		}
+		q, args, _ := s.batchesQuery(acc, devreg.BatchFilter{DeviceTypeIDs: planTypes, Limit: planLimit})
+		check(fmt.Sprintf("batches (analyzed %v)", analyzed), plan(q, args), "batches_type")
+	}
+}
+
+// TestListingReadsPostgres: with the statistics of ANALYZE, PostgreSQL reads about a page of
+// rows to list a page for a set of 100 types, not a page (or every row) of each type: counted
+// by the database itself (pg_stat_user_tables) over the store's one connection.
+func TestListingReadsPostgres(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	acc := fillForPlans(t, s)
+	if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	// One connection: the listing's backend is the one whose counters are flushed and read.
+	s.db.SetMaxOpenConns(1)
+	read := func(table string) int64 {
+		// The backend sends its counters when the statement that asks it to ends.
+		if _, err := s.db.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = $1`,
+			table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// A page, the row that tells whether there is another, and one row more per type merged.
+	most := int64(planLimit + len(planTypes) + 1)
+	for name, f := range planListings {
+		f.DeviceTypeIDs, f.Limit = planTypes, planLimit
+		before := read("devices")
+		page, err := s.ListDevices(ctx, acc, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := read("devices") - before; n > most || len(page) == 0 {
+			t.Errorf("%s: %d devices listed, %d rows read; want at most %d", name, len(page), n, most)
+		}
+	}
+	before := read("batches")
+	batches, _, err := s.ListBatches(ctx, acc, devreg.BatchFilter{DeviceTypeIDs: planTypes, Limit: planLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := read("batches") - before; n > most || len(batches) != planLimit {
+		t.Errorf("batches: %d listed, %d rows read; want at most %d", len(batches), n, most)
+	}
+}
