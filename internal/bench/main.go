@@ -74,11 +74,15 @@ func main() {
 	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
 	big := flag.Bool("big", false, "register 10 batches of n devices on PostgreSQL, and measure the device token rate before and after them")
 	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
+	listingLoad := flag.Bool("listing-load", false, "measure only a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)")
+	bin := flag.String("bin", "", "with -listing-load: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
 	case *backupOnly:
 		err = runBackupOnly(cfg.n)
+	case *listingLoad:
+		err = runListingLoad(cfg, *bin)
 	case cfg.runs < 1 || cfg.n < 1000:
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
 	case *tokensOnly:
