@@ -105,7 +105,8 @@ func (s *Service) flushSeen() {
 	pending, at := w.pending, w.at
 	w.pending, w.n = map[string]*pendingSeen{}, 0
 	w.mu.Unlock()
-	// What fails is lost, not retried: the next login of these devices is recorded again.
+	// The store retries what fails for a passing reason; what still fails is lost (and logged,
+	// with how many): the next login of these devices records them again.
 	for accountID, p := range pending {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if len(p.devices) > 0 {

@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
-	"strings"
+	"database/sql"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"devreg"
@@ -61,56 +65,139 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID, batchID string, t
 	})
 }
 
-// seenChunk is how many devices one statement of MarkSeen names.
-const seenChunk = 500
+// Brokers' logins are recorded in bulk, by every server, for the same devices at once (a
+// reconnect storm through two servers sends each device's login to either). Writes of the same
+// rows in different orders deadlock: 40P01 dropped batches of 6-8k devices at 2,350 logins/s
+// through two servers. So each write locks its rows in device ID order, a chunk of seenChunk
+// devices per short transaction, without the account's lock (which registrations need, and
+// which one such batch held for 30 s), and a chunk that fails for a passing reason is tried
+// again, seenTries times in all, after a pause that doubles from seenBackoff.
+const (
+	seenChunk   = 500
+	seenTries   = 4
+	seenBackoff = 50 * time.Millisecond
+)
 
 // MarkSeen records that the devices of an account were seen at t (a broker let them in): their
-// last_seen_at moves on, and those seen for the first time count as connected in their batch.
-// One transaction for the lot, however many devices, so that a reconnect storm costs a few writes.
+// last_seen_at moves on, and those seen for the first time count as connected in their batch. It
+// writes them in order of device ID, seenChunk to a transaction; what it could not write, after
+// retries, it names in its error (the rest is written all the same).
 func (s *DB) MarkSeen(ctx context.Context, accountID string, deviceIDs []string, t time.Time) error {
-	return s.inTx(ctx, func(tx handle) error {
-		// As at a first check-in, the account's lock keeps a registration from moving a device
-		// to another batch between this count and its own.
-		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+	ids := slices.Compact(slices.Sorted(slices.Values(deviceIDs)))
+	return inChunks(ctx, len(ids), "devices", func(i, j int) error {
+		return s.inTx(ctx, func(tx handle) error { return s.markSeen(ctx, tx, accountID, ids[i:j], t) })
+	})
+}
+
+// markSeen is MarkSeen for one chunk of sorted device IDs, in transaction tx.
+func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []string, t time.Time) error {
+	args := []any{accountID}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	// Locked first, in order (the lock is taken row by row as the sorted rows come out), and read
+	// as they are then: a first sighting is counted in the batch the device is in when it is
+	// written, whatever a registration moving it does before or after. Only the rows locked
+	// here are written: one that a registration has added since is a device registered anew,
+	// after the login.
+	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at FROM devices WHERE account_num = `+accountNum+`
+		AND device_id IN (`+placeholders(len(ids))+`) ORDER BY device_id`+s.lockRows(), args...)
+	if err != nil {
+		return err
+	}
+	locked := []any{micros(t), accountID}
+	first := map[string]int{}
+	for rows.Next() {
+		var deviceID, batchID string
+		var seen sql.NullInt64
+		if err := rows.Scan(&deviceID, &batchID, &seen); err != nil {
+			rows.Close()
 			return err
 		}
-		for len(deviceIDs) > 0 {
-			chunk := deviceIDs[:min(len(deviceIDs), seenChunk)]
-			deviceIDs = deviceIDs[len(chunk):]
-			in := strings.TrimSuffix(strings.Repeat("?, ", len(chunk)), ", ")
-			args := []any{micros(t), accountID}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rows, err := tx.QueryContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
-				AND device_id IN (`+in+`) AND last_seen_at IS NULL RETURNING batch_id`, args...)
-			if err != nil {
-				return err
-			}
-			first := map[string]int{}
-			for rows.Next() {
-				var batchID string
-				if err := rows.Scan(&batchID); err != nil {
-					rows.Close()
-					return err
-				}
-				first[batchID]++
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			for batchID, n := range first {
-				if _, err := tx.ExecContext(ctx, `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
-					n, accountID, batchID); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
-				AND device_id IN (`+in+`) AND last_seen_at < ?`, append(args, micros(t))...); err != nil {
-				return err
-			}
+		locked = append(locked, deviceID)
+		if !seen.Valid {
+			first[batchID]++
 		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(locked) == 2 {
 		return nil
-	})
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
+		AND device_id IN (`+placeholders(len(locked)-2)+`) AND (last_seen_at IS NULL OR last_seen_at < ?)`, append(locked, micros(t))...); err != nil {
+		return err
+	}
+	// Batches in order too, after every device: so do registrations (see recountReplacedSeen).
+	for _, batchID := range slices.Sorted(maps.Keys(first)) {
+		if _, err := tx.ExecContext(ctx, `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
+			first[batchID], accountID, batchID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockRows is what a SELECT ends with to lock the rows it reads for an UPDATE that changes no
+// key, on PostgreSQL; SQLite writes one transaction at a time.
+func (s *DB) lockRows() string {
+	if s.pg {
+		return ` FOR NO KEY UPDATE`
+	}
+	return ""
+}
+
+// inChunks calls write for [i, j) of n items, seenChunk at a time, each again after a pause if
+// it fails for a passing reason (see transient), up to seenTries times. It goes on after a chunk
+// that still fails, and reports how many items (what) were not written and the last error.
+func inChunks(ctx context.Context, n int, what string, write func(i, j int) error) error {
+	var lost int
+	var last error
+	for i := 0; i < n; i += seenChunk {
+		j := min(n, i+seenChunk)
+		pause := seenBackoff
+		for try := 1; ; try++ {
+			err := write(i, j)
+			if err == nil {
+				break
+			}
+			if try == seenTries || !transient(err) || ctx.Err() != nil {
+				lost, last = lost+j-i, fmt.Errorf("after %d tries: %w", try, err)
+				break
+			}
+			// Jitter, so that the two sides of a deadlock do not meet again.
+			select {
+			case <-time.After(pause/2 + rand.N(pause)):
+			case <-ctx.Done():
+			}
+			pause *= 2
+		}
+	}
+	if lost > 0 {
+		return fmt.Errorf("%d of %d %s were not recorded: %w", lost, n, what, last)
+	}
+	return nil
+}
+
+// recountReplacedSeen counts again which of the devices a registration replaces (action 2 in its
+// stage) have been seen, once their rows are locked, and returns how many more there are than
+// classify found. MarkSeen does not take the account's lock, so a first sighting may be
+// written between classify's look and the lock; it is then counted in the old batch, and the
+// registration, which takes it out of there, must count it. It also locks the old batches, in
+// order, before the registration changes their counts: MarkSeen takes batches in that order.
+func (st *Stage) recountReplacedSeen(ctx context.Context, q handle, accountID string, account int64) (int64, error) {
+	r, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET old_seen = 1 WHERE action = 2 AND old_seen = 0 AND EXISTS (
+		SELECT 1 FROM devices d WHERE d.account_num = ? AND d.device_id = `+st.table+`.device_id AND d.last_seen_at IS NOT NULL)`, account)
+	if err != nil {
+		return 0, err
+	}
+	more, err := r.RowsAffected()
+	if err != nil || !st.s.pg {
+		return more, err
+	}
+	_, err = q.ExecContext(ctx, `SELECT 1 FROM batches WHERE account_id = ? AND id IN (SELECT old_batch FROM `+st.table+` WHERE action = 2)
+		ORDER BY id FOR UPDATE`, accountID)
+	return more, err
 }

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -214,45 +216,71 @@ func nullMicros(t time.Time) any {
 }
 
 // MarkCredentialsUsed moves on the last use of credentials that have been used before (a first
-// use is written at once, by CredentialUsed), in one transaction for the lot.
+// use is written at once, by CredentialUsed). As MarkSeen, it writes in order of device ID,
+// seenChunk to a transaction, each of which first locks its devices' rows in that order (as
+// every change of a device's credentials does before it touches them), and names in its error
+// what it could not write after retries.
 func (s *DB) MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error {
-	var own []string
+	uses = slices.Clone(uses)
+	slices.SortFunc(uses, func(a, b devreg.CredentialUse) int {
+		return cmp.Or(strings.Compare(a.DeviceID, b.DeviceID), strings.Compare(a.CredentialID, b.CredentialID), boolCompare(a.InDevice, b.InDevice))
+	})
+	uses = slices.Compact(uses)
+	return inChunks(ctx, len(uses), "credentials", func(i, j int) error {
+		return s.inTx(ctx, func(tx handle) error { return s.markCredentialsUsed(ctx, tx, accountID, uses[i:j], t) })
+	})
+}
+
+// markCredentialsUsed is MarkCredentialsUsed for one chunk of sorted uses, in transaction tx.
+func (s *DB) markCredentialsUsed(ctx context.Context, tx handle, accountID string, uses []devreg.CredentialUse, t time.Time) error {
+	var devices, own []any
 	var extra []devreg.CredentialUse
-	for _, u := range uses {
+	for k, u := range uses {
+		if k == 0 || u.DeviceID != uses[k-1].DeviceID {
+			devices = append(devices, u.DeviceID)
+		}
 		if u.InDevice {
 			own = append(own, u.DeviceID)
 		} else {
 			extra = append(extra, u)
 		}
 	}
-	return s.inTx(ctx, func(tx handle) error {
-		for len(own) > 0 {
-			chunk := own[:min(len(own), seenChunk)]
-			own = own[len(chunk):]
-			args := []any{micros(t), accountID}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
-				AND device_id IN (`+placeholders(len(chunk))+`) AND cred_last_used_at < ?`, append(args, micros(t))...); err != nil {
-				return err
-			}
+	if s.pg {
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND device_id IN (`+placeholders(len(devices))+`)
+			ORDER BY device_id`+s.lockRows(), append([]any{accountID}, devices...)...); err != nil {
+			return err
 		}
-		for len(extra) > 0 {
-			chunk := extra[:min(len(extra), seenChunk)]
-			extra = extra[len(chunk):]
-			args := []any{micros(t), accountID}
-			for _, u := range chunk {
-				args = append(args, u.DeviceID, u.CredentialID)
-			}
-			pairs := strings.TrimSuffix(strings.Repeat("(?, ?), ", len(chunk)), ", ")
-			if _, err := tx.ExecContext(ctx, `UPDATE credentials SET last_used_at = ? WHERE account_num = `+accountNum+`
-				AND (device_id, id) IN (VALUES `+pairs+`) AND last_used_at < ?`, append(args, micros(t))...); err != nil {
-				return err
-			}
+	}
+	if len(own) > 0 {
+		args := append([]any{micros(t), accountID}, own...)
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
+			AND device_id IN (`+placeholders(len(own))+`) AND cred_last_used_at < ?`, append(args, micros(t))...); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	if len(extra) > 0 {
+		args := []any{micros(t), accountID}
+		for _, u := range extra {
+			args = append(args, u.DeviceID, u.CredentialID)
+		}
+		pairs := strings.TrimSuffix(strings.Repeat("(?, ?), ", len(extra)), ", ")
+		if _, err := tx.ExecContext(ctx, `UPDATE credentials SET last_used_at = ? WHERE account_num = `+accountNum+`
+			AND (device_id, id) IN (VALUES `+pairs+`) AND last_used_at < ?`, append(args, micros(t))...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// boolCompare orders false before true.
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // placeholders is n '?' separated by commas.

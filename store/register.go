@@ -295,6 +295,12 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		if err := st.lockReplaced(ctx, q, account); err != nil {
 			return res, err
 		}
+		if seen, err := st.recountReplacedSeen(ctx, q, plan.AccountID, account); err != nil {
+			return res, err
+		} else if seen > 0 { // seen since classify: the old batches' counts follow old_seen, the new one's this
+			steps = append(steps, step{sql: `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
+				args: []any{seen, plan.AccountID, b.ID}})
+		}
 		steps = append(steps, st.replaceCredentials(account, b)...)
 		steps = append(steps, step{sql: `UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
 				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
