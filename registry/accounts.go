@@ -37,8 +37,8 @@ func (s *Service) NewAccount(ctx context.Context, name, email, password string) 
 	return a, key, nil
 }
 
-// apiKeyTouchInterval is how stale an API key's last_used_at may get, so that a busy factory
-// station does not write to the database on every call.
+// apiKeyTouchInterval is how stale an API key's last_used_at and last_used_ip may get, so that
+// a busy factory station or broker cluster does not write to the database on every call.
 const apiKeyTouchInterval = time.Minute
 
 // AuthenticateAPIKey returns the caller an API key stands for. An expired key answers
@@ -56,12 +56,9 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Ca
 		return devreg.Caller{}, devreg.Errorf(devreg.EKEYEXPIRED, "the API key %s (%s) expired at %s; ask an administrator for a new key or a later expiry",
 			k.ID, k.Name, k.ExpiresAt.Format(time.RFC3339))
 	}
-	ip := devreg.ClientIPFromContext(ctx)
-	if k.LastUsedAt == nil || now.Sub(*k.LastUsedAt) > apiKeyTouchInterval || ip != "" && (k.LastUsedIP == nil || *k.LastUsedIP != ip) {
+	if ip := devreg.ClientIPFromContext(ctx); s.keyUsed(k, now, ip) {
 		// last_used_at is a convenience for the key list: a busy database must not turn it into a
-		// failed request, so a failed stamp is left for the next call to retry.
-		// The address is written whenever it changes, so that the list shows where a key was
-		// last used from (a stolen key's use among the station's included).
+		// failed request, so a failed stamp is left for the next one, a minute later.
 		_ = s.store.TouchAPIKey(ctx, k.ID, now, ip)
 	}
 	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI, KeyID: k.ID, DeviceTypeIDs: k.DeviceTypeIDs}, nil

@@ -17,11 +17,12 @@ const (
 	maxPendingSeen = 50_000
 )
 
-// seenWriter collects the devices that brokers let in, and the credentials used, until it
-// writes them.
+// seenWriter collects the devices that brokers let in, the credentials used and the API keys'
+// uses, until it writes them.
 type seenWriter struct {
 	mu      sync.Mutex
 	pending map[string]*pendingSeen // by account ID
+	keys    keyUses                 // API keys' uses, to be written once a minute (keyuse.go)
 	n       int
 	at      time.Time // the latest time a device was seen
 	flush   chan struct{}
@@ -57,11 +58,11 @@ func (s *Service) markUsed(accountID string, u devreg.CredentialUse, t time.Time
 // note adds to what waits for the account, with add, which reports whether it added an item.
 func (s *Service) note(accountID string, t time.Time, add func(*pendingSeen) bool) {
 	w := &s.seen
-	w.once.Do(func() {
-		w.pending, w.flush, w.stop, w.done = map[string]*pendingSeen{}, make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-		go s.writeSeen()
-	})
+	s.startWriter()
 	w.mu.Lock()
+	if w.pending == nil {
+		w.pending = map[string]*pendingSeen{}
+	}
 	p := w.pending[accountID]
 	if p == nil {
 		p = &pendingSeen{devices: map[string]struct{}{}, used: map[devreg.CredentialUse]struct{}{}}
@@ -81,6 +82,15 @@ func (s *Service) note(accountID string, t time.Time, add func(*pendingSeen) boo
 	}
 }
 
+// startWriter starts, once, the goroutine that writes what waits.
+func (s *Service) startWriter() {
+	w := &s.seen
+	w.once.Do(func() {
+		w.flush, w.stop, w.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go s.writeSeen()
+	})
+}
+
 // writeSeen writes what markSeen collected, every seenInterval and when asked, until Close.
 func (s *Service) writeSeen() {
 	w := &s.seen
@@ -93,9 +103,11 @@ func (s *Service) writeSeen() {
 		case <-w.flush:
 		case <-w.stop:
 			s.flushSeen()
+			s.flushKeyUses(true)
 			return
 		}
 		s.flushSeen()
+		s.flushKeyUses(false)
 	}
 }
 

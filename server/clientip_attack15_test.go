@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"testing"
+	"time"
 
 	"devreg"
 	"devreg/server"
@@ -73,22 +75,38 @@ func TestAttack15ForwardedForFromAnUntrustedPeer(t *testing.T) {
 }
 
 // TestAttack15LastUsedIPFollowsTheLastUse: the key object's last_used_ip is "the client address
-// of the key's last use", what a security review reads to see where a key is used from. It is
-// written only when last_used_at is stamped, at most once a minute, so a stolen key used from
-// another address within a minute of the factory station's last call leaves the station's
-// address there (and a key used every few seconds from two places shows only one of them).
+// of the key's last use", what a security review reads to see where a key is used from. It was
+// written only when last_used_at was stamped, at most once a minute, so a stolen key used from
+// another address within a minute of the factory station's last call left the station's address
+// there for good if the key was not used again.
 //
-// What should happen: last_used_ip is the address of the last use. Fix: stamp when the address
-// differs from the stored one, too (AuthenticateAPIKey has both at hand), keeping the once-a-
-// minute limit for calls from the same address.
+// What should happen: last_used_ip follows the key's last use within about a minute (issue 22:
+// each server writes a key's row at most once a minute, whatever the address, so a broker
+// cluster sharing a key does not write it on every call). Within the minute the row keeps the
+// station's address; once the minute has passed, the server writes the latest use, the other
+// address, without another call.
 func TestAttack15LastUsedIPFollowsTheLastUse(t *testing.T) {
 	srv, acc, key := atk15Server(t, "127.0.0.0/8") // the test client stands behind a trusted proxy
-	atk15Get(t, srv, key, "198.51.100.7")          // the factory station
+	now := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	srv.Service.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	atk15Get(t, srv, key, "198.51.100.7") // the factory station
 	if ip := atk15LastIP(t, srv, acc); ip != "198.51.100.7" {
 		t.Fatalf("last used IP %q after the station's call", ip)
 	}
+	advance(10 * time.Second)
 	atk15Get(t, srv, key, "203.0.113.66") // someone else, with the same key, moments later
-	if ip := atk15LastIP(t, srv, acc); ip != "203.0.113.66" {
-		t.Errorf("last used IP %q after a call from 203.0.113.66; want 203.0.113.66", ip)
+	if ip := atk15LastIP(t, srv, acc); ip != "198.51.100.7" {
+		t.Errorf("last used IP %q within the minute, want the station's 198.51.100.7 (the row is written once a minute)", ip)
+	}
+	advance(time.Minute)
+	// The server writes what waits every few seconds: the last use shows within one of those.
+	deadline := time.Now().Add(30 * time.Second)
+	for ip := atk15LastIP(t, srv, acc); ip != "203.0.113.66"; ip = atk15LastIP(t, srv, acc) {
+		if time.Now().After(deadline) {
+			t.Fatalf("last used IP %q a minute after a call from 203.0.113.66; want 203.0.113.66", ip)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

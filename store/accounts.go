@@ -103,13 +103,15 @@ func (s *DB) APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, erro
 	return k, notFound(err, "no such API key")
 }
 
-// TouchAPIKey records that the key was used at t from the client address ip.
+// TouchAPIKey records that the key was used at t from the client address ip, unless a later
+// use is recorded already (servers write the uses they saw in turn, each a while after it).
 func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string) error {
 	var addr any // NULL when the address is not known
 	if ip != "" {
 		addr = ip
 	}
-	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ?, last_used_ip = coalesce(?, last_used_ip) WHERE id = ?`, micros(t), addr, id)
+	_, err := s.exec(ctx, `UPDATE api_keys SET last_used_at = ?, last_used_ip = coalesce(?, last_used_ip)
+		WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`, micros(t), addr, id, micros(t))
 	return err
 }
 
