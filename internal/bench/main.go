@@ -26,6 +26,8 @@
 // With -backup-only it measures only devreg backup of a registry of n devices, alone and while
 // registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
 // With -tokens-only it measures only the request rates, on a registry of n devices.
+// With -broker-load [-bin PATH] it measures only broker logins through two servers on one
+// PostgreSQL database, and topic checks from one and four client addresses (brokerload.go).
 //
 //	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only] [-tokens-only] [-big]
 package main
@@ -75,7 +77,8 @@ func main() {
 	big := flag.Bool("big", false, "register 10 batches of n devices on PostgreSQL, and measure the device token rate before and after them")
 	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
 	listingLoad := flag.Bool("listing-load", false, "measure only a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)")
-	bin := flag.String("bin", "", "with -listing-load: the devreg `binary` to measure instead of one built from this tree")
+	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
+	bin := flag.String("bin", "", "with -listing-load or -broker-load: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
@@ -83,6 +86,8 @@ func main() {
 		err = runBackupOnly(cfg.n)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
+	case *brokerLoad:
+		err = runBrokerLoad(cfg, *bin)
 	case cfg.runs < 1 || cfg.n < 1000:
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
 	case *tokensOnly:

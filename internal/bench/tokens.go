@@ -18,8 +18,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"devreg"
@@ -323,33 +321,5 @@ func (goLoad) String() string {
 }
 
 func (goLoad) rate(ctx context.Context, _, serverURL string, l load, d time.Duration) (float64, error) {
-	tr := &http.Transport{MaxIdleConnsPerHost: loadConnections, MaxConnsPerHost: loadConnections}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	var done atomic.Int64
-	errs := make(chan error, loadConnections)
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(d)
-	for c := range loadConnections {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := c; time.Now().Before(deadline); i++ {
-				status, body, err := send(ctx, hc, serverURL, l, l.variants[i%len(l.variants)])
-				if err == nil {
-					err = l.check(status, body)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	return float64(done.Load()) / elapsed.Seconds(), <-errs
+	return rateFrom(ctx, serverURL, l, d, nil)
 }
