@@ -14,6 +14,15 @@ const (
 	MaxRotationGraceSeconds     = 30 * 24 * 60 * 60
 )
 
+// Rotation limit: how many times a device may rotate its secret itself in an hour, unless its
+// device type says otherwise (from 1 to MaxRotationsPerHourLimit). A device rotates once when it
+// first connects and then every few months; five leaves room for retries, and every rotation is
+// an audit entry, so a leaked secret cannot flood the log.
+const (
+	DefaultMaxRotationsPerHour = 5
+	MaxRotationsPerHourLimit   = 1000
+)
+
 // CredentialSource says who made a credential.
 type CredentialSource string
 

@@ -18,6 +18,17 @@ type DeviceType struct {
 	// RotationGraceSeconds is how long the credential a device rotates away from keeps working;
 	// nil when creating a type takes DefaultRotationGraceSeconds. The store always sets it.
 	RotationGraceSeconds *int `json:"rotation_grace_seconds"`
+	// MaxRotationsPerHour is how many times a device of this type may rotate its secret itself in
+	// an hour; nil when creating a type takes DefaultMaxRotationsPerHour. The store always sets it.
+	MaxRotationsPerHour *int `json:"max_rotations_per_hour"`
+}
+
+// RotationLimit is how many times a device of this type may rotate its secret itself in an hour.
+func (t DeviceType) RotationLimit() int {
+	if t.MaxRotationsPerHour == nil {
+		return DefaultMaxRotationsPerHour
+	}
+	return *t.MaxRotationsPerHour
 }
 
 // RotationGrace is how long the credential a device of this type rotates away from keeps working.
@@ -37,4 +48,6 @@ type DeviceTypeUpdate struct {
 	MQTTSubscribe   []string `json:"mqtt_subscribe"`
 	// RotationGraceSeconds, when set, is the new grace of device-initiated rotation.
 	RotationGraceSeconds *int `json:"rotation_grace_seconds"`
+	// MaxRotationsPerHour, when set, is the new limit of device-initiated rotations.
+	MaxRotationsPerHour *int `json:"max_rotations_per_hour"`
 }

@@ -159,6 +159,9 @@ type DeviceTypeInput struct {
 	// RotationGraceSeconds is how long the secret a device rotates away from keeps working
 	// (0 to 2592000; a pointer to 0 for no grace). Left out when creating: 604800, 7 days.
 	RotationGraceSeconds *int `json:"rotation_grace_seconds,omitempty"`
+	// MaxRotationsPerHour is how many times a device may rotate its secret itself in an hour
+	// (1 to 1000). Left out when creating: 5.
+	MaxRotationsPerHour *int `json:"max_rotations_per_hour,omitempty"`
 }
 
 // CreateDeviceType defines a device type.

@@ -359,7 +359,7 @@ func testEditRotationGrace(t *testing.T, database string) {
 		_, body := e.get(t, "/devicetypes")
 		row := regexp.MustCompile(`(?s)<tr>\s*<td><a href="/devices\?device_type_id=` + dt + `">.*?</tr>`).FindString(body)
 		cells := regexp.MustCompile(`<td class="num">([^<]*)</td>`).FindAllStringSubmatch(row, -1)
-		if len(cells) != 3 || !strings.Contains(body, "Rotation grace</th>") {
+		if len(cells) != 4 || !strings.Contains(body, "Rotation grace</th>") {
 			t.Fatalf("the Device Types page lacks a rotation grace column:\n%s", body)
 		}
 		return cells[1][1]

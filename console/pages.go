@@ -82,7 +82,8 @@ func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) err
 		Type         devreg.DeviceType
 		GraceSeconds int
 		MaxGrace     int
-	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds})
+		MaxRotations int
+	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds, devreg.MaxRotationsPerHourLimit})
 }
 
 func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
@@ -90,10 +91,13 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 	min, err := formInt(r, "min_secret_length")
 	if err == nil {
 		name, desc := r.PostFormValue("name"), r.PostFormValue("description")
-		var grace *int
+		var grace, rotations *int
 		if grace, err = formOptionalInt(r, "rotation_grace_seconds"); err == nil {
-			_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
-				MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace})
+			if rotations, err = formOptionalInt(r, "max_rotations_per_hour"); err == nil {
+				_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
+					MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace,
+					MaxRotationsPerHour: rotations})
+			}
 		}
 	}
 	if isUserError(err) {

@@ -259,6 +259,12 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rot, err := h.svc.RotateCredential(r.Context(), cr.accountID, cr.deviceID, cr.secret)
+	if errors.Is(err, registry.ErrTooManyRotations) {
+		// The device authenticated: it may learn that it rotates too often, and when to retry.
+		msg := devreg.ErrorMessage(err)
+		return &devreg.Error{Code: devreg.ERATELIMITED, Message: msg, RetryAfter: retryAfter(err),
+			Err: &oauthError{devreg.ERATELIMITED, devreg.ERATELIMITED, msg}}
+	}
 	if err != nil {
 		return clientError(err)
 	}

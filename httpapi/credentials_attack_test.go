@@ -271,6 +271,8 @@ func TestAttackReplaceRacingAddOverHTTP(t *testing.T) {
 	forEachStore(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Race", 0)
+		// It rotates more than a device may in an hour; TestRotationLimit (deviceauth) tests the limit.
+		e.mustDo(t, e.admin, "PATCH", "/api/v1/devicetypes/"+dt.ID, `{"max_rotations_per_hour": 1000}`, 200, nil)
 		const filler = 20000
 		var csv strings.Builder
 		for i := range filler {
@@ -389,6 +391,8 @@ func TestAttackParallelCredentialChaos(t *testing.T) {
 	forEachStore(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Chaos", 0)
+		// It rotates more than a device may in an hour; TestRotationLimit (deviceauth) tests the limit.
+		e.mustDo(t, e.admin, "PATCH", "/api/v1/devicetypes/"+dt.ID, `{"max_rotations_per_hour": 1000}`, 200, nil)
 		var mu sync.Mutex
 		var secrets map[string]string // credential ID -> secret, of the current incarnation
 		var known []string

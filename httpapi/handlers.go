@@ -17,12 +17,13 @@ func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error
 		MQTTSubscribe   []string `json:"mqtt_subscribe"`
 		// Absent (or null) takes the default grace; 0 is a valid grace, so this is a pointer.
 		RotationGraceSeconds *int `json:"rotation_grace_seconds"`
+		MaxRotationsPerHour  *int `json:"max_rotations_per_hour"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
 	t, err := h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: in.Name, Description: in.Description, MinSecretLength: in.MinSecretLength,
-		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe, RotationGraceSeconds: in.RotationGraceSeconds})
+		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe, RotationGraceSeconds: in.RotationGraceSeconds, MaxRotationsPerHour: in.MaxRotationsPerHour})
 	if err != nil {
 		return err
 	}

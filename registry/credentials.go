@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"devreg"
@@ -226,6 +228,13 @@ func lastValid(credID, deviceID, change string) error {
 		"add another first, or disable the device to stop it from authenticating", credID, deviceID, change)
 }
 
+// RotationWindow is the window of the rotation limit: a device may rotate its secret itself its
+// type's MaxRotationsPerHour times within an hour of the first rotation of the window.
+const RotationWindow = time.Hour
+
+// ErrTooManyRotations is the cause of the refusal of a rotation beyond the device type's limit.
+var ErrTooManyRotations = errors.New("too many rotations")
+
 // RotateCredential replaces a device's secret at the device's request. The device authenticates
 // exactly as at the token endpoint (its failures count toward the same throttle), with its
 // current secret: never with a token, which other services see. The server generates the new
@@ -233,6 +242,12 @@ func lastValid(credID, deviceID, change string) error {
 // device type's rotation grace more (never longer than it would have), so that a device that lost
 // the answer can log in with it and rotate again; the credentials earlier rotations made and the
 // device never used are then deleted, as are expired ones, so repeated calls cannot stack them.
+//
+// A device may rotate its type's MaxRotationsPerHour times in RotationWindow; beyond that the
+// answer is ERATELIMITED (its cause ErrTooManyRotations) with the time left in the window. Each
+// rotation is counted in the database, in one statement, before it is made, and only once the
+// device has authenticated, so that strangers cannot spend a device's rotations; a rotation that
+// is refused or fails gives its count back.
 func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, secret string) (devreg.Rotation, error) {
 	dev, used, err := s.authenticateDevice(ctx, accountID, deviceID, secret)
 	if err != nil {
@@ -242,8 +257,30 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 	if err != nil {
 		return devreg.Rotation{}, err
 	}
-	newSecret := credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
 	now := s.now()
+	key := "rotate:" + throttleKey(accountID, deviceID)
+	// Counted even if the client hangs up now, and given back the same way, so that the count
+	// is exactly the rotations made and those in flight.
+	rotations, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), key, now, RotationWindow)
+	if err != nil {
+		return devreg.Rotation{}, err
+	}
+	if limit := t.RotationLimit(); rotations > limit {
+		wait := min(since.Add(RotationWindow).Sub(now), RotationWindow)
+		return devreg.Rotation{}, s.unchecked(ctx, key, since, &devreg.Error{Code: devreg.ERATELIMITED, RetryAfter: wait, Err: ErrTooManyRotations,
+			Message: fmt.Sprintf("device %s has rotated its secret %d times within the hour, the most its device type allows (max_rotations_per_hour); retry in %s",
+				deviceID, limit, max(wait.Round(time.Second), time.Second))})
+	}
+	rot, err := s.rotate(ctx, accountID, deviceID, t, used, now)
+	if err != nil {
+		return devreg.Rotation{}, s.unchecked(ctx, key, since, err)
+	}
+	return rot, nil
+}
+
+// rotate makes a device's rotation away from its credential used, once it has been counted.
+func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devreg.DeviceType, used devreg.StoredCredential, now time.Time) (devreg.Rotation, error) {
+	newSecret := credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
 	current := s.keys.Current()
 	added := devreg.StoredCredential{
 		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, Status: devreg.StatusEnabled, Source: devreg.CredentialFromDevice},
@@ -252,7 +289,7 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: used.ID}
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorDevice, ID: deviceID, Name: deviceID}, "credential.rotate",
 		devreg.AuditObject{Type: "device", ID: deviceID}, nil)
-	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+	err := s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(used.ID)
 		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
 			return devreg.CredentialChange{}, ErrInvalidClient
@@ -280,8 +317,10 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 		}
 		cur.NotAfter, rot.PreviousNotAfter = &end, end
 		ch.Update = []devreg.StoredCredential{cur}
+		// previous_source "registration" marks a factory secret's rotation: an administrator who
+		// did not expect one (the device was still in the warehouse) knows the secret leaked.
 		audit.Details = map[string]any{"credential_id": added.ID, "previous_credential_id": cur.ID,
-			"previous_not_after": end.Format(time.RFC3339Nano), "deleted": ch.Delete}
+			"previous_source": string(cur.Source), "previous_not_after": end.Format(time.RFC3339Nano), "deleted": ch.Delete}
 		return ch, nil
 	})
 	if err != nil {

@@ -79,7 +79,9 @@ func newAttackEnv(t *testing.T, pg bool, grace int) *attackEnv {
 	}
 	e.acc = a.ID
 	e.admin = devreg.NewContextWithCaller(context.Background(), devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin", Source: devreg.SourceAPI})
-	if e.dt, err = e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Sensor", RotationGraceSeconds: &grace}); err != nil {
+	// These tests rotate far more than a device may in an hour; TestRotationLimit tests the limit.
+	rotations := devreg.MaxRotationsPerHourLimit
+	if e.dt, err = e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Sensor", RotationGraceSeconds: &grace, MaxRotationsPerHour: &rotations}); err != nil {
 		t.Fatal(err)
 	}
 	e.register(t, devreg.ConflictFail, "d1", s1)

@@ -24,6 +24,9 @@ func checkDeviceType(t devreg.DeviceType) error {
 	if g := t.RotationGraceSeconds; g != nil && (*g < 0 || *g > devreg.MaxRotationGraceSeconds) {
 		return devreg.Errorf(devreg.EINVALID, "rotation_grace_seconds must be between 0 and %d (30 days); it is %d", devreg.MaxRotationGraceSeconds, *g)
 	}
+	if n := t.MaxRotationsPerHour; n != nil && (*n < 1 || *n > devreg.MaxRotationsPerHourLimit) {
+		return devreg.Errorf(devreg.EINVALID, "max_rotations_per_hour must be between 1 and %d; it is %d", devreg.MaxRotationsPerHourLimit, *n)
+	}
 	if err := checkTopicFilters("mqtt_publish", t.MQTTPublish); err != nil {
 		return err
 	}
@@ -82,6 +85,9 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 	if t.RotationGraceSeconds == nil {
 		grace := devreg.DefaultRotationGraceSeconds
 		t.RotationGraceSeconds = &grace
+	}
+	if t.MaxRotationsPerHour == nil {
+		t.MaxRotationsPerHour = new(devreg.DefaultMaxRotationsPerHour)
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
@@ -158,6 +164,9 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	if upd.RotationGraceSeconds != nil {
 		t.RotationGraceSeconds = upd.RotationGraceSeconds
 	}
+	if upd.MaxRotationsPerHour != nil {
+		t.MaxRotationsPerHour = upd.MaxRotationsPerHour
+	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
 	}
@@ -192,5 +201,6 @@ func typeFields(t devreg.DeviceType) map[string]any {
 		grace = *t.RotationGraceSeconds
 	}
 	return map[string]any{"name": t.Name, "description": t.Description, "min_secret_length": t.MinSecretLength,
-		"mqtt_publish": t.MQTTPublish, "mqtt_subscribe": t.MQTTSubscribe, "rotation_grace_seconds": grace}
+		"mqtt_publish": t.MQTTPublish, "mqtt_subscribe": t.MQTTSubscribe, "rotation_grace_seconds": grace,
+		"max_rotations_per_hour": t.RotationLimit()}
 }

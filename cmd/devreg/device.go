@@ -134,6 +134,8 @@ func explainDeviceError(err error) string {
 			return "invalid_client: unknown device, wrong secret, the device or its batch is disabled, or the secret's " +
 				"credential is disabled, expired or not yet valid; a secret this device has rotated away from, once the " +
 				"new one was used, cannot rotate again (an administrator can add a credential on the device's page)"
+		case de.Status == 429 && de.Code == "rate_limited":
+			return de.Error() + " (its current secret still works)"
 		case de.Status == 429:
 			return de.Error() + " (too many failed attempts for this device)"
 		}

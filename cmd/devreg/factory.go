@@ -92,13 +92,14 @@ func (m *Main) printJSON(v any) error {
 }
 
 func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
-	fs := m.flagSet("devicetypes create", "devicetypes create --name NAME [--description TEXT] [--min-secret-length N] [--rotation-grace D]\n\n"+
+	fs := m.flagSet("devicetypes create", "devicetypes create --name NAME [--description TEXT] [--min-secret-length N] [--rotation-grace D] [--max-rotations-per-hour N]\n\n"+
 		"Defines a device type and prints it as JSON.\n\nExample:\n  devreg devicetypes create --name \"Thermostat T1\" --min-secret-length 16 --rotation-grace 72h")
 	server, apiKey := m.clientFlags(fs)
 	name := fs.String("name", "", "the device type's `name` (required, unique in the account)")
 	desc := fs.String("description", "", "a `description`")
 	minLen := fs.Int("min-secret-length", 0, "the shortest secret its devices may have (8 to 256; default 8)")
 	grace := fs.Duration("rotation-grace", -1, "how long a secret a device rotates away from keeps working, up to 720h; 0 ends it at once (default 168h)")
+	rotations := fs.Int("max-rotations-per-hour", 0, "how many times a device may rotate its secret itself in an hour (1 to 1000; default 5)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -117,6 +118,11 @@ func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
 		seconds := int(grace.Seconds())
 		in.RotationGraceSeconds = &seconds
 	}
+	fs.Visit(func(f *flag.Flag) { // sent when given, so that a 0 is refused rather than taken for the default
+		if f.Name == "max-rotations-per-hour" {
+			in.MaxRotationsPerHour = rotations
+		}
+	})
 	t, err := c.CreateDeviceType(ctx, in)
 	if err != nil {
 		return explain(*server, err)

@@ -202,14 +202,18 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 	if dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != devreg.DefaultRotationGraceSeconds {
 		t.Errorf("a new type's rotation grace = %v, want the default %d", dt.RotationGraceSeconds, devreg.DefaultRotationGraceSeconds)
 	}
-	dt.Description, dt.MinSecretLength, dt.RotationGraceSeconds = "new", 32, ptr(0)
+	if dt.MaxRotationsPerHour == nil || *dt.MaxRotationsPerHour != devreg.DefaultMaxRotationsPerHour {
+		t.Errorf("a new type's rotation limit = %v, want the default %d", dt.MaxRotationsPerHour, devreg.DefaultMaxRotationsPerHour)
+	}
+	dt.Description, dt.MinSecretLength, dt.RotationGraceSeconds, dt.MaxRotationsPerHour = "new", 32, ptr(0), ptr(1000)
 	dt.MQTTPublish, dt.MQTTSubscribe = []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, []string{}
 	if err := db.UpdateDeviceType(ctx, dt); err != nil {
 		t.Fatal(err)
 	}
 	types, err := db.ListDeviceTypes(ctx, acc)
 	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0,
-		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}, RotationGraceSeconds: ptr(0)}}
+		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}, RotationGraceSeconds: ptr(0),
+		MaxRotationsPerHour: ptr(1000)}}
 	if diff := cmp.Diff(want, types); err != nil || diff != "" {
 		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
 	}
