@@ -83,11 +83,29 @@ type EntrySource interface {
 	Next() (DeviceEntry, error)
 }
 
+// CredentialsOnReplace says what a registration with on_conflict=replace does with the other
+// credentials of the devices it replaces.
+type CredentialsOnReplace string
+
+// The choices of what a replace does with a device's other credentials.
+const (
+	// CredentialsKeep keeps the credentials a device made itself, so that re-running a factory
+	// file cannot lock out a device that has rotated its secret.
+	CredentialsKeep CredentialsOnReplace = "keep"
+	// CredentialsReset leaves the registered secret as the device's only credential, dropping
+	// those it made too: the way out when a factory secret leaked and someone rotated it first.
+	CredentialsReset CredentialsOnReplace = "reset"
+)
+
+// Valid reports whether c is a known choice.
+func (c CredentialsOnReplace) Valid() bool { return c == CredentialsKeep || c == CredentialsReset }
+
 // RegisterOptions are the knobs of one registration request.
 type RegisterOptions struct {
-	OnConflict OnConflict
-	DryRun     bool
-	Filename   string
+	OnConflict  OnConflict
+	Credentials CredentialsOnReplace // with OnConflict replace; "" is CredentialsKeep
+	DryRun      bool
+	Filename    string
 }
 
 // RegisterResult counts what a registration did (or, in a dry run, would do).
@@ -98,4 +116,7 @@ type RegisterResult struct {
 	Replaced  int64  `json:"replaced"`
 	Skipped   int64  `json:"skipped"`
 	DryRun    bool   `json:"dry_run,omitempty"`
+	// DeviceCredentialsDropped counts, under CredentialsReset, the credentials the replaced
+	// devices had made themselves and lost.
+	DeviceCredentialsDropped int64 `json:"device_credentials_dropped,omitempty"`
 }

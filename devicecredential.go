@@ -131,3 +131,24 @@ type CredentialUse struct {
 	CredentialID string
 	InDevice     bool
 }
+
+// BatchRevocation is what revoking the credentials a batch's devices made themselves did: one
+// transaction for the lot, which leaves alone every device that nothing else would let in.
+type BatchRevocation struct {
+	Devices        int64 `json:"devices"`         // the devices of the batch
+	Deleted        int64 `json:"deleted"`         // the credentials deleted
+	DevicesChanged int64 `json:"devices_changed"` // the devices that lost at least one
+	DevicesLeft    int64 `json:"devices_left"`    // the devices left as they were
+	// Problems says, for the first MaxProblems devices left, why; Index is the device's position
+	// in the batch, in registration order. ProblemCount is DevicesLeft.
+	Problems     []Problem `json:"problems,omitempty"`
+	ProblemCount int64     `json:"problem_count,omitempty"`
+}
+
+// DeviceLeft is a device of a batch that a revocation of its device-made credentials left as it
+// was, since none of its other credentials lets it in now.
+type DeviceLeft struct {
+	Index    int64 // its position in the batch, in registration order
+	DeviceID string
+	Others   int // how many credentials it holds that it did not make itself (none valid now)
+}

@@ -16,6 +16,10 @@ type RegistrationPlan struct {
 	// Audit, when set, makes the audit entry of a registration that writes, from its result; it
 	// is appended in the registration's transaction.
 	Audit func(RegisterResult) *AuditEntry
+	// ResetCredentials, with ConflictReplace, leaves each replaced device the registered
+	// credential alone, dropping those it made itself too; and a device counts as unchanged only
+	// if that is all it holds already (enabled, without a window).
+	ResetCredentials bool
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash

@@ -205,12 +205,19 @@ type Credential struct {
 type RegisterOptions struct {
 	OnConflict devreg.OnConflict // fail (default), skip or replace
 	DryRun     bool
+	// Credentials, with OnConflict replace, says what happens to the credentials the replaced
+	// devices made themselves: keep (default) or reset (dropped; the registered secret is then
+	// each device's only credential).
+	Credentials devreg.CredentialsOnReplace
 }
 
 func (o RegisterOptions) query() url.Values {
 	q := url.Values{}
 	if o.OnConflict != "" {
 		q.Set("on_conflict", string(o.OnConflict))
+	}
+	if o.Credentials != "" {
+		q.Set("credentials", string(o.Credentials))
 	}
 	if o.DryRun {
 		q.Set("dry_run", "true")
@@ -336,6 +343,26 @@ func (c *Client) UpdateCredential(ctx context.Context, deviceID, credentialID st
 // last credential, or the only one valid now, cannot be deleted (ECONFLICT).
 func (c *Client) DeleteCredential(ctx context.Context, deviceID, credentialID string) error {
 	return c.doJSON(ctx, http.MethodDelete, credentialsPath(deviceID)+"/"+url.PathEscape(credentialID), nil, nil)
+}
+
+// RevokeCredentials deletes the credentials of a device that came from source (only
+// devreg.CredentialFromDevice: those the device made itself by rotating) and returns how many. If
+// nothing else would let the device in now, nothing is deleted (ECONFLICT).
+func (c *Client) RevokeCredentials(ctx context.Context, deviceID string, source devreg.CredentialSource) (int, error) {
+	var out struct {
+		Deleted int `json:"deleted"`
+	}
+	err := c.do(ctx, http.MethodDelete, credentialsPath(deviceID), url.Values{"source": {string(source)}}, "", nil, &out)
+	return out.Deleted, err
+}
+
+// RevokeBatchCredentials deletes, in one transaction, the credentials of a batch's devices that
+// came from source (only devreg.CredentialFromDevice), leaving alone every device that nothing
+// else would let in now; the answer counts and lists those.
+func (c *Client) RevokeBatchCredentials(ctx context.Context, batchID string, source devreg.CredentialSource) (devreg.BatchRevocation, error) {
+	var out devreg.BatchRevocation
+	err := c.do(ctx, http.MethodDelete, "/batches/"+url.PathEscape(batchID)+"/credentials", url.Values{"source": {string(source)}}, "", nil, &out)
+	return out, err
 }
 
 // ListBatches returns one page of batches, newest first, and the cursor of the next.

@@ -98,7 +98,7 @@ func (e *env) upload(t *testing.T, fields map[string]string, filename, content s
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	for _, k := range []string{"device_type_id", "on_conflict", "dry_run"} {
+	for _, k := range []string{"device_type_id", "on_conflict", "credentials", "dry_run"} {
 		if v, ok := fields[k]; ok {
 			mw.WriteField(k, v)
 		}

@@ -24,6 +24,7 @@ type deviceData struct {
 	MaxCredentials  int
 	Full            bool // the device holds MaxCredentials unexpired credentials: adding one fails
 	MinSecretLength int
+	DeviceMade      int // how many credentials the device made itself
 }
 
 func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
@@ -53,6 +54,9 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
 	now, live := h.svc.Now(), 0
 	for _, c := range creds {
 		row := credentialRow{Credential: c}
+		if c.Source == devreg.CredentialFromDevice {
+			data.DeviceMade++
+		}
 		switch {
 		case c.ExpiredAt(now):
 			row.Note = "expired"

@@ -338,7 +338,8 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := uploadResult{Filename: registry.CleanFilename(file.FileName()), DeviceTypeID: t.ID, TypeName: t.Name}
-	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), DryRun: fields["dry_run"] == "true", Filename: file.FileName()}
+	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), Credentials: devreg.CredentialsOnReplace(fields["credentials"]),
+		DryRun: fields["dry_run"] == "true", Filename: file.FileName()}
 	out.Result, err = h.svc.Register(r.Context(), t.ID, reqbody.Entries(bulkfile.NewReader(file)), opts)
 	var e *devreg.Error
 	status := http.StatusOK
@@ -408,8 +409,20 @@ func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {
 	}{batches, names, nextURL})
 }
 
+// batchData is what the batch page shows: the batch, and after a revocation of its devices'
+// own credentials that left some devices as they were, what it did.
+type batchData struct {
+	Batch     devreg.Batch
+	TypeNames map[string]string
+	Revoked   *devreg.BatchRevocation
+}
+
 func (h *Handler) batchPage(w http.ResponseWriter, r *http.Request) error {
-	b, err := h.svc.Batch(r.Context(), r.PathValue("id"))
+	return h.renderBatch(w, r, r.PathValue("id"), nil)
+}
+
+func (h *Handler) renderBatch(w http.ResponseWriter, r *http.Request, id string, revoked *devreg.BatchRevocation) error {
+	b, err := h.svc.Batch(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -417,10 +430,7 @@ func (h *Handler) batchPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return h.render(w, r, http.StatusOK, "batch", "Batch "+b.ID, "batches", struct {
-		Batch     devreg.Batch
-		TypeNames map[string]string
-	}{b, names})
+	return h.render(w, r, http.StatusOK, "batch", "Batch "+b.ID, "batches", batchData{b, names, revoked})
 }
 
 func (h *Handler) setBatchStatus(w http.ResponseWriter, r *http.Request) error {

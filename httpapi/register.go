@@ -11,7 +11,7 @@ import (
 
 func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(q.Get("on_conflict"))}
+	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(q.Get("on_conflict")), Credentials: devreg.CredentialsOnReplace(q.Get("credentials"))}
 	dryRun, err := queryBool(r, "dry_run")
 	if err != nil {
 		return err

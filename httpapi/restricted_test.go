@@ -57,6 +57,10 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		"POST /apikeys":                                          `{"name": "another", "scope": "read"}`,
 		"PATCH /apikeys/{api_key_id}":                            `{"name": "renamed"}`,
 	}
+	queries := map[string]string{ // required query parameters
+		"DELETE /devices/{device_id}/credentials": "?source=device",
+		"DELETE /batches/{batch_id}/credentials":  "?source=device",
+	}
 	replacer := strings.NewReplacer("{device_type_id}", theirs.ID, "{device_id}", "theirs-1", "{batch_id}", reg.BatchID,
 		"{credential_id}", creds.Credentials[0].ID, "{api_key_id}", "key_nosuch")
 	var ops []string
@@ -76,7 +80,7 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		method, path, _ := strings.Cut(op, " ")
 		for scope, key := range keys {
 			t.Run(scope+"/"+op, func(t *testing.T) {
-				status, b := e.send(t, req{key: key, method: method, path: "/api/v1" + replacer.Replace(path), body: bodies[op]})
+				status, b := e.send(t, req{key: key, method: method, path: "/api/v1" + replacer.Replace(path) + queries[op], body: bodies[op]})
 				switch {
 				case status == 403 || status == 404:
 				case status >= 200 && status < 300:

@@ -340,3 +340,109 @@ func credFields(c devreg.Credential) map[string]any {
 	return map[string]any{"credential_id": c.ID, "status": string(c.Status), "not_before": at(c.NotBefore), "not_after": at(c.NotAfter),
 		"source": string(c.Source)}
 }
+
+// checkRevokeSource refuses to revoke credentials of any source but the device's own: those a
+// leaked factory secret lets a stranger make, and the only ones revoked together.
+func checkRevokeSource(source devreg.CredentialSource) error {
+	switch source {
+	case devreg.CredentialFromDevice:
+		return nil
+	case "":
+		return devreg.Errorf(devreg.EBADREQUEST, "say which credentials to revoke: source=device (the credentials devices made themselves by rotating)")
+	}
+	return devreg.Errorf(devreg.EBADREQUEST, "source must be device (the credentials devices made themselves); it is %q. Delete other credentials one at a time", source)
+}
+
+// errNoneToRevoke ends a revocation that finds nothing to revoke, which writes nothing.
+var errNoneToRevoke = errors.New("no credentials of that source")
+
+// lockedOutAdvice says what an administrator can do about a device that only credentials it made
+// itself let in.
+const lockedOutAdvice = "register its factory secret again with on_conflict=replace&credentials=reset, " +
+	"or add a credential first, or disable the device"
+
+// RevokeCredentials deletes the credentials one of the caller's devices made itself (source
+// device), such as one that a holder of its leaked factory secret rotated to, and returns how
+// many. Tokens issued for them stop working. If no other credential would let the device in now,
+// nothing is deleted and the answer is a conflict that says what to do.
+func (s *Service) RevokeCredentials(ctx context.Context, deviceID string, source devreg.CredentialSource) (int, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkRevokeSource(source); err != nil {
+		return 0, err
+	}
+	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+		return 0, err
+	}
+	now := s.now()
+	var deleted []string
+	audit := s.auditEntry(ctx, actorOf(c), "credentials.revoke", devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+		deleted = nil
+		valid := false
+		for _, cr := range d.Credentials {
+			if cr.Source == source {
+				deleted = append(deleted, cr.ID)
+			} else if cr.ValidAt(now) {
+				valid = true
+			}
+		}
+		switch {
+		case len(deleted) == 0:
+			return devreg.CredentialChange{}, errNoneToRevoke
+		case !valid:
+			return devreg.CredentialChange{}, devreg.Errorf(devreg.ECONFLICT, "device %s has no credential but those it made itself that lets it in now, "+
+				"so revoking them would lock it out; %s", deviceID, lockedOutAdvice)
+		}
+		audit.Details = map[string]any{"source": string(source), "deleted": len(deleted), "credential_ids": deleted}
+		return devreg.CredentialChange{Delete: deleted}, nil
+	})
+	if errors.Is(err, errNoneToRevoke) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(deleted), nil
+}
+
+// RevokeBatchCredentials deletes the credentials the devices of one of the caller's batches made
+// themselves (source device), in one transaction: what to do when a lot's factory secrets leaked
+// and strangers rotated them first. A device that no other credential would let in now is left as
+// it was, counted and listed with the reason (the first MaxProblems).
+func (s *Service) RevokeBatchCredentials(ctx context.Context, batchID string, source devreg.CredentialSource) (devreg.BatchRevocation, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.BatchRevocation{}, err
+	}
+	if err := checkRevokeSource(source); err != nil {
+		return devreg.BatchRevocation{}, err
+	}
+	b, err := s.reachBatch(ctx, c, batchID)
+	if err != nil {
+		return devreg.BatchRevocation{}, err
+	}
+	entry := s.auditEntry(ctx, actorOf(c), "credentials.revoke", devreg.AuditObject{Type: "batch", ID: b.ID}, nil)
+	r, left, err := s.store.RevokeBatchCredentials(ctx, c.AccountID, b.DeviceTypeID, b.ID, s.now(), func(r devreg.BatchRevocation) *devreg.AuditEntry {
+		entry.Details = map[string]any{"source": string(source), "devices": r.Devices, "deleted": r.Deleted,
+			"devices_changed": r.DevicesChanged, "devices_left": r.DevicesLeft}
+		return entry
+	})
+	if err != nil {
+		return devreg.BatchRevocation{}, err
+	}
+	for _, l := range left {
+		why := "it holds no credential but those it made itself"
+		if l.Others > 0 {
+			why = "none of its other credentials lets it in now (disabled, expired or not yet valid)"
+		}
+		r.Problems = append(r.Problems, devreg.Problem{Index: int(l.Index), DeviceID: l.DeviceID,
+			Message: fmt.Sprintf("left as it was: %s, so revoking them would lock it out; %s", why, lockedOutAdvice)})
+	}
+	if r.DevicesLeft > 0 {
+		r.ProblemCount = r.DevicesLeft
+	}
+	return r, nil
+}

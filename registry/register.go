@@ -38,6 +38,16 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if opts.OnConflict == devreg.ConflictReplace && !c.Scope.Allows(devreg.ScopeAdmin) {
 		return res, devreg.Errorf(devreg.EFORBIDDEN, "on_conflict=replace needs an API key with scope \"admin\"; this key has scope %q", c.Scope)
 	}
+	if opts.Credentials == "" {
+		opts.Credentials = devreg.CredentialsKeep
+	}
+	if !opts.Credentials.Valid() {
+		return res, devreg.Errorf(devreg.EBADREQUEST, "credentials must be keep or reset; it is %q", opts.Credentials)
+	}
+	if opts.Credentials == devreg.CredentialsReset && opts.OnConflict != devreg.ConflictReplace {
+		return res, devreg.Errorf(devreg.EBADREQUEST, "credentials=reset works only with on_conflict=replace (it says what a replace does with "+
+			"the credentials devices made themselves); send on_conflict=replace&credentials=reset, with an admin key")
+	}
 	if !opaqueID(deviceTypeID) || !c.Reaches(deviceTypeID) {
 		return res, notFound("device type", deviceTypeID)
 	}
@@ -78,8 +88,13 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		Audit: func(res devreg.RegisterResult) *devreg.AuditEntry {
 			entry.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict),
 				"filename": opts.Filename, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
+			if opts.Credentials == devreg.CredentialsReset {
+				entry.Details["credentials"] = string(opts.Credentials)
+				entry.Details["device_credentials_dropped"] = res.DeviceCredentialsDropped
+			}
 			return entry
 		},
+		ResetCredentials: opts.Credentials == devreg.CredentialsReset,
 		Batch: devreg.Batch{
 			ID:           batchID,
 			DeviceTypeID: dt.ID,

@@ -263,6 +263,11 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	}
 	endCheck()
 	res.DryRun = plan.DryRun
+	if plan.DryRun && plan.ResetCredentials && res.Replaced > 0 {
+		if res.DeviceCredentialsDropped, err = st.deviceMadeCredentials(ctx, q, account); err != nil {
+			return res, err
+		}
+	}
 	if plan.DryRun || res.Created+res.Replaced == 0 {
 		if tx != nil {
 			return res, tx.Rollback()
@@ -301,7 +306,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 			steps = append(steps, step{sql: `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
 				args: []any{seen, plan.AccountID, b.ID}})
 		}
-		steps = append(steps, st.replaceCredentials(account, b)...)
+		steps = append(steps, st.replaceCredentials(account, plan, &res.DeviceCredentialsDropped)...)
 		steps = append(steps, step{sql: `UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
 				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
 				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
@@ -323,9 +328,10 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 
 // step is one statement of a registration's write.
 type step struct {
-	sql  string
-	args []any
-	one  bool // it must change one row
+	sql   string
+	args  []any
+	one   bool   // it must change one row
+	count *int64 // if set, the rows it changes are added to it
 }
 
 // run runs steps in a registration's transaction. A step that must change one row and changes
@@ -336,8 +342,15 @@ func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps
 		if err != nil {
 			return fmt.Errorf("register devices: %w", err)
 		}
-		if n, err := r.RowsAffected(); step.one && err == nil && n != 1 {
+		n, err := r.RowsAffected()
+		if step.one && err == nil && n != 1 {
 			return devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered (create the device type again, or choose another, and send the file again)", plan.DeviceTypeID)
+		}
+		if step.count != nil {
+			if err != nil {
+				return fmt.Errorf("register devices: %w", err)
+			}
+			*step.count += n
 		}
 	}
 	return nil
@@ -360,10 +373,22 @@ func (st *Stage) lockReplaced(ctx context.Context, q handle, account int64) erro
 // alone, except those the devices made themselves, which stay (so that re-running a factory file
 // cannot lock out a device that has rotated its secret): a device-made credential in the device's
 // row moves to the credentials table, every other credential and every expired one goes, and of
-// the device-made ones the newest MaxCredentials-1 stay.
-func (st *Stage) replaceCredentials(account int64, b devreg.Batch) []step {
+// the device-made ones the newest MaxCredentials-1 stay. Under plan.ResetCredentials every other
+// credential goes, those the devices made included, and dropped counts those.
+func (st *Stage) replaceCredentials(account int64, plan devreg.RegistrationPlan, dropped *int64) []step {
 	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
-	now := micros(b.CreatedAt)
+	now := micros(plan.Batch.CreatedAt)
+	if plan.ResetCredentials {
+		// The registered credential then overwrites the one in the row; marking a device-made
+		// one there first is only to count it.
+		return []step{
+			{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND source = ?`,
+				args: []any{account, string(devreg.CredentialFromDevice)}, count: dropped},
+			{sql: `UPDATE devices SET cred_source = NULL WHERE account_num = ? AND device_id IN (` + replaced + `) AND cred_source = ?`,
+				args: []any{account, string(devreg.CredentialFromDevice)}, count: dropped},
+			{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `)`, args: []any{account}},
+		}
+	}
 	return []step{
 		{sql: `INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
 			SELECT account_num, device_id, cred_id, key_id, secret_hash, cred_created_at, cred_not_before, cred_not_after,
@@ -443,8 +468,13 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		now := micros(plan.Batch.CreatedAt)
 		extraValid = fmt.Sprintf(` AND c.status = 'enabled' AND coalesce(c.not_before, %d) <= %d AND coalesce(c.not_after, %d) > %d`, now, now, now+1, now)
 	}
-	sameSecret := `(d.secret_hash = ` + hashUnder("d.key_id") + ownValid + ` OR EXISTS (SELECT 1 FROM credentials c
+	var sameSecret string
+	if plan.ResetCredentials {
+		sameSecret = `d.secret_hash = ` + hashUnder("d.key_id") + onlyRegisteredCredential
+	} else {
+		sameSecret = `(d.secret_hash = ` + hashUnder("d.key_id") + ownValid + ` OR EXISTS (SELECT 1 FROM credentials c
 		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.secret_hash = ` + hashUnder("c.key_id") + extraValid + `))`
+	}
 	args = append(args, account, plan.Batch.ID)
 	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
 		action = CASE WHEN d.device_type_id = ? AND `+sameSecret+` THEN 1 ELSE 2 END,
@@ -470,6 +500,26 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 func ownCredentialValid(plan devreg.RegistrationPlan) string {
 	now := micros(plan.Batch.CreatedAt)
 	return fmt.Sprintf(` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
+}
+
+// onlyRegisteredCredential is a condition (starting with AND) that device d holds one credential,
+// the one in its row, as a registration leaves it: enabled, without a window, from the
+// registration. Under credentials=reset a resend is unchanged only then, so that sending the
+// factory file again resets every device whose credentials someone else has changed.
+const onlyRegisteredCredential = ` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND d.cred_not_before IS NULL AND d.cred_not_after IS NULL
+	AND coalesce(d.cred_source, 'registration') = 'registration'
+	AND NOT EXISTS (SELECT 1 FROM credentials c WHERE c.account_num = d.account_num AND c.device_id = d.device_id)`
+
+// deviceMadeCredentials counts the credentials the devices a registration replaces have made
+// themselves: what a replace with credentials=reset drops.
+func (st *Stage) deviceMadeCredentials(ctx context.Context, q handle, account int64) (int64, error) {
+	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
+	var n int64
+	err := q.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+replaced+`) AND cred_source = ?) +
+		(SELECT count(*) FROM credentials WHERE account_num = ? AND device_id IN (`+replaced+`) AND source = ?)`,
+		account, string(devreg.CredentialFromDevice), account, string(devreg.CredentialFromDevice)).Scan(&n)
+	return n, err
 }
 
 // conflictError lists the conflicting entries of a registration that may not touch them.

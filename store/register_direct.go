@@ -231,6 +231,9 @@ func (st *Stage) lookUpSQL(plan devreg.RegistrationPlan, rows int) string {
 		// disabled or outside its window is replaced, not left unchanged.
 		b.WriteString(ownCredentialValid(plan))
 	}
+	if plan.ResetCredentials {
+		b.WriteString(onlyRegisteredCredential)
+	}
 	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM (VALUES `)
 	for i := range rows {
 		if i > 0 {

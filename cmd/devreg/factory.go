@@ -205,7 +205,7 @@ func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
 }
 
 func (m *Main) devicesImport(ctx context.Context, args []string) error {
-	fs := m.flagSet("devices import", "devices import --device-type ID [--on-conflict fail|skip|replace] [--dry-run] FILE\n\n"+
+	fs := m.flagSet("devices import", "devices import --device-type ID [--on-conflict fail|skip|replace [--credentials keep|reset]] [--dry-run] FILE\n\n"+
 		"Streams a bulk upload file (- for stdin) to the server and prints the result as JSON. When\n"+
 		"the server refuses the file, prints every problem it found and exits 1: nothing is registered.\n"+
 		"When the API key's rate limit is used up (429), it waits as long as the server says and sends\n"+
@@ -214,6 +214,7 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	server, apiKey := m.clientFlags(fs)
 	typeID := fs.String("device-type", "", "the device type `ID` (required; see devreg devicetypes list)")
 	onConflict := fs.String("on-conflict", "fail", "what to do with device IDs already registered differently: fail, skip or replace (admin keys only)")
+	credentials := fs.String("credentials", "", "with --on-conflict replace: keep (default) or reset the credentials the replaced devices made themselves")
 	dryRun := fs.Bool("dry-run", false, "check the file and count what it would do, registering nothing")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -230,6 +231,9 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	oc := devreg.OnConflict(*onConflict)
 	if !oc.Valid() {
 		return usageError{"--on-conflict must be fail, skip or replace"}
+	}
+	if *credentials != "" && (!devreg.CredentialsOnReplace(*credentials).Valid() || oc != devreg.ConflictReplace) {
+		return usageError{"--credentials takes keep or reset, with --on-conflict replace"}
 	}
 	c, err := m.newClient(*server, *apiKey)
 	if err != nil {
@@ -256,7 +260,8 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 			stopProgress, in = p.stop, p
 		}
 		defer stopProgress()
-		return c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun})
+		return c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun,
+			Credentials: devreg.CredentialsOnReplace(*credentials)})
 	}
 	// A registration is atomic and a resend is idempotent, so a file refused for the key's rate
 	// limit is sent again whole; the client cannot do that itself, since it streams the file.

@@ -64,6 +64,7 @@ For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key
   devreg devices list [flags]          list devices
   devreg devices export [flags]        write devices as CSV (never secrets)
   devreg device connect [flags]        act as a device: get a token and check in (end-of-line test)
+  devreg credentials revoke [flags]    revoke the credentials a device or a batch's devices made themselves
 
   devreg completion bash               print a bash completion script
   devreg --version                     print the version
@@ -136,6 +137,7 @@ var subcommands = map[string]func(m *Main, ctx context.Context, args []string) e
 	"devices list":       (*Main).devicesList,
 	"devices export":     (*Main).devicesExport,
 	"completion bash":    (*Main).completionBash,
+	"credentials revoke": (*Main).credentialsRevoke,
 }
 
 // version is the module version, or the VCS revision of a development build.
@@ -163,11 +165,12 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices credentials completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
          audit) COMPREPLY=($(compgen -W "verify" -- "$cur")) ;;
          device) COMPREPLY=($(compgen -W "connect" -- "$cur")) ;;
+         credentials) COMPREPLY=($(compgen -W "revoke" -- "$cur")) ;;
          devicetypes) COMPREPLY=($(compgen -W "create list" -- "$cur")) ;;
          devices) COMPREPLY=($(compgen -W "generate import list export" -- "$cur")) ;;
          completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;

@@ -47,6 +47,8 @@ func Run(t *testing.T, open Opener) {
 		{"parallel-first-check-ins-count-once", testParallelFirstCheckIns},
 		{"check-in-tied-to-registration", testCheckInTiedToRegistration},
 		{"delete-racing-replace-keeps-counts", testDeleteRacingReplace},
+		{"replace-resets-credentials", testResetCredentials},
+		{"revoke-batch-credentials", testRevokeBatchCredentials},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
