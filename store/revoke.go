@@ -44,9 +44,12 @@ func (s *DB) RevokeBatchCredentials(ctx context.Context, accountID, typeID, batc
 		}
 		if s.pg {
 			// As ChangeCredentials does for one device: a credential change of any of them
-			// (which locks its row) comes wholly before or after this one.
-			if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices d WHERE `+inBatch+` AND `+deviceMade+` ORDER BY d.device_id FOR UPDATE`, batch...); err != nil {
-				return err
+			// (which locks its row) comes wholly before or after this one. Counted, so that the
+			// rows locked do not come back to this process.
+			var locked int64
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM devices d WHERE `+inBatch+` AND `+deviceMade+`
+				ORDER BY d.device_id FOR UPDATE) AS locked`, batch...).Scan(&locked); err != nil {
+				return fmt.Errorf("lock the batch's devices: %w", err)
 			}
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT count(*),

@@ -239,5 +239,31 @@ func testRevokeBatchCredentials(t *testing.T, db *store.DB) {
 	if r, _, err := db.RevokeBatchCredentials(ctx, acc, "dt_2", "bat_1", now, audit); err != nil || r.Devices != 0 || r.Deleted != 0 {
 		t.Errorf("the batch through another type: %+v, %v", r, err)
 	}
-	checkCounts(t, db, acc)
+	checkCounts(t, db, acc) // before the next lot, which is more than it can list
+
+	// A lot of more devices left than a refusal lists: all are counted, the first MaxProblems
+	// listed, in order.
+	var big []entry
+	for i := range devreg.MaxProblems + 1 {
+		big = append(big, entry{fmt.Sprintf("big-%04d", i), "factory-big"})
+	}
+	if _, err := stage(t, db, acc, big, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_big", CreatedAt: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range big { // the factory secret's grace over, one credential made by the device
+		if err := db.ChangeCredentials(ctx, acc, e.id, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
+			c := d.Credentials[0]
+			c.NotAfter = new(t0.Add(time.Hour))
+			made := devreg.StoredCredential{Credential: devreg.Credential{ID: "cr_made", CreatedAt: t0.Add(time.Minute), Status: devreg.StatusEnabled,
+				Source: devreg.CredentialFromDevice}, KeyID: key.ID, Hash: credential.Hash(key, acc, e.id, "made")}
+			return devreg.CredentialChange{Update: []devreg.StoredCredential{c}, Add: &made}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, left, err = db.RevokeBatchCredentials(ctx, acc, "dt_1", "bat_big", now, audit)
+	if err != nil || r.Devices != int64(len(big)) || r.DevicesLeft != int64(len(big)) || r.Deleted != 0 || len(left) != devreg.MaxProblems ||
+		left[0].DeviceID != "big-0000" || left[len(left)-1].Index != devreg.MaxProblems-1 {
+		t.Errorf("a lot of %d devices left: %+v, %d listed, %v", len(big), r, len(left), err)
+	}
 }
