@@ -2,7 +2,9 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"devreg"
@@ -126,5 +128,60 @@ func testRevokeAndResetShapes(t *testing.T, database string) {
 	status, body = e.send(t, req{key: e.admin, method: "PATCH", path: "/api/v1/devicetypes/" + typ.ID, body: `{"max_rotations_per_hour": 0}`, invalid: true})
 	if eb := decodeError(t, body); status != 422 || !strings.Contains(eb.Error.Message, "between 1 and 1000") {
 		t.Errorf("max_rotations_per_hour 0 = %d %s", status, body)
+	}
+}
+
+// TestRevokeRacingRotations: a batch's revocation while its devices rotate, over real HTTP,
+// round after round: every device still holds one to five credentials afterwards, one of which
+// lets it in, and the one it can rotate from works.
+func TestRevokeRacingRotations(t *testing.T) { forEachStore(t, testRevokeRacingRotations) }
+
+func testRevokeRacingRotations(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Racy", 0)
+	e.mustDo(t, e.admin, "PATCH", "/api/v1/devicetypes/"+dt.ID, `{"max_rotations_per_hour": 1000}`, 200, nil)
+	const devices = 12
+	var csv strings.Builder
+	for i := range devices {
+		fmt.Fprintf(&csv, "rr-%02d, factory-secret-%02d\n", i, i)
+	}
+	batch := e.mustRegister(t, e.admin, dt.ID, "", "text/csv", csv.String()).BatchID
+	for round := range 4 {
+		var wg sync.WaitGroup
+		for i := range devices {
+			wg.Go(func() {
+				id, secret := fmt.Sprintf("rr-%02d", i), fmt.Sprintf("factory-secret-%02d", i)
+				if status, rot := e.atkRotate(t, id, secret); status == 201 {
+					e.atkToken(t, id, rot.Secret)
+				}
+			})
+		}
+		wg.Go(func() {
+			status, body := e.send(t, req{key: e.admin, method: "DELETE", path: "/api/v1/batches/" + batch + "/credentials?source=device"})
+			if status != 200 {
+				t.Errorf("round %d: revocation = %d %s", round, status, body)
+			}
+		})
+		wg.Wait()
+		for i := range devices {
+			id := fmt.Sprintf("rr-%02d", i)
+			var list credentialList
+			e.mustDo(t, e.admin, "GET", "/api/v1/devices/"+id+"/credentials", "", 200, &list)
+			if n := len(list.Credentials); n < 1 || n > devreg.MaxCredentials {
+				t.Fatalf("round %d: %s holds %d credentials", round, id, n)
+			}
+		}
+		// Whatever the order was, the factory secrets still work (grace) and a revocation now
+		// leaves none of the devices' own.
+		var r devreg.BatchRevocation
+		e.mustDo(t, e.admin, "DELETE", "/api/v1/batches/"+batch+"/credentials?source=device", "", 200, &r)
+		if r.DevicesLeft != 0 {
+			t.Fatalf("round %d: %d devices left: %+v", round, r.DevicesLeft, r.Problems)
+		}
+		for i := range devices {
+			if status, _ := e.atkToken(t, fmt.Sprintf("rr-%02d", i), fmt.Sprintf("factory-secret-%02d", i)); status != 200 {
+				t.Fatalf("round %d: rr-%02d's factory secret = %d", round, i, status)
+			}
+		}
 	}
 }
