@@ -20,6 +20,14 @@ type RegistrationPlan struct {
 	// credential alone, dropping those it made itself too; and a device counts as unchanged only
 	// if that is all it holds already (enabled, without a window).
 	ResetCredentials bool
+	// KeyID and UserID name whom the registration runs for: an API key, or a console user (no
+	// key). A body may take minutes to arrive, so just before the registration commits the store
+	// reads that key again (or whether the user still exists) and hands it to Recheck, when set;
+	// an error from Recheck refuses the registration, which then writes nothing. On PostgreSQL
+	// the key's row is held from that read to the commit, so that a revocation waits for the
+	// commit and comes after it.
+	KeyID, UserID string
+	Recheck       func(key APIKey, found bool) error
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash

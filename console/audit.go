@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"devreg"
+	"devreg/internal/respond"
 )
 
 // auditPageSize is how many entries a page of the Audit Log shows.
@@ -243,6 +244,7 @@ func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	bw := bufio.NewWriterSize(w, 32<<10)
+	started := false
 	err = h.svc.ExportAudit(ctx, since, until, func(head devreg.AuditHead) error {
 		// Headers are set only once the export has got this far, so that an error before is an
 		// error page, not a download.
@@ -252,13 +254,19 @@ func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 		hd.Set("Cache-Control", "no-store")
 		hd.Set("Audit-Head", head.String())
 		w.WriteHeader(http.StatusOK)
+		started = true
 		return nil
 	}, func(entry []byte, hash string) error {
 		_, err := bw.Write(devreg.AuditLine(entry, hash))
 		return err
 	})
+	if err != nil && started {
+		// The download ends with an error line and a broken connection, which browsers
+		// report as a failed download.
+		return respond.BreakStream(w, bw, r, h.log, err)
+	}
 	if err != nil {
-		return err // before the head, an error page; after it, logged
+		return err // before the head, an error page
 	}
 
 	return bw.Flush()

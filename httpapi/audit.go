@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/respond"
 )
 
 // queryTime reads an optional RFC 3339 time from the query string.
@@ -59,24 +60,31 @@ func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) error {
 
 // exportAudit streams the entries as NDJSON, oldest first: each line the entry as stored (its
 // canonical JSON) with its hash added, so that another tool can recompute the chain. The head the
-// export ends at goes first, in the Audit-Head header.
+// export ends at goes first, in the Audit-Head header. An export that cannot finish (its key
+// revoked or expired meanwhile, the database gone) ends with an error line and a broken
+// connection.
 func (h *Handler) exportAudit(w http.ResponseWriter, r *http.Request) error {
 	since, until, err := auditRange(r)
 	if err != nil {
 		return err
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
+	started := false
 	err = h.svc.ExportAudit(r.Context(), since, until, func(head devreg.AuditHead) error {
 		w.Header().Set("Audit-Head", head.String())
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
+		started = true
 		return nil
 	}, func(entry []byte, hash string) error {
 		_, err := bw.Write(devreg.AuditLine(entry, hash))
 		return err
 	})
+	if err != nil && started {
+		return respond.BreakStream(w, bw, r, h.log, err)
+	}
 	if err != nil {
-		return err // before the head, rendered as an error; after it, only logged
+		return err
 	}
 	return bw.Flush()
 }

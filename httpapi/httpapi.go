@@ -171,6 +171,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	// A key revoked or expired while its request ran is refused after it was let in: it gets
+	// the header of a key refused at the start.
+	if code := devreg.ErrorCode(err); (code == devreg.EUNAUTHORIZED || code == devreg.EKEYEXPIRED) && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
+	}
 	WriteError(w, r, h.log, err)
 }
 

@@ -129,7 +129,8 @@ func (s *Service) AuditLog(ctx context.Context, f devreg.AuditFilter) ([]devreg.
 // ExportAudit streams the caller's account's audit entries in the time range (either end may be
 // nil), oldest first, as stored: begin gets the chain's head first (the export ends there, even
 // if entries are appended meanwhile), then fn each entry's canonical JSON and hash. Memory does
-// not grow with the log.
+// not grow with the log. The caller's key is read again every 1000 entries or second: once it is
+// revoked or expired, the export ends there with EUNAUTHORIZED or EKEYEXPIRED.
 func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, begin func(devreg.AuditHead) error, fn func(entry []byte, hash string) error) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
@@ -142,9 +143,13 @@ func (s *Service) ExportAudit(ctx context.Context, since, until *time.Time, begi
 	if err := begin(head); err != nil {
 		return err
 	}
+	check := s.newStreamCheck(c, "the export ends here, incomplete")
 	err = s.store.WalkAudit(ctx, c.AccountID, since, until, func(e devreg.StoredAuditEntry) error {
 		if e.Seq > head.Seq {
 			return errStop
+		}
+		if err := check.next(ctx); err != nil {
+			return err
 		}
 		return fn(e.Entry, e.Hash)
 	})

@@ -23,12 +23,22 @@ import (
 // request is read, checked, hashed and spooled before it takes a database connection, so a slow
 // upload holds neither a lock nor a connection, and a bad entry anywhere leaves the registry
 // untouched; only then is it staged and applied in one short transaction.
-func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.EntrySource, opts devreg.RegisterOptions) (devreg.RegisterResult, error) {
-	var res devreg.RegisterResult
+func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.EntrySource, opts devreg.RegisterOptions) (res devreg.RegisterResult, err error) {
 	c, err := authorize(ctx, devreg.ScopeRegister)
 	if err != nil {
 		return res, err
 	}
+	// A registration that writes asks again whether its caller may, just before it commits (see
+	// plan.Recheck). One that writes nothing (a dry run, a resend, a refusal) still tells about
+	// the registry, so it answers only a caller who may still have the answer at its end.
+	defer func() {
+		if err == nil && res.BatchID != "" || refusesCaller(err) {
+			return
+		}
+		if rerr := s.recheck(ctx, c, notRegistered); refusesCaller(rerr) || rerr != nil && err == nil {
+			res, err = devreg.RegisterResult{}, rerr
+		}
+	}()
 	if opts.OnConflict == "" {
 		opts.OnConflict = devreg.ConflictFail
 	}
@@ -104,6 +114,10 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			Filename:     opts.Filename,
 		},
 	}
+	if c.KeyID != "" || c.UserID != "" {
+		plan.KeyID, plan.UserID = c.KeyID, c.UserID
+		plan.Recheck = func(k devreg.APIKey, found bool) error { return s.stillAuthorized(c, k, found, notRegistered) }
+	}
 
 	// NewStage waits while the store's share of connections for registrations is taken.
 	endWait := devreg.StartStage(ctx, "wait")
@@ -141,6 +155,9 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	return res, err
 }
+
+// notRegistered is what a refused registration did.
+const notRegistered = "nothing was registered"
 
 func repeatProblem(r devreg.Repeat) devreg.Problem {
 	msg := fmt.Sprintf("device ID is listed more than once; first at index %d", r.FirstIndex)

@@ -36,6 +36,7 @@ type Store interface {
 	UpdateAPIKey(ctx context.Context, k devreg.APIKey) error
 	ListAPIKeys(ctx context.Context, accountID string) ([]devreg.APIKey, error)
 	DeleteAPIKey(ctx context.Context, accountID, id string) error
+	CallerNow(ctx context.Context, accountID, keyID, userID string) (devreg.APIKey, bool, error)
 
 	CreateDeviceType(ctx context.Context, t devreg.DeviceType) error
 	ListDeviceTypes(ctx context.Context, accountID string) ([]devreg.DeviceType, error)

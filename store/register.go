@@ -318,6 +318,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	}
 	endWrite()
 	defer devreg.StartStage(ctx, "commit")()
+	if err := st.recheck(ctx, q, plan); err != nil {
+		return devreg.RegisterResult{}, err
+	}
 	if plan.Audit != nil {
 		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
 			return res, err

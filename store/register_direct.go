@@ -75,6 +75,9 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	if err := runSteps(ctx, q, plan, batchSteps(plan, n, 0, n)); err != nil {
 		return res, false, err
 	}
+	if err := st.recheck(ctx, q, plan); err != nil {
+		return devreg.RegisterResult{}, false, err
+	}
 	if plan.Audit != nil {
 		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
 			return res, false, err

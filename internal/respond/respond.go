@@ -4,6 +4,7 @@
 package respond
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,33 @@ func ErrorBody(err error) (int, any) {
 		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
 	}
 	return devreg.Status(body.Error.Code), body
+}
+
+// BreakStream ends a streamed answer of JSON lines (NDJSON) to r, written to w through bw, that
+// has started and cannot go on because of err, unless the client went away (then it returns err).
+// The last line it writes is the contract's error body, {"error": {"code", "message"}} (an
+// internal error's message generic, the error logged in full); then it breaks the connection
+// instead of ending the body (HTTP/1.1 sends no last chunk, HTTP/2 resets the stream), so that no
+// client takes what it got for the whole answer. Otherwise it does not return.
+func BreakStream(w http.ResponseWriter, bw *bufio.Writer, r *http.Request, log *slog.Logger, err error) error {
+	if ClientGone(r, err) {
+		return err
+	}
+	id := devreg.RequestIDFromContext(r.Context())
+	status, body := ErrorBody(err)
+	level := slog.LevelInfo
+	if status == http.StatusInternalServerError {
+		level = slog.LevelError
+		b := body.(errorBody)
+		b.Error.Message = fmt.Sprintf("internal error; it has been logged with request ID %s", id)
+		body = b
+	}
+	log.Log(r.Context(), level, "stream broken off", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	line, _ := json.Marshal(body)
+	bw.Write(append(line, '\n'))
+	bw.Flush()
+	http.NewResponseController(w).Flush() // what is buffered would go with the connection
+	panic(http.ErrAbortHandler)
 }
 
 // WriteJSONError renders err as the contract's JSON error body, with the status of its code and

@@ -782,12 +782,12 @@ func checkCounts(t *testing.T, db *store.DB, acc string) bool {
 	return ok
 }
 
-// entryList is a request's checked entries, as the registry's spool hands them out.
-type entryList []devreg.StagedEntry
+// EntryList is a request's checked entries, as the registry's spool hands them out.
+type EntryList []devreg.StagedEntry
 
-func (l entryList) Len() int { return len(l) }
+func (l EntryList) Len() int { return len(l) }
 
-func (l entryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
+func (l EntryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 	for start := 0; start < len(l); start += chunk {
 		if err := fn(l[start:min(start+chunk, len(l))]); err != nil {
 			return err
@@ -807,7 +807,7 @@ func direct(t *testing.T, db *store.DB, account string, entries []entry, plan de
 	}
 	st := newStage(t, db)
 	defer st.Close()
-	res, done, err := st.Direct(context.Background(), fillPlan(account, plan), entryList(checked(account, entries)), sample)
+	res, done, err := st.Direct(context.Background(), fillPlan(account, plan), EntryList(checked(account, entries)), sample)
 	if err != nil {
 		t.Fatalf("direct: %v", err)
 	}

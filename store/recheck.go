@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"devreg"
+)
+
+// CallerNow reads, as it is now, whom a long request runs for: the account's API key keyID, or
+// for a console caller (keyID empty) whether user userID still exists. found is false once the
+// key or user is gone.
+func (s *DB) CallerNow(ctx context.Context, accountID, keyID, userID string) (key devreg.APIKey, found bool, err error) {
+	return callerNow(ctx, s.h, accountID, keyID, userID, false)
+}
+
+// callerNow is CallerNow in q. With lock, on PostgreSQL, it holds the row it read until q's
+// transaction ends (FOR SHARE), so that a concurrent delete or change of it waits for the commit
+// and comes after it. SQLite writes one transaction at a time.
+func callerNow(ctx context.Context, q handle, accountID, keyID, userID string, lock bool) (devreg.APIKey, bool, error) {
+	forShare := ""
+	if lock && q.pg {
+		forShare = ` FOR SHARE`
+	}
+	var k devreg.APIKey
+	var err error
+	if keyID != "" {
+		k, err = scanAPIKey(q.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? AND id = ?`+forShare, accountID, keyID))
+	} else {
+		var one int
+		err = q.QueryRowContext(ctx, `SELECT 1 FROM users WHERE account_id = ? AND id = ?`+forShare, accountID, userID).Scan(&one)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return devreg.APIKey{}, false, nil
+	}
+	if err != nil {
+		return devreg.APIKey{}, false, err
+	}
+	return k, true, nil
+}
+
+// recheck asks plan.Recheck, if set, whether the registration may still commit in q, with its
+// caller as stored now, held until the commit. It comes before the registration's audit entry:
+// a revocation deletes the key's row and then appends to the audit chain, so taking the two
+// locks in the same order cannot deadlock with it.
+func (st *Stage) recheck(ctx context.Context, q handle, plan devreg.RegistrationPlan) error {
+	if plan.Recheck == nil {
+		return nil
+	}
+	k, found, err := callerNow(ctx, q, plan.AccountID, plan.KeyID, plan.UserID, true)
+	if err != nil {
+		return err
+	}
+	return plan.Recheck(k, found)
+}
