@@ -15,7 +15,10 @@ import (
 // and a first API key with the admin scope, which it returns; it is not stored anywhere readable.
 func (s *Service) NewAccount(ctx context.Context, name, email, password string) (devreg.Account, string, error) {
 	name, email = strings.TrimSpace(name), devreg.NormalizeEmail(email)
-	if err := checkLength("name", name, 1, 200); err != nil {
+	if err := checkName("name", name, 1, 200); err != nil {
+		return devreg.Account{}, "", err
+	}
+	if err := checkName("email", email, 1, 320); err != nil { // the console shows it as a name
 		return devreg.Account{}, "", err
 	}
 	if addr, err := mail.ParseAddress(email); err != nil || addr.Address != email || len(email) > 320 {
@@ -76,7 +79,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg
 		return devreg.APIKey{}, err
 	}
 	name := strings.TrimSpace(nk.Name)
-	if err := checkLength("name", name, 1, 200); err != nil {
+	if err := checkName("name", name, 1, 200); err != nil {
 		return devreg.APIKey{}, err
 	}
 	if !nk.Scope.Valid() {
@@ -147,7 +150,7 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 	before := keyFields(k)
 	if u.Name != nil {
 		k.Name = strings.TrimSpace(*u.Name)
-		if err := checkLength("name", k.Name, 1, 200); err != nil {
+		if err := checkName("name", k.Name, 1, 200); err != nil {
 			return k, err
 		}
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func checkDeviceType(t devreg.DeviceType) error {
-	if err := checkLength("name", t.Name, 1, 200); err != nil {
+	if err := checkName("name", t.Name, 1, 200); err != nil {
 		return err
 	}
 	if err := checkLength("description", t.Description, 0, 2000); err != nil {

@@ -170,15 +170,22 @@ func notFound(kind, id string) error {
 	return devreg.Errorf(devreg.ENOTFOUND, "no %s %s", kind, id)
 }
 
-// checkLength checks that a text field is valid UTF-8 without control characters, and from min
-// to max characters long.
+// checkLength checks that a text field is valid UTF-8 without control characters or bidi
+// controls, and from min to max characters long. A bidi control (an override, embedding,
+// isolate or mark) reorders the text around it where the console shows it: "abc", U+202E,
+// "fdp.exe" reads as "abcexe.pdf".
 func checkLength(field, value string, min, max int) error {
 	if !utf8.ValidString(value) {
 		return devreg.Errorf(devreg.EINVALID, "%s is not valid UTF-8 text", field)
 	}
+	pos := 0
 	for _, r := range value {
+		pos++
 		if unicode.IsControl(r) {
 			return devreg.Errorf(devreg.EINVALID, "%s contains a control character (U+%04X)", field, r)
+		}
+		if unicode.Is(unicode.Bidi_Control, r) {
+			return devreg.Errorf(devreg.EINVALID, "%s contains the bidi control U+%04X at character %d; remove it (it changes the order in which the text reads)", field, r, pos)
 		}
 	}
 	if n := utf8.RuneCountInString(value); n < min || n > max {
@@ -186,6 +193,26 @@ func checkLength(field, value string, min, max int) error {
 			return devreg.Errorf(devreg.EINVALID, "%s is required", field)
 		}
 		return devreg.Errorf(devreg.EINVALID, "%s must be %d to %d characters long; it has %d", field, min, max, n)
+	}
+	return nil
+}
+
+// checkName checks a name (of a device type, an API key, an account) as checkLength does, and
+// also refuses every invisible character that could make one name look like another in the
+// console: the format characters (Unicode category Cf: bidi controls, zero-width space, joiners
+// and non-joiner, word joiner, byte order mark, soft hyphen, tag characters, ...) and the line and
+// paragraph separators.
+func checkName(field, value string, min, max int) error {
+	if err := checkLength(field, value, min, max); err != nil {
+		return err
+	}
+	pos := 0
+	for _, r := range value {
+		pos++
+		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return devreg.Errorf(devreg.EINVALID, "%s contains the invisible character U+%04X at character %d; names may not hold zero-width, "+
+				"format or separator characters, which can make a name look like another", field, r, pos)
+		}
 	}
 	return nil
 }
