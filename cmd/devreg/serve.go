@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +37,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	proxies := fs.String("trusted-proxy", m.env("DEVREG_TRUSTED_PROXY", ""), "reverse `proxies` (addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client's address in the audit log (env DEVREG_TRUSTED_PROXY)")
 	debugAddr := fs.String("debug-listen", m.env("DEVREG_DEBUG_LISTEN", ""), "`host:port` to serve the runtime profiles (net/http/pprof) on, apart from --addr; empty (the default) for none. Keep it on loopback (env DEVREG_DEBUG_LISTEN)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkPublicURL(cfg.Addr, cfg.PublicURL); err != nil {
 		return err
 	}
 	var err error
@@ -82,4 +87,32 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutdownCtx)
+}
+
+// checkPublicURL refuses a public URL that clients could not use: it is the device tokens'
+// issuer, the base of the JWKS URI and of the console's links. Without --public-url it is
+// http:// + --addr, which for an address without a host (":8080", "0.0.0.0:8080", "[::]:8080")
+// names no server ("http://:8080"); guessing one from the machine's name would make the issuer
+// depend on how the machine happens to be named, so devreg asks instead.
+func checkPublicURL(addr, publicURL string) error {
+	if publicURL == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil // listening says what is wrong with it
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return usageError{fmt.Sprintf("--addr %s names no host, so the default public URL (http://%s) is no address clients could use, "+
+				"and device tokens would carry it as their issuer; set --public-url (env DEVREG_PUBLIC_URL) to the address clients use, "+
+				"such as --public-url https://devreg.example.com", addr, addr)}
+		}
+		return nil
+	}
+	u, err := url.Parse(publicURL)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" && u.User == nil && u.RawQuery == "" && u.Fragment == "" {
+		if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsUnspecified() {
+			return nil
+		}
+	}
+	return usageError{fmt.Sprintf("--public-url %q is not an address clients could use; give the scheme and host they reach the server at, "+
+		"such as https://devreg.example.com (a path is allowed, a query is not)", publicURL)}
 }
