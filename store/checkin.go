@@ -91,21 +91,18 @@ func (s *DB) MarkSeen(ctx context.Context, accountID string, deviceIDs []string,
 
 // markSeen is MarkSeen for one chunk of sorted device IDs, in transaction tx.
 func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []string, t time.Time) error {
-	args := []any{accountID}
-	for _, id := range ids {
-		args = append(args, id)
-	}
 	// Locked first, in order (the lock is taken row by row as the sorted rows come out), and read
 	// as they are then: a first sighting is counted in the batch the device is in when it is
 	// written, whatever a registration moving it does before or after. Only the rows locked
 	// here are written: one that a registration has added since is a device registered anew,
 	// after the login.
+	in, inArgs := s.oneOf("device_id", ids)
 	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at FROM devices WHERE account_num = `+accountNum+`
-		AND device_id IN (`+placeholders(len(ids))+`) ORDER BY device_id`+s.lockRows(), args...)
+		AND `+in+` ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...)
 	if err != nil {
 		return err
 	}
-	locked := []any{micros(t), accountID}
+	var locked []string
 	first := map[string]int{}
 	for rows.Next() {
 		var deviceID, batchID string
@@ -123,11 +120,12 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if len(locked) == 2 {
+	if len(locked) == 0 {
 		return nil
 	}
+	in, inArgs = s.oneOf("device_id", locked)
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
-		AND device_id IN (`+placeholders(len(locked)-2)+`) AND (last_seen_at IS NULL OR last_seen_at < ?)`, append(locked, micros(t))...); err != nil {
+		AND `+in+` AND (last_seen_at IS NULL OR last_seen_at < ?)`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 		return err
 	}
 	// Batches in order too, after every device: so do registrations (see recountReplacedSeen).

@@ -233,7 +233,7 @@ func (s *DB) MarkCredentialsUsed(ctx context.Context, accountID string, uses []d
 
 // markCredentialsUsed is MarkCredentialsUsed for one chunk of sorted uses, in transaction tx.
 func (s *DB) markCredentialsUsed(ctx context.Context, tx handle, accountID string, uses []devreg.CredentialUse, t time.Time) error {
-	var devices, own []any
+	var devices, own []string
 	var extra []devreg.CredentialUse
 	for k, u := range uses {
 		if k == 0 || u.DeviceID != uses[k-1].DeviceID {
@@ -246,15 +246,16 @@ func (s *DB) markCredentialsUsed(ctx context.Context, tx handle, accountID strin
 		}
 	}
 	if s.pg {
-		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND device_id IN (`+placeholders(len(devices))+`)
-			ORDER BY device_id`+s.lockRows(), append([]any{accountID}, devices...)...); err != nil {
+		in, inArgs := s.oneOf("device_id", devices)
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND `+in+`
+			ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...); err != nil {
 			return err
 		}
 	}
 	if len(own) > 0 {
-		args := append([]any{micros(t), accountID}, own...)
+		in, inArgs := s.oneOf("device_id", own)
 		if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
-			AND device_id IN (`+placeholders(len(own))+`) AND cred_last_used_at < ?`, append(args, micros(t))...); err != nil {
+			AND `+in+` AND cred_last_used_at < ?`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 			return err
 		}
 	}
@@ -285,6 +286,22 @@ func boolCompare(a, b bool) int {
 
 // placeholders is n '?' separated by commas.
 func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+// oneOf is a condition that column is one of values, and its arguments. PostgreSQL gets the
+// values as one array, which its planner looks up in the column's index one by one: a list of
+// hundreds of parameters it plans, once the plan is generic, as a filter comparing every row of
+// the account with every value (200 ms for 500 devices of 20,000, where the lookups take 2 ms).
+// SQLite looks an IN list up in the index itself.
+func (s *DB) oneOf(column string, values []string) (string, []any) {
+	if s.pg {
+		return column + ` = ANY(?)`, []any{values}
+	}
+	args := make([]any, len(values))
+	for i, v := range values {
+		args[i] = v
+	}
+	return column + ` IN (` + placeholders(len(values)) + `)`, args
+}
 
 // ChangeCredentials reads a device's credentials and writes what decide makes of them, in one
 // transaction that holds the device, so that no other change of them falls in between (the
