@@ -267,7 +267,9 @@ func (l *brokerLoad) logins(ctx context.Context, d time.Duration) (loginFigures,
 			wg.Go(func() {
 				for !until() {
 					k := int(next.Add(1) - 1)
-					i, srv := k%l.n, l.servers[k%len(l.servers)]
+					// Each pass over the devices shifts which server a device goes to: with
+					// k%2 alone, an even number of devices would each keep to one server.
+					i, srv := k%l.n, l.servers[(k+k/l.n)%len(l.servers)]
 					sent := time.Now()
 					status, body, err := send(ctx, hc, srv.url, load{method: "POST", path: "/broker/v1/emqx/authn", contentType: "application/json"},
 						variant{auth: "Bearer " + l.brokerKey, body: bodies[i]})
