@@ -155,20 +155,7 @@ func TestListingReadsPostgres(t *testing.T) {
 	if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
 		t.Fatal(err)
 	}
-	// One connection: the listing's backend is the one whose counters are flushed and read.
-	s.db.SetMaxOpenConns(1)
-	read := func(table string) int64 {
-		// The backend sends its counters when the statement that asks it to ends.
-		if _, err := s.db.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = $1`,
-			table).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	read := rowsRead(t, s)
 	// A page, the row that tells whether there is another, and one row more per type merged.
 	most := int64(planLimit + len(planTypes) + 1)
 	for name, f := range planListings {
@@ -189,5 +176,26 @@ func TestListingReadsPostgres(t *testing.T) {
 	}
 	if n := read("batches") - before; n > most || len(batches) != planLimit {
 		t.Errorf("batches: %d listed, %d rows read; want at most %d", len(batches), n, most)
+	}
+}
+
+// rowsRead limits s to one connection and returns what tells how many rows of a table that
+// connection has read so far, as PostgreSQL counts them (pg_stat_user_tables): the backend
+// whose counters are flushed and read is then the one that ran the statements measured.
+func rowsRead(t *testing.T, s *DB) func(table string) int64 {
+	ctx := context.Background()
+	s.db.SetMaxOpenConns(1)
+	return func(table string) int64 {
+		t.Helper()
+		// The backend sends its counters when the statement that asks it to ends.
+		if _, err := s.db.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = $1`,
+			table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
 }
