@@ -96,7 +96,7 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	// written, whatever a registration moving it does before or after. Only the rows locked
 	// here are written: one that a registration has added since is a device registered anew,
 	// after the login.
-	in, inArgs := s.oneOf("device_id", ids)
+	in, inArgs := tx.oneOf("device_id", ids)
 	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at FROM devices WHERE account_num = `+accountNum+`
 		AND `+in+` ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...)
 	if err != nil {
@@ -123,7 +123,7 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	if len(locked) == 0 {
 		return nil
 	}
-	in, inArgs = s.oneOf("device_id", locked)
+	in, inArgs = tx.oneOf("device_id", locked)
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
 		AND `+in+` AND (last_seen_at IS NULL OR last_seen_at < ?)`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 		return err

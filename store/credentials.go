@@ -246,14 +246,14 @@ func (s *DB) markCredentialsUsed(ctx context.Context, tx handle, accountID strin
 		}
 	}
 	if s.pg {
-		in, inArgs := s.oneOf("device_id", devices)
+		in, inArgs := tx.oneOf("device_id", devices)
 		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND `+in+`
 			ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...); err != nil {
 			return err
 		}
 	}
 	if len(own) > 0 {
-		in, inArgs := s.oneOf("device_id", own)
+		in, inArgs := tx.oneOf("device_id", own)
 		if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
 			AND `+in+` AND cred_last_used_at < ?`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 			return err
@@ -287,13 +287,14 @@ func boolCompare(a, b bool) int {
 // placeholders is n '?' separated by commas.
 func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
 
-// oneOf is a condition that column is one of values, and its arguments. PostgreSQL gets the
-// values as one array, which its planner looks up in the column's index one by one: a list of
-// hundreds of parameters it plans, once the plan is generic, as a filter comparing every row of
-// the account with every value (200 ms for 500 devices of 20,000, where the lookups take 2 ms).
-// SQLite looks an IN list up in the index itself.
-func (s *DB) oneOf(column string, values []string) (string, []any) {
-	if s.pg {
+// oneOf is a condition that column is one of values, and its arguments: the one way the store
+// writes a list of values into a query. PostgreSQL gets the values as one array, which its
+// planner looks up in the column's index one by one: a list of hundreds of parameters it plans,
+// once the plan is generic, as a filter comparing every row of the account with every value
+// (200 ms for 500 devices of 20,000, where the lookups take 2 ms). SQLite looks an IN list up in
+// the index itself.
+func (h handle) oneOf(column string, values []string) (string, []any) {
+	if h.pg {
 		return column + ` = ANY(?)`, []any{values}
 	}
 	args := make([]any, len(values))

@@ -98,7 +98,8 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 		case len(types) > 0:
 			// Not an index's condition: the walk is the one above, and the planner must not
 			// read all devices of the types to sort them.
-			add(s.noIndex(`device_type_id`)+` IN (?`+strings.Repeat(`, ?`, len(types)-1)+`)`, anys(types)...)
+			in, inArgs := s.h.oneOf(s.noIndex(`device_type_id`), types)
+			add(in, inArgs...)
 		}
 		if f.BatchID != "" {
 			add(`batch_id = ?`, f.BatchID)
@@ -148,15 +149,6 @@ func typesOf(one string, set []string) (types []string, ok bool) {
 		return []string{one}, true
 	}
 	return set, set == nil || len(set) > 0
-}
-
-// anys returns the elements of vals as query arguments.
-func anys[T any](vals []T) []any {
-	out := make([]any, len(vals))
-	for i, v := range vals {
-		out[i] = v
-	}
-	return out
 }
 
 // Device returns one device of the account.

@@ -113,13 +113,9 @@ func anyRegistered(ctx context.Context, q handle, account int64, ids []string) (
 	if len(ids) == 0 {
 		return false, nil
 	}
-	args := []any{account}
-	for _, id := range ids {
-		args = append(args, id)
-	}
+	in, args := q.oneOf("device_id", ids)
 	var found int
-	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND device_id IN (`+
-		strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`)`, args...).Scan(&found)
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND `+in, append([]any{account}, args...)...).Scan(&found)
 	return found > 0, err
 }
 
