@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -79,7 +78,7 @@ func InspectFile(ctx context.Context, file string) (SnapshotInfo, error) {
 	if info.SchemaVersion, err = view.StoredSchemaVersion(ctx); err != nil {
 		return info, err
 	}
-	switch own := lastMigration(path.Join("migrations", "sqlite")); {
+	switch own := lastMigration(false); {
 	case info.SchemaVersion > own:
 		return info, fmt.Errorf("it has schema version %d, which a newer devreg release made; this devreg knows schema versions up to %d: "+
 			"use that release (or a newer one)", info.SchemaVersion, own)

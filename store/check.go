@@ -4,11 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io/fs"
 	"os"
-	"path"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -28,24 +25,16 @@ func OpenExisting(ctx context.Context, url string) (*DB, error) {
 
 // SchemaVersion returns the schema version this build brings a database to: the number of its
 // last migration for the database's dialect.
-func (s *DB) SchemaVersion() int {
-	dir := path.Join("migrations", "sqlite")
-	if s.pg {
-		dir = path.Join("migrations", "postgres")
-	}
-	return lastMigration(dir)
-}
+func (s *DB) SchemaVersion() int { return lastMigration(s.pg) }
 
-// lastMigration returns the highest number of the embedded migrations in dir.
-func lastMigration(dir string) int {
-	entries, _ := fs.ReadDir(migrations, dir)
-	last := 0
-	for _, e := range entries {
-		if v, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0]); err == nil && v > last {
-			last = v
-		}
+// lastMigration returns the number of the last embedded migration of a dialect. (A misnamed
+// migration file fails every Open, in migrate.)
+func lastMigration(pg bool) int {
+	files, _ := migrationFiles(pg)
+	if len(files) == 0 {
+		return 0
 	}
-	return last
+	return files[len(files)-1].version
 }
 
 // StoredSchemaVersion returns the schema version of the database: its last migration applied.

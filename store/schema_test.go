@@ -44,7 +44,7 @@ func migrateTo(t *testing.T, db *sql.DB, pg bool, version int) {
 // so does it once this devreg has migrated it the rest of the way, on both databases.
 func TestSchemaOfEveryVersion(t *testing.T) {
 	ctx := context.Background()
-	last := lastMigration("migrations/sqlite")
+	last := lastMigration(false)
 	if last < 2 {
 		t.Fatalf("%d migrations", last)
 	}
@@ -71,7 +71,7 @@ func TestSchemaOfEveryVersion(t *testing.T) {
 			}
 		})
 	}
-	lastPG := lastMigration("migrations/postgres")
+	lastPG := lastMigration(true)
 	for v := 1; v <= lastPG; v++ {
 		t.Run(fmt.Sprintf("postgres/version-%d", v), func(t *testing.T) {
 			url := pgtest.NewDatabase(t)
