@@ -284,6 +284,15 @@ func boolCompare(a, b bool) int {
 	return -1
 }
 
+// validAt is the condition that a credential is valid at t, as Credential.ValidAt decides:
+// enabled, and t within its window. prefix names its columns: "d.cred_" for the credential in a
+// device's row (whose status is NULL there when enabled), "c." for a row of credentials.
+func validAt(prefix string, t time.Time) string {
+	now := micros(t)
+	return fmt.Sprintf(`coalesce(%[1]sstatus, 'enabled') = 'enabled' AND coalesce(%[1]snot_before, %[2]d) <= %[2]d AND coalesce(%[1]snot_after, %[3]d) > %[2]d`,
+		prefix, now, now+1)
+}
+
 // placeholders is n '?' separated by commas.
 func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
 

@@ -468,8 +468,7 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		// A replace is asked to make the registered secret work: one that matches only a
 		// credential that is disabled or outside its window is replaced, not left unchanged.
 		ownValid = ownCredentialValid(plan)
-		now := micros(plan.Batch.CreatedAt)
-		extraValid = fmt.Sprintf(` AND c.status = 'enabled' AND coalesce(c.not_before, %d) <= %d AND coalesce(c.not_after, %d) > %d`, now, now, now+1, now)
+		extraValid = ` AND ` + validAt("c.", plan.Batch.CreatedAt)
 	}
 	var sameSecret string
 	if plan.ResetCredentials {
@@ -501,8 +500,7 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 // d is valid at the plan's time. A replace asks for it: a resend is unchanged only if the secret
 // it registers works.
 func ownCredentialValid(plan devreg.RegistrationPlan) string {
-	now := micros(plan.Batch.CreatedAt)
-	return fmt.Sprintf(` AND coalesce(d.cred_status, 'enabled') = 'enabled' AND coalesce(d.cred_not_before, %d) <= %d AND coalesce(d.cred_not_after, %d) > %d`, now, now, now+1, now)
+	return ` AND ` + validAt("d.cred_", plan.Batch.CreatedAt)
 }
 
 // onlyRegisteredCredential is a condition (starting with AND) that device d holds one credential,

@@ -12,14 +12,12 @@ import (
 // revocation of device-made credentials at now: whether the device holds any it made itself, and
 // whether one it did not make lets it in at now. Only a device with both loses its own.
 func revokeConditions(now time.Time) (deviceMade, otherValid string) {
-	t := micros(now)
 	deviceMade = fmt.Sprintf(`(d.cred_source = '%[1]s' OR EXISTS (SELECT 1 FROM credentials c
 		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.source = '%[1]s'))`, devreg.CredentialFromDevice)
-	otherValid = fmt.Sprintf(`((coalesce(d.cred_source, 'registration') <> '%[1]s' AND coalesce(d.cred_status, 'enabled') = 'enabled'
-			AND coalesce(d.cred_not_before, %[2]d) <= %[2]d AND coalesce(d.cred_not_after, %[3]d) > %[2]d)
+	otherValid = fmt.Sprintf(`((coalesce(d.cred_source, 'registration') <> '%[1]s' AND %[2]s)
 		OR EXISTS (SELECT 1 FROM credentials c WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.source <> '%[1]s'
-			AND c.status = 'enabled' AND coalesce(c.not_before, %[2]d) <= %[2]d AND coalesce(c.not_after, %[3]d) > %[2]d))`,
-		devreg.CredentialFromDevice, t, t+1)
+			AND %[3]s))`,
+		devreg.CredentialFromDevice, validAt("d.cred_", now), validAt("c.", now))
 	return deviceMade, otherValid
 }
 
