@@ -212,14 +212,12 @@ func merge(a, b devreg.ProblemList) devreg.ProblemList {
 }
 
 // CleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
-// control characters, at most 255 characters. Invisible characters that could make it look like
-// another name (format characters such as bidi overrides and zero-width spaces, line and
-// paragraph separators) are dropped too: the name is only a note on the batch, and the upload
-// should not fail over it.
+// control characters, at most 255 characters. The invisible characters that names refuse are
+// dropped too: the name is only a note on the batch, and the upload should not fail over it.
 func CleanFilename(name string) string {
 	name = strings.ToValidUTF8(name, "")
 	name = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+		if unicode.IsControl(r) || invisible(r) {
 			return -1
 		}
 		return r

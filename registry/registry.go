@@ -175,17 +175,32 @@ func notFound(kind, id string) error {
 // isolate or mark) reorders the text around it where the console shows it: "abc", U+202E,
 // "fdp.exe" reads as "abcexe.pdf".
 func checkLength(field, value string, min, max int) error {
+	return checkText(field, value, min, max, false)
+}
+
+// checkName checks a name (of a device type, an API key, an account) as checkLength does, and
+// also refuses every invisible character (see invisible).
+func checkName(field, value string, min, max int) error {
+	return checkText(field, value, min, max, true)
+}
+
+// checkText is checkLength, and with name checkName: one pass that names the first character
+// refused and its position.
+func checkText(field, value string, min, max int, name bool) error {
 	if !utf8.ValidString(value) {
 		return devreg.Errorf(devreg.EINVALID, "%s is not valid UTF-8 text", field)
 	}
 	pos := 0
 	for _, r := range value {
 		pos++
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return devreg.Errorf(devreg.EINVALID, "%s contains a control character (U+%04X)", field, r)
-		}
-		if unicode.Is(unicode.Bidi_Control, r) {
+		case unicode.Is(unicode.Bidi_Control, r):
 			return devreg.Errorf(devreg.EINVALID, "%s contains the bidi control U+%04X at character %d; remove it (it changes the order in which the text reads)", field, r, pos)
+		case name && invisible(r):
+			return devreg.Errorf(devreg.EINVALID, "%s contains the invisible character U+%04X at character %d; names may not hold zero-width, "+
+				"format or separator characters, which can make a name look like another", field, r, pos)
 		}
 	}
 	if n := utf8.RuneCountInString(value); n < min || n > max {
@@ -197,25 +212,11 @@ func checkLength(field, value string, min, max int) error {
 	return nil
 }
 
-// checkName checks a name (of a device type, an API key, an account) as checkLength does, and
-// also refuses every invisible character that could make one name look like another in the
+// invisible reports whether r is a character that could make one name look like another in the
 // console: the format characters (Unicode category Cf: bidi controls, zero-width space, joiners
 // and non-joiner, word joiner, byte order mark, soft hyphen, tag characters, ...) and the line and
 // paragraph separators.
-func checkName(field, value string, min, max int) error {
-	if err := checkLength(field, value, min, max); err != nil {
-		return err
-	}
-	pos := 0
-	for _, r := range value {
-		pos++
-		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
-			return devreg.Errorf(devreg.EINVALID, "%s contains the invisible character U+%04X at character %d; names may not hold zero-width, "+
-				"format or separator characters, which can make a name look like another", field, r, pos)
-		}
-	}
-	return nil
-}
+func invisible(r rune) bool { return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) }
 
 func fmtScopes() string {
 	return fmt.Sprintf("%q, %q, %q or %q", devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead, devreg.ScopeBroker)
