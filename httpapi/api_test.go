@@ -15,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -43,10 +45,18 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// clock is the server's clock: the real time, moved on by what a test adds, so that a test lets
+// a key expire, or an export's next check come, without waiting for it.
+type clock struct{ ahead atomic.Int64 }
+
+func (c *clock) Now() time.Time      { return time.Now().Add(time.Duration(c.ahead.Load())) }
+func (c *clock) Add(d time.Duration) { c.ahead.Add(int64(d)) }
+
 // env is a real server on a fresh database, with an account whose keys have each scope and a
 // second account for isolation checks.
 type env struct {
 	srv         *server.Server
+	clock       *clock
 	accountID   string // of the admin key's account
 	url         string
 	dataDir     string
@@ -69,7 +79,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
 func newEnv(t *testing.T, database string, maxBody int64) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{dataDir: t.TempDir(), database: database, log: &syncBuffer{}}
+	e := &env{dataDir: t.TempDir(), database: database, log: &syncBuffer{}, clock: &clock{}}
 	srv, err := server.Open(ctx, server.Config{
 		Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database, MaxBody: maxBody,
 		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -77,6 +87,7 @@ func newEnv(t *testing.T, database string, maxBody int64) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Service.Now = e.clock.Now
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	e.url = srv.URL()

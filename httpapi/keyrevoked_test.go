@@ -119,7 +119,9 @@ func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
+			if !tt.expire { // the others move the server's clock on, past their own key's expiry
+				t.Parallel()
+			}
 			dt := e.createType(t, e.admin, fmt.Sprintf("Revoked %d", i), 0)
 			body := func(part string) string {
 				if part == "conflict" {
@@ -132,17 +134,16 @@ func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 			}
 			e.mustRegister(t, e.admin, dt.ID, "", "text/csv", body("old:0-50"))
 			expires := ""
-			var expiresAt time.Time
 			if tt.expire {
-				// Whole seconds, as RFC 3339 carries them; time enough to authenticate.
-				expiresAt = time.Now().Add(3 * time.Second).Truncate(time.Second)
-				expires = expiresAt.Format(time.RFC3339)
+				// An hour on the server's clock (in whole seconds, as RFC 3339 carries them): time
+				// enough to authenticate, and then the clock moves past it.
+				expires = e.clock.Now().Add(time.Hour).Format(time.RFC3339)
 			}
 			keyID, key := e.newKey(t, "station "+tt.name, expires)
 
 			status, b := e.streamRegister(t, key, dt.ID, tt.query, body(tt.first), body(tt.rest), func() {
 				if tt.expire {
-					time.Sleep(time.Until(expiresAt) + 100*time.Millisecond)
+					e.clock.Add(time.Hour + time.Second)
 					return
 				}
 				e.mustDo(t, e.admin, "DELETE", "/api/v1/apikeys/"+keyID, "", 204, nil)
@@ -211,10 +212,8 @@ func testExportEndsWhenItsKeyGoes(t *testing.T, database string) {
 	}{{"deleted", false, devreg.EUNAUTHORIZED}, {"expired", true, devreg.EKEYEXPIRED}} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := `{"name": "auditor", "scope": "admin"}`
-			var expiresAt time.Time
 			if tc.expire {
-				expiresAt = time.Now().Add(3 * time.Second).Truncate(time.Second)
-				body = fmt.Sprintf(`{"name": "auditor", "scope": "admin", "expires_at": %q}`, expiresAt.Format(time.RFC3339))
+				body = fmt.Sprintf(`{"name": "auditor", "scope": "admin", "expires_at": %q}`, e.clock.Now().Add(time.Hour).Format(time.RFC3339))
 			}
 			var k devreg.APIKey
 			e.mustDo(t, e.admin, "POST", "/api/v1/apikeys", body, 201, &k)
@@ -240,10 +239,10 @@ func testExportEndsWhenItsKeyGoes(t *testing.T, database string) {
 				t.Fatalf("the export's first line: %v", err)
 			}
 			if tc.expire {
-				time.Sleep(time.Until(expiresAt) + 100*time.Millisecond)
+				e.clock.Add(time.Hour + time.Second)
 			} else {
 				e.mustDo(t, e.admin, "DELETE", "/api/v1/apikeys/"+k.ID, "", 204, nil)
-				time.Sleep(1100 * time.Millisecond) // the export asks again once a second
+				e.clock.Add(time.Second) // the export asks again once a second
 			}
 			lines := 1 // the first
 			var last []byte
