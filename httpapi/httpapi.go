@@ -150,10 +150,7 @@ func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) 
 		}
 		c, err := h.svc.AuthenticateAPIKey(r.Context(), strings.TrimSpace(key))
 		if err != nil {
-			if code := devreg.ErrorCode(err); code == devreg.EUNAUTHORIZED || code == devreg.EKEYEXPIRED {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
-			}
-			return err
+			return err // writeError sets WWW-Authenticate
 		}
 		// Counted only now, so that requests without a valid key count against no key; the
 		// RateLimit-* fields are set before anything is written, so that every answer to the
@@ -171,8 +168,8 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 }
 
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	// A key revoked or expired while its request ran is refused after it was let in: it gets
-	// the header of a key refused at the start.
+	// A key refused, at the start or because it was revoked or expired while its request ran,
+	// gets the header of an invalid token (unless the request sent no key, which got its own).
 	if code := devreg.ErrorCode(err); (code == devreg.EUNAUTHORIZED || code == devreg.EKEYEXPIRED) && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg", error="invalid_token"`)
 	}

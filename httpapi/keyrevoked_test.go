@@ -35,7 +35,7 @@ func csvDevices(prefix string, from, to int) string {
 
 // streamRegister sends a registration whose body is first, then what meanwhile returns (once the
 // server has authenticated the request and reads its body), then rest; it returns the answer.
-func (e *env) streamRegister(t *testing.T, key, typeID, query, first, rest string, meanwhile func()) (int, []byte) {
+func (e *env) streamRegister(t *testing.T, key, typeID, query, first, rest string, meanwhile func()) (int, http.Header, []byte) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	path := e.url + "/api/v1/devicetypes/" + typeID + "/device_ids"
@@ -49,6 +49,7 @@ func (e *env) streamRegister(t *testing.T, key, typeID, query, first, rest strin
 	req.Header.Set("Content-Type", "text/csv")
 	type answer struct {
 		status int
+		header http.Header
 		body   []byte
 		err    error
 	}
@@ -61,7 +62,7 @@ func (e *env) streamRegister(t *testing.T, key, typeID, query, first, rest strin
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		answers <- answer{resp.StatusCode, b, err}
+		answers <- answer{resp.StatusCode, resp.Header, b, err}
 	}()
 	if _, err := io.WriteString(pw, first+padding); err != nil {
 		t.Fatalf("sending the body's first part: %v", err)
@@ -75,7 +76,7 @@ func (e *env) streamRegister(t *testing.T, key, typeID, query, first, rest strin
 	if a.err != nil {
 		t.Fatal(a.err)
 	}
-	return a.status, a.body
+	return a.status, a.header, a.body
 }
 
 // newKey makes a register key of the account and returns its ID and the key; expires, if not
@@ -141,7 +142,7 @@ func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 			}
 			keyID, key := e.newKey(t, "station "+tt.name, expires)
 
-			status, b := e.streamRegister(t, key, dt.ID, tt.query, body(tt.first), body(tt.rest), func() {
+			status, header, b := e.streamRegister(t, key, dt.ID, tt.query, body(tt.first), body(tt.rest), func() {
 				if tt.expire {
 					e.clock.Add(time.Hour + time.Second)
 					return
@@ -150,6 +151,9 @@ func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 			})
 			if status != 401 {
 				t.Fatalf("registration = %d %s, want 401", status, b)
+			}
+			if got, want := header.Get("WWW-Authenticate"), `Bearer realm="devreg", error="invalid_token"`; got != want {
+				t.Errorf("WWW-Authenticate = %q, want %q, as for a key refused at the start", got, want)
 			}
 			eb := decodeError(t, b)
 			if eb.Error.Code != tt.code || !strings.Contains(eb.Error.Message, "while this request ran; nothing was registered") {
@@ -365,4 +369,37 @@ func testRevocationRacingRegistrations(t *testing.T, database string) {
 		}
 	}
 	t.Logf("answers: %v", answers)
+}
+
+// TestRefusedKeyIsAnInvalidToken: a request refused for its key at the start (unknown, revoked,
+// expired) is told so in WWW-Authenticate, as one refused while it ran is
+// (TestRevokedKeyRegistersNothing); one without a key is told the scheme.
+func TestRefusedKeyIsAnInvalidToken(t *testing.T) {
+	e := newEnv(t, "", 0)
+	_, expiring := e.newKey(t, "expiring", e.clock.Now().Add(time.Hour).Format(time.RFC3339))
+	revokedID, revoked := e.newKey(t, "revoked", "")
+	e.mustDo(t, e.admin, "DELETE", "/api/v1/apikeys/"+revokedID, "", 204, nil)
+	e.clock.Add(time.Hour + time.Second)
+	const invalidToken = `Bearer realm="devreg", error="invalid_token"`
+	for _, tc := range []struct{ name, auth, want string }{
+		{"401/no-key", "", `Bearer realm="devreg"`},
+		{"401/unknown-key", "Bearer drk_unknown", invalidToken},
+		{"401/revoked-key", "Bearer " + revoked, invalidToken},
+		{"401/expired-key", "Bearer " + expiring, invalidToken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.url+"/api/v1/devicetypes", nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := e.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || got != tc.want {
+				t.Errorf("answer = %d with WWW-Authenticate %q, want 401 with %q", resp.StatusCode, got, tc.want)
+			}
+		})
+	}
 }
