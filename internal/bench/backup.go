@@ -167,9 +167,9 @@ func runBackupOnly(n int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "devreg")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/devreg").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+	bin, err := devregBinary(dir, "")
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "generating %d devices...\n", n)
 	csvA, err := writeFile(dir, "a.csv", n, "a", func(w io.Writer, id, secret string, last bool) { fmt.Fprintf(w, "%s, %s,\n", id, secret) })
@@ -177,23 +177,17 @@ func runBackupOnly(n int) error {
 		return err
 	}
 	data := filepath.Join(dir, "data")
-	acct := exec.Command(bin, "accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin", "--data", data)
-	acct.Stdin = strings.NewReader("benchmark-password\n")
-	out, err := acct.Output()
+	ctx := context.Background()
+	_, apiKey, err := createAccount(ctx, bin, nil, "--data", data)
 	if err != nil {
-		return fmt.Errorf("accounts create: %v", err)
+		return err
 	}
-	var account struct {
-		APIKey string `json:"api_key"`
-	}
-	json.Unmarshal(out, &account)
 	url, srv, err := serve(bin, "--data", data, "--api-rate-limit", "1000000")
 	if err != nil {
 		return err
 	}
 	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
-	ctx := context.Background()
-	c := client.New(url, account.APIKey)
+	c := client.New(url, apiKey)
 	name := "bench backup"
 	dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
 	if err != nil {

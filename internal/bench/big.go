@@ -28,7 +28,7 @@ func runBig(cfg config) error {
 		return err
 	}
 	began := time.Now()
-	b, err := newBench(cfg)
+	b, err := newBench(cfg, "")
 	if err != nil {
 		return err
 	}

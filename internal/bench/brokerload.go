@@ -60,27 +60,17 @@ func runBrokerLoad(cfg config, bin string) error {
 		return err
 	}
 	began := time.Now()
-	dir, err := os.MkdirTemp("", "devreg-broker-load")
+	b, err := newBench(cfg, bin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	if bin == "" {
-		bin = filepath.Join(dir, "devreg")
-		fmt.Fprintln(os.Stderr, "building devreg...")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/devreg").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	} else if bin, err = filepath.Abs(bin); err != nil {
-		return err
-	}
+	defer os.RemoveAll(b.dir)
 	ctx := context.Background()
 	admin, err := sql.Open("pgx", cfg.pg)
 	if err != nil {
 		return err
 	}
 	defer admin.Close()
-	b := &bench{config: cfg, dir: dir}
 	dbURL, drop, err := b.newPGDatabase(ctx, admin)
 	if err != nil {
 		return err
@@ -92,7 +82,7 @@ func runBrokerLoad(cfg config, bin string) error {
 	}
 	defer db.Close()
 
-	l := &brokerLoad{bin: bin, dir: dir, dbURL: dbURL, db: db, n: *brokerDevices}
+	l := &brokerLoad{bin: b.bin, dir: b.dir, dbURL: dbURL, db: db, n: *brokerDevices}
 	defer l.stop()
 	if err := l.setUp(ctx); err != nil {
 		return err
@@ -143,21 +133,11 @@ func (l *brokerLoad) setUp(ctx context.Context) error {
 		return err
 	}
 	env := append(os.Environ(), "DEVREG_SECRET_KEY_FILE="+filepath.Join(keys, "secret.keys"), "DEVREG_SIGNING_KEY_FILE="+filepath.Join(keys, "signing.keys"))
-	acct := exec.CommandContext(ctx, l.bin, "accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin",
-		"--data", filepath.Join(l.dir, "s1"), "--database", l.dbURL)
-	acct.Env, acct.Stdin = env, strings.NewReader("benchmark-password\n")
-	out, err := acct.Output()
+	accountID, apiKey, err := createAccount(ctx, l.bin, env, "--data", filepath.Join(l.dir, "s1"), "--database", l.dbURL)
 	if err != nil {
-		return fmt.Errorf("accounts create: %v", err)
+		return err
 	}
-	var account struct {
-		AccountID string `json:"account_id"`
-		APIKey    string `json:"api_key"`
-	}
-	if err := json.Unmarshal(out, &account); err != nil {
-		return fmt.Errorf("accounts create printed %q: %v", out, err)
-	}
-	l.accountID = account.AccountID
+	l.accountID = accountID
 	for _, name := range []string{"s1", "s2"} { // one after the other: the first makes the signing key
 		s, err := serveLogged(l.bin, env, filepath.Join(l.dir, name+".log"), "--data", filepath.Join(l.dir, name), "--database", l.dbURL, "--api-rate-limit", "1000000")
 		if err != nil {
@@ -165,7 +145,7 @@ func (l *brokerLoad) setUp(ctx context.Context) error {
 		}
 		l.servers = append(l.servers, s)
 	}
-	c := client.New(l.servers[0].url, account.APIKey)
+	c := client.New(l.servers[0].url, apiKey)
 	name := "bench broker"
 	dt, err := c.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
 	if err != nil {
@@ -185,7 +165,7 @@ func (l *brokerLoad) setUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s1 := &server{url: l.servers[0].url, apiKey: account.APIKey, cmd: l.servers[0].cmd}
+	s1 := &server{url: l.servers[0].url, apiKey: apiKey, cmd: l.servers[0].cmd}
 	_, err = s1.register(ctx, "register", dt.ID, csv, "text/csv", false, http.StatusOK, func(r regResult) bool { return r.Created == int64(l.n) })
 	return err
 }

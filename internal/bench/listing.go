@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -63,21 +62,9 @@ func runListingLoad(cfg config, bin string) error {
 		return err
 	}
 	cfg.pg = pg
-	var b *bench
-	if bin == "" {
-		var err error
-		if b, err = newBench(cfg); err != nil {
-			return err
-		}
-	} else {
-		dir, err := os.MkdirTemp("", "devreg-bench")
-		if err != nil {
-			return err
-		}
-		if bin, err = filepath.Abs(bin); err != nil {
-			return err
-		}
-		b = &bench{config: cfg, dir: dir, bin: bin, res: newResults()}
+	b, err := newBench(cfg, bin)
+	if err != nil {
+		return err
 	}
 	defer os.RemoveAll(b.dir)
 

@@ -142,18 +142,50 @@ func pingPostgres(url string) error {
 	return nil
 }
 
-// newBench builds devreg into a new temporary directory, which the caller removes.
-func newBench(cfg config) (*bench, error) {
+// newBench makes a new temporary directory, which the caller removes, and builds devreg into it,
+// unless bin names the devreg binary to measure.
+func newBench(cfg config, bin string) (*bench, error) {
 	dir, err := os.MkdirTemp("", "devreg-bench")
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{config: cfg, dir: dir, bin: filepath.Join(dir, "devreg"), load: newLoadGenerator(), res: newResults()}
-	if out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/devreg").CombinedOutput(); err != nil {
+	if bin, err = devregBinary(dir, bin); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+		return nil, err
 	}
-	return b, nil
+	return &bench{config: cfg, dir: dir, bin: bin, load: newLoadGenerator(), res: newResults()}, nil
+}
+
+// devregBinary returns the path of the devreg binary to measure: bin, or one built from this
+// tree into dir when bin is "".
+func devregBinary(dir, bin string) (string, error) {
+	if bin != "" {
+		return filepath.Abs(bin)
+	}
+	bin = filepath.Join(dir, "devreg")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/devreg").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// createAccount runs devreg accounts create with env (nil: this process's) and args (its --data
+// and --database), and returns the new account's ID and first API key.
+func createAccount(ctx context.Context, bin string, env []string, args ...string) (accountID, apiKey string, err error) {
+	acct := exec.CommandContext(ctx, bin, append([]string{"accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin"}, args...)...)
+	acct.Env, acct.Stdin = env, strings.NewReader("benchmark-password\n")
+	out, err := acct.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("accounts create: %v", err)
+	}
+	var account struct {
+		AccountID string `json:"account_id"`
+		APIKey    string `json:"api_key"`
+	}
+	if err := json.Unmarshal(out, &account); err != nil {
+		return "", "", fmt.Errorf("accounts create printed %q: %v", out, err)
+	}
+	return account.AccountID, account.APIKey, nil
 }
 
 // serverTiming reads a Server-Timing header of stages with durations in milliseconds.
@@ -177,7 +209,7 @@ func run(cfg config) error {
 	if err := pingPostgres(cfg.pg); err != nil {
 		return err
 	}
-	b, err := newBench(cfg)
+	b, err := newBench(cfg, "")
 	if err != nil {
 		return err
 	}
@@ -403,20 +435,10 @@ type server struct {
 // both (a --database). The API rate limit is raised so that no figure measures it.
 func (b *bench) startServer(ctx context.Context, name string, args ...string) (*server, error) {
 	s := &server{data: filepath.Join(b.dir, name)}
-	acct := exec.CommandContext(ctx, b.bin, append([]string{"accounts", "create", "--name", "Bench", "--email", "bench@example.test", "--password-stdin", "--data", s.data}, args...)...)
-	acct.Stdin = strings.NewReader("benchmark-password\n")
-	out, err := acct.Output()
-	if err != nil {
-		return nil, fmt.Errorf("accounts create: %v", err)
+	var err error
+	if s.accountID, s.apiKey, err = createAccount(ctx, b.bin, nil, append([]string{"--data", s.data}, args...)...); err != nil {
+		return nil, err
 	}
-	var account struct {
-		AccountID string `json:"account_id"`
-		APIKey    string `json:"api_key"`
-	}
-	if err := json.Unmarshal(out, &account); err != nil {
-		return nil, fmt.Errorf("accounts create printed %q: %v", out, err)
-	}
-	s.accountID, s.apiKey = account.AccountID, account.APIKey
 	if s.url, s.cmd, err = serve(b.bin, append([]string{"--data", s.data, "--api-rate-limit", "1000000"}, args...)...); err != nil {
 		return nil, err
 	}

@@ -136,7 +136,7 @@ func (b *bench) rateRun(ctx context.Context, srv *server) error {
 // server whose registry holds cfg.n devices, and prints them.
 func runTokensOnly(cfg config) error {
 	began := time.Now()
-	b, err := newBench(cfg)
+	b, err := newBench(cfg, "")
 	if err != nil {
 		return err
 	}
