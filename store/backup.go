@@ -498,7 +498,7 @@ func Restore(ctx context.Context, from, dbFile string, opts RestoreOptions) (Res
 	return info, syncDir(dir)
 }
 
-// Bytes writes a number of bytes for people: "3.0 GiB", "512 KiB", "100 bytes".
+// sizeText writes a number of bytes for people: "3.0 GiB", "512 KiB", "100 bytes".
 func sizeText(n int64) string {
 	const unit = 1024
 	if n < unit {
