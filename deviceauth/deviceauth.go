@@ -200,9 +200,13 @@ func readClient(w http.ResponseWriter, r *http.Request) (clientRequest, error) {
 }
 
 // clientError is what a device that failed to authenticate is told: invalid_client, also when it
-// is throttled, so that the answer tells nothing more about the device.
+// is throttled, so that the answer tells nothing more about the device. One that authenticated
+// and has used up its rotations is told that (rate_limited), and when to retry.
 func clientError(err error) error {
 	switch code := devreg.ErrorCode(err); {
+	case errors.Is(err, registry.ErrTooManyRotations):
+		msg := devreg.ErrorMessage(err)
+		return &devreg.Error{Code: code, Message: msg, RetryAfter: retryAfter(err), Err: &oauthError{code, code, msg}}
 	case code == devreg.ERATELIMITED:
 		return &devreg.Error{Code: code, Message: "too many failed attempts for this device; retry later", RetryAfter: retryAfter(err),
 			Err: &oauthError{code, "invalid_client", "too many failed attempts for this device; retry later"}}
@@ -259,12 +263,6 @@ func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rot, err := h.svc.RotateCredential(r.Context(), cr.accountID, cr.deviceID, cr.secret)
-	if errors.Is(err, registry.ErrTooManyRotations) {
-		// The device authenticated: it may learn that it rotates too often, and when to retry.
-		msg := devreg.ErrorMessage(err)
-		return &devreg.Error{Code: devreg.ERATELIMITED, Message: msg, RetryAfter: retryAfter(err),
-			Err: &oauthError{devreg.ERATELIMITED, devreg.ERATELIMITED, msg}}
-	}
 	if err != nil {
 		return clientError(err)
 	}
