@@ -88,17 +88,9 @@ func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) err
 
 func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	min, err := formInt(r, "min_secret_length")
+	upd, err := deviceTypeUpdateForm(r)
 	if err == nil {
-		name, desc := r.PostFormValue("name"), r.PostFormValue("description")
-		var grace, rotations *int
-		if grace, err = formOptionalInt(r, "rotation_grace_seconds"); err == nil {
-			if rotations, err = formOptionalInt(r, "max_rotations_per_hour"); err == nil {
-				_, err = h.svc.UpdateDeviceType(r.Context(), id, devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min,
-					MQTTPublish: formLines(r, "mqtt_publish"), MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace,
-					MaxRotationsPerHour: rotations})
-			}
-		}
+		_, err = h.svc.UpdateDeviceType(r.Context(), id, upd)
 	}
 	if isUserError(err) {
 		return h.redirect(w, r, "/devicetypes/"+url.PathEscape(id)+"/edit", "error", devreg.ErrorMessage(err))
@@ -107,6 +99,25 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	return h.redirect(w, r, "/devicetypes", "notice", "Device type saved.")
+}
+
+// deviceTypeUpdateForm reads the device type's edit form.
+func deviceTypeUpdateForm(r *http.Request) (devreg.DeviceTypeUpdate, error) {
+	min, err := formInt(r, "min_secret_length")
+	if err != nil {
+		return devreg.DeviceTypeUpdate{}, err
+	}
+	grace, err := formOptionalInt(r, "rotation_grace_seconds")
+	if err != nil {
+		return devreg.DeviceTypeUpdate{}, err
+	}
+	rotations, err := formOptionalInt(r, "max_rotations_per_hour")
+	if err != nil {
+		return devreg.DeviceTypeUpdate{}, err
+	}
+	name, desc := r.PostFormValue("name"), r.PostFormValue("description")
+	return devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min, MQTTPublish: formLines(r, "mqtt_publish"),
+		MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace, MaxRotationsPerHour: rotations}, nil
 }
 
 // formLines returns the non-blank lines of a textarea, trimmed; nil if the form has no such field.
