@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -54,12 +53,7 @@ func runBig(cfg config) error {
 	}
 
 	ctx := context.Background()
-	admin, err := sql.Open("pgx", b.pg)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	dbURL, drop, err := b.newPGDatabase(ctx, admin)
+	dbURL, drop, err := b.newPGDatabase(ctx)
 	if err != nil {
 		return err
 	}

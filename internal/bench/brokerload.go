@@ -66,12 +66,7 @@ func runBrokerLoad(cfg config, bin string) error {
 	}
 	defer os.RemoveAll(b.dir)
 	ctx := context.Background()
-	admin, err := sql.Open("pgx", cfg.pg)
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	dbURL, drop, err := b.newPGDatabase(ctx, admin)
+	dbURL, drop, err := b.newPGDatabase(ctx)
 	if err != nil {
 		return err
 	}

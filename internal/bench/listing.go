@@ -73,12 +73,7 @@ func runListingLoad(cfg config, bin string) error {
 	var analyze func() error // PostgreSQL: what autovacuum would have done by the time a registry is listed
 	database := "SQLite"
 	if pg != "" {
-		admin, err := sql.Open("pgx", pg)
-		if err != nil {
-			return err
-		}
-		defer admin.Close()
-		dbURL, drop, err := b.newPGDatabase(ctx, admin)
+		dbURL, drop, err := b.newPGDatabase(ctx)
 		if err != nil {
 			return err
 		}

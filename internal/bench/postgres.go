@@ -28,17 +28,25 @@ const oldPostgres = `CREATE TABLE devices (account_id TEXT NOT NULL, device_id T
 
 // newPGDatabase creates a database of its own on the PostgreSQL server and returns its URL and
 // what drops it.
-func (b *bench) newPGDatabase(ctx context.Context, admin *sql.DB) (string, func(), error) {
-	name := "devreg_bench_" + strings.ToLower(randText(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), 10))
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, fmt.Errorf("create database on %s: %w", b.pg, err)
-	}
+func (b *bench) newPGDatabase(ctx context.Context) (string, func(), error) {
 	u, err := url.Parse(b.pg)
 	if err != nil {
 		return "", nil, err
 	}
+	admin, err := sql.Open("pgx", b.pg)
+	if err != nil {
+		return "", nil, err
+	}
+	name := "devreg_bench_" + strings.ToLower(randText(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), 10))
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		admin.Close()
+		return "", nil, fmt.Errorf("create database on %s: %w", b.pg, err)
+	}
 	u.Path = "/" + name
-	return u.String(), func() { admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") }, nil
+	return u.String(), func() {
+		admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		admin.Close()
+	}, nil
 }
 
 // postgresRun measures, each on a database of its own made for it, a COPY of the sorted set and
@@ -51,7 +59,7 @@ func (b *bench) postgresRun(ctx context.Context, run int) error {
 		return err
 	}
 	defer admin.Close()
-	newDB := func() (string, func(), error) { return b.newPGDatabase(ctx, admin) }
+	newDB := func() (string, func(), error) { return b.newPGDatabase(ctx) }
 	checkpoint := func() error {
 		_, err := admin.ExecContext(ctx, "CHECKPOINT")
 		return err
