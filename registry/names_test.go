@@ -73,6 +73,17 @@ func TestNamesRefuseInvisibleCharacters(t *testing.T) {
 		{"refused/soft-hyphen", "Li\u00adne", "contains the invisible character U+00AD at character 3"},
 		{"refused/tag-character", "Line\U000e0041", "contains the invisible character U+E0041 at character 5"},
 		{"refused/line-separator", "Line\u2028Two", "contains the invisible character U+2028 at character 5"},
+		// Default-ignorable characters outside Cf: "Line\u31643" shows as "Line 3", and a
+		// variation selector after a letter shows as nothing at all.
+		{"refused/hangul-filler", "Line\u31643", "contains the invisible character U+3164 at character 5"},
+		{"refused/hangul-choseong-filler", "Line\u115f3", "contains the invisible character U+115F at character 5"},
+		{"refused/halfwidth-hangul-filler", "Line\uffa03", "contains the invisible character U+FFA0 at character 5"},
+		{"refused/combining-grapheme-joiner", "Li\u034fne", "contains the invisible character U+034F at character 3"},
+		{"refused/variation-selector-after-a-letter", "Line\ufe0f", "contains the invisible character U+FE0F at character 5"},
+		{"refused/variation-selector-first", "\ufe0eLine", "contains the invisible character U+FE0E at character 1"},
+		{"refused/variation-selector-after-a-selector", "Hot\u2668\ufe0f\ufe0f", "contains the invisible character U+FE0F at character 6"},
+		{"ok/keycap", "Line 1\ufe0f\u20e3", ""},
+		{"ok/ideographic-variation-sequence", "\u845b\U000e0100\u98fe", ""},
 	}
 	for use, give := range uses {
 		for _, tt := range tests {
@@ -108,6 +119,8 @@ func TestNamesRefuseInvisibleCharacters(t *testing.T) {
 			"lot\u200b-7.csv":    "lot-7.csv",
 			"\ufefflot-7.csv":    "lot-7.csv",
 			"lot-7 (Zürich).csv": "lot-7 (Zürich).csv",
+			"lot\u3164-7.csv":    "lot-7.csv",
+			"lot-7\ufe0f.csv":    "lot-7.csv",
 		} {
 			if got := registry.CleanFilename(in); got != want {
 				t.Errorf("CleanFilename(%+q) = %+q, want %+q", in, got, want)

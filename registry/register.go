@@ -212,20 +212,19 @@ func merge(a, b devreg.ProblemList) devreg.ProblemList {
 }
 
 // CleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
-// control characters, at most 255 characters. The invisible characters that names refuse are
-// dropped too: the name is only a note on the batch, and the upload should not fail over it.
+// control characters, at most 255 characters. Invisible characters that could make it look like
+// another name (those names refuse: format characters such as bidi overrides and zero-width
+// spaces, line and paragraph separators, Hangul fillers, ...) are dropped too: the name is only a
+// note on the batch, and the upload should not fail over it.
 func CleanFilename(name string) string {
-	name = strings.ToValidUTF8(name, "")
-	name = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || invisible(r) {
-			return -1
+	rs := []rune(strings.ToValidUTF8(name, ""))
+	kept := make([]rune, 0, len(rs))
+	for i, r := range rs {
+		if !unicode.IsControl(r) && !invisible(rs, i) {
+			kept = append(kept, r)
 		}
-		return r
-	}, name)
-	if r := []rune(name); len(r) > 255 {
-		name = string(r[:255])
 	}
-	return name
+	return string(kept[:min(len(kept), 255)])
 }
 
 // stageChunk is how many entries go to the stage at a time, and how many a worker checks.

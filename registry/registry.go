@@ -190,20 +190,20 @@ func checkText(field, value string, min, max int, name bool) error {
 	if !utf8.ValidString(value) {
 		return devreg.Errorf(devreg.EINVALID, "%s is not valid UTF-8 text", field)
 	}
-	pos := 0
-	for _, r := range value {
-		pos++
+	rs := []rune(value)
+	for i, r := range rs {
+		pos := i + 1
 		switch {
 		case unicode.IsControl(r):
 			return devreg.Errorf(devreg.EINVALID, "%s contains a control character (U+%04X)", field, r)
 		case unicode.Is(unicode.Bidi_Control, r):
 			return devreg.Errorf(devreg.EINVALID, "%s contains the bidi control U+%04X at character %d; remove it (it changes the order in which the text reads)", field, r, pos)
-		case name && invisible(r):
+		case name && invisible(rs, i):
 			return devreg.Errorf(devreg.EINVALID, "%s contains the invisible character U+%04X at character %d; names may not hold zero-width, "+
 				"format or separator characters, which can make a name look like another", field, r, pos)
 		}
 	}
-	if n := utf8.RuneCountInString(value); n < min || n > max {
+	if n := len(rs); n < min || n > max {
 		if min > 0 && n == 0 {
 			return devreg.Errorf(devreg.EINVALID, "%s is required", field)
 		}
@@ -212,11 +212,26 @@ func checkText(field, value string, min, max int, name bool) error {
 	return nil
 }
 
-// invisible reports whether r is a character that could make one name look like another in the
-// console: the format characters (Unicode category Cf: bidi controls, zero-width space, joiners
-// and non-joiner, word joiner, byte order mark, soft hyphen, tag characters, ...) and the line and
-// paragraph separators.
-func invisible(r rune) bool { return unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) }
+// invisible reports whether rs[i] shows as nothing, or as nothing but a blank, where the console
+// shows a name: the format characters (Unicode category Cf: bidi controls, zero-width space,
+// joiners and non-joiner, word joiner, byte order mark, soft hyphen, tag characters, ...), the
+// line and paragraph separators, the other default-ignorable characters (the Hangul fillers
+// U+3164, U+115F, U+1160 and U+FFA0, the combining grapheme joiner U+034F, ...), and a variation
+// selector where it selects nothing. A variation selector picks the glyph of the character before
+// it: an emoji's (U+2668 U+FE0F), a keycap's (1 U+FE0F U+20E3), an ideograph's or a Mongolian
+// letter's; after anything else it shows as nothing, so "A" and "A" U+FE0F read alike.
+func invisible(rs []rune, i int) bool {
+	r := rs[i]
+	switch {
+	case unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Other_Default_Ignorable_Code_Point):
+		return true
+	case unicode.Is(unicode.Variation_Selector, r):
+		selects := i > 0 && unicode.In(rs[i-1], unicode.S, unicode.Han, unicode.Mongolian) ||
+			i+1 < len(rs) && rs[i+1] == '\u20e3' // combining enclosing keycap
+		return !selects
+	}
+	return false
+}
 
 func fmtScopes() string {
 	return fmt.Sprintf("%q, %q, %q or %q", devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead, devreg.ScopeBroker)
