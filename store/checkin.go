@@ -184,8 +184,10 @@ func inChunks(ctx context.Context, n int, what string, write func(i, j int) erro
 // classify found. MarkSeen does not take the account's lock, so a first sighting may be
 // written between classify's look and the lock; it is then counted in the old batch, and the
 // registration, which takes it out of there, must count it. It also locks the old batches, in
-// order, before the registration changes their counts: MarkSeen takes batches in that order.
-// On SQLite, whose writers take turns, nothing falls in between.
+// order, before the registration changes their counts: MarkSeen takes batches in that order,
+// byte by byte as Go sorts them, so the order here is by bytes too (COLLATE "C"), whatever the
+// database's collation (in en-US, "bat_d…" comes before "bat_Z…", and the two deadlocked). On
+// SQLite, whose writers take turns, nothing falls in between.
 func (st *Stage) recountReplacedSeen(ctx context.Context, q handle, accountID string, account int64) (int64, error) {
 	if !st.s.pg {
 		return 0, nil
@@ -200,6 +202,6 @@ func (st *Stage) recountReplacedSeen(ctx context.Context, q handle, accountID st
 		return 0, err
 	}
 	_, err = q.ExecContext(ctx, `SELECT 1 FROM batches WHERE account_id = ? AND id IN (SELECT old_batch FROM `+st.table+` WHERE action = 2)
-		ORDER BY id FOR UPDATE`, accountID)
+		ORDER BY id COLLATE "C" FOR UPDATE`, accountID)
 	return more, err
 }

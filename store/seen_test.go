@@ -271,14 +271,7 @@ func TestMarkSeenHoldsNoAccountLock(t *testing.T) {
 	done := make(chan error, 1)
 	seenAt := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	go func() { done <- e.b.MarkSeen(ctx, e.acc.ID, devices, seenAt) }()
-	for waiting := 0; waiting == 0; {
-		select {
-		case err := <-done:
-			t.Fatalf("MarkSeen returned (%v) while a device's row was held", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-		waiting = e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
-	}
+	e.waitForLock(t, done, "MarkSeen", "a device's row")
 	if n := e.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted`); n != 0 {
 		holder.Rollback()
 		t.Fatalf("a write of devices seen holds %d advisory locks while it waits for a row; want none (the account's lock stops registrations)", n)

@@ -33,8 +33,10 @@ func ServerURL(t testing.TB) string {
 	return u
 }
 
-// NewDatabase creates an empty database for the test and returns its URL.
-func NewDatabase(t testing.TB) string {
+// NewDatabase creates an empty database for the test and returns its URL. options are added to
+// the CREATE DATABASE statement (such as a locale: the server's default collation may not be
+// the one a user's database has).
+func NewDatabase(t testing.TB, options ...string) string {
 	t.Helper()
 	server := ServerURL(t)
 	admin, err := sql.Open("pgx", server)
@@ -44,7 +46,7 @@ func NewDatabase(t testing.TB) string {
 	defer admin.Close()
 	name := "devreg_test_" + strings.ToLower(credential.RandomString(12))
 	ctx := context.Background()
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := admin.ExecContext(ctx, strings.Join(append([]string{"CREATE DATABASE", name}, options...), " ")); err != nil {
 		t.Fatalf("create test database on %s: %v", EnvVar, err)
 	}
 	t.Cleanup(func() {
