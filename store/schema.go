@@ -355,6 +355,29 @@ func isIdentChar(r rune) bool {
 	return r == '_' || r == '$' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || r >= 0x80
 }
 
+// searchPathProblems reports a search path through which objects outside devreg's schema (live)
+// take part in devreg's queries, which the comparison of that schema does not see. PostgreSQL
+// looks up unqualified functions and operators along the path, pg_catalog first unless the path
+// puts it later: a schema ahead of it can put an = of its own in the place of PostgreSQL's (one
+// that is always true lets any API key in), and any schema on the path can add an overload that
+// matches better. ALTER DATABASE or ALTER ROLE ... SET search_path sets it for every connection.
+func searchPathProblems(ctx context.Context, q querier, live string) ([]string, error) {
+	path, err := column[string](ctx, q, `SELECT s FROM unnest(current_schemas(true)) WITH ORDINALITY AS p(s, i) ORDER BY i`)
+	if err != nil {
+		return nil, fmt.Errorf("read the search path: %w", err)
+	}
+	// A session's own temporary schema holds its temporary tables, never functions it looks up.
+	path = slices.DeleteFunc(path, func(s string) bool { return strings.HasPrefix(s, "pg_temp") })
+	others := slices.ContainsFunc(path, func(s string) bool { return s != live && s != "pg_catalog" })
+	if len(path) > 0 && path[0] == "pg_catalog" && !others {
+		return nil, nil
+	}
+	return []string{fmt.Sprintf("the search path is %s, but devreg's queries need pg_catalog first and no schema but devreg's own (%s): "+
+		"functions and operators of the others take part in them (an = that is always true lets any API key in); "+
+		"set it to devreg's schema alone (ALTER ROLE ... SET search_path = %s, or search_path in the database URL), "+
+		"and look in pg_db_role_setting for who set it", strings.Join(path, ", "), live, live)}, nil
+}
+
 // pgQuerier runs queries in a PostgreSQL transaction.
 type pgQuerier interface {
 	querier
@@ -383,6 +406,11 @@ func (s *DB) pgSchemaProblems(ctx context.Context, version int) ([]string, error
 	if err != nil {
 		return nil, err
 	}
+	path, err := searchPathProblems(ctx, tx, live)
+	if err != nil {
+		return nil, err
+	}
+	problems = append(problems, path...)
 	have, err := readPGSchema(ctx, tx, live)
 	if err != nil {
 		return nil, err

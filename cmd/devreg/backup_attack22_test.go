@@ -119,6 +119,17 @@ var trojans = []trojan{
 		pg:     `CREATE SCHEMA elsewhere; CREATE TABLE elsewhere.more_keys () INHERITS (api_keys)`,
 		undoPG: `DROP SCHEMA elsewhere CASCADE`,
 		want:   `table "api_keys" differs from devreg's schema`},
+	{name: "operator-ahead-of-pg_catalog", // an = of bytea that is always true: a made-up API key finds the owner's
+		pg: `CREATE SCHEMA elsewhere;
+			CREATE FUNCTION elsewhere.always(bytea, bytea) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+			CREATE OPERATOR elsewhere.= (LEFTARG = bytea, RIGHTARG = bytea, FUNCTION = elsewhere.always);
+			DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, elsewhere, pg_catalog', current_database()); END$$`,
+		undoPG: `DO $$BEGIN EXECUTE format('ALTER DATABASE %I RESET search_path', current_database()); END$$; DROP SCHEMA elsewhere CASCADE`,
+		want:   `the search path is public, elsewhere, pg_catalog, but devreg's queries need pg_catalog first`},
+	{name: "schema-behind-pg_catalog",
+		pg:     `CREATE SCHEMA elsewhere; DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, elsewhere', current_database()); END$$`,
+		undoPG: `DO $$BEGIN EXECUTE format('ALTER DATABASE %I RESET search_path', current_database()); END$$; DROP SCHEMA elsewhere CASCADE`,
+		want:   `the search path is pg_catalog, public, elsewhere, but`},
 	{name: "missing-index",
 		sqlite: `DROP INDEX devices_batch`,
 		pg:     `DROP INDEX devices_batch`,
