@@ -31,6 +31,7 @@ func TestServeNeedsAUsablePublicURL(t *testing.T) {
 		{"public-url-without-scheme", []string{"--addr", ":0", "--public-url", "devreg.example.com"}, "", `--public-url "devreg.example.com" is not an address clients could use`},
 		{"public-url-without-host", []string{"--addr", "127.0.0.1:0", "--public-url", "http://:8080"}, "", `--public-url "http://:8080" is not`},
 		{"public-url-any-address", []string{"--addr", "127.0.0.1:0", "--public-url", "http://0.0.0.0:8080"}, "", `--public-url "http://0.0.0.0:8080" is not`},
+		{"public-url-port-out-of-range", []string{"--addr", "127.0.0.1:0", "--public-url", "http://devreg.example.com:99999"}, "", `--public-url "http://devreg.example.com:99999" is not`},
 		{"public-url-with-query", []string{"--addr", "127.0.0.1:0", "--public-url", "https://devreg.example.com/?x=1"}, "", "a query is not"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +88,7 @@ func TestCheckPublicURLAcceptsAddressesWithAHost(t *testing.T) {
 			t.Errorf("--addr %s: %v", addr, err)
 		}
 	}
-	for _, u := range []string{"https://devreg.example.com", "http://localhost:8080/", "https://example.com/devreg"} {
+	for _, u := range []string{"https://devreg.example.com", "http://localhost:8080/", "https://example.com/devreg", "https://devreg.example.com:65535"} {
 		if err := checkPublicURL(":8080", u); err != nil {
 			t.Errorf("--public-url %s: %v", u, err)
 		}

@@ -109,7 +109,9 @@ func checkPublicURL(addr, publicURL string) error {
 	}
 	u, err := url.Parse(publicURL)
 	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Hostname() != "" && u.User == nil && u.RawQuery == "" && u.Fragment == "" {
-		if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsUnspecified() {
+		port, perr := strconv.Atoi(u.Port())
+		validPort := u.Port() == "" || perr == nil && port > 0 && port <= 65535
+		if ip := net.ParseIP(u.Hostname()); validPort && (ip == nil || !ip.IsUnspecified()) {
 			return nil
 		}
 	}
