@@ -138,15 +138,6 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	return nil
 }
 
-// lockRows is what a SELECT ends with to lock the rows it reads for an UPDATE that changes no
-// key, on PostgreSQL; SQLite writes one transaction at a time.
-func (s *DB) lockRows() string {
-	if s.pg {
-		return ` FOR NO KEY UPDATE`
-	}
-	return ""
-}
-
 // inChunks calls write for [i, j) of n items, seenChunk at a time, each again after a pause if
 // it fails for a passing reason (see transient), up to seenTries times. It goes on after a chunk
 // that still fails, and reports how many items (what) were not written and the last error.

@@ -293,26 +293,6 @@ func validAt(prefix string, t time.Time) string {
 		prefix, now, now+1)
 }
 
-// placeholders is n '?' separated by commas.
-func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
-
-// oneOf is a condition that column is one of values, and its arguments: the one way the store
-// writes a list of values into a query. PostgreSQL gets the values as one array, which its
-// planner looks up in the column's index one by one: a list of hundreds of parameters it plans,
-// once the plan is generic, as a filter comparing every row of the account with every value
-// (200 ms for 500 devices of 20,000, where the lookups take 2 ms). SQLite looks an IN list up in
-// the index itself.
-func (h handle) oneOf(column string, values []string) (string, []any) {
-	if h.pg {
-		return column + ` = ANY(?)`, []any{values}
-	}
-	args := make([]any, len(values))
-	for i, v := range values {
-		args[i] = v
-	}
-	return column + ` IN (` + placeholders(len(values)) + `)`, args
-}
-
 // ChangeCredentials reads a device's credentials and writes what decide makes of them, in one
 // transaction that holds the device, so that no other change of them falls in between (the
 // limit of five depends on it). An error from decide writes nothing and is returned.

@@ -110,6 +110,35 @@ func (h handle) QueryRowContext(ctx context.Context, query string, args ...any) 
 	return h.q.QueryRowContext(ctx, h.bind(query), args...)
 }
 
+// placeholders is n '?' separated by commas.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+// oneOf is a condition that column is one of values, and its arguments: the one way the store
+// writes a list of values into a query. PostgreSQL gets the values as one array, which its
+// planner looks up in the column's index one by one: a list of hundreds of parameters it plans,
+// once the plan is generic, as a filter comparing every row of the account with every value
+// (200 ms for 500 devices of 20,000, where the lookups take 2 ms). SQLite looks an IN list up in
+// the index itself.
+func (h handle) oneOf(column string, values []string) (string, []any) {
+	if h.pg {
+		return column + ` = ANY(?)`, []any{values}
+	}
+	args := make([]any, len(values))
+	for i, v := range values {
+		args[i] = v
+	}
+	return column + ` IN (` + placeholders(len(values)) + `)`, args
+}
+
+// lockRows is what a SELECT ends with to lock the rows it reads for an UPDATE that changes no
+// key, on PostgreSQL; SQLite writes one transaction at a time.
+func (s *DB) lockRows() string {
+	if s.pg {
+		return ` FOR NO KEY UPDATE`
+	}
+	return ""
+}
+
 // noIndex returns column as a condition's operand that the planner will not look up in an
 // index, for a condition that only filters the rows of another index's walk: SQLite's unary
 // plus. (With the statistics of ANALYZE, SQLite skip-scans the type index for a prefix search of
