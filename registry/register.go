@@ -56,7 +56,8 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	if opts.Credentials == devreg.CredentialsReset && opts.OnConflict != devreg.ConflictReplace {
 		return res, devreg.Errorf(devreg.EBADREQUEST, "credentials=reset works only with on_conflict=replace (it says what a replace does with "+
-			"the credentials devices made themselves); send on_conflict=replace&credentials=reset, with an admin key")
+			"the credentials devices made themselves); send on_conflict=replace&credentials=reset, with an admin key "+
+			"(in the console's Bulk Upload: choose Replace as well as resetting credentials)")
 	}
 	if !opaqueID(deviceTypeID) || !c.Reaches(deviceTypeID) {
 		return res, notFound("device type", deviceTypeID)
