@@ -64,7 +64,7 @@ func (l Limits) withDefaults() Limits {
 // carries what could be read of it (its DeviceID, when the payload named one).
 type Entry struct {
 	Index       int    // 0-based position in the manifest's array
-	Offset      int64  // byte offset of the element in the manifest
+	Offset      int64  // byte offset in the manifest where the element, or the comma before it, starts
 	DeviceID    string // the signed payload's uniqueId: the chip's serial number in hex
 	PartNumber  string // e.g. "ATECC608C-TNGTLSU-B"
 	Certificate *x509.Certificate
