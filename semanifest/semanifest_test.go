@@ -370,3 +370,30 @@ func TestReaderStreams(t *testing.T) {
 		t.Errorf("read %d bytes of a %d-byte manifest", mr.in.read, (len(elem)+1)*n+1)
 	}
 }
+
+// FuzzReader: whatever the bytes, reading ends in an error or io.EOF without a panic, within the
+// entry bound, and every entry yielded without a problem has a device ID and a certificate.
+func FuzzReader(f *testing.F) {
+	f.Add(readFile(&testing.T{}, "testdata/ECC608C-TNGTLSU-B.json"))
+	f.Add(readFile(&testing.T{}, "testdata/ECC608-TMNGTLSS-B.json"))
+	f.Add([]byte(`[{"payload":"e30","protected":"eyJhbGciOiJFUzI1NiJ9","signature":""}]`))
+	signer := readSigner(&testing.T{}, "testdata/MCHP_manifest_signer_5.crt")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mr, err := NewReader(bytes.NewReader(b), signer, Limits{MaxEntryBytes: 8 << 10, MaxEntries: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			e, err := mr.Next()
+			if err != nil {
+				if err != io.EOF && devreg.ErrorMessage(err) == "" {
+					t.Fatalf("an error without a message: %v", err)
+				}
+				return
+			}
+			if e.Problem == "" && (e.DeviceID == "" || e.Certificate == nil) {
+				t.Fatalf("entry %d accepted without a device ID or certificate", e.Index)
+			}
+		}
+	})
+}
