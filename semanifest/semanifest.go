@@ -1,5 +1,5 @@
 // Package semanifest reads a chip vendor's signed manifest of secure elements — Microchip's
-// Trust&GO / TrustFLEX manifest, a JSON array of JWS objects, one per chip — checks each entry's
+// Trust&GO manifest, a JSON array of JWS objects, one per chip — checks each entry's
 // signature against the manifest signer certificate the caller trusts, and yields each chip's
 // unique ID and device certificate, so that a device type can register every part it names.
 //
@@ -32,8 +32,9 @@ import (
 	"devreg"
 )
 
-// ContentType is the media type a registration request names to send a Microchip manifest. Microchip
-// registers none; this one follows RFC 6838's vendor tree and ends in +json because the body is JSON.
+// ContentType is the media type a registration request names to send a Microchip manifest. We found
+// none registered or documented (Microchip ships manifests as .json files); this one follows
+// RFC 6838's vendor tree and ends in +json because the body is JSON.
 const ContentType = "application/vnd.microchip.manifest+json"
 
 // Limits bound what one manifest may cost. A zero field takes its default.
