@@ -5,6 +5,7 @@ package devreg
 
 import (
 	"context"
+	"crypto/x509"
 	"slices"
 	"strings"
 	"time"
@@ -160,4 +161,20 @@ func NewContextWithClientIP(ctx context.Context, ip string) context.Context {
 func ClientIPFromContext(ctx context.Context) string {
 	ip, _ := ctx.Value(clientIPKey{}).(string)
 	return ip
+}
+
+type clientCertsKey struct{}
+
+// NewContextWithClientCertificates returns a copy of ctx that carries the certificate chain the
+// client presented, leaf first: on devreg's own TLS connection, or in the header a trusted proxy
+// set. The chain is what the client sent, not yet verified against anything.
+func NewContextWithClientCertificates(ctx context.Context, chain []*x509.Certificate) context.Context {
+	return context.WithValue(ctx, clientCertsKey{}, chain)
+}
+
+// ClientCertificatesFromContext returns the client's certificate chain carried by ctx, leaf
+// first, or nil when the client presented none. The certificates are unverified.
+func ClientCertificatesFromContext(ctx context.Context) []*x509.Certificate {
+	chain, _ := ctx.Value(clientCertsKey{}).([]*x509.Certificate)
+	return chain
 }

@@ -35,24 +35,15 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 // (proxies append what they saw, so the addresses to the left of the last trusted hop are the
 // client's word alone).
 func clientIP(r *http.Request, trusted []netip.Prefix) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
+	peer := peerAddr(r)
+	if !peer.IsValid() {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
 		return host
 	}
-	peer = peer.Unmap()
-	isTrusted := func(a netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	if len(trusted) == 0 || !isTrusted(peer) {
+	if !isTrusted(peer, trusted) {
 		return peer.String()
 	}
 	var hops []string
@@ -64,9 +55,50 @@ func clientIP(r *http.Request, trusted []netip.Prefix) string {
 		if err != nil {
 			return peer.String() // a hop that is no address: believe nothing further left
 		}
-		if a = a.Unmap(); !isTrusted(a) {
+		if a = a.Unmap(); !isTrusted(a, trusted) {
 			return a.String()
 		}
 	}
 	return peer.String()
+}
+
+// peerAddr returns the address of the connection's peer, or the zero Addr if it is none.
+func peerAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// isTrusted says whether a is one of the trusted proxies.
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// servedOverHTTPS says whether the client reached devreg over HTTPS: on devreg's own TLS
+// connection, or through a trusted proxy that says so in X-Forwarded-Proto (the last value, the
+// one the nearest proxy set).
+func servedOverHTTPS(r *http.Request, trusted []netip.Prefix) bool {
+	if r.TLS != nil {
+		return true
+	}
+	protos := r.Header.Values("X-Forwarded-Proto")
+	if len(protos) == 0 || !isTrusted(peerAddr(r), trusted) {
+		return false
+	}
+	last := protos[len(protos)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
 }

@@ -67,8 +67,14 @@ const (
 	docsPolicy = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 
-// securityHeaders sets the headers that keep browsers from framing, sniffing or leaking pages.
-func securityHeaders(h http.Header, path string) {
+// securityHeaders sets the headers that keep browsers from framing, sniffing or leaking pages,
+// and, on an answer over HTTPS, from ever reaching this host over plain HTTP again (HSTS, a
+// year; browsers ignore it over HTTP). Not includeSubDomains: devreg cannot know what else runs
+// under its domain's subdomains, and a plain HTTP service there would be cut off.
+func securityHeaders(h http.Header, path string, https bool) {
+	if https {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	policy := pagePolicy
 	if path == "/docs" || strings.HasPrefix(path, "/docs/") {
 		policy = docsPolicy
@@ -87,9 +93,13 @@ func (s *Server) middleware(next http.Handler, m *metrics) http.Handler {
 		id := credential.RandomString(16)
 		w.Header().Set("X-Request-ID", id)
 		ip := clientIP(r, s.cfg.TrustedProxies)
-		r = r.WithContext(devreg.NewContextWithClientIP(devreg.NewContextWithRequestID(r.Context(), id), ip))
+		ctx := devreg.NewContextWithClientIP(devreg.NewContextWithRequestID(r.Context(), id), ip)
+		if chain := s.clientCertificates(r, id); chain != nil {
+			ctx = devreg.NewContextWithClientCertificates(ctx, chain)
+		}
+		r = r.WithContext(ctx)
 		s.conns.started(r.Context())
-		securityHeaders(w.Header(), r.URL.Path)
+		securityHeaders(w.Header(), r.URL.Path, servedOverHTTPS(r, s.cfg.TrustedProxies))
 		sw := &statusWriter{ResponseWriter: w}
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 			rc := http.NewResponseController(w)

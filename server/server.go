@@ -6,6 +6,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -59,7 +60,25 @@ type Config struct {
 	// (for the audit log and API keys' last use); none: the connection's peer is the client.
 	TrustedProxies []netip.Prefix
 	Logger         *slog.Logger
+
+	// HTTPS served by devreg itself: a certificate and key in PEM files (read again on
+	// ReloadTLS and when they change), or certificates got by ACME for TLSACMEDomains, kept
+	// in TLSACMEDir. Neither: plain HTTP, for a server behind a TLS proxy.
+	TLSCertFile, TLSKeyFile string
+	TLSACMEDomains          []string
+	TLSACMEDir              string
+	TLSReloadEvery          time.Duration // how often the files are checked; 0 for DefaultTLSReloadEvery
+	// ClientCertHeader names the header in which a trusted proxy that terminated TLS passes the
+	// client's certificate; "" for none. From any other peer the header is ignored.
+	ClientCertHeader string
+	// HeaderTimeout bounds the TLS handshake and the request headers together; 0 for
+	// DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
 }
+
+// DefaultHeaderTimeout is how long a connection may take from its first byte (the TLS handshake
+// included) to the end of a request's headers.
+const DefaultHeaderTimeout = 10 * time.Second
 
 // DefaultMaxBody is the default request body limit: 1 GiB.
 const DefaultMaxBody = 1 << 30
@@ -143,15 +162,19 @@ func openKeyring(ctx context.Context, path string, db *store.DB) (*credential.Ke
 
 // Server is a running devreg service.
 type Server struct {
-	cfg     Config
-	signing *devtoken.SigningKeys
-	log     *slog.Logger
-	db      *store.DB
-	Service *registry.Service
-	http    *http.Server
-	ln      net.Listener
-	conns   *connLimits
-	limits  *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
+	cfg       Config
+	signing   *devtoken.SigningKeys
+	log       *slog.Logger
+	db        *store.DB
+	Service   *registry.Service
+	http      *http.Server
+	ln        net.Listener
+	tls       *tls.Config // nil for plain HTTP
+	certs     *certFiles  // with --tls-cert: the files and the certificate in use
+	stop      context.CancelFunc
+	conns     *connLimits
+	headerLog rateLog            // the client certificate header from a peer that is no trusted proxy
+	limits    *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -168,6 +191,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.BodyIdle = cmp.Or(cfg.BodyIdle, DefaultBodyIdle)
 	cfg.MaxPendingPerAddr = cmp.Or(cfg.MaxPendingPerAddr, DefaultMaxPendingPerAddr)
 	cfg.MaxConnsPerAddr = cmp.Or(cfg.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	cfg.HeaderTimeout = cmp.Or(cfg.HeaderTimeout, DefaultHeaderTimeout)
+	cfg.TLSReloadEvery = cmp.Or(cfg.TLSReloadEvery, DefaultTLSReloadEvery)
+	if err := cfg.CheckTLS(); err != nil {
+		return nil, err
+	}
 	cfg.APIRateLimit = cmp.Or(cfg.APIRateLimit, ratelimit.DefaultLimit)
 	limits, err := ratelimit.New(cfg.APIRateLimit, ratelimit.Options{})
 	if err != nil {
@@ -189,6 +217,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.tls, err = s.tlsConfig(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		db.Close()
 		return nil, err
@@ -200,28 +232,48 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: handler,
+		// net/http gives the TLS handshake the same limit (the least of its read timeouts), so a
+		// handshake that stalls holds its connection slot no longer than headers that stall.
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnContext:       s.conns.connContext,
 		ConnState:         s.conns.connState,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		TLSConfig:         s.tls,
+	}
+	// HTTP/1.1 only, over TLS too: the limits on slow clients count connections sending
+	// headers, and one HTTP/2 connection could carry a hundred stalled requests.
+	s.http.Protocols = new(http.Protocols)
+	s.http.Protocols.SetHTTP1(true)
+	if s.certs != nil {
+		watchCtx, stop := context.WithCancel(context.Background())
+		s.stop = stop
+		go s.certs.watch(watchCtx, cfg.TLSReloadEvery)
 	}
 	return s, nil
 }
 
-// URL returns the address the server listens on, as an http URL.
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+// URL returns the address the server listens on, as an http or (serving TLS) https URL.
+func (s *Server) URL() string { return s.scheme() + "://" + s.ln.Addr().String() }
 
-// PublicURL returns the address clients use: --public-url, or http:// and --addr (the address
+func (s *Server) scheme() string {
+	if s.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// PublicURL returns the address clients use: --public-url, or http:// (https:// when serving
+// TLS) and --addr (the address
 // actually bound when --addr asks for any free port).
 func (s *Server) PublicURL() string {
 	if s.cfg.PublicURL != "" {
 		return strings.TrimRight(s.cfg.PublicURL, "/")
 	}
 	if _, port, err := net.SplitHostPort(s.cfg.Addr); err == nil && port != "0" {
-		return "http://" + s.cfg.Addr
+		return s.scheme() + "://" + s.cfg.Addr
 	}
 	return s.URL()
 }
@@ -229,8 +281,16 @@ func (s *Server) PublicURL() string {
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
 	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir,
-		"api_rate_limit", s.cfg.APIRateLimit)
-	if err := s.http.Serve(s.conns.listen(s.ln)); !errors.Is(err, http.ErrServerClosed) {
+		"api_rate_limit", s.cfg.APIRateLimit, "tls", s.tls != nil)
+	var err error
+	if s.tls != nil {
+		// The TLS layer goes over the limited listener, so TLS connections count against the
+		// per-address limits from their first byte, handshake included.
+		err = s.http.ServeTLS(s.conns.listen(s.ln), "", "")
+	} else {
+		err = s.http.Serve(s.conns.listen(s.ln))
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -240,6 +300,9 @@ func (s *Server) Serve() error {
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	if s.stop != nil {
+		s.stop()
+	}
 	s.Service.Close() // writes what brokers' logins left to record
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
@@ -277,7 +340,7 @@ func (s *Server) handler() (http.Handler, error) {
 	brokers := brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg})
 	brokers.LimitKeys(s.limits)
 	brokers.Register(mux)
-	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: strings.HasPrefix(s.PublicURL(), "https://")})
+	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: s.tls != nil || strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -194,16 +195,30 @@ func (l *connLimits) connContext(ctx context.Context, c net.Conn) context.Contex
 
 // connState is the server's ConnState hook: a connection idle between requests sends no headers.
 func (l *connLimits) connState(c net.Conn, state http.ConnState) {
-	if lc, ok := c.(*limitedConn); ok && state == http.StateIdle {
+	if lc, ok := asLimited(c); ok && state == http.StateIdle {
 		l.notPending(lc, true)
 	}
 }
 
 // started marks the connection of a request whose handler runs as no longer sending headers.
 func (l *connLimits) started(ctx context.Context) {
-	if lc, ok := ctx.Value(connKey{}).(*limitedConn); ok && l != nil {
+	if c, _ := ctx.Value(connKey{}).(net.Conn); c != nil && l != nil {
+		lc, ok := asLimited(c)
+		if !ok {
+			return
+		}
 		l.notPending(lc, false)
 	}
+}
+
+// asLimited returns the counted connection under c, which net/http hands over wrapped in TLS
+// when devreg serves HTTPS.
+func asLimited(c net.Conn) (*limitedConn, bool) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitedConn)
+	return lc, ok
 }
 
 // counts returns how many connections of addr are open and how many send headers.

@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"devreg/internal/ratelimit"
@@ -36,8 +39,21 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		"`N` requests a minute that each admin, register or read API key may make, counted by each server on its own; beyond it 429 (at least 1; broker keys are not limited) (env DEVREG_API_RATE_LIMIT)")
 	proxies := fs.String("trusted-proxy", m.env("DEVREG_TRUSTED_PROXY", ""), "reverse `proxies` (addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client's address in the audit log (env DEVREG_TRUSTED_PROXY)")
 	debugAddr := fs.String("debug-listen", m.env("DEVREG_DEBUG_LISTEN", ""), "`host:port` to serve the runtime profiles (net/http/pprof) on, apart from --addr; empty (the default) for none. Keep it on loopback (env DEVREG_DEBUG_LISTEN)")
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", m.env("DEVREG_TLS_CERT", ""), "serve HTTPS with the certificate (and its chain) in this PEM `FILE`, read again on SIGHUP and when it changes (env DEVREG_TLS_CERT)")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", m.env("DEVREG_TLS_KEY", ""), "the private key of --tls-cert, a PEM `FILE` (env DEVREG_TLS_KEY)")
+	acmeDomains := fs.String("tls-acme", m.env("DEVREG_TLS_ACME", ""), "serve HTTPS with certificates got and renewed by ACME (Let's Encrypt) for these `domains`, comma-separated; the CA must reach --addr on port 443 (env DEVREG_TLS_ACME)")
+	fs.StringVar(&cfg.TLSACMEDir, "tls-acme-dir", m.env("DEVREG_TLS_ACME_DIR", ""), "`DIR` that keeps the ACME account key and certificates across restarts (env DEVREG_TLS_ACME_DIR)")
+	fs.StringVar(&cfg.ClientCertHeader, "tls-client-cert-header", m.env("DEVREG_TLS_CLIENT_CERT_HEADER", ""), "request header `NAME` in which a --trusted-proxy that terminates TLS passes the client's certificate (nginx $ssl_client_escaped_cert, Envoy X-Forwarded-Client-Cert); ignored from other peers (env DEVREG_TLS_CLIENT_CERT_HEADER)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	for _, d := range strings.Split(*acmeDomains, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			cfg.TLSACMEDomains = append(cfg.TLSACMEDomains, d)
+		}
+	}
+	if err := cfg.CheckTLS(); err != nil {
+		return usageError{err.Error()}
 	}
 	if err := checkPublicURL(cfg.Addr, cfg.PublicURL); err != nil {
 		return err
@@ -45,6 +61,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	var err error
 	if cfg.TrustedProxies, err = server.ParseTrustedProxies(*proxies); err != nil {
 		return usageError{err.Error()}
+	}
+	if cfg.ClientCertHeader != "" && len(cfg.TrustedProxies) == 0 {
+		return usageError{"--tls-client-cert-header needs --trusted-proxy: the header is believed only from the proxies named there, and without one it would be ignored on every request"}
 	}
 	if cfg.MaxBody, err = parseSize(*maxBody); err != nil {
 		return usageError{"--max-body: " + err.Error()}
@@ -77,6 +96,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			srv.ReloadTLS() // logs what it did; a failure keeps the certificate in use
+		}
+	}()
 	fmt.Fprintf(m.Stderr, "devreg is serving on %s (console: %s/, API docs: %s/docs)\n", srv.URL(), srv.PublicURL(), srv.PublicURL())
 	select {
 	case err := <-errc:
