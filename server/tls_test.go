@@ -31,7 +31,7 @@ func tlsServer(t *testing.T, ca *certtest.Cert, cfg Config) (s *Server, certFile
 
 // httpsClient trusts ca and keeps its connections alive.
 func httpsClient(ca *certtest.Cert, clientCerts ...tls.Certificate) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), Certificates: clientCerts}}}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", Certificates: clientCerts}}}
 }
 
 // servedCert makes a new TLS connection (a full handshake) and returns the server's certificate.
