@@ -183,4 +183,3 @@ func TestClientCertificateHeaderNeedsTheOption(t *testing.T) {
 		}
 	}
 }
-
