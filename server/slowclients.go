@@ -202,11 +202,8 @@ func (l *connLimits) connState(c net.Conn, state http.ConnState) {
 
 // started marks the connection of a request whose handler runs as no longer sending headers.
 func (l *connLimits) started(ctx context.Context) {
-	if c, _ := ctx.Value(connKey{}).(net.Conn); c != nil && l != nil {
-		lc, ok := asLimited(c)
-		if !ok {
-			return
-		}
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	if lc, ok := asLimited(c); ok && l != nil {
 		l.notPending(lc, false)
 	}
 }

@@ -73,6 +73,9 @@ func TestRenewedCertificateFilesAreServed(t *testing.T) {
 	}
 	client := httpsClient(ca)
 	_, first := getReused(t, client, s.URL())
+	// Idle between requests, the TLS connection counts as open, not as sending headers.
+	waitFor(t, func() bool { open, pending := s.conns.counts("127.0.0.1"); return open == 1 && pending == 0 },
+		"the idle TLS connection to count as open and not as sending headers")
 
 	next := ca.Server(t)
 	writeFile(t, keyFile, next.KeyPEM)
