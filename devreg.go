@@ -61,6 +61,9 @@ type Caller struct {
 	// DeviceTypeIDs, when not nil, are the only device types the caller's key reaches: their
 	// devices, batches and the types themselves. Everything else does not exist for it.
 	DeviceTypeIDs []string
+	// TrustsBrokerTLS is set for a broker key made with trusts_broker_tls: devreg takes a login
+	// that carries only a common name from it as a device whose certificate the broker verified.
+	TrustsBrokerTLS bool
 }
 
 // Reaches reports whether the caller may see objects of device type typeID.
@@ -115,17 +118,23 @@ type APIKey struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 	// LastUsedIP is the client address of the key's last use, as the server saw it.
 	LastUsedIP *string `json:"last_used_ip"`
-	Key        string  `json:"key,omitempty"` // set only in the answer that creates it
-	Hash       []byte  `json:"-"`
+	// TrustsBrokerTLS says that the broker holding this key verifies device certificates itself
+	// (only a broker key may): a login from it with a common name and no secret is a device that
+	// proved itself with a certificate chaining to the broker's CA.
+	TrustsBrokerTLS bool   `json:"trusts_broker_tls"`
+	Key             string `json:"key,omitempty"` // set only in the answer that creates it
+	Hash            []byte `json:"-"`
 }
 
 // NewAPIKey is what creating an API key takes: a name and a scope, and optionally the device
-// types it is restricted to and when it expires.
+// types it is restricted to, when it expires and, for a broker key, whether devreg trusts the
+// broker's verification of device certificates.
 type NewAPIKey struct {
-	Name          string
-	Scope         Scope
-	DeviceTypeIDs []string
-	ExpiresAt     *time.Time
+	Name            string
+	Scope           Scope
+	DeviceTypeIDs   []string
+	ExpiresAt       *time.Time
+	TrustsBrokerTLS bool
 }
 
 // APIKeyUpdate holds the fields of a PATCH of an API key; nil fields stay as they are, and

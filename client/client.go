@@ -400,6 +400,13 @@ func (c *Client) CreateAPIKey(ctx context.Context, name string, scope devreg.Sco
 	return k, c.doJSON(ctx, http.MethodPost, "/apikeys", map[string]any{"name": name, "scope": scope}, &k)
 }
 
+// CreateBrokerAPIKey makes an API key with the scope broker; with trustsBrokerTLS, devreg takes
+// a login from it that carries only a certificate's common name (the broker verified the chain).
+func (c *Client) CreateBrokerAPIKey(ctx context.Context, name string, trustsBrokerTLS bool) (devreg.APIKey, error) {
+	var k devreg.APIKey
+	return k, c.doJSON(ctx, http.MethodPost, "/apikeys", map[string]any{"name": name, "scope": devreg.ScopeBroker, "trusts_broker_tls": trustsBrokerTLS}, &k)
+}
+
 // ListAPIKeys lists the account's API keys, without the keys.
 func (c *Client) ListAPIKeys(ctx context.Context) ([]devreg.APIKey, error) {
 	var out struct {

@@ -66,7 +66,8 @@ func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *de
 // createAPIKey shows the new key on the answer to the post itself: it is never stored, so a
 // redirect could not show it.
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
-	nk := devreg.NewAPIKey{Name: r.PostFormValue("name"), Scope: devreg.Scope(r.PostFormValue("scope"))}
+	nk := devreg.NewAPIKey{Name: r.PostFormValue("name"), Scope: devreg.Scope(r.PostFormValue("scope")),
+		TrustsBrokerTLS: r.PostFormValue("trusts_broker_tls") == "on"}
 	// No type ticked is a key for every type (nil), not a key for none.
 	for _, id := range r.PostForm["device_type_id"] {
 		if id = strings.TrimSpace(id); id != "" {

@@ -185,3 +185,26 @@ func testAPIKeys(t *testing.T, database string) {
 		}
 	})
 }
+
+// TestBrokerTLSKey: the API Keys form makes a broker key that trusts the broker's TLS when its
+// box is ticked, the list says so, and a register key with the box ticked is refused with the
+// reason on the page.
+func TestBrokerTLSKey(t *testing.T) { forEachStore(t, testBrokerTLSKey) }
+
+func testBrokerTLSKey(t *testing.T, database string) {
+	e := newEnv(t, database)
+	e.login(t)
+	if _, body := e.get(t, "/apikeys"); !strings.Contains(body, `name="trusts_broker_tls"`) {
+		t.Fatalf("the create form has no trusts_broker_tls box:\n%s", body)
+	}
+	status, body := e.post(t, "/apikeys", url.Values{"name": {"rabbitmq tls"}, "scope": {"broker"}, "trusts_broker_tls": {"on"}})
+	k := e.key(t, "rabbitmq tls")
+	if status != 200 || !k.TrustsBrokerTLS || !strings.Contains(html.UnescapeString(body), "(broker, trusts the broker's TLS)") ||
+		!strings.Contains(keyRow(t, body, k.ID), "broker trusts the broker's TLS") {
+		t.Fatalf("create = %d, key %+v, want a broker key that trusts the broker's TLS, said on the page:\n%s", status, k, body)
+	}
+	status, body = e.post(t, "/apikeys", url.Values{"name": {"station"}, "scope": {"register"}, "trusts_broker_tls": {"on"}})
+	if status != 200 || !strings.Contains(body, `<p class="flash error" role="status">`) || !strings.Contains(body, "trusts_broker_tls is for a key with scope broker") {
+		t.Errorf("a register key with the box ticked = %d, want the page with the refusal:\n%s", status, body)
+	}
+}

@@ -185,10 +185,11 @@ func (h *Handler) updateBatch(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Name          string       `json:"name"`
-		Scope         devreg.Scope `json:"scope"`
-		DeviceTypeIDs []string     `json:"device_type_ids"`
-		ExpiresAt     optionalTime `json:"expires_at"`
+		Name            string       `json:"name"`
+		Scope           devreg.Scope `json:"scope"`
+		DeviceTypeIDs   []string     `json:"device_type_ids"`
+		ExpiresAt       optionalTime `json:"expires_at"`
+		TrustsBrokerTLS bool         `json:"trusts_broker_tls"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
@@ -197,7 +198,8 @@ func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	k, err := h.svc.CreateAPIKey(r.Context(), devreg.NewAPIKey{Name: in.Name, Scope: in.Scope, DeviceTypeIDs: in.DeviceTypeIDs, ExpiresAt: expires})
+	k, err := h.svc.CreateAPIKey(r.Context(), devreg.NewAPIKey{Name: in.Name, Scope: in.Scope, DeviceTypeIDs: in.DeviceTypeIDs, ExpiresAt: expires,
+		TrustsBrokerTLS: in.TrustsBrokerTLS})
 	if err != nil {
 		return err
 	}

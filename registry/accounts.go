@@ -64,7 +64,8 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Ca
 		// failed request, so a failed stamp is left for the next one, a minute later.
 		_ = s.store.TouchAPIKey(ctx, k.ID, now, ip)
 	}
-	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI, KeyID: k.ID, DeviceTypeIDs: k.DeviceTypeIDs}, nil
+	return devreg.Caller{AccountID: k.AccountID, Scope: k.Scope, Name: k.Name, Source: devreg.SourceAPI, KeyID: k.ID, DeviceTypeIDs: k.DeviceTypeIDs,
+		TrustsBrokerTLS: k.TrustsBrokerTLS}, nil
 }
 
 // maxKeyTypes bounds the device types one key may be restricted to.
@@ -85,6 +86,9 @@ func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg
 	if !nk.Scope.Valid() {
 		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "scope %q is not one of %s", nk.Scope, fmtScopes())
 	}
+	if nk.TrustsBrokerTLS && nk.Scope != devreg.ScopeBroker {
+		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "trusts_broker_tls is for a key with scope broker, not %s: it lets the key's holder log devices in by a common name alone", nk.Scope)
+	}
 	now := s.now()
 	if nk.ExpiresAt != nil && !nk.ExpiresAt.After(now) {
 		return devreg.APIKey{}, devreg.Errorf(devreg.EINVALID, "expires_at (%s) must be in the future; leave it out for a key that does not expire", nk.ExpiresAt.Format(time.RFC3339))
@@ -95,7 +99,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, nk devreg.NewAPIKey) (devreg
 	}
 	key, hash := credential.NewAPIKey()
 	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: c.AccountID, Name: name, Scope: nk.Scope, CreatedAt: now, Hash: hash,
-		DeviceTypeIDs: types, ExpiresAt: nk.ExpiresAt}
+		DeviceTypeIDs: types, ExpiresAt: nk.ExpiresAt, TrustsBrokerTLS: nk.TrustsBrokerTLS}
 	ctx = s.audited(ctx, actorOf(c), "apikey.create", devreg.AuditObject{Type: "apikey", ID: k.ID}, keyFields(k))
 	if err := s.store.CreateAPIKey(ctx, k); err != nil {
 		return devreg.APIKey{}, err
@@ -176,7 +180,11 @@ func keyFields(k devreg.APIKey) map[string]any {
 	if k.ExpiresAt != nil {
 		expires = k.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
-	return map[string]any{"name": k.Name, "scope": string(k.Scope), "device_type_ids": k.DeviceTypeIDs, "expires_at": expires}
+	f := map[string]any{"name": k.Name, "scope": string(k.Scope), "device_type_ids": k.DeviceTypeIDs, "expires_at": expires}
+	if k.TrustsBrokerTLS { // only then, so that the entries of every other key read as they did
+		f["trusts_broker_tls"] = true
+	}
+	return f
 }
 
 // ListAPIKeys returns the caller's account's API keys (never the keys themselves).

@@ -184,3 +184,48 @@ func testKeyRules(t *testing.T, pg bool) {
 		t.Errorf("an expiry in the past: %v, want invalid", err)
 	}
 }
+
+// TestBrokerTLSKeys: only a broker key may vouch for the certificates its broker verified; the
+// key says so when read, the caller it authenticates as carries it for the broker login, its
+// creation's audit entry records it, and a refused key is not made.
+func TestBrokerTLSKeys(t *testing.T) { forEachStore(t, testBrokerTLSKeys) }
+
+func testBrokerTLSKeys(t *testing.T, pg bool) {
+	e := newKeyEnv(t, pg)
+	k, ctx := e.key(t, devreg.NewAPIKey{Name: "rabbitmq tls", Scope: devreg.ScopeBroker, TrustsBrokerTLS: true})
+	c, _ := devreg.CallerFromContext(ctx)
+	if !k.TrustsBrokerTLS || !c.TrustsBrokerTLS {
+		t.Errorf("the new key trusts the broker's TLS: %v, its caller %v; want both", k.TrustsBrokerTLS, c.TrustsBrokerTLS)
+	}
+	plain, plainCtx := e.key(t, devreg.NewAPIKey{Name: "rabbitmq", Scope: devreg.ScopeBroker})
+	if c, _ := devreg.CallerFromContext(plainCtx); plain.TrustsBrokerTLS || c.TrustsBrokerTLS {
+		t.Error("a broker key made without trusts_broker_tls trusts the broker's TLS")
+	}
+	if got, err := e.svc.APIKey(e.admin, k.ID); err != nil || !got.TrustsBrokerTLS {
+		t.Errorf("the key as read: %+v, %v", got, err)
+	}
+	before, err := e.svc.ListAPIKeys(e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []devreg.Scope{devreg.ScopeAdmin, devreg.ScopeRegister, devreg.ScopeRead} {
+		_, err := e.svc.CreateAPIKey(e.admin, devreg.NewAPIKey{Name: "not a broker", Scope: s, TrustsBrokerTLS: true})
+		if devreg.ErrorCode(err) != devreg.EINVALID || !strings.Contains(devreg.ErrorMessage(err), "trusts_broker_tls") {
+			t.Errorf("a %s key that trusts the broker's TLS: %v, want EINVALID naming trusts_broker_tls", s, err)
+		}
+	}
+	if after, err := e.svc.ListAPIKeys(e.admin); err != nil || len(after) != len(before) {
+		t.Errorf("refused keys were made: %d keys, then %d (%v)", len(before), len(after), err)
+	}
+	entries, _, _, err := e.svc.AuditLog(e.admin, devreg.AuditFilter{Action: "apikey.create"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusts := map[string]any{}
+	for _, en := range entries {
+		trusts[en.Object.ID] = en.Details["trusts_broker_tls"]
+	}
+	if trusts[k.ID] != true || trusts[plain.ID] != nil {
+		t.Errorf("the creations' audit entries say trusts_broker_tls %v and %v, want true and nothing", trusts[k.ID], trusts[plain.ID])
+	}
+}

@@ -48,9 +48,9 @@ func (s *DB) UserByEmail(ctx context.Context, email string) (devreg.User, error)
 }
 
 func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
-	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at, device_type_ids, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt), typeList(k.DeviceTypeIDs), nullTime(k.ExpiresAt))
+	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at, device_type_ids, expires_at, trusts_broker_tls)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt), typeList(k.DeviceTypeIDs), nullTime(k.ExpiresAt), k.TrustsBrokerTLS)
 	return err
 }
 
@@ -72,14 +72,14 @@ func (s *DB) CreateAPIKey(ctx context.Context, k devreg.APIKey) error {
 	})
 }
 
-const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at, device_type_ids, expires_at, last_used_ip`
+const apiKeyColumns = `id, account_id, name, scope, created_at, last_used_at, device_type_ids, expires_at, last_used_ip, trusts_broker_tls`
 
 func scanAPIKey(row interface{ Scan(...any) error }) (devreg.APIKey, error) {
 	var k devreg.APIKey
 	var created int64
 	var used, expires sql.NullInt64
 	var types, ip sql.NullString
-	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Scope, &created, &used, &types, &expires, &ip); err != nil {
+	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Scope, &created, &used, &types, &expires, &ip, &k.TrustsBrokerTLS); err != nil {
 		return k, err
 	}
 	k.CreatedAt, k.LastUsedAt, k.ExpiresAt = fromMicros(created), fromNullMicros(used), fromNullMicros(expires)
