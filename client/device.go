@@ -3,11 +3,15 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"devreg"
@@ -59,6 +63,47 @@ func DeviceToken(ctx context.Context, hc *http.Client, server, accountID, device
 	return t, postAsDevice(ctx, hc, server, "/device/v1/token", deviceID, secret, form, http.StatusOK, &t)
 }
 
+// DeviceTokenByCertificate gets a token for a device that authenticates with the TLS client
+// certificate hc presents (OAuth 2.0 mutual-TLS client authentication, RFC 8705 tls_client_auth):
+// the form names the device as client_id and carries no secret. hc must be made with a TLS
+// configuration holding the device's certificate, such as DeviceTLSConfig's.
+func DeviceTokenByCertificate(ctx context.Context, hc *http.Client, server, accountID, deviceID, audience string) (Token, error) {
+	form := url.Values{"grant_type": {"client_credentials"}, "account_id": {accountID}, "client_id": {deviceID}}
+	if audience != "" {
+		form.Set("audience", audience)
+	}
+	var t Token
+	return t, postForm(ctx, hc, server, "/device/v1/token", nil, form, http.StatusOK, &t)
+}
+
+// DeviceTLSConfig is the TLS configuration of a device: its certificate (certFile, PEM, the
+// device's certificate first, then any intermediates) and private key (keyFile, PEM), both
+// optional, and the CAs it trusts for the server in caFile (PEM; empty for the system's).
+func DeviceTLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("a client certificate needs both its certificate and its private key file")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("the device certificate %s with key %s: %w", certFile, keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+	}
+	return cfg, nil
+}
+
 // RotateCredential replaces a device's secret at the device's request: it authenticates with its
 // current secret, as at the token endpoint, and gets a new secret the server generated (shown this
 // once). The secret it authenticated with keeps working until the answer's PreviousNotAfter (the
@@ -71,6 +116,12 @@ func RotateCredential(ctx context.Context, hc *http.Client, server, accountID, d
 // postAsDevice posts form to a device endpoint that the device authenticates at with HTTP Basic,
 // and decodes the answer, which must have the status want, into out.
 func postAsDevice(ctx context.Context, hc *http.Client, server, path, deviceID, secret string, form url.Values, want int, out any) error {
+	return postForm(ctx, hc, server, path, func(req *http.Request) { req.SetBasicAuth(url.QueryEscape(deviceID), url.QueryEscape(secret)) }, form, want, out)
+}
+
+// postForm posts form to a device endpoint, authenticated by auth if it is not nil (else by
+// the TLS connection alone), and decodes the answer, which must have the status want, into out.
+func postForm(ctx context.Context, hc *http.Client, server, path string, auth func(*http.Request), form url.Values, want int, out any) error {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -79,7 +130,9 @@ func postAsDevice(ctx context.Context, hc *http.Client, server, path, deviceID, 
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(deviceID), url.QueryEscape(secret))
+	if auth != nil {
+		auth(req)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err
