@@ -12,45 +12,41 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"devreg"
-	"devreg/devtoken"
-	"devreg/internal/ratelimit"
+	"devreg/internal/authn"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
 
 // Handler serves the broker endpoints.
 type Handler struct {
-	svc    *registry.Service
-	keys   *devtoken.SigningKeys
-	issuer string
-	log    *slog.Logger
+	svc *registry.Service
+	log *slog.Logger
 	// RabbitMQ: the virtual host and the exchange its MQTT plugin uses.
 	vhost, exchange string
 	checks          *prometheus.CounterVec
-	limits          *ratelimit.Limiter // counts keys of other scopes that call here by mistake
+	auth            *authn.Authenticator
 }
 
-// LimitKeys counts the requests of admin, register and read keys that call the broker endpoints
-// (which answer them 403) against l, as everywhere else; broker keys are not limited.
-func (h *Handler) LimitKeys(l *ratelimit.Limiter) { h.limits = l }
+// AuthenticateWith lets brokers in through a, which the server shares among its surfaces (and
+// whose limiter counts the admin, register and read keys that call here by mistake, as
+// everywhere else; broker keys are not limited).
+func (h *Handler) AuthenticateWith(a *authn.Authenticator) { h.auth = a }
 
 // Config configures the broker endpoints.
 type Config struct {
-	Issuer           string // the issuer of device tokens (the public URL)
 	RabbitMQVHost    string // "" for "/"
 	RabbitMQExchange string // "" for "amq.topic"
 	// Metrics gets the count of checks by broker, check and answer; nil counts nowhere.
 	Metrics prometheus.Registerer
 }
 
-// New returns the broker endpoints over svc; device tokens are checked with keys.
-func New(svc *registry.Service, keys *devtoken.SigningKeys, log *slog.Logger, cfg Config) *Handler {
-	h := &Handler{svc: svc, keys: keys, issuer: strings.TrimRight(cfg.Issuer, "/"), log: log, vhost: cfg.RabbitMQVHost, exchange: cfg.RabbitMQExchange}
+// New returns the broker endpoints over svc, which checks the device tokens that devices log in with.
+func New(svc *registry.Service, log *slog.Logger, cfg Config) *Handler {
+	h := &Handler{svc: svc, log: log, vhost: cfg.RabbitMQVHost, exchange: cfg.RabbitMQExchange, auth: authn.New(svc, nil)}
 	if h.vhost == "" {
 		h.vhost = "/"
 	}
@@ -87,63 +83,37 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	respond.WriteJSONError(w, r, h.log, err)
 }
 
-// authenticated runs fn for the broker whose API key the request carries: as a bearer token, or
-// as the password of HTTP Basic (for brokers that take only a URL, with the key in its user-info).
+// brokerDoor lets brokers in with an API key of scope broker: as a bearer token, or as the
+// password of HTTP Basic (for brokers that take only a URL, with the key in its user-info).
+var brokerDoor = authn.Door{Methods: authn.APIKey | authn.APIKeyBasic, Challenge: `Basic realm="devreg broker endpoints"`,
+	Missing: "authenticate with an API key of scope broker, as 'Authorization: Bearer <key>' or as the password of HTTP Basic"}
+
+// authenticated runs fn for the broker whose API key the request carries.
 func (h *Handler) authenticated(fn respond.HandlerFunc) respond.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		key := ""
-		if scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-			key = strings.TrimSpace(token)
-		} else if _, password, ok := r.BasicAuth(); ok {
-			key = password
-		}
-		if key == "" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="devreg broker endpoints"`)
-			return devreg.Errorf(devreg.EUNAUTHORIZED, "authenticate with an API key of scope broker, as 'Authorization: Bearer <key>' or as the password of HTTP Basic")
-		}
-		c, err := h.svc.AuthenticateAPIKey(r.Context(), key)
-		if err != nil {
+	return h.auth.Wrap(brokerDoor, func(w http.ResponseWriter, r *http.Request) error {
+		if err := h.svc.AuthorizeBroker(r.Context()); err != nil {
 			return err
 		}
-		// Broker keys are never limited; another key is counted and told its limits here too.
-		if err := h.limits.Admit(w.Header(), c); err != nil {
-			return err
-		}
-		ctx := devreg.NewContextWithCaller(r.Context(), c)
-		if err := h.svc.AuthorizeBroker(ctx); err != nil {
-			return err
-		}
-		return fn(w, r.WithContext(ctx))
-	}
+		return fn(w, r)
+	})
 }
 
-// login decides whether a device may connect: the core every broker's login goes through. A
-// password that is a valid device token is taken as one; anything else as a secret. It returns
-// the token's expiry (Unix seconds) for a token, else 0.
+// login decides whether a device may connect, with what its broker sent: the core every
+// broker's login goes through. It returns, for a device that logged in with a token, when the
+// token expires (Unix seconds), else 0.
 func (h *Handler) login(ctx context.Context, username, clientID, password string) (allowed bool, expires int64, err error) {
-	var tok *registry.BrokerToken
-	if looksLikeToken(password) {
-		c, err := h.keys.Verify(password, h.issuer, h.svc.Now())
-		if err != nil {
-			return false, 0, nil
-		}
-		tok, expires = &registry.BrokerToken{AccountID: c.AccountID, DeviceID: c.Subject, Cred: c.Cred}, c.Expires
-	}
-	_, err = h.svc.BrokerLogin(ctx, username, clientID, password, tok)
+	dev, err := h.svc.BrokerLogin(ctx, registry.BrokerCredentials{Username: username, ClientID: clientID, Password: password})
 	switch code := devreg.ErrorCode(err); {
 	case err == nil:
+		if !dev.Expires.IsZero() {
+			expires = dev.Expires.Unix()
+		}
 		return true, expires, nil
 	case errors.Is(err, registry.ErrInvalidClient), code == devreg.ERATELIMITED:
 		return false, 0, nil
 	default:
 		return false, 0, err // a wrong key, or the database failed: not the device's answer
 	}
-}
-
-// looksLikeToken tells a device token (a JWT: three base64url parts, the first a JSON object)
-// from a secret, which is at most 256 printable characters.
-func looksLikeToken(s string) bool {
-	return len(s) > 256 && strings.HasPrefix(s, "eyJ") && strings.Count(s, ".") == 2
 }
 
 // maxHookBody bounds what a broker sends: a few short fields.

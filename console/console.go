@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/authn"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -36,6 +37,7 @@ var staticFS embed.FS
 type Handler struct {
 	svc          *registry.Service
 	log          *slog.Logger
+	auth         *authn.Authenticator // console users are never rate-limited: no limiter
 	pages        map[string]*template.Template
 	secureCookie bool
 }
@@ -79,7 +81,7 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{svc: svc, log: log, pages: map[string]*template.Template{}, secureCookie: cfg.SecureCookies}
+	h := &Handler{svc: svc, log: log, pages: map[string]*template.Template{}, secureCookie: cfg.SecureCookies, auth: authn.New(svc, nil)}
 	for _, name := range names {
 		page := strings.TrimSuffix(strings.TrimPrefix(name, "templates/"), ".html")
 		if page == "layout" {
@@ -201,7 +203,7 @@ type flash struct {
 }
 
 const (
-	sessionCookie = "devreg_session"
+	sessionCookie = authn.SessionCookie
 	flashCookie   = "devreg_flash"
 )
 
@@ -293,7 +295,7 @@ func (h *Handler) renderError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	status := devreg.Status(code)
 	if status == http.StatusInternalServerError {
-		h.log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		respond.LogInternal(h.log, r, err)
 		data.Heading, data.Next, data.NextLabel = "Something went wrong", "/devices", "Back to devices"
 		data.Message, data.RequestID = "The server ran into a problem and logged it. Try again in a moment; if it keeps happening, tell your devreg operator the request ID below.", id
 	}
@@ -310,18 +312,11 @@ func sameOrigin(ref string, r *http.Request) bool {
 
 // authenticated runs fn for the user whose session cookie the request carries.
 func (h *Handler) authenticated(fn handlerFunc) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		c, err := r.Cookie(sessionCookie)
-		if err != nil {
-			return devreg.Errorf(devreg.EUNAUTHORIZED, "please log in")
-		}
-		caller, err := h.svc.SessionCaller(r.Context(), c.Value)
-		if err != nil {
-			return err
-		}
-		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), caller)))
-	}
+	return handlerFunc(h.auth.Wrap(sessionDoor, respond.HandlerFunc(fn)))
 }
+
+// sessionDoor lets in console users, by their session cookie.
+var sessionDoor = authn.Door{Methods: authn.Session, Missing: "please log in"}
 
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
 	return h.render(w, r, http.StatusOK, "login", "Log in", "", loginData{Next: safeNext(r.URL.Query().Get("next"))})

@@ -20,7 +20,7 @@ import (
 	"devreg"
 	"devreg/credential"
 	"devreg/devtoken"
-	"devreg/internal/ratelimit"
+	"devreg/internal/authn"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -32,7 +32,7 @@ type Handler struct {
 	issuer   string
 	lifetime time.Duration
 	log      *slog.Logger
-	limits   *ratelimit.Limiter // nil: API keys are not rate-limited
+	auth     *authn.Authenticator
 }
 
 // DefaultLifetime is how long a device token is valid unless configured otherwise.
@@ -43,15 +43,24 @@ func New(svc *registry.Service, keys *devtoken.SigningKeys, issuer string, lifet
 	if lifetime <= 0 {
 		lifetime = DefaultLifetime
 	}
-	return &Handler{svc: svc, keys: keys, issuer: strings.TrimRight(issuer, "/"), lifetime: lifetime, log: log}
+	return &Handler{svc: svc, keys: keys, issuer: strings.TrimRight(issuer, "/"), lifetime: lifetime, log: log, auth: authn.New(svc, nil)}
 }
 
 // Register adds the device endpoints to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.Handle("POST /device/v1/token", respond.Handler(h.log, h.token, h.writeError))
-	mux.Handle("POST /device/v1/credentials", respond.Handler(h.log, h.rotate, h.writeError))
-	mux.Handle("POST /device/v1/checkin", respond.Handler(h.log, h.checkIn, h.writeError))
-	mux.Handle("POST /device/v1/introspect", respond.Handler(h.log, h.introspect, h.writeError))
+	route := func(pattern string, door authn.Door, refused func(http.ResponseWriter, error) error, fn respond.HandlerFunc) {
+		mux.Handle(pattern, respond.Handler(h.log, func(w http.ResponseWriter, r *http.Request) error {
+			r, err := h.auth.Authenticate(w, r, door)
+			if err != nil {
+				return refused(w, err)
+			}
+			return fn(w, r)
+		}, h.writeError))
+	}
+	route("POST /device/v1/token", authn.Door{Methods: authn.DeviceSecret, CheckForm: checkGrant}, clientRefused, h.token)
+	route("POST /device/v1/credentials", authn.Door{Methods: authn.DeviceSecret}, clientRefused, h.rotate)
+	route("POST /device/v1/checkin", authn.Door{Methods: authn.DeviceToken}, tokenRefused, h.checkIn)
+	route("POST /device/v1/introspect", keyDoor, keyRefused, h.introspect)
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		writeJSON(w, http.StatusOK, h.keys.JWKS())
@@ -111,8 +120,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			oe.oauth = "insufficient_scope" // RFC 6750 §3.1
 		}
 		if devreg.Status(code) == http.StatusInternalServerError {
-			h.log.ErrorContext(r.Context(), "internal error", "request_id", devreg.RequestIDFromContext(r.Context()),
-				"method", r.Method, "path", r.URL.Path, "err", err)
+			respond.LogInternal(h.log, r, err)
 			oe.oauth, oe.description = "server_error", ""
 		}
 	}
@@ -129,80 +137,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	writeJSON(w, devreg.Status(oe.code), body)
 }
 
-// formType is the media type of the token and rotation requests.
-const formType = "application/x-www-form-urlencoded"
-
-// maxTokenRequest bounds the token request's form.
-const maxTokenRequest = 16 << 10
-
-// credentialParams are the names that must never come in a query string.
-var credentialParams = []string{"client_id", "client_secret", "account_id", "grant_type"}
-
-// clientRequest is a device's authenticated request to the token or rotation endpoint: its form
-// and the credentials it presented.
-type clientRequest struct {
-	form                        url.Values
-	accountID, deviceID, secret string
-}
-
-// readClient reads the form of a request that a device authenticates as at the token endpoint:
-// HTTP Basic (each part form-urlencoded first, RFC 6749 §2.3.1) or client_id and client_secret in
-// the form, and account_id in the form; never in the query string.
-func readClient(w http.ResponseWriter, r *http.Request) (clientRequest, error) {
-	var cr clientRequest
-	q := r.URL.Query()
-	for _, p := range credentialParams {
-		if q.Has(p) {
-			return cr, invalidRequest("credentials and parameters in the query string are refused; send them in the form body")
-		}
-	}
-	if ct := r.Header.Get("Content-Type"); ct != formType { // as devices send it, or with parameters
-		if mt, _, _ := mime.ParseMediaType(ct); mt != formType {
-			return cr, invalidRequest("send the request as application/x-www-form-urlencoded")
-		}
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return cr, invalidRequest("the request body could not be read")
-	}
-	if cr.form, err = url.ParseQuery(string(body)); err != nil {
-		return cr, invalidRequest("the form body is malformed")
-	}
-	for name, vs := range cr.form {
-		if len(vs) > 1 {
-			return cr, invalidRequest("parameter " + name + " is repeated")
-		}
-	}
-	if cr.accountID = cr.form.Get("account_id"); cr.accountID == "" {
-		return cr, invalidRequest("account_id is missing")
-	}
-	deviceID, secret, basic := r.BasicAuth()
-	if basic {
-		if cr.form.Has("client_id") || cr.form.Has("client_secret") {
-			return cr, invalidRequest("use one way to authenticate: HTTP Basic or client_id and client_secret in the form")
-		}
-		var err1, err2 error
-		deviceID, err1 = url.QueryUnescape(deviceID)
-		secret, err2 = url.QueryUnescape(secret)
-		if err1 != nil || err2 != nil {
-			return cr, invalidRequest("the Basic credentials are not form-urlencoded")
-		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="devreg"`)
-	} else {
-		deviceID, secret = cr.form.Get("client_id"), cr.form.Get("client_secret")
-	}
-	if deviceID == "" || secret == "" {
-		return cr, invalidClient("")
-	}
-	cr.deviceID, cr.secret = deviceID, secret
-	return cr, nil
-}
-
-// clientError is what a device that failed to authenticate is told: invalid_client, also when it
+// clientRefused is what a device that failed to authenticate with its secret is told: invalid_client, also when it
 // is throttled, so that the answer tells nothing more about the device. One that authenticated
 // and has used up its rotations is told that (rate_limited), and when to retry.
-func clientError(err error) error {
+func clientRefused(_ http.ResponseWriter, err error) error {
 	switch code := devreg.ErrorCode(err); {
 	case errors.Is(err, registry.ErrTooManyRotations):
 		msg := devreg.ErrorMessage(err)
@@ -217,26 +155,25 @@ func clientError(err error) error {
 	}
 }
 
-func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
-	cr, err := readClient(w, r)
-	if err != nil {
-		return err
-	}
-	switch gt := cr.form.Get("grant_type"); gt {
+// checkGrant refuses a token request for another grant than client_credentials.
+func checkGrant(form url.Values) error {
+	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
+		return nil
 	case "":
 		return invalidRequest("grant_type is missing; use client_credentials")
 	default:
 		return &oauthError{devreg.EBADREQUEST, "unsupported_grant_type", "only the client_credentials grant is supported"}
 	}
-	dev, err := h.svc.AuthenticateDevice(r.Context(), cr.accountID, cr.deviceID, cr.secret)
-	if err != nil {
-		return clientError(err)
-	}
+}
+
+// token issues a token to the device that authenticated (with its grant checked by checkGrant).
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
+	dev, _ := authn.DeviceFromContext(r.Context())
 	now := h.svc.Now().UTC()
 	claims := devtoken.Claims{
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
-		Audience: cr.form.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
+		Audience: r.PostForm.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
 		Cred: dev.CredentialID,
 	}
 	tok, err := devtoken.Sign(h.keys.Current(), claims)
@@ -258,13 +195,10 @@ type tokenResponse struct {
 // rotate replaces the device's secret with one the server generates, at the device's request; the
 // device authenticates with its current secret, as at the token endpoint.
 func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) error {
-	cr, err := readClient(w, r)
+	dev, _ := authn.DeviceFromContext(r.Context())
+	rot, err := h.svc.RotateOwnCredential(r.Context(), dev)
 	if err != nil {
-		return err
-	}
-	rot, err := h.svc.RotateCredential(r.Context(), cr.accountID, cr.deviceID, cr.secret)
-	if err != nil {
-		return clientError(err)
+		return clientRefused(w, err)
 	}
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusCreated, rot)
@@ -276,20 +210,21 @@ func retryAfter(err error) time.Duration {
 	return d
 }
 
-// bearer returns the bearer token of r, or "".
-func bearer(r *http.Request) string {
-	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		return ""
+// tokenRefused is what a device whose token was refused is told: invalid_token, and why in
+// words that do not tell more.
+func tokenRefused(_ http.ResponseWriter, err error) error {
+	switch {
+	case errors.Is(err, registry.ErrInvalidToken):
+		return invalidToken("send a valid, unexpired device token as 'Authorization: Bearer <token>'")
+	case errors.Is(err, registry.ErrTokenRevoked):
+		return invalidToken("the device is unknown or disabled, or the credential the token was issued for is no longer valid")
+	default:
+		return err
 	}
-	return strings.TrimSpace(tok)
 }
 
 func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
-	c, err := h.keys.Verify(bearer(r), h.issuer, h.svc.Now())
-	if err != nil {
-		return invalidToken("send a valid, unexpired device token as 'Authorization: Bearer <token>'")
-	}
+	dev, _ := authn.DeviceFromContext(r.Context())
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" && r.ContentLength != 0 {
 		return &oauthError{devreg.EUNSUPPORTED, "invalid_request", "send the check-in as application/json"}
 	}
@@ -305,13 +240,13 @@ func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
 		}
 		return invalidRequest("the body is not valid JSON")
 	}
-	err = h.svc.CheckIn(r.Context(), c.AccountID, c.Subject, c.Cred, in.FirmwareVersion, in.Status)
+	err := h.svc.CheckIn(r.Context(), dev, in.FirmwareVersion, in.Status)
 	switch devreg.ErrorCode(err) {
 	case "":
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	case devreg.EUNAUTHORIZED:
-		return invalidToken("the device is unknown or disabled, or the credential the token was issued for is no longer valid")
+		return tokenRefused(w, err)
 	case devreg.EINVALID:
 		return invalidRequest(devreg.ErrorMessage(err))
 	default:
@@ -319,33 +254,30 @@ func (h *Handler) checkIn(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// introspect answers RFC 7662 token introspection for the manufacturer's services, which
-// authenticate with an API key of the token's account. A token is active while its signature and
-// expiry hold, its device and batch are enabled, and the credential it was issued for is still
-// the device's and valid.
-func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
-	if bearer(r) == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
-		return invalidClient("authenticate with an API key as 'Authorization: Bearer <key>'")
-	}
-	caller, err := h.svc.AuthenticateAPIKey(r.Context(), bearer(r))
-	if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
-		return invalidClient("authenticate with an API key as 'Authorization: Bearer <key>'")
-	}
-	if err != nil {
+// keyDoor lets in the manufacturer's services that introspect tokens: API keys, as bearer tokens.
+var keyDoor = authn.Door{Methods: authn.APIKey}
+
+// keyRefused is what a service whose API key was refused is told: invalid_client, unless the key
+// expired, ran out of requests, or the database failed.
+func keyRefused(w http.ResponseWriter, err error) error {
+	if devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
 		return err // the database failed: a 500 that is logged, not a wrong key
 	}
-	// An introspection is an answer to the key like any call of the Operations API: it counts
-	// against the same bucket and carries the RateLimit-* fields.
-	if err := h.limits.Admit(w.Header(), caller); err != nil {
-		return err
-	}
-	ctx := devreg.NewContextWithCaller(r.Context(), caller)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
+	return invalidClient("authenticate with an API key as 'Authorization: Bearer <key>'")
+}
+
+// introspect answers RFC 7662 token introspection for the manufacturer's services, which
+// authenticate with an API key of the token's account; an introspection counts against the key's
+// rate limit like any call of the Operations API. A token is active while
+// registry.VerifyDeviceToken holds it valid (its signature, expiry, device, batch and credential)
+// and the caller's key reaches its device.
+func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
 	if err := h.svc.CanIntrospect(ctx); err != nil {
 		return err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
+	r.Body = http.MaxBytesReader(w, r.Body, maxIntrospection)
 	if err := r.ParseForm(); err != nil {
 		return invalidRequest("send the token as an application/x-www-form-urlencoded form")
 	}
@@ -353,12 +285,15 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	if token == "" {
 		return invalidRequest("token is missing")
 	}
-	c, err := h.keys.Verify(token, h.issuer, h.svc.Now())
-	if err != nil {
+	dev, err := h.svc.VerifyDeviceToken(ctx, token)
+	if errors.Is(err, registry.ErrInvalidToken) || errors.Is(err, registry.ErrTokenRevoked) {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return nil
 	}
-	active, err := h.svc.DeviceActive(ctx, c.AccountID, c.Subject, c.Cred)
+	if err != nil {
+		return err
+	}
+	active, err := h.svc.DeviceActive(ctx, dev)
 	if err != nil {
 		return err
 	}
@@ -366,6 +301,7 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return nil
 	}
+	c := dev.Token
 	out := map[string]any{
 		"active": true, "token_type": "Bearer", "client_id": c.Subject, "sub": c.Subject, "account_id": c.AccountID,
 		"device_type_id": c.DeviceTypeID, "iss": c.Issuer, "iat": c.IssuedAt, "exp": c.Expires, "jti": c.ID,
@@ -376,3 +312,6 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// maxIntrospection bounds an introspection's form.
+const maxIntrospection = 16 << 10

@@ -19,7 +19,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"devreg"
-	"devreg/internal/ratelimit"
+	"devreg/internal/authn"
 	"devreg/internal/reqbody"
 	"devreg/internal/respond"
 	"devreg/registry"
@@ -45,7 +45,7 @@ type Handler struct {
 	svc      *registry.Service
 	log      *slog.Logger
 	specJSON []byte
-	limits   *ratelimit.Limiter // nil: API keys are not rate-limited
+	auth     *authn.Authenticator
 }
 
 // New returns a Handler over svc.
@@ -58,7 +58,7 @@ func New(svc *registry.Service, log *slog.Logger) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{svc: svc, log: log, specJSON: specJSON}, nil
+	return &Handler{svc: svc, log: log, specJSON: specJSON, auth: authn.New(svc, nil)}, nil
 }
 
 // Register adds the API's routes and the docs to mux.
@@ -139,27 +139,13 @@ func truncate(s string) string {
 	return s
 }
 
+// keyDoor lets in the callers of the Operations API: API keys, as bearer tokens.
+var keyDoor = authn.Door{Methods: authn.APIKey, Challenge: `Bearer realm="devreg"`,
+	Missing: "authentication required: send an API key as 'Authorization: Bearer <key>'"}
+
 // authenticated wraps fn so that it runs for the caller whose API key the request carries.
 func (h *Handler) authenticated(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
-	return h.wrap(func(w http.ResponseWriter, r *http.Request) error {
-		auth := r.Header.Get("Authorization")
-		scheme, key, _ := strings.Cut(auth, " ")
-		if auth == "" || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="devreg"`)
-			return devreg.Errorf(devreg.EUNAUTHORIZED, "authentication required: send an API key as 'Authorization: Bearer <key>'")
-		}
-		c, err := h.svc.AuthenticateAPIKey(r.Context(), strings.TrimSpace(key))
-		if err != nil {
-			return err // writeError sets WWW-Authenticate
-		}
-		// Counted only now, so that requests without a valid key count against no key; the
-		// RateLimit-* fields are set before anything is written, so that every answer to the
-		// key carries them, errors included.
-		if err := h.limits.Admit(w.Header(), c); err != nil {
-			return err
-		}
-		return fn(w, r.WithContext(devreg.NewContextWithCaller(r.Context(), c)))
-	})
+	return h.wrap(h.auth.Wrap(keyDoor, fn)) // a refused key's WWW-Authenticate is writeError's
 }
 
 // WriteError renders err as the contract's JSON error body; see respond.WriteJSONError.

@@ -115,18 +115,18 @@ func testRestrictedKeys(t *testing.T, pg bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := e.svc.DeviceActive(reader, e.acc, "o1", dev.CredentialID); ok || err != nil {
+	if ok, err := tokenActive(t, e.svc, reader, e.acc, "o1", dev.CredentialID); ok || err != nil {
 		t.Errorf("introspecting another type's device's token: active %v, %v", ok, err)
 	}
 	dev, _ = e.svc.AuthenticateDevice(ctx, e.acc, "d1", s1)
-	if ok, err := e.svc.DeviceActive(reader, e.acc, "d1", dev.CredentialID); !ok || err != nil {
+	if ok, err := tokenActive(t, e.svc, reader, e.acc, "d1", dev.CredentialID); !ok || err != nil {
 		t.Errorf("introspecting its own type's device's token: active %v, %v", ok, err)
 	}
 	_, brokerCtx := e.key(t, devreg.NewAPIKey{Name: "broker", Scope: devreg.ScopeBroker, DeviceTypeIDs: []string{e.dt.ID}})
-	if _, err := e.svc.BrokerLogin(brokerCtx, "o1", "o1", "secret-of-o1", nil); err != ErrInvalidClient {
+	if _, err := e.svc.BrokerLogin(brokerCtx, BrokerCredentials{Username: "o1", ClientID: "o1", Password: "secret-of-o1"}); err != ErrInvalidClient {
 		t.Errorf("a restricted broker key letting in another type's device: %v", err)
 	}
-	if _, err := e.svc.BrokerLogin(brokerCtx, "d1", "d1", s1, nil); err != nil {
+	if _, err := e.svc.BrokerLogin(brokerCtx, BrokerCredentials{Username: "d1", ClientID: "d1", Password: s1}); err != nil {
 		t.Errorf("a restricted broker key letting in its own type's device: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/devtoken"
 )
 
 // The device login throttle: after DeviceMaxFailures failures for one device (account ID and
@@ -34,6 +35,11 @@ type AuthenticatedDevice struct {
 	// stop working with it (when it is disabled, deleted or expired, or the device is registered
 	// again).
 	CredentialID string
+	// Token holds the claims of the device token the device presented (VerifyDeviceToken); nil
+	// for a device that presented a secret.
+	Token *devtoken.Claims
+	// batchID is the device's batch, as read when its token was verified: its check-in counts there.
+	batchID string
 }
 
 // ErrInvalidClient is the one answer to every failed device authentication: unknown device,
@@ -54,22 +60,16 @@ var ErrInvalidClient = devreg.Errorf(devreg.EUNAUTHORIZED, "invalid_client")
 // process from that read until a failure is counted (see loginTurns). A device that logs in
 // correctly with a credential used before causes no write to the database.
 func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, error) {
-	dev, _, err := s.authenticateDevice(ctx, accountID, deviceID, secret)
-	return dev, err
-}
-
-// authenticateDevice is AuthenticateDevice that also returns the credential that matched.
-func (s *Service) authenticateDevice(ctx context.Context, accountID, deviceID, secret string) (AuthenticatedDevice, devreg.StoredCredential, error) {
 	now := s.now()
 	key := "device:" + throttleKey(accountID, deviceID)
 	d, cred, err := s.checkDeviceSecret(ctx, accountID, deviceID, secret, key, now)
 	if err != nil {
-		return AuthenticatedDevice{}, devreg.StoredCredential{}, err
+		return AuthenticatedDevice{}, err
 	}
 	if err := s.credentialUsed(ctx, accountID, deviceID, cred, secret, now); err != nil {
-		return AuthenticatedDevice{}, devreg.StoredCredential{}, err
+		return AuthenticatedDevice{}, err
 	}
-	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, CredentialID: cred.ID}, cred, nil
+	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, CredentialID: cred.ID}, nil
 }
 
 // checkDeviceSecret decides a device's login, in its turn: the device and the credential that
@@ -184,21 +184,67 @@ func tokenHonoured(d devreg.DeviceAuth, credID string, now time.Time) bool {
 	return false
 }
 
+// ErrInvalidToken refuses what is not a device token of this service: a signature that no
+// signing key makes, another issuer, an expired token, or no token at all.
+var ErrInvalidToken = devreg.Errorf(devreg.EUNAUTHORIZED, "send a valid, unexpired device token as 'Authorization: Bearer <token>'")
+
+// ErrTokenRevoked refuses a valid token that is no longer honoured: its device is unknown or
+// disabled, or so is its batch, or the credential it was issued for is disabled, deleted or
+// expired, or was replaced by a new registration.
+var ErrTokenRevoked = devreg.Errorf(devreg.EUNAUTHORIZED, "the device is unknown or disabled, or the credential the token was issued for is no longer valid")
+
+// VerifyDeviceToken is the one check of a device token, wherever a device presents one: its
+// signature by one of TokenKeys, its issuer (TokenIssuer) and expiry, and, in one read, that
+// its device and batch are enabled and the credential it was issued for is still the device's
+// and valid. It returns the device, with the token's claims in Token; a token that is not one
+// is ErrInvalidToken, one no longer honoured ErrTokenRevoked.
+func (s *Service) VerifyDeviceToken(ctx context.Context, token string) (AuthenticatedDevice, error) {
+	c, err := s.tokenClaims(token)
+	if err != nil {
+		return AuthenticatedDevice{}, err
+	}
+	d, err := s.tokenDevice(ctx, c)
+	if err != nil {
+		return AuthenticatedDevice{}, err
+	}
+	return AuthenticatedDevice{AccountID: c.AccountID, DeviceID: c.Subject, DeviceTypeID: d.DeviceTypeID, CredentialID: c.Cred,
+		Token: &c, batchID: d.BatchID}, nil
+}
+
+// tokenClaims checks a device token's signature, issuer and expiry, and returns its claims.
+func (s *Service) tokenClaims(token string) (devtoken.Claims, error) {
+	if s.TokenKeys == nil || token == "" {
+		return devtoken.Claims{}, ErrInvalidToken
+	}
+	c, err := s.TokenKeys.Verify(token, s.TokenIssuer, s.Now())
+	if err != nil {
+		return devtoken.Claims{}, ErrInvalidToken
+	}
+	return c, nil
+}
+
+// tokenDevice reads the device of verified claims c and checks that the token is still honoured.
+func (s *Service) tokenDevice(ctx context.Context, c devtoken.Claims) (devreg.DeviceAuth, error) {
+	d, err := s.deviceAuth(ctx, c.AccountID, c.Subject)
+	if err != nil {
+		return devreg.DeviceAuth{}, err
+	}
+	if !tokenHonoured(d, c.Cred, s.now()) {
+		return devreg.DeviceAuth{}, ErrTokenRevoked
+	}
+	return d, nil
+}
+
 // DeviceActive reports, for token introspection by a caller with scope read or higher, whether
-// a token issued to a device of the caller's account for its credential credID may still be
-// honoured: whether the device exists, the credential is still one of its own and valid, and
-// the device and its batch are enabled. A device of another account is not active, as if it did
-// not exist.
-func (s *Service) DeviceActive(ctx context.Context, accountID, deviceID, credID string) (bool, error) {
+// the token of dev (a device VerifyDeviceToken returned: still honoured) is active for the
+// caller: a device of another account, or of a type the caller's key does not reach, is not
+// active, as if it did not exist.
+func (s *Service) DeviceActive(ctx context.Context, dev AuthenticatedDevice) (bool, error) {
 	c, err := authorize(ctx, devreg.ScopeRead)
 	if err != nil {
 		return false, err
 	}
-	if accountID != c.AccountID {
-		return false, nil
-	}
-	d, err := s.deviceAuth(ctx, accountID, deviceID)
-	return err == nil && c.Reaches(d.DeviceTypeID) && tokenHonoured(d, credID, s.now()), err
+	return dev.Token != nil && dev.AccountID == c.AccountID && c.Reaches(dev.DeviceTypeID), nil
 }
 
 // CanIntrospect refuses a caller that may not introspect device tokens: one without a key of
@@ -211,12 +257,11 @@ func (s *Service) CanIntrospect(ctx context.Context) error {
 // MaxReportedStatus is the largest status a device may report at check-in.
 const MaxReportedStatus = 16 << 10
 
-// CheckIn records a device's check-in with a token issued for its credential credID: now as its
-// last_seen_at, and the firmware version and status it reported (nil leaves the last ones). A
-// disabled device, one of a disabled batch, and one whose credential is disabled, deleted or
-// expired (or that was registered again) since the token was issued are refused at once,
-// whatever the token says.
-func (s *Service) CheckIn(ctx context.Context, accountID, deviceID, credID string, firmware *string, status json.RawMessage) error {
+// CheckIn records the check-in of dev, a device that presented its token (VerifyDeviceToken):
+// now as its last_seen_at, and the firmware version and status it reported (nil leaves the last
+// ones). A device whose batch was disabled, or that was deleted, since its token was verified
+// is refused (ErrTokenRevoked), as is a device that did not present a token.
+func (s *Service) CheckIn(ctx context.Context, dev AuthenticatedDevice, firmware *string, status json.RawMessage) error {
 	if firmware != nil {
 		if err := checkLength("firmware_version", *firmware, 1, 128); err != nil {
 			return err
@@ -233,18 +278,12 @@ func (s *Service) CheckIn(ctx context.Context, accountID, deviceID, credID strin
 		}
 		reported = status
 	}
-	refused := devreg.Errorf(devreg.EUNAUTHORIZED, "the token's device is unknown or disabled, or its credential is no longer valid; get a new token")
-	now := s.now()
-	d, err := s.deviceAuth(ctx, accountID, deviceID)
-	if err != nil {
-		return err
+	if dev.Token == nil {
+		return ErrTokenRevoked
 	}
-	if !tokenHonoured(d, credID, now) {
-		return refused
-	}
-	err = s.store.CheckIn(ctx, accountID, deviceID, d.BatchID, now, firmware, reported)
+	err := s.store.CheckIn(ctx, dev.AccountID, dev.DeviceID, dev.batchID, s.now(), firmware, reported)
 	if code := devreg.ErrorCode(err); code == devreg.ENOTFOUND || code == devreg.EUNAUTHORIZED {
-		return refused
+		return ErrTokenRevoked
 	}
 	return err
 }

@@ -249,10 +249,21 @@ var ErrTooManyRotations = errors.New("too many rotations")
 // device has authenticated, so that strangers cannot spend a device's rotations; a rotation that
 // is refused or fails gives its count back.
 func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, secret string) (devreg.Rotation, error) {
-	dev, used, err := s.authenticateDevice(ctx, accountID, deviceID, secret)
+	dev, err := s.AuthenticateDevice(ctx, accountID, deviceID, secret)
 	if err != nil {
 		return devreg.Rotation{}, err
 	}
+	return s.RotateOwnCredential(ctx, dev)
+}
+
+// RotateOwnCredential is RotateCredential for a device that has authenticated with its secret
+// already (AuthenticateDevice): it rotates away from the credential dev used. A device that
+// presented a token is refused with ErrInvalidClient.
+func (s *Service) RotateOwnCredential(ctx context.Context, dev AuthenticatedDevice) (devreg.Rotation, error) {
+	if dev.Token != nil || dev.CredentialID == "" {
+		return devreg.Rotation{}, ErrInvalidClient
+	}
+	accountID, deviceID := dev.AccountID, dev.DeviceID
 	t, err := s.store.DeviceType(ctx, accountID, dev.DeviceTypeID)
 	if err != nil {
 		return devreg.Rotation{}, err
@@ -271,26 +282,26 @@ func (s *Service) RotateCredential(ctx context.Context, accountID, deviceID, sec
 			Message: fmt.Sprintf("device %s has rotated its secret %d times within the hour, the most its device type allows (max_rotations_per_hour); retry in %s",
 				deviceID, limit, max(wait.Round(time.Second), time.Second))})
 	}
-	rot, err := s.rotate(ctx, accountID, deviceID, t, used, now)
+	rot, err := s.rotate(ctx, accountID, deviceID, t, dev.CredentialID, now)
 	if err != nil {
 		return devreg.Rotation{}, s.unchecked(ctx, key, since, err)
 	}
 	return rot, nil
 }
 
-// rotate makes a device's rotation away from its credential used, once it has been counted.
-func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devreg.DeviceType, used devreg.StoredCredential, now time.Time) (devreg.Rotation, error) {
+// rotate makes a device's rotation away from its credential usedID, once it has been counted.
+func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devreg.DeviceType, usedID string, now time.Time) (devreg.Rotation, error) {
 	newSecret := credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
 	current := s.keys.Current()
 	added := devreg.StoredCredential{
 		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, Status: devreg.StatusEnabled, Source: devreg.CredentialFromDevice},
 		KeyID:      current.ID, Hash: credential.Hash(current, accountID, deviceID, newSecret),
 	}
-	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: used.ID}
+	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: usedID}
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorDevice, ID: deviceID, Name: deviceID}, "credential.rotate",
 		devreg.AuditObject{Type: "device", ID: deviceID}, nil)
 	err := s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
-		cur, ok := d.Credential(used.ID)
+		cur, ok := d.Credential(usedID)
 		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
 			return devreg.CredentialChange{}, ErrInvalidClient
 		}

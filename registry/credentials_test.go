@@ -222,13 +222,13 @@ func testDisableOldCredential(t *testing.T, pg bool) {
 	}
 	e.wantRefused(t, s1, "disabled credential")
 	e.wantLogin(t, "new-secret-of-d1", "new secret after the old one was disabled")
-	if ok, _ := e.svc.DeviceActive(e.admin, e.acc, "d1", oldTokenCred); ok {
+	if ok, _ := tokenActive(t, e.svc, e.admin, e.acc, "d1", oldTokenCred); ok {
 		t.Errorf("a token of the disabled credential is still active")
 	}
-	if err := e.svc.CheckIn(context.Background(), e.acc, "d1", oldTokenCred, nil, nil); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+	if _, err := e.svc.VerifyDeviceToken(context.Background(), issueToken(t, e.svc, e.acc, "d1", oldTokenCred)); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
 		t.Errorf("check-in with a token of the disabled credential: %v", err)
 	}
-	if ok, _ := e.svc.DeviceActive(e.admin, e.acc, "d1", tokenCred); !ok {
+	if ok, _ := tokenActive(t, e.svc, e.admin, e.acc, "d1", tokenCred); !ok {
 		t.Errorf("a token of the new credential is not active")
 	}
 	// The new one is now the only enabled one: it can be neither disabled nor deleted.
@@ -286,7 +286,7 @@ func testCredentialLimits(t *testing.T, pg bool) {
 			e.wantLogin(t, s, "a credential left after deleting another")
 		}
 	}
-	if ok, _ := e.svc.DeviceActive(e.admin, e.acc, "d1", tokenCred); ok {
+	if ok, _ := tokenActive(t, e.svc, e.admin, e.acc, "d1", tokenCred); ok {
 		t.Errorf("a token of the deleted credential is still active")
 	}
 	last := e.credentials(t)

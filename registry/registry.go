@@ -16,6 +16,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/devtoken"
 )
 
 // Store is what the registry needs from a database.
@@ -86,6 +87,10 @@ type Service struct {
 	Now func() time.Time
 	// Log gets what background work cannot return; nil logs nothing.
 	Log *slog.Logger
+	// TokenKeys verify the device tokens issued as TokenIssuer (the public URL), wherever a
+	// device presents one (VerifyDeviceToken); nil: no token is valid.
+	TokenKeys   *devtoken.SigningKeys
+	TokenIssuer string
 
 	seen      seenWriter // broker logins, to be recorded as the devices being seen
 	turns     loginTurns // device logins' turns, one at a time per device (see AuthenticateDevice)

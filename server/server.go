@@ -29,6 +29,7 @@ import (
 	"devreg/deviceauth"
 	"devreg/devtoken"
 	"devreg/httpapi"
+	"devreg/internal/authn"
 	"devreg/internal/ratelimit"
 	"devreg/registry"
 	"devreg/store"
@@ -225,6 +226,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	// Device tokens are issued as the public URL, which may name the port just bound.
+	svc.TokenKeys, svc.TokenIssuer = s.signing, s.PublicURL()
 	handler, err := s.handler()
 	if err != nil {
 		s.ln.Close()
@@ -320,7 +323,9 @@ func (s *Server) handler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	api.LimitKeys(s.limits)
+	// One authentication step for every surface, and one limiter for the API keys' requests.
+	auth := authn.New(s.Service, s.limits)
+	api.AuthenticateWith(auth)
 	api.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -335,10 +340,10 @@ func (s *Server) handler() (http.Handler, error) {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	devices := deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log)
-	devices.LimitKeys(s.limits)
+	devices.AuthenticateWith(auth)
 	devices.Register(mux)
-	brokers := brokerapi.New(s.Service, s.signing, s.log, brokerapi.Config{Issuer: s.PublicURL(), Metrics: reg})
-	brokers.LimitKeys(s.limits)
+	brokers := brokerapi.New(s.Service, s.log, brokerapi.Config{Metrics: reg})
+	brokers.AuthenticateWith(auth)
 	brokers.Register(mux)
 	ui, err := console.New(s.Service, s.log, console.Config{SecureCookies: s.tls != nil || strings.HasPrefix(s.PublicURL(), "https://")})
 	if err != nil {

@@ -149,8 +149,7 @@ func WriteJSONError(w http.ResponseWriter, r *http.Request, log *slog.Logger, er
 		w.Header().Set("Retry-After", strconv.Itoa(devreg.RetryAfterSeconds(d)))
 	}
 	if status == http.StatusInternalServerError {
-		id := devreg.RequestIDFromContext(r.Context())
-		log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		id := LogInternal(log, r, err)
 		b := body.(errorBody)
 		b.Error.Message = fmt.Sprintf("internal error; it has been logged with request ID %s", id)
 		body = b
@@ -158,4 +157,13 @@ func WriteJSONError(w http.ResponseWriter, r *http.Request, log *slog.Logger, er
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(body)
+}
+
+// LogInternal logs err, an internal error that is the answer to r, in full with the request's ID,
+// and returns the ID for the answer: every surface logs its internal errors so, whatever it then
+// shows.
+func LogInternal(log *slog.Logger, r *http.Request, err error) (requestID string) {
+	id := devreg.RequestIDFromContext(r.Context())
+	log.ErrorContext(r.Context(), "internal error", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+	return id
 }
