@@ -137,9 +137,10 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	writeJSON(w, devreg.Status(oe.code), body)
 }
 
-// clientRefused is what a device that failed to authenticate with its secret is told: invalid_client, also when it
-// is throttled, so that the answer tells nothing more about the device. One that authenticated
-// and has used up its rotations is told that (rate_limited), and when to retry.
+// clientRefused is what a device that failed to authenticate with its secret is told:
+// invalid_client, also when it is throttled, so that the answer tells nothing more about the
+// device. One that authenticated and has used up its rotations is told that (rate_limited), and
+// when to retry.
 func clientRefused(_ http.ResponseWriter, err error) error {
 	switch code := devreg.ErrorCode(err); {
 	case errors.Is(err, registry.ErrTooManyRotations):
