@@ -16,14 +16,18 @@ func (h *Handler) createDeviceType(w http.ResponseWriter, r *http.Request) error
 		MQTTPublish     []string `json:"mqtt_publish"`
 		MQTTSubscribe   []string `json:"mqtt_subscribe"`
 		// Absent (or null) takes the default grace; 0 is a valid grace, so this is a pointer.
-		RotationGraceSeconds *int `json:"rotation_grace_seconds"`
-		MaxRotationsPerHour  *int `json:"max_rotations_per_hour"`
+		RotationGraceSeconds *int   `json:"rotation_grace_seconds"`
+		MaxRotationsPerHour  *int   `json:"max_rotations_per_hour"`
+		CertificateIDField   string `json:"certificate_id_field"`
+		AutoRegister         bool   `json:"auto_register"`
+		AutoRegisterLimit    *int   `json:"auto_register_limit"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
 	t, err := h.svc.CreateDeviceType(r.Context(), devreg.DeviceType{Name: in.Name, Description: in.Description, MinSecretLength: in.MinSecretLength,
-		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe, RotationGraceSeconds: in.RotationGraceSeconds, MaxRotationsPerHour: in.MaxRotationsPerHour})
+		MQTTPublish: in.MQTTPublish, MQTTSubscribe: in.MQTTSubscribe, RotationGraceSeconds: in.RotationGraceSeconds, MaxRotationsPerHour: in.MaxRotationsPerHour,
+		CertificateIDField: in.CertificateIDField, AutoRegister: in.AutoRegister, AutoRegisterLimit: in.AutoRegisterLimit})
 	if err != nil {
 		return err
 	}

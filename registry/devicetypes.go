@@ -8,6 +8,7 @@ import (
 	"devreg"
 	"devreg/broker"
 	"devreg/credential"
+	"devreg/devcert"
 )
 
 func checkDeviceType(t devreg.DeviceType) error {
@@ -26,6 +27,12 @@ func checkDeviceType(t devreg.DeviceType) error {
 	}
 	if n := t.MaxRotationsPerHour; n != nil && (*n < 1 || *n > devreg.MaxRotationsPerHourLimit) {
 		return devreg.Errorf(devreg.EINVALID, "max_rotations_per_hour must be between 1 and %d; it is %d", devreg.MaxRotationsPerHourLimit, *n)
+	}
+	if _, err := devcert.ParseIDField(t.CertificateIDField); err != nil {
+		return devreg.Errorf(devreg.EINVALID, "certificate_id_field must be subject_cn, san_uri or san_dns; it is %q", t.CertificateIDField)
+	}
+	if n := t.AutoRegisterLimit; n != nil && (*n < 1 || *n > devreg.MaxAutoRegisterLimit) {
+		return devreg.Errorf(devreg.EINVALID, "auto_register_limit must be between 1 and %d devices an hour; it is %d", devreg.MaxAutoRegisterLimit, *n)
 	}
 	if err := checkTopicFilters("mqtt_publish", t.MQTTPublish); err != nil {
 		return err
@@ -88,6 +95,12 @@ func (s *Service) CreateDeviceType(ctx context.Context, t devreg.DeviceType) (de
 	}
 	if t.MaxRotationsPerHour == nil {
 		t.MaxRotationsPerHour = new(devreg.DefaultMaxRotationsPerHour)
+	}
+	if t.CertificateIDField == "" {
+		t.CertificateIDField = devreg.DefaultCertificateIDField
+	}
+	if t.AutoRegisterLimit == nil {
+		t.AutoRegisterLimit = new(devreg.DefaultAutoRegisterLimit)
 	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
@@ -167,6 +180,18 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 	if upd.MaxRotationsPerHour != nil {
 		t.MaxRotationsPerHour = upd.MaxRotationsPerHour
 	}
+	if upd.CertificateIDField != nil {
+		t.CertificateIDField = *upd.CertificateIDField
+		if t.CertificateIDField == "" {
+			return t, devreg.Errorf(devreg.EINVALID, "certificate_id_field must be subject_cn, san_uri or san_dns; it is empty")
+		}
+	}
+	if upd.AutoRegister != nil {
+		t.AutoRegister = *upd.AutoRegister
+	}
+	if upd.AutoRegisterLimit != nil {
+		t.AutoRegisterLimit = upd.AutoRegisterLimit
+	}
 	if err := checkDeviceType(t); err != nil {
 		return t, err
 	}
@@ -202,5 +227,6 @@ func typeFields(t devreg.DeviceType) map[string]any {
 	}
 	return map[string]any{"name": t.Name, "description": t.Description, "min_secret_length": t.MinSecretLength,
 		"mqtt_publish": t.MQTTPublish, "mqtt_subscribe": t.MQTTSubscribe, "rotation_grace_seconds": grace,
-		"max_rotations_per_hour": t.RotationLimit()}
+		"max_rotations_per_hour": t.RotationLimit(), "certificate_id_field": t.IDField(), "auto_register": t.AutoRegister,
+		"auto_register_limit": t.AutoRegisterMax()}
 }

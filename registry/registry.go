@@ -44,6 +44,9 @@ type Store interface {
 	DeviceType(ctx context.Context, accountID, id string) (devreg.DeviceType, error)
 	UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error
 	DeleteDeviceType(ctx context.Context, accountID, id string) error
+	AddTrustedCA(ctx context.Context, accountID string, ca devreg.TrustedCA) error
+	TrustedCAs(ctx context.Context, accountID, deviceTypeID string) ([]devreg.TrustedCA, error)
+	DeleteTrustedCA(ctx context.Context, accountID, deviceTypeID, id string) error
 
 	NewStage(ctx context.Context) (devreg.RegistrationStage, error)
 	ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error)

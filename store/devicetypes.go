@@ -8,18 +8,20 @@ import (
 	"devreg"
 )
 
-const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds, max_rotations_per_hour`
+const deviceTypeColumns = `id, account_id, name, description, min_secret_length, device_count, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds, max_rotations_per_hour,
+	certificate_id_field, auto_register, auto_register_limit`
 
 func scanDeviceType(row interface{ Scan(...any) error }) (devreg.DeviceType, error) {
 	var t devreg.DeviceType
 	var created int64
 	var publish, subscribe string
-	var grace, rotations int
-	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created, &publish, &subscribe, &grace, &rotations)
+	var grace, rotations, autoLimit int
+	err := row.Scan(&t.ID, &t.AccountID, &t.Name, &t.Description, &t.MinSecretLength, &t.DeviceCount, &created, &publish, &subscribe, &grace, &rotations,
+		&t.CertificateIDField, &t.AutoRegister, &autoLimit)
 	if err != nil {
 		return t, err
 	}
-	t.CreatedAt, t.RotationGraceSeconds, t.MaxRotationsPerHour = fromMicros(created), &grace, &rotations
+	t.CreatedAt, t.RotationGraceSeconds, t.MaxRotationsPerHour, t.AutoRegisterLimit = fromMicros(created), &grace, &rotations, &autoLimit
 	if err := json.Unmarshal([]byte(publish), &t.MQTTPublish); err != nil {
 		return t, fmt.Errorf("device type %s: mqtt_publish: %w", t.ID, err)
 	}
@@ -48,9 +50,11 @@ func graceSeconds(t devreg.DeviceType) int {
 
 // CreateDeviceType stores a new device type; its name must be new in the account.
 func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
-	err := s.changeOne(ctx, t.AccountID, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds, max_rotations_per_hour)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		[]any{t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit()},
+	err := s.changeOne(ctx, t.AccountID, `INSERT INTO device_types (id, account_id, name, description, min_secret_length, created_at, mqtt_publish, mqtt_subscribe, rotation_grace_seconds, max_rotations_per_hour,
+		certificate_id_field, auto_register, auto_register_limit)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		[]any{t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit(),
+			t.IDField(), t.AutoRegister, t.AutoRegisterMax()},
 		"device type %s was not stored", t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
@@ -85,8 +89,10 @@ func (s *DB) DeviceType(ctx context.Context, accountID, id string) (devreg.Devic
 // UpdateDeviceType stores the changed fields of a device type.
 func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 	err := s.changeOne(ctx, t.AccountID, `UPDATE device_types SET name = ?, description = ?, min_secret_length = ?, mqtt_publish = ?, mqtt_subscribe = ?,
-		rotation_grace_seconds = ?, max_rotations_per_hour = ? WHERE account_id = ? AND id = ?`,
-		[]any{t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit(), t.AccountID, t.ID},
+		rotation_grace_seconds = ?, max_rotations_per_hour = ?, certificate_id_field = ?, auto_register = ?, auto_register_limit = ?
+		WHERE account_id = ? AND id = ?`,
+		[]any{t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit(),
+			t.IDField(), t.AutoRegister, t.AutoRegisterMax(), t.AccountID, t.ID},
 		"no device type %s", t.ID)
 	if isUniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)

@@ -49,6 +49,7 @@ func Run(t *testing.T, open Opener) {
 		{"delete-racing-replace-keeps-counts", testDeleteRacingReplace},
 		{"replace-resets-credentials", testResetCredentials},
 		{"revoke-batch-credentials", testRevokeBatchCredentials},
+		{"trusted-cas", testTrustedCAs},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
@@ -207,7 +208,11 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 	if dt.MaxRotationsPerHour == nil || *dt.MaxRotationsPerHour != devreg.DefaultMaxRotationsPerHour {
 		t.Errorf("a new type's rotation limit = %v, want the default %d", dt.MaxRotationsPerHour, devreg.DefaultMaxRotationsPerHour)
 	}
+	if dt.CertificateIDField != "subject_cn" || dt.AutoRegister || dt.AutoRegisterLimit == nil || *dt.AutoRegisterLimit != devreg.DefaultAutoRegisterLimit {
+		t.Errorf("a new type's certificate settings = %q, %v, %v, want subject_cn, off, %d", dt.CertificateIDField, dt.AutoRegister, dt.AutoRegisterLimit, devreg.DefaultAutoRegisterLimit)
+	}
 	dt.Description, dt.MinSecretLength, dt.RotationGraceSeconds, dt.MaxRotationsPerHour = "new", 32, ptr(0), ptr(1000)
+	dt.CertificateIDField, dt.AutoRegister, dt.AutoRegisterLimit = "san_dns", true, ptr(100000)
 	dt.MQTTPublish, dt.MQTTSubscribe = []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, []string{}
 	if err := db.UpdateDeviceType(ctx, dt); err != nil {
 		t.Fatal(err)
@@ -215,7 +220,7 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 	types, err := db.ListDeviceTypes(ctx, acc)
 	want := []devreg.DeviceType{{ID: "dt_1", AccountID: acc, Name: "type dt_1", Description: "new", MinSecretLength: 32, CreatedAt: t0,
 		MQTTPublish: []string{"devices/{device_id}/up", "fleet/+/{account_id}"}, MQTTSubscribe: []string{}, RotationGraceSeconds: ptr(0),
-		MaxRotationsPerHour: ptr(1000)}}
+		MaxRotationsPerHour: ptr(1000), CertificateIDField: "san_dns", AutoRegister: true, AutoRegisterLimit: ptr(100000)}}
 	if diff := cmp.Diff(want, types); err != nil || diff != "" {
 		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
 	}
@@ -883,4 +888,62 @@ func testDirect(t *testing.T, db *store.DB) {
 		t.Errorf("a request left to the stage changed a secret")
 	}
 	checkCounts(t, db, acc)
+}
+
+// testTrustedCAs: a type's CAs are stored with their DER, listed oldest first to their account
+// only, refused twice or beyond devreg.MaxTrustedCAs, deleted one by one and with their type.
+func testTrustedCAs(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc, other := newAccount(t, db, "a"), newAccount(t, db, "b")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, other, "dt_2")
+	ca := func(i int) devreg.TrustedCA {
+		return devreg.TrustedCA{ID: fmt.Sprintf("ca_%02d", i), DeviceTypeID: "dt_1", SHA256: fmt.Sprintf("%064x", i+1), Subject: fmt.Sprintf("CN=CA %d", i),
+			NotAfter: t0.Add(time.Duration(i) * time.Hour), CreatedAt: t0.Add(time.Duration(i) * time.Second), DER: []byte{0x30, byte(i)}}
+	}
+	for i := range devreg.MaxTrustedCAs {
+		if err := db.AddTrustedCA(ctx, acc, ca(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.AddTrustedCA(ctx, acc, ca(devreg.MaxTrustedCAs)); devreg.ErrorCode(err) != devreg.EINVALID {
+		t.Errorf("the 11th CA: err = %v, want invalid", err)
+	}
+	same := ca(3)
+	same.ID = "ca_again"
+	if err := db.AddTrustedCA(ctx, acc, same); devreg.ErrorCode(err) != devreg.ECONFLICT {
+		t.Errorf("the same certificate twice: err = %v, want conflict", err)
+	}
+	if err := db.AddTrustedCA(ctx, other, ca(20)); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("a CA on another account's type: err = %v, want not found", err)
+	}
+	cas, err := db.TrustedCAs(ctx, acc, "dt_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cas) != devreg.MaxTrustedCAs {
+		t.Fatalf("listed %d CAs", len(cas))
+	}
+	if diff := cmp.Diff(ca(0), cas[0]); diff != "" {
+		t.Errorf("the first CA (-want +got):\n%s", diff)
+	}
+	if cas, err := db.TrustedCAs(ctx, other, "dt_1"); err != nil || len(cas) != 0 {
+		t.Errorf("another account sees %d CAs of the type, %v", len(cas), err)
+	}
+	if err := db.DeleteTrustedCA(ctx, other, "dt_1", "ca_00"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("another account deletes a CA: err = %v, want not found", err)
+	}
+	if err := db.DeleteTrustedCA(ctx, acc, "dt_1", "ca_00"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddTrustedCA(ctx, acc, ca(10)); err != nil {
+		t.Errorf("a CA in the freed place: %v", err)
+	}
+	if err := db.DeleteDeviceType(ctx, acc, "dt_1"); err != nil {
+		t.Fatal(err)
+	}
+	newType(t, db, acc, "dt_1")
+	if cas, err := db.TrustedCAs(ctx, acc, "dt_1"); err != nil || len(cas) != 0 {
+		t.Errorf("a type made anew under a deleted one's ID has %d CAs, %v", len(cas), err)
+	}
 }
