@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
 )
@@ -53,6 +54,37 @@ func screenshotDir(t *testing.T) string {
 	return dir
 }
 
+// clickThrough clicks sel and waits for waitFor on the page the click leads to, not on the page
+// it was clicked on.
+func clickThrough(t *testing.T, ctx context.Context, sel, waitFor string) {
+	t.Helper()
+	must(t, chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "yes"`),
+		chromedp.Click(chromedp.CSS(sel)),
+		chromedp.WaitVisible(chromedp.CSS("body:not([data-left]) "+waitFor)),
+	))
+}
+
+// answerDialogs answers the page's confirmations: each takes its answer from accept and then
+// sends its message to asked. They are answered from another goroutine, since the click that
+// opened one waits for it.
+func answerDialogs(t *testing.T, ctx context.Context) (asked <-chan string, accept chan<- bool) {
+	dialogs, questions, answers := make(chan string, 4), make(chan string, 4), make(chan bool, 4)
+	must(t, chromedp.Listen(ctx, func(ev any) {
+		if ev, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			dialogs <- ev.Message
+		}
+	}))
+	go func() {
+		for msg := range dialogs {
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: <-answers})
+			questions <- msg
+		}
+	}()
+	t.Cleanup(func() { close(dialogs) })
+	return questions, answers
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -83,16 +115,7 @@ func TestBrowserSeedFlow(t *testing.T) {
 		must(t, chromedp.Do(ctx, chromedp.Navigate(e.url+path), chromedp.WaitVisible(chromedp.CSS(waitFor))))
 	}
 	flash := func() string { t.Helper(); return text(t, ctx, ".flash") }
-	// clickThrough clicks sel and waits for waitFor on the page the click leads to, not on the
-	// page it was clicked on.
-	clickThrough := func(sel, waitFor string) {
-		t.Helper()
-		must(t, chromedp.Do(ctx,
-			chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "yes"`),
-			chromedp.Click(chromedp.CSS(sel)),
-			chromedp.WaitVisible(chromedp.CSS("body:not([data-left]) "+waitFor)),
-		))
-	}
+	clickThrough := func(sel, waitFor string) { t.Helper(); clickThrough(t, ctx, sel, waitFor) }
 
 	// Log in.
 	goTo("/devices", "#email")

@@ -34,14 +34,7 @@ func TestBrowserCredentials(t *testing.T) {
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644))
 	}
-	clickThrough := func(sel, waitFor string) {
-		t.Helper()
-		must(t, chromedp.Do(ctx,
-			chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "yes"`),
-			chromedp.Click(chromedp.CSS(sel)),
-			chromedp.WaitVisible(chromedp.CSS("body:not([data-left]) "+waitFor)),
-		))
-	}
+	clickThrough := func(sel, waitFor string) { t.Helper(); clickThrough(t, ctx, sel, waitFor) }
 	type row struct{ ID, Status string }
 	rows := func() []row {
 		t.Helper()

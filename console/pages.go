@@ -13,6 +13,7 @@ import (
 
 	"devreg"
 	"devreg/bulkfile"
+	"devreg/devcert"
 	"devreg/internal/reqbody"
 	"devreg/registry"
 )
@@ -83,7 +84,9 @@ func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) err
 		GraceSeconds int
 		MaxGrace     int
 		MaxRotations int
-	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds, devreg.MaxRotationsPerHourLimit})
+		IDFields     []devcert.IDField
+		MaxAutoLimit int
+	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds, devreg.MaxRotationsPerHourLimit, devcert.IDFields, devreg.MaxAutoRegisterLimit})
 }
 
 func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
@@ -115,9 +118,20 @@ func deviceTypeUpdateForm(r *http.Request) (devreg.DeviceTypeUpdate, error) {
 	if err != nil {
 		return devreg.DeviceTypeUpdate{}, err
 	}
+	autoLimit, err := formOptionalInt(r, "auto_register_limit")
+	if err != nil {
+		return devreg.DeviceTypeUpdate{}, err
+	}
 	name, desc := r.PostFormValue("name"), r.PostFormValue("description")
-	return devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min, MQTTPublish: formLines(r, "mqtt_publish"),
-		MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace, MaxRotationsPerHour: rotations}, nil
+	upd := devreg.DeviceTypeUpdate{Name: &name, Description: &desc, MinSecretLength: &min, MQTTPublish: formLines(r, "mqtt_publish"),
+		MQTTSubscribe: formLines(r, "mqtt_subscribe"), RotationGraceSeconds: grace, MaxRotationsPerHour: rotations, AutoRegisterLimit: autoLimit}
+	// The certificate settings travel together; an unticked checkbox sends nothing, so the
+	// select's presence says the form had them.
+	if _, ok := r.PostForm["certificate_id_field"]; ok {
+		field, auto := r.PostFormValue("certificate_id_field"), r.PostFormValue("auto_register") == "on"
+		upd.CertificateIDField, upd.AutoRegister = &field, &auto
+	}
+	return upd, nil
 }
 
 // formLines returns the non-blank lines of a textarea, trimmed; nil if the form has no such field.

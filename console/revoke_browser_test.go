@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"devreg"
@@ -32,31 +31,8 @@ func TestBrowserRevokeDeviceMade(t *testing.T) {
 		return n
 	}
 	ctx := browser(t)
-	// Confirmations are answered from another goroutine (the click that opened one waits for
-	// it), as accept says: the message of each goes to asked.
-	dialogs := make(chan string, 4)
-	asked := make(chan string, 4)
-	accept := make(chan bool, 4)
-	must(t, chromedp.Listen(ctx, func(ev any) {
-		if ev, ok := ev.(*page.EventJavascriptDialogOpening); ok {
-			dialogs <- ev.Message
-		}
-	}))
-	go func() {
-		for msg := range dialogs {
-			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: <-accept})
-			asked <- msg
-		}
-	}()
-	t.Cleanup(func() { close(dialogs) })
-	clickThrough := func(sel, waitFor string) {
-		t.Helper()
-		must(t, chromedp.Do(ctx,
-			chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "yes"`),
-			chromedp.Click(chromedp.CSS(sel)),
-			chromedp.WaitVisible(chromedp.CSS("body:not([data-left]) "+waitFor)),
-		))
-	}
+	asked, accept := answerDialogs(t, ctx)
+	clickThrough := func(sel, waitFor string) { t.Helper(); clickThrough(t, ctx, sel, waitFor) }
 
 	must(t, chromedp.Do(ctx,
 		chromedp.Navigate(e.url+"/login?next=/devices/lk-1"),
