@@ -162,6 +162,12 @@ type DeviceTypeInput struct {
 	// MaxRotationsPerHour is how many times a device may rotate its secret itself in an hour
 	// (1 to 1000). Left out when creating: 5.
 	MaxRotationsPerHour *int `json:"max_rotations_per_hour,omitempty"`
+	// CertificateIDField is where devices' certificates carry the device ID: subject_cn (the
+	// default), san_uri or san_dns. AutoRegister lets devices with a certificate from a trusted
+	// CA register themselves, at most AutoRegisterLimit an hour (1 to 100000; default 100).
+	CertificateIDField *string `json:"certificate_id_field,omitempty"`
+	AutoRegister       *bool   `json:"auto_register,omitempty"`
+	AutoRegisterLimit  *int    `json:"auto_register_limit,omitempty"`
 }
 
 // CreateDeviceType defines a device type.
@@ -193,6 +199,28 @@ func (c *Client) UpdateDeviceType(ctx context.Context, id string, in DeviceTypeI
 // DeleteDeviceType deletes a device type that has no devices.
 func (c *Client) DeleteDeviceType(ctx context.Context, id string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/devicetypes/"+url.PathEscape(id), nil, nil)
+}
+
+// ListTrustedCAs returns the CA certificates a device type trusts, oldest first.
+func (c *Client) ListTrustedCAs(ctx context.Context, deviceTypeID string) ([]devreg.TrustedCA, error) {
+	var out struct {
+		CAs []devreg.TrustedCA `json:"cas"`
+	}
+	return out.CAs, c.doJSON(ctx, http.MethodGet, "/devicetypes/"+url.PathEscape(deviceTypeID)+"/cas", nil, &out)
+}
+
+// AddTrustedCA makes a device type trust a CA certificate, given in PEM.
+func (c *Client) AddTrustedCA(ctx context.Context, deviceTypeID, certificatePEM string) (devreg.TrustedCA, error) {
+	var ca devreg.TrustedCA
+	in := struct {
+		Certificate string `json:"certificate"`
+	}{certificatePEM}
+	return ca, c.doJSON(ctx, http.MethodPost, "/devicetypes/"+url.PathEscape(deviceTypeID)+"/cas", in, &ca)
+}
+
+// DeleteTrustedCA makes a device type stop trusting one of its CA certificates.
+func (c *Client) DeleteTrustedCA(ctx context.Context, deviceTypeID, caID string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/devicetypes/"+url.PathEscape(deviceTypeID)+"/cas/"+url.PathEscape(caID), nil, nil)
 }
 
 // Credential is a device ID and its secret, as registered.
