@@ -48,6 +48,7 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 	e.mustDo(t, "", "GET", "/api/v1/openapi.json", "", 200, &doc)
 	bodies := map[string]string{
 		"POST /devicetypes":                                      `{"name": "New type"}`,
+		"POST /devicetypes/{device_type_id}/cas":                 `{"certificate": ""}`,
 		"PATCH /devicetypes/{device_type_id}":                    `{"name": "Renamed"}`,
 		"PUT /devicetypes/{device_type_id}/device_ids":           `{"devices": [{"device_id": "new-1", "secret": "secret-of-new-1"}]}`,
 		"PATCH /devices/{device_id}":                             `{"status": "disabled"}`,
