@@ -74,7 +74,11 @@ type DeviceEntry struct {
 	Line     int // 1-based line of a CSV body; 0 for JSON
 	DeviceID string
 	Secret   string
-	Problem  string
+	// Certificate (PEM) or CertificateSHA256 (hex) stand in for Secret in an entry that
+	// registers a device by its certificate.
+	Certificate       string
+	CertificateSHA256 string
+	Problem           string
 }
 
 // EntrySource yields the entries of a registration request one at a time, so that a request of a

@@ -43,6 +43,14 @@ type Credential struct {
 	Status     DeviceStatus     `json:"status"`
 	LastUsedAt *time.Time       `json:"last_used_at"`
 	Source     CredentialSource `json:"source"`
+	Kind       CredentialKind   `json:"kind"`
+	// SHA256 is a certificate credential's fingerprint (hex, lowercase); Subject, Issuer and
+	// Serial (hex, as OpenSSL prints it) are there when the certificate was given whole, not by
+	// fingerprint alone.
+	SHA256  string `json:"sha256,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
+	Serial  string `json:"serial,omitempty"`
 	// Secret is set only in the one answer that hands out a secret the server generated.
 	Secret string `json:"secret,omitempty"`
 }
@@ -60,9 +68,11 @@ func (c Credential) ExpiredAt(t time.Time) bool {
 }
 
 // NewCredential is a credential to add to a device: a secret given by the caller or, with
-// Generate, one the server makes and returns once.
+// Generate, one the server makes and returns once; or a certificate (PEM), whose validity
+// narrows the window.
 type NewCredential struct {
-	Secret    string
+	Secret      string
+	Certificate string
 	Generate  bool
 	NotBefore *time.Time
 	NotAfter  *time.Time
@@ -86,6 +96,31 @@ type Rotation struct {
 	Secret               string    `json:"secret"`
 	PreviousCredentialID string    `json:"previous_credential_id"`
 	PreviousNotAfter     time.Time `json:"previous_not_after"`
+}
+
+// CredentialKind says what a credential is: a secret or a certificate.
+type CredentialKind string
+
+// The credential kinds.
+const (
+	CredentialSecret      CredentialKind = "secret"
+	CredentialCertificate CredentialKind = "certificate"
+)
+
+// CertificateKeyID is the key ID a certificate credential is stored under, in place of the
+// server key of a secret's hash; its hash is then the SHA-256 of the certificate's DER. No server
+// key can have this ID, since key IDs hold no ':'.
+const CertificateKeyID = "x509:sha256"
+
+// CertificateDetails are what a certificate given whole says about itself, kept beside its
+// fingerprint.
+type CertificateDetails struct {
+	SHA256    [32]byte
+	Subject   string
+	Issuer    string
+	Serial    string // hexadecimal
+	NotBefore time.Time
+	NotAfter  time.Time
 }
 
 // StoredCredential is a credential with what checking a secret against it needs; it never leaves
@@ -123,6 +158,8 @@ type CredentialChange struct {
 	Delete []string           // the IDs of credentials to delete
 	Update []StoredCredential // credentials whose status and window change (by ID)
 	Add    *StoredCredential  // a new credential
+	// Certificate holds what the added credential's certificate says, when it is one given whole.
+	Certificate *CertificateDetails
 }
 
 // CredentialUse says that a device authenticated with one of its credentials.

@@ -28,6 +28,10 @@ type RegistrationPlan struct {
 	// commit and comes after it.
 	KeyID, UserID string
 	Recheck       func(key APIKey, found bool) error
+	// Certificates holds what the certificates given whole said, kept when the registration
+	// writes. A registration of certificates has KeyIDs [CertificateKeyID], and its entries'
+	// hashes are the certificates' fingerprints.
+	Certificates []CertificateDetails
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash
@@ -100,4 +104,15 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("%d of %d devices are already registered differently", e.Count, e.Total)
+}
+
+// CertificatesTakenError refuses a registration that would give a certificate that another
+// device holds to a device: a certificate is one device's only.
+type CertificatesTakenError struct {
+	Entries []Conflict // the first MaxProblems, in index order; RegisteredType is unused
+	Count   int64
+}
+
+func (e *CertificatesTakenError) Error() string {
+	return fmt.Sprintf("%d certificates are credentials of other devices already", e.Count)
 }

@@ -845,7 +845,13 @@ const (
 	fieldUnknown = iota
 	fieldDeviceID
 	fieldSecret
+	fieldCertificate
+	fieldCertificateSHA256
+	fieldCount
 )
+
+// fieldNames are the entry's fields as the body spells them.
+var fieldNames = [fieldCount]string{"", "device_id", "secret", "certificate", "certificate_sha256"}
 
 // entry reads one entry of the devices array into e, from b[start] (blanks first), as the
 // Decoder did into struct{ DeviceID, Secret *string } with unknown fields disallowed: keys match
@@ -887,8 +893,8 @@ func (s *valueScanner) entry(b []byte, start int, end error, e *devreg.DeviceEnt
 		}
 		return n
 	}
-	var id, secret string
-	var hasID, hasSecret bool
+	var values [fieldCount]string
+	var has [fieldCount]bool
 	var problem string
 	if i = skipSpace(b, i+1); i == len(b) {
 		return needMore(end)
@@ -911,7 +917,7 @@ func (s *valueScanner) entry(b []byte, start int, end error, e *devreg.DeviceEnt
 			field := entryField(key)
 			if field == fieldUnknown && problem == "" {
 				var clip devreg.ProblemList
-				problem = fmt.Sprintf("entry has an unknown field %s; only device_id and secret are allowed", clip.Clip(strconv.Quote(string(key))))
+				problem = fmt.Sprintf("entry has an unknown field %s; only device_id and one of secret, certificate and certificate_sha256 are allowed", clip.Clip(strconv.Quote(string(key))))
 			}
 			if i = s.colon(b, i, end); i < 0 {
 				return i
@@ -930,30 +936,18 @@ func (s *valueScanner) entry(b []byte, start int, end error, e *devreg.DeviceEnt
 				} else {
 					str = unquote(b[v:i])
 				}
-				if field == fieldDeviceID {
-					id, hasID = str, true
-				} else {
-					secret, hasSecret = str, true
-				}
+				values[field], has[field] = str, true
 			case c == 'n':
 				if i = s.lit(b, v, "null"); i < 0 {
 					break
 				}
-				if field == fieldDeviceID {
-					id, hasID = "", false
-				} else {
-					secret, hasSecret = "", false
-				}
+				values[field], has[field] = "", false
 			default:
 				if i = s.value(b, v, 1, end); i < 0 {
 					break
 				}
 				if problem == "" {
-					name := "device_id"
-					if field == fieldSecret {
-						name = "secret"
-					}
-					problem = typeProblem(name, valueKind(c))
+					problem = typeProblem(fieldNames[field], valueKind(c))
 				}
 			}
 			if i == short {
@@ -978,16 +972,34 @@ func (s *valueScanner) entry(b []byte, start int, end error, e *devreg.DeviceEnt
 	switch {
 	case problem != "":
 		e.Problem = problem
-	case !hasID:
+	case !has[fieldDeviceID]:
 		e.Problem = "entry has no device_id"
-	case !hasSecret:
-		e.Problem = "entry has no secret"
+	default:
+		e.Problem = credentialProblem(has)
 	}
-	e.DeviceID = id
+	e.DeviceID = values[fieldDeviceID]
 	if e.Problem == "" {
-		e.Secret = secret
+		e.Secret, e.Certificate, e.CertificateSHA256 = values[fieldSecret], values[fieldCertificate], values[fieldCertificateSHA256]
 	}
 	return i + 1
+}
+
+// credentialProblem says what is wrong with the credential fields an entry has, if anything: it
+// needs exactly one of secret, certificate and certificate_sha256.
+func credentialProblem(has [fieldCount]bool) string {
+	n := 0
+	for _, f := range []int{fieldSecret, fieldCertificate, fieldCertificateSHA256} {
+		if has[f] {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return "entry has no secret (or certificate, or certificate_sha256)"
+	case n > 1:
+		return "entry has more than one of secret, certificate and certificate_sha256; send one"
+	}
+	return ""
 }
 
 func typeProblem(field, kind string) string {
@@ -1021,6 +1033,10 @@ func entryField(key []byte) int {
 		return fieldDeviceID
 	case "secret":
 		return fieldSecret
+	case "certificate":
+		return fieldCertificate
+	case "certificate_sha256":
+		return fieldCertificateSHA256
 	}
 	var buf [32]byte
 	switch string(foldName(buf[:0], key)) {
@@ -1028,6 +1044,10 @@ func entryField(key []byte) int {
 		return fieldDeviceID
 	case "SECRET":
 		return fieldSecret
+	case "CERTIFICATE":
+		return fieldCertificate
+	case "CERTIFICATE_SHA256":
+		return fieldCertificateSHA256
 	}
 	return fieldUnknown
 }

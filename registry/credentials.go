@@ -28,7 +28,7 @@ func (s *Service) ListCredentials(ctx context.Context, deviceID string) ([]devre
 	for i, sc := range d.Credentials {
 		list[i] = sc.Credential
 	}
-	return list, nil
+	return list, s.addCertificateDetails(ctx, c.AccountID, list, d.Credentials)
 }
 
 // deviceCredentials reads a device of the caller's account with its credentials: not found unless
@@ -51,6 +51,9 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
 		return devreg.Credential{}, err
+	}
+	if nc.Certificate != "" {
+		return s.addCertificate(ctx, c, deviceID, nc)
 	}
 	switch {
 	case nc.Generate && nc.Secret != "":
@@ -348,8 +351,15 @@ func credFields(c devreg.Credential) map[string]any {
 		}
 		return t.UTC().Format(time.RFC3339Nano)
 	}
-	return map[string]any{"credential_id": c.ID, "status": string(c.Status), "not_before": at(c.NotBefore), "not_after": at(c.NotAfter),
+	f := map[string]any{"credential_id": c.ID, "status": string(c.Status), "not_before": at(c.NotBefore), "not_after": at(c.NotAfter),
 		"source": string(c.Source)}
+	if c.Kind != "" {
+		f["kind"] = string(c.Kind)
+	}
+	if c.SHA256 != "" {
+		f["sha256"] = c.SHA256
+	}
+	return f
 }
 
 // checkRevokeSource refuses to revoke credentials of any source but the device's own: those a

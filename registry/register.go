@@ -68,10 +68,14 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	opts.Filename = CleanFilename(opts.Filename)
 
+	trust, err := s.trustOf(ctx, c.AccountID, dt)
+	if err != nil {
+		return res, err
+	}
 	spool := reqbody.NewSpool(reqbody.SpoolMemory)
 	defer spool.Close()
 	endRead := devreg.StartStage(ctx, "read")
-	read := s.readEntries(c.AccountID, dt, src, spool)
+	read := s.readEntries(c.AccountID, dt, trust, src, spool)
 	endRead()
 	if read.err != nil {
 		return res, read.err
@@ -86,6 +90,10 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	keyIDs := make([]string, len(read.keys))
 	for i, k := range read.keys {
 		keyIDs[i] = k.ID
+	}
+	if read.certificates {
+		// A certificate's "hash" is its fingerprint, under no key.
+		keyIDs = []string{devreg.CertificateKeyID}
 	}
 	now := s.now()
 	batchID := credential.RandomID("bat", 16)
@@ -106,6 +114,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			return entry
 		},
 		ResetCredentials: opts.Credentials == devreg.CredentialsReset,
+		Certificates:     read.details,
 		Batch: devreg.Batch{
 			ID:           batchID,
 			DeviceTypeID: dt.ID,
@@ -154,6 +163,10 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if errors.As(err, &conflicts) {
 		return res, conflictError(conflicts, c, dt.ID)
 	}
+	var taken *devreg.CertificatesTakenError
+	if errors.As(err, &taken) {
+		return res, invalidRows(takenProblems(taken), read.total)
+	}
 	return res, err
 }
 
@@ -181,7 +194,7 @@ func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string) err
 		p := devreg.Problem{Index: k.Index, Line: k.Line, DeviceID: k.DeviceID}
 		switch {
 		case k.RegisteredType == typeID:
-			p.Message = "device ID is already registered with a different secret"
+			p.Message = "device ID is already registered with a different secret or certificate"
 		case !c.Reaches(k.RegisteredType):
 			p.Message = "device ID is already registered under a device type this key does not reach"
 		default:
@@ -237,6 +250,8 @@ const maxScreened = 8 << 20
 
 type readResult struct {
 	keys            []credential.Key // the server keys the hashes were made with, the current last
+	certificates    bool             // the entries register certificates (their hashes are fingerprints)
+	details         []devreg.CertificateDetails
 	total           int
 	invalid         devreg.ProblemList
 	maybeDuplicates bool     // some device ID may repeat: the stage must check
@@ -250,6 +265,8 @@ type checkBatch struct {
 	entries  []devreg.DeviceEntry
 	staged   []devreg.StagedEntry
 	problems []devreg.Problem
+	certs    []bool // whether each staged entry registers a certificate
+	details  []devreg.CertificateDetails
 	done     chan struct{}
 }
 
@@ -260,7 +277,7 @@ type checkBatch struct {
 // does. It screens the device IDs for repeats by their 64-bit hashes: distinct hashes prove the
 // IDs distinct; a repeated hash (a repeated ID, or rarely a collision) leaves the exact check to
 // the stage.
-func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg.EntrySource, spool *reqbody.Spool) readResult {
+func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust typeTrust, src devreg.EntrySource, spool *reqbody.Spool) readResult {
 	r := readResult{keys: s.keys.Keys()}
 	workers := max(1, runtime.GOMAXPROCS(0))
 	work := make(chan *checkBatch, workers)
@@ -278,7 +295,7 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 				hashers[i] = credential.NewHasher(k)
 			}
 			for b := range work {
-				s.checkBatch(accountID, dt, hashers, b, &refused)
+				s.checkBatch(accountID, dt, trust, hashers, b, &refused)
 				close(b.done)
 			}
 		}()
@@ -290,6 +307,7 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 		// The IDs' hashes, sorted once the body is read: half the memory of a set, and
 		// sorting them takes less time than filling a set does.
 		var screened []uint64
+		var kinds credentialKinds
 		for b := range ordered {
 			<-b.done
 			if err != nil {
@@ -298,7 +316,13 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 			for _, p := range b.problems {
 				r.invalid.Add(p)
 			}
-			for _, e := range b.staged {
+			r.details = append(r.details, b.details...)
+			for i, e := range b.staged {
+				if p, ok := kinds.check(e, b.certs[i]); !ok {
+					r.invalid.Add(p)
+					refused.Store(true)
+					continue
+				}
 				if devreg.Sampled(e.Index) {
 					r.sample = append(r.sample, e.DeviceID)
 				}
@@ -319,6 +343,8 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 		for i := 1; i < len(screened) && !r.maybeDuplicates; i++ {
 			r.maybeDuplicates = screened[i] == screened[i-1]
 		}
+		r.certificates = kinds.certificates
+		r.invalid = merge(r.invalid, kinds.repeats())
 		spooled <- err
 	}()
 
@@ -356,12 +382,28 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, src devreg
 
 // checkBatch checks the entries of b and hashes the secrets of the valid ones, unless the
 // request is refused already.
-func (s *Service) checkBatch(accountID string, dt devreg.DeviceType, hashers []*credential.Hasher, b *checkBatch, refused *atomic.Bool) {
+func (s *Service) checkBatch(accountID string, dt devreg.DeviceType, trust typeTrust, hashers []*credential.Hasher, b *checkBatch, refused *atomic.Bool) {
 	b.staged = make([]devreg.StagedEntry, 0, len(b.entries))
+	b.certs = make([]bool, 0, len(b.entries))
+	now := s.now()
 	for _, e := range b.entries {
 		msg := e.Problem
 		if msg == "" {
 			msg = credential.CheckDeviceID(e.DeviceID)
+		}
+		if msg == "" && (e.Certificate != "" || e.CertificateSHA256 != "") {
+			fp, details, msg := trust.checkEntry(e, now)
+			if msg != "" {
+				refused.Store(true)
+				b.problems = append(b.problems, devreg.Problem{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Message: msg})
+				continue
+			}
+			if details != nil {
+				b.details = append(b.details, *details)
+			}
+			b.staged = append(b.staged, devreg.StagedEntry{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Hashes: fp[:]})
+			b.certs = append(b.certs, true)
+			continue
 		}
 		if msg == "" {
 			msg = credential.CheckSecret(e.Secret, dt.MinSecretLength)
@@ -379,5 +421,6 @@ func (s *Service) checkBatch(accountID string, dt devreg.DeviceType, hashers []*
 			}
 		}
 		b.staged = append(b.staged, devreg.StagedEntry{Index: e.Index, Line: e.Line, DeviceID: e.DeviceID, Hashes: hashes})
+		b.certs = append(b.certs, false)
 	}
 }

@@ -64,6 +64,8 @@ type Store interface {
 	CredentialUsed(ctx context.Context, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error
 	MarkCredentialsUsed(ctx context.Context, accountID string, uses []devreg.CredentialUse, t time.Time) error
 	ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
+	AddCertificateCredential(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
+	CertificateDetails(ctx context.Context, accountID string, fingerprints [][]byte) (map[[32]byte]devreg.CertificateDetails, error)
 	RevokeBatchCredentials(ctx context.Context, accountID, typeID, batchID string, now time.Time,
 		audit func(devreg.BatchRevocation) *devreg.AuditEntry) (devreg.BatchRevocation, []devreg.DeviceLeft, error)
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"devreg"
 )
 
 // OpenExisting opens the database at url as it is, without bringing its schema up to date, for
@@ -227,16 +229,22 @@ func (s *DB) CheckHashKeys(ctx context.Context, hasKey func(id string) bool, key
 			return r, err
 		}
 	}
+	// Certificate credentials are fingerprints, which no key made.
+	var certs string
+	if u := used[devreg.CertificateKeyID]; u != nil {
+		certs = fmt.Sprintf("; %d certificate credential%s (fingerprints, no key)", u.devices+u.credentials, plural(u.devices+u.credentials, "s"))
+		delete(used, devreg.CertificateKeyID)
+	}
 	ids := make([]string, 0, len(used))
 	for id := range used {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	if len(ids) == 0 {
-		r.Summary = "no secret hashes stored"
+		r.Summary = "no secret hashes stored" + certs
 		return r, nil
 	}
-	r.Summary = fmt.Sprintf("the hashes use %d key(s), %s, looked up in %s", len(ids), strings.Join(ids, ", "), keyFile)
+	r.Summary = fmt.Sprintf("the hashes use %d key(s), %s, looked up in %s%s", len(ids), strings.Join(ids, ", "), keyFile, certs)
 	for _, id := range ids {
 		if !hasKey(id) {
 			u := used[id]

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sort"
@@ -175,6 +176,13 @@ func (r *deviceAuthRows) result(deviceID string) (devreg.DeviceAuth, error) {
 	if !r.found {
 		return d, devreg.Errorf(devreg.ENOTFOUND, "no device %s", deviceID)
 	}
+	for i := range d.Credentials {
+		c := &d.Credentials[i]
+		c.Kind = devreg.CredentialSecret
+		if c.KeyID == devreg.CertificateKeyID {
+			c.Kind, c.SHA256 = devreg.CredentialCertificate, hex.EncodeToString(c.Hash)
+		}
+	}
 	sort.SliceStable(d.Credentials, func(i, j int) bool {
 		a, b := d.Credentials[i], d.Credentials[j]
 		if !a.CreatedAt.Equal(b.CreatedAt) {
@@ -297,7 +305,24 @@ func validAt(prefix string, t time.Time) string {
 // transaction that holds the device, so that no other change of them falls in between (the
 // limit of five depends on it). An error from decide writes nothing and is returned.
 func (s *DB) ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error {
+	return s.changeCredentials(ctx, accountID, deviceID, false, decide)
+}
+
+// AddCertificateCredential is ChangeCredentials for a change that adds a certificate: it also
+// refuses one that another device holds. On PostgreSQL it takes the account's lock, as a
+// registration does, before the device's row (the order a registration takes them in), so that a
+// registration cannot give the same certificate to another device in between.
+func (s *DB) AddCertificateCredential(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error {
+	return s.changeCredentials(ctx, accountID, deviceID, true, decide)
+}
+
+func (s *DB) changeCredentials(ctx context.Context, accountID, deviceID string, lockAccount bool, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error {
 	return s.inTx(ctx, func(tx handle) error {
+		if lockAccount {
+			if err := s.lockAccount(ctx, tx, accountID); err != nil {
+				return err
+			}
+		}
 		if s.pg {
 			var one int
 			err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE `+oneDevice+` FOR UPDATE`, accountID, deviceID).Scan(&one)
@@ -311,6 +336,12 @@ func (s *DB) ChangeCredentials(ctx context.Context, accountID, deviceID string, 
 		}
 		ch, err := decide(d)
 		if err != nil {
+			return err
+		}
+		if ch.Add != nil && ch.Add.KeyID == devreg.CertificateKeyID && !lockAccount {
+			return fmt.Errorf("add a certificate credential with AddCertificateCredential, which holds the account's lock")
+		}
+		if err := checkAddedCertificate(ctx, tx, accountID, deviceID, ch); err != nil {
 			return err
 		}
 		if err := s.applyCredentialChange(ctx, tx, accountID, deviceID, d, ch); err != nil {

@@ -3,12 +3,15 @@ package store
 import (
 	"context"
 	"sort"
+
+	"devreg"
 )
 
 // HashKeyIDs returns the IDs of the secret-hashing keys that the stored hashes were made with.
-// It reads every device, so it is for start-up and checks, not for requests.
+// Certificate credentials, which no key made, are not counted. It reads every device, so it is for start-up and checks, not for requests.
 func (s *DB) HashKeyIDs(ctx context.Context) ([]string, error) {
-	rows, err := s.h.QueryContext(ctx, `SELECT key_id FROM devices UNION SELECT key_id FROM credentials`)
+	rows, err := s.h.QueryContext(ctx, `SELECT key_id FROM devices WHERE key_id <> ? UNION SELECT key_id FROM credentials WHERE key_id <> ?`,
+		devreg.CertificateKeyID, devreg.CertificateKeyID)
 	if err != nil {
 		return nil, err
 	}

@@ -239,7 +239,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	endCheck := devreg.StartStage(ctx, "check")
 	defer endCheck()
 	inserted := int64(-1) // not yet
-	if !plan.DryRun && !st.s.pg {
+	// A certificate already on another device breaks a unique index that ON CONFLICT
+	// (device_id) does not cover: a registration of certificates classifies first.
+	if !plan.DryRun && !st.s.pg && !isCertificates(plan) {
 		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
 			return res, err
 		}
@@ -251,6 +253,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		return res, err
 	}
 
+	if err := st.certificatesTaken(ctx, q, plan, account); err != nil {
+		return res, err
+	}
 	switch plan.OnConflict {
 	case devreg.ConflictSkip:
 		res.Skipped = conflicts
@@ -314,6 +319,9 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	}
 	endWrite := devreg.StartStage(ctx, "write")
 	if err := runSteps(ctx, q, plan, steps); err != nil {
+		return res, err
+	}
+	if err := insertCertificateDetails(ctx, q, account, plan.Certificates); err != nil {
 		return res, err
 	}
 	endWrite()

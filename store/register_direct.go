@@ -69,6 +69,12 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	if err != nil {
 		return res, false, fmt.Errorf("register devices: %w", err)
 	}
+	if taken, err := st.certificatesTakenIn(ctx, q, plan, account); err != nil || taken {
+		return res, false, err // the stage names the entries
+	}
+	if err := insertCertificateDetails(ctx, q, account, plan.Certificates); err != nil {
+		return res, false, err
+	}
 	defer devreg.StartStage(ctx, "commit")()
 	n := int64(entries.Len())
 	res = devreg.RegisterResult{BatchID: plan.Batch.ID, Created: n}
@@ -199,7 +205,7 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 		return res, false, err
 	case unchanged == total:
 		res.Unchanged = total
-	case found == 0 && plan.DryRun:
+	case found == 0 && plan.DryRun && !isCertificates(plan): // certificates may be other devices': the stage tells
 		res.Created = total
 	default:
 		return res, false, nil // new devices for a run that writes: the sample found some that are gone now
