@@ -73,9 +73,9 @@ func (c Credential) ExpiredAt(t time.Time) bool {
 type NewCredential struct {
 	Secret      string
 	Certificate string
-	Generate  bool
-	NotBefore *time.Time
-	NotAfter  *time.Time
+	Generate    bool
+	NotBefore   *time.Time
+	NotAfter    *time.Time
 }
 
 // CredentialUpdate holds the fields of a PATCH of a credential; fields not set stay as they are.

@@ -453,7 +453,7 @@ func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string
 		{"json", "application/json", `{"devices": [{"device_id": "ok1", "secret": "a-long-secret-1"}, {"device_id": "é", "secret": "a-long-secret-2"},
 			{"device_id": "ok3"}, {"device_id": "ok4", "secret": "tab\there-long"}, {"device_id": "ok1", "secret": "a-long-secret-1"}, {"device_id": 7, "secret": "x"}]}`, []devreg.Problem{
 			{Index: 1, DeviceID: "é", Message: `device ID contains the non-ASCII character 'é'; only A-Z a-z 0-9 . _ : - are allowed`},
-			{Index: 2, DeviceID: "ok3", Message: "entry has no secret"},
+			{Index: 2, DeviceID: "ok3", Message: "entry has no secret (or certificate, or certificate_sha256)"},
 			{Index: 3, DeviceID: "ok4", Message: "secret contains a tab; only printable ASCII characters are allowed"},
 			{Index: 4, DeviceID: "ok1", Message: "device ID is listed more than once; first at index 0"},
 			{Index: 5, Message: "entry must be an object with string fields device_id and secret (device_id is number)"},

@@ -63,7 +63,7 @@ func testCredentials(t *testing.T, database string) {
 	e.mustRegister(t, e.admin, dt.ID, "", "text/csv", "lock-1, factory-secret-1")
 
 	status, raw := e.send(t, req{key: e.read, method: "GET", path: "/api/v1/devices/lock-1/credentials"})
-	if status != 200 || strings.Contains(string(raw), `"secret"`) {
+	if status != 200 || strings.Contains(string(raw), `"secret":`) {
 		t.Fatalf("listing = %d %s, want 200 without any secret", status, raw)
 	}
 	first := e.credentials(t, e.read, "lock-1")

@@ -293,15 +293,16 @@ func (o optionalTime) value(field string) (*time.Time, error) {
 
 func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Secret    string       `json:"secret"`
-		Generate  bool         `json:"generate"`
-		NotBefore optionalTime `json:"not_before"`
-		NotAfter  optionalTime `json:"not_after"`
+		Secret      string       `json:"secret"`
+		Generate    bool         `json:"generate"`
+		Certificate string       `json:"certificate"`
+		NotBefore   optionalTime `json:"not_before"`
+		NotAfter    optionalTime `json:"not_after"`
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	nc := devreg.NewCredential{Secret: in.Secret, Generate: in.Generate}
+	nc := devreg.NewCredential{Secret: in.Secret, Generate: in.Generate, Certificate: in.Certificate}
 	var err error
 	if nc.NotBefore, err = in.NotBefore.value("not_before"); err != nil {
 		return err

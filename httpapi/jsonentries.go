@@ -21,8 +21,8 @@ import (
 // behaviour is odd, the comments say so; keeping it means a client sees no change.
 
 // maxJSONValue bounds what the parser holds at once, however big the body: one string, number or
-// run of blanks, and one entry of the devices array. A valid entry, even with every character
-// escaped, is under 3 KiB.
+// run of blanks, and one entry of the devices array. A valid entry with a secret, even with every
+// character escaped, is under 3 KiB; one with a certificate (at most devcert.MaxPEMSize) under 20.
 //
 // The rule is the one the Decoder was held to by a filter in front of it: a run of bytes between
 // two structural bytes ({}[],: outside strings) may not reach maxJSONValue bytes, nor may an
@@ -441,7 +441,7 @@ func (p jsonPos) element(s *valueScanner, b []byte, off int64, end error) step {
 		if errors.As(end, &tooLong) {
 			// Refused as malformed rather than reported as an invalid entry: no valid entry
 			// comes near the bound.
-			return step{err: devreg.Errorf(devreg.EBADREQUEST, "body is refused: device entry %d, at byte offset %d, is longer than %d KiB (a valid one is under 3 KiB); nothing was registered",
+			return step{err: devreg.Errorf(devreg.EBADREQUEST, "body is refused: device entry %d, at byte offset %d, is longer than %d KiB (a valid one is under 20 KiB, a certificate included); nothing was registered",
 				e.Index, tooLong.offset, maxJSONValue>>10)}
 		}
 		return step{err: bodyEnded(end, off+int64(i))}

@@ -103,6 +103,8 @@ func (b *refJSONBounds) Read(p []byte) (int, error) {
 type refJSONDevice struct {
 	DeviceID *string `json:"device_id"`
 	Secret   *string `json:"secret"`
+	Cert     *string `json:"certificate"`
+	CertSHA  *string `json:"certificate_sha256"`
 }
 
 func (j *refJSONEntries) Next() (devreg.DeviceEntry, error) {
@@ -150,24 +152,33 @@ func (j *refJSONEntries) Next() (devreg.DeviceEntry, error) {
 		e.Problem = fmt.Sprintf("entry must be an object with string fields device_id and secret (%s is %s)", refOrEntry(typ.Field), typ.Value)
 	case err != nil && isUnknownField(err):
 		var clip devreg.ProblemList
-		e.Problem = fmt.Sprintf("entry has an unknown field %s; only device_id and secret are allowed", clip.Clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
+		e.Problem = fmt.Sprintf("entry has an unknown field %s; only device_id and one of secret, certificate and certificate_sha256 are allowed", clip.Clip(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	case errors.As(err, &tooLong):
 		// Refused as malformed rather than reported as an invalid entry: the decoder cannot
 		// yield the entry without holding all of it, and no valid entry comes near the bound.
-		return e, devreg.Errorf(devreg.EBADREQUEST, "body is refused: device entry %d, at byte offset %d, is longer than %d KiB (a valid one is under 3 KiB); nothing was registered",
+		return e, devreg.Errorf(devreg.EBADREQUEST, "body is refused: device entry %d, at byte offset %d, is longer than %d KiB (a valid one is under 20 KiB, a certificate included); nothing was registered",
 			e.Index, tooLong.offset, maxJSONValue>>10)
 	case err != nil:
 		return e, j.syntax(err)
 	case d.DeviceID == nil:
 		e.Problem = "entry has no device_id"
-	case d.Secret == nil:
-		e.Problem = "entry has no secret"
+	case d.Secret == nil && d.Cert == nil && d.CertSHA == nil:
+		e.Problem = "entry has no secret (or certificate, or certificate_sha256)"
+	case (d.Secret != nil) && (d.Cert != nil || d.CertSHA != nil) || d.Cert != nil && d.CertSHA != nil:
+		e.Problem = "entry has more than one of secret, certificate and certificate_sha256; send one"
 	}
 	if d.DeviceID != nil {
 		e.DeviceID = *d.DeviceID
 	}
 	if e.Problem == "" {
-		e.Secret = *d.Secret
+		for _, f := range []struct {
+			from *string
+			to   *string
+		}{{d.Secret, &e.Secret}, {d.Cert, &e.Certificate}, {d.CertSHA, &e.CertificateSHA256}} {
+			if f.from != nil {
+				*f.to = *f.from
+			}
+		}
 	}
 	return e, nil
 }

@@ -333,7 +333,7 @@ func testProblemsClipWhatTheyEcho(t *testing.T, database string) {
 	eb := decodeError(t, b)
 	want := []devreg.Problem{
 		{Index: 0, DeviceID: clipped, Message: "device ID is 500 characters long; at most 128 are allowed"},
-		{Index: 1, DeviceID: "ok-1", Message: fmt.Sprintf("entry has an unknown field %s; only device_id and secret are allowed", `"`+strings.Repeat("f", devreg.MaxEchoed-1)+"…")},
+		{Index: 1, DeviceID: "ok-1", Message: fmt.Sprintf("entry has an unknown field %s; only device_id and one of secret, certificate and certificate_sha256 are allowed", `"`+strings.Repeat("f", devreg.MaxEchoed-1)+"…")},
 	}
 	if status != 422 || !cmpProblems(t, want, eb.Problems) {
 		t.Errorf("= %d %s", status, b)

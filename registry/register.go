@@ -161,7 +161,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	res, err = stage.Apply(ctx, plan)
 	var conflicts *devreg.ConflictError
 	if errors.As(err, &conflicts) {
-		return res, conflictError(conflicts, c, dt.ID)
+		return res, conflictError(conflicts, c, dt.ID, read.certificates)
 	}
 	var taken *devreg.CertificatesTakenError
 	if errors.As(err, &taken) {
@@ -183,7 +183,11 @@ func repeatProblem(r devreg.Repeat) devreg.Problem {
 
 // conflictError refuses a registration into device type typeID that met registered devices,
 // naming their device types where the caller may see them.
-func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string) error {
+func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string, certificates bool) error {
+	credentialWord := "secret"
+	if certificates {
+		credentialWord = "credential (a secret, or another certificate)"
+	}
 	e := &devreg.Error{
 		Code: devreg.ECONFLICT,
 		Message: fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
@@ -194,7 +198,7 @@ func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string) err
 		p := devreg.Problem{Index: k.Index, Line: k.Line, DeviceID: k.DeviceID}
 		switch {
 		case k.RegisteredType == typeID:
-			p.Message = "device ID is already registered with a different secret or certificate"
+			p.Message = "device ID is already registered with a different " + credentialWord
 		case !c.Reaches(k.RegisteredType):
 			p.Message = "device ID is already registered under a device type this key does not reach"
 		default:
