@@ -48,9 +48,10 @@ type typeTrust struct {
 	field devcert.IDField
 }
 
-// trustOf reads the trusted CAs of device type dt. (Until device types hold CAs: none.)
+// trustOf reads the trusted CAs of device type dt.
 func (s *Service) trustOf(ctx context.Context, accountID string, dt devreg.DeviceType) (typeTrust, error) {
-	return typeTrust{field: devcert.SubjectCN}, nil
+	cas, err := s.TrustedCACerts(ctx, accountID, dt.ID)
+	return typeTrust{cas: cas, field: devcert.IDField(dt.IDField())}, err
 }
 
 // checkDeviceCertificate checks a certificate given for device deviceID at now, as registration

@@ -263,3 +263,88 @@ func testRegisterCertificates(t *testing.T, pg bool) {
 		t.Errorf("d1 (a secret) again with a certificate = %v, want a conflict", err)
 	}
 }
+
+// TestCertificatesOfTheTypesCA lets a device in by a certificate that chains to its type's trusted
+// CA and names it, as long as it holds no certificate of its own; registers devices by fingerprint
+// alone for a type with a CA, refusing a fingerprint listed twice or held by another device; and
+// refuses another type's CA, a certificate naming another device, a sibling certificate for a
+// pinned device and an expired or future certificate.
+func TestCertificatesOfTheTypesCA(t *testing.T) { forEachStore(t, testCertificatesOfTheTypesCA) }
+
+func testCertificatesOfTheTypesCA(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	ca, otherCA := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Other maker's CA")
+	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.AddTrustedCA(e.admin, other.ID, string(otherCA.PEM)); err != nil {
+		t.Fatal(err)
+	}
+
+	// d1 holds only a secret: a certificate of the type's CA naming it lets it in, without a credential.
+	if id, code, err := e.certLogin("d1", ca.Issue(t, "d1")); code != "" || id != "" {
+		t.Fatalf("d1 by its type's CA = %q, %v; want in, without a credential", id, err)
+	}
+	e.wantCertRefused(t, "another type's CA", "trusted CAs", "d1", otherCA.Issue(t, "d1"))
+	e.wantCertRefused(t, "a certificate naming another device", `"d2", not "d1"`, "d1", ca.Issue(t, "d2"))
+	e.wantCertRefused(t, "an expired certificate", "not valid now", "d1",
+		ca.Issue(t, "d1", certtest.Valid(time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))))
+	e.wantCertRefused(t, "a future certificate", "not valid now", "d1",
+		ca.Issue(t, "d1", certtest.Valid(time.Now().Add(time.Hour), time.Now().Add(48*time.Hour))))
+	e.wantCertRefused(t, "a server certificate", "trusted CAs", "d1",
+		ca.Issue(t, "d1", certtest.KeyUsage(x509.KeyUsageDigitalSignature, x509.ExtKeyUsageServerAuth)))
+
+	// By fingerprint alone.
+	c3, c4 := ca.Issue(t, "d3"), ca.Issue(t, "d4")
+	byFingerprint := func(idsAndCerts ...any) *certSource {
+		var s certSource
+		for i := 0; i+1 < len(idsAndCerts); i += 2 {
+			s = append(s, devreg.DeviceEntry{Index: i / 2, DeviceID: idsAndCerts[i].(string), CertificateSHA256: idsAndCerts[i+1].(*certtest.Cert).SHA256()})
+		}
+		return &s
+	}
+	res, err := e.svc.Register(e.admin, e.dt.ID, byFingerprint("d3", c3, "d4", c4), devreg.RegisterOptions{})
+	if err != nil || res.Created != 2 {
+		t.Fatalf("register by fingerprint = %+v, %v", res, err)
+	}
+	if id, code, err := e.certLogin("d3", c3); code != "" || id == "" {
+		t.Fatalf("d3 with its pinned certificate = %q, %v", id, err)
+	}
+	e.wantCertRefused(t, "a sibling certificate of a pinned device, from its type's CA", "none of them", "d3", ca.Issue(t, "d3"))
+	list, err := e.svc.ListCredentials(e.admin, "d3")
+	if err != nil || len(list) != 1 || list[0].SHA256 != c3.SHA256() || list[0].Subject != "" || list[0].NotAfter != nil {
+		t.Fatalf("d3's credentials = %+v, %v; want the fingerprint alone", list, err)
+	}
+	for what, src := range map[string]*certSource{
+		"two held by others":     byFingerprint("d5", c3, "d6", ca.Issue(t, "d6"), "d7", ca.Issue(t, "d7"), "d8", c4),
+		"held by another device": byFingerprint("d5", ca.Issue(t, "d5"), "d6", c4),
+	} {
+		_, err := e.svc.Register(e.admin, e.dt.ID, src, devreg.RegisterOptions{})
+		var de *devreg.Error
+		if !errors.As(err, &de) || de.Code != devreg.EINVALIDROWS || len(de.Problems) == 0 || !strings.Contains(de.Problems[0].Message, "another device") {
+			t.Errorf("%s: %v, want the entry named", what, err)
+		}
+	}
+	// Within one request.
+	dup := byFingerprint("d5", c3, "d6", c3)
+	_, err = e.svc.Register(e.admin, e.dt.ID, dup, devreg.RegisterOptions{DryRun: true})
+	var de *devreg.Error
+	if !errors.As(err, &de) || len(de.Problems) != 1 || de.Problems[0].Index != 1 || !strings.Contains(de.Problems[0].Message, "listed more than once") {
+		t.Errorf("a certificate twice in one request: %+v", err)
+	}
+	// A certificate held in the credentials table, not the device's row, is found too.
+	c9 := ca.Issue(t, "d1")
+	if _, err := e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Certificate: string(c9.PEM)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Register(e.admin, e.dt.ID, byFingerprint("d9", c9), devreg.RegisterOptions{}); devreg.ErrorCode(err) != devreg.EINVALIDROWS {
+		t.Errorf("d1's added certificate for d9: %v, want refused", err)
+	}
+	if _, code, _ := e.certLogin("d1", ca.Issue(t, "d1")); code != devreg.EUNAUTHORIZED {
+		t.Errorf("d1, pinned now, with another certificate of its CA = %q, want refused", code)
+	}
+}
