@@ -78,12 +78,15 @@ func main() {
 	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
 	listingLoad := flag.Bool("listing-load", false, "measure only a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)")
 	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
+	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	bin := flag.String("bin", "", "with -listing-load or -broker-load: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
 	case *backupOnly:
 		err = runBackupOnly(cfg.n)
+	case *certificates:
+		err = runCertificates(cfg)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:

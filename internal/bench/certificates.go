@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// runCertificates measures registering n devices by certificate fingerprint (certificate_sha256,
+// on a device type with a trusted CA) against n devices by secret, through one real server on
+// SQLite, each into its own new device type, alternately, cfg.runs times; it prints the medians and
+// their ratio (issue 23 asks for at most 1.2). Both bodies are JSON, so that only the credential
+// differs. -n defaults to 100,000 here.
+func runCertificates(cfg config) error {
+	if !flagSet("n") {
+		cfg.n = 100_000
+	}
+	b, err := newBench(cfg, "")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	ctx := context.Background()
+	srv, err := b.startServer(ctx, "certificates")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	caPEM, err := benchCA()
+	if err != nil {
+		return err
+	}
+	var secrets, fingerprints []float64
+	for run := range cfg.runs {
+		for _, byCert := range []bool{false, true} {
+			name := fmt.Sprintf("run%d-%v", run, byCert)
+			typeID, err := srv.newType(ctx, name)
+			if err != nil {
+				return err
+			}
+			if byCert {
+				if err := addCA(ctx, srv, typeID, caPEM); err != nil {
+					return err
+				}
+			}
+			path := filepath.Join(b.dir, name+".json")
+			if err := writeCredentialFile(path, name, cfg.n, byCert); err != nil {
+				return err
+			}
+			m, err := srv.register(ctx, name, typeID, path, "application/json", false, http.StatusOK, func(r regResult) bool { return r.Created == int64(cfg.n) })
+			os.Remove(path)
+			if err != nil {
+				return err
+			}
+			if *certStages {
+				fmt.Printf("  %s: %.2f s, stages %v\n", name, m.value, m.stages)
+			}
+			if byCert {
+				fingerprints = append(fingerprints, m.value)
+			} else {
+				secrets = append(secrets, m.value)
+			}
+		}
+	}
+	s, f := medianOf(secrets), medianOf(fingerprints)
+	fmt.Printf("devreg bench -certificates: %d devices per request, one SQLite server, %d runs (median)\n", cfg.n, cfg.runs)
+	fmt.Printf("  by secret:             %7.2f s  (%.0f devices/s)\n", s, float64(cfg.n)/s)
+	fmt.Printf("  by certificate_sha256: %7.2f s  (%.0f devices/s)\n", f, float64(cfg.n)/f)
+	fmt.Printf("  ratio fingerprint/secret: %.2f (issue 23: at most 1.2)\n", f/s)
+	return nil
+}
+
+var certStages = flag.Bool("certificate-stages", false, "with -certificates: print each registration's Server-Timing stages")
+
+// flagSet reports whether the command line set the flag.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func medianOf(xs []float64) float64 {
+	ds := make([]time.Duration, len(xs))
+	for i, x := range xs {
+		ds[i] = time.Duration(x * float64(time.Second))
+	}
+	return median(ds).Seconds()
+}
+
+// writeCredentialFile writes a JSON registration body of n devices, each with a random secret or
+// a random fingerprint.
+func writeCredentialFile(path, prefix string, n int, byCert bool) error {
+	var buf bytes.Buffer
+	buf.WriteString(`{"devices": [`)
+	raw := make([]byte, 32)
+	for i := range n {
+		if i > 0 {
+			buf.WriteString(",\n")
+		}
+		rand.Read(raw)
+		field, value := "secret", hex.EncodeToString(raw[:16])
+		if byCert {
+			field, value = "certificate_sha256", hex.EncodeToString(raw)
+		}
+		fmt.Fprintf(&buf, `{"device_id": "%s-%08d", "%s": "%s"}`, prefix, i, field, value)
+	}
+	buf.WriteString("]}\n")
+	return os.WriteFile(path, buf.Bytes(), 0o600)
+}
+
+// benchCA makes a self-signed CA certificate for the bench's device types.
+func benchCA() (string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "devreg bench factory CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+}
+
+// addCA makes caPEM a trusted CA of the device type.
+func addCA(ctx context.Context, srv *server, typeID, caPEM string) error {
+	body, _ := json.Marshal(map[string]string{"certificate": caPEM})
+	req, err := http.NewRequestWithContext(ctx, "POST", srv.url+"/api/v1/devicetypes/"+url.PathEscape(typeID)+"/cas", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+srv.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("add CA: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
