@@ -126,10 +126,12 @@ func (st *Stage) certificatesTakenIn(ctx context.Context, q handle, plan devreg.
 	if !isCertificates(plan) {
 		return false, nil
 	}
+	// Driven by the credentials table's certificates, which are few next to a batch: each is one
+	// look into devices' fingerprint index.
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT count(*) FROM credentials c JOIN devices d ON d.account_num = c.account_num AND d.`+certificateKey+`
-			AND d.secret_hash = c.secret_hash AND d.device_id <> c.device_id
-		WHERE c.account_num = ? AND c.`+certificateKey+` AND d.batch_id = ?`, account, plan.Batch.ID).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT count(*) FROM credentials c WHERE c.account_num = ? AND c.`+certificateKey+`
+		AND EXISTS (SELECT 1 FROM devices d WHERE d.account_num = c.account_num AND d.`+certificateKey+`
+			AND d.secret_hash = c.secret_hash AND d.batch_id = ? AND d.device_id <> c.device_id)`, account, plan.Batch.ID).Scan(&n)
 	return n > 0, err
 }
 
