@@ -1,4 +1,4 @@
-package httpapi
+package httpapi_test
 
 import (
 	"encoding/json"
@@ -71,7 +71,8 @@ func testCertificateCredentials(t *testing.T, database string) {
 	}
 	mixed, _ := json.Marshal(map[string]any{"devices": []map[string]string{
 		{"device_id": "lock-4", "certificate": string(ca.Issue(t, "lock-4").PEM), "secret": "a-secret-too-long"}}})
-	if status, raw := e.register(t, e.admin, dt.ID, "", "application/json", string(mixed)); status != 422 || !strings.Contains(string(raw), "more than one of secret, certificate") {
+	if status, raw := e.send(t, req{key: e.admin, method: "PUT", path: "/api/v1/devicetypes/" + dt.ID + "/device_ids",
+		contentType: "application/json", body: string(mixed), invalid: true}); status != 422 || !strings.Contains(string(raw), "more than one of secret, certificate") {
 		t.Errorf("an entry with a secret and a certificate = %d %s", status, raw)
 	}
 }

@@ -79,7 +79,7 @@ func testCredentials(t *testing.T, database string) {
 	t.Run("201/secret-with-window", func(t *testing.T) {
 		ours = e.addCredential(t, "lock-1", fmt.Sprintf(`{"secret": "second-secret-22", "not_before": %q, "not_after": %q}`,
 			from.Format(time.RFC3339), until.In(time.FixedZone("CET", 3600)).Format(time.RFC3339)))
-		want := devreg.Credential{ID: ours.ID, CreatedAt: ours.CreatedAt, NotBefore: &from, NotAfter: &until, Status: devreg.StatusEnabled, Source: devreg.CredentialFromAPI}
+		want := devreg.Credential{ID: ours.ID, CreatedAt: ours.CreatedAt, NotBefore: &from, NotAfter: &until, Status: devreg.StatusEnabled, Source: devreg.CredentialFromAPI, Kind: devreg.CredentialSecret}
 		if diff := cmp.Diff(want, ours); diff != "" || ours.ID == "" || ours.ID == registration.ID {
 			t.Errorf("added credential (-want +got):\n%s", diff)
 		}

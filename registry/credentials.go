@@ -89,7 +89,7 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 	current := s.keys.Current()
 	added := devreg.StoredCredential{
 		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, NotBefore: nc.NotBefore, NotAfter: nc.NotAfter,
-			Status: devreg.StatusEnabled, Source: source},
+			Status: devreg.StatusEnabled, Source: source, Kind: devreg.CredentialSecret},
 		KeyID: current.ID, Hash: credential.Hash(current, c.AccountID, deviceID, secret),
 	}
 	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, credFields(added.Credential))
@@ -297,8 +297,9 @@ func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devr
 	newSecret := credential.RandomString(max(GeneratedSecretLength, t.MinSecretLength))
 	current := s.keys.Current()
 	added := devreg.StoredCredential{
-		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, Status: devreg.StatusEnabled, Source: devreg.CredentialFromDevice},
-		KeyID:      current.ID, Hash: credential.Hash(current, accountID, deviceID, newSecret),
+		Credential: devreg.Credential{ID: credential.RandomID("cr", 16), CreatedAt: now, Status: devreg.StatusEnabled, Source: devreg.CredentialFromDevice,
+			Kind: devreg.CredentialSecret},
+		KeyID: current.ID, Hash: credential.Hash(current, accountID, deviceID, newSecret),
 	}
 	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: usedID}
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorDevice, ID: deviceID, Name: deviceID}, "credential.rotate",
