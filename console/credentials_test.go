@@ -107,7 +107,7 @@ func testCredentials(t *testing.T, database string) {
 			t.Errorf("the page after adding a typed secret shows the secret")
 		}
 		c, ok := findCredential(e.credentials(t, "lock-1"), typedID)
-		want := devreg.Credential{ID: typedID, CreatedAt: c.CreatedAt, Status: devreg.StatusEnabled, Source: devreg.CredentialFromConsole,
+		want := devreg.Credential{ID: typedID, CreatedAt: c.CreatedAt, Status: devreg.StatusEnabled, Source: devreg.CredentialFromConsole, Kind: devreg.CredentialSecret,
 			NotBefore: new(time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)), NotAfter: new(time.Date(2031, 6, 7, 8, 9, 10, 0, time.UTC))}
 		if diff := cmp.Diff(want, c); !ok || diff != "" {
 			t.Errorf("the typed credential as stored (-want +got), times read as UTC:\n%s", diff)

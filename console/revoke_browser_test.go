@@ -62,7 +62,7 @@ func TestBrowserRevokeDeviceMade(t *testing.T) {
 	if n := deviceMade("lk-1"); n != 0 {
 		t.Errorf("lk-1 still holds %d device-made credentials", n)
 	}
-	sources, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#credential-list tbody tr")].map(r => r.cells[5].innerText)`))
+	sources, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#credential-list tbody tr")].map(r => r.cells[6].innerText)`))
 	must(t, err)
 	if len(sources) != 1 || sources[0] != "registration" {
 		t.Errorf("the credentials listed after revoking come from %v, want the registration only", sources)
