@@ -207,6 +207,11 @@ func (s *Service) addCertificateDetails(ctx context.Context, accountID string, l
 // type's trusted CAs now, and the certificate's ID field holds the device ID; the device then
 // authenticates with no credential (CredentialID empty). The device and its batch must be enabled.
 //
+// A device that is not registered is registered now if exactly one device type with auto_register
+// on trusts its certificate for its ID (just-in-time registration, see autoRegister), and then
+// logs in with its certificate, pinned; beyond the type's auto_register_limit the answer is
+// ERATELIMITED with ErrAutoRegisterLimit in its chain and RetryAfter set.
+//
 // Failures count toward the same throttle as wrong secrets (DeviceMaxFailures per
 // DeviceFailureWindow), and are ErrInvalidClient to the device; the reason is a
 // *CertificateRefused in the error's chain, for the log.
@@ -229,9 +234,18 @@ func (s *Service) AuthenticateDeviceCertificate(ctx context.Context, accountID, 
 	if failures >= DeviceMaxFailures {
 		return AuthenticatedDevice{}, throttled(since)
 	}
-	cred, refusal, err := s.checkCertificate(ctx, accountID, deviceID, d, chain, now)
-	if err != nil {
-		return AuthenticatedDevice{}, err
+	var refusal error
+	if d.DeviceTypeID == "" {
+		// Not registered: a device type with auto_register on may register it now (autoregister.go).
+		if d, refusal, err = s.autoRegister(ctx, accountID, deviceID, chain, now); err != nil {
+			return AuthenticatedDevice{}, err
+		}
+	}
+	var cred devreg.StoredCredential
+	if refusal == nil {
+		if cred, refusal, err = s.checkCertificate(ctx, accountID, deviceID, d, chain, now); err != nil {
+			return AuthenticatedDevice{}, err
+		}
 	}
 	if refusal != nil {
 		failures, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), key, now, DeviceFailureWindow)

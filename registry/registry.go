@@ -66,6 +66,7 @@ type Store interface {
 	ChangeCredentials(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 	AddCertificateCredential(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 	CertificateDetails(ctx context.Context, accountID string, fingerprints [][]byte) (map[[32]byte]devreg.CertificateDetails, error)
+	AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devreg.AutoRegisterResult, error)
 	RevokeBatchCredentials(ctx context.Context, accountID, typeID, batchID string, now time.Time,
 		audit func(devreg.BatchRevocation) *devreg.AuditEntry) (devreg.BatchRevocation, []devreg.DeviceLeft, error)
 
