@@ -96,7 +96,9 @@ func testAutoRegisterFindsOrCreatesOnce(t *testing.T, url string) {
 	}
 
 	next := day.Add(2 * time.Minute) // the next UTC day
-	run(func(i int) (devreg.AutoRegisterResult, error) { return reg(i, fmt.Sprintf("dev-%02d", i), byte(i+2), next) })
+	run(func(i int) (devreg.AutoRegisterResult, error) {
+		return reg(i, fmt.Sprintf("dev-%02d", i), byte(i+2), next)
+	})
 	batches, created := map[string]bool{}, 0
 	for i, r := range results {
 		if !r.Registered {
