@@ -13,7 +13,9 @@ import (
 // a device register itself by its certificate, and reads the day's batch, the type's count and
 // the audit entry through the API: the answers (validated against the OpenAPI document) show
 // the batch's source auto_register and the device as the entry's actor.
-func TestAutoRegisteredBatchOverTheAPI(t *testing.T) { forEachStore(t, testAutoRegisteredBatchOverTheAPI) }
+func TestAutoRegisteredBatchOverTheAPI(t *testing.T) {
+	forEachStore(t, testAutoRegisteredBatchOverTheAPI)
+}
 
 func testAutoRegisteredBatchOverTheAPI(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
