@@ -1,10 +1,18 @@
 package brokerapi
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
+	"devreg"
 	"devreg/broker"
+	"devreg/devcert"
+	"devreg/registry"
 )
 
 // RabbitMQ: rabbitmq_auth_backend_http with auth_http.http_method = post. Each path gets a form
@@ -29,6 +37,9 @@ func rabbitDevice(username string) (string, bool) {
 	return id, !strings.Contains(id, ".")
 }
 
+// rabbitUser: a login with a password field is one by password (RabbitMQ sends the field even
+// when it is empty); one without is a login RabbitMQ made from the client's certificate
+// (mqtt.ssl_cert_login, AMQP's EXTERNAL), whose username is the name it read from it.
 func (h *Handler) rabbitUser(w http.ResponseWriter, r *http.Request) error {
 	if err := form(r); err != nil {
 		return err
@@ -37,20 +48,31 @@ func (h *Handler) rabbitUser(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := rabbitDevice(username); !ok {
 		return h.rabbitAnswer(w, "login", false)
 	}
-	// RabbitMQ sends the MQTT client ID as client_id (3.10.8 does); where it is missing,
-	// /resource still ties the device's queues to its own ID.
-	allowed, _, err := h.login(r.Context(), username, r.PostForm.Get("client_id"), r.PostForm.Get("password"))
+	// RabbitMQ sends the MQTT client ID as client_id (3.10.8 does, with a password); where it is
+	// missing, /vhost and /resource still tie the session to the device's own ID.
+	bc := registry.BrokerCredentials{Username: username, ClientID: r.PostForm.Get("client_id"), Password: r.PostForm.Get("password")}
+	if _, password := r.PostForm["password"]; !password {
+		bc.CommonName = username
+	}
+	allowed, _, err := h.login(r.Context(), "rabbitmq", bc)
 	if err != nil {
 		return err
 	}
 	return h.rabbitAnswer(w, "login", allowed)
 }
 
+// rabbitVHost allows the one virtual host, and only with the device's own client ID where
+// RabbitMQ sends one (a certificate login reaches devreg with the client ID first here).
 func (h *Handler) rabbitVHost(w http.ResponseWriter, r *http.Request) error {
 	if err := form(r); err != nil {
 		return err
 	}
-	return h.rabbitAnswer(w, "vhost", r.PostForm.Get("vhost") == h.vhost)
+	f := r.PostForm
+	id, ok := rabbitDevice(f.Get("username"))
+	if _, sent := f["client_id"]; sent && f.Get("client_id") != id {
+		ok = false
+	}
+	return h.rabbitAnswer(w, "vhost", ok && f.Get("vhost") == h.vhost)
 }
 
 // rabbitResource allows the MQTT exchange and the device's own MQTT subscription queues
@@ -102,22 +124,28 @@ func (h *Handler) rabbitTopic(w http.ResponseWriter, r *http.Request) error {
 
 // EMQX 5: HTTP authentication and authorization with JSON bodies.
 
-// jsonLogin reads and decides the login that EMQX and mosquitto-go-auth both send as
-// {"username", "password", "clientid"}.
-func (h *Handler) jsonLogin(r *http.Request) (allowed bool, expires int64, err error) {
+// emqxAuthn: with the body template of the README, EMQX sends the client certificate too (on a
+// TLS listener that asks for one): cert_pem, the DER in base64, and cert_common_name. A client
+// that sent no password arrives with "password": "", and is logged in by its certificate.
+func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Username string `json:"username"`
-		Password string `json:"password"`
-		ClientID string `json:"clientid"`
+		Username       string `json:"username"`
+		Password       string `json:"password"`
+		ClientID       string `json:"clientid"`
+		CertCommonName string `json:"cert_common_name"`
+		CertPEM        string `json:"cert_pem"`
 	}
 	if err := decode(r, &in); err != nil {
-		return false, 0, err
+		return err
 	}
-	return h.login(r.Context(), in.Username, in.ClientID, in.Password)
-}
-
-func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
-	allowed, expires, err := h.jsonLogin(r)
+	bc := registry.BrokerCredentials{Username: in.Username, ClientID: in.ClientID, Password: in.Password, CommonName: in.CertCommonName}
+	if in.CertPEM != "" {
+		var err error
+		if bc.CertificateDER, err = certificateDER(in.CertPEM); err != nil {
+			return devreg.Errorf(devreg.EBADREQUEST, "cert_pem: %v", err)
+		}
+	}
+	allowed, expires, err := h.login(r.Context(), "emqx", bc)
 	if err != nil {
 		return err
 	}
@@ -130,6 +158,27 @@ func (h *Handler) emqxAuthn(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return writeJSON(w, out)
+}
+
+// certificateDER reads the certificate a broker sent: EMQX's ${cert_pem} is, despite its name,
+// the DER in standard base64 with no armour and no line breaks; a PEM block is taken too.
+func certificateDER(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > devcert.MaxPEMSize {
+		return nil, fmt.Errorf("certificate is %d bytes; at most %d are accepted", len(s), devcert.MaxPEMSize)
+	}
+	if strings.HasPrefix(s, "-----BEGIN") {
+		b, rest := pem.Decode([]byte(s))
+		if b == nil || b.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) > 0 {
+			return nil, errors.New("not one PEM block of type CERTIFICATE")
+		}
+		return b.Bytes, nil
+	}
+	der, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("neither a PEM certificate nor a DER certificate in base64 (EMQX's ${cert_pem})")
+	}
+	return der, nil
 }
 
 func (h *Handler) emqxAuthz(w http.ResponseWriter, r *http.Request) error {
@@ -168,7 +217,15 @@ func (h *Handler) mosquittoAnswer(w http.ResponseWriter, check string, ok bool, 
 }
 
 func (h *Handler) mosquittoUser(w http.ResponseWriter, r *http.Request) error {
-	allowed, _, err := h.jsonLogin(r)
+	var in struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		ClientID string `json:"clientid"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	allowed, _, err := h.login(r.Context(), "mosquitto", registry.BrokerCredentials{Username: in.Username, ClientID: in.ClientID, Password: in.Password})
 	if err != nil {
 		return err
 	}
@@ -180,7 +237,9 @@ func (h *Handler) mosquittoSuperuser(w http.ResponseWriter, r *http.Request) err
 	return h.mosquittoAnswer(w, "superuser", false, "devices are never superusers")
 }
 
-// mosquittoACL: acc is 1 read, 2 write, 3 read and write, 4 subscribe.
+// mosquittoACL: acc is 1 read, 2 write, 3 read and write, 4 subscribe. A listener with
+// use_identity_as_username lets a device in by its certificate without calling the user URI, so
+// this may be the first devreg hears of the device: BrokerAllowsUnannounced.
 func (h *Handler) mosquittoACL(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		Username string `json:"username"`
@@ -202,7 +261,7 @@ func (h *Handler) mosquittoACL(w http.ResponseWriter, r *http.Request) error {
 	}
 	allowed := len(actions) > 0
 	for _, a := range actions {
-		ok, err := h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, in.Topic, a)
+		ok, err := h.svc.BrokerAllowsUnannounced(r.Context(), in.Username, in.ClientID, in.Topic, a)
 		if err != nil {
 			return err
 		}
@@ -230,7 +289,7 @@ func (h *Handler) verneMQ(w http.ResponseWriter, r *http.Request) error {
 	var err error
 	switch hook := r.Header.Get("vernemq-hook"); hook {
 	case "auth_on_register":
-		allowed, _, err = h.login(r.Context(), in.Username, in.ClientID, in.Password)
+		allowed, _, err = h.login(r.Context(), "vernemq", registry.BrokerCredentials{Username: in.Username, ClientID: in.ClientID, Password: in.Password})
 	case "auth_on_publish":
 		allowed, err = h.svc.BrokerAllows(r.Context(), in.Username, in.ClientID, in.Topic, broker.Publish)
 	case "auth_on_subscribe": // "ok" only when every requested filter is allowed

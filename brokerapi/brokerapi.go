@@ -27,7 +27,7 @@ type Handler struct {
 	log *slog.Logger
 	// RabbitMQ: the virtual host and the exchange its MQTT plugin uses.
 	vhost, exchange string
-	checks          *prometheus.CounterVec
+	checks, logins  *prometheus.CounterVec
 	auth            *authn.Authenticator
 }
 
@@ -40,7 +40,8 @@ func (h *Handler) AuthenticateWith(a *authn.Authenticator) { h.auth = a }
 type Config struct {
 	RabbitMQVHost    string // "" for "/"
 	RabbitMQExchange string // "" for "amq.topic"
-	// Metrics gets the count of checks by broker, check and answer; nil counts nowhere.
+	// Metrics gets the count of checks by broker, check and answer, and of logins by broker,
+	// method and answer; nil counts nowhere.
 	Metrics prometheus.Registerer
 }
 
@@ -56,8 +57,11 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) *Handler {
 	h.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "devreg_broker_checks_total", Help: "Checks brokers asked devreg for, by broker, check (login, publish, subscribe, ...) and answer.",
 	}, []string{"broker", "check", "answer"})
+	h.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "devreg_broker_logins_total", Help: "Device logins brokers asked devreg about, by broker, method (secret, token, certificate, common_name) and answer.",
+	}, []string{"broker", "method", "answer"})
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(h.checks)
+		cfg.Metrics.MustRegister(h.checks, h.logins)
 	}
 	return h
 }
@@ -100,20 +104,27 @@ func (h *Handler) authenticated(fn respond.HandlerFunc) respond.HandlerFunc {
 
 // login decides whether a device may connect, with what its broker sent: the core every
 // broker's login goes through. It returns, for a device that logged in with a token, when the
-// token expires (Unix seconds), else 0.
-func (h *Handler) login(ctx context.Context, username, clientID, password string) (allowed bool, expires int64, err error) {
-	dev, err := h.svc.BrokerLogin(ctx, registry.BrokerCredentials{Username: username, ClientID: clientID, Password: password})
+// token expires (Unix seconds), else 0. A refused certificate login is logged with its reason,
+// which the broker is never told.
+func (h *Handler) login(ctx context.Context, brokerName string, bc registry.BrokerCredentials) (allowed bool, expires int64, err error) {
+	dev, err := h.svc.BrokerLogin(ctx, bc)
+	method := bc.Method()
+	var refused *registry.CertificateRefused
 	switch code := devreg.ErrorCode(err); {
 	case err == nil:
 		if !dev.Expires.IsZero() {
 			expires = dev.Expires.Unix()
 		}
-		return true, expires, nil
+		allowed = true
+	case errors.As(err, &refused):
+		h.log.InfoContext(ctx, "broker login by certificate refused", "broker", brokerName, "method", method,
+			"username", bc.Username, "common_name", bc.CommonName, "reason", refused.Error())
 	case errors.Is(err, registry.ErrInvalidClient), code == devreg.ERATELIMITED:
-		return false, 0, nil
 	default:
 		return false, 0, err // a wrong key, or the database failed: not the device's answer
 	}
+	h.logins.WithLabelValues(brokerName, string(method), answer(allowed)).Inc()
+	return allowed, expires, nil
 }
 
 // maxHookBody bounds what a broker sends: a few short fields.
@@ -142,11 +153,15 @@ func form(r *http.Request) error {
 
 // count records the answer to one check of a broker.
 func (h *Handler) count(brokerName, check string, allowed bool) {
-	answer := "deny"
+	h.checks.WithLabelValues(brokerName, check, answer(allowed)).Inc()
+}
+
+// answer is an answer's label in the metrics.
+func answer(allowed bool) string {
 	if allowed {
-		answer = "allow"
+		return "allow"
 	}
-	h.checks.WithLabelValues(brokerName, check, answer).Inc()
+	return "deny"
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

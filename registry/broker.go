@@ -2,13 +2,16 @@ package registry
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"devreg"
 	"devreg/broker"
 	"devreg/credential"
+	"devreg/devcert"
 )
 
 // AuthorizeBroker refuses a caller without a key of scope broker: every broker endpoint asks,
@@ -30,9 +33,44 @@ type BrokerDevice struct {
 
 // BrokerCredentials are what a broker sent for a device's login, as it sent them.
 type BrokerCredentials struct {
-	Username string // the device ID, or DEVICE_ID@ACCOUNT_ID
+	Username string // the device ID, or DEVICE_ID@ACCOUNT_ID; "" where the broker sends none
 	ClientID string // the MQTT client ID; "" where the broker does not send it
-	Password string // a secret or a device token: BrokerLogin tells them apart
+	Password string // a secret or a device token: BrokerLogin tells them apart; "" for none
+	// CertificateDER is the device's certificate where the broker sends it whole (EMQX's
+	// ${cert_pem}); nil where it does not. BrokerLogin reads it only for a login without a password.
+	CertificateDER []byte
+	// CommonName is the common name of the certificate the broker verified in the TLS handshake,
+	// where the broker sends that alone (RabbitMQ's ssl_cert_login, EMQX's ${cert_common_name}).
+	CommonName string
+}
+
+// A BrokerMethod is how a device logs in through its broker, as the metrics count it.
+type BrokerMethod string
+
+// The ways a device logs in through its broker.
+const (
+	BrokerBySecret      BrokerMethod = "secret"
+	BrokerByToken       BrokerMethod = "token"
+	BrokerByCertificate BrokerMethod = "certificate" // a certificate sent whole, without a password
+	BrokerByCommonName  BrokerMethod = "common_name" // a verified common name alone, without a password
+)
+
+// Method says how the device logs in with bc: a password, when there is one, is a token or a
+// secret (a device that sends one on a TLS listener logs in by it, as the brokers themselves do);
+// without one, by the certificate the broker sent or else by its common name.
+func (bc BrokerCredentials) Method() BrokerMethod {
+	switch {
+	case bc.Password != "" && looksLikeToken(bc.Password):
+		return BrokerByToken
+	case bc.Password != "":
+		return BrokerBySecret
+	case len(bc.CertificateDER) > 0:
+		return BrokerByCertificate
+	case bc.CommonName != "":
+		return BrokerByCommonName
+	default:
+		return BrokerBySecret // an empty one, refused as any wrong secret
+	}
 }
 
 // brokerDeviceID reads the MQTT username a device presents: its device ID, or
@@ -53,16 +91,23 @@ func brokerDeviceID(c devreg.Caller, username string) (string, bool) {
 // included). A token is accepted even while the device is throttled: tokens cannot be guessed,
 // so devices that use them ride out someone spending the device's failures. The device and its
 // batch must be enabled. Every refusal is ErrInvalidClient, or ERATELIMITED for a throttled secret.
+//
+// A login without a password, by a certificate or a common name, is taken only from a key made
+// with trusts_broker_tls; see brokerCertificateLogin.
 func (s *Service) BrokerLogin(ctx context.Context, bc BrokerCredentials) (BrokerDevice, error) {
 	c, err := authorize(ctx, devreg.ScopeBroker)
 	if err != nil {
 		return BrokerDevice{}, err
 	}
+	method := bc.Method()
+	if method == BrokerByCertificate || method == BrokerByCommonName {
+		return s.brokerCertificateLogin(ctx, c, bc, method)
+	}
 	deviceID, ok := brokerDeviceID(c, bc.Username)
 	if !ok || bc.ClientID != "" && bc.ClientID != deviceID {
 		return BrokerDevice{}, ErrInvalidClient
 	}
-	if looksLikeToken(bc.Password) {
+	if method == BrokerByToken {
 		return s.brokerTokenLogin(ctx, c, deviceID, bc.Password)
 	}
 	dev, err := s.AuthenticateDevice(ctx, c.AccountID, deviceID, bc.Password)
@@ -74,6 +119,95 @@ func (s *Service) BrokerLogin(ctx context.Context, bc BrokerCredentials) (Broker
 	}
 	s.markSeen(c.AccountID, deviceID, s.now())
 	return BrokerDevice{AccountID: dev.AccountID, DeviceID: dev.DeviceID, DeviceTypeID: dev.DeviceTypeID}, nil
+}
+
+// brokerCertificateLogin is BrokerLogin without a password. A certificate is public, so a broker
+// that sends one attests that the device proved it holds its key in the TLS handshake: only a
+// key made with trusts_broker_tls is believed. The device is the one the username names (the
+// common name where there is no username). A certificate sent whole must then pass devreg's own
+// check as well (AuthenticateDeviceCertificate: a pinned fingerprint, or a chain to the type's
+// CAs for a device that pins none; its failures count toward the device's throttle). A common
+// name alone must name the same device, which must be one that may log in by certificate at all
+// (certificateDevice): the chain was the broker's to verify.
+func (s *Service) brokerCertificateLogin(ctx context.Context, c devreg.Caller, bc BrokerCredentials, method BrokerMethod) (BrokerDevice, error) {
+	if !c.TrustsBrokerTLS {
+		return BrokerDevice{}, refusedCertificate("a login without a password, from a broker key made without trusts_broker_tls", nil)
+	}
+	name := bc.Username
+	if name == "" {
+		name = bc.CommonName
+	}
+	deviceID, ok := brokerDeviceID(c, name)
+	if !ok || bc.ClientID != "" && bc.ClientID != deviceID {
+		return BrokerDevice{}, ErrInvalidClient
+	}
+	if method == BrokerByCertificate {
+		cert, err := x509.ParseCertificate(bc.CertificateDER)
+		if err == nil {
+			err = devcert.Check(cert)
+		}
+		if err != nil {
+			return BrokerDevice{}, refusedCertificate("the broker sent a certificate devreg does not take", err)
+		}
+		dev, err := s.AuthenticateDeviceCertificate(ctx, c.AccountID, deviceID, []*x509.Certificate{cert})
+		if err != nil {
+			return BrokerDevice{}, err
+		}
+		if !c.Reaches(dev.DeviceTypeID) {
+			return BrokerDevice{}, ErrInvalidClient
+		}
+		s.markSeen(c.AccountID, deviceID, s.now())
+		return BrokerDevice{AccountID: c.AccountID, DeviceID: deviceID, DeviceTypeID: dev.DeviceTypeID}, nil
+	}
+	if cn, ok := brokerDeviceID(c, bc.CommonName); !ok || cn != deviceID {
+		return BrokerDevice{}, refusedCertificate(fmt.Sprintf("the username names device %q, the certificate's common name another", deviceID), nil)
+	}
+	now := s.now()
+	d, err := s.certificateDevice(ctx, c, deviceID, now)
+	if err != nil {
+		return BrokerDevice{}, err
+	}
+	s.markSeen(c.AccountID, deviceID, now)
+	return BrokerDevice{AccountID: c.AccountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID}, nil
+}
+
+// certificateDevice reads device deviceID for a broker that vouches for its certificate without
+// sending it (a common name, or an MQTT username it took from the certificate), and refuses it
+// unless it is registered, reached by the key, enabled with its batch, and may log in by a
+// certificate at all: it holds a certificate credential, one of which is enabled and inside its
+// window (disabling a device's certificates stops such logins), or it holds none and its type
+// trusts a CA. A device that logs in with secrets only is never let in by a name. The throttle
+// does not apply: a broker that verified the certificate leaves nothing to guess.
+func (s *Service) certificateDevice(ctx context.Context, c devreg.Caller, deviceID string, now time.Time) (devreg.DeviceAuth, error) {
+	d, err := s.deviceAuth(ctx, c.AccountID, deviceID)
+	switch {
+	case err != nil:
+		return d, err
+	case d.DeviceTypeID == "" || !c.Reaches(d.DeviceTypeID):
+		return d, refusedCertificate("no such device", nil)
+	case !d.Enabled:
+		return d, refusedCertificate("device or its batch is disabled", nil)
+	}
+	pinned := false
+	for _, cr := range d.Credentials {
+		if cr.KeyID == devreg.CertificateKeyID {
+			if cr.ValidAt(now) {
+				return d, nil
+			}
+			pinned = true
+		}
+	}
+	if pinned {
+		return d, refusedCertificate("every certificate credential of the device is disabled or outside its window", nil)
+	}
+	cas, err := s.store.TrustedCAs(ctx, c.AccountID, d.DeviceTypeID)
+	if err != nil {
+		return d, err
+	}
+	if len(cas) == 0 {
+		return d, refusedCertificate("device holds no certificate credential and its type trusts no CA: a device with secrets only is not let in by a certificate's name", nil)
+	}
+	return d, nil
 }
 
 // brokerTokenLogin is BrokerLogin with a device token: the checks of VerifyDeviceToken, with
@@ -105,6 +239,20 @@ func looksLikeToken(s string) bool {
 // subscribe to a topic filter: only within its type's filters for that action, with the
 // placeholders filled in for the device, and only while the device and its batch are enabled.
 func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic string, action broker.Action) (bool, error) {
+	return s.brokerAllows(ctx, username, clientID, topic, action, false)
+}
+
+// BrokerAllowsUnannounced is BrokerAllows for a broker that may let devices in by their
+// certificate without asking devreg first (Mosquitto with use_identity_as_username: its ACL
+// check is the first devreg hears of the device, and cannot tell such a login from one by
+// password). From a key made with trusts_broker_tls, the device must also be one that may log in
+// by a certificate (as for a common name at BrokerLogin), so that a device with secrets only is
+// never let in by a certificate's name; from any other key it is BrokerAllows.
+func (s *Service) BrokerAllowsUnannounced(ctx context.Context, username, clientID, topic string, action broker.Action) (bool, error) {
+	return s.brokerAllows(ctx, username, clientID, topic, action, true)
+}
+
+func (s *Service) brokerAllows(ctx context.Context, username, clientID, topic string, action broker.Action, unannounced bool) (bool, error) {
 	c, err := authorize(ctx, devreg.ScopeBroker)
 	if err != nil {
 		return false, err
@@ -124,7 +272,15 @@ func (s *Service) BrokerAllows(ctx context.Context, username, clientID, topic st
 	if !ok {
 		return false, nil
 	}
-	d, err := s.deviceAuth(ctx, c.AccountID, deviceID)
+	var d devreg.DeviceAuth
+	if unannounced && c.TrustsBrokerTLS {
+		d, err = s.certificateDevice(ctx, c, deviceID, s.now())
+		if errors.Is(err, ErrInvalidClient) {
+			return false, nil
+		}
+	} else {
+		d, err = s.deviceAuth(ctx, c.AccountID, deviceID)
+	}
 	if err != nil {
 		return false, err
 	}
