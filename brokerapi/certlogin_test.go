@@ -5,12 +5,16 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/rabbittest"
 )
 
 // certFleet is a fleet with devices that log in by certificate, and a second broker key, made
@@ -235,4 +239,127 @@ func TestCertificateLoginThrottle(t *testing.T) {
 	if allowed(t, status, body) {
 		t.Errorf("a whole certificate of a throttled device = %s, want deny", body)
 	}
+}
+
+// metric reads the value of one series from /metrics; 0 when it is not there yet.
+func (f fleet) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(f.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestRealRabbitMQCertificates runs devices with certificates through real RabbitMQ 3.10 nodes
+// with a TLS MQTT listener that logs clients in by their certificate's common name (ssl_cert_login)
+// and asks devreg: one whose broker key trusts its TLS, one whose key does not.
+func TestRealRabbitMQCertificates(t *testing.T) {
+	f := newCertFleet(t, "")
+	brokerCA := certtest.NewCA(t, "Broker CA")
+	node := rabbittest.Start(t, f.url, f.trusting.brokerKey, rabbittest.WithTLS(f.factory, brokerCA.Server(t)))
+	const (
+		asked   = `devreg_broker_logins_total{answer="allow",broker="rabbitmq",method="common_name"}`
+		refused = `devreg_broker_logins_total{answer="deny",broker="rabbitmq",method="common_name"}`
+	)
+	// connect connects as device id with cert and says what devreg answered: it was asked once
+	// (allow or deny), or not at all (the handshake failed).
+	connect := func(t *testing.T, node *rabbittest.Node, clientID string, cert *certtest.Cert) (mqtt.Client, error, string) {
+		t.Helper()
+		allows, denies := f.metric(t, asked), f.metric(t, refused)
+		c, err := node.ConnectTLS(t, clientID, cert)
+		switch a, d := f.metric(t, asked)-allows, f.metric(t, refused)-denies; {
+		case a == 1 && d == 0:
+			return c, err, "allow"
+		case a == 0 && d == 1:
+			return c, err, "deny"
+		case a == 0 && d == 0:
+			return c, err, "not asked"
+		default:
+			t.Fatalf("devreg was asked %v times to allow and %v times to deny", a, d)
+			return nil, nil, ""
+		}
+	}
+
+	t.Run("pinned-certificate-publishes-and-receives", func(t *testing.T) {
+		c, err, devreg := connect(t, node, "cp-1", f.certs["cp-1"])
+		if err != nil || devreg != "allow" {
+			t.Fatalf("connect with the registered certificate: %v (devreg: %s)", err, devreg)
+		}
+		got := make(chan string, 1)
+		sub := c.Subscribe("devices/cp-1/cmd/#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) })
+		if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
+			t.Fatalf("subscribe to its own commands: %v", sub.Error())
+		}
+		for _, topic := range []string{"devices/cp-1/up", "devices/cp-1/cmd/ping"} {
+			if pub := c.Publish(topic, 1, false, "hello"); !pub.WaitTimeout(10*time.Second) || pub.Error() != nil {
+				t.Fatalf("publish to %s: %v", topic, pub.Error())
+			}
+		}
+		select {
+		case m := <-got:
+			if m != "hello" {
+				t.Errorf("received %q", m)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the device did not receive the message on its own topic")
+		}
+	})
+	t.Run("certificate-chained-to-the-type-ca", func(t *testing.T) {
+		if _, err, devreg := connect(t, node, "ca-1", f.certs["ca-1"]); err != nil || devreg != "allow" {
+			t.Errorf("connect: %v (devreg: %s)", err, devreg)
+		}
+	})
+	t.Run("publish-to-another-device-ends-the-session", func(t *testing.T) {
+		c, err, _ := connect(t, node, "cp-1", f.certs["cp-1"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := c.Publish("devices/ca-1/up", 1, false, "x")
+		done := tok.WaitTimeout(5 * time.Second)
+		time.Sleep(300 * time.Millisecond)
+		if done && tok.Error() == nil && c.IsConnectionOpen() {
+			t.Error("the broker took a publish to another device's topic and kept the session")
+		}
+	})
+	for _, tc := range []struct {
+		name, clientID string
+		cert           *certtest.Cert
+		devreg         string // what devreg was asked and answered
+	}{
+		{"another-ca-refused-in-the-handshake", "cp-1", f.other.Issue(t, "cp-1"), "not asked"},
+		{"disabled-device", "cp-off", f.certs["cp-off"], "deny"},
+		{"disabled-certificate", "cp-revoked", f.certs["cp-revoked"], "deny"},
+		{"device-with-secrets-only", "d1", f.certs["d1"], "deny"},
+		{"unregistered", "ghost", f.certs["ghost"], "deny"},
+		// The login asks /user with the common name alone; /vhost then brings the client ID.
+		{"another-client-id", "ca-1", f.certs["cp-1"], "allow"},
+	} {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			_, err, devreg := connect(t, node, tc.clientID, tc.cert)
+			if err == nil || devreg != tc.devreg {
+				t.Errorf("connect: %v, devreg %s; want refused, devreg %s", err, devreg, tc.devreg)
+			}
+		})
+	}
+
+	t.Run("key-without-trusts_broker_tls", func(t *testing.T) {
+		plain := rabbittest.Start(t, f.url, f.brokerKey, rabbittest.WithTLS(f.factory, brokerCA.Server(t)))
+		for _, id := range []string{"cp-1", "ca-1"} {
+			if _, err, devreg := connect(t, plain, id, f.certs[id]); err == nil || devreg != "deny" {
+				t.Errorf("%s: %v, devreg %s; want refused by devreg", id, err, devreg)
+			}
+		}
+	})
 }
