@@ -2,7 +2,9 @@
 // use a topic: RabbitMQ (rabbitmq_auth_backend_http), EMQX 5 (HTTP authentication and
 // authorization), Mosquitto with mosquitto-go-auth (HTTP backend) and VerneMQ (webhooks). Each
 // adapter only translates its broker's protocol; the registry decides. Brokers authenticate
-// with an API key of scope broker, as a bearer token or as the password of HTTP Basic.
+// with an API key of scope broker, as a bearer token or as the password of HTTP Basic. A device
+// logs in with a secret or a device token as its MQTT password, or, through a broker whose key
+// was made with trusts_broker_tls, with the certificate the broker verified.
 package brokerapi
 
 import (

@@ -12,8 +12,8 @@ import (
 )
 
 // A certLogin is what a broker sends devreg for a device that proved itself with its certificate,
-// the broker having verified the chain itself. The next step of issue 23 makes the broker endpoints
-// accept these from a broker key made with trusts_broker_tls (and only from one).
+// the broker having verified the chain itself. The broker endpoints accept these from a broker key
+// made with trusts_broker_tls, and only from one (TestCertificateLogins).
 type certLogin struct {
 	name, path, contentType, body string
 	// login is true for a request that logs the device in (allow or deny); false for one
@@ -60,8 +60,8 @@ func certLogins(dev *certtest.Cert) []certLogin {
 }
 
 // TestCertificateLoginFixtures: EMQX's ${cert_pem} is the certificate's DER in base64, the body of
-// its PEM without the armour; and until devreg takes certificate logins, a broker key that does
-// not trust its broker's TLS gets every login carrying only a common name refused.
+// its PEM without the armour; and a broker key that does not trust its broker's TLS gets every
+// login without a password refused.
 func TestCertificateLoginFixtures(t *testing.T) {
 	dev := certtest.NewCA(t, "Factory CA").Issue(t, "d1")
 	f := newFleet(t, "")
