@@ -275,25 +275,25 @@ func TestRealRabbitMQCertificates(t *testing.T) {
 	)
 	// connect connects as device id with cert and says what devreg answered: it was asked once
 	// (allow or deny), or not at all (the handshake failed).
-	connect := func(t *testing.T, node *rabbittest.Node, clientID string, cert *certtest.Cert) (mqtt.Client, error, string) {
+	connect := func(t *testing.T, node *rabbittest.Node, clientID string, cert *certtest.Cert) (mqtt.Client, string, error) {
 		t.Helper()
 		allows, denies := f.metric(t, asked), f.metric(t, refused)
 		c, err := node.ConnectTLS(t, clientID, cert)
 		switch a, d := f.metric(t, asked)-allows, f.metric(t, refused)-denies; {
 		case a == 1 && d == 0:
-			return c, err, "allow"
+			return c, "allow", err
 		case a == 0 && d == 1:
-			return c, err, "deny"
+			return c, "deny", err
 		case a == 0 && d == 0:
-			return c, err, "not asked"
+			return c, "not asked", err
 		default:
 			t.Fatalf("devreg was asked %v times to allow and %v times to deny", a, d)
-			return nil, nil, ""
+			return nil, "", nil
 		}
 	}
 
 	t.Run("pinned-certificate-publishes-and-receives", func(t *testing.T) {
-		c, err, devreg := connect(t, node, "cp-1", f.certs["cp-1"])
+		c, devreg, err := connect(t, node, "cp-1", f.certs["cp-1"])
 		if err != nil || devreg != "allow" {
 			t.Fatalf("connect with the registered certificate: %v (devreg: %s)", err, devreg)
 		}
@@ -317,12 +317,12 @@ func TestRealRabbitMQCertificates(t *testing.T) {
 		}
 	})
 	t.Run("certificate-chained-to-the-type-ca", func(t *testing.T) {
-		if _, err, devreg := connect(t, node, "ca-1", f.certs["ca-1"]); err != nil || devreg != "allow" {
+		if _, devreg, err := connect(t, node, "ca-1", f.certs["ca-1"]); err != nil || devreg != "allow" {
 			t.Errorf("connect: %v (devreg: %s)", err, devreg)
 		}
 	})
 	t.Run("publish-to-another-device-ends-the-session", func(t *testing.T) {
-		c, err, _ := connect(t, node, "cp-1", f.certs["cp-1"])
+		c, _, err := connect(t, node, "cp-1", f.certs["cp-1"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -347,7 +347,7 @@ func TestRealRabbitMQCertificates(t *testing.T) {
 		{"another-client-id", "ca-1", f.certs["cp-1"], "allow"},
 	} {
 		t.Run("refused/"+tc.name, func(t *testing.T) {
-			_, err, devreg := connect(t, node, tc.clientID, tc.cert)
+			_, devreg, err := connect(t, node, tc.clientID, tc.cert)
 			if err == nil || devreg != tc.devreg {
 				t.Errorf("connect: %v, devreg %s; want refused, devreg %s", err, devreg, tc.devreg)
 			}
@@ -357,7 +357,7 @@ func TestRealRabbitMQCertificates(t *testing.T) {
 	t.Run("key-without-trusts_broker_tls", func(t *testing.T) {
 		plain := rabbittest.Start(t, f.url, f.brokerKey, rabbittest.WithTLS(f.factory, brokerCA.Server(t)))
 		for _, id := range []string{"cp-1", "ca-1"} {
-			if _, err, devreg := connect(t, plain, id, f.certs[id]); err == nil || devreg != "deny" {
+			if _, devreg, err := connect(t, plain, id, f.certs[id]); err == nil || devreg != "deny" {
 				t.Errorf("%s: %v, devreg %s; want refused by devreg", id, err, devreg)
 			}
 		}
