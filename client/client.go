@@ -337,14 +337,15 @@ func credentialsPath(deviceID string) string {
 
 // AddCredential gives a device another credential (at most devreg.MaxCredentials): nc.Secret,
 // which must meet the device type's secret policy, or with nc.Generate one the server makes and
-// returns this once, in the answer's Secret. Nil window ends mean no limit.
+// returns this once, in the answer's Secret, or nc.Certificate (PEM). Nil window ends mean no limit.
 func (c *Client) AddCredential(ctx context.Context, deviceID string, nc devreg.NewCredential) (devreg.Credential, error) {
 	in := struct {
-		Secret    string     `json:"secret,omitempty"`
-		Generate  bool       `json:"generate,omitempty"`
-		NotBefore *time.Time `json:"not_before,omitempty"`
-		NotAfter  *time.Time `json:"not_after,omitempty"`
-	}{nc.Secret, nc.Generate, nc.NotBefore, nc.NotAfter}
+		Secret      string     `json:"secret,omitempty"`
+		Generate    bool       `json:"generate,omitempty"`
+		NotBefore   *time.Time `json:"not_before,omitempty"`
+		NotAfter    *time.Time `json:"not_after,omitempty"`
+		Certificate string     `json:"certificate,omitempty"`
+	}{nc.Secret, nc.Generate, nc.NotBefore, nc.NotAfter, nc.Certificate}
 	var cr devreg.Credential
 	return cr, c.doJSON(ctx, http.MethodPost, credentialsPath(deviceID), in, &cr)
 }

@@ -1,5 +1,6 @@
 // Package deviceauth is how registered devices connect: the OAuth 2.0 client credentials grant
-// that trades a device's account ID, device ID and secret for a signed JWT, the JWKS and
+// that trades a device's account ID, device ID and secret (or TLS client certificate, RFC 8705,
+// for a token bound to it) for a signed JWT, the JWKS and
 // authorization server metadata that let other services trust those tokens, token
 // introspection for them, and the check-in that devices make with a token.
 package deviceauth
@@ -19,6 +20,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/devcert"
 	"devreg/devtoken"
 	"devreg/internal/authn"
 	"devreg/internal/respond"
@@ -48,19 +50,19 @@ func New(svc *registry.Service, keys *devtoken.SigningKeys, issuer string, lifet
 
 // Register adds the device endpoints to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	route := func(pattern string, door authn.Door, refused func(http.ResponseWriter, error) error, fn respond.HandlerFunc) {
+	route := func(pattern string, door authn.Door, refused func(http.ResponseWriter, *http.Request, error) error, fn respond.HandlerFunc) {
 		mux.Handle(pattern, respond.Handler(h.log, func(w http.ResponseWriter, r *http.Request) error {
 			r, err := h.auth.Authenticate(w, r, door)
 			if err != nil {
-				return refused(w, err)
+				return refused(w, r, err)
 			}
 			return fn(w, r)
 		}, h.writeError))
 	}
-	route("POST /device/v1/token", authn.Door{Methods: authn.DeviceSecret, CheckForm: checkGrant}, clientRefused, h.token)
-	route("POST /device/v1/credentials", authn.Door{Methods: authn.DeviceSecret}, clientRefused, h.rotate)
-	route("POST /device/v1/checkin", authn.Door{Methods: authn.DeviceToken}, tokenRefused, h.checkIn)
-	route("POST /device/v1/introspect", keyDoor, keyRefused, h.introspect)
+	route("POST /device/v1/token", authn.Door{Methods: authn.DeviceSecret | authn.DeviceCertificate, CheckForm: checkGrant}, h.tokenEndpointRefused, h.token)
+	route("POST /device/v1/credentials", authn.Door{Methods: authn.DeviceSecret}, anyRequest(clientRefused), h.rotate)
+	route("POST /device/v1/checkin", authn.Door{Methods: authn.DeviceToken}, anyRequest(tokenRefused), h.checkIn)
+	route("POST /device/v1/introspect", keyDoor, anyRequest(keyRefused), h.introspect)
 	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		writeJSON(w, http.StatusOK, h.keys.JWKS())
@@ -72,7 +74,9 @@ func (h *Handler) Register(mux *http.ServeMux) {
 			"jwks_uri":                              h.issuer + "/.well-known/jwks.json",
 			"introspection_endpoint":                h.issuer + "/device/v1/introspect",
 			"grant_types_supported":                 []string{"client_credentials"},
-			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "tls_client_auth"},
+			// RFC 8705 §3.3: tokens of devices that authenticate by certificate are bound to it.
+			"tls_client_certificate_bound_access_tokens":    true,
 			"introspection_endpoint_auth_methods_supported": []string{"bearer"},
 			"response_types_supported":                      []string{},
 		})
@@ -156,6 +160,27 @@ func clientRefused(_ http.ResponseWriter, err error) error {
 	}
 }
 
+// anyRequest makes a refusal that needs only the answer one that takes the request too.
+func anyRequest(refused func(http.ResponseWriter, error) error) func(http.ResponseWriter, *http.Request, error) error {
+	return func(w http.ResponseWriter, _ *http.Request, err error) error { return refused(w, err) }
+}
+
+// tokenEndpointRefused is clientRefused at the token endpoint, which logs why a certificate was refused
+// (registry.CertificateRefused): the device is told only invalid_client, and whoever runs devreg
+// needs to know which rule its certificate broke.
+func (h *Handler) tokenEndpointRefused(w http.ResponseWriter, r *http.Request, err error) error {
+	var refused *registry.CertificateRefused
+	if errors.As(err, &refused) {
+		attrs := []any{"request_id", devreg.RequestIDFromContext(r.Context()), "account_id", r.PostForm.Get("account_id"),
+			"device_id", r.PostForm.Get("client_id"), "reason", refused.Error()}
+		if chain := devreg.ClientCertificatesFromContext(r.Context()); len(chain) > 0 {
+			attrs = append(attrs, "certificate_sha256", devcert.FingerprintHex(chain[0]), "subject", chain[0].Subject.String())
+		}
+		h.log.Warn("device certificate refused at the token endpoint", attrs...)
+	}
+	return clientRefused(w, err)
+}
+
 // checkGrant refuses a token request for another grant than client_credentials.
 func checkGrant(form url.Values) error {
 	switch gt := form.Get("grant_type"); gt {
@@ -176,6 +201,9 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 		Issuer: h.issuer, Subject: dev.DeviceID, AccountID: dev.AccountID, DeviceTypeID: dev.DeviceTypeID,
 		Audience: r.PostForm.Get("audience"), IssuedAt: now.Unix(), Expires: now.Add(h.lifetime).Unix(), ID: credential.RandomString(22),
 		Cred: dev.CredentialID,
+	}
+	if dev.X5tS256 != "" {
+		claims.Cnf = &devtoken.Confirmation{X5tS256: dev.X5tS256}
 	}
 	tok, err := devtoken.Sign(h.keys.Current(), claims)
 	if err != nil {
@@ -219,6 +247,8 @@ func tokenRefused(_ http.ResponseWriter, err error) error {
 		return invalidToken("send a valid, unexpired device token as 'Authorization: Bearer <token>'")
 	case errors.Is(err, registry.ErrTokenRevoked):
 		return invalidToken("the device is unknown or disabled, or the credential the token was issued for is no longer valid")
+	case errors.Is(err, authn.ErrCertificateUnbound):
+		return invalidToken(devreg.ErrorMessage(err))
 	default:
 		return err
 	}
@@ -309,6 +339,9 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) error {
 	}
 	if c.Audience != "" {
 		out["aud"] = c.Audience
+	}
+	if c.Cnf != nil {
+		out["cnf"] = c.Cnf // RFC 8705 §3.2
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -44,6 +44,10 @@ type env struct {
 	key     string
 	typeID  string
 	alg     string // the signing algorithm the server starts with; "" for the default
+	// configure, if set, changes the server's configuration (TLS, trusted proxies) before it starts.
+	configure func(*server.Config)
+	// hc is the HTTP client of the admin client; nil for http.DefaultClient.
+	hc *http.Client
 }
 
 func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
@@ -57,7 +61,11 @@ func (e *env) start(t *testing.T) {
 	if e.addr == "" {
 		e.addr = "127.0.0.1:0"
 	}
-	srv, err := server.Open(context.Background(), server.Config{Addr: e.addr, DataDir: e.dataDir, Database: e.db, SigningAlg: e.alg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	cfg := server.Config{Addr: e.addr, DataDir: e.dataDir, Database: e.db, SigningAlg: e.alg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if e.configure != nil {
+		e.configure(&cfg)
+	}
+	srv, err := server.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +73,9 @@ func (e *env) start(t *testing.T) {
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	e.srv, e.url = srv, srv.URL()
-	e.addr = strings.TrimPrefix(e.url, "http://")
+	e.addr = strings.TrimPrefix(strings.TrimPrefix(e.url, "http://"), "https://")
 	if e.key != "" {
-		e.admin = client.New(e.url, e.key)
+		e.admin = e.newAdmin()
 	}
 }
 
@@ -75,14 +83,30 @@ func (e *env) start(t *testing.T) {
 // a device whose ID holds colons, like a MAC address.
 func newEnv(t *testing.T, database string) *env {
 	t.Helper()
-	e := &env{dataDir: t.TempDir(), db: database, clock: &clock{}}
+	return newEnvWith(t, &env{db: database})
+}
+
+// newAdmin returns a client of the Operations API with the account's key.
+func (e *env) newAdmin() *client.Client {
+	c := client.New(e.url, e.key)
+	if e.hc != nil {
+		c.HTTP = e.hc
+	}
+	return c
+}
+
+// newEnvWith is newEnv for a server configured by e's configure, reached with e's hc.
+func newEnvWith(t *testing.T, e *env) *env {
+	t.Helper()
+	e.dataDir, e.clock = t.TempDir(), &clock{}
 	e.clock.Set(time.Now().UTC().Truncate(time.Second))
 	e.start(t)
 	acct, key, err := e.srv.Service.NewAccount(context.Background(), "Acme", "ops@acme.test", "correct horse")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.account, e.key, e.admin = acct.ID, key, client.New(e.url, key)
+	e.account, e.key = acct.ID, key
+	e.admin = e.newAdmin()
 	name := "Thermostat"
 	dt, err := e.admin.CreateDeviceType(context.Background(), client.DeviceTypeInput{Name: &name})
 	if err != nil {

@@ -28,6 +28,16 @@ type Claims struct {
 	// when that credential is disabled, deleted or expired (and when the device is registered
 	// again, which replaces its credentials).
 	Cred string `json:"cred,omitempty"`
+	// Cnf binds the token to the certificate the device authenticated with (RFC 8705 §3.1);
+	// nil for a token issued for a secret.
+	Cnf *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is a token's confirmation claim (RFC 7800): the certificate it is bound to.
+type Confirmation struct {
+	// X5tS256 is the certificate's SHA-256 thumbprint, base64url without padding, of its DER
+	// encoding (RFC 8705 §3.1; devcert.X5tS256).
+	X5tS256 string `json:"x5t#S256"`
 }
 
 type header struct {

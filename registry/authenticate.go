@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -35,6 +36,9 @@ type AuthenticatedDevice struct {
 	// stop working with it (when it is disabled, deleted or expired, or the device is registered
 	// again).
 	CredentialID string
+	// X5tS256 is the RFC 8705 thumbprint of the certificate the device authenticated with
+	// (devcert.X5tS256), which its token is bound to; "" for a device that presented a secret.
+	X5tS256 string
 	// Token holds the claims of the device token the device presented (VerifyDeviceToken); nil
 	// for a device that presented a secret.
 	Token *devtoken.Claims
@@ -168,20 +172,47 @@ func (s *Service) deviceAuth(ctx context.Context, accountID, deviceID string) (d
 	return d, err
 }
 
-// tokenHonoured reports whether a token issued to a device of d for its credential credID may
-// still be honoured at now: the device and its batch are enabled, and the credential still exists
-// and is valid. Tokens issued before devices had several credentials name the batch of the
-// registration instead, whose credential is the registered one in the device's row.
-func tokenHonoured(d devreg.DeviceAuth, credID string, now time.Time) bool {
-	if !d.Enabled || credID == "" {
+// tokenHonoured reports whether token claims c, issued to a device of d, may still be honoured at
+// now: the device and its batch are enabled, and the credential the token was issued for still
+// exists and is valid. Tokens issued before devices had several credentials name the batch of the
+// registration instead, whose credential is the registered one in the device's row. A token
+// issued for a certificate that chained to the device type's CA names no credential but the
+// certificate (cnf); it is honoured as that login would be now: while the device holds no
+// certificate credential, or holds a valid one for that very certificate.
+func tokenHonoured(d devreg.DeviceAuth, c devtoken.Claims, now time.Time) bool {
+	credID := c.Cred
+	if !d.Enabled {
 		return false
 	}
-	for _, c := range d.Credentials {
-		if c.ID == credID || credID == d.BatchID && c.InDevice && c.Source == devreg.CredentialFromRegistration {
-			return c.ValidAt(now)
+	if credID == "" {
+		return c.Cnf != nil && certificateTokenHonoured(d, c.Cnf.X5tS256, now)
+	}
+	for _, cr := range d.Credentials {
+		if cr.ID == credID || credID == d.BatchID && cr.InDevice && cr.Source == devreg.CredentialFromRegistration {
+			return cr.ValidAt(now)
 		}
 	}
 	return false
+}
+
+// certificateTokenHonoured is tokenHonoured for a token that names no credential, only the
+// thumbprint x5t of the certificate it was issued for.
+func certificateTokenHonoured(d devreg.DeviceAuth, x5t string, now time.Time) bool {
+	fp, err := base64.RawURLEncoding.DecodeString(x5t)
+	if err != nil || len(fp) != sha256.Size {
+		return false
+	}
+	pinned := false
+	for _, c := range d.Credentials {
+		if c.KeyID != devreg.CertificateKeyID {
+			continue
+		}
+		if bytes.Equal(c.Hash, fp) {
+			return c.ValidAt(now)
+		}
+		pinned = true
+	}
+	return !pinned
 }
 
 // ErrInvalidToken refuses what is not a device token of this service: a signature that no
@@ -229,7 +260,7 @@ func (s *Service) tokenDevice(ctx context.Context, c devtoken.Claims) (devreg.De
 	if err != nil {
 		return devreg.DeviceAuth{}, err
 	}
-	if !tokenHonoured(d, c.Cred, s.now()) {
+	if !tokenHonoured(d, c, s.now()) {
 		return devreg.DeviceAuth{}, ErrTokenRevoked
 	}
 	return d, nil

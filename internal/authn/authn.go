@@ -6,6 +6,7 @@ package authn
 
 import (
 	"context"
+	"crypto/subtle"
 	"io"
 	"mime"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"devreg"
+	"devreg/devcert"
 	"devreg/internal/ratelimit"
 	"devreg/internal/respond"
 	"devreg/registry"
@@ -37,8 +39,16 @@ const (
 	// r.PostForm.
 	DeviceSecret
 	// DeviceToken is a device token as 'Authorization: Bearer <token>', checked by
-	// registry.VerifyDeviceToken: the caller is the device (DeviceFromContext).
+	// registry.VerifyDeviceToken: the caller is the device (DeviceFromContext). A token bound to
+	// a certificate (cnf, RFC 8705 §3) is taken only with that certificate on the connection.
 	DeviceToken
+	// DeviceCertificate is a device's TLS client certificate, as a token endpoint takes it
+	// (RFC 8705 tls_client_auth): client_id and account_id in the form and no secret, and the
+	// certificate on the connection or from a trusted proxy (devreg.ClientCertificatesFromContext),
+	// checked by registry.AuthenticateDeviceCertificate: the caller is the device, with the
+	// certificate's thumbprint in X5tS256. A request that sends a secret too authenticates by the
+	// secret alone (one method per request, RFC 8705 §2), with a DeviceSecret door.
+	DeviceCertificate
 )
 
 // SessionCookie is the name of the console's session cookie.
@@ -90,8 +100,8 @@ func (a *Authenticator) Wrap(door Door, fn respond.HandlerFunc) respond.HandlerF
 func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request, door Door) (*http.Request, error) {
 	ctx := r.Context()
 	switch {
-	case door.Methods&DeviceSecret != 0:
-		dev, err := a.deviceBySecret(w, r, door)
+	case door.Methods&(DeviceSecret|DeviceCertificate) != 0:
+		dev, err := a.deviceByForm(w, r, door)
 		if err != nil {
 			return r, err
 		}
@@ -99,6 +109,9 @@ func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request, doo
 	case door.Methods&DeviceToken != 0:
 		dev, err := a.svc.VerifyDeviceToken(ctx, bearer(r))
 		if err != nil {
+			return r, err
+		}
+		if err := checkBinding(ctx, dev); err != nil {
 			return r, err
 		}
 		return r.WithContext(NewContextWithDevice(ctx, dev)), nil
@@ -168,9 +181,9 @@ const maxDeviceForm = 16 << 10
 // credentialParams are the names that must never come in a query string.
 var credentialParams = []string{"client_id", "client_secret", "account_id", "grant_type"}
 
-// deviceBySecret reads the form of a request that a device authenticates by its secret, and has
-// the registry check the secret.
-func (a *Authenticator) deviceBySecret(w http.ResponseWriter, r *http.Request, door Door) (registry.AuthenticatedDevice, error) {
+// deviceByForm reads the form of a request that a device authenticates with at a token endpoint,
+// and has the registry check the device's secret or, with no secret, its certificate.
+func (a *Authenticator) deviceByForm(w http.ResponseWriter, r *http.Request, door Door) (registry.AuthenticatedDevice, error) {
 	var none registry.AuthenticatedDevice
 	form, err := readForm(w, r)
 	if err != nil {
@@ -195,9 +208,9 @@ func (a *Authenticator) deviceBySecret(w http.ResponseWriter, r *http.Request, d
 	} else {
 		deviceID, secret = form.Get("client_id"), form.Get("client_secret")
 	}
-	// A device that presents a certificate instead of a secret (RFC 8705 tls_client_auth: a
-	// client_id and no secret) is one more case here, before the secret is required.
-	if deviceID == "" || secret == "" {
+	chain := devreg.ClientCertificatesFromContext(r.Context())
+	byCertificate := secret == "" && len(chain) > 0 && door.Methods&DeviceCertificate != 0
+	if deviceID == "" || secret == "" && !byCertificate || secret != "" && door.Methods&DeviceSecret == 0 {
 		return none, registry.ErrInvalidClient
 	}
 	if door.CheckForm != nil {
@@ -205,7 +218,33 @@ func (a *Authenticator) deviceBySecret(w http.ResponseWriter, r *http.Request, d
 			return none, err
 		}
 	}
-	return a.svc.AuthenticateDevice(r.Context(), accountID, deviceID, secret)
+	if !byCertificate {
+		return a.svc.AuthenticateDevice(r.Context(), accountID, deviceID, secret)
+	}
+	dev, err := a.svc.AuthenticateDeviceCertificate(r.Context(), accountID, deviceID, chain)
+	if err != nil {
+		return none, err
+	}
+	dev.X5tS256 = devcert.X5tS256(chain[0])
+	return dev, nil
+}
+
+// ErrCertificateUnbound refuses a certificate-bound token presented without its certificate on
+// the connection, or with another one (RFC 8705 §3: the resource server checks that the
+// certificate's thumbprint is the token's cnf x5t#S256).
+var ErrCertificateUnbound = devreg.Errorf(devreg.EUNAUTHORIZED, "the token is bound to a certificate: present that certificate on the TLS connection")
+
+// checkBinding refuses the token of dev if it is bound to a certificate and the request does not
+// come with that certificate.
+func checkBinding(ctx context.Context, dev registry.AuthenticatedDevice) error {
+	if dev.Token == nil || dev.Token.Cnf == nil {
+		return nil
+	}
+	chain := devreg.ClientCertificatesFromContext(ctx)
+	if len(chain) == 0 || subtle.ConstantTimeCompare([]byte(devcert.X5tS256(chain[0])), []byte(dev.Token.Cnf.X5tS256)) != 1 {
+		return ErrCertificateUnbound
+	}
+	return nil
 }
 
 // readForm reads the form of a device's request into r.PostForm: from the body only (credentials
