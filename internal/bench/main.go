@@ -79,6 +79,7 @@ func main() {
 	listingLoad := flag.Bool("listing-load", false, "measure only a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)")
 	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
+	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
 	bin := flag.String("bin", "", "with -listing-load or -broker-load: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
@@ -87,6 +88,8 @@ func main() {
 		err = runBackupOnly(cfg.n)
 	case *certificates:
 		err = runCertificates(cfg)
+	case *certLogin:
+		err = runCertLogin(cfg)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:
@@ -625,7 +628,7 @@ func serve(bin string, args ...string) (string, *exec.Cmd, error) {
 		return "", nil, err
 	}
 	sc := bufio.NewScanner(stderr)
-	re := regexp.MustCompile(`serving on (http://\S+)`)
+	re := regexp.MustCompile(`serving on (https?://\S+)`)
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
 			go io.Copy(io.Discard, stderr)
