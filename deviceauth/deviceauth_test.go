@@ -167,7 +167,11 @@ func (e *env) form(extra ...string) url.Values {
 // code that signed it, and returns its header key ID and claims.
 func (e *env) verifyWithJWKS(t *testing.T, token string) (string, map[string]any) {
 	t.Helper()
-	resp, err := http.Get(e.url + "/.well-known/jwks.json")
+	hc := e.hc
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Get(e.url + "/.well-known/jwks.json")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,9 +121,6 @@ func (m *mtlsEnv) certToken(t *testing.T, cert *certtest.Cert, device string) (i
 // claims decodes a token's claims, checked against the published keys.
 func (m *mtlsEnv) claims(t *testing.T, token string) map[string]any {
 	t.Helper()
-	old := http.DefaultClient
-	http.DefaultClient = m.hc // verifyWithJWKS fetches the key set over TLS
-	defer func() { http.DefaultClient = old }()
 	_, c := m.verifyWithJWKS(t, token)
 	return c
 }
@@ -385,4 +382,34 @@ func TestCertificateLoginBehindProxy(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCertificateLoginResumedSession: a device that resumes its TLS session (a TLS 1.3 ticket, on
+// a new connection) presents no certificate in that handshake, and crypto/tls gives the server the
+// one the session was made with: the device still logs in by it, and its token is bound to it.
+func TestCertificateLoginResumedSession(t *testing.T) {
+	forEachStore(t, func(t *testing.T, database string) {
+		m := newMTLSEnv(t, database)
+		dev := m.factory.Issue(t, "device2")
+		cfg := &tls.Config{RootCAs: m.serverCA.Pool(), Certificates: []tls.Certificate{dev.TLS()}, MinVersion: tls.VersionTLS13,
+			ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+		for i, wantResumed := range []bool{false, true, true} {
+			req, _ := http.NewRequest("POST", m.url+"/device/v1/token", strings.NewReader(m.form("client_id", "device2").Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body map[string]any
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.TLS.DidResume != wantResumed || resp.StatusCode != 200 {
+				t.Fatalf("login %d: resumed %v, HTTP %d %v; want resumed %v and a token", i+1, resp.TLS.DidResume, resp.StatusCode, body, wantResumed)
+			}
+			if cnf, _ := m.claims(t, body["access_token"].(string))["cnf"].(map[string]any); cnf["x5t#S256"] != x5tS256(dev) {
+				t.Errorf("login %d: cnf = %v, want the device's certificate", i+1, cnf)
+			}
+		}
+	})
 }
