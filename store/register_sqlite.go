@@ -46,6 +46,6 @@ func insertDevices(ctx context.Context, tx *sql.Tx, plan devreg.RegistrationPlan
 // ('?', not '?NNN'): the driver looks up each numbered parameter's name, in a list as long as
 // the statement's parameters.
 func insertDevicesSQL(rows int) string {
-	return `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
+	return `INSERT OR ROLLBACK INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 		SELECT ?, ?, column1, ?, ?, 'enabled', ?, column2, ? FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?), ", rows), ", ") + `)`
 }

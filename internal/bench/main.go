@@ -80,14 +80,14 @@ func main() {
 	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
-	bin := flag.String("bin", "", "with -listing-load or -broker-load: the devreg `binary` to measure instead of one built from this tree")
+	bin := flag.String("bin", "", "with -listing-load, -broker-load or -certificates: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
 	case *backupOnly:
 		err = runBackupOnly(cfg.n)
 	case *certificates:
-		err = runCertificates(cfg)
+		err = runCertificates(cfg, *bin)
 	case *certLogin:
 		err = runCertLogin(cfg)
 	case *listingLoad:
