@@ -118,7 +118,7 @@ func flagSet(name string) bool {
 	return set
 }
 
-// medianOf returns the median of what of ms, in seconds.
+// medianBy returns the median of what of ms, in seconds.
 func medianBy(ms []measure, what func(measure) float64) float64 {
 	xs := make([]float64, len(ms))
 	for i, m := range ms {
@@ -127,6 +127,7 @@ func medianBy(ms []measure, what func(measure) float64) float64 {
 	return medianOf(xs)
 }
 
+// medianOf returns the median of xs, in seconds.
 func medianOf(xs []float64) float64 {
 	ds := make([]time.Duration, len(xs))
 	for i, x := range xs {
