@@ -143,11 +143,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 
 // clientRefused is what a device that failed to authenticate with its secret is told:
 // invalid_client, also when it is throttled, so that the answer tells nothing more about the
-// device. One that authenticated and has used up its rotations is told that (rate_limited), and
-// when to retry.
+// device. One that authenticated and has used up its rotations, or whose valid certificate would
+// register it beyond its type's auto_register_limit, is told that (rate_limited), and when to retry.
 func clientRefused(_ http.ResponseWriter, err error) error {
 	switch code := devreg.ErrorCode(err); {
-	case errors.Is(err, registry.ErrTooManyRotations):
+	case errors.Is(err, registry.ErrTooManyRotations), errors.Is(err, registry.ErrAutoRegisterLimit):
 		msg := devreg.ErrorMessage(err)
 		return &devreg.Error{Code: code, Message: msg, RetryAfter: retryAfter(err), Err: &oauthError{code, code, msg}}
 	case code == devreg.ERATELIMITED:

@@ -413,3 +413,27 @@ func TestCertificateLoginResumedSession(t *testing.T) {
 		}
 	})
 }
+
+// A device type that registers its devices at their first certificate login (auto_register)
+// answers the device beyond its hourly limit 429 rate_limited with Retry-After and says why, not
+// invalid_client's "too many failed attempts", which would send its maker looking for a wrong
+// certificate.
+func TestAutoRegisterLimitAtTheTokenEndpoint(t *testing.T) { forEachStore(t, testAutoRegisterLimitAtTheTokenEndpoint) }
+
+func testAutoRegisterLimitAtTheTokenEndpoint(t *testing.T, database string) {
+	m := newMTLSEnv(t, database)
+	on, limit := true, 1
+	if _, err := m.admin.UpdateDeviceType(context.Background(), m.typeID, client.DeviceTypeInput{AutoRegister: &on, AutoRegisterLimit: &limit}); err != nil {
+		t.Fatal(err)
+	}
+	if status, out, _ := m.certToken(t, m.factory.Issue(t, "jit-0001"), "jit-0001"); status != http.StatusOK {
+		t.Fatalf("first device of the hour: %d %v, want a token", status, out)
+	}
+	status, out, header := m.certToken(t, m.factory.Issue(t, "jit-0002"), "jit-0002")
+	if status != http.StatusTooManyRequests || out["error"] != "rate_limited" || header.Get("Retry-After") == "" {
+		t.Fatalf("second device beyond a limit of 1: %d %v Retry-After %q, want 429 rate_limited with Retry-After", status, out, header.Get("Retry-After"))
+	}
+	if desc, _ := out["error_description"].(string); !strings.Contains(desc, "auto_register_limit") {
+		t.Errorf("the answer %q does not say which limit", desc)
+	}
+}
