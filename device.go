@@ -1,6 +1,7 @@
 package devreg
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"time"
 )
@@ -78,7 +79,11 @@ type DeviceEntry struct {
 	// registers a device by its certificate.
 	Certificate       string
 	CertificateSHA256 string
-	Problem           string
+	// Intermediates are CA certificates offered with Certificate to chain it to one of the
+	// type's CAs (a chip vendor's manifest names the CA that signed each part); they are
+	// trusted for nothing themselves.
+	Intermediates []*x509.Certificate
+	Problem       string
 }
 
 // EntrySource yields the entries of a registration request one at a time, so that a request of a

@@ -129,7 +129,8 @@ type req struct {
 	path        string
 	contentType string
 	body        string
-	invalid     bool // the request breaks the document on purpose
+	header      map[string]string // more request headers
+	invalid     bool              // the request breaks the document on purpose
 }
 
 func (e *env) send(t *testing.T, r req) (int, []byte) {
@@ -154,6 +155,9 @@ func (e *env) send(t *testing.T, r req) (int, []byte) {
 	}
 	if r.contentType != "" {
 		hr.Header.Set("Content-Type", r.contentType)
+	}
+	for k, v := range r.header {
+		hr.Header.Set(k, v)
 	}
 	resp, err := e.http.Do(hr)
 	if err != nil {

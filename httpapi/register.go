@@ -6,7 +6,9 @@ import (
 
 	"devreg"
 	"devreg/bulkfile"
+	"devreg/devcert"
 	"devreg/internal/reqbody"
+	"devreg/semanifest"
 )
 
 func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error {
@@ -23,8 +25,22 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 		src = newJSONEntries(r.Body)
 	case "text/csv":
 		src = reqbody.Entries(bulkfile.NewReader(r.Body))
+	case semanifest.ContentType:
+		signer, err := manifestSigner(r)
+		if err != nil {
+			return err
+		}
+		dt, err := h.svc.DeviceType(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		if src, err = newManifestEntries(r.Body, signer, devcert.IDField(dt.IDField())); err != nil {
+			return err
+		}
+		opts.Filename = signerNote(signer)
 	default:
-		return devreg.Errorf(devreg.EUNSUPPORTED, "send the devices as 'Content-Type: application/json' or as the bulk upload file with 'Content-Type: text/csv'; the body was %q", mt)
+		return devreg.Errorf(devreg.EUNSUPPORTED, "send the devices as 'Content-Type: application/json', as the bulk upload file with 'Content-Type: text/csv', "+
+			"or as a Microchip Trust&GO manifest with 'Content-Type: %s'; the body was %q", semanifest.ContentType, mt)
 	}
 	// Server-Timing tells where a big request's time went: read (receive, parse, check, hash),
 	// wait (for the store), then lock, insert or lookup or stage, check, write and commit.

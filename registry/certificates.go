@@ -56,13 +56,14 @@ func (s *Service) trustOf(ctx context.Context, accountID string, dt devreg.Devic
 
 // checkDeviceCertificate checks a certificate given for device deviceID at now, as registration
 // and adding a credential do: valid now, its ID field holding the device ID, and chaining to one of
-// the type's CAs when the type has any. It returns a message for the user, or "".
-func (t typeTrust) checkDeviceCertificate(cert *x509.Certificate, deviceID string, now time.Time) string {
+// the type's CAs (through intermediates, when given) when the type has any. It returns a message
+// for the user, or "".
+func (t typeTrust) checkDeviceCertificate(cert *x509.Certificate, intermediates []*x509.Certificate, deviceID string, now time.Time) string {
 	if now.After(cert.NotAfter) {
 		return fmt.Sprintf("certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if len(t.cas) > 0 {
-		if err := devcert.VerifyDevice(cert, nil, t.cas, now); err != nil && devcert.Code(err) != devcert.CodeNotYetValid {
+		if err := devcert.VerifyDevice(cert, intermediates, t.cas, now); err != nil && devcert.Code(err) != devcert.CodeNotYetValid {
 			return err.Error()
 		}
 	}
@@ -105,7 +106,7 @@ func (s *Service) addCertificate(ctx context.Context, c devreg.Caller, deviceID 
 		return devreg.Credential{}, err
 	}
 	now := s.now()
-	if problem := trust.checkDeviceCertificate(cert, deviceID, now); problem != "" {
+	if problem := trust.checkDeviceCertificate(cert, nil, deviceID, now); problem != "" {
 		return devreg.Credential{}, devreg.Errorf(devreg.EINVALID, "certificate: %s", problem)
 	}
 	notBefore, notAfter := cert.NotBefore.UTC(), cert.NotAfter.UTC()
@@ -352,7 +353,7 @@ func (t typeTrust) checkEntry(e devreg.DeviceEntry, now time.Time) (fp [32]byte,
 	if err != nil {
 		return fp, nil, "certificate: " + err.Error()
 	}
-	if problem := t.checkDeviceCertificate(cert, e.DeviceID, now); problem != "" {
+	if problem := t.checkDeviceCertificate(cert, e.Intermediates, e.DeviceID, now); problem != "" {
 		return fp, nil, "certificate: " + problem
 	}
 	d := certificateDetails(cert)
