@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"devreg"
 )
@@ -79,6 +80,9 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
 // keeps only its hash, so it can never be shown again.
 func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
+	if r.PostFormValue("kind") == "certificate" {
+		return h.addCertificate(w, r, id)
+	}
 	nc := devreg.NewCredential{Secret: r.PostFormValue("secret"), Generate: r.PostFormValue("generate") == "true"}
 	var err error
 	if nc.NotBefore, err = formTime(r, "not_before", "Not before"); err != nil {
@@ -104,6 +108,19 @@ func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
 		}{id, c})
 	}
 	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Credential %s added to device %s.", c.ID, id))
+}
+
+// addCertificate adds the certificate pasted on the device page as a credential of device id.
+func (h *Handler) addCertificate(w http.ResponseWriter, r *http.Request, id string) error {
+	pemText := r.PostFormValue("certificate")
+	if strings.TrimSpace(pemText) == "" {
+		return devreg.Errorf(devreg.EINVALID, "paste the device's certificate (PEM, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----)")
+	}
+	c, err := h.svc.AddCredential(r.Context(), id, devreg.NewCredential{Certificate: pemText})
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Certificate credential %s (SHA-256 %s…) added to device %s.", c.ID, c.SHA256[:min(16, len(c.SHA256))], id))
 }
 
 func (h *Handler) setCredentialStatus(w http.ResponseWriter, r *http.Request) error {
