@@ -15,6 +15,7 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 	"devreg/semanifest"
 )
 
@@ -301,3 +302,51 @@ func sha256Of(b []byte) []byte {
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+// TestRegisterManifestRefused sends manifests that cannot be registered: over --max-body, cut
+// short, not an array, Microchip's real TrustMANAGER sample (public keys, no certificates), an
+// entry listed twice. Each is refused with what is wrong, and nothing is registered.
+func TestRegisterManifestRefused(t *testing.T) { forEachStore(t, testRegisterManifestRefused) }
+
+func testRegisterManifestRefused(t *testing.T, database string) {
+	manifest := string(readTestFile(t, manifestSample))
+	signer := signerHeader(t, readTestFile(t, manifestSigner))
+
+	small := newEnv(t, database, int64(len(manifest)/2))
+	dt := small.createType(t, small.admin, "Small", 0)
+	if status, b := small.registerManifest(t, dt.ID, "", manifest, signer, false); status != 413 || !strings.Contains(string(b), "--max-body") {
+		t.Errorf("a manifest over --max-body = %d %s, want 413", status, b)
+	}
+
+	if database != "" {
+		database = pgtest.NewDatabase(t) // the other server's account is on the first
+	}
+	e := newEnv(t, database, 0)
+	dt = e.createType(t, e.admin, "Trust&GO", 0)
+	var entries []json.RawMessage
+	if err := json.Unmarshal([]byte(manifest), &entries); err != nil {
+		t.Fatal(err)
+	}
+	twice, _ := json.Marshal([]json.RawMessage{entries[0], entries[1], entries[0]})
+	for _, c := range []struct {
+		name, body string
+		invalid    bool
+		status     int
+		want       []string
+	}{
+		{"cut short", manifest[:len(manifest)-100], true, 400, []string{"truncated"}},
+		{"not an array", `{"devices": []}`, true, 400, []string{"not a JSON array"}},
+		{"TrustMANAGER", string(readTestFile(t, "../semanifest/testdata/ECC608-TMNGTLSS-B.json")), false, 422, []string{`"index":0`, `"index":1`, "no certificate"}},
+		{"an entry twice", string(twice), false, 422, []string{`"index":2`, "also the uniqueId of entry 0"}},
+	} {
+		status, b := e.registerManifest(t, dt.ID, "", c.body, signer, c.invalid)
+		for _, w := range c.want {
+			if status != c.status || !strings.Contains(string(b), w) {
+				t.Errorf("%s = %d %s, want %d with %q", c.name, status, b, c.status, w)
+			}
+		}
+	}
+	if status, _ := e.send(t, req{key: e.admin, method: "GET", path: "/api/v1/devices/" + manifestParts[0].deviceID}); status != 404 {
+		t.Errorf("after refused manifests a part's device = %d, want 404", status)
+	}
+}
