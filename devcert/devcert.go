@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -341,7 +342,30 @@ func DeviceID(cert *x509.Certificate, field IDField) (string, error) {
 	return vals[0], nil
 }
 
-// VerifyDevice checks that a device's certificate is valid at now, fits TLS client authentication
+// CheckClient refuses a certificate no device may log in with, whoever vouches for it or pins
+// it: one Check refuses, a CA certificate, a key usage without digitalSignature (TLS client
+// authentication signs the handshake), an extended key usage that names usages but not client
+// authentication. A certificate without extended key usage counts as fit for any (RFC 5280
+// §4.2.1.12), as crypto/x509 has it.
+func CheckClient(cert *x509.Certificate) error {
+	if err := Check(cert); err != nil {
+		return err
+	}
+	if cert.IsCA {
+		return refuse(CodeKeyUsage, "device certificate is a CA certificate")
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return refuse(CodeKeyUsage, "device certificate's key usage does not allow digital signatures (needed for TLS client authentication)")
+	}
+	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 {
+		if !slices.ContainsFunc(cert.ExtKeyUsage, func(u x509.ExtKeyUsage) bool { return u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny }) {
+			return refuse(CodeKeyUsage, "device certificate's extended key usage does not allow TLS client authentication")
+		}
+	}
+	return nil
+}
+
+// VerifyDevice checks that a device's certificate is valid at now, passes CheckClient
 // and chains to one of cas, through at most MaxIntermediates of intermediates. The error's code
 // tells expired, not yet valid, wrong key usage, unknown authority and a chain too long apart, for
 // the log; a device is told only that it was refused.
@@ -352,12 +376,8 @@ func VerifyDevice(cert *x509.Certificate, intermediates, cas []*x509.Certificate
 	if err := validAt(cert, now, "device certificate"); err != nil {
 		return err
 	}
-	if cert.IsCA {
-		return refuse(CodeKeyUsage, "device certificate is a CA certificate")
-	}
-	// TLS client authentication signs the handshake; a key usage without digitalSignature forbids it.
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		return refuse(CodeKeyUsage, "device certificate's key usage does not allow digital signatures (needed for TLS client authentication)")
+	if err := CheckClient(cert); err != nil {
+		return err
 	}
 	if len(cas) == 0 {
 		return refuse(CodeUnknownAuthority, "device type has no trusted CA")

@@ -62,6 +62,9 @@ func (t typeTrust) checkDeviceCertificate(cert *x509.Certificate, intermediates 
 	if now.After(cert.NotAfter) {
 		return fmt.Sprintf("certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
 	}
+	if err := devcert.CheckClient(cert); err != nil {
+		return err.Error()
+	}
 	if len(t.cas) > 0 {
 		if err := devcert.VerifyDevice(cert, intermediates, t.cas, now); err != nil && devcert.Code(err) != devcert.CodeNotYetValid {
 			return err.Error()
@@ -292,6 +295,11 @@ func (s *Service) checkCertificate(ctx context.Context, accountID, deviceID stri
 		return none, refusedCertificate("certificate is not valid now", &devcert.Error{Code: code,
 			Message: fmt.Sprintf("valid from %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))}), nil
 	}
+	// Whoever vouches for it (a pinned fingerprint or the type's CA), a certificate that no device
+	// may log in with is refused: a pinned fingerprint proves only that this is the certificate.
+	if err := devcert.CheckClient(leaf); err != nil {
+		return none, refusedCertificate("certificate cannot authenticate a device", err), nil
+	}
 	fp := devcert.Fingerprint(leaf)
 	pinned := false
 	for _, c := range d.Credentials {
@@ -302,10 +310,6 @@ func (s *Service) checkCertificate(ctx context.Context, accountID, deviceID stri
 		if bytes.Equal(c.Hash, fp[:]) {
 			if !c.ValidAt(now) {
 				return none, refusedCertificate("the device's credential for this certificate is disabled or outside its window", nil), nil
-			}
-			// A pinned certificate must still fit TLS client authentication.
-			if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-				return none, refusedCertificate("certificate's key usage does not allow digital signatures", &devcert.Error{Code: devcert.CodeKeyUsage}), nil
 			}
 			return c, nil, nil
 		}

@@ -295,7 +295,7 @@ func testCertificatesOfTheTypesCA(t *testing.T, pg bool) {
 		ca.Issue(t, "d1", certtest.Valid(time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))))
 	e.wantCertRefused(t, "a future certificate", "not valid now", "d1",
 		ca.Issue(t, "d1", certtest.Valid(time.Now().Add(time.Hour), time.Now().Add(48*time.Hour))))
-	e.wantCertRefused(t, "a server certificate", "trusted CAs", "d1",
+	e.wantCertRefused(t, "a server certificate", "client authentication", "d1",
 		ca.Issue(t, "d1", certtest.KeyUsage(x509.KeyUsageDigitalSignature, x509.ExtKeyUsageServerAuth)))
 
 	// By fingerprint alone.
