@@ -12,6 +12,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
@@ -172,7 +173,7 @@ func parseBlocks(s string, max int) ([]*x509.Certificate, error) {
 
 // Check refuses a parsed certificate that devreg does not take from anyone: a key that is weak or
 // of an unsupported kind, a critical extension we do not understand, a control character in the
-// subject's common name. ParsePEM and ParsePEMChain call it; call it on certificates that arrive
+// subject's or issuer's names. ParsePEM and ParsePEMChain call it; call it on certificates that arrive
 // parsed already (from a TLS handshake).
 func Check(cert *x509.Certificate) error {
 	switch k := cert.PublicKey.(type) {
@@ -202,9 +203,22 @@ func Check(cert *x509.Certificate) error {
 		}
 		return refuse(CodeCriticalExtension, "certificate has an unknown critical extension (%s)", strings.Join(oids, ", "))
 	}
-	for _, cn := range commonNames(cert) {
-		if err := checkText("subject common name", cn); err != nil {
-			return err
+	for _, n := range []struct {
+		what  string
+		names []pkix.AttributeTypeAndValue
+	}{{"subject", cert.Subject.Names}, {"issuer", cert.Issuer.Names}} {
+		for _, atv := range n.names {
+			s, ok := atv.Value.(string)
+			if !ok {
+				continue
+			}
+			what := n.what + " attribute " + atv.Type.String()
+			if atv.Type.Equal(oidCommonName) {
+				what = n.what + " common name"
+			}
+			if err := checkText(what, s); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -218,7 +232,8 @@ func keyKind(cert *x509.Certificate) string {
 }
 
 // checkText refuses a name with a control character (a NUL lets "dev-1\x00.evil" pass for "dev-1"
-// in C code downstream) or with invalid UTF-8.
+// in C code downstream), an invisible formatting character (a right-to-left override or a
+// zero-width space makes a name shown in the console or a log read as another), or invalid UTF-8.
 func checkText(what, s string) error {
 	if !utf8.ValidString(s) {
 		return refuse(CodeBadName, "%s is not valid UTF-8", what)
@@ -226,6 +241,9 @@ func checkText(what, s string) error {
 	for _, r := range s {
 		if unicode.IsControl(r) {
 			return refuse(CodeBadName, "%s contains a control character (%U)", what, r)
+		}
+		if unicode.Is(unicode.Cf, r) {
+			return refuse(CodeBadName, "%s contains an invisible formatting character (%U), such as a text direction override", what, r)
 		}
 	}
 	return nil

@@ -122,6 +122,11 @@ func TestParsePEMRefusesBadCertificates(t *testing.T) {
 		{"nul-in-second-cn", ca.Issue(t, "", certtest.Subject(pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{
 			{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "dev\x00"}, {Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "dev-1"}}})).PEM,
 			devcert.CodeBadName, "control character"},
+		{"bidi-override-in-cn", ca.Issue(t, "dev-1\u202egpj.exe").PEM, devcert.CodeBadName, "U+202E"},
+		{"zero-width-space-in-cn", ca.Issue(t, "dev\u200b-1").PEM, devcert.CodeBadName, "invisible formatting character"},
+		{"nul-in-organization", ca.Issue(t, "", certtest.Subject(pkix.Name{CommonName: "dev-1", Organization: []string{"Acme\x00Evil"}})).PEM,
+			devcert.CodeBadName, "subject attribute 2.5.4.10 contains a control character"},
+		{"bidi-override-in-issuer", certtest.NewCA(t, "Factory \u202eAC").Issue(t, "dev-1").PEM, devcert.CodeBadName, "issuer common name"},
 		{"rsa-512", ca.Issue(t, "dev-1", certtest.RSA(512)).PEM, devcert.CodeWeakKey, "512 bits"},
 		{"rsa-1024", ca.Issue(t, "dev-1", certtest.RSA(1024)).PEM, devcert.CodeWeakKey, "at least 2048"},
 		{"critical-extension", ca.Issue(t, "dev-1", certtest.Extension(critical)).PEM, devcert.CodeCriticalExtension, "1.3.6.1.4.1.99999.1"},
