@@ -205,7 +205,9 @@ func (s *Service) addCertificateDetails(ctx context.Context, accountID string, l
 // AuthenticateDeviceCertificate authenticates device deviceID of an account by the certificate
 // chain it presented (the leaf first; its possession of the key was proved by the TLS handshake).
 // The leaf's fingerprint is looked for among the device's certificate credentials first: one
-// enabled and inside its window lets the device in. A certificate the device does not hold lets it
+// enabled and inside its window lets the device in (one registered by its fingerprint alone must
+// also chain to the type's CA and name the device, as its registration took on trust). A
+// certificate the device does not hold lets it
 // in only if the device holds no certificate credential at all (a pinned device cannot be
 // impersonated by a sibling certificate from its CA), the chain verifies to one of the device
 // type's trusted CAs now, and the certificate's ID field holds the device ID; the device then
@@ -311,31 +313,50 @@ func (s *Service) checkCertificate(ctx context.Context, accountID, deviceID stri
 			if !c.ValidAt(now) {
 				return none, refusedCertificate("the device's credential for this certificate is disabled or outside its window", nil), nil
 			}
+			// A certificate registered by its fingerprint alone was taken on the word that it
+			// chains to the type's CA and names the device; it is held to that word now.
+			details, err := s.store.CertificateDetails(ctx, accountID, [][]byte{fp[:]})
+			if err != nil {
+				return none, nil, err
+			}
+			if _, whole := details[fp]; !whole {
+				if refusal, err := s.checkTypeChain(ctx, accountID, deviceID, d, chain, now); refusal != nil || err != nil {
+					return none, refusal, err
+				}
+			}
 			return c, nil, nil
 		}
 	}
 	if pinned {
 		return none, refusedCertificate("device holds certificate credentials, and this certificate is none of them", nil), nil
 	}
+	refusal, err := s.checkTypeChain(ctx, accountID, deviceID, d, chain, now)
+	return none, refusal, err
+}
+
+// checkTypeChain checks that chain verifies to one of the device type's trusted CAs now and that
+// its leaf's ID field names deviceID: the refusal, if not.
+func (s *Service) checkTypeChain(ctx context.Context, accountID, deviceID string, d devreg.DeviceAuth, chain []*x509.Certificate, now time.Time) (error, error) {
+	leaf := chain[0]
 	t, err := s.store.DeviceType(ctx, accountID, d.DeviceTypeID)
 	if err != nil {
-		return none, nil, err
+		return nil, err
 	}
 	trust, err := s.trustOf(ctx, accountID, t)
 	if err != nil {
-		return none, nil, err
+		return nil, err
 	}
 	if err := devcert.VerifyDevice(leaf, chain[1:], trust.cas, now); err != nil {
-		return none, refusedCertificate("certificate does not verify against the device type's trusted CAs", err), nil
+		return refusedCertificate("certificate does not verify against the device type's trusted CAs", err), nil
 	}
 	id, err := devcert.DeviceID(leaf, trust.field)
 	if err != nil {
-		return none, refusedCertificate("certificate carries no device ID", err), nil
+		return refusedCertificate("certificate carries no device ID", err), nil
 	}
 	if id != deviceID {
-		return none, refusedCertificate(fmt.Sprintf("certificate's device ID is %q, not %q", id, deviceID), nil), nil
+		return refusedCertificate(fmt.Sprintf("certificate's device ID is %q, not %q", id, deviceID), nil), nil
 	}
-	return none, nil, nil
+	return nil, nil
 }
 
 // checkEntry checks an entry that registers a device by its certificate (PEM) or by its

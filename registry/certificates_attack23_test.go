@@ -2,10 +2,17 @@ package registry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"devreg"
 	"devreg/internal/certtest"
@@ -171,4 +178,72 @@ func problems(err error) string {
 		b.WriteString(p.Message + "; ")
 	}
 	return b.String()
+}
+
+// TestFingerprintAloneIsHeldToTheTypesCA: a device registered by its certificate's fingerprint
+// alone (from a chip vendor's manifest) is let in only by a certificate that chains to its type's
+// CA and names it, as the registration took on trust. Whoever slips a fingerprint into the
+// manifest (a self-signed certificate, one of another maker's CA, one naming another device) gets
+// nothing, and when the CA is deleted its devices are out; a certificate registered whole stays
+// pinned.
+func TestFingerprintAloneIsHeldToTheTypesCA(t *testing.T) {
+	forEachStore(t, testFingerprintAloneIsHeldToTheTypesCA)
+}
+
+func testFingerprintAloneIsHeldToTheTypesCA(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	ca, otherCA := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Other maker's CA")
+	added, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfSigned := selfSignedDevice(t, "f-self")
+	good, whole := ca.Issue(t, "f-good"), ca.Issue(t, "f-whole")
+	byOther, namesOther := otherCA.Issue(t, "f-other"), ca.Issue(t, "f-good")
+	src := certSource{
+		{Index: 0, DeviceID: "f-good", CertificateSHA256: good.SHA256()},
+		{Index: 1, DeviceID: "f-self", CertificateSHA256: selfSigned.SHA256()},
+		{Index: 2, DeviceID: "f-other", CertificateSHA256: byOther.SHA256()},
+		{Index: 3, DeviceID: "f-named", CertificateSHA256: namesOther.SHA256()},
+	}
+	if _, err := e.svc.Register(e.admin, e.dt.ID, &src, devreg.RegisterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Register(e.admin, e.dt.ID, certEntries("f-whole", whole), devreg.RegisterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if id, code, err := e.certLogin("f-good", good); code != "" || id == "" {
+		t.Fatalf("f-good by its certificate of the type's CA = %q, %v", id, err)
+	}
+	e.wantCertRefused(t, "a self-signed certificate's fingerprint", "trusted CAs", "f-self", selfSigned)
+	e.wantCertRefused(t, "another maker's CA's certificate's fingerprint", "trusted CAs", "f-other", byOther)
+	e.wantCertRefused(t, "a fingerprint of a certificate naming another device", `"f-good", not "f-named"`, "f-named", namesOther)
+
+	if err := e.svc.DeleteTrustedCA(e.admin, e.dt.ID, added.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.wantCertRefused(t, "a fingerprint alone after the type's CA was deleted", "no trusted CA", "f-good", good)
+	if id, code, err := e.certLogin("f-whole", whole); code != "" || id == "" {
+		t.Errorf("f-whole, registered whole, after its CA was deleted = %q, %v; want in (pinned)", id, err)
+	}
+}
+
+// selfSignedDevice is a device certificate signed by its own key, as anyone can make one.
+func selfSignedDevice(t *testing.T, cn string) *certtest.Cert {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &certtest.Cert{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
