@@ -91,6 +91,12 @@ func testCertificateConfusion(t *testing.T, pg bool) {
 		t.Fatal(err)
 	}
 	in("d3 by its pinned certificate", "d3", d3)
+	// A certificate is public: what it holds is no secret that logs its device in.
+	for _, guess := range []string{d3.SHA256(), string(d3.PEM), string(d3.Cert.Raw), strings.ToUpper(d3.SHA256())} {
+		if _, err := e.svc.AuthenticateDevice(context.Background(), e.acc, "d3", guess); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+			t.Fatalf("d3 by a secret made of its certificate (%.20q) = %v, want refused", guess, err)
+		}
+	}
 	if _, err := e.svc.SetBatchStatus(e.admin, res.BatchID, devreg.StatusDisabled); err != nil {
 		t.Fatal(err)
 	}

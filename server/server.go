@@ -243,7 +243,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnContext:       s.conns.connContext,
 		ConnState:         s.conns.connState,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:          newErrorLog(cfg.Logger.Handler()),
 		TLSConfig:         s.tls,
 	}
 	// HTTP/1.1 only, over TLS too: the limits on slow clients count connections sending

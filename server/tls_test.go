@@ -301,3 +301,24 @@ func TestHTTPSAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestHandshakeErrorsDoNotFloodTheLog: a client that sends plain HTTP to the HTTPS port, again and
+// again, costs itself nothing; the log gets one record a minute of it, not one a connection.
+func TestHandshakeErrorsDoNotFloodTheLog(t *testing.T) {
+	logs := &syncBuffer{}
+	s, _, _ := tlsServer(t, certtest.NewCA(t, "devreg test CA"), Config{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	for range 50 {
+		c, err := net.Dial("tcp", s.ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+		io.ReadAll(c)
+		c.Close()
+	}
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "client sent an HTTP request to an HTTPS server") }, "the first handshake error to be logged")
+	time.Sleep(100 * time.Millisecond)
+	if n := strings.Count(logs.String(), "TLS handshake error"); n != 1 {
+		t.Errorf("50 failed handshakes logged %d records, want 1: %s", n, logs.String())
+	}
+}
