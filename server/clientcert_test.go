@@ -157,6 +157,22 @@ func TestClientCertificateHeader(t *testing.T) {
 		t.Errorf("a log record holds the header's content: %s", logs.String()+xlogs.String())
 	}
 
+	// Envoy's forward_client_cert_details APPEND_FORWARD keeps the element the client sent and
+	// appends its own: whatever quotes and separators the client's element leaves open, the
+	// request gets the certificate the proxy verified, or none, never one the client named.
+	t.Run("xfcc-client-element-tampers", func(t *testing.T) {
+		esc := escapeLikeNginx(string(attacker.PEM))
+		for _, prefix := range []string{
+			`Cert="` + esc, `Cert="` + esc + `;x="`, `x="`, `x=\"`, `Cert=` + esc + `;y="`, `Cert="` + esc + `",`, `"`, `\`,
+			`Chain="` + esc + `";Cert="` + esc + `` + "\\",
+		} {
+			got := echoed(t, http.DefaultClient, xts.URL, http.Header{"X-Forwarded-Client-Cert": {prefix + "," + xfccElement(device, false)}})
+			if got != "" && got != "device-1" {
+				t.Errorf("client's element %.30q before the proxy's gave the request %q", prefix, got)
+			}
+		}
+	})
+
 	t.Run("spoofed-by-untrusted-peer", func(t *testing.T) {
 		spoofer := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
 		for range 3 {
