@@ -253,3 +253,22 @@ func selfSignedDevice(t *testing.T, cn string) *certtest.Cert {
 	}
 	return &certtest.Cert{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
+
+// TestExpiredTypeCALetsNoOneIn: a CA valid when it was added lets no device in once it has
+// expired, though the devices' certificates outlive it.
+func TestExpiredTypeCALetsNoOneIn(t *testing.T) { forEachStore(t, testExpiredTypeCALetsNoOneIn) }
+
+func testExpiredTypeCALetsNoOneIn(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	now := *e.now.Load()
+	ca := certtest.NewCA(t, "Short-lived CA", certtest.Valid(now.Add(-time.Hour), now.Add(24*time.Hour)))
+	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.Issue(t, "d1", certtest.Valid(now.Add(-time.Hour), now.Add(30*24*time.Hour)))
+	if _, code, err := e.certLogin("d1", leaf); code != "" {
+		t.Fatalf("d1 while its CA is valid: %v", err)
+	}
+	e.advance(48 * time.Hour)
+	e.wantCertRefused(t, "d1 after its type's CA expired", "expired", "d1", leaf)
+}
