@@ -1,8 +1,10 @@
 package server
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -64,9 +66,9 @@ func (l *rateLog) allow(now time.Time) bool {
 //     which may hold the chain;
 //   - PEM whose line breaks became spaces or tabs (headers hold no line breaks; nginx's old
 //     $ssl_client_cert, Traefik and some load balancers send it so);
-//   - Envoy's X-Forwarded-Client-Cert: elements separated by ",", each a list of key=value pairs
-//     separated by ";". Each proxy appends its element, so the last is the one the nearest proxy,
-//     the trusted one, added; its Chain (leaf first) or else its Cert is taken.
+//   - Envoy's X-Forwarded-Client-Cert: one element (the trusted proxy sets it, replacing any
+//     the client sent), a list of key=value pairs separated by ";"; its Chain (leaf first) or
+//     else its Cert is taken, and its leaf must be the certificate the element's Hash names.
 func parseClientCertHeader(v string) ([]*x509.Certificate, error) {
 	if len(v) > maxClientCertHeader {
 		return nil, fmt.Errorf("the header holds %d bytes, more than the %d a certificate chain may take", len(v), maxClientCertHeader)
@@ -132,8 +134,15 @@ func parseXFCC(v string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	last := strings.TrimSpace(elements[len(elements)-1])
-	pairs, err := splitQuoted(last, ';')
+	// Envoy writes URI= and DNS= values as the client's certificate has them, unquoted: a SAN
+	// holding a "," makes the proxy's element look like two, the second all the client's
+	// (",Hash=…;Cert=…" of any certificate it has seen). So the header must hold one element, the
+	// one the proxy that terminated the client's TLS set (forward_client_cert_details:
+	// SANITIZE_SET); several are refused, whoever appended them.
+	if len(elements) != 1 {
+		return nil, fmt.Errorf("X-Forwarded-Client-Cert holds %d elements; devreg takes one, set by the proxy that terminated the client's TLS (Envoy: forward_client_cert_details: SANITIZE_SET), and a \",\" in a certificate's SAN can make one look like two", len(elements))
+	}
+	pairs, err := splitQuoted(strings.TrimSpace(elements[0]), ';')
 	if err != nil {
 		return nil, err
 	}
@@ -149,19 +158,39 @@ func parseXFCC(v string) ([]*x509.Certificate, error) {
 			}
 			value = strings.ReplaceAll(value[1:len(value)-1], `\"`, `"`)
 		}
-		fields[strings.ToLower(key)] = value
+		// Envoy writes URI= and DNS= values unquoted, as the client's certificate has them, and
+		// each DNS name (and, in newer versions, URI) as a pair of its own: a SAN reading
+		// "urn:x;Hash=…;Chain=…" adds pairs. A key other than those twice is such an injection.
+		k := strings.ToLower(key)
+		if _, twice := fields[k]; twice && k != "uri" && k != "dns" {
+			return nil, fmt.Errorf("X-Forwarded-Client-Cert: the element has %s twice; a value from the client's certificate added one", key)
+		}
+		fields[k] = value
 	}
 	raw, ok := fields["chain"]
 	if !ok {
 		if raw, ok = fields["cert"]; !ok {
-			return nil, errors.New("X-Forwarded-Client-Cert: the nearest proxy's element has neither Cert nor Chain (set forward_client_cert_details with cert: true in Envoy)")
+			return nil, errors.New("X-Forwarded-Client-Cert: the element has neither Cert nor Chain (set forward_client_cert_details with cert: true in Envoy)")
 		}
 	}
 	pemText, err := url.PathUnescape(raw)
 	if err != nil {
 		return nil, fmt.Errorf("X-Forwarded-Client-Cert: URL-escaped PEM: %w", err)
 	}
-	return parseLoosePEM(pemText)
+	chain, err := parseLoosePEM(pemText)
+	if err != nil {
+		return nil, err
+	}
+	// Envoy always writes Hash, the SHA-256 of the certificate the client presented, before
+	// anything the certificate says; a Cert or Chain pair that a SAN added names another one.
+	hash, ok := fields["hash"]
+	if !ok {
+		return nil, errors.New("X-Forwarded-Client-Cert: the element has no Hash of the client's certificate")
+	}
+	if fp := sha256.Sum256(chain[0].Raw); !strings.EqualFold(hash, hex.EncodeToString(fp[:])) {
+		return nil, errors.New("X-Forwarded-Client-Cert: the certificate is not the one the element's Hash names; a value from the client's certificate added it")
+	}
+	return chain, nil
 }
 
 // splitQuoted splits s at sep outside double quotes.

@@ -130,8 +130,10 @@ func TestClientCertificateHeader(t *testing.T) {
 		{"pem-with-tabs", ts.URL, strings.ReplaceAll(tabby, "\n", ""), "device-1 line 3", ""},
 		{"xfcc-cert", xts.URL, xfccElement(device, false), "device-1", ""},
 		{"xfcc-chain", xts.URL, xfccElement(device, true), "device-1 line 3", ""},
-		// The client's own element comes first; the nearest proxy appends its element last.
-		{"xfcc-last-element", xts.URL, xfccElement(attacker, false) + "," + xfccElement(device, true), "device-1 line 3", ""},
+		// A proxy that appends its element to the client's (APPEND_FORWARD) cannot be told from a
+		// certificate whose SAN holds a "," (see xfcc-key-injected-by-a-san): several elements
+		// give no certificate.
+		{"xfcc-several-elements", xts.URL, xfccElement(attacker, false) + "," + xfccElement(device, true), "", "holds 2 elements"},
 		{"xfcc-no-cert", xts.URL, `By=spiffe://example.com/devreg;Hash=abcd;Subject="CN=device-1"`, "", "neither Cert nor Chain"},
 		{"xfcc-open-quote", xts.URL, `Cert="-----BEGIN%20CERTIFICATE`, "", "quote is not closed"},
 		{"not-pem", ts.URL, "hello", "", "not understood"},
@@ -159,7 +161,7 @@ func TestClientCertificateHeader(t *testing.T) {
 
 	// Envoy's forward_client_cert_details APPEND_FORWARD keeps the element the client sent and
 	// appends its own: whatever quotes and separators the client's element leaves open, the
-	// request gets the certificate the proxy verified, or none, never one the client named.
+	// request never gets a certificate the client named.
 	t.Run("xfcc-client-element-tampers", func(t *testing.T) {
 		esc := escapeLikeNginx(string(attacker.PEM))
 		for _, prefix := range []string{
@@ -170,6 +172,39 @@ func TestClientCertificateHeader(t *testing.T) {
 			if got != "" && got != "device-1" {
 				t.Errorf("client's element %.30q before the proxy's gave the request %q", prefix, got)
 			}
+		}
+	})
+
+	// Envoy writes URI= and DNS= values as they are in the client's certificate, unquoted (its
+	// conn_manager_utility.cc: "URI=" + uriSanPeerCertificate()): a certificate whose URI SAN
+	// reads "urn:x;Chain=<a victim's certificate>" adds a key to the proxy's element. The request
+	// must get the certificate the proxy hashed, or none.
+	t.Run("xfcc-key-injected-by-a-san", func(t *testing.T) {
+		victim := escapeLikeNginx(string(device.PEM))
+		// envoy is the element Envoy adds for a client that presented c.
+		envoy := func(c *certtest.Cert) string {
+			var uris []string
+			for _, u := range c.Cert.URIs {
+				uris = append(uris, u.String())
+			}
+			return fmt.Sprintf(`By=spiffe://example.com/devreg;Hash=%s;Cert="%s";Subject="CN=%s";URI=%s`,
+				c.SHA256(), escapeLikeNginx(string(c.PEM)), c.Cert.Subject.CommonName, strings.Join(uris, ","))
+		}
+		for _, san := range []string{
+			"urn:x;Chain=" + victim,
+			"urn:x;Cert=" + victim,
+			"urn:x;Hash=" + device.SHA256() + ";Cert=" + victim,
+			"urn:x;Hash=" + device.SHA256() + ";Chain=" + victim,
+			// A "," starts an element of the client's own making, Hash and all.
+			"urn:x,Hash=" + device.SHA256() + ";Cert=" + victim,
+		} {
+			sly := factory.Issue(t, "sly", certtest.URIs(san))
+			if got := echoed(t, http.DefaultClient, xts.URL, http.Header{"X-Forwarded-Client-Cert": {envoy(sly)}}); got != "" && got != "sly" {
+				t.Errorf("URI SAN %.40q gave the request %q, want the client's own certificate or none", san, got)
+			}
+		}
+		if got := echoed(t, http.DefaultClient, xts.URL, http.Header{"X-Forwarded-Client-Cert": {envoy(factory.Issue(t, "plain", certtest.URIs("urn:x")))}}); got != "plain" {
+			t.Errorf("a plain URI SAN gave %q, want plain", got)
 		}
 	})
 
