@@ -418,7 +418,9 @@ func TestCertificateLoginResumedSession(t *testing.T) {
 // answers the device beyond its hourly limit 429 rate_limited with Retry-After and says why, not
 // invalid_client's "too many failed attempts", which would send its maker looking for a wrong
 // certificate.
-func TestAutoRegisterLimitAtTheTokenEndpoint(t *testing.T) { forEachStore(t, testAutoRegisterLimitAtTheTokenEndpoint) }
+func TestAutoRegisterLimitAtTheTokenEndpoint(t *testing.T) {
+	forEachStore(t, testAutoRegisterLimitAtTheTokenEndpoint)
+}
 
 func testAutoRegisterLimitAtTheTokenEndpoint(t *testing.T, database string) {
 	m := newMTLSEnv(t, database)
