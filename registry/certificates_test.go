@@ -348,3 +348,50 @@ func testCertificatesOfTheTypesCA(t *testing.T, pg bool) {
 		t.Errorf("d1, pinned now, with another certificate of its CA = %q, want refused", code)
 	}
 }
+
+// TestCertificateLoginChecksTheCertificate: a certificate presented at login passes the checks
+// devreg makes of every certificate it is given (devcert.Check), not only the chain's: a weak RSA
+// key chaining to the type's CA is refused, and a CA certificate is no device's certificate,
+// neither when added as a credential nor when presented at login.
+func TestCertificateLoginChecksTheCertificate(t *testing.T) {
+	forEachStore(t, testCertificateLoginChecksTheCertificate)
+}
+
+func testCertificateLoginChecksTheCertificate(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	ca := certtest.NewCA(t, "Factory CA")
+	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
+		t.Fatal(err)
+	}
+	e.wantCertRefused(t, "an RSA-1024 certificate of the type's CA", "at least 2048", "d1", ca.Issue(t, "d1", certtest.RSA(1024)))
+	if id, code, err := e.certLogin("d1", ca.Issue(t, "d1", certtest.RSA(2048))); code != "" || id != "" {
+		t.Fatalf("d1 with an RSA-2048 certificate of its type's CA = %q, %v; want in", id, err)
+	}
+
+	plain, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "No CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := certEntries("d2", certtest.NewCA(t, "d2"))
+	if _, err := e.svc.Register(e.admin, plain.ID, src, devreg.RegisterOptions{}); devreg.ErrorCode(err) != devreg.EINVALIDROWS ||
+		!strings.Contains(err.Error()+problemsText(err), "CA certificate") {
+		t.Errorf("registering a CA certificate as d2's: %v, want the entry refused as a CA certificate", err)
+	}
+	self := certtest.NewCA(t, "d1")
+	if _, err := e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Certificate: string(self.PEM)}); devreg.ErrorCode(err) != devreg.EINVALID {
+		t.Errorf("adding a CA certificate as d1's credential: %v, want 422", err)
+	}
+}
+
+// problemsText joins the messages of err's problems.
+func problemsText(err error) string {
+	var de *devreg.Error
+	if !errors.As(err, &de) {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range de.Problems {
+		b.WriteString(p.Message + "\n")
+	}
+	return b.String()
+}
