@@ -31,7 +31,7 @@ var ErrAutoRegisterLimit = errors.New("auto_register_limit reached")
 const autoRegisterCreator = "just-in-time registration"
 
 // autoRegister registers device deviceID, which the account does not have, by the certificate
-// chain it presented, when exactly one of the account's device types with auto_register on
+// chain it presented (one checkPresented took), when exactly one of the account's device types with auto_register on
 // trusts the certificate for that ID. It returns the device as it is now (also when another login
 // registered it meanwhile), or a refusal for the log (the device is told invalid_client, as any
 // unknown device is), or an error: ERATELIMITED with ErrAutoRegisterLimit beyond the type's
@@ -42,9 +42,6 @@ const autoRegisterCreator = "just-in-time registration"
 // exactly the limit's worth.
 func (s *Service) autoRegister(ctx context.Context, accountID, deviceID string, chain []*x509.Certificate, now time.Time) (devreg.DeviceAuth, error, error) {
 	var none devreg.DeviceAuth
-	if len(chain) == 0 {
-		return none, nil, nil // refused as no certificate at all
-	}
 	if !opaqueID(accountID) || credential.CheckDeviceID(deviceID) != "" {
 		return none, refusedCertificate("no such device", nil), nil
 	}

@@ -184,7 +184,7 @@ func testAutoRegisterRefusals(t *testing.T, pg bool) {
 	e.wantCertRefused(t, "an expired certificate", "expired", "x4",
 		e.ca.Issue(t, "x4", certtest.Valid(time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))))
 	e.wantCertRefused(t, "an unknown CA", "no such device", "x5", certtest.NewCA(t, "Stranger").Issue(t, "x5"))
-	e.wantCertRefused(t, "a CA certificate itself", "no such device", "Factory CA", e.ca)
+	e.wantCertRefused(t, "a CA certificate itself", "is a CA certificate", "Factory CA", e.ca)
 
 	// Turned on for the second type too, with the same CA: which type is ambiguous.
 	on := true
@@ -341,5 +341,22 @@ func testAutoRegisterLimit(t *testing.T, pg bool) {
 	e.advance(AutoRegisterWindow + time.Second)
 	if _, _, err := e.certLogin(id, leaves[again]); err != nil {
 		t.Errorf("after the window: %v", err)
+	}
+}
+
+// TestAutoRegisterRefusesWhatLoginRefuses: a certificate that chains to the type's CA but that
+// no login takes (an RSA-1024 key) registers no device: a refused login writes nothing.
+func TestAutoRegisterRefusesWhatLoginRefuses(t *testing.T) {
+	forEachStore(t, testAutoRegisterRefusesWhatLoginRefuses)
+}
+
+func testAutoRegisterRefusesWhatLoginRefuses(t *testing.T, pg bool) {
+	e := newAutoEnv(t, pg, 10)
+	e.wantCertRefused(t, "an RSA-1024 certificate of the type's CA", "at least 2048", "weak-1", e.ca.Issue(t, "weak-1", certtest.RSA(1024)))
+	if n := e.deviceCount(t, e.dt.ID); n != 0 {
+		t.Errorf("the type counts %d devices after a refused login, want 0", n)
+	}
+	if b := e.autoBatches(t); len(b) != 0 {
+		t.Errorf("batches of just-in-time registrations after a refused login: %+v, want none", b)
 	}
 }

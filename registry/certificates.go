@@ -240,8 +240,8 @@ func (s *Service) AuthenticateDeviceCertificate(ctx context.Context, accountID, 
 	if failures >= DeviceMaxFailures {
 		return AuthenticatedDevice{}, throttled(since)
 	}
-	var refusal error
-	if d.DeviceTypeID == "" {
+	refusal := checkPresented(chain)
+	if refusal == nil && d.DeviceTypeID == "" {
 		// Not registered: a device type with auto_register on may register it now (autoregister.go).
 		if d, refusal, err = s.autoRegister(ctx, accountID, deviceID, chain, now); err != nil {
 			return AuthenticatedDevice{}, err
@@ -276,13 +276,27 @@ func (s *Service) AuthenticateDeviceCertificate(ctx context.Context, accountID, 
 	return AuthenticatedDevice{AccountID: accountID, DeviceID: deviceID, DeviceTypeID: d.DeviceTypeID, CredentialID: cred.ID}, nil
 }
 
+// checkPresented refuses a presented certificate that devreg takes from no one, before anything
+// is read or written for it (a just-in-time registration included). The handshake's certificate
+// was parsed by crypto/tls, or from a proxy's header, not by devcert.ParsePEM: it must pass the
+// checks every certificate given to devreg passes, and be fit for TLS client authentication.
+func checkPresented(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return refusedCertificate("no certificate presented", nil)
+	}
+	// Whoever would vouch for it (a pinned fingerprint or the type's CA), a certificate that no
+	// device may log in with is refused: a pinned fingerprint proves only that this is the certificate.
+	if err := devcert.CheckClient(chain[0]); err != nil {
+		return refusedCertificate("certificate cannot authenticate a device", err)
+	}
+	return nil
+}
+
 // checkCertificate decides a certificate login: the credential that lets the device in (none when
 // its type's CA does), or the refusal.
 func (s *Service) checkCertificate(ctx context.Context, accountID, deviceID string, d devreg.DeviceAuth, chain []*x509.Certificate, now time.Time) (devreg.StoredCredential, error, error) {
 	var none devreg.StoredCredential
 	switch {
-	case len(chain) == 0:
-		return none, refusedCertificate("no certificate presented", nil), nil
 	case d.DeviceTypeID == "":
 		return none, refusedCertificate("no such device", nil), nil
 	case !d.Enabled:
@@ -296,11 +310,6 @@ func (s *Service) checkCertificate(ctx context.Context, accountID, deviceID stri
 		}
 		return none, refusedCertificate("certificate is not valid now", &devcert.Error{Code: code,
 			Message: fmt.Sprintf("valid from %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))}), nil
-	}
-	// Whoever vouches for it (a pinned fingerprint or the type's CA), a certificate that no device
-	// may log in with is refused: a pinned fingerprint proves only that this is the certificate.
-	if err := devcert.CheckClient(leaf); err != nil {
-		return none, refusedCertificate("certificate cannot authenticate a device", err), nil
 	}
 	fp := devcert.Fingerprint(leaf)
 	pinned := false
