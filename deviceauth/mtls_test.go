@@ -302,7 +302,8 @@ func testCertificateLoginRefusals(t *testing.T, database string) {
 		{"not-yet-valid", "device2", m.factory.Issue(t, "device2", certtest.Valid(now.Add(24*time.Hour), now.Add(48*time.Hour))), "not valid now"},
 		{"wrong-key-usage", "device2", m.factory.Issue(t, "device2", certtest.KeyUsage(x509.KeyUsageKeyEncipherment, x509.ExtKeyUsageServerAuth)), "does not verify"},
 		{"other-devices-id", "device2", m.factory.Issue(t, "device3"), `device ID is "device3"`},
-		{"self-signed", "device2", certtest.NewCA(t, "device2"), "does not verify"},
+		{"self-signed-ca", "device2", certtest.NewCA(t, "device2"), "is a CA certificate"},
+		{"rsa-1024", "device2", m.factory.Issue(t, "device2", certtest.RSA(1024)), "at least 2048"},
 		{"unknown-device", "nosuchdevice", m.factory.Issue(t, "nosuchdevice"), "no such device"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
