@@ -79,6 +79,21 @@ func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, s
 // checkDeviceSecret decides a device's login, in its turn: the device and the credential that
 // secret matches, or why not.
 func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, secret, key string, now time.Time) (devreg.DeviceAuth, devreg.StoredCredential, error) {
+	return s.loginAttempt(ctx, accountID, deviceID, key, now, func(d devreg.DeviceAuth) (devreg.DeviceAuth, devreg.StoredCredential, error, error) {
+		cred, ok := s.matchSecret(d, accountID, deviceID, secret, now)
+		if !ok || !d.Enabled {
+			return d, cred, ErrInvalidClient, nil
+		}
+		return d, cred, nil, nil
+	})
+}
+
+// loginAttempt runs one login of device deviceID in its turn, under the device's throttle (key):
+// while DeviceMaxFailures failures fill the window nothing is checked at all; otherwise decide
+// says, for the device as read, the device and the credential that let it in, or the refusal,
+// which is counted as a failure before it is answered.
+func (s *Service) loginAttempt(ctx context.Context, accountID, deviceID, key string, now time.Time,
+	decide func(devreg.DeviceAuth) (devreg.DeviceAuth, devreg.StoredCredential, error, error)) (devreg.DeviceAuth, devreg.StoredCredential, error) {
 	var none devreg.StoredCredential
 	release, err := s.turns.take(ctx, key)
 	if err != nil {
@@ -93,12 +108,14 @@ func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, se
 	if err != nil {
 		return devreg.DeviceAuth{}, none, err
 	}
-	// While the window is full, nothing is checked at all.
 	if failures >= DeviceMaxFailures {
 		return devreg.DeviceAuth{}, none, throttled(since)
 	}
-	cred, ok := s.matchSecret(d, accountID, deviceID, secret, now)
-	if !ok || !d.Enabled {
+	d, cred, refusal, err := decide(d)
+	if err != nil {
+		return devreg.DeviceAuth{}, none, err
+	}
+	if refusal != nil {
 		// Counted even if the client hangs up now: a wrong guess is answered only after it is
 		// counted, and one that could end its request first would never be.
 		failures, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), key, now, DeviceFailureWindow)
@@ -108,7 +125,7 @@ func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, se
 		if failures > DeviceMaxFailures {
 			return devreg.DeviceAuth{}, none, throttled(since)
 		}
-		return devreg.DeviceAuth{}, none, ErrInvalidClient
+		return devreg.DeviceAuth{}, none, refusal
 	}
 	return d, cred, nil
 }

@@ -224,44 +224,24 @@ func (s *Service) addCertificateDetails(ctx context.Context, accountID string, l
 func (s *Service) AuthenticateDeviceCertificate(ctx context.Context, accountID, deviceID string, chain []*x509.Certificate) (AuthenticatedDevice, error) {
 	now := s.now()
 	key := "device:" + throttleKey(accountID, deviceID)
-	release, err := s.turns.take(ctx, key)
+	d, cred, err := s.loginAttempt(ctx, accountID, deviceID, key, now, func(d devreg.DeviceAuth) (devreg.DeviceAuth, devreg.StoredCredential, error, error) {
+		var none devreg.StoredCredential
+		if refusal := checkPresented(chain); refusal != nil {
+			return d, none, refusal, nil
+		}
+		if d.DeviceTypeID == "" {
+			// Not registered: a device type with auto_register on may register it now (autoregister.go).
+			var refusal error
+			var err error
+			if d, refusal, err = s.autoRegister(ctx, accountID, deviceID, chain, now); err != nil || refusal != nil {
+				return d, none, refusal, err
+			}
+		}
+		cred, refusal, err := s.checkCertificate(ctx, accountID, deviceID, d, chain, now)
+		return d, cred, refusal, err
+	})
 	if err != nil {
 		return AuthenticatedDevice{}, err
-	}
-	defer release()
-	throttled := func(since time.Time) error {
-		return &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
-			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
-	}
-	d, failures, since, err := s.deviceLogin(ctx, accountID, deviceID, key, now)
-	if err != nil {
-		return AuthenticatedDevice{}, err
-	}
-	if failures >= DeviceMaxFailures {
-		return AuthenticatedDevice{}, throttled(since)
-	}
-	refusal := checkPresented(chain)
-	if refusal == nil && d.DeviceTypeID == "" {
-		// Not registered: a device type with auto_register on may register it now (autoregister.go).
-		if d, refusal, err = s.autoRegister(ctx, accountID, deviceID, chain, now); err != nil {
-			return AuthenticatedDevice{}, err
-		}
-	}
-	var cred devreg.StoredCredential
-	if refusal == nil {
-		if cred, refusal, err = s.checkCertificate(ctx, accountID, deviceID, d, chain, now); err != nil {
-			return AuthenticatedDevice{}, err
-		}
-	}
-	if refusal != nil {
-		failures, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), key, now, DeviceFailureWindow)
-		if err != nil {
-			return AuthenticatedDevice{}, err
-		}
-		if failures > DeviceMaxFailures {
-			return AuthenticatedDevice{}, throttled(since)
-		}
-		return AuthenticatedDevice{}, refusal
 	}
 	if cred.ID != "" {
 		if cred.LastUsedAt == nil {
