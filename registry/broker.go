@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -37,7 +38,8 @@ type BrokerCredentials struct {
 	ClientID string // the MQTT client ID; "" where the broker does not send it
 	Password string // a secret or a device token: BrokerLogin tells them apart; "" for none
 	// CertificateDER is the device's certificate where the broker sends it whole (EMQX's
-	// ${cert_pem}); nil where it does not. BrokerLogin reads it only for a login without a password.
+	// ${cert_pem}); nil where it does not. BrokerLogin reads it for a login without a password,
+	// and for a certificate-bound token, which it must match.
 	CertificateDER []byte
 	// CommonName is the common name of the certificate the broker verified in the TLS handshake,
 	// where the broker sends that alone (RabbitMQ's ssl_cert_login, EMQX's ${cert_common_name}).
@@ -87,7 +89,8 @@ func brokerDeviceID(c devreg.Caller, username string) (string, bool) {
 // credentials its broker sent: its username names a device of the key's account, its MQTT client
 // ID is its device ID (where the broker sends one), and its password is either a device token
 // (checked as VerifyDeviceToken checks it: issued to this device of this account for a credential
-// that is still valid) or one of its secrets (checked as at the token endpoint, the throttle
+// that is still valid, and, if bound to a certificate, sent with it by a broker whose key trusts
+// its TLS) or one of its secrets (checked as at the token endpoint, the throttle
 // included). A token is accepted even while the device is throttled: tokens cannot be guessed,
 // so devices that use them ride out someone spending the device's failures. The device and its
 // batch must be enabled. Every refusal is ErrInvalidClient, or ERATELIMITED for a throttled secret.
@@ -108,7 +111,7 @@ func (s *Service) BrokerLogin(ctx context.Context, bc BrokerCredentials) (Broker
 		return BrokerDevice{}, ErrInvalidClient
 	}
 	if method == BrokerByToken {
-		return s.brokerTokenLogin(ctx, c, deviceID, bc.Password)
+		return s.brokerTokenLogin(ctx, c, deviceID, bc)
 	}
 	dev, err := s.AuthenticateDevice(ctx, c.AccountID, deviceID, bc.Password)
 	if err != nil {
@@ -210,12 +213,24 @@ func (s *Service) certificateDevice(ctx context.Context, c devreg.Caller, device
 	return d, nil
 }
 
-// brokerTokenLogin is BrokerLogin with a device token: the checks of VerifyDeviceToken, with
-// those that need no read (the token names this device of the key's account) before the read.
-func (s *Service) brokerTokenLogin(ctx context.Context, c devreg.Caller, deviceID, token string) (BrokerDevice, error) {
-	claims, err := s.tokenClaims(token)
+// brokerTokenLogin is BrokerLogin with a device token (bc.Password): the checks of
+// VerifyDeviceToken, with those that need no read (the token names this device of the key's
+// account) before the read. A token bound to a certificate (cnf, RFC 8705 §3) is taken only from
+// a key made with trusts_broker_tls whose broker sent that very certificate: devreg believes no
+// other broker that the device presented it.
+func (s *Service) brokerTokenLogin(ctx context.Context, c devreg.Caller, deviceID string, bc BrokerCredentials) (BrokerDevice, error) {
+	claims, err := s.tokenClaims(bc.Password)
 	if err != nil || claims.AccountID != c.AccountID || claims.Subject != deviceID {
 		return BrokerDevice{}, ErrInvalidClient
+	}
+	if claims.Cnf != nil {
+		if !c.TrustsBrokerTLS {
+			return BrokerDevice{}, refusedCertificate("a certificate-bound token, from a broker key made without trusts_broker_tls", nil)
+		}
+		cert, err := x509.ParseCertificate(bc.CertificateDER)
+		if err != nil || subtle.ConstantTimeCompare([]byte(devcert.X5tS256(cert)), []byte(claims.Cnf.X5tS256)) != 1 {
+			return BrokerDevice{}, refusedCertificate("a certificate-bound token, without the certificate it is bound to", err)
+		}
 	}
 	d, err := s.tokenDevice(ctx, claims)
 	if errors.Is(err, ErrTokenRevoked) || err == nil && !c.Reaches(d.DeviceTypeID) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/devcert"
+	"devreg/devtoken"
 	"devreg/internal/certtest"
 )
 
@@ -394,4 +396,45 @@ func problemsText(err error) string {
 		b.WriteString(p.Message + "\n")
 	}
 	return b.String()
+}
+
+// TestBrokerTakesBoundTokenOnlyWithItsCertificate: a token bound to a certificate (cnf
+// x5t#S256, RFC 8705 §3) logs its device in through a broker only if the broker sent that
+// certificate, and the broker's key trusts its TLS (trusts_broker_tls); without the certificate,
+// or with another, a stolen token would be a password like any other.
+func TestBrokerTakesBoundTokenOnlyWithItsCertificate(t *testing.T) {
+	forEachStore(t, testBrokerTakesBoundTokenOnlyWithItsCertificate)
+}
+
+func testBrokerTakesBoundTokenOnlyWithItsCertificate(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	ca := certtest.NewCA(t, "Factory CA")
+	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
+		t.Fatal(err)
+	}
+	cert, other := ca.Issue(t, "d1"), ca.Issue(t, "d1")
+	issueToken(t, e.svc, e.acc, "d1", "") // makes the signing keys
+	now := e.svc.Now()
+	bound, err := devtoken.Sign(e.svc.TokenKeys.Current(), devtoken.Claims{Issuer: e.svc.TokenIssuer, Subject: "d1", AccountID: e.acc,
+		IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), ID: "jti-of-the-bound-token", Cnf: &devtoken.Confirmation{X5tS256: devcert.X5tS256(cert.Cert)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, trusts := range []bool{false, true} {
+		broker := devreg.NewContextWithCaller(context.Background(), devreg.Caller{AccountID: e.acc, Scope: devreg.ScopeBroker, Name: "broker", TrustsBrokerTLS: trusts})
+		if _, err := e.svc.BrokerLogin(broker, BrokerCredentials{Username: "d1", ClientID: "d1", Password: bound}); !errors.Is(err, ErrInvalidClient) {
+			t.Errorf("trusts_broker_tls %v: the bound token without its certificate: %v, want invalid_client", trusts, err)
+		}
+		if _, err := e.svc.BrokerLogin(broker, BrokerCredentials{Username: "d1", ClientID: "d1", Password: bound, CertificateDER: other.Cert.Raw}); !errors.Is(err, ErrInvalidClient) {
+			t.Errorf("trusts_broker_tls %v: the bound token with another certificate: %v, want invalid_client", trusts, err)
+		}
+		dev, err := e.svc.BrokerLogin(broker, BrokerCredentials{Username: "d1", ClientID: "d1", Password: bound, CertificateDER: cert.Cert.Raw})
+		switch {
+		case trusts && (err != nil || dev.DeviceID != "d1"):
+			t.Errorf("the bound token with its certificate, from a key with trusts_broker_tls: %+v, %v; want d1 in", dev, err)
+		case !trusts && !errors.Is(err, ErrInvalidClient):
+			// A key without trusts_broker_tls is not believed that the device presented the certificate.
+			t.Errorf("the bound token with its certificate, from a key without trusts_broker_tls: %v, want invalid_client", err)
+		}
+	}
 }
