@@ -4,7 +4,8 @@
 // adapter only translates its broker's protocol; the registry decides. Brokers authenticate
 // with an API key of scope broker, as a bearer token or as the password of HTTP Basic. A device
 // logs in with a secret or a device token as its MQTT password, or, through a broker whose key
-// was made with trusts_broker_tls, with the certificate the broker verified.
+// was made with trusts_broker_tls, with the certificate the broker verified; a token bound to a
+// certificate is taken only through such a broker, with that certificate (EMQX's cert_pem).
 package brokerapi
 
 import (
