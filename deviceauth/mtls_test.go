@@ -300,7 +300,7 @@ func testCertificateLoginRefusals(t *testing.T, database string) {
 		{"pinned-sibling", "device1", m.factory.Issue(t, "device1"), "this certificate is none of them"},
 		{"expired", "device2", m.factory.Issue(t, "device2", certtest.Valid(now.Add(-48*time.Hour), now.Add(-24*time.Hour))), "not valid now"},
 		{"not-yet-valid", "device2", m.factory.Issue(t, "device2", certtest.Valid(now.Add(24*time.Hour), now.Add(48*time.Hour))), "not valid now"},
-		{"wrong-key-usage", "device2", m.factory.Issue(t, "device2", certtest.KeyUsage(x509.KeyUsageKeyEncipherment, x509.ExtKeyUsageServerAuth)), "does not verify"},
+		{"wrong-key-usage", "device2", m.factory.Issue(t, "device2", certtest.KeyUsage(x509.KeyUsageKeyEncipherment, x509.ExtKeyUsageServerAuth)), "key usage does not allow digital signatures"},
 		{"other-devices-id", "device2", m.factory.Issue(t, "device3"), `device ID is "device3"`},
 		{"self-signed-ca", "device2", certtest.NewCA(t, "device2"), "is a CA certificate"},
 		{"rsa-1024", "device2", m.factory.Issue(t, "device2", certtest.RSA(1024)), "at least 2048"},
