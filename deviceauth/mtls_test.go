@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"devreg/internal/logtest"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -15,7 +16,6 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,38 +26,20 @@ import (
 	"devreg/server"
 )
 
-// syncBuffer is a log destination the server writes to from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // mtlsEnv is a devreg serving HTTPS, asking devices for their certificates, whose device type
 // trusts the factory CA; logs holds what it logs.
 type mtlsEnv struct {
 	*env
 	serverCA *certtest.Cert
 	factory  *certtest.Cert
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 }
 
 func newMTLSEnv(t *testing.T, database string) *mtlsEnv {
 	t.Helper()
 	serverCA := certtest.NewCA(t, "devreg server CA")
 	certFile, keyFile := serverCA.Server(t).WriteFiles(t, t.TempDir(), "server")
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	e := newEnvWith(t, &env{db: database, hc: deviceClient(serverCA, nil), configure: func(c *server.Config) {
 		c.TLSCertFile, c.TLSKeyFile = certFile, keyFile
 		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

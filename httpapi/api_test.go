@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"devreg/internal/logtest"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,24 +26,6 @@ import (
 	"devreg/internal/pgtest"
 	"devreg/server"
 )
-
-// syncBuffer is a log sink that tests may read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // clock is the server's clock: the real time, moved on by what a test adds, so that a test lets
 // a key expire, or an export's next check come, without waiting for it.
@@ -63,7 +45,7 @@ type env struct {
 	database    string // "" for SQLite in dataDir
 	http        *http.Client
 	transport   *apitest.Transport
-	log         *syncBuffer
+	log         *logtest.Buffer
 	admin       string
 	registerKey string
 	read        string
@@ -79,7 +61,7 @@ func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
 func newEnv(t *testing.T, database string, maxBody int64) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{dataDir: t.TempDir(), database: database, log: &syncBuffer{}, clock: &clock{}}
+	e := &env{dataDir: t.TempDir(), database: database, log: &logtest.Buffer{}, clock: &clock{}}
 	srv, err := server.Open(ctx, server.Config{
 		Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database, MaxBody: maxBody,
 		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),

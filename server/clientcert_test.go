@@ -1,6 +1,7 @@
 package server
 
 import (
+	"devreg/internal/logtest"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,9 +21,9 @@ import (
 
 // certEcho is the server's middleware around a handler that answers with the common names of the
 // client certificates the request's context carries, leaf first, one a line.
-func certEcho(t *testing.T, cfg Config) (*Server, http.Handler, *syncBuffer) {
+func certEcho(t *testing.T, cfg Config) (*Server, http.Handler, *logtest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg.MaxBody = DefaultMaxBody
 	s := &Server{cfg: cfg, log: slog.New(slog.NewJSONHandler(logs, nil)), conns: newConnLimits(DefaultMaxPendingPerAddr, DefaultMaxConnsPerAddr)}
 	h := s.middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -2,8 +2,8 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"devreg/internal/logtest"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -214,7 +213,7 @@ func TestKeyFileLossRefusesStart(t *testing.T) {
 // TestClientGoneMidListingLogsNoError aborts listings while they are answered: the server must
 // neither log an error nor try to write a second header.
 func TestClientGoneMidListingLogsNoError(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	ctx := context.Background()
 	s, err := Open(ctx, Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
@@ -264,24 +263,6 @@ func registerDevices(t *testing.T, s *Server, n int) string {
 		t.Fatal(err)
 	}
 	return key
-}
-
-// syncBuffer is a bytes.Buffer that a server's goroutines may log to at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestKeepAliveHeaderStallsCapped sends one request on each connection, then starts the next

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"devreg/internal/logtest"
 	"io"
 	"log/slog"
 	"net"
@@ -99,7 +100,7 @@ func TestRenewedCertificateFilesAreServed(t *testing.T) {
 // not load keeps the certificate in use.
 func TestReloadOnSignal(t *testing.T) {
 	ca := certtest.NewCA(t, "devreg test CA")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s, certFile, keyFile := tlsServer(t, ca, Config{TLSReloadEvery: time.Hour, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	first := servedCert(t, s, ca)
 
@@ -217,7 +218,7 @@ func TestCheckTLS(t *testing.T) {
 // TestACMEServesOnlyTheGivenDomains: the server's certificates come from autocert's manager, whose
 // host policy refuses a handshake for any other name before asking a CA (no network here).
 func TestACMEServesOnlyTheGivenDomains(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s := openTestServer(t, Config{TLSACMEDomains: []string{"devreg.example.com"}, TLSACMEDir: t.TempDir(),
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if !strings.Contains(strings.Join(s.tls.NextProtos, " "), "acme-tls/1") {
@@ -305,7 +306,7 @@ func TestHTTPSAnswers(t *testing.T) {
 // TestHandshakeErrorsDoNotFloodTheLog: a client that sends plain HTTP to the HTTPS port, again and
 // again, costs itself nothing; the log gets one record a minute of it, not one a connection.
 func TestHandshakeErrorsDoNotFloodTheLog(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	s, _, _ := tlsServer(t, certtest.NewCA(t, "devreg test CA"), Config{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	for range 50 {
 		c, err := net.Dial("tcp", s.ln.Addr().String())
