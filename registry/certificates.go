@@ -138,20 +138,15 @@ func (s *Service) addCertificate(ctx context.Context, c devreg.Caller, deviceID 
 	withDetails(&added.Credential, &details)
 	fields := credFields(added.Credential)
 	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, fields)
-	err = s.store.AddCertificateCredential(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
-		ch := devreg.CredentialChange{Add: &added, Certificate: &details}
+	err = s.store.AddCertificateCredential(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (ch devreg.CredentialChange, err error) {
 		defer func() { audit.Details["expired_deleted"] = ch.Delete }()
-		for _, old := range d.Credentials {
-			if old.ExpiredAt(now) {
-				ch.Delete = append(ch.Delete, old.ID)
-			} else if old.KeyID == devreg.CertificateKeyID && bytes.Equal(old.Hash, added.Hash) {
-				return ch, devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this certificate (%s)", deviceID, old.ID)
-			}
-		}
-		if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {
-			return ch, devreg.Errorf(devreg.ECONFLICT, "device %s has %d credentials, the most a device may have; delete one first", deviceID, n)
-		}
-		return ch, nil
+		return addingCredential(devreg.CredentialChange{Add: &added, Certificate: &details}, d, deviceID, now,
+			func(old devreg.StoredCredential) error {
+				if old.KeyID == devreg.CertificateKeyID && bytes.Equal(old.Hash, added.Hash) {
+					return devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this certificate (%s)", deviceID, old.ID)
+				}
+				return nil
+			})
 	})
 	if err != nil {
 		return devreg.Credential{}, err

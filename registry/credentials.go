@@ -93,20 +93,14 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 		KeyID: current.ID, Hash: credential.Hash(current, c.AccountID, deviceID, secret),
 	}
 	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, credFields(added.Credential))
-	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
-		ch := devreg.CredentialChange{Add: &added}
+	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (ch devreg.CredentialChange, err error) {
 		defer func() { audit.Details["expired_deleted"] = ch.Delete }()
-		for _, old := range d.Credentials {
-			if old.ExpiredAt(now) {
-				ch.Delete = append(ch.Delete, old.ID)
-			} else if s.keys.Verify(old.KeyID, old.Hash, c.AccountID, deviceID, secret) {
-				return ch, devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this secret (%s); choose another secret, or let the server generate one", deviceID, old.ID)
+		return addingCredential(devreg.CredentialChange{Add: &added}, d, deviceID, now, func(old devreg.StoredCredential) error {
+			if s.keys.Verify(old.KeyID, old.Hash, c.AccountID, deviceID, secret) {
+				return devreg.Errorf(devreg.ECONFLICT, "device %s already has a credential with this secret (%s); choose another secret, or let the server generate one", deviceID, old.ID)
 			}
-		}
-		if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {
-			return ch, devreg.Errorf(devreg.ECONFLICT, "device %s has %d credentials, the most a device may have; delete one first", deviceID, n)
-		}
-		return ch, nil
+			return nil
+		})
 	})
 	if err != nil {
 		return devreg.Credential{}, err
@@ -467,4 +461,21 @@ func (s *Service) RevokeBatchCredentials(ctx context.Context, batchID string, so
 		r.ProblemCount = r.DevicesLeft
 	}
 	return r, nil
+}
+
+// addingCredential completes ch, which adds a credential to device d: the device's expired
+// credentials go, a credential that duplicate refuses (the same secret or certificate again) is a
+// conflict, and so is a device that would still hold MaxCredentials.
+func addingCredential(ch devreg.CredentialChange, d devreg.DeviceAuth, deviceID string, now time.Time, duplicate func(devreg.StoredCredential) error) (devreg.CredentialChange, error) {
+	for _, old := range d.Credentials {
+		if old.ExpiredAt(now) {
+			ch.Delete = append(ch.Delete, old.ID)
+		} else if err := duplicate(old); err != nil {
+			return ch, err
+		}
+	}
+	if n := len(d.Credentials) - len(ch.Delete); n >= devreg.MaxCredentials {
+		return ch, devreg.Errorf(devreg.ECONFLICT, "device %s has %d credentials, the most a device may have; delete one first", deviceID, n)
+	}
+	return ch, nil
 }
