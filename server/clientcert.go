@@ -3,7 +3,7 @@ package server
 import (
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
+	"devreg/devcert"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -95,35 +95,29 @@ const (
 // parseLoosePEM reads one or more PEM certificates whose base64 may be broken by any white
 // space (or by none), and refuses anything else around them.
 func parseLoosePEM(s string) ([]*x509.Certificate, error) {
-	var chain []*x509.Certificate
-	for {
+	// Put the line breaks back that a proxy turned into spaces, then read it as any chain given to
+	// devreg is read (devcert: at most MaxChain certificates, each passing its checks).
+	var canonical strings.Builder
+	for n := 1; ; n++ {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			break
 		}
 		if !strings.HasPrefix(s, pemBegin) {
-			return nil, fmt.Errorf("certificate %d: want %s, found %.20q", len(chain)+1, pemBegin, s)
+			return nil, fmt.Errorf("certificate %d: want %s, found %.20q", n, pemBegin, s)
 		}
 		s = s[len(pemBegin):]
 		end := strings.Index(s, pemEnd)
 		if end < 0 {
-			return nil, fmt.Errorf("certificate %d: no %s", len(chain)+1, pemEnd)
+			return nil, fmt.Errorf("certificate %d: no %s", n, pemEnd)
 		}
-		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s[:end]), ""))
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: base64: %w", len(chain)+1, err)
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(chain)+1, err)
-		}
-		chain = append(chain, cert)
+		canonical.WriteString(pemBegin + "\n" + strings.Join(strings.Fields(s[:end]), "") + "\n" + pemEnd + "\n")
 		s = s[end+len(pemEnd):]
 	}
-	if len(chain) == 0 {
+	if canonical.Len() == 0 {
 		return nil, errors.New("no certificate")
 	}
-	return chain, nil
+	return devcert.ParsePEMChain(canonical.String())
 }
 
 // parseXFCC reads Envoy's X-Forwarded-Client-Cert header
