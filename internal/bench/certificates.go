@@ -25,7 +25,8 @@ import (
 // on a device type with a trusted CA) against n devices by secret, through one real server on
 // SQLite and, with -postgres, one on PostgreSQL, each into its own new device type, alternately,
 // cfg.runs times; it prints the medians, the server's CPU time and their ratio (issue 23 asks for
-// at most 1.2). Both bodies are JSON, so that only the credential differs. -n defaults to 100,000
+// at most 1.2), then the same for the raw tool writing the same rows into the smallest table
+// that refuses a certificate on two devices (certbaseline.go). Both bodies are JSON, so that only the credential differs. -n defaults to 100,000
 // here; -bin measures another devreg binary.
 func runCertificates(cfg config, bin string) error {
 	if !flagSet("n") {
@@ -40,7 +41,11 @@ func runCertificates(cfg config, bin string) error {
 	}
 	defer os.RemoveAll(b.dir)
 	ctx := context.Background()
-	if err := b.certificateRuns(ctx, "SQLite"); err != nil {
+	baseline := func() (certBaseline, string, error) {
+		c, err := certificateBaselineSQLite(b.dir, b.n, b.runs)
+		return c, "sqlite3 " + sqliteVersion() + " .import", err
+	}
+	if err := b.certificateRuns(ctx, "SQLite", baseline); err != nil {
 		return err
 	}
 	if cfg.pg == "" {
@@ -51,12 +56,16 @@ func runCertificates(cfg config, bin string) error {
 		return err
 	}
 	defer drop()
-	return b.certificateRuns(ctx, "PostgreSQL", "--database", dbURL)
+	baseline = func() (certBaseline, string, error) {
+		c, err := b.certificateBaselinePostgres(ctx)
+		return c, "COPY", err
+	}
+	return b.certificateRuns(ctx, "PostgreSQL", baseline, "--database", dbURL)
 }
 
 // certificateRuns measures and prints, on one server started with args, registrations by secret
-// and by fingerprint, alternately.
-func (b *bench) certificateRuns(ctx context.Context, db string, args ...string) error {
+// and by fingerprint, alternately, then the baseline.
+func (b *bench) certificateRuns(ctx context.Context, db string, baseline func() (certBaseline, string, error), args ...string) error {
 	srv, err := b.startServer(ctx, "certificates-"+db, args...)
 	if err != nil {
 		return err
@@ -106,6 +115,12 @@ func (b *bench) certificateRuns(ctx context.Context, db string, args ...string) 
 	fmt.Printf("  by secret:             %7.2f s  (%.0f devices/s), server CPU %.2f s\n", s, float64(b.n)/s, sc)
 	fmt.Printf("  by certificate_sha256: %7.2f s  (%.0f devices/s), server CPU %.2f s\n", f, float64(b.n)/f, fc)
 	fmt.Printf("  ratio fingerprint/secret: %.2f, of server CPU %.2f (issue 23: at most 1.2)\n", f/s, fc/sc)
+	srv.stop()
+	c, tool, err := baseline()
+	if err != nil {
+		return err
+	}
+	c.print(tool, b.n, s, f)
 	return nil
 }
 
