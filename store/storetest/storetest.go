@@ -50,6 +50,7 @@ func Run(t *testing.T, open Opener) {
 		{"replace-resets-credentials", testResetCredentials},
 		{"revoke-batch-credentials", testRevokeBatchCredentials},
 		{"trusted-cas", testTrustedCAs},
+		{"enrollment-groups", testEnrollmentGroups},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })

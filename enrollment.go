@@ -1,0 +1,70 @@
+package devreg
+
+import "time"
+
+// Enrollment groups (issue 24): a group of a device type registers, at its first connection, a
+// device the account does not have whose ID matches the group's pattern and whose secret is the
+// one derived from a live key of the group (credential.DeriveSecret, Azure DPS's formula).
+
+// SourceEnrollment is the source of the batches enrollment fills (one per group and UTC day) and
+// of the credential a device enrolled with.
+const SourceEnrollment Source = "enrollment"
+
+// CredentialFromEnrollment is the source of the derived secret a device enrolled with.
+const CredentialFromEnrollment CredentialSource = "enrollment"
+
+// ActorEnrollmentGroup is the audit actor of a device's enrollment: the group that registered it.
+const ActorEnrollmentGroup = "enrollment_group"
+
+// Limits of enrollment groups.
+const (
+	MaxEnrollmentGroupsPerType = 20      // groups per device type
+	MaxEnrollmentPatternLength = 256     // characters of an ID pattern
+	MaxEnrollmentDevices       = 1 << 40 // the largest max_devices
+	MaxEnrollmentPerHour       = 100000  // the largest max_per_hour
+	MaxEnrollmentGroupKeys     = 5       // keys a group holds at once, live or not yet removed
+	EnrollmentGroupKeySize     = 32      // bytes of a group key
+)
+
+// EnrollmentGroup is a device type's enrollment group, as the API shows it: never its keys.
+type EnrollmentGroup struct {
+	ID           string       `json:"id"`
+	AccountID    string       `json:"-"`
+	DeviceTypeID string       `json:"device_type_id"`
+	Name         string       `json:"name"`
+	IDPattern    string       `json:"id_pattern"`
+	MaxDevices   int64        `json:"max_devices"`
+	MaxPerHour   int          `json:"max_per_hour"`
+	NotBefore    *time.Time   `json:"not_before"`
+	NotAfter     *time.Time   `json:"not_after"`
+	Status       DeviceStatus `json:"status"`
+	// Temporary makes the derived secret a device enrolled with end after its type's rotation
+	// grace: the device is expected to rotate to a secret of its own (POST /device/v1/credentials).
+	Temporary bool `json:"temporary"`
+	// AllowList restricts the group to the device IDs put in its allow-list.
+	AllowList     bool            `json:"allow_list"`
+	EnrolledCount int64           `json:"enrolled_count"`
+	CreatedAt     time.Time       `json:"created_at"`
+	Keys          []EnrollmentKey `json:"keys"`
+}
+
+// EnrollmentKey is one key of a group, as the API shows it: its ID and window, never the key.
+type EnrollmentKey struct {
+	ID        string     `json:"id"`
+	CreatedAt time.Time  `json:"created_at"`
+	NotAfter  *time.Time `json:"not_after"` // nil: no end
+	// SealKeyID and Sealed are the key sealed with the server key SealKeyID (credential.Seal);
+	// only the store and the registry see them.
+	SealKeyID string `json:"-"`
+	Sealed    []byte `json:"-"`
+}
+
+// LiveAt reports whether the key may derive secrets at now.
+func (k EnrollmentKey) LiveAt(now time.Time) bool {
+	return k.NotAfter == nil || now.Before(*k.NotAfter)
+}
+
+// OpenAt reports whether the group registers devices at now: enabled and inside its window.
+func (g EnrollmentGroup) OpenAt(now time.Time) bool {
+	return g.Status == StatusEnabled && (g.NotBefore == nil || !now.Before(*g.NotBefore)) && (g.NotAfter == nil || now.Before(*g.NotAfter))
+}
