@@ -80,6 +80,7 @@ func main() {
 	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
+	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
 	bin := flag.String("bin", "", "with -listing-load, -broker-load or -certificates: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
@@ -90,6 +91,8 @@ func main() {
 		err = runCertificates(cfg, *bin)
 	case *certLogin:
 		err = runCertLogin(cfg)
+	case *enroll:
+		err = runEnroll(cfg)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:
