@@ -61,6 +61,7 @@ func TestCheck(t *testing.T) {
 		{"no-valid-id/too-long", `^a{129}$`, "matches no valid device ID"},
 		{"no-valid-id/non-ascii", `^é+$`, "matches no valid device ID"},
 		{"no-valid-id/impossible-anchor", `^a^b$`, "matches no valid device ID"},
+		{"no-valid-id/text-after-end", `^a$b$`, "matches no valid device ID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			re, err := Compile(tc.pattern)
@@ -128,6 +129,7 @@ func TestOverlap(t *testing.T) {
 		{"length-ranges-meet", `^[0-9]{2,4}$`, `^[0-9]{4,6}$`, true, "0000"},
 		{"text-anchors", `\AT1-[0-9]+\z`, `^T1-7$`, true, "T1-7"},
 		{"anchor-inside", `^a(?:^b)?$`, `^ab?$`, true, "a"},
+		{"end-inside", `^a(?:$x)?$`, `^ax$`, false, ""},
 		{"dot-and-class", `^.{3}$`, `^x[_:]y$`, true, ""},
 		// Overlaps only on strings that are no device ID do not count.
 		{"only-invalid-character", `^x.$`, `^x(?:[ !]|yy)$`, false, ""},
@@ -243,6 +245,53 @@ func TestOverlapBounded(t *testing.T) {
 	}
 }
 
+// TestOverlapAgainstEveryString compares Overlap with regexp on every string of up to 4
+// characters from "abAB-", for patterns that match nothing else, so both must agree exactly, and
+// the example must be as short as the shortest string both match.
+func TestOverlapAgainstEveryString(t *testing.T) {
+	patterns := []string{
+		`^a$`, `^ab?$`, `^[ab]{2}$`, `^(?:ab|ba)$`, `^a(?:-b)?$`, `^[ab]-[ab]$`, `^a{1,4}$`,
+		`^a$|^b-$`, `(?i)^ab$`, `(?i)^[a-b]{3}$`, `^[-ab]{1,4}$`, `^A[^a-zA-Z]?b$`, `^b(?:$|a$)`,
+		`^a(?:$b)?-?$`,
+	}
+	var all []string
+	var grow func(prefix string)
+	grow = func(prefix string) {
+		if prefix != "" {
+			all = append(all, prefix)
+		}
+		if len(prefix) < 4 {
+			for _, c := range "abAB-" {
+				grow(prefix + string(c))
+			}
+		}
+	}
+	grow("")
+	for _, a := range patterns {
+		for _, b := range patterns {
+			ra, rb := regexp.MustCompile(a), regexp.MustCompile(b)
+			shortest := ""
+			for _, s := range all {
+				if credential.CheckDeviceID(s) == "" && ra.MatchString(s) && rb.MatchString(s) &&
+					(shortest == "" || len(s) < len(shortest)) {
+					shortest = s
+				}
+			}
+			example, ok, err := Overlap(a, b)
+			switch {
+			case err != nil:
+				t.Errorf("Overlap(%q, %q): %v", a, b, err)
+			case ok != (shortest != ""):
+				t.Errorf("Overlap(%q, %q) = %q, %v; every string says %q", a, b, example, ok, shortest)
+			case ok && len(example) != len(shortest):
+				t.Errorf("Overlap(%q, %q) = %q; %q is shorter", a, b, example, shortest)
+			case ok:
+				assertExample(t, a, b, example)
+			}
+		}
+	}
+}
+
 // FuzzOverlap checks Overlap against regexp itself: an ID that both patterns match means Overlap
 // finds one (no longer than it), and every example Overlap gives is a device ID both match.
 func FuzzOverlap(f *testing.F) {
@@ -254,6 +303,7 @@ func FuzzOverlap(f *testing.F) {
 		{`(?i)^abc$`, `^ABC$`, "ABC"},
 		{`^a$|^b$`, `^(?:b|c)$`, "b"},
 		{`^a(?:^b)?$`, `^ab?$`, "a"},
+		{`^a(?:$x)?$`, `^ax?$`, "ax"},
 		{`\A[0-9]{2,4}\z`, `^[0-9]{4,6}$`, "1234"},
 		{`^.{3}$`, `^x[_:]y$`, "x_y"},
 		{`^a{64}b*$`, `^a*b{64}$`, strings.Repeat("a", 64) + strings.Repeat("b", 64)},
