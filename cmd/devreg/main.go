@@ -65,6 +65,7 @@ For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key
   devreg devices export [flags]        write devices as CSV (never secrets)
   devreg device connect [flags]        act as a device: get a token and check in (end-of-line test)
   devreg credentials revoke [flags]    revoke the credentials a device or a batch's devices made themselves
+  devreg enrollment derive [flags]     derive devices' secrets from a group key, offline, in the bulk upload format
 
   devreg completion bash               print a bash completion script
   devreg --version                     print the version
@@ -138,6 +139,7 @@ var subcommands = map[string]func(m *Main, ctx context.Context, args []string) e
 	"devices export":     (*Main).devicesExport,
 	"completion bash":    (*Main).completionBash,
 	"credentials revoke": (*Main).credentialsRevoke,
+	"enrollment derive":  (*Main).enrollmentDerive,
 }
 
 // version is the module version, or the VCS revision of a development build.
@@ -165,12 +167,13 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices credentials completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices credentials enrollment completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
          audit) COMPREPLY=($(compgen -W "verify" -- "$cur")) ;;
          device) COMPREPLY=($(compgen -W "connect" -- "$cur")) ;;
          credentials) COMPREPLY=($(compgen -W "revoke" -- "$cur")) ;;
+         enrollment) COMPREPLY=($(compgen -W "derive" -- "$cur")) ;;
          devicetypes) COMPREPLY=($(compgen -W "create list" -- "$cur")) ;;
          devices) COMPREPLY=($(compgen -W "generate import list export" -- "$cur")) ;;
          completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
