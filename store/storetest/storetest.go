@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"revoke-batch-credentials", testRevokeBatchCredentials},
 		{"trusted-cas", testTrustedCAs},
 		{"enrollment-groups", testEnrollmentGroups},
+		{"enrollment-group-changes", testEnrollmentGroupChanges},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
