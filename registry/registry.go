@@ -47,6 +47,13 @@ type Store interface {
 	AddTrustedCA(ctx context.Context, accountID string, ca devreg.TrustedCA) error
 	TrustedCAs(ctx context.Context, accountID, deviceTypeID string) ([]devreg.TrustedCA, error)
 	DeleteTrustedCA(ctx context.Context, accountID, deviceTypeID, id string) error
+	CreateEnrollmentGroup(ctx context.Context, g devreg.EnrollmentGroup, check func(others []devreg.EnrollmentGroup) error) error
+	EnrollmentGroups(ctx context.Context, accountID, deviceTypeID string) ([]devreg.EnrollmentGroup, error)
+	EnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error)
+	UpdateEnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string,
+		decide func(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) (devreg.EnrollmentGroup, error)) (devreg.EnrollmentGroup, error)
+	DeleteEnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) error
+	AddEnrollmentKey(ctx context.Context, accountID, deviceTypeID, groupID string, k devreg.EnrollmentKey, oldNotAfter, now time.Time) error
 
 	NewStage(ctx context.Context) (devreg.RegistrationStage, error)
 	ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error)

@@ -1,0 +1,355 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"regexp/syntax"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// Managing enrollment groups (issue 24): an administrator creates a group on a device type, with
+// an ID pattern, limits and a window, and gets its group key once; rotates the key (a new one
+// beside the old ones, which end at a time the administrator sets); changes, disables and
+// deletes the group. The group key is sealed with the server's current secret key before it is
+// stored, and never appears again: not in listings, audit details, logs or errors.
+
+// groupKeyAD is the additional data a group key is sealed with (credential.Seal): it binds the
+// sealed key to its account, group and key ID, so that a sealed key copied into another group's
+// row does not open there. Enrollment opens the key with the same value.
+func groupKeyAD(accountID, groupID, keyID string) []byte {
+	return []byte(accountID + "/" + groupID + "/" + keyID)
+}
+
+// compilePattern checks an enrollment group's ID pattern and compiles it: 1 to
+// devreg.MaxEnrollmentPatternLength characters of UTF-8 text without control characters, RE2
+// syntax (regexp/syntax's Perl flags: RE2 matches in linear time, so no pattern can be
+// catastrophic, unlike in backtracking engines), and anchored at both ends (^ first, $ last, and
+// no top-level alternative that escapes them, as ^A|B$ would), so that it decides on the whole
+// device ID and not on a part of it.
+func compilePattern(p string) (*regexp.Regexp, error) {
+	if !utf8.ValidString(p) {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is not valid UTF-8 text")
+	}
+	n := utf8.RuneCountInString(p)
+	if n == 0 {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is required: an anchored regular expression over device IDs, such as ^T1-[0-9A-F]{12}$")
+	}
+	if n > devreg.MaxEnrollmentPatternLength {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be at most %d characters long; it has %d", devreg.MaxEnrollmentPatternLength, n)
+	}
+	for i, r := range []rune(p) {
+		if unicode.IsControl(r) {
+			return nil, devreg.Errorf(devreg.EINVALID, "id_pattern contains a control character (U+%04X) at character %d", r, i+1)
+		}
+	}
+	if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be anchored: start it with ^ and end it with $ (such as ^T1-[0-9A-F]{12}$), so that it matches whole device IDs")
+	}
+	re, err := syntax.Parse(p, syntax.Perl)
+	if err != nil {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is not a valid RE2 regular expression: %v", err)
+	}
+	if !anchored(re) {
+		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be anchored as a whole: an alternative at its top level escapes ^ or $; group the alternatives, as in ^(?:A|B)$")
+	}
+	return regexp.Compile(p)
+}
+
+// anchored reports whether re matches only whole texts: a concatenation from the beginning of
+// the text to its end, or alternatives that each are.
+func anchored(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpConcat:
+		return len(re.Sub) > 0 && re.Sub[0].Op == syntax.OpBeginText && re.Sub[len(re.Sub)-1].Op == syntax.OpEndText
+	case syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			if !anchored(sub) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// checkEnrollmentGroup checks the fields of a group an administrator sets.
+func checkEnrollmentGroup(g devreg.EnrollmentGroup) error {
+	if err := checkName("name", g.Name, 1, 200); err != nil {
+		return err
+	}
+	if _, err := compilePattern(g.IDPattern); err != nil {
+		return err
+	}
+	if g.MaxDevices < 1 || g.MaxDevices > devreg.MaxEnrollmentDevices {
+		return devreg.Errorf(devreg.EINVALID, "max_devices must be between 1 and %d: the most devices the group may register in all; it is %d", int64(devreg.MaxEnrollmentDevices), g.MaxDevices)
+	}
+	if g.MaxPerHour < 1 || g.MaxPerHour > devreg.MaxEnrollmentPerHour {
+		return devreg.Errorf(devreg.EINVALID, "max_per_hour must be between 1 and %d; it is %d", devreg.MaxEnrollmentPerHour, g.MaxPerHour)
+	}
+	if g.NotBefore != nil && g.NotAfter != nil && !g.NotBefore.Before(*g.NotAfter) {
+		return devreg.Errorf(devreg.EINVALID, "not_before (%s) must be before not_after (%s)", g.NotBefore.Format(time.RFC3339), g.NotAfter.Format(time.RFC3339))
+	}
+	if g.Status != devreg.StatusEnabled && g.Status != devreg.StatusDisabled {
+		return devreg.Errorf(devreg.EINVALID, "status must be %q or %q; it is %q", devreg.StatusEnabled, devreg.StatusDisabled, g.Status)
+	}
+	return nil
+}
+
+// uniqueGroupName refuses a name another group of the type has: the console and the audit log
+// tell groups apart by name. It runs under the type's lock, with the type's other groups.
+func uniqueGroupName(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) error {
+	for _, o := range others {
+		if strings.EqualFold(o.Name, g.Name) {
+			return devreg.Errorf(devreg.ECONFLICT, "device type %s has an enrollment group named %q already (%s); choose another name", g.DeviceTypeID, o.Name, o.ID)
+		}
+	}
+	return nil
+}
+
+// newGroupKey makes a group key and seals it with the server's current secret key for group
+// groupID of the account; the key in base64 is for the caller to show once.
+func (s *Service) newGroupKey(accountID, groupID string, now time.Time) (devreg.EnrollmentKey, string) {
+	raw, encoded := credential.NewGroupKey()
+	current := s.keys.Current()
+	k := devreg.EnrollmentKey{ID: credential.RandomID("egk", 16), CreatedAt: now, SealKeyID: current.ID}
+	k.Sealed = credential.Seal(current, raw, groupKeyAD(accountID, groupID, k.ID))
+	clear(raw)
+	return k, encoded
+}
+
+// CreateEnrollmentGroup creates an enrollment group on one of the caller's device types (admin
+// only) and returns it with its first group key, which is shown this once. max_devices is
+// required (1 to devreg.MaxEnrollmentDevices); max_per_hour takes devreg.DefaultEnrollmentPerHour
+// when nil; temporary takes true when nil. A type holds at most devreg.MaxEnrollmentGroupsPerType
+// groups (EINVALID), with different names (ECONFLICT).
+func (s *Service) CreateEnrollmentGroup(ctx context.Context, deviceTypeID string, in devreg.NewEnrollmentGroup) (devreg.EnrollmentGroupKeyed, error) {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	now := s.now()
+	g := devreg.EnrollmentGroup{ID: credential.RandomID("eg", 16), AccountID: c.AccountID, DeviceTypeID: deviceTypeID,
+		Name: strings.TrimSpace(in.Name), IDPattern: in.IDPattern, MaxDevices: in.MaxDevices, MaxPerHour: devreg.DefaultEnrollmentPerHour,
+		NotBefore: in.NotBefore, NotAfter: in.NotAfter, Status: devreg.StatusEnabled, Temporary: true, CreatedAt: now}
+	if in.MaxPerHour != nil {
+		g.MaxPerHour = *in.MaxPerHour
+	}
+	if in.Temporary != nil {
+		g.Temporary = *in.Temporary
+	}
+	if in.MaxDevices == 0 {
+		return devreg.EnrollmentGroupKeyed{}, devreg.Errorf(devreg.EINVALID, "max_devices is required: the most devices the group may register in all, from 1 to %d", int64(devreg.MaxEnrollmentDevices))
+	}
+	if err := checkEnrollmentGroup(g); err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	k, encoded := s.newGroupKey(c.AccountID, g.ID, now)
+	g.Keys = []devreg.EnrollmentKey{k}
+	details := groupFields(g)
+	details["key_id"] = k.ID
+	ctx = s.audited(ctx, actorOf(c), "enrollment_group.create", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, details)
+	if err := s.store.CreateEnrollmentGroup(ctx, g, func(others []devreg.EnrollmentGroup) error {
+		return uniqueGroupName(g, others)
+	}); err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	return devreg.EnrollmentGroupKeyed{Group: shown(g), KeyID: k.ID, GroupKey: encoded}, nil
+}
+
+// ListEnrollmentGroups returns the enrollment groups of one of the caller's device types (admin
+// only), oldest first, each with its keys' IDs and ends but never the keys.
+func (s *Service) ListEnrollmentGroups(ctx context.Context, deviceTypeID string) ([]devreg.EnrollmentGroup, error) {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := s.store.EnrollmentGroups(ctx, c.AccountID, deviceTypeID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range groups {
+		groups[i] = shown(groups[i])
+	}
+	return groups, nil
+}
+
+// EnrollmentGroup returns one enrollment group of one of the caller's device types (admin only),
+// without its keys' values.
+func (s *Service) EnrollmentGroup(ctx context.Context, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error) {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return devreg.EnrollmentGroup{}, err
+	}
+	if !opaqueID(groupID) {
+		return devreg.EnrollmentGroup{}, groupNotFound(deviceTypeID, groupID)
+	}
+	g, err := s.store.EnrollmentGroup(ctx, c.AccountID, deviceTypeID, groupID)
+	return shown(g), err
+}
+
+// errUnchanged ends an update that changes nothing: nothing is written or recorded.
+var errUnchanged = errors.New("nothing to change")
+
+// UpdateEnrollmentGroup changes the fields of an enrollment group that upd sets (admin only),
+// checked as at creation. Disabling a group stops its enrolments at once. A max_devices below the
+// group's enrolled_count is allowed: the group then registers no more devices, and those it
+// registered stay.
+func (s *Service) UpdateEnrollmentGroup(ctx context.Context, deviceTypeID, groupID string, upd devreg.EnrollmentGroupUpdate) (devreg.EnrollmentGroup, error) {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return devreg.EnrollmentGroup{}, err
+	}
+	if !opaqueID(groupID) {
+		return devreg.EnrollmentGroup{}, groupNotFound(deviceTypeID, groupID)
+	}
+	if upd.IDPattern != nil {
+		if _, err := compilePattern(*upd.IDPattern); err != nil {
+			return devreg.EnrollmentGroup{}, err
+		}
+	}
+	entry := s.auditEntry(ctx, actorOf(c), "enrollment_group.update", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, nil)
+	var same devreg.EnrollmentGroup
+	g, err := s.store.UpdateEnrollmentGroup(devreg.NewContextWithAudit(ctx, entry), c.AccountID, deviceTypeID, groupID,
+		func(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) (devreg.EnrollmentGroup, error) {
+			before := groupFields(g)
+			applyGroupUpdate(&g, upd)
+			if err := checkEnrollmentGroup(g); err != nil {
+				return g, err
+			}
+			if err := uniqueGroupName(g, others); err != nil {
+				return g, err
+			}
+			diff := change(before, groupFields(g))
+			if unchanged(diff) {
+				same = g
+				return g, errUnchanged
+			}
+			diff["group_id"] = g.ID
+			entry.Details = diff
+			return g, nil
+		})
+	if errors.Is(err, errUnchanged) {
+		return shown(same), nil
+	}
+	return shown(g), err
+}
+
+// applyGroupUpdate sets the fields of g that upd sets.
+func applyGroupUpdate(g *devreg.EnrollmentGroup, upd devreg.EnrollmentGroupUpdate) {
+	if upd.Name != nil {
+		g.Name = strings.TrimSpace(*upd.Name)
+	}
+	if upd.IDPattern != nil {
+		g.IDPattern = *upd.IDPattern
+	}
+	if upd.MaxDevices != nil {
+		g.MaxDevices = *upd.MaxDevices
+	}
+	if upd.MaxPerHour != nil {
+		g.MaxPerHour = *upd.MaxPerHour
+	}
+	if upd.ClearNotBefore {
+		g.NotBefore = nil
+	} else if upd.NotBefore != nil {
+		g.NotBefore = upd.NotBefore
+	}
+	if upd.ClearNotAfter {
+		g.NotAfter = nil
+	} else if upd.NotAfter != nil {
+		g.NotAfter = upd.NotAfter
+	}
+	if upd.Status != nil {
+		g.Status = *upd.Status
+	}
+	if upd.Temporary != nil {
+		g.Temporary = *upd.Temporary
+	}
+}
+
+// DeleteEnrollmentGroup deletes an enrollment group with its keys and allow-list (admin only):
+// it registers no device from then on. The devices it registered stay, in their batches, and so
+// do its records of which IDs enrolled, so that those IDs do not enrol again through another
+// group of the account unless an administrator re-allows them.
+func (s *Service) DeleteEnrollmentGroup(ctx context.Context, deviceTypeID, groupID string) error {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return err
+	}
+	if !opaqueID(groupID) {
+		return groupNotFound(deviceTypeID, groupID)
+	}
+	g, err := s.store.EnrollmentGroup(ctx, c.AccountID, deviceTypeID, groupID)
+	if err != nil {
+		return err
+	}
+	ctx = s.audited(ctx, actorOf(c), "enrollment_group.delete", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, groupFields(g))
+	return s.store.DeleteEnrollmentGroup(ctx, c.AccountID, deviceTypeID, groupID)
+}
+
+// RotateEnrollmentKey gives an enrollment group a new key (admin only), shown this once, beside
+// its older keys, which end at oldKeysNotAfter: by then the factory lines must derive secrets
+// with the new key. Nil ends them devreg.DefaultOldKeysGrace from now; a time already past ends
+// them now. A key that ends sooner keeps its end. A group holds at most
+// devreg.MaxEnrollmentGroupKeys keys; keys that have ended make room, and when none has, the
+// rotation is EINVALID.
+func (s *Service) RotateEnrollmentKey(ctx context.Context, deviceTypeID, groupID string, oldKeysNotAfter *time.Time) (devreg.EnrollmentGroupKeyed, error) {
+	c, err := s.caType(ctx, deviceTypeID)
+	if err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	if !opaqueID(groupID) {
+		return devreg.EnrollmentGroupKeyed{}, groupNotFound(deviceTypeID, groupID)
+	}
+	now := s.now()
+	end := now.Add(devreg.DefaultOldKeysGrace)
+	if oldKeysNotAfter != nil {
+		end = oldKeysNotAfter.UTC().Truncate(time.Microsecond)
+	}
+	if end.Before(now) {
+		end = now
+	}
+	k, encoded := s.newGroupKey(c.AccountID, groupID, now)
+	ctx = s.audited(ctx, actorOf(c), "enrollment_group.key_create", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID},
+		map[string]any{"group_id": groupID, "key_id": k.ID, "old_keys_not_after": end.Format(time.RFC3339Nano)})
+	if err := s.store.AddEnrollmentKey(ctx, c.AccountID, deviceTypeID, groupID, k, end, now); err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	g, err := s.store.EnrollmentGroup(ctx, c.AccountID, deviceTypeID, groupID)
+	if err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	return devreg.EnrollmentGroupKeyed{Group: shown(g), KeyID: k.ID, GroupKey: encoded}, nil
+}
+
+func groupNotFound(deviceTypeID, groupID string) error {
+	return devreg.Errorf(devreg.ENOTFOUND, "device type %s has no enrollment group %s", deviceTypeID, groupID)
+}
+
+// shown is a group as the service hands it out: its keys without their sealed values.
+func shown(g devreg.EnrollmentGroup) devreg.EnrollmentGroup {
+	keys := make([]devreg.EnrollmentKey, len(g.Keys))
+	for i, k := range g.Keys {
+		keys[i] = devreg.EnrollmentKey{ID: k.ID, CreatedAt: k.CreatedAt, NotAfter: k.NotAfter}
+	}
+	g.Keys = keys
+	return g
+}
+
+// groupFields are an enrollment group's fields as its audit entries show them: never a key.
+func groupFields(g devreg.EnrollmentGroup) map[string]any {
+	when := func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return map[string]any{"group_id": g.ID, "name": g.Name, "id_pattern": g.IDPattern, "max_devices": g.MaxDevices, "max_per_hour": g.MaxPerHour,
+		"not_before": when(g.NotBefore), "not_after": when(g.NotAfter), "status": string(g.Status), "temporary": g.Temporary}
+}
