@@ -150,6 +150,8 @@ func testEveryPageRenders(t *testing.T, database string) {
 	check("devicetype_edit", status, body, 200, "Edit Thermostat T1")
 	status, body = e.get(t, "/devicetypes/"+dt+"/cas")
 	check("devicetype_cas", status, body, 200, "trusts no CA yet")
+	status, body = e.get(t, "/devicetypes/"+dt+"/enrollment_groups")
+	check("devicetype_groups", status, body, 200, "has no enrollment group yet")
 	status, body = e.get(t, "/devices/upload")
 	check("upload", status, body, 200, "CSV file of device IDs and secrets")
 	status, body = e.upload(t, map[string]string{"device_type_id": dt}, "lot.csv", "device1, secretfordevice1")
