@@ -43,10 +43,10 @@ func groupKeyBytes(t *testing.T, key string) []byte {
 	return raw
 }
 
-// sealedGroupKeys reads the enrollment_group_keys rows of a group as stored: key ID → sealed.
-func (e *env) sealedGroupKeys(t *testing.T, groupID string) map[string][]byte {
+// openDB opens the server's database beside it, to read or set what the API does not show.
+func (e *env) openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	driver, dsn := "sqlite", "file:"+filepath.Join(e.dataDir, "devreg.db")+"?mode=ro"
+	driver, dsn := "sqlite", "file:"+filepath.Join(e.dataDir, "devreg.db")+"?_pragma=busy_timeout(10000)"
 	if e.database != "" {
 		driver, dsn = "pgx", e.database
 	}
@@ -54,6 +54,13 @@ func (e *env) sealedGroupKeys(t *testing.T, groupID string) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// sealedGroupKeys reads the enrollment_group_keys rows of a group as stored: key ID → sealed.
+func (e *env) sealedGroupKeys(t *testing.T, groupID string) map[string][]byte {
+	t.Helper()
+	db := e.openDB(t)
 	defer db.Close()
 	rows, err := db.Query(`SELECT id, sealed FROM enrollment_group_keys WHERE group_id = $1`, groupID)
 	if err != nil {
@@ -291,10 +298,20 @@ func testEnrollmentGroupRefusals(t *testing.T, database string) {
 		t.Errorf("refused requests changed something: %d groups, %+v", len(list.Groups), read)
 	}
 
-	// Lowering max_devices below what the group has enrolled is allowed; it only stops enrolment.
-	e.mustDo(t, e.admin, "PATCH", one, `{"max_devices": 1}`, 200, &read)
-	if read.MaxDevices != 1 {
-		t.Errorf("max_devices lowered to %d", read.MaxDevices)
+	// Lowering max_devices below what the group has enrolled is allowed (it only stops
+	// enrolment), and the count stays what enrolment made it.
+	db := e.openDB(t)
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE enrollment_groups SET enrolled_count = 4 WHERE id = $1`, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.mustDo(t, e.admin, "PATCH", one, `{"max_devices": 2}`, 200, &read)
+	if read.MaxDevices != 2 || read.EnrolledCount != 4 {
+		t.Errorf("after lowering max_devices below the count: max %d, enrolled %d", read.MaxDevices, read.EnrolledCount)
+	}
+	e.mustDo(t, e.admin, "GET", one, "", 200, &read)
+	if read.MaxDevices != 2 || read.EnrolledCount != 4 {
+		t.Errorf("read back: max %d, enrolled %d", read.MaxDevices, read.EnrolledCount)
 	}
 }
 
