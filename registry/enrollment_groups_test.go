@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
 
 	"devreg"
+	"devreg/credential"
 )
 
 // TestCompilePattern: an ID pattern is anchored RE2 of at most 256 characters of text, and each
@@ -43,4 +46,98 @@ func TestCompilePattern(t *testing.T) {
 			t.Errorf("^T1-[0-9A-F]{4}$ matches %q: %v", id, !want)
 		}
 	}
+}
+
+// TestGroupKeySealedForItsGroup: the key a group's creation and rotation show is stored sealed
+// with the server's current key, and opens only with its own account, group and key IDs
+// (groupKeyAD), which is how enrollment reads it.
+func TestGroupKeySealedForItsGroup(t *testing.T) { forEachStore(t, testGroupKeySealedForItsGroup) }
+
+func testGroupKeySealedForItsGroup(t *testing.T, pg bool) {
+	ctx := context.Background()
+	s := newTestService(t, pg)
+	acc, apiKey, err := s.NewAccount(ctx, "Maker", "owner@maker.example", "password-of-the-owner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.AuthenticateAPIKey(ctx, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := devreg.NewContextWithCaller(ctx, c)
+	dt, err := s.CreateDeviceType(admin, devreg.DeviceType{Name: "T1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.CreateEnrollmentGroup(admin, dt.ID, devreg.NewEnrollmentGroup{Name: "A", IDPattern: "^A-[0-9]+$", MaxDevices: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateEnrollmentGroup(admin, dt.ID, devreg.NewEnrollmentGroup{Name: "B", IDPattern: "^B-[0-9]+$", MaxDevices: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Group.Keys) != 1 || a.Group.Keys[0].Sealed != nil || a.Group.Keys[0].SealKeyID != "" {
+		t.Errorf("the service hands out a sealed key: %+v", a.Group.Keys)
+	}
+	stored := func(groupID string) []devreg.EnrollmentKey {
+		t.Helper()
+		g, err := s.store.EnrollmentGroup(ctx, acc.ID, dt.ID, groupID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Keys
+	}
+	opens := func(k devreg.EnrollmentKey, groupID, shown string) {
+		t.Helper()
+		want, err := credential.ParseGroupKey(shown)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.keys.Open(k.SealKeyID, k.Sealed, groupKeyAD(acc.ID, groupID, k.ID))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("key %s of group %s does not open to the key shown: %v", k.ID, groupID, err)
+		}
+	}
+	ka, kb := stored(a.Group.ID)[0], stored(b.Group.ID)[0]
+	if ka.SealKeyID != "k1" || ka.ID != a.KeyID {
+		t.Errorf("sealed with %q, key %s; want the current server key k1, key %s", ka.SealKeyID, ka.ID, a.KeyID)
+	}
+	opens(ka, a.Group.ID, a.GroupKey)
+	opens(kb, b.Group.ID, b.GroupKey)
+	// Moved to the other group, or opened under another key ID or account, it does not open.
+	for _, ad := range [][]byte{groupKeyAD(acc.ID, b.Group.ID, ka.ID), groupKeyAD(acc.ID, a.Group.ID, kb.ID), groupKeyAD("acc_other", a.Group.ID, ka.ID)} {
+		if _, err := s.keys.Open(ka.SealKeyID, ka.Sealed, ad); err == nil {
+			t.Errorf("the sealed key opens with %q", ad)
+		}
+	}
+
+	// After a new server key is added, a rotation seals with it; the older sealed key still opens.
+	keys, err := credential.NewKeyring(s.keys.Keys()[0], credential.Key{ID: "k2", Secret: []byte("fedcba9876543210fedcba9876543210")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.keys = keys
+	rot, err := s.RotateEnrollmentKey(admin, dt.ID, a.Group.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := stored(a.Group.ID)
+	if len(ks) != 2 || ks[1].ID != rot.KeyID || ks[1].SealKeyID != "k2" {
+		t.Fatalf("after the rotation: %+v", ks)
+	}
+	opens(ks[0], a.Group.ID, a.GroupKey)
+	opens(ks[1], a.Group.ID, rot.GroupKey)
+	if credential.DeriveSecret(mustKey(t, rot.GroupKey), "A-1") == credential.DeriveSecret(mustKey(t, a.GroupKey), "A-1") {
+		t.Errorf("the new key derives the same secrets as the old one")
+	}
+}
+
+func mustKey(t *testing.T, shown string) []byte {
+	t.Helper()
+	k, err := credential.ParseGroupKey(shown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
