@@ -47,18 +47,19 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 	}
 	e.mustDo(t, "", "GET", "/api/v1/openapi.json", "", 200, &doc)
 	bodies := map[string]string{
-		"POST /devicetypes":                                                `{"name": "New type"}`,
-		"POST /devicetypes/{device_type_id}/cas":                           `{"certificate": ""}`,
+		"POST /devicetypes":                                      `{"name": "New type"}`,
+		"POST /devicetypes/{device_type_id}/cas":                 `{"certificate": ""}`,
+		"PATCH /devicetypes/{device_type_id}":                    `{"name": "Renamed"}`,
+		"PUT /devicetypes/{device_type_id}/device_ids":           `{"devices": [{"device_id": "new-1", "secret": "secret-of-new-1"}]}`,
+		"PATCH /devices/{device_id}":                             `{"status": "disabled"}`,
+		"POST /devices/{device_id}/credentials":                  `{"generate": true}`,
+		"PATCH /devices/{device_id}/credentials/{credential_id}": `{"status": "disabled"}`,
+		"PATCH /batches/{batch_id}":                              `{"status": "disabled"}`,
+		"POST /apikeys":                                          `{"name": "another", "scope": "read"}`,
+		"PATCH /apikeys/{api_key_id}":                            `{"name": "renamed"}`,
+
 		"POST /devicetypes/{device_type_id}/enrollment_groups":             `{"name": "g", "id_pattern": "^g$", "max_devices": 1}`,
 		"PATCH /devicetypes/{device_type_id}/enrollment_groups/{group_id}": `{"status": "disabled"}`,
-		"PATCH /devicetypes/{device_type_id}":                              `{"name": "Renamed"}`,
-		"PUT /devicetypes/{device_type_id}/device_ids":                     `{"devices": [{"device_id": "new-1", "secret": "secret-of-new-1"}]}`,
-		"PATCH /devices/{device_id}":                                       `{"status": "disabled"}`,
-		"POST /devices/{device_id}/credentials":                            `{"generate": true}`,
-		"PATCH /devices/{device_id}/credentials/{credential_id}":           `{"status": "disabled"}`,
-		"PATCH /batches/{batch_id}":                                        `{"status": "disabled"}`,
-		"POST /apikeys":                                                    `{"name": "another", "scope": "read"}`,
-		"PATCH /apikeys/{api_key_id}":                                      `{"name": "renamed"}`,
 	}
 	queries := map[string]string{ // required query parameters
 		"DELETE /devices/{device_id}/credentials": "?source=device",
