@@ -62,7 +62,7 @@ func testConsoleEnrollmentGroups(t *testing.T, database string) {
 		form url.Values
 		says string
 	}{
-		{url.Values{"name": {"Bad"}, "id_pattern": {"L-[0-9]+"}, "max_devices": {"5"}}, "id_pattern must be anchored"},
+		{url.Values{"name": {"Bad"}, "id_pattern": {"L-[0-9]+"}, "max_devices": {"5"}}, "ID pattern is not anchored"},
 		{url.Values{"name": {"Bad"}, "id_pattern": {"^M$"}, "max_devices": {""}}, "max_devices is required"},
 		{url.Values{"name": {"Bad"}, "id_pattern": {"^M$"}, "max_devices": {"many"}}, "max devices must be a whole number"},
 		{url.Values{"name": {"Bad"}, "id_pattern": {"^M$"}, "max_devices": {"5"}, "not_before": {"2027-02-01T00:00"}, "not_after": {"2027-01-01T00:00"}}, "must be before not_after"},

@@ -255,11 +255,11 @@ func testEnrollmentGroupRefusals(t *testing.T, database string) {
 		says                     string
 		invalid                  bool // the request breaks the document, on purpose
 	}{
-		{"unanchored", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "S-[0-9]+", "max_devices": 5}`, 422, "id_pattern must be anchored", true},
-		{"end-unanchored", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S-[0-9]+", "max_devices": 5}`, 422, "id_pattern must be anchored", true},
-		{"alternative-escapes", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S|T$", "max_devices": 5}`, 422, "anchored as a whole", false},
-		{"too-long", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^` + strings.Repeat("S", 255) + `$", "max_devices": 5}`, 422, "at most 256 characters", true},
-		{"not-re2", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^(?=S)[0-9]$", "max_devices": 5}`, 422, "not a valid RE2 regular expression", false},
+		{"unanchored", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "S-[0-9]+", "max_devices": 5}`, 422, "ID pattern is not anchored", true},
+		{"end-unanchored", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S-[0-9]+", "max_devices": 5}`, 422, "ID pattern is not anchored", true},
+		{"alternative-escapes", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S|T$", "max_devices": 5}`, 422, "each alternative needs both anchors", false},
+		{"too-long", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^` + strings.Repeat("S", 255) + `$", "max_devices": 5}`, 422, "at most 256 are allowed", true},
+		{"not-re2", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^(?=S)[0-9]$", "max_devices": 5}`, 422, "does not compile as a regular expression (RE2 syntax)", false},
 		{"control-character", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S\t$", "max_devices": 5}`, 422, "control character", true},
 		{"unknown-field", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S$", "max_devices": 5, "group_key": "AAAA"}`, 400, `unknown field "group_key"`, true},
 		{"max-devices-0", "POST", groupsPath(dt.ID), `{"name": "L", "id_pattern": "^S$", "max_devices": 0}`, 422, "max_devices is required", true},
@@ -275,7 +275,7 @@ func testEnrollmentGroupRefusals(t *testing.T, database string) {
 		{"patch-status", "PATCH", one, `{"status": "paused"}`, 422, `status must be "enabled" or "disabled"`, true},
 		{"patch-unknown-field", "PATCH", one, `{"enrolled_count": 0}`, 400, `unknown field "enrolled_count"`, true},
 		{"patch-window-reversed", "PATCH", one, `{"not_before": "2027-02-01T00:00:00Z", "not_after": "2026-02-01T00:00:00Z"}`, 422, "must be before not_after", false},
-		{"patch-pattern", "PATCH", one, `{"id_pattern": "S.*"}`, 422, "id_pattern must be anchored", true},
+		{"patch-pattern", "PATCH", one, `{"id_pattern": "S.*"}`, 422, "ID pattern is not anchored", true},
 		{"patch-max-devices-0", "PATCH", one, `{"max_devices": 0}`, 422, "max_devices must be between 1", true},
 		{"rotate-bad-time", "POST", one + "/keys", `{"old_keys_not_after": "soon"}`, 422, "old_keys_not_after must be an RFC 3339 time", true},
 		{"rotate-unknown-field", "POST", one + "/keys", `{"not_after": "2027-01-01T00:00:00Z"}`, 400, `unknown field "not_after"`, true},

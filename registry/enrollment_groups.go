@@ -34,30 +34,30 @@ func groupKeyAD(accountID, groupID, keyID string) []byte {
 // no top-level alternative that escapes them, as ^A|B$ would), so that it decides on the whole
 // device ID and not on a part of it.
 func compilePattern(p string) (*regexp.Regexp, error) {
+	if p == "" {
+		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern is empty: give an anchored regular expression over device IDs, e.g. ^T1-[0-9A-F]{12}$")
+	}
 	if !utf8.ValidString(p) {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is not valid UTF-8 text")
+		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern contains bytes that are not UTF-8")
 	}
-	n := utf8.RuneCountInString(p)
-	if n == 0 {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is required: an anchored regular expression over device IDs, such as ^T1-[0-9A-F]{12}$")
+	if n := utf8.RuneCountInString(p); n > devreg.MaxEnrollmentPatternLength {
+		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern is %d characters long; at most %d are allowed", n, devreg.MaxEnrollmentPatternLength)
 	}
-	if n > devreg.MaxEnrollmentPatternLength {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be at most %d characters long; it has %d", devreg.MaxEnrollmentPatternLength, n)
-	}
-	for i, r := range []rune(p) {
+	for _, r := range p {
 		if unicode.IsControl(r) {
-			return nil, devreg.Errorf(devreg.EINVALID, "id_pattern contains a control character (U+%04X) at character %d", r, i+1)
+			return nil, devreg.Errorf(devreg.EINVALID, "ID pattern contains a control character (U+%04X)", r)
 		}
-	}
-	if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be anchored: start it with ^ and end it with $ (such as ^T1-[0-9A-F]{12}$), so that it matches whole device IDs")
 	}
 	re, err := syntax.Parse(p, syntax.Perl)
 	if err != nil {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern is not a valid RE2 regular expression: %v", err)
+		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern does not compile as a regular expression (RE2 syntax): %v", err)
 	}
-	if !anchored(re) {
-		return nil, devreg.Errorf(devreg.EINVALID, "id_pattern must be anchored as a whole: an alternative at its top level escapes ^ or $; group the alternatives, as in ^(?:A|B)$")
+	if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") || !anchored(re) {
+		msg := "ID pattern is not anchored: it must start with ^ and end with $ so that it matches whole device IDs, e.g. ^T1-[0-9A-F]{12}$"
+		if re.Op == syntax.OpAlternate {
+			msg += "; each alternative needs both anchors, so write ^(?:a|b)$ rather than ^a|b$"
+		}
+		return nil, devreg.Errorf(devreg.EINVALID, "%s", msg)
 	}
 	return regexp.Compile(p)
 }

@@ -13,24 +13,27 @@ import (
 // TestCompilePattern: an ID pattern is anchored RE2 of at most 256 characters of text, and each
 // refusal says what is wrong with it.
 func TestCompilePattern(t *testing.T) {
+	longest := "^" + strings.Repeat("[0-9]?", 41) + "[0-9A-F]$" // 256 characters, matching IDs of 1 to 42
+	if n := len(longest); n != 256 {
+		t.Fatalf("the longest pattern has %d characters", n)
+	}
 	for _, tc := range []struct{ pattern, says string }{
 		{`^T1-[0-9A-F]{12}$`, ""},
 		{`^(?:A|B)-[0-9]+$`, ""},
 		{`^A-[0-9]+$|^B-[0-9]+$`, ""},
-		{`^` + strings.Repeat("a", 254) + `$`, ""},
-		{`^Ü-[0-9]+$`, ""},
-		{``, "id_pattern is required"},
-		{`T1-[0-9]+$`, "must be anchored"},
-		{`^T1-[0-9]+`, "must be anchored"},
-		{`^A|B$`, "anchored as a whole"},
-		{`^A$|B$`, "anchored as a whole"},
-		{`^` + strings.Repeat("a", 255) + `$`, "at most 256 characters long; it has 257"},
-		{"^A\n$", "control character (U+000A) at character 3"},
-		{"^A\x00$", "control character"},
-		{"^A\xff$", "not valid UTF-8"},
-		{`^A[$`, "not a valid RE2 regular expression"},
-		{`^(?<=A)B$`, "not a valid RE2 regular expression"},
-		{`^(a)\1$`, "not a valid RE2 regular expression"},
+		{longest, ""},
+		{``, "ID pattern is empty"},
+		{`T1-[0-9]+$`, "is not anchored"},
+		{`^T1-[0-9]+`, "is not anchored"},
+		{`^A|B$`, "each alternative needs both anchors"},
+		{`^A$|B$`, "each alternative needs both anchors"},
+		{strings.Replace(longest, "F]$", "FZ]$", 1), "is 257 characters long; at most 256 are allowed"},
+		{"^A\n$", "control character (U+000A)"},
+		{"^A\x00$", "control character (U+0000)"},
+		{"^A\xff$", "not UTF-8"},
+		{`^A[$`, "does not compile as a regular expression (RE2 syntax)"},
+		{`^(?<=A)B$`, "does not compile as a regular expression (RE2 syntax)"},
+		{`^(a)\1$`, "does not compile as a regular expression (RE2 syntax)"},
 	} {
 		re, err := compilePattern(tc.pattern)
 		switch {
