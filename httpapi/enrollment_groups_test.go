@@ -463,3 +463,36 @@ func testEnrollmentGroupLimitHoldsUnderParallelCreates(t *testing.T, database st
 		t.Errorf("%d creates answered 201 and %d groups are stored; want 2 and %d", created, len(list.Groups), devreg.MaxEnrollmentGroupsPerType)
 	}
 }
+
+// TestEnrollmentGroupsOfATypeMayNotOverlap: a pattern that shares a device ID with another
+// group's of the same type is refused with an ID both match, on creation and on change; groups
+// of different types may overlap (the older one wins at enrolment).
+func TestEnrollmentGroupsOfATypeMayNotOverlap(t *testing.T) {
+	forEachStore(t, testEnrollmentGroupsOfATypeMayNotOverlap)
+}
+
+func testEnrollmentGroupsOfATypeMayNotOverlap(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	other := e.createType(t, e.admin, "Gateway", 0)
+	var hex, digits enrollmentGroupCreated
+	e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), `{"name": "Hex", "id_pattern": "^T1-[0-9A-F]{12}$", "max_devices": 5}`, 201, &hex)
+	status, b := e.send(t, req{key: e.admin, method: "POST", path: groupsPath(dt.ID), body: `{"name": "Digits", "id_pattern": "^T1-[0-9]{12}$", "max_devices": 5}`})
+	if eb := decodeError(t, b); status != 409 || !strings.Contains(eb.Error.Message, "both match the device ID T1-000000000000") || !strings.Contains(eb.Error.Message, hex.ID) {
+		t.Errorf("overlapping group = %d %s, want 409 naming the group and an ID both match", status, b)
+	}
+	e.mustDo(t, e.admin, "POST", groupsPath(other.ID), `{"name": "Digits", "id_pattern": "^T1-[0-9]{12}$", "max_devices": 5}`, 201, &digits)
+	var disjoint enrollmentGroupCreated
+	e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), `{"name": "T2", "id_pattern": "^T2-[0-9]{12}$", "max_devices": 5}`, 201, &disjoint)
+	status, b = e.send(t, req{key: e.admin, method: "PATCH", path: groupsPath(dt.ID) + "/" + disjoint.ID, body: `{"id_pattern": "^T[12]-[0-9]{12}$"}`})
+	if eb := decodeError(t, b); status != 409 || !strings.Contains(eb.Error.Message, "both match the device ID T1-000000000000") {
+		t.Errorf("changing a pattern to overlap = %d %s, want 409", status, b)
+	}
+	var read devreg.EnrollmentGroup
+	e.mustDo(t, e.admin, "GET", groupsPath(dt.ID)+"/"+disjoint.ID, "", 200, &read)
+	if read.IDPattern != "^T2-[0-9]{12}$" {
+		t.Errorf("a refused change changed the pattern to %q", read.IDPattern)
+	}
+	// A change to another field of a group leaves its pattern alone.
+	e.mustDo(t, e.admin, "PATCH", groupsPath(dt.ID)+"/"+disjoint.ID, `{"max_devices": 7}`, 200, &read)
+}

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"regexp"
-	"regexp/syntax"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"devreg"
 	"devreg/credential"
+	"devreg/enrollpattern"
 )
 
 // Managing enrollment groups (issue 24): an administrator creates a group on a device type, with
@@ -24,59 +22,34 @@ import (
 // sealed key to its account, group and key ID, so that a sealed key copied into another group's
 // row does not open there. Enrollment opens the key with the same value.
 func groupKeyAD(accountID, groupID, keyID string) []byte {
-	return []byte(accountID + "/" + groupID + "/" + keyID)
+	return credential.SealContext(accountID, groupID, keyID)
 }
 
-// compilePattern checks an enrollment group's ID pattern and compiles it: 1 to
-// devreg.MaxEnrollmentPatternLength characters of UTF-8 text without control characters, RE2
-// syntax (regexp/syntax's Perl flags: RE2 matches in linear time, so no pattern can be
-// catastrophic, unlike in backtracking engines), and anchored at both ends (^ first, $ last, and
-// no top-level alternative that escapes them, as ^A|B$ would), so that it decides on the whole
-// device ID and not on a part of it.
+// compilePattern checks an enrollment group's ID pattern and compiles it (enrollpattern.Compile:
+// anchored at both ends in every alternative, RE2, bounded in size, matching some valid device ID).
 func compilePattern(p string) (*regexp.Regexp, error) {
-	if p == "" {
-		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern is empty: give an anchored regular expression over device IDs, e.g. ^T1-[0-9A-F]{12}$")
-	}
-	if !utf8.ValidString(p) {
-		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern contains bytes that are not UTF-8")
-	}
-	if n := utf8.RuneCountInString(p); n > devreg.MaxEnrollmentPatternLength {
-		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern is %d characters long; at most %d are allowed", n, devreg.MaxEnrollmentPatternLength)
-	}
-	for _, r := range p {
-		if unicode.IsControl(r) {
-			return nil, devreg.Errorf(devreg.EINVALID, "ID pattern contains a control character (U+%04X)", r)
-		}
-	}
-	re, err := syntax.Parse(p, syntax.Perl)
-	if err != nil {
-		return nil, devreg.Errorf(devreg.EINVALID, "ID pattern does not compile as a regular expression (RE2 syntax): %v", err)
-	}
-	if !strings.HasPrefix(p, "^") || !strings.HasSuffix(p, "$") || !anchored(re) {
-		msg := "ID pattern is not anchored: it must start with ^ and end with $ so that it matches whole device IDs, e.g. ^T1-[0-9A-F]{12}$"
-		if re.Op == syntax.OpAlternate {
-			msg += "; each alternative needs both anchors, so write ^(?:a|b)$ rather than ^a|b$"
-		}
-		return nil, devreg.Errorf(devreg.EINVALID, "%s", msg)
-	}
-	return regexp.Compile(p)
+	return enrollpattern.Compile(p)
 }
 
-// anchored reports whether re matches only whole texts: a concatenation from the beginning of
-// the text to its end, or alternatives that each are.
-func anchored(re *syntax.Regexp) bool {
-	switch re.Op {
-	case syntax.OpConcat:
-		return len(re.Sub) > 0 && re.Sub[0].Op == syntax.OpBeginText && re.Sub[len(re.Sub)-1].Op == syntax.OpEndText
-	case syntax.OpAlternate:
-		for _, sub := range re.Sub {
-			if !anchored(sub) {
-				return false
-			}
+// checkOverlap refuses a group whose ID pattern shares a valid device ID with the pattern of
+// another group of its type (others, read under the type's lock): which of the two a device
+// would enrol through could not be told. Groups of different types may overlap; the older group
+// wins there.
+func checkOverlap(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) error {
+	for _, o := range others {
+		if o.ID == g.ID {
+			continue
 		}
-		return true
+		example, ok, err := enrollpattern.Overlap(g.IDPattern, o.IDPattern)
+		if err != nil {
+			return devreg.Errorf(devreg.EINVALID, "id_pattern cannot be compared with the pattern of enrollment group %q (%s) of this device type: %v; simplify it", o.Name, o.ID, err)
+		}
+		if ok {
+			return devreg.Errorf(devreg.ECONFLICT, "id_pattern overlaps the pattern `%s` of enrollment group %q (%s) of this device type: both match the device ID %s, among others; "+
+				"two groups of one device type may not share a device ID", o.IDPattern, o.Name, o.ID, example)
+		}
 	}
-	return false
+	return nil
 }
 
 // checkEnrollmentGroup checks the fields of a group an administrator sets.
@@ -156,7 +129,10 @@ func (s *Service) CreateEnrollmentGroup(ctx context.Context, deviceTypeID string
 	details["key_id"] = k.ID
 	ctx = s.audited(ctx, actorOf(c), "enrollment_group.create", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, details)
 	if err := s.store.CreateEnrollmentGroup(ctx, g, func(others []devreg.EnrollmentGroup) error {
-		return uniqueGroupName(g, others)
+		if err := uniqueGroupName(g, others); err != nil {
+			return err
+		}
+		return checkOverlap(g, others)
 	}); err != nil {
 		return devreg.EnrollmentGroupKeyed{}, err
 	}
@@ -225,6 +201,11 @@ func (s *Service) UpdateEnrollmentGroup(ctx context.Context, deviceTypeID, group
 			}
 			if err := uniqueGroupName(g, others); err != nil {
 				return g, err
+			}
+			if upd.IDPattern != nil {
+				if err := checkOverlap(g, others); err != nil {
+					return g, err
+				}
 			}
 			diff := change(before, groupFields(g))
 			if unchanged(diff) {
