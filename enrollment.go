@@ -68,3 +68,43 @@ func (k EnrollmentKey) LiveAt(now time.Time) bool {
 func (g EnrollmentGroup) OpenAt(now time.Time) bool {
 	return g.Status == StatusEnabled && (g.NotBefore == nil || !now.Before(*g.NotBefore)) && (g.NotAfter == nil || now.Before(*g.NotAfter))
 }
+
+// Enrollment is a device registering itself through an enrollment group at its first
+// connection, as the registry decided it may: its ID matched the group's pattern and its secret
+// is the one derived from the group's key KeyID. The store checks the rest again under the
+// account's lock (see EnrollResult).
+type Enrollment struct {
+	AccountID string
+	GroupID   string
+	IDPattern string // the pattern the ID matched: a group whose pattern changed since refuses
+	KeyID     string // the group key whose derived secret the device presented
+	DeviceID  string
+	// HashKeyID and SecretHash are the derived secret as stored: hashed with the server key
+	// HashKeyID (credential.Hash), as every secret is.
+	HashKeyID  string
+	SecretHash []byte
+	Now        time.Time
+	// Batch is the batch to make when the group has none of Now's UTC day yet (its ID and
+	// CreatedBy; the store sets the rest).
+	Batch Batch
+	// Audit is appended in the enrollment's transaction; the store adds device_type_id,
+	// batch_id and batch_created to its details.
+	Audit *AuditEntry
+}
+
+// EnrollResult is what the store found, under the account's lock, and did. It writes nothing
+// unless Registered.
+type EnrollResult struct {
+	Registered     bool // the device is registered now, by this call
+	Exists         bool // the device ID is registered already: its own credentials decide
+	EnrolledBefore bool // the ID enrolled through a group before (and was deleted since)
+	// GroupClosed: the group is gone, disabled or outside its window, its pattern changed, or the
+	// key is no longer live.
+	GroupClosed   bool
+	NotAllowed    bool // the group has its allow-list on, and the ID is not in it
+	Full          bool // the group has registered max_devices devices
+	DeviceTypeID  string
+	BatchID       string // the day's batch
+	BatchCreated  bool   // this call made it
+	BatchDisabled bool   // the day's batch is disabled
+}

@@ -122,7 +122,7 @@ func (h *Handler) login(ctx context.Context, brokerName string, bc registry.Brok
 	case errors.As(err, &refused):
 		h.log.InfoContext(ctx, "broker login by certificate refused", "broker", brokerName, "method", method,
 			"username", bc.Username, "common_name", bc.CommonName, "reason", refused.Error())
-	case errors.Is(err, registry.ErrInvalidClient), code == devreg.ERATELIMITED:
+	case errors.Is(err, registry.ErrInvalidClient), code == devreg.ERATELIMITED, errors.Is(err, registry.ErrEnrollmentLimit):
 	default:
 		return false, 0, err // a wrong key, or the database failed: not the device's answer
 	}

@@ -267,3 +267,36 @@ func (r *Reader) quoted(k kind) (*field, error) {
 }
 
 func (r *Reader) readByte() (byte, error) { return r.r.ReadByte() }
+
+// IDReader yields the device IDs of a file of device IDs only (an allow-list): the bulk upload
+// file's syntax, each field one ID, separated by commas or line breaks. Entries the format makes
+// invalid come with their Problem set, as Reader's do. IDReader implements devreg.EntrySource.
+type IDReader struct{ r *Reader }
+
+// NewIDReader returns an IDReader reading from r.
+func NewIDReader(r io.Reader) *IDReader { return &IDReader{r: NewReader(r)} }
+
+// Next returns the next ID as an entry without a secret, or io.EOF after the last one.
+func (ir *IDReader) Next() (devreg.DeviceEntry, error) {
+	r := ir.r
+	if r.done {
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	if r.index == 0 && r.line == 1 {
+		if err := r.skipBOM(); err != nil {
+			return devreg.DeviceEntry{}, err
+		}
+	}
+	id, err := r.field(deviceID)
+	if err != nil {
+		return devreg.DeviceEntry{}, err
+	}
+	if id == nil {
+		r.done = true
+		return devreg.DeviceEntry{}, io.EOF
+	}
+	e := devreg.DeviceEntry{Index: r.index, Line: id.line, DeviceID: id.value, Problem: id.problem}
+	r.index++
+	r.done = id.fatal
+	return e, nil
+}

@@ -218,3 +218,32 @@ func TestReaderHoldsNoHugeField(t *testing.T) {
 		})
 	}
 }
+
+// A file of IDs only takes every field as an ID, over commas and lines alike, and reports a bad
+// field with its index and line.
+func TestIDReader(t *testing.T) {
+	r := NewIDReader(strings.NewReader("\xef\xbb\xbfa, b\r\n\n\"c,d\"\ne\"f, g\n,h"))
+	var got []E
+	for {
+		e, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e)
+	}
+	want := []E{
+		{Index: 0, Line: 1, DeviceID: "a"},
+		{Index: 1, Line: 1, DeviceID: "b"},
+		{Index: 2, Line: 3, DeviceID: "c,d"},
+		{Index: 3, Line: 4, DeviceID: `e"f`, Problem: "field contains a double quote; wrap the whole field in double quotes and write the quote as \"\""},
+		{Index: 4, Line: 4, DeviceID: "g"},
+		{Index: 5, Line: 5, Problem: "empty field (two commas with nothing between them)"},
+		{Index: 6, Line: 5, DeviceID: "h"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+}

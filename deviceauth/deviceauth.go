@@ -145,8 +145,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 // invalid_client, also when it is throttled, so that the answer tells nothing more about the
 // device. One that authenticated and has used up its rotations, or whose valid certificate would
 // register it beyond its type's auto_register_limit, is told that (rate_limited), and when to retry.
+// One whose first connection would enrol it beyond its enrollment group's limits is told
+// enrollment_limit: 429 with when to retry beyond max_per_hour, 403 beyond max_devices.
 func clientRefused(_ http.ResponseWriter, err error) error {
 	switch code := devreg.ErrorCode(err); {
+	case errors.Is(err, registry.ErrEnrollmentLimit):
+		msg := devreg.ErrorMessage(err)
+		return &devreg.Error{Code: code, Message: msg, RetryAfter: retryAfter(err), Err: &oauthError{code, "enrollment_limit", msg}}
 	case errors.Is(err, registry.ErrTooManyRotations), errors.Is(err, registry.ErrAutoRegisterLimit):
 		msg := devreg.ErrorMessage(err)
 		return &devreg.Error{Code: code, Message: msg, RetryAfter: retryAfter(err), Err: &oauthError{code, code, msg}}

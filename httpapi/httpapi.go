@@ -82,6 +82,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("PATCH /api/v1/devicetypes/{id}/enrollment_groups/{group_id}", h.updateEnrollmentGroup)
 	route("DELETE /api/v1/devicetypes/{id}/enrollment_groups/{group_id}", h.deleteEnrollmentGroup)
 	route("POST /api/v1/devicetypes/{id}/enrollment_groups/{group_id}/keys", h.rotateEnrollmentKey)
+	route("PUT /api/v1/devicetypes/{id}/enrollment_groups/{group_id}/allowed_ids", h.setAllowedIDs)
+	route("POST /api/v1/devicetypes/{id}/enrollment_groups/{group_id}/reenroll", h.reenroll)
 	route("GET /api/v1/devices", h.listDevices)
 	route("GET /api/v1/devices/{id}", h.getDevice)
 	route("PATCH /api/v1/devices/{id}", h.updateDevice)
@@ -195,16 +197,21 @@ const maxSmallBody = 64 << 10
 
 // decodeJSON reads a small JSON request body into v, refusing unknown fields.
 func decodeJSON(r *http.Request, v any) error {
+	// Such bodies hold a few short fields; the server's --max-body is for registrations.
+	return decodeJSONUpTo(r, v, maxSmallBody)
+}
+
+// decodeJSONUpTo is decodeJSON for a body of at most limit bytes.
+func decodeJSONUpTo(r *http.Request, v any, limit int64) error {
 	if mt := mediaType(r); mt != "" && mt != "application/json" {
 		return devreg.Errorf(devreg.EUNSUPPORTED, "send the body as JSON with 'Content-Type: application/json'; it was %q", mt)
 	}
-	// Such bodies hold a few short fields; the server's --max-body is for registrations.
-	body := &io.LimitedReader{R: r.Body, N: maxSmallBody + 1}
+	body := &io.LimitedReader{R: r.Body, N: limit + 1}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if body.N <= 0 {
-			return devreg.Errorf(devreg.ETOOLARGE, "body is larger than %d KiB; this call takes a small JSON object", maxSmallBody>>10)
+			return devreg.Errorf(devreg.ETOOLARGE, "body is larger than %d KiB; this call takes a small JSON object", limit>>10)
 		}
 		return jsonError(err, dec.InputOffset())
 	}

@@ -77,9 +77,13 @@ func (s *Service) AuthenticateDevice(ctx context.Context, accountID, deviceID, s
 }
 
 // checkDeviceSecret decides a device's login, in its turn: the device and the credential that
-// secret matches, or why not.
+// secret matches, or why not. A device the account does not have may enrol through a group
+// (enroll).
 func (s *Service) checkDeviceSecret(ctx context.Context, accountID, deviceID, secret, key string, now time.Time) (devreg.DeviceAuth, devreg.StoredCredential, error) {
 	return s.loginAttempt(ctx, accountID, deviceID, key, now, func(d devreg.DeviceAuth) (devreg.DeviceAuth, devreg.StoredCredential, error, error) {
+		if mayEnroll(d, accountID, deviceID) {
+			return s.enroll(ctx, accountID, deviceID, secret, now)
+		}
 		cred, ok := s.matchSecret(d, accountID, deviceID, secret, now)
 		if !ok || !d.Enabled {
 			return d, cred, ErrInvalidClient, nil

@@ -74,6 +74,11 @@ type Store interface {
 	AddCertificateCredential(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 	CertificateDetails(ctx context.Context, accountID string, fingerprints [][]byte) (map[[32]byte]devreg.CertificateDetails, error)
 	AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devreg.AutoRegisterResult, error)
+	EnrollmentGroups(ctx context.Context, accountID, deviceTypeID string) ([]devreg.EnrollmentGroup, error)
+	EnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error)
+	Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error)
+	SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID string, ids devreg.RegistrationEntries, audit func(allowed int64) *devreg.AuditEntry) (int64, error)
+	Reenroll(ctx context.Context, accountID, deviceTypeID, groupID string, deviceIDs []string, audit func(reenrolled int64) *devreg.AuditEntry) (int64, error)
 	RevokeBatchCredentials(ctx context.Context, accountID, typeID, batchID string, now time.Time,
 		audit func(devreg.BatchRevocation) *devreg.AuditEntry) (devreg.BatchRevocation, []devreg.DeviceLeft, error)
 
@@ -105,8 +110,9 @@ type Service struct {
 	TokenKeys   *devtoken.SigningKeys
 	TokenIssuer string
 
-	seen      seenWriter // broker logins, to be recorded as the devices being seen
-	turns     loginTurns // device logins' turns, one at a time per device (see AuthenticateDevice)
+	seen      seenWriter   // broker logins, to be recorded as the devices being seen
+	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)
+	patterns  patternCache // enrollment groups' compiled patterns
 	closeOnce sync.Once
 
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):
