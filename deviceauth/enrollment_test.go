@@ -14,6 +14,7 @@ import (
 	"devreg"
 	"devreg/client"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/server"
 	"devreg/store"
@@ -354,6 +355,15 @@ func testEnrollmentLimits(t *testing.T, database string) {
 	testLimits(t, []*env{e}, e)
 }
 
+// TestEnrollmentLimitsTwoServers: the limits hold as exactly across two servers on one
+// PostgreSQL database, the connections spread over both.
+func TestEnrollmentLimitsTwoServers(t *testing.T) {
+	e := newEnvWith(t, &env{db: pgtest.NewDatabase(t), configure: manyPending})
+	other := &env{db: e.db, dataDir: e.dataDir, clock: e.clock, account: e.account, key: e.key, typeID: e.typeID, configure: manyPending}
+	other.start(t)
+	testLimits(t, []*env{e, other}, e)
+}
+
 // manyPending lets the 200 parallel connections of one test client in: by default one address
 // may have 128 connections sending their headers at once.
 func manyPending(c *server.Config) { c.MaxPendingPerAddr = 512 }
@@ -404,9 +414,7 @@ func testLimits(t *testing.T, servers []*env, e *env) {
 		t.Fatalf("60 parallel first connections against max_per_hour 20 were answered %v; want 20 × 200 and 40 × 429", count)
 	}
 	// The hour over, the group registers again.
-	for _, s := range servers {
-		s.clock.Add(time.Hour + time.Second)
-	}
+	e.clock.Add(time.Hour + time.Second) // the servers share it
 	if status, body, _ := e.tokenFor(t, "HR-100", credential.DeriveSecret(hourKey, "HR-100")); status != http.StatusOK {
 		t.Errorf("an hour later = %d %v; want 200", status, body)
 	}
