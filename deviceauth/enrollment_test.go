@@ -1,10 +1,12 @@
 package deviceauth_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -419,4 +421,47 @@ func testLimits(t *testing.T, servers []*env, e *env) {
 		t.Errorf("an hour later = %d %v; want 200", status, body)
 	}
 	checkClean(t, db)
+}
+
+// TestEnrollmentAllowListMillion: an allow-list of a million IDs goes in one request, as a
+// registration of a million devices does, and its IDs enrol.
+func TestEnrollmentAllowListMillion(t *testing.T) { forEachStore(t, testEnrollmentAllowListMillion) }
+
+func testEnrollmentAllowListMillion(t *testing.T, database string) {
+	e := newEnv(t, database)
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_m", pattern: `^M-[0-9A-F]{8}$`, maxDevices: 10, maxPerHour: 10, temporary: true})
+	const n = 1_000_000
+	pr, pw := io.Pipe()
+	go func() {
+		w := bufio.NewWriter(pw)
+		for i := range n {
+			fmt.Fprintf(w, "M-%08X\n", i*2) // the odd ones are not listed
+		}
+		w.Flush()
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("PUT", e.url+"/api/v1/devicetypes/"+e.typeID+"/enrollment_groups/eg_m/allowed_ids", pr)
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	req.Header.Set("Content-Type", "text/csv")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || body["allowed"] != float64(n) {
+		t.Fatalf("an allow-list of a million IDs = %d %v", resp.StatusCode, body)
+	}
+	t.Logf("a million IDs in %v", time.Since(start))
+	for _, c := range []struct {
+		id   string
+		want int
+	}{{"M-00000000", http.StatusOK}, {fmt.Sprintf("M-%08X", 2*(n-1)), http.StatusOK}, {"M-00000001", http.StatusUnauthorized}} {
+		if status, body, _ := e.tokenFor(t, c.id, credential.DeriveSecret(key, c.id)); status != c.want {
+			t.Errorf("%s = %d %v; want %d", c.id, status, body, c.want)
+		}
+	}
 }
