@@ -21,6 +21,7 @@ import (
 type fleet struct {
 	url, account, brokerKey, adminKey, token string
 	srv                                      *server.Server
+	dataDir, database, typeID                string
 }
 
 type entries []devreg.DeviceEntry
@@ -37,7 +38,8 @@ func (l *entries) Next() (devreg.DeviceEntry, error) {
 func newFleet(t *testing.T, database string) fleet {
 	t.Helper()
 	ctx := context.Background()
-	srv, err := server.Open(ctx, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, Logger: slog.New(slog.DiscardHandler)})
+	dataDir := t.TempDir()
+	srv, err := server.Open(ctx, server.Config{Addr: "127.0.0.1:0", DataDir: dataDir, Database: database, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func newFleet(t *testing.T, database string) fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := fleet{url: srv.URL(), account: acc.ID, brokerKey: k.Key, adminKey: admin, srv: srv}
+	f := fleet{url: srv.URL(), account: acc.ID, brokerKey: k.Key, adminKey: admin, srv: srv, dataDir: dataDir, database: database, typeID: dt.ID}
 	resp, err := http.PostForm(f.url+"/device/v1/token", url.Values{"grant_type": {"client_credentials"}, "account_id": {acc.ID},
 		"client_id": {"d1"}, "client_secret": {"secretford1"}})
 	if err != nil {

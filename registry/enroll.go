@@ -136,7 +136,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 
 // enrollmentGroupFor returns the group that decides whether device deviceID enrols at now: the
 // first of the account's groups, oldest first, whose pattern matches the ID and that is open.
-// nil: none.
+// nil: none, or the caller (a broker's key) does not reach the group's device type.
 func (s *Service) enrollmentGroupFor(ctx context.Context, accountID, deviceID string, now time.Time) (*devreg.EnrollmentGroup, error) {
 	groups, err := s.store.EnrollmentGroups(ctx, accountID, "")
 	if err != nil {
@@ -151,9 +151,15 @@ func (s *Service) enrollmentGroupFor(ctx context.Context, accountID, deviceID st
 			s.logEnroll("enrollment group's pattern does not compile; the group is skipped", g, deviceID, "error", err.Error())
 			continue
 		}
-		if re.MatchString(deviceID) {
-			return &groups[i], nil
+		if !re.MatchString(deviceID) {
+			continue
 		}
+		// A broker's key restricted to some device types enrols no device of another: the
+		// group decides all the same (which group does must not depend on the door).
+		if c, ok := devreg.CallerFromContext(ctx); ok && !c.Reaches(g.DeviceTypeID) {
+			return nil, nil
+		}
+		return &groups[i], nil
 	}
 	return nil, nil
 }
