@@ -24,7 +24,7 @@ import (
 
 // groupSpec is an enrollment group a test makes.
 type groupSpec struct {
-	id, pattern          string
+	id, pattern, typeID  string // typeID: the env's device type if ""
 	maxDevices           int64
 	maxPerHour           int
 	status               devreg.DeviceStatus
@@ -61,9 +61,12 @@ func (e *env) newGroup(t *testing.T, db *store.DB, keys *credential.Keyring, g g
 	if g.created.IsZero() {
 		g.created = e.clock.Now()
 	}
+	if g.typeID == "" {
+		g.typeID = e.typeID
+	}
 	keyID := "egk_" + g.id
 	current := keys.Current()
-	group := devreg.EnrollmentGroup{ID: g.id, AccountID: e.account, DeviceTypeID: e.typeID, Name: "group " + g.id, IDPattern: g.pattern,
+	group := devreg.EnrollmentGroup{ID: g.id, AccountID: e.account, DeviceTypeID: g.typeID, Name: "group " + g.id, IDPattern: g.pattern,
 		MaxDevices: g.maxDevices, MaxPerHour: g.maxPerHour, NotBefore: g.notBefore, NotAfter: g.notAfter, Status: g.status,
 		Temporary: g.temporary, AllowList: g.allowList, CreatedAt: g.created,
 		Keys: []devreg.EnrollmentKey{{ID: keyID, CreatedAt: g.created, SealKeyID: current.ID,
@@ -286,6 +289,32 @@ func testEnrollment(t *testing.T, database string) {
 func isNotFound(err error) bool {
 	var ce *client.Error
 	return errors.As(err, &ce) && ce.Status == http.StatusNotFound
+}
+
+// TestEnrollmentOlderGroupWins: where the patterns of groups of different device types overlap,
+// the older group decides alone: the newer group's derived secret is a wrong secret.
+func TestEnrollmentOlderGroupWins(t *testing.T) { forEachStore(t, testEnrollmentOlderGroupWins) }
+
+func testEnrollmentOlderGroupWins(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	name := "Gateway"
+	gw, err := e.admin.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := e.newGroup(t, db, keys, groupSpec{id: "eg_old", pattern: `^W-[0-9]+$`, typeID: gw.ID, maxDevices: 10, maxPerHour: 10, created: e.clock.Now().Add(-time.Hour)})
+	newer := e.newGroup(t, db, keys, groupSpec{id: "eg_new", pattern: `^W-1[0-9]*$`, maxDevices: 10, maxPerHour: 10})
+	if status, _, _ := e.tokenFor(t, "W-1", credential.DeriveSecret(newer, "W-1")); status != http.StatusUnauthorized {
+		t.Errorf("the newer group's secret for an ID both match = %d; want 401", status)
+	}
+	if status, body, _ := e.tokenFor(t, "W-1", credential.DeriveSecret(older, "W-1")); status != http.StatusOK {
+		t.Fatalf("the older group's secret = %d %v; want 200", status, body)
+	}
+	if d, err := e.admin.Device(ctx, "W-1"); err != nil || d.DeviceTypeID != gw.ID {
+		t.Errorf("the device: %+v, %v; want the older group's type %s", d, err, gw.ID)
+	}
 }
 
 // checkClean runs devreg check's counters on the database: every count equals its rows.
