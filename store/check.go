@@ -113,7 +113,8 @@ func (s *DB) CheckSchema(ctx context.Context) (CheckResult, error) {
 }
 
 // CheckCounters checks that every counter equals its rows: each device type's device count, and
-// each batch's device and connected counts (devices seen at least once), and that every device
+// each batch's device and connected counts (devices seen at least once), that no enrollment
+// group counts fewer devices than enrolled through it, and that every device
 // belongs to a device type and a batch that exist, so that some counter counts it.
 func (s *DB) CheckCounters(ctx context.Context) (CheckResult, error) {
 	r := CheckResult{Name: "counters"}
@@ -152,6 +153,17 @@ func (s *DB) CheckCounters(ctx context.Context) (CheckResult, error) {
 					wrong = append(wrong, fmt.Sprintf("connected_count is %d, but %d of its devices have been seen", connected, seen))
 				}
 				return fmt.Sprintf("batch %s (account %s): %s", id, account, strings.Join(wrong, "; ")), err
+			}},
+		// enrolled_count counts every device a group registered, also those re-allowed since
+		// (reenroll forgets an enrollment, not the count): it is never below the rows.
+		{`SELECT g.account_id, g.id, g.enrolled_count, c.n FROM enrollment_groups g
+			JOIN (SELECT group_id, count(*) AS n FROM enrollments GROUP BY group_id) c ON c.group_id = g.id
+			WHERE g.enrolled_count < c.n ORDER BY g.account_id, g.id`,
+			func(scan func(...any) error) (string, error) {
+				var account, id string
+				var counter, rows int64
+				err := scan(&account, &id, &counter, &rows)
+				return fmt.Sprintf("enrollment group %s (account %s): enrolled_count is %d, but %d devices enrolled through it", id, account, counter, rows), err
 			}},
 		{`SELECT d.account_id, d.device_type_id, count(*) FROM devices d
 			WHERE NOT EXISTS (SELECT 1 FROM device_types t WHERE t.account_id = d.account_id AND t.id = d.device_type_id)
