@@ -108,3 +108,8 @@ type EnrollResult struct {
 	BatchCreated  bool   // this call made it
 	BatchDisabled bool   // the day's batch is disabled
 }
+
+// MinEnrollmentCredentialLife is the least time the derived secret of a device enrolled through
+// a temporary group stays valid, however short its type's rotation grace: a grace of 0 would end
+// it at the very enrollment, and the device could never log in to rotate.
+const MinEnrollmentCredentialLife = time.Hour

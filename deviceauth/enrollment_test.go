@@ -317,6 +317,30 @@ func testEnrollmentOlderGroupWins(t *testing.T, database string) {
 	}
 }
 
+// TestEnrollmentGraceFloor: under a type whose rotation grace is 0, the derived secret of a
+// temporary group still lasts an hour: long enough for the device to log in and rotate.
+func TestEnrollmentGraceFloor(t *testing.T) { forEachStore(t, testEnrollmentGraceFloor) }
+
+func testEnrollmentGraceFloor(t *testing.T, database string) {
+	e := newEnv(t, database)
+	db, keys := e.enrollDB(t)
+	zero := 0
+	if _, err := e.srv.Service.UpdateDeviceType(e.adminContext(), e.typeID, devreg.DeviceTypeUpdate{RotationGraceSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_zero", pattern: `^Z-[0-9]+$`, maxDevices: 10, maxPerHour: 10, temporary: true})
+	if status, body, _ := e.tokenFor(t, "Z-1", credential.DeriveSecret(key, "Z-1")); status != http.StatusOK {
+		t.Fatalf("first connection under a grace of 0 = %d %v; want 200", status, body)
+	}
+	creds, err := e.admin.ListCredentials(context.Background(), "Z-1")
+	if err != nil || len(creds) != 1 || creds[0].NotAfter == nil || !creds[0].NotAfter.Equal(e.clock.Now().Add(devreg.MinEnrollmentCredentialLife)) {
+		t.Fatalf("credentials %+v, %v; want the derived secret ending in an hour", creds, err)
+	}
+	if status, body, _ := e.rotate(t, "Z-1", credential.DeriveSecret(key, "Z-1"), ""); status != http.StatusCreated {
+		t.Errorf("rotation within the hour = %d %v; want 201", status, body)
+	}
+}
+
 // checkClean runs devreg check's counters on the database: every count equals its rows.
 func checkClean(t *testing.T, db *store.DB) {
 	t.Helper()

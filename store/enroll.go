@@ -25,7 +25,8 @@ import (
 // one; then it counts the device in enrolled_count (only below max_devices), finds or makes the
 // group's batch of e.Now's UTC day and writes the device, its enrollments row, the batch's and
 // the type's device counts and e.Audit. The derived secret is the device's credential of source
-// enrollment, ending after the type's rotation grace when the group is temporary. It writes
+// enrollment, ending after the type's rotation grace (at least devreg.MinEnrollmentCredentialLife)
+// when the group is temporary. It writes
 // nothing when the result says why not.
 func (s *DB) Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error) {
 	var res devreg.EnrollResult
@@ -100,7 +101,7 @@ func (s *DB) Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResu
 		}
 		var notAfter any
 		if g.Temporary {
-			notAfter = micros(e.Now.Add(g.grace))
+			notAfter = micros(e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife)))
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at,
 				cred_not_after, cred_source)
