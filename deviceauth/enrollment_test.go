@@ -29,6 +29,7 @@ type groupSpec struct {
 	maxPerHour           int
 	status               devreg.DeviceStatus
 	notBefore, notAfter  *time.Time
+	keyNotAfter          *time.Time // the group key's end; nil: none
 	temporary, allowList bool
 	created              time.Time
 }
@@ -69,7 +70,7 @@ func (e *env) newGroup(t *testing.T, db *store.DB, keys *credential.Keyring, g g
 	group := devreg.EnrollmentGroup{ID: g.id, AccountID: e.account, DeviceTypeID: g.typeID, Name: "group " + g.id, IDPattern: g.pattern,
 		MaxDevices: g.maxDevices, MaxPerHour: g.maxPerHour, NotBefore: g.notBefore, NotAfter: g.notAfter, Status: g.status,
 		Temporary: g.temporary, AllowList: g.allowList, CreatedAt: g.created,
-		Keys: []devreg.EnrollmentKey{{ID: keyID, CreatedAt: g.created, SealKeyID: current.ID,
+		Keys: []devreg.EnrollmentKey{{ID: keyID, CreatedAt: g.created, NotAfter: g.keyNotAfter, SealKeyID: current.ID,
 			Sealed: credential.Seal(current, raw, []byte(e.account+"/"+g.id+"/"+keyID))}}}
 	if err := db.CreateEnrollmentGroup(context.Background(), group, nil); err != nil {
 		t.Fatal(err)
@@ -260,16 +261,17 @@ func testEnrollment(t *testing.T, database string) {
 		t.Errorf("the allow-lists' audit entries: %+v", entries)
 	}
 
-	// A disabled group, or one outside its window, registers nothing; an ID that matches but
+	// A disabled group, one outside its window or one whose key has ended registers nothing; an ID that matches but
 	// breaks devreg's ID rules is refused like any invalid ID.
 	past, future := e.clock.Now().Add(-time.Minute), e.clock.Now().Add(time.Hour)
 	offKey := e.newGroup(t, db, keys, groupSpec{id: "eg_off", pattern: `^OFF-.*$`, maxDevices: 100, maxPerHour: 100, status: devreg.StatusDisabled})
 	overKey := e.newGroup(t, db, keys, groupSpec{id: "eg_over", pattern: `^OVER-[0-9]+$`, maxDevices: 100, maxPerHour: 100, notAfter: &past})
 	soonKey := e.newGroup(t, db, keys, groupSpec{id: "eg_soon", pattern: `^SOON-[0-9]+$`, maxDevices: 100, maxPerHour: 100, notBefore: &future})
+	endedKey := e.newGroup(t, db, keys, groupSpec{id: "eg_ended", pattern: `^ENDED-[0-9]+$`, maxDevices: 100, maxPerHour: 100, keyNotAfter: &past})
 	for _, c := range []struct {
 		id  string
 		key []byte
-	}{{"OFF-1", offKey}, {"OVER-1", overKey}, {"SOON-1", soonKey}, {"OFF-" + strings.Repeat("x", 130), offKey}, {"OFF-\x00", offKey}} {
+	}{{"OFF-1", offKey}, {"OVER-1", overKey}, {"SOON-1", soonKey}, {"ENDED-1", endedKey}, {"OFF-" + strings.Repeat("x", 130), offKey}, {"OFF-\x00", offKey}} {
 		if status, body, _ := e.tokenFor(t, c.id, credential.DeriveSecret(c.key, c.id)); status != http.StatusUnauthorized {
 			t.Errorf("%.20q = %d %v; want 401", c.id, status, body)
 		}
