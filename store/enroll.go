@@ -103,11 +103,12 @@ func (s *DB) Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResu
 		if g.Temporary {
 			notAfter = micros(e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife)))
 		}
+		// Used now, by the login that enrols it: recorded here, so that the login writes nothing more.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at,
-				cred_not_after, cred_source)
-			VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?)`,
+				cred_not_after, cred_last_used_at, cred_source)
+			VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?)`,
 			e.AccountID, account, e.DeviceID, g.DeviceTypeID, res.BatchID, e.HashKeyID, e.SecretHash, micros(e.Now),
-			notAfter, string(devreg.CredentialFromEnrollment)); err != nil {
+			notAfter, micros(e.Now), string(devreg.CredentialFromEnrollment)); err != nil {
 			return fmt.Errorf("enroll device %s: %w", e.DeviceID, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES (?, ?, ?, ?)`,
