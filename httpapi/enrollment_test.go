@@ -40,7 +40,9 @@ func (e *env) newEnrollmentGroup(t *testing.T, typeID, id, pattern string) {
 // TestEnrollmentAllowListAndReenroll: the allow-list and reenroll endpoints answer as the
 // OpenAPI document says (every request and answer here is checked against it), to admin keys
 // of the group's account only, and refuse bad entries by index and line.
-func TestEnrollmentAllowListAndReenroll(t *testing.T) { forEachStore(t, testEnrollmentAllowListAndReenroll) }
+func TestEnrollmentAllowListAndReenroll(t *testing.T) {
+	forEachStore(t, testEnrollmentAllowListAndReenroll)
+}
 
 func testEnrollmentAllowListAndReenroll(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
