@@ -93,7 +93,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	current := s.keys.Current()
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorEnrollmentGroup, ID: g.ID, Name: g.Name}, "device.enroll",
 		devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"group_id": g.ID, "group_key_id": key})
-	res, err := s.store.Enroll(ctx, devreg.Enrollment{AccountID: accountID, GroupID: g.ID, IDPattern: g.IDPattern, KeyID: key, DeviceID: deviceID,
+	res, err := s.enrollTogether(ctx, devreg.Enrollment{AccountID: accountID, GroupID: g.ID, IDPattern: g.IDPattern, KeyID: key, DeviceID: deviceID,
 		HashKeyID: current.ID, SecretHash: credential.Hash(current, accountID, deviceID, secret), Now: now,
 		Batch: devreg.Batch{ID: credential.RandomID("bat", 16), CreatedBy: enrollmentCreator + g.Name}, Audit: audit})
 	if err != nil {
@@ -356,4 +356,79 @@ func (s *Service) Reenroll(ctx context.Context, deviceTypeID, groupID string, de
 		entry.Details = map[string]any{"device_type_id": deviceTypeID, "requested": len(deviceIDs), "reenrolled": n}
 		return entry
 	})
+}
+
+// maxEnrollBatch bounds the enrollments written in one transaction.
+const maxEnrollBatch = 256
+
+// enrollQueues gathers, per account, the enrollments that wait while one of the account's is
+// being written, so that they are written together in the next transaction (group commit): the
+// account's lock makes them take turns anyway, and a transaction of many costs little more than
+// one of one (the lock, the audit chain's head and the commit are paid once). The zero value is
+// ready to use.
+type enrollQueues struct {
+	mu      sync.Mutex
+	waiting map[string][]*enrollRequest // by account; present while one of the account's is written
+}
+
+// enrollRequest is one enrollment on its way to the store.
+type enrollRequest struct {
+	e    devreg.Enrollment
+	res  devreg.EnrollResult
+	err  error
+	done bool          // res and err are set: written (or failed) in another's transaction
+	wake chan struct{} // closed when done, or when this request is to write the next batch
+}
+
+// enrollTogether writes enrollment e, with the account's others that are waiting. When none of
+// the account's is being written it writes at once, as the leader: itself and whoever waits, up
+// to maxEnrollBatch; else it waits to be written by the leader, or to become the next leader.
+// Each answer comes only once its transaction has ended, and its own client's leaving does not
+// end the transaction that writes others too.
+func (s *Service) enrollTogether(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error) {
+	q := &s.enrolls
+	r := &enrollRequest{e: e, wake: make(chan struct{})}
+	q.mu.Lock()
+	if q.waiting == nil {
+		q.waiting = map[string][]*enrollRequest{}
+	}
+	others, busy := q.waiting[e.AccountID]
+	q.waiting[e.AccountID] = append(others, r)
+	q.mu.Unlock()
+	if busy {
+		<-r.wake
+		if r.done {
+			return r.res, r.err
+		}
+	}
+	// The leader: first in the queue, it takes the batch.
+	q.mu.Lock()
+	all := q.waiting[e.AccountID]
+	n := min(len(all), maxEnrollBatch)
+	batch := all[:n:n]
+	q.waiting[e.AccountID] = all[n:]
+	q.mu.Unlock()
+	es := make([]devreg.Enrollment, len(batch))
+	for i, b := range batch {
+		es[i] = b.e
+	}
+	results, err := s.store.Enroll(context.WithoutCancel(ctx), es)
+	for i, b := range batch {
+		if err == nil {
+			b.res = results[i]
+		}
+		b.err, b.done = err, true
+		if b != r {
+			close(b.wake)
+		}
+	}
+	// Pass the lead on to the first that waits, if any.
+	q.mu.Lock()
+	if next := q.waiting[e.AccountID]; len(next) > 0 {
+		close(next[0].wake)
+	} else {
+		delete(q.waiting, e.AccountID)
+	}
+	q.mu.Unlock()
+	return r.res, r.err
 }

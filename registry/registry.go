@@ -76,7 +76,7 @@ type Store interface {
 	AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devreg.AutoRegisterResult, error)
 	EnrollmentGroups(ctx context.Context, accountID, deviceTypeID string) ([]devreg.EnrollmentGroup, error)
 	EnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error)
-	Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error)
+	Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error)
 	SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID string, ids devreg.RegistrationEntries, audit func(allowed int64) *devreg.AuditEntry) (int64, error)
 	Reenroll(ctx context.Context, accountID, deviceTypeID, groupID string, deviceIDs []string, audit func(reenrolled int64) *devreg.AuditEntry) (int64, error)
 	RevokeBatchCredentials(ctx context.Context, accountID, typeID, batchID string, now time.Time,
@@ -113,6 +113,7 @@ type Service struct {
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)
 	patterns  patternCache // enrollment groups' compiled patterns
+	enrolls   enrollQueues // enrollments waiting for the store, per account (group commit)
 	closeOnce sync.Once
 
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):

@@ -16,127 +16,141 @@ import (
 	"devreg/credential"
 )
 
-// Enroll registers a device through an enrollment group at its first connection, in one
+// Enroll registers devices through enrollment groups at their first connections, in one
 // transaction under the account's lock, the one registrations take: so that two first
 // connections of the same device (on any servers) register it once, two first devices of a day
-// make one batch, and the group's max_devices holds exactly. It checks again what the registry
-// decided on (the group is open at e.Now, its pattern is still e.IDPattern, key e.KeyID is
-// live), and that the ID has not enrolled before and is on the group's allow-list when it has
-// one; then it counts the device in enrolled_count (only below max_devices), finds or makes the
-// group's batch of e.Now's UTC day and writes the device, its enrollments row, the batch's and
-// the type's device counts and e.Audit. The derived secret is the device's credential of source
-// enrollment, ending after the type's rotation grace (at least devreg.MinEnrollmentCredentialLife)
-// when the group is temporary. It writes
-// nothing when the result says why not.
-func (s *DB) Enroll(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error) {
-	var res devreg.EnrollResult
+// make one batch, and a group's max_devices holds exactly. All es are of one account; the
+// registry gathers those that arrive while a transaction runs into the next (group commit), which
+// costs little more than one alone. Each is decided as if alone, in order (see enrollOne); the
+// results are in the order of es.
+func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error) {
+	results := make([]devreg.EnrollResult, len(es))
+	if len(es) == 0 {
+		return results, nil
+	}
 	err := s.inTx(ctx, func(tx handle) error {
-		res = devreg.EnrollResult{}
-		if err := s.lockAccount(ctx, tx, e.AccountID); err != nil {
+		clear(results)
+		if err := s.lockAccount(ctx, tx, es[0].AccountID); err != nil {
 			return err
 		}
-		account, err := accountNumber(ctx, tx, e.AccountID)
+		account, err := accountNumber(ctx, tx, es[0].AccountID)
 		if err != nil {
 			return err
 		}
-		var one int
-		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE account_num = ? AND device_id = ?`, account, e.DeviceID).Scan(&one); {
-		case err == nil:
-			res.Exists = true
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM enrollments WHERE account_num = ? AND device_id = ?`, account, e.DeviceID).Scan(&one); {
-		case err == nil:
-			res.EnrolledBefore = true
-			return nil
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		g, err := enrollingGroup(ctx, tx, e)
-		if err != nil || g == nil {
-			res.GroupClosed = g == nil
-			return err
-		}
-		res.DeviceTypeID = g.DeviceTypeID
-		if g.AllowList {
-			switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM enrollment_allowed_ids WHERE group_id = ? AND device_id = ?`, e.GroupID, e.DeviceID).Scan(&one); {
-			case errors.Is(err, sql.ErrNoRows):
-				res.NotAllowed = true
-				return nil
-			case err != nil:
+		for i, e := range es {
+			if e.AccountID != es[0].AccountID {
+				return devreg.Errorf(devreg.EINTERNAL, "enrollments of two accounts in one transaction")
+			}
+			if err := s.enrollOne(ctx, tx, account, e, &results[i]); err != nil {
 				return err
 			}
 		}
-		day := e.Now.UTC().Truncate(24 * time.Hour)
-		var status string
-		err = tx.QueryRowContext(ctx, `SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
-			ORDER BY created_at, id LIMIT 1`, e.GroupID, micros(day), micros(day.Add(24*time.Hour))).Scan(&res.BatchID, &status)
-		switch {
-		case err == nil && status != string(devreg.StatusEnabled):
-			res.BatchDisabled = true
-			return nil
-		case err != nil && !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		// Counted only below the limit, in the statement that decides it: the account's lock
-		// makes the servers take turns, and the condition makes the count the limit's judge.
-		r, err := tx.ExecContext(ctx, `UPDATE enrollment_groups SET enrolled_count = enrolled_count + 1 WHERE id = ? AND enrolled_count < max_devices`, e.GroupID)
-		if err != nil {
-			return err
-		}
-		if n, err := r.RowsAffected(); err != nil || n != 1 {
-			res.Full = err == nil
-			return err
-		}
-		if res.BatchID == "" {
-			b := e.Batch
-			res.BatchID, res.BatchCreated = b.ID, true
-			if _, err := tx.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
-				VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'enabled', ?)`,
-				b.ID, e.AccountID, g.DeviceTypeID, micros(e.Now), b.CreatedBy, string(devreg.SourceEnrollment), b.Filename, e.GroupID); err != nil {
-				return err
-			}
-		}
-		var notAfter any
-		if g.Temporary {
-			notAfter = micros(e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife)))
-		}
-		// Used now, by the login that enrols it: recorded here, so that the login writes nothing more.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at,
-				cred_not_after, cred_last_used_at, cred_source)
-			VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?)`,
-			e.AccountID, account, e.DeviceID, g.DeviceTypeID, res.BatchID, e.HashKeyID, e.SecretHash, micros(e.Now),
-			notAfter, micros(e.Now), string(devreg.CredentialFromEnrollment)); err != nil {
-			return fmt.Errorf("enroll device %s: %w", e.DeviceID, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES (?, ?, ?, ?)`,
-			account, e.DeviceID, e.GroupID, micros(e.Now)); err != nil {
-			return err
-		}
-		if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.DeviceTypeID}, []step{
-			{sql: `UPDATE batches SET device_count = device_count + 1 WHERE id = ?`, args: []any{res.BatchID}, one: true},
-			{sql: `UPDATE device_types SET device_count = device_count + 1 WHERE account_id = ? AND id = ?`, args: []any{e.AccountID, g.DeviceTypeID}, one: true},
-		}); err != nil {
-			return err
-		}
-		if e.Audit != nil {
-			if e.Audit.Details == nil {
-				e.Audit.Details = map[string]any{}
-			}
-			e.Audit.Details["device_type_id"], e.Audit.Details["batch_id"], e.Audit.Details["batch_created"] = g.DeviceTypeID, res.BatchID, res.BatchCreated
-			if err := s.appendAudit(ctx, tx, e.AccountID, e.Audit); err != nil {
-				return err
-			}
-		}
-		res.Registered = true
 		return nil
 	})
 	if err != nil {
-		return devreg.EnrollResult{}, err
+		return nil, err
 	}
-	return res, nil
+	return results, nil
+}
+
+// enrollOne registers one device through a group, in Enroll's transaction. It checks again what
+// the registry decided on (the group is open at e.Now, its pattern is still e.IDPattern, key
+// e.KeyID is live), and that the ID has not enrolled before and is on the group's allow-list when
+// it has one; then it counts the device in enrolled_count (only below max_devices), finds or makes
+// the group's batch of e.Now's UTC day and writes the device, its enrollments row, the batch's and
+// the type's device counts and e.Audit. The derived secret is the device's credential of source
+// enrollment, ending after the type's rotation grace (at least devreg.MinEnrollmentCredentialLife)
+// when the group is temporary. It writes nothing when the result says why not: every refusal
+// comes before the first write.
+func (s *DB) enrollOne(ctx context.Context, tx handle, account int64, e devreg.Enrollment, res *devreg.EnrollResult) error {
+	var exists, enrolled bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM devices WHERE account_num = ? AND device_id = ?),
+		EXISTS (SELECT 1 FROM enrollments WHERE account_num = ? AND device_id = ?)`, account, e.DeviceID, account, e.DeviceID).Scan(&exists, &enrolled); err != nil {
+		return err
+	}
+	if exists || enrolled {
+		res.Exists, res.EnrolledBefore = exists, !exists
+		return nil
+	}
+	g, err := enrollingGroup(ctx, tx, e)
+	if err != nil || g == nil {
+		res.GroupClosed = g == nil
+		return err
+	}
+	res.DeviceTypeID = g.DeviceTypeID
+	if g.AllowList {
+		var one int
+		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM enrollment_allowed_ids WHERE group_id = ? AND device_id = ?`, e.GroupID, e.DeviceID).Scan(&one); {
+		case errors.Is(err, sql.ErrNoRows):
+			res.NotAllowed = true
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+	day := e.Now.UTC().Truncate(24 * time.Hour)
+	var status string
+	err = tx.QueryRowContext(ctx, `SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
+		ORDER BY created_at, id LIMIT 1`, e.GroupID, micros(day), micros(day.Add(24*time.Hour))).Scan(&res.BatchID, &status)
+	switch {
+	case err == nil && status != string(devreg.StatusEnabled):
+		res.BatchDisabled = true
+		return nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	// Counted only below the limit, in the statement that decides it: the account's lock
+	// makes the servers take turns, and the condition makes the count the limit's judge.
+	r, err := tx.ExecContext(ctx, `UPDATE enrollment_groups SET enrolled_count = enrolled_count + 1 WHERE id = ? AND enrolled_count < max_devices`, e.GroupID)
+	if err != nil {
+		return err
+	}
+	if n, err := r.RowsAffected(); err != nil || n != 1 {
+		res.Full = err == nil
+		return err
+	}
+	if res.BatchID == "" {
+		b := e.Batch
+		res.BatchID, res.BatchCreated = b.ID, true
+		if _, err := tx.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'enabled', ?)`,
+			b.ID, e.AccountID, g.DeviceTypeID, micros(e.Now), b.CreatedBy, string(devreg.SourceEnrollment), b.Filename, e.GroupID); err != nil {
+			return err
+		}
+	}
+	var notAfter any
+	if g.Temporary {
+		notAfter = micros(e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife)))
+	}
+	// Used now, by the login that enrols it: recorded here, so that the login writes nothing more.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at,
+			cred_not_after, cred_last_used_at, cred_source)
+		VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?)`,
+		e.AccountID, account, e.DeviceID, g.DeviceTypeID, res.BatchID, e.HashKeyID, e.SecretHash, micros(e.Now),
+		notAfter, micros(e.Now), string(devreg.CredentialFromEnrollment)); err != nil {
+		return fmt.Errorf("enroll device %s: %w", e.DeviceID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES (?, ?, ?, ?)`,
+		account, e.DeviceID, e.GroupID, micros(e.Now)); err != nil {
+		return err
+	}
+	if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.DeviceTypeID}, []step{
+		{sql: `UPDATE batches SET device_count = device_count + 1 WHERE id = ?`, args: []any{res.BatchID}, one: true},
+		{sql: `UPDATE device_types SET device_count = device_count + 1 WHERE account_id = ? AND id = ?`, args: []any{e.AccountID, g.DeviceTypeID}, one: true},
+	}); err != nil {
+		return err
+	}
+	if e.Audit != nil {
+		if e.Audit.Details == nil {
+			e.Audit.Details = map[string]any{}
+		}
+		e.Audit.Details["device_type_id"], e.Audit.Details["batch_id"], e.Audit.Details["batch_created"] = g.DeviceTypeID, res.BatchID, res.BatchCreated
+		if err := s.appendAudit(ctx, tx, e.AccountID, e.Audit); err != nil {
+			return err
+		}
+	}
+	res.Registered = true
+	return nil
 }
 
 // enrollGroup is what an enrollment needs of its group.
@@ -154,9 +168,14 @@ func enrollingGroup(ctx context.Context, tx handle, e devreg.Enrollment) (*enrol
 	var pattern, status string
 	var notBefore, notAfter sql.NullInt64
 	var graceSeconds int64
-	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary, t.rotation_grace_seconds
+	var keyFound bool
+	var keyEnd sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary, t.rotation_grace_seconds,
+			k.id IS NOT NULL, k.not_after
 		FROM enrollment_groups g JOIN device_types t ON t.account_id = g.account_id AND t.id = g.device_type_id
-		WHERE g.id = ? AND g.account_id = ?`, e.GroupID, e.AccountID).Scan(&g.DeviceTypeID, &pattern, &status, &notBefore, &notAfter, &g.AllowList, &g.Temporary, &graceSeconds)
+		LEFT JOIN enrollment_group_keys k ON k.group_id = g.id AND k.id = ?
+		WHERE g.id = ? AND g.account_id = ?`, e.KeyID, e.GroupID, e.AccountID).Scan(&g.DeviceTypeID, &pattern, &status, &notBefore, &notAfter,
+		&g.AllowList, &g.Temporary, &graceSeconds, &keyFound, &keyEnd)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -164,18 +183,7 @@ func enrollingGroup(ctx context.Context, tx handle, e devreg.Enrollment) (*enrol
 		return nil, err
 	}
 	open := devreg.EnrollmentGroup{Status: devreg.DeviceStatus(status), NotBefore: fromNullMicros(notBefore), NotAfter: fromNullMicros(notAfter)}.OpenAt(e.Now)
-	if !open || pattern != e.IDPattern {
-		return nil, nil
-	}
-	var keyEnd sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT not_after FROM enrollment_group_keys WHERE group_id = ? AND id = ?`, e.GroupID, e.KeyID).Scan(&keyEnd)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !(devreg.EnrollmentKey{NotAfter: fromNullMicros(keyEnd)}).LiveAt(e.Now) {
+	if !open || pattern != e.IDPattern || !keyFound || !(devreg.EnrollmentKey{NotAfter: fromNullMicros(keyEnd)}).LiveAt(e.Now) {
 		return nil, nil
 	}
 	g.grace = time.Duration(graceSeconds) * time.Second
