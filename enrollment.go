@@ -107,6 +107,8 @@ type EnrollResult struct {
 	BatchID       string // the day's batch
 	BatchCreated  bool   // this call made it
 	BatchDisabled bool   // the day's batch is disabled
+	// Device is the device as registered, when Registered: what DeviceAuth would read of it.
+	Device DeviceAuth
 }
 
 // MinEnrollmentCredentialLife is the least time the derived secret of a device enrolled through

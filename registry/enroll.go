@@ -118,8 +118,11 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	case res.BatchDisabled:
 		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, fmt.Sprintf("today's batch of the group (%s) is disabled", res.BatchID)), nil
 	}
-	// Registered now, or by another login meanwhile: the device's own credentials decide, as
-	// for any device.
+	if res.Registered { // with the derived secret as its one credential
+		return res.Device, res.Device.Credentials[0], nil, nil
+	}
+	// Registered by another login meanwhile: the device's own credentials decide, as for any
+	// device.
 	d, err := s.store.DeviceAuth(ctx, accountID, deviceID)
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND { // deleted at once
 		return devreg.DeviceAuth{}, none, ErrInvalidClient, nil

@@ -20,32 +20,120 @@ import (
 // transaction under the account's lock, the one registrations take: so that two first
 // connections of the same device (on any servers) register it once, two first devices of a day
 // make one batch, and a group's max_devices holds exactly. All es are of one account; the
-// registry gathers those that arrive while a transaction runs into the next (group commit), which
-// costs little more than one alone. Each is decided as if alone, in order (see enrollOne); the
-// results are in the order of es.
+// registry gathers those that arrive while a transaction runs into the next (group commit). Each
+// is decided in order as if alone; the results are in the order of es, and nothing is written for
+// one whose result does not say Registered.
+//
+// For each it checks again what the registry decided on (the group is open at e.Now, its pattern
+// is still e.IDPattern, key e.KeyID is live), that the ID is not registered and has not enrolled
+// before, and that it is on the group's allow-list when the group has one; then it counts the
+// device against max_devices, finds or makes the group's batch of e.Now's UTC day, and writes the
+// device, its enrollments row, the counts and e.Audit. The derived secret is the device's
+// credential of source enrollment, used now (by the login that enrols it), ending after the
+// type's rotation grace (at least devreg.MinEnrollmentCredentialLife) when the group is
+// temporary. The reads are a few per group and the writes a few statements for all, so that a
+// transaction of hundreds costs little more than one of one.
 func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error) {
 	results := make([]devreg.EnrollResult, len(es))
 	if len(es) == 0 {
 		return results, nil
 	}
+	accountID := es[0].AccountID
+	ids := make([]string, 0, len(es))
+	for _, e := range es {
+		if e.AccountID != accountID {
+			return nil, devreg.Errorf(devreg.EINTERNAL, "enrollments of two accounts in one transaction")
+		}
+		ids = append(ids, e.DeviceID)
+	}
 	err := s.inTx(ctx, func(tx handle) error {
 		clear(results)
-		if err := s.lockAccount(ctx, tx, es[0].AccountID); err != nil {
+		if err := s.lockAccount(ctx, tx, accountID); err != nil {
 			return err
 		}
-		account, err := accountNumber(ctx, tx, es[0].AccountID)
+		account, err := accountNumber(ctx, tx, accountID)
 		if err != nil {
 			return err
 		}
+		registered, err := idsAmong(ctx, tx, `SELECT device_id FROM devices WHERE account_num = ? AND `, account, ids)
+		if err != nil {
+			return err
+		}
+		enrolled, err := idsAmong(ctx, tx, `SELECT device_id FROM enrollments WHERE account_num = ? AND `, account, ids)
+		if err != nil {
+			return err
+		}
+		w := enrollWrites{accountID: accountID, account: account, batchCounts: map[string]int64{}, typeCounts: map[string]int64{}}
+		groups := map[string]*enrollGroup{}
 		for i, e := range es {
-			if e.AccountID != es[0].AccountID {
-				return devreg.Errorf(devreg.EINTERNAL, "enrollments of two accounts in one transaction")
+			res := &results[i]
+			if registered[e.DeviceID] {
+				res.Exists = true
+				continue
 			}
-			if err := s.enrollOne(ctx, tx, account, e, &results[i]); err != nil {
+			if enrolled[e.DeviceID] {
+				res.EnrolledBefore = true
+				continue
+			}
+			g, ok := groups[e.GroupID]
+			if !ok {
+				if g, err = s.readEnrollGroup(ctx, tx, accountID, e.GroupID, ids); err != nil {
+					return err
+				}
+				groups[e.GroupID] = g
+			}
+			if !g.admits(e) {
+				res.GroupClosed = true
+				continue
+			}
+			res.DeviceTypeID = g.deviceTypeID
+			if g.allowList && !g.allowed[e.DeviceID] {
+				res.NotAllowed = true
+				continue
+			}
+			day := e.Now.UTC().Truncate(24 * time.Hour)
+			b, ok := g.batches[day]
+			if !ok {
+				if b, err = readEnrollBatch(ctx, tx, e.GroupID, day); err != nil {
+					return err
+				}
+				g.batches[day] = b
+			}
+			if b.id != "" && !b.enabled {
+				res.BatchID, res.BatchDisabled = b.id, true
+				continue
+			}
+			if g.enrolled >= g.maxDevices {
+				res.Full = true
+				continue
+			}
+			if b.id == "" {
+				b.id, b.enabled = e.Batch.ID, true
+				res.BatchCreated = true
+				if _, err := tx.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
+					VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'enabled', ?)`,
+					b.id, accountID, g.deviceTypeID, micros(e.Now), e.Batch.CreatedBy, string(devreg.SourceEnrollment), e.Batch.Filename, e.GroupID); err != nil {
+					return err
+				}
+			}
+			res.BatchID, res.Registered = b.id, true
+			g.enrolled++
+			g.added++
+			registered[e.DeviceID] = true // a second login of the same device in this transaction finds it
+			res.Device = w.add(e, g, b.id, res.BatchCreated)
+		}
+		for id, g := range groups {
+			if g.added == 0 {
+				continue
+			}
+			// The group's row is locked since it was read: the count cannot have moved.
+			if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.deviceTypeID}, []step{{
+				sql:  `UPDATE enrollment_groups SET enrolled_count = enrolled_count + ? WHERE id = ? AND enrolled_count + ? <= max_devices`,
+				args: []any{g.added, id, g.added}, one: true}}); err != nil {
 				return err
 			}
 		}
-		return nil
+		return s.writeEnrollments(ctx, tx, &w)
 	})
 	if err != nil {
 		return nil, err
@@ -53,141 +141,200 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 	return results, nil
 }
 
-// enrollOne registers one device through a group, in Enroll's transaction. It checks again what
-// the registry decided on (the group is open at e.Now, its pattern is still e.IDPattern, key
-// e.KeyID is live), and that the ID has not enrolled before and is on the group's allow-list when
-// it has one; then it counts the device in enrolled_count (only below max_devices), finds or makes
-// the group's batch of e.Now's UTC day and writes the device, its enrollments row, the batch's and
-// the type's device counts and e.Audit. The derived secret is the device's credential of source
-// enrollment, ending after the type's rotation grace (at least devreg.MinEnrollmentCredentialLife)
-// when the group is temporary. It writes nothing when the result says why not: every refusal
-// comes before the first write.
-func (s *DB) enrollOne(ctx context.Context, tx handle, account int64, e devreg.Enrollment, res *devreg.EnrollResult) error {
-	var exists, enrolled bool
-	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM devices WHERE account_num = ? AND device_id = ?),
-		EXISTS (SELECT 1 FROM enrollments WHERE account_num = ? AND device_id = ?)`, account, e.DeviceID, account, e.DeviceID).Scan(&exists, &enrolled); err != nil {
-		return err
-	}
-	if exists || enrolled {
-		res.Exists, res.EnrolledBefore = exists, !exists
-		return nil
-	}
-	g, err := enrollingGroup(ctx, tx, e)
-	if err != nil || g == nil {
-		res.GroupClosed = g == nil
-		return err
-	}
-	res.DeviceTypeID = g.DeviceTypeID
-	if g.AllowList {
-		var one int
-		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM enrollment_allowed_ids WHERE group_id = ? AND device_id = ?`, e.GroupID, e.DeviceID).Scan(&one); {
-		case errors.Is(err, sql.ErrNoRows):
-			res.NotAllowed = true
-			return nil
-		case err != nil:
-			return err
+// idsAmong returns which of ids query finds: query ends in "AND " and takes one argument
+// before the list, arg.
+func idsAmong(ctx context.Context, tx handle, query string, arg any, ids []string) (map[string]bool, error) {
+	found := map[string]bool{}
+	for chunk := range slices.Chunk(ids, allowChunk) {
+		in, args := tx.oneOf("device_id", chunk)
+		rows, err := tx.QueryContext(ctx, query+in, append([]any{arg}, args...)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
 		}
 	}
-	day := e.Now.UTC().Truncate(24 * time.Hour)
-	var status string
-	err = tx.QueryRowContext(ctx, `SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
-		ORDER BY created_at, id LIMIT 1`, e.GroupID, micros(day), micros(day.Add(24*time.Hour))).Scan(&res.BatchID, &status)
-	switch {
-	case err == nil && status != string(devreg.StatusEnabled):
-		res.BatchDisabled = true
-		return nil
-	case err != nil && !errors.Is(err, sql.ErrNoRows):
-		return err
-	}
-	// Counted only below the limit, in the statement that decides it: the account's lock
-	// makes the servers take turns, and the condition makes the count the limit's judge.
-	r, err := tx.ExecContext(ctx, `UPDATE enrollment_groups SET enrolled_count = enrolled_count + 1 WHERE id = ? AND enrolled_count < max_devices`, e.GroupID)
-	if err != nil {
-		return err
-	}
-	if n, err := r.RowsAffected(); err != nil || n != 1 {
-		res.Full = err == nil
-		return err
-	}
-	if res.BatchID == "" {
-		b := e.Batch
-		res.BatchID, res.BatchCreated = b.ID, true
-		if _, err := tx.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'enabled', ?)`,
-			b.ID, e.AccountID, g.DeviceTypeID, micros(e.Now), b.CreatedBy, string(devreg.SourceEnrollment), b.Filename, e.GroupID); err != nil {
-			return err
-		}
-	}
-	var notAfter any
-	if g.Temporary {
-		notAfter = micros(e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife)))
-	}
-	// Used now, by the login that enrols it: recorded here, so that the login writes nothing more.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at,
-			cred_not_after, cred_last_used_at, cred_source)
-		VALUES (?, ?, ?, ?, ?, 'enabled', ?, ?, ?, ?, ?, ?)`,
-		e.AccountID, account, e.DeviceID, g.DeviceTypeID, res.BatchID, e.HashKeyID, e.SecretHash, micros(e.Now),
-		notAfter, micros(e.Now), string(devreg.CredentialFromEnrollment)); err != nil {
-		return fmt.Errorf("enroll device %s: %w", e.DeviceID, err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES (?, ?, ?, ?)`,
-		account, e.DeviceID, e.GroupID, micros(e.Now)); err != nil {
-		return err
-	}
-	if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.DeviceTypeID}, []step{
-		{sql: `UPDATE batches SET device_count = device_count + 1 WHERE id = ?`, args: []any{res.BatchID}, one: true},
-		{sql: `UPDATE device_types SET device_count = device_count + 1 WHERE account_id = ? AND id = ?`, args: []any{e.AccountID, g.DeviceTypeID}, one: true},
-	}); err != nil {
-		return err
-	}
-	if e.Audit != nil {
-		if e.Audit.Details == nil {
-			e.Audit.Details = map[string]any{}
-		}
-		e.Audit.Details["device_type_id"], e.Audit.Details["batch_id"], e.Audit.Details["batch_created"] = g.DeviceTypeID, res.BatchID, res.BatchCreated
-		if err := s.appendAudit(ctx, tx, e.AccountID, e.Audit); err != nil {
-			return err
-		}
-	}
-	res.Registered = true
-	return nil
+	return found, nil
 }
 
-// enrollGroup is what an enrollment needs of its group.
+// enrollGroup is what Enroll's transaction knows of a group: as read (its row locked), and what
+// the transaction did with it so far. gone: there is no such group.
 type enrollGroup struct {
-	DeviceTypeID string
-	AllowList    bool
-	Temporary    bool
-	grace        time.Duration // the device type's rotation grace
+	gone                  bool
+	deviceTypeID, pattern string
+	status                devreg.DeviceStatus
+	notBefore, notAfter   *time.Time
+	allowList, temporary  bool
+	grace                 time.Duration // the device type's rotation grace
+	enrolled, maxDevices  int64
+	keys                  map[string]*time.Time // key ID: its end (nil: none)
+	allowed               map[string]bool       // of the transaction's IDs, those on the allow-list
+	batches               map[time.Time]*enrollBatch
+	added                 int64 // devices this transaction enrols through it
 }
 
-// enrollingGroup returns the group of e if it still registers e's device: it is open at e.Now,
-// its pattern is e.IDPattern and its key e.KeyID is live; else nil.
-func enrollingGroup(ctx context.Context, tx handle, e devreg.Enrollment) (*enrollGroup, error) {
-	var g enrollGroup
-	var pattern, status string
+// enrollBatch is a group's batch of a day: id "" if it has none yet.
+type enrollBatch struct {
+	id      string
+	enabled bool
+}
+
+// readEnrollGroup reads group groupID of the account, locking its row, with its keys and, if it
+// has an allow-list, which of ids are on it.
+func (s *DB) readEnrollGroup(ctx context.Context, tx handle, accountID, groupID string, ids []string) (*enrollGroup, error) {
+	g := &enrollGroup{keys: map[string]*time.Time{}, batches: map[time.Time]*enrollBatch{}}
+	var status string
 	var notBefore, notAfter sql.NullInt64
 	var graceSeconds int64
-	var keyFound bool
-	var keyEnd sql.NullInt64
-	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary, t.rotation_grace_seconds,
-			k.id IS NOT NULL, k.not_after
+	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary,
+			t.rotation_grace_seconds, g.enrolled_count, g.max_devices
 		FROM enrollment_groups g JOIN device_types t ON t.account_id = g.account_id AND t.id = g.device_type_id
-		LEFT JOIN enrollment_group_keys k ON k.group_id = g.id AND k.id = ?
-		WHERE g.id = ? AND g.account_id = ?`, e.KeyID, e.GroupID, e.AccountID).Scan(&g.DeviceTypeID, &pattern, &status, &notBefore, &notAfter,
-		&g.AllowList, &g.Temporary, &graceSeconds, &keyFound, &keyEnd)
+		WHERE g.id = ? AND g.account_id = ?`+s.lockRows(), groupID, accountID).Scan(&g.deviceTypeID, &g.pattern, &status, &notBefore, &notAfter,
+		&g.allowList, &g.temporary, &graceSeconds, &g.enrolled, &g.maxDevices)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+		g.gone = true
+		return g, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	open := devreg.EnrollmentGroup{Status: devreg.DeviceStatus(status), NotBefore: fromNullMicros(notBefore), NotAfter: fromNullMicros(notAfter)}.OpenAt(e.Now)
-	if !open || pattern != e.IDPattern || !keyFound || !(devreg.EnrollmentKey{NotAfter: fromNullMicros(keyEnd)}).LiveAt(e.Now) {
-		return nil, nil
-	}
+	g.status, g.notBefore, g.notAfter = devreg.DeviceStatus(status), fromNullMicros(notBefore), fromNullMicros(notAfter)
 	g.grace = time.Duration(graceSeconds) * time.Second
-	return &g, nil
+	rows, err := tx.QueryContext(ctx, `SELECT id, not_after FROM enrollment_group_keys WHERE group_id = ?`, groupID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var id string
+		var end sql.NullInt64
+		if err := rows.Scan(&id, &end); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		g.keys[id] = fromNullMicros(end)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if g.allowList {
+		if g.allowed, err = idsAmong(ctx, tx, `SELECT device_id FROM enrollment_allowed_ids WHERE group_id = ? AND `, groupID, ids); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// admits reports whether group g still registers e's device: it is open at e.Now, its pattern
+// is e.IDPattern and its key e.KeyID is live.
+func (g *enrollGroup) admits(e devreg.Enrollment) bool {
+	if g.gone || g.pattern != e.IDPattern {
+		return false
+	}
+	end, ok := g.keys[e.KeyID]
+	return ok && devreg.EnrollmentKey{NotAfter: end}.LiveAt(e.Now) &&
+		devreg.EnrollmentGroup{Status: g.status, NotBefore: g.notBefore, NotAfter: g.notAfter}.OpenAt(e.Now)
+}
+
+// readEnrollBatch returns group groupID's batch of day.
+func readEnrollBatch(ctx context.Context, tx handle, groupID string, day time.Time) (*enrollBatch, error) {
+	var b enrollBatch
+	var status string
+	err := tx.QueryRowContext(ctx, `SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
+		ORDER BY created_at, id LIMIT 1`, groupID, micros(day), micros(day.Add(24*time.Hour))).Scan(&b.id, &status)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	b.enabled = status == string(devreg.StatusEnabled)
+	return &b, nil
+}
+
+// enrollWrites gathers the rows Enroll's transaction writes, to write them together.
+type enrollWrites struct {
+	accountID   string
+	account     int64
+	devices     []any // enrollDeviceColumns per device
+	enrollments []any // account_num, device_id, group_id, enrolled_at per device
+	batchCounts map[string]int64
+	typeCounts  map[string]int64
+	audits      []*devreg.AuditEntry
+}
+
+// enrollDeviceColumns are the columns of devices an enrollment writes.
+const enrollDeviceColumns = `account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at, cred_not_after, cred_last_used_at, cred_source`
+
+// add records the writes of e's enrollment through g into batchID, and returns the device as
+// DeviceAuth will read it once they are written.
+func (w *enrollWrites) add(e devreg.Enrollment, g *enrollGroup, batchID string, batchCreated bool) devreg.DeviceAuth {
+	var notAfter any
+	var end *time.Time
+	if g.temporary {
+		t := e.Now.Add(max(g.grace, devreg.MinEnrollmentCredentialLife))
+		notAfter, end = micros(t), &t
+	}
+	used := e.Now
+	d := devreg.DeviceAuth{DeviceTypeID: g.deviceTypeID, BatchID: batchID, Enabled: true, Credentials: []devreg.StoredCredential{{
+		Credential: devreg.Credential{ID: registrationCredentialID(batchID), Kind: devreg.CredentialSecret, CreatedAt: e.Now, NotAfter: end,
+			Status: devreg.StatusEnabled, LastUsedAt: &used, Source: devreg.CredentialFromEnrollment},
+		KeyID: e.HashKeyID, Hash: e.SecretHash, InDevice: true,
+	}}}
+	w.devices = append(w.devices, w.accountID, w.account, e.DeviceID, g.deviceTypeID, batchID, string(devreg.StatusEnabled), e.HashKeyID, e.SecretHash,
+		micros(e.Now), notAfter, micros(e.Now), string(devreg.CredentialFromEnrollment))
+	w.enrollments = append(w.enrollments, w.account, e.DeviceID, e.GroupID, micros(e.Now))
+	w.batchCounts[batchID]++
+	w.typeCounts[g.deviceTypeID]++
+	if e.Audit != nil {
+		if e.Audit.Details == nil {
+			e.Audit.Details = map[string]any{}
+		}
+		e.Audit.Details["device_type_id"], e.Audit.Details["batch_id"], e.Audit.Details["batch_created"] = g.deviceTypeID, batchID, batchCreated
+		w.audits = append(w.audits, e.Audit)
+	}
+	return d
+}
+
+// enrollChunk is how many devices one INSERT of an enrollment transaction writes: 12 parameters
+// each, well below both databases' limits.
+const enrollChunk = 256
+
+// writeEnrollments writes what w gathered.
+func (s *DB) writeEnrollments(ctx context.Context, tx handle, w *enrollWrites) error {
+	const deviceParams, enrollmentParams = 12, 4
+	for chunk := range slices.Chunk(w.devices, deviceParams*enrollChunk) {
+		row := "(" + placeholders(deviceParams) + ")"
+		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (`+enrollDeviceColumns+`) VALUES `+
+			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/deviceParams), ", "), chunk...); err != nil {
+			return fmt.Errorf("enroll devices: %w", err)
+		}
+	}
+	for chunk := range slices.Chunk(w.enrollments, enrollmentParams*enrollChunk) {
+		row := "(" + placeholders(enrollmentParams) + ")"
+		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/enrollmentParams), ", "), chunk...); err != nil {
+			return fmt.Errorf("record enrollments: %w", err)
+		}
+	}
+	var steps []step
+	for id, n := range w.batchCounts {
+		steps = append(steps, step{sql: `UPDATE batches SET device_count = device_count + ? WHERE id = ?`, args: []any{n, id}, one: true})
+	}
+	for id, n := range w.typeCounts {
+		steps = append(steps, step{sql: `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`, args: []any{n, w.accountID, id}, one: true})
+	}
+	if err := runSteps(ctx, tx, devreg.RegistrationPlan{}, steps); err != nil {
+		return err
+	}
+	return s.appendAudits(ctx, tx, w.accountID, w.audits)
 }
 
 // allowChunk is how many device IDs one of SQLite's INSERT statements puts on an allow-list.
