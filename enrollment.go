@@ -78,7 +78,10 @@ type Enrollment struct {
 	GroupID   string
 	IDPattern string // the pattern the ID matched: a group whose pattern changed since refuses
 	KeyID     string // the group key whose derived secret the device presented
-	DeviceID  string
+	// HourKey is the throttle table's key under which the group's enrollments within the hour
+	// are counted against its max_per_hour.
+	HourKey  string
+	DeviceID string
 	// HashKeyID and SecretHash are the derived secret as stored: hashed with the server key
 	// HashKeyID (credential.Hash), as every secret is.
 	HashKeyID  string
@@ -100,9 +103,13 @@ type EnrollResult struct {
 	EnrolledBefore bool // the ID enrolled through a group before (and was deleted since)
 	// GroupClosed: the group is gone, disabled or outside its window, its pattern changed, or the
 	// key is no longer live.
-	GroupClosed   bool
-	NotAllowed    bool // the group has its allow-list on, and the ID is not in it
-	Full          bool // the group has registered max_devices devices
+	GroupClosed bool
+	NotAllowed  bool // the group has its allow-list on, and the ID is not in it
+	Full        bool // the group has registered max_devices devices
+	// HourFull: the group has registered max_per_hour devices within the hour, whose end is
+	// RetryAfter away.
+	HourFull      bool
+	RetryAfter    time.Duration
 	DeviceTypeID  string
 	BatchID       string // the day's batch
 	BatchCreated  bool   // this call made it
@@ -115,3 +122,6 @@ type EnrollResult struct {
 // a temporary group stays valid, however short its type's rotation grace: a grace of 0 would end
 // it at the very enrollment, and the device could never log in to rotate.
 const MinEnrollmentCredentialLife = time.Hour
+
+// EnrollmentWindow is the window of a group's max_per_hour, and of the failures its page shows.
+const EnrollmentWindow = time.Hour

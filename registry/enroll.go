@@ -20,9 +20,6 @@ import (
 // formula, credential.DeriveSecret), is registered at its first secret login (token endpoint,
 // broker, rotation) under the group's device type; then the login goes on as any other.
 
-// EnrollmentWindow is the window of a group's max_per_hour, and of the failures its page shows.
-const EnrollmentWindow = time.Hour
-
 // ErrEnrollmentLimit is the cause of the refusal of a first connection beyond its enrollment
 // group's limits: ERATELIMITED (with RetryAfter) beyond max_per_hour, EFORBIDDEN beyond
 // max_devices. The device endpoints answer it as the OAuth error enrollment_limit.
@@ -61,9 +58,12 @@ func mayEnroll(d devreg.DeviceAuth, accountID, deviceID string) bool {
 // credential that let it in, or the refusal (counted in the device's throttle by loginAttempt, and
 // in the group's failures), or an error: ErrEnrollmentLimit beyond the group's limits.
 //
-// The hourly limit is counted in one statement (the throttle table's) before the device is
-// written, and given back when nothing was, so that parallel first connections on any servers
-// register exactly the limit's worth; the store counts max_devices under the account's lock.
+// The store counts both limits in the transaction that registers the device, under the
+// account's lock, so that parallel first connections on any servers register exactly the
+// limits' worth; only registrations count (the hour's in the throttle table, under
+// enrollThrottleKey, as other hourly limits are). Unlike just-in-time registration, whose limit
+// is reserved in a statement of its own before the transaction, the first connections of an
+// account are written together (enrollTogether) and count with them: a statement less for each.
 func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string, now time.Time) (devreg.DeviceAuth, devreg.StoredCredential, error, error) {
 	var none devreg.StoredCredential
 	g, err := s.enrollmentGroupFor(ctx, accountID, deviceID, now)
@@ -78,33 +78,23 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	if !ok {
 		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, "the secret is not derived from a live key of the group"), nil
 	}
-	limitKey := enrollThrottleKey(accountID, g.ID)
-	n, since, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), limitKey, now, EnrollmentWindow)
-	if err != nil {
-		return devreg.DeviceAuth{}, none, nil, err
-	}
-	if n > g.MaxPerHour {
-		wait := min(since.Add(EnrollmentWindow).Sub(now), EnrollmentWindow)
-		s.logEnroll("enrollment refused: the group's max_per_hour is reached", *g, deviceID, "max_per_hour", g.MaxPerHour)
-		return devreg.DeviceAuth{}, none, nil, s.unchecked(ctx, limitKey, since, &devreg.Error{Code: devreg.ERATELIMITED, RetryAfter: wait, Err: ErrEnrollmentLimit,
-			Message: fmt.Sprintf("the enrollment group has registered %d devices within the hour, the most it allows (max_per_hour); retry in %s",
-				g.MaxPerHour, max(wait.Round(time.Second), time.Second))})
-	}
 	current := s.keys.Current()
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorEnrollmentGroup, ID: g.ID, Name: g.Name}, "device.enroll",
 		devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"group_id": g.ID, "group_key_id": key})
-	res, err := s.enrollTogether(ctx, devreg.Enrollment{AccountID: accountID, GroupID: g.ID, IDPattern: g.IDPattern, KeyID: key, DeviceID: deviceID,
+	res, err := s.enrollTogether(ctx, devreg.Enrollment{AccountID: accountID, GroupID: g.ID, IDPattern: g.IDPattern, KeyID: key,
+		HourKey: enrollThrottleKey(accountID, g.ID), DeviceID: deviceID,
 		HashKeyID: current.ID, SecretHash: credential.Hash(current, accountID, deviceID, secret), Now: now,
 		Batch: devreg.Batch{ID: credential.RandomID("bat", 16), CreatedBy: enrollmentCreator + g.Name}, Audit: audit})
 	if err != nil {
-		return devreg.DeviceAuth{}, none, nil, s.unchecked(ctx, limitKey, since, err)
-	}
-	if !res.Registered {
-		if err := s.releaseAttempt(ctx, limitKey, since); err != nil {
-			return devreg.DeviceAuth{}, none, nil, fmt.Errorf("give back a throttle attempt: %w", err)
-		}
+		return devreg.DeviceAuth{}, none, nil, err
 	}
 	switch {
+	case res.HourFull:
+		wait := res.RetryAfter
+		s.logEnroll("enrollment refused: the group's max_per_hour is reached", *g, deviceID, "max_per_hour", g.MaxPerHour)
+		return devreg.DeviceAuth{}, none, nil, &devreg.Error{Code: devreg.ERATELIMITED, RetryAfter: wait, Err: ErrEnrollmentLimit,
+			Message: fmt.Sprintf("the enrollment group has registered the most devices it may within the hour (max_per_hour); retry in %s",
+				max(wait.Round(time.Second), time.Second))}
 	case res.Full:
 		s.logEnroll("enrollment refused: the group's max_devices is reached", *g, deviceID, "max_devices", g.MaxDevices)
 		return devreg.DeviceAuth{}, none, nil, &devreg.Error{Code: devreg.EFORBIDDEN, Err: ErrEnrollmentLimit,
@@ -193,7 +183,7 @@ func (s *Service) derivedKey(g devreg.EnrollmentGroup, deviceID, secret string, 
 // page shows per hour), logs why, and returns the answer the device gets: invalid_client, which
 // loginAttempt counts in the device's throttle as it counts a wrong secret.
 func (s *Service) enrollRefused(ctx context.Context, g devreg.EnrollmentGroup, deviceID, why string) error {
-	if _, _, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), enrollFailKey(g.AccountID, g.ID), s.now(), EnrollmentWindow); err != nil {
+	if _, _, err := s.store.ReserveAttempt(context.WithoutCancel(ctx), enrollFailKey(g.AccountID, g.ID), s.now(), devreg.EnrollmentWindow); err != nil {
 		return err
 	}
 	s.logEnroll("enrollment refused: "+why, g, deviceID)
@@ -211,7 +201,7 @@ func (s *Service) EnrollmentFailures(ctx context.Context, accountID, groupID str
 	if c.AccountID != accountID || !opaqueID(groupID) {
 		return 0, notFound("enrollment group", groupID)
 	}
-	n, _, err := s.store.Failures(ctx, enrollFailKey(accountID, groupID), s.now(), EnrollmentWindow)
+	n, _, err := s.store.Failures(ctx, enrollFailKey(accountID, groupID), s.now(), devreg.EnrollmentWindow)
 	return n, err
 }
 

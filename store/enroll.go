@@ -27,7 +27,8 @@ import (
 // For each it checks again what the registry decided on (the group is open at e.Now, its pattern
 // is still e.IDPattern, key e.KeyID is live), that the ID is not registered and has not enrolled
 // before, and that it is on the group's allow-list when the group has one; then it counts the
-// device against max_devices, finds or makes the group's batch of e.Now's UTC day, and writes the
+// device against max_devices and max_per_hour (counted in the throttle table under e.HourKey),
+// finds or makes the group's batch of e.Now's UTC day, and writes the
 // device, its enrollments row, the counts and e.Audit. The derived secret is the device's
 // credential of source enrollment, used now (by the login that enrols it), ending after the
 // type's rotation grace (at least devreg.MinEnrollmentCredentialLife) when the group is
@@ -107,6 +108,18 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 				res.Full = true
 				continue
 			}
+			if !g.hourRead {
+				if err := readEnrollHour(ctx, tx, g, e); err != nil {
+					return err
+				}
+			}
+			if g.hourCount <= 0 || !g.hourStart.After(e.Now.Add(-devreg.EnrollmentWindow)) { // a new window starts with this enrollment
+				g.hourStart, g.hourCount = e.Now, 0
+			}
+			if g.hourCount >= int64(g.maxPerHour) {
+				res.HourFull, res.RetryAfter = true, min(g.hourStart.Add(devreg.EnrollmentWindow).Sub(e.Now), devreg.EnrollmentWindow)
+				continue
+			}
 			if b.id == "" {
 				b.id, b.enabled = e.Batch.ID, true
 				res.BatchCreated = true
@@ -119,12 +132,19 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 			res.BatchID, res.Registered = b.id, true
 			g.enrolled++
 			g.added++
+			g.hourCount++
 			registered[e.DeviceID] = true // a second login of the same device in this transaction finds it
 			res.Device = w.add(e, g, b.id, res.BatchCreated)
 		}
 		for id, g := range groups {
 			if g.added == 0 {
 				continue
+			}
+			// The account's lock keeps every other writer of the group's count out.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, ?)
+				ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, count = excluded.count`,
+				g.hourKey, micros(g.hourStart), g.hourCount); err != nil {
+				return err
 			}
 			// The group's row is locked since it was read: the count cannot have moved.
 			if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.deviceTypeID}, []step{{
@@ -177,6 +197,11 @@ type enrollGroup struct {
 	allowList, temporary  bool
 	grace                 time.Duration // the device type's rotation grace
 	enrolled, maxDevices  int64
+	maxPerHour            int
+	hourRead              bool // the hour's count is read: hourKey, hourStart, hourCount
+	hourKey               string
+	hourStart             time.Time             // when the group's window of max_per_hour started
+	hourCount             int64                 // devices it registered in that window, this transaction's included
 	keys                  map[string]*time.Time // key ID: its end (nil: none)
 	allowed               map[string]bool       // of the transaction's IDs, those on the allow-list
 	batches               map[time.Time]*enrollBatch
@@ -197,10 +222,10 @@ func (s *DB) readEnrollGroup(ctx context.Context, tx handle, accountID, groupID 
 	var notBefore, notAfter sql.NullInt64
 	var graceSeconds int64
 	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary,
-			t.rotation_grace_seconds, g.enrolled_count, g.max_devices
+			t.rotation_grace_seconds, g.enrolled_count, g.max_devices, g.max_per_hour
 		FROM enrollment_groups g JOIN device_types t ON t.account_id = g.account_id AND t.id = g.device_type_id
 		WHERE g.id = ? AND g.account_id = ?`+s.lockRows(), groupID, accountID).Scan(&g.deviceTypeID, &g.pattern, &status, &notBefore, &notAfter,
-		&g.allowList, &g.temporary, &graceSeconds, &g.enrolled, &g.maxDevices)
+		&g.allowList, &g.temporary, &graceSeconds, &g.enrolled, &g.maxDevices, &g.maxPerHour)
 	if errors.Is(err, sql.ErrNoRows) {
 		g.gone = true
 		return g, nil
@@ -244,6 +269,18 @@ func (g *enrollGroup) admits(e devreg.Enrollment) bool {
 	end, ok := g.keys[e.KeyID]
 	return ok && devreg.EnrollmentKey{NotAfter: end}.LiveAt(e.Now) &&
 		devreg.EnrollmentGroup{Status: g.status, NotBefore: g.notBefore, NotAfter: g.notAfter}.OpenAt(e.Now)
+}
+
+// readEnrollHour reads the count of group g's enrollments in its current window of
+// max_per_hour, kept in the throttle table under e.HourKey.
+func readEnrollHour(ctx context.Context, tx handle, g *enrollGroup, e devreg.Enrollment) error {
+	var start, count int64
+	err := tx.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ?`, e.HourKey).Scan(&start, &count)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	g.hourRead, g.hourKey, g.hourStart, g.hourCount = true, e.HourKey, fromMicros(start), count
+	return nil
 }
 
 // readEnrollBatch returns group groupID's batch of day.

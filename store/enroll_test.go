@@ -138,6 +138,29 @@ func testEnrollTogether(t *testing.T, url string) {
 	if err != nil || !refused[0].BatchDisabled || refused[0].BatchID != first[0].BatchID || !refused[1].Registered || refused[1].BatchID == first[0].BatchID {
 		t.Errorf("into a disabled batch, and the next day: %+v, %v", refused, err)
 	}
+	// max_per_hour: counted with the registrations, in the throttle table; a new window starts
+	// with the first registration after the last one ended.
+	hourly := devreg.EnrollmentGroup{ID: "eg_h", AccountID: a.ID, DeviceTypeID: dt.ID, Name: "hourly", IDPattern: "^H-.*$", MaxDevices: 100, MaxPerHour: 2,
+		Status: devreg.StatusEnabled, CreatedAt: now, Keys: []devreg.EnrollmentKey{{ID: "live", CreatedAt: now, SealKeyID: key.ID, Sealed: []byte("x")}}}
+	if err := db.CreateEnrollmentGroup(ctx, hourly, nil); err != nil {
+		t.Fatal(err)
+	}
+	hour := func(id string, at time.Time) devreg.Enrollment {
+		e := enroll("eg_h", "^H-.*$", "live", id)
+		e.HourKey, e.Now = "enroll:eg_h", at
+		return e
+	}
+	hr, err := db.Enroll(ctx, []devreg.Enrollment{hour("H-1", now), hour("H-2", now.Add(10*time.Minute)), hour("H-3", now.Add(20*time.Minute))})
+	if err != nil || !hr[0].Registered || !hr[1].Registered || !hr[2].HourFull || hr[2].RetryAfter != 40*time.Minute {
+		t.Errorf("three in an hour of two: %+v, %v", hr, err)
+	}
+	hr, err = db.Enroll(ctx, []devreg.Enrollment{hour("H-3", now.Add(59*time.Minute)), hour("H-4", now.Add(time.Hour)), hour("H-5", now.Add(time.Hour))})
+	if err != nil || !hr[0].HourFull || hr[0].RetryAfter != time.Minute || !hr[1].Registered || !hr[2].Registered {
+		t.Errorf("at the hour's end and after: %+v, %v", hr, err)
+	}
+	if n, since, err := db.Failures(ctx, "enroll:eg_h", now.Add(time.Hour), time.Hour); err != nil || n != 2 || !since.Equal(now.Add(time.Hour)) {
+		t.Errorf("the hour's count: %d since %v, %v; want 2 since %v", n, since, err, now.Add(time.Hour))
+	}
 	g, err := db.EnrollmentGroup(ctx, a.ID, dt.ID, "eg_a")
 	if err != nil || g.EnrolledCount != 3 {
 		t.Errorf("enrolled_count %d, %v; want 3", g.EnrolledCount, err)
