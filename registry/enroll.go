@@ -131,7 +131,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 // first of the account's groups, oldest first, whose pattern matches the ID and that is open.
 // nil: none, or the caller (a broker's key) does not reach the group's device type.
 func (s *Service) enrollmentGroupFor(ctx context.Context, accountID, deviceID string, now time.Time) (*devreg.EnrollmentGroup, error) {
-	groups, err := s.store.EnrollmentGroups(ctx, accountID, "")
+	groups, err := s.store.EnrollingGroups(ctx, accountID)
 	if err != nil {
 		return nil, err
 	}

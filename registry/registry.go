@@ -76,6 +76,7 @@ type Store interface {
 	AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devreg.AutoRegisterResult, error)
 	EnrollmentGroups(ctx context.Context, accountID, deviceTypeID string) ([]devreg.EnrollmentGroup, error)
 	EnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error)
+	EnrollingGroups(ctx context.Context, accountID string) ([]devreg.EnrollmentGroup, error)
 	Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error)
 	SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID string, ids devreg.RegistrationEntries, audit func(allowed int64) *devreg.AuditEntry) (int64, error)
 	Reenroll(ctx context.Context, accountID, deviceTypeID, groupID string, deviceIDs []string, audit func(reenrolled int64) *devreg.AuditEntry) (int64, error)

@@ -534,3 +534,42 @@ func (s *DB) Reenroll(ctx context.Context, accountID, deviceTypeID, groupID stri
 	})
 	return n, err
 }
+
+// EnrollingGroups returns the account's enrollment groups as EnrollmentGroups(ctx, accountID, "")
+// does (oldest first, each with its keys, sealed), in one query: a first connection asks it
+// before anything else, so that the account's groups cost one round trip.
+func (s *DB) EnrollingGroups(ctx context.Context, accountID string) ([]devreg.EnrollmentGroup, error) {
+	rows, err := s.h.QueryContext(ctx, `SELECT g.id, g.account_id, g.device_type_id, g.name, g.id_pattern, g.max_devices, g.max_per_hour, g.not_before, g.not_after,
+			g.status, g.temporary, g.allow_list, g.enrolled_count, g.created_at,
+			k.id, k.seal_key_id, k.sealed, k.created_at, k.not_after
+		FROM enrollment_groups g LEFT JOIN enrollment_group_keys k ON k.group_id = g.id
+		WHERE g.account_id = ? ORDER BY g.created_at, g.id, k.created_at, k.id`, accountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	groups := []devreg.EnrollmentGroup{}
+	for rows.Next() {
+		var g devreg.EnrollmentGroup
+		var notBefore, notAfter, keyCreated, keyEnd sql.NullInt64
+		var status string
+		var created int64
+		var keyID, sealKeyID sql.NullString
+		var sealed []byte
+		if err := rows.Scan(&g.ID, &g.AccountID, &g.DeviceTypeID, &g.Name, &g.IDPattern, &g.MaxDevices, &g.MaxPerHour, &notBefore, &notAfter,
+			&status, &g.Temporary, &g.AllowList, &g.EnrolledCount, &created, &keyID, &sealKeyID, &sealed, &keyCreated, &keyEnd); err != nil {
+			return nil, err
+		}
+		if n := len(groups); n == 0 || groups[n-1].ID != g.ID {
+			g.NotBefore, g.NotAfter, g.Status, g.CreatedAt = fromNullMicros(notBefore), fromNullMicros(notAfter), devreg.DeviceStatus(status), fromMicros(created)
+			g.Keys = []devreg.EnrollmentKey{}
+			groups = append(groups, g)
+		}
+		if keyID.Valid {
+			last := &groups[len(groups)-1]
+			last.Keys = append(last.Keys, devreg.EnrollmentKey{ID: keyID.String, CreatedAt: fromMicros(keyCreated.Int64), NotAfter: fromNullMicros(keyEnd),
+				SealKeyID: sealKeyID.String, Sealed: sealed})
+		}
+	}
+	return groups, rows.Err()
+}

@@ -86,6 +86,15 @@ func testEnrollTogether(t *testing.T, url string) {
 		enroll("eg_l", "^L-.*$", "live", "L-2"), // off the allow-list
 		enroll("eg_x", "^X-.*$", "live", "X-1"), // no such group
 	}
+	// The one query a first connection asks reads the groups as EnrollmentGroups does.
+	joined, err := db.EnrollingGroups(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	separate, err := db.EnrollmentGroups(ctx, a.ID, "")
+	if diff := cmp.Diff(separate, joined); err != nil || diff != "" {
+		t.Errorf("EnrollingGroups (-EnrollmentGroups +EnrollingGroups):\n%s%v", diff, err)
+	}
 	results, err := db.Enroll(ctx, es)
 	if err != nil {
 		t.Fatal(err)
