@@ -520,3 +520,23 @@ func testEnrollmentAllowListMillion(t *testing.T, database string) {
 		}
 	}
 }
+
+// TestEnrollmentPatternMatchesWholeIDs: a pattern matches whole device IDs only, even one whose
+// anchors bind only some branches (^A|B$): an ID that merely contains a match does not enrol.
+func TestEnrollmentPatternMatchesWholeIDs(t *testing.T) {
+	forEachStore(t, testEnrollmentPatternMatchesWholeIDs)
+}
+
+func testEnrollmentPatternMatchesWholeIDs(t *testing.T, database string) {
+	e := newEnv(t, database)
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_alt", pattern: `^P-1|P-2$`, maxDevices: 10, maxPerHour: 10})
+	for _, c := range []struct {
+		id   string
+		want int
+	}{{"P-1", http.StatusOK}, {"P-2", http.StatusOK}, {"P-1-and-more", http.StatusUnauthorized}, {"X-P-2", http.StatusUnauthorized}} {
+		if status, body, _ := e.tokenFor(t, c.id, credential.DeriveSecret(key, c.id)); status != c.want {
+			t.Errorf("%s = %d %v; want %d", c.id, status, body, c.want)
+		}
+	}
+}

@@ -224,7 +224,10 @@ type patternCache struct {
 	m  map[string]*regexp.Regexp
 }
 
-// compile returns pattern compiled (RE2 syntax).
+// compile returns pattern compiled (RE2 syntax) to match whole device IDs only: the groups API
+// takes only anchored patterns, and anchoring it again here makes sure that a pattern that
+// slipped through unanchored (^A|B$ anchors one side of each branch) still cannot match an ID
+// by a part of it.
 func (c *patternCache) compile(pattern string) (*regexp.Regexp, error) {
 	c.mu.Lock()
 	re, ok := c.m[pattern]
@@ -232,7 +235,7 @@ func (c *patternCache) compile(pattern string) (*regexp.Regexp, error) {
 	if ok {
 		return re, nil
 	}
-	re, err := regexp.Compile(pattern)
+	re, err := regexp.Compile(`^(?:` + pattern + `)$`)
 	if err != nil {
 		return nil, err
 	}
