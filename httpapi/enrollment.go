@@ -16,15 +16,22 @@ const maxReenrollBody = registry.MaxReenrollIDs * (4*128 + 4)
 // setAllowedIDs replaces an enrollment group's allow-list with the file of device IDs in the
 // body (the bulk upload file's syntax, one ID per field).
 func (h *Handler) setAllowedIDs(w http.ResponseWriter, r *http.Request) error {
+	var src devreg.EntrySource = reqbody.Entries(bulkfile.NewIDReader(r.Body))
 	if mt := mediaType(r); mt != "text/csv" {
-		return devreg.Errorf(devreg.EUNSUPPORTED, "send the allow-list as a file of device IDs with 'Content-Type: text/csv'; the body was %q", mt)
+		// Told once the caller is known to reach the group: a caller who does not is told that.
+		src = refusedBody{devreg.Errorf(devreg.EUNSUPPORTED, "send the allow-list as a file of device IDs with 'Content-Type: text/csv'; the body was %q", mt)}
 	}
-	n, err := h.svc.SetAllowedIDs(r.Context(), r.PathValue("id"), r.PathValue("group_id"), reqbody.Entries(bulkfile.NewIDReader(r.Body)))
+	n, err := h.svc.SetAllowedIDs(r.Context(), r.PathValue("id"), r.PathValue("group_id"), src)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, allowedResponse{Allowed: n})
 }
+
+// refusedBody is a body that is refused as soon as it is read.
+type refusedBody struct{ err error }
+
+func (b refusedBody) Next() (devreg.DeviceEntry, error) { return devreg.DeviceEntry{}, b.err }
 
 type allowedResponse struct {
 	Allowed int64 `json:"allowed"`

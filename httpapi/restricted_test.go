@@ -58,8 +58,9 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		"POST /apikeys":                                          `{"name": "another", "scope": "read"}`,
 		"PATCH /apikeys/{api_key_id}":                            `{"name": "renamed"}`,
 
-		"POST /devicetypes/{device_type_id}/enrollment_groups":             `{"name": "g", "id_pattern": "^g$", "max_devices": 1}`,
-		"PATCH /devicetypes/{device_type_id}/enrollment_groups/{group_id}": `{"status": "disabled"}`,
+		"POST /devicetypes/{device_type_id}/enrollment_groups":                     `{"name": "g", "id_pattern": "^g$", "max_devices": 1}`,
+		"PATCH /devicetypes/{device_type_id}/enrollment_groups/{group_id}":         `{"status": "disabled"}`,
+		"POST /devicetypes/{device_type_id}/enrollment_groups/{group_id}/reenroll": `{"device_ids": ["theirs-1"]}`,
 	}
 	queries := map[string]string{ // required query parameters
 		"DELETE /devices/{device_id}/credentials": "?source=device",
