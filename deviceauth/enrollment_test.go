@@ -353,8 +353,9 @@ func checkClean(t *testing.T, db *store.DB) {
 }
 
 // TestEnrollmentRotation: the first connection may be the rotation itself: it enrols the device,
-// which gets a secret of its own; the derived secret then ends after the grace, and a leaked
-// group key no longer opens the device.
+// which gets a secret of its own; once the device has used it, a rotation with the derived
+// secret is refused, the derived secret ends after the grace, and a leaked group key no longer
+// opens the device.
 func TestEnrollmentRotation(t *testing.T) { forEachStore(t, testEnrollmentRotation) }
 
 func testEnrollmentRotation(t *testing.T, database string) {
@@ -373,6 +374,26 @@ func testEnrollmentRotation(t *testing.T, database string) {
 	}
 	if status, _, _ := e.tokenFor(t, id, derived); status != http.StatusOK {
 		t.Errorf("the derived secret within the grace = %d; want 200", status)
+	}
+	// A device that rotated (a second after it enrolled: the test's clock stands still otherwise)
+	// and used its own secret since: whoever rotates with the derived one holds a leaked group
+	// key, and gets no secret of the device's.
+	id2 := "R-2"
+	derived2 := credential.DeriveSecret(key, id2)
+	if status, body, _ := e.tokenFor(t, id2, derived2); status != http.StatusOK {
+		t.Fatalf("R-2's first connection = %d %v", status, body)
+	}
+	e.clock.Add(time.Second)
+	status, body, _ = e.rotate(t, id2, derived2, "")
+	own, _ := body["secret"].(string)
+	if status != http.StatusCreated {
+		t.Fatalf("R-2's rotation = %d %v", status, body)
+	}
+	if status, body, _ := e.tokenFor(t, id2, own); status != http.StatusOK {
+		t.Fatalf("R-2's own secret = %d %v", status, body)
+	}
+	if status, body, _ := e.rotate(t, id2, derived2, ""); status != http.StatusUnauthorized {
+		t.Errorf("a rotation with the derived secret after the device used its own = %d %v; want 401", status, body)
 	}
 	e.clock.Add(devreg.DefaultRotationGraceSeconds*time.Second + time.Second)
 	if status, _, _ := e.tokenFor(t, id, derived); status != http.StatusUnauthorized {
