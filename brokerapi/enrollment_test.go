@@ -37,7 +37,7 @@ func testBrokerEnrollment(t *testing.T, database string) {
 	current := keys.Current()
 	if err := db.CreateEnrollmentGroup(ctx, devreg.EnrollmentGroup{ID: "eg_b", AccountID: f.account, DeviceTypeID: f.typeID, Name: "line B",
 		IDPattern: `^B-[0-9]+$`, MaxDevices: 1, MaxPerHour: 10, Status: devreg.StatusEnabled, Temporary: true, CreatedAt: now,
-		Keys: []devreg.EnrollmentKey{{ID: "egk_b", CreatedAt: now, SealKeyID: current.ID, Sealed: credential.Seal(current, raw, []byte(f.account+"/eg_b/egk_b"))}}}, nil); err != nil {
+		Keys: []devreg.EnrollmentKey{{ID: "egk_b", CreatedAt: now, SealKeyID: current.ID, Sealed: credential.Seal(current, raw, credential.SealContext(f.account, "eg_b", "egk_b"))}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	actx := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: f.account, Scope: devreg.ScopeAdmin, Name: "test", Source: devreg.SourceAPI})

@@ -71,7 +71,7 @@ func (e *env) newGroup(t *testing.T, db *store.DB, keys *credential.Keyring, g g
 		MaxDevices: g.maxDevices, MaxPerHour: g.maxPerHour, NotBefore: g.notBefore, NotAfter: g.notAfter, Status: g.status,
 		Temporary: g.temporary, AllowList: g.allowList, CreatedAt: g.created,
 		Keys: []devreg.EnrollmentKey{{ID: keyID, CreatedAt: g.created, NotAfter: g.keyNotAfter, SealKeyID: current.ID,
-			Sealed: credential.Seal(current, raw, []byte(e.account+"/"+g.id+"/"+keyID))}}}
+			Sealed: credential.Seal(current, raw, credential.SealContext(e.account, g.id, keyID))}}}
 	if err := db.CreateEnrollmentGroup(context.Background(), group, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -559,5 +559,55 @@ func testEnrollmentPatternMatchesWholeIDs(t *testing.T, database string) {
 		if status, body, _ := e.tokenFor(t, c.id, credential.DeriveSecret(key, c.id)); status != c.want {
 			t.Errorf("%s = %d %v; want %d", c.id, status, body, c.want)
 		}
+	}
+}
+
+// TestReenrollAfterItsGroupIsDeleted: deleting a group keeps the record of the IDs it enrolled,
+// so a deleted device does not come back through a new group with the same pattern; the new
+// group's reenroll re-allows it (no other group could). An ID enrolled through a group that
+// still exists, of another type, is that group's to re-allow.
+func TestReenrollAfterItsGroupIsDeleted(t *testing.T) { forEachStore(t, testReenrollAfterItsGroupIsDeleted) }
+
+func testReenrollAfterItsGroupIsDeleted(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	groups := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups"
+	oldKey := e.newGroup(t, db, keys, groupSpec{id: "eg_old", pattern: `^R-[0-9]+$`, maxDevices: 10, maxPerHour: 10})
+	name := "Other"
+	other, err := e.admin.CreateDeviceType(ctx, client.DeviceTypeInput{Name: &name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := e.newGroup(t, db, keys, groupSpec{id: "eg_other", typeID: other.ID, pattern: `^Q-[0-9]+$`, maxDevices: 10, maxPerHour: 10})
+	for id, key := range map[string][]byte{"R-1": oldKey, "Q-1": otherKey} {
+		if status, body, _ := e.tokenFor(t, id, credential.DeriveSecret(key, id)); status != http.StatusOK {
+			t.Fatalf("first connection of %s = %d %v", id, status, body)
+		}
+		if err := e.admin.DeleteDevice(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status, body := e.apiCall(t, "DELETE", groups+"/eg_old", "", ""); status != http.StatusNoContent {
+		t.Fatalf("delete group = %d %v", status, body)
+	}
+	status, created := e.apiCall(t, "POST", groups, "application/json", `{"name": "New", "id_pattern": "^[QR]-[0-9]+$", "max_devices": 10}`)
+	if status != http.StatusCreated {
+		t.Fatalf("create group = %d %v", status, created)
+	}
+	newKey, err := credential.ParseGroupKey(created["group_key"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID := created["id"].(string)
+	if status, _, _ := e.tokenFor(t, "R-1", credential.DeriveSecret(newKey, "R-1")); status != http.StatusUnauthorized {
+		t.Errorf("a deleted device of a deleted group through a new group = %d; want 401 (it enrolled once)", status)
+	}
+	status, body := e.apiCall(t, "POST", groups+"/"+newID+"/reenroll", "application/json", `{"device_ids": ["R-1", "Q-1"]}`)
+	if status != http.StatusOK || body["reenrolled"] != 1.0 {
+		t.Fatalf("reenroll = %d %v; want 200 {\"reenrolled\": 1}: R-1 (its group is gone), not Q-1 (another type's group has it)", status, body)
+	}
+	if status, body, _ := e.tokenFor(t, "R-1", credential.DeriveSecret(newKey, "R-1")); status != http.StatusOK {
+		t.Errorf("R-1 re-allowed, through the new group = %d %v; want 200", status, body)
 	}
 }

@@ -31,7 +31,7 @@ func (e *env) newEnrollmentGroup(t *testing.T, typeID, id, pattern string) {
 	g := devreg.EnrollmentGroup{ID: id, AccountID: e.accountID, DeviceTypeID: typeID, Name: "group " + id, IDPattern: pattern,
 		MaxDevices: 10, MaxPerHour: 10, Status: devreg.StatusEnabled, Temporary: true, CreatedAt: now,
 		Keys: []devreg.EnrollmentKey{{ID: "egk_" + id, CreatedAt: now, SealKeyID: current.ID,
-			Sealed: credential.Seal(current, raw, []byte(e.accountID+"/"+id+"/egk_"+id))}}}
+			Sealed: credential.Seal(current, raw, credential.SealContext(e.accountID, id, "egk_"+id))}}}
 	if err := db.CreateEnrollmentGroup(context.Background(), g, nil); err != nil {
 		t.Fatal(err)
 	}

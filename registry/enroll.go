@@ -28,12 +28,6 @@ var ErrEnrollmentLimit = errors.New("enrollment_limit reached")
 // enrollmentCreator is what the batches of enrollments name as their creator, before the group's name.
 const enrollmentCreator = "enrollment group "
 
-// enrollKeyAD is the additional data a group key is sealed with (credential.Seal): it binds the
-// sealed key to its account, group and key ID, so that it cannot be moved to another group.
-func enrollKeyAD(accountID, groupID, keyID string) []byte {
-	return []byte(accountID + "/" + groupID + "/" + keyID)
-}
-
 // enrollThrottleKey and enrollFailKey are the throttle table's keys of a group's enrollments
 // within the hour (counted against max_per_hour) and of its refused first connections.
 func enrollThrottleKey(accountID, groupID string) string {
@@ -165,7 +159,7 @@ func (s *Service) derivedKey(g devreg.EnrollmentGroup, deviceID, secret string, 
 		if !k.LiveAt(now) {
 			continue
 		}
-		raw, err := s.keys.Open(k.SealKeyID, k.Sealed, enrollKeyAD(g.AccountID, g.ID, k.ID))
+		raw, err := s.keys.Open(k.SealKeyID, k.Sealed, groupKeyAD(g.AccountID, g.ID, k.ID))
 		if err != nil {
 			// Never the key: Open's errors name the server key only.
 			s.logEnroll("enrollment group key does not open; it derives nothing", g, deviceID, "group_key_id", k.ID, "error", err.Error())

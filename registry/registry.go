@@ -74,8 +74,6 @@ type Store interface {
 	AddCertificateCredential(ctx context.Context, accountID, deviceID string, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error
 	CertificateDetails(ctx context.Context, accountID string, fingerprints [][]byte) (map[[32]byte]devreg.CertificateDetails, error)
 	AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devreg.AutoRegisterResult, error)
-	EnrollmentGroups(ctx context.Context, accountID, deviceTypeID string) ([]devreg.EnrollmentGroup, error)
-	EnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) (devreg.EnrollmentGroup, error)
 	EnrollingGroups(ctx context.Context, accountID string) ([]devreg.EnrollmentGroup, error)
 	Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error)
 	SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID string, ids devreg.RegistrationEntries, audit func(allowed int64) *devreg.AuditEntry) (int64, error)

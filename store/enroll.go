@@ -502,7 +502,9 @@ func copyAllowedIDs(ctx context.Context, conn *sql.Conn, q handle, groupID strin
 // Reenroll deletes the enrollments rows of deviceIDs made through enrollment group groupID of
 // device type deviceTypeID of the account, so that those IDs may enrol through a group again,
 // and appends the audit entry audit makes of how many it deleted, which it returns. IDs that
-// did not enrol through the group are left alone. ENOTFOUND if there is no such group.
+// enrolled through a group that has since been deleted are re-allowed too (no other group can);
+// IDs that enrolled through another group that exists are left alone, to that group's type.
+// ENOTFOUND if there is no such group.
 func (s *DB) Reenroll(ctx context.Context, accountID, deviceTypeID, groupID string, deviceIDs []string,
 	audit func(reenrolled int64) *devreg.AuditEntry) (int64, error) {
 	var n int64
@@ -517,7 +519,9 @@ func (s *DB) Reenroll(ctx context.Context, accountID, deviceTypeID, groupID stri
 		}
 		for chunk := range slices.Chunk(deviceIDs, allowChunk) {
 			in, args := tx.oneOf("device_id", chunk)
-			r, err := tx.ExecContext(ctx, `DELETE FROM enrollments WHERE account_num = ? AND group_id = ? AND `+in, append([]any{account, groupID}, args...)...)
+			r, err := tx.ExecContext(ctx, `DELETE FROM enrollments WHERE account_num = ? AND `+in+`
+				AND (group_id = ? OR NOT EXISTS (SELECT 1 FROM enrollment_groups g WHERE g.id = enrollments.group_id))`,
+				append(append([]any{account}, args...), groupID)...)
 			if err != nil {
 				return err
 			}

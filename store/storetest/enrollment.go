@@ -19,7 +19,7 @@ func newEnrollmentGroup(t *testing.T, db *store.DB, account, typeID, id, pattern
 	raw, _ := credential.NewGroupKey()
 	g := devreg.EnrollmentGroup{ID: id, AccountID: account, DeviceTypeID: typeID, Name: "group " + id, IDPattern: pattern,
 		MaxDevices: 100, MaxPerHour: 10, Status: devreg.StatusEnabled, Temporary: true, CreatedAt: t0,
-		Keys: []devreg.EnrollmentKey{{ID: "egk_" + id, CreatedAt: t0, SealKeyID: key.ID, Sealed: credential.Seal(key, raw, []byte(account+"/"+id))}}}
+		Keys: []devreg.EnrollmentKey{{ID: "egk_" + id, CreatedAt: t0, SealKeyID: key.ID, Sealed: credential.Seal(key, raw, credential.SealContext(account, id, "egk_"+id))}}}
 	if err := db.CreateEnrollmentGroup(context.Background(), g, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func testEnrollmentGroups(t *testing.T, db *store.DB) {
 		t.Fatalf("keys read back: %+v", got.Keys)
 	}
 	ring, _ := credential.NewKeyring(key)
-	opened, err := ring.Open(got.Keys[0].SealKeyID, got.Keys[0].Sealed, []byte(acc+"/eg_1"))
+	opened, err := ring.Open(got.Keys[0].SealKeyID, got.Keys[0].Sealed, credential.SealContext(acc, "eg_1", "egk_eg_1"))
 	if err != nil || string(opened) != string(raw) {
 		t.Fatalf("the sealed key does not open to the group's key: %v", err)
 	}
