@@ -566,7 +566,9 @@ func testEnrollmentPatternMatchesWholeIDs(t *testing.T, database string) {
 // so a deleted device does not come back through a new group with the same pattern; the new
 // group's reenroll re-allows it (no other group could). An ID enrolled through a group that
 // still exists, of another type, is that group's to re-allow.
-func TestReenrollAfterItsGroupIsDeleted(t *testing.T) { forEachStore(t, testReenrollAfterItsGroupIsDeleted) }
+func TestReenrollAfterItsGroupIsDeleted(t *testing.T) {
+	forEachStore(t, testReenrollAfterItsGroupIsDeleted)
+}
 
 func testReenrollAfterItsGroupIsDeleted(t *testing.T, database string) {
 	e := newEnv(t, database)
