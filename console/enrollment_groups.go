@@ -16,6 +16,9 @@ type groupRow struct {
 	Open bool // registers devices now: enabled and inside its window
 	Full bool // has registered max_devices
 	Keys []keyEnd
+	// Failures is how many first connections the group refused in the last hour (wrong
+	// secrets, IDs off its allow-list, IDs enrolled before): a key in wrong hands shows here.
+	Failures int
 }
 
 // keyEnd is one of a group's keys as the page lists it.
@@ -53,6 +56,9 @@ func (h *Handler) renderGroups(w http.ResponseWriter, r *http.Request, status in
 	rows := make([]groupRow, 0, len(groups))
 	for _, g := range groups {
 		row := groupRow{EnrollmentGroup: g, Open: g.OpenAt(now), Full: g.EnrolledCount >= g.MaxDevices}
+		if row.Failures, err = h.svc.EnrollmentFailures(ctx, g.AccountID, g.ID); err != nil {
+			return err
+		}
 		for _, k := range g.Keys {
 			row.Keys = append(row.Keys, keyEnd{EnrollmentKey: k, Ended: !k.LiveAt(now)})
 		}

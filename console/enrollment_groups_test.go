@@ -3,6 +3,7 @@ package console_test
 import (
 	"encoding/base64"
 	"html"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -55,6 +56,21 @@ func testConsoleEnrollmentGroups(t *testing.T, database string) {
 		if !strings.Contains(html.UnescapeString(body), want) {
 			t.Errorf("the group's row does not show %q", want)
 		}
+	}
+
+	// A first connection with a wrong secret is counted on the group's row.
+	form := url.Values{"grant_type": {"client_credentials"}, "account_id": {e.accountID}}
+	req, _ := http.NewRequest("POST", e.url+"/device/v1/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("L-000001", "not-the-derived-secret-of-L-000001")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong first connection = %v, %v; want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	_, body = e.get(t, page)
+	if !regexp.MustCompile(`class="num group-failures">1<`).MatchString(body) {
+		t.Errorf("the group's row does not count the refused first connection")
 	}
 
 	// Refusals say why and create nothing.
