@@ -72,23 +72,32 @@ func (r *Reader) finish(f *field, k kind, trailing int) {
 	}
 }
 
-// Next returns the next entry, or io.EOF after the last one.
-func (r *Reader) Next() (devreg.DeviceEntry, error) {
+// nextID reads the device ID field an entry starts with, or io.EOF after the last entry.
+func (r *Reader) nextID() (*field, error) {
 	if r.done {
-		return devreg.DeviceEntry{}, io.EOF
+		return nil, io.EOF
 	}
 	if r.index == 0 && r.line == 1 {
 		if err := r.skipBOM(); err != nil {
-			return devreg.DeviceEntry{}, err
+			return nil, err
 		}
 	}
 	id, err := r.field(deviceID)
 	if err != nil {
-		return devreg.DeviceEntry{}, err
+		return nil, err
 	}
 	if id == nil {
 		r.done = true
-		return devreg.DeviceEntry{}, io.EOF
+		return nil, io.EOF
+	}
+	return id, nil
+}
+
+// Next returns the next entry, or io.EOF after the last one.
+func (r *Reader) Next() (devreg.DeviceEntry, error) {
+	id, err := r.nextID()
+	if err != nil {
+		return devreg.DeviceEntry{}, err
 	}
 	e := devreg.DeviceEntry{Index: r.index, Line: id.line, DeviceID: id.value}
 	r.index++
@@ -279,21 +288,9 @@ func NewIDReader(r io.Reader) *IDReader { return &IDReader{r: NewReader(r)} }
 // Next returns the next ID as an entry without a secret, or io.EOF after the last one.
 func (ir *IDReader) Next() (devreg.DeviceEntry, error) {
 	r := ir.r
-	if r.done {
-		return devreg.DeviceEntry{}, io.EOF
-	}
-	if r.index == 0 && r.line == 1 {
-		if err := r.skipBOM(); err != nil {
-			return devreg.DeviceEntry{}, err
-		}
-	}
-	id, err := r.field(deviceID)
+	id, err := r.nextID()
 	if err != nil {
 		return devreg.DeviceEntry{}, err
-	}
-	if id == nil {
-		r.done = true
-		return devreg.DeviceEntry{}, io.EOF
 	}
 	e := devreg.DeviceEntry{Index: r.index, Line: id.line, DeviceID: id.value, Problem: id.problem}
 	r.index++

@@ -24,77 +24,47 @@ func (s *DB) audit(ctx context.Context, tx handle, accountID string) error {
 	return s.appendAudit(ctx, tx, accountID, e)
 }
 
-// appendAudit appends e to the account's chain in tx, filling in its ID, seq, hash and (so that
-// times never go back within an account) a time no earlier than the previous entry's.
-func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *devreg.AuditEntry) error {
-	// The head row's lock (a row lock on PostgreSQL, the one writer on SQLite) serializes the
-	// account's appends on every server; the row is made at the account's first entry.
+// lockAuditHead locks the account's audit head in tx, making it at the account's first entry,
+// and returns it with its time in microseconds. The row's lock (a row lock on PostgreSQL, the one
+// writer on SQLite) serializes the account's appends on every server.
+func lockAuditHead(ctx context.Context, tx handle, accountID string) (devreg.AuditHead, int64, error) {
 	var head devreg.AuditHead
 	var headTime int64
 	for {
 		err := tx.QueryRowContext(ctx, `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`, accountID).
 			Scan(&head.Seq, &headTime, &head.Hash)
 		if err == nil {
-			break
+			return head, headTime, nil
 		}
 		if err != sql.ErrNoRows {
-			return fmt.Errorf("audit head: %w", err)
+			return head, 0, fmt.Errorf("audit head: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
 			accountID, devreg.GenesisHash); err != nil {
-			return fmt.Errorf("audit head: %w", err)
+			return head, 0, fmt.Errorf("audit head: %w", err)
 		}
 	}
-	if e.ID == "" {
-		e.ID = credential.RandomID("aud", 16)
-	}
-	e.Seq, e.AccountID = head.Seq+1, accountID
-	e.Time = e.Time.UTC().Truncate(time.Microsecond)
-	if t := fromMicros(headTime); e.Time.Before(t) {
-		e.Time = t
-	}
-	canonical, err := e.Canonical()
-	if err != nil {
-		return fmt.Errorf("audit entry: %w", err)
-	}
-	e.Hash = devreg.ChainHash(head.Hash, canonical)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		accountID, e.Seq, micros(e.Time), e.Action, e.Actor.Type, e.Actor.ID, e.Object.Type, e.Object.ID, string(canonical), e.Hash); err != nil {
-		return fmt.Errorf("audit entry: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, e.Seq, micros(e.Time), e.Hash, accountID)
-	return err
+}
+
+// appendAudit appends e to the account's chain in tx, filling in its ID, seq, hash and (so that
+// times never go back within an account) a time no earlier than the previous entry's.
+func (s *DB) appendAudit(ctx context.Context, tx handle, accountID string, e *devreg.AuditEntry) error {
+	return s.appendAudits(ctx, tx, accountID, []*devreg.AuditEntry{e})
 }
 
 // auditChunk is how many entries one INSERT of appendAudits writes (10 parameters each).
 const auditChunk = 256
 
 // appendAudits appends es to the account's chain in tx, in order, as appendAudit appends one:
-// with the head read and written once, and the entries in a few statements, for a transaction
-// that writes many (enrollments written together).
+// with the head locked and written once, and the entries in as few statements as their number
+// allows (enrollments written together append many).
 func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es []*devreg.AuditEntry) error {
-	if len(es) <= 1 {
-		if len(es) == 1 {
-			return s.appendAudit(ctx, tx, accountID, es[0])
-		}
+	if len(es) == 0 {
 		return nil
 	}
-	var head devreg.AuditHead
-	var headTime int64
-	for {
-		err := tx.QueryRowContext(ctx, `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`, accountID).
-			Scan(&head.Seq, &headTime, &head.Hash)
-		if err == nil {
-			break
-		}
-		if err != sql.ErrNoRows {
-			return fmt.Errorf("audit head: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
-			accountID, devreg.GenesisHash); err != nil {
-			return fmt.Errorf("audit head: %w", err)
-		}
+	head, headTime, err := lockAuditHead(ctx, tx, accountID)
+	if err != nil {
+		return err
 	}
 	last := fromMicros(headTime)
 	rows := make([]any, 0, 10*len(es))
@@ -121,7 +91,7 @@ func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es [
 			return fmt.Errorf("audit entry: %w", err)
 		}
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, head.Seq, micros(last), head.Hash, accountID)
+	_, err = tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, head.Seq, micros(last), head.Hash, accountID)
 	return err
 }
 
