@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"devreg"
 )
@@ -46,11 +47,7 @@ func (h *Handler) createEnrollmentGroup(w http.ResponseWriter, r *http.Request) 
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	notBefore, err := in.NotBefore.value("not_before")
-	if err != nil {
-		return err
-	}
-	notAfter, err := in.NotAfter.value("not_after")
+	notBefore, notAfter, err := groupWindow(in.NotBefore, in.NotAfter)
 	if err != nil {
 		return err
 	}
@@ -84,11 +81,7 @@ func (h *Handler) updateEnrollmentGroup(w http.ResponseWriter, r *http.Request) 
 	if err := decodeJSON(r, &in); err != nil {
 		return err
 	}
-	notBefore, err := in.NotBefore.value("not_before")
-	if err != nil {
-		return err
-	}
-	notAfter, err := in.NotAfter.value("not_after")
+	notBefore, notAfter, err := groupWindow(in.NotBefore, in.NotAfter)
 	if err != nil {
 		return err
 	}
@@ -130,4 +123,14 @@ func (h *Handler) rotateEnrollmentKey(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, newEnrollmentKey{ID: k.KeyID, GroupKey: k.GroupKey, Group: k.Group})
+}
+
+// groupWindow reads a group's not_before and not_after, each nil when absent or null.
+func groupWindow(notBefore, notAfter optionalTime) (*time.Time, *time.Time, error) {
+	nb, err := notBefore.value("not_before")
+	if err != nil {
+		return nil, nil, err
+	}
+	na, err := notAfter.value("not_after")
+	return nb, na, err
 }

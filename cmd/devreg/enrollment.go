@@ -90,15 +90,11 @@ func (m *Main) enrollmentDerive(ctx context.Context, args []string) error {
 		return refused{fmt.Sprintf("%d of %d device IDs are invalid or repeated; nothing was derived", n, len(ids))}
 	}
 
-	w := m.Stdout
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("create %s: %w (it must not exist yet)", *out, err)
-		}
-		defer f.Close()
-		w = f
+	w, closeOut, err := m.secretsOutput(*out)
+	if err != nil {
+		return err
 	}
+	defer closeOut()
 	bw := bufio.NewWriter(w)
 	for i, e := range ids {
 		if i%4096 == 0 && ctx.Err() != nil {

@@ -182,15 +182,11 @@ func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
 	if first := fmt.Sprintf("%s%0*d", *prefix, width, *start); credential.CheckDeviceID(first) != "" {
 		return usageError{fmt.Sprintf("--prefix makes device IDs such as %q: %s", first, credential.CheckDeviceID(first))}
 	}
-	w := m.Stdout
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("create %s: %w (it must not exist yet)", *out, err)
-		}
-		defer f.Close()
-		w = f
+	w, closeOut, err := m.secretsOutput(*out)
+	if err != nil {
+		return err
 	}
+	defer closeOut()
 	bw := bufio.NewWriter(w)
 	for i := range *count {
 		fmt.Fprintf(bw, "%s%0*d, %s,\n", *prefix, width, *start+i, credential.RandomString(*secretLen))
@@ -470,4 +466,18 @@ func (p *progress) stop() {
 	close(p.done)
 	<-p.closed
 	fmt.Fprintln(p.out)
+}
+
+// secretsOutput is where a command that prints secrets writes them: stdout, or the file out,
+// which it creates readable by its owner only and which must not exist yet (never a file, or a
+// link, that something else put there).
+func (m *Main) secretsOutput(out string) (io.Writer, func() error, error) {
+	if out == "" {
+		return m.Stdout, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s: %w (it must not exist yet)", out, err)
+	}
+	return f, f.Close, nil
 }

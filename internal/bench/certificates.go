@@ -26,8 +26,8 @@ import (
 // SQLite and, with -postgres, one on PostgreSQL, each into its own new device type, alternately,
 // cfg.runs times; it prints the medians, the server's CPU time and their ratio (issue 23 asks for
 // at most 1.2), then the same for the raw tool writing the same rows into the smallest table
-// that refuses a certificate on two devices (certbaseline.go). Both bodies are JSON, so that only the credential differs. -n defaults to 100,000
-// here; -bin measures another devreg binary.
+// that refuses a certificate on two devices (certbaseline.go). Both bodies are JSON, so that
+// only the credential differs. -n defaults to 100,000 here; -bin measures another devreg binary.
 func runCertificates(cfg config, bin string) error {
 	if !flagSet("n") {
 		cfg.n = 100_000
@@ -41,14 +41,28 @@ func runCertificates(cfg config, bin string) error {
 	}
 	defer os.RemoveAll(b.dir)
 	ctx := context.Background()
-	baseline := func() (certBaseline, string, error) {
-		c, err := certificateBaselineSQLite(b.dir, b.n, b.runs)
-		return c, "sqlite3 " + sqliteVersion() + " .import", err
-	}
-	if err := b.certificateRuns(ctx, "SQLite", baseline); err != nil {
+	return b.onEachDatabase(ctx, func(db string, args ...string) error {
+		baseline := func() (certBaseline, string, error) {
+			c, err := certificateBaselineSQLite(b.dir, b.n, b.runs)
+			return c, "sqlite3 " + sqliteVersion() + " .import", err
+		}
+		if db == "PostgreSQL" {
+			baseline = func() (certBaseline, string, error) {
+				c, err := b.certificateBaselinePostgres(ctx)
+				return c, "COPY", err
+			}
+		}
+		return b.certificateRuns(ctx, db, baseline, args...)
+	})
+}
+
+// onEachDatabase runs run for SQLite (no more server flags) and, with -postgres, for PostgreSQL
+// (args: --database and a database of its own, dropped after).
+func (b *bench) onEachDatabase(ctx context.Context, run func(db string, args ...string) error) error {
+	if err := run("SQLite"); err != nil {
 		return err
 	}
-	if cfg.pg == "" {
+	if b.pg == "" {
 		return nil
 	}
 	dbURL, drop, err := b.newPGDatabase(ctx)
@@ -56,11 +70,7 @@ func runCertificates(cfg config, bin string) error {
 		return err
 	}
 	defer drop()
-	baseline = func() (certBaseline, string, error) {
-		c, err := b.certificateBaselinePostgres(ctx)
-		return c, "COPY", err
-	}
-	return b.certificateRuns(ctx, "PostgreSQL", baseline, "--database", dbURL)
+	return run("PostgreSQL", "--database", dbURL)
 }
 
 // certificateRuns measures and prints, on one server started with args, registrations by secret

@@ -42,18 +42,7 @@ func runEnroll(cfg config) error {
 	}
 	defer os.RemoveAll(b.dir)
 	ctx := context.Background()
-	if err := b.enrollRun(ctx, "SQLite"); err != nil {
-		return err
-	}
-	if cfg.pg == "" {
-		return nil
-	}
-	dbURL, drop, err := b.newPGDatabase(ctx)
-	if err != nil {
-		return err
-	}
-	defer drop()
-	return b.enrollRun(ctx, "PostgreSQL", "--database", dbURL)
+	return b.onEachDatabase(ctx, func(db string, args ...string) error { return b.enrollRun(ctx, db, args...) })
 }
 
 // enrollRun measures, on one server started with args, cfg.runs times each: the token rate of
