@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,9 +36,15 @@ func compilePattern(p string) (*regexp.Regexp, error) {
 // another group of its type (others, read under the type's lock): which of the two a device
 // would enrol through could not be told. Groups of different types may overlap; the older group
 // wins there.
-func checkOverlap(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) error {
+//
+// disjoint holds the patterns found to share no ID with g's, and gains those this call finds.
+// One comparison may take tens of milliseconds (enrollpattern.MaxOverlapStates), and a type has
+// up to 19 other groups: the callers compare first without the lock, and under it only the
+// patterns that appeared meanwhile, so that the lock (on SQLite, every write of the server) is
+// not held for the searches.
+func checkOverlap(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup, disjoint map[string]bool) error {
 	for _, o := range others {
-		if o.ID == g.ID {
+		if o.ID == g.ID || disjoint[o.IDPattern] {
 			continue
 		}
 		example, ok, err := enrollpattern.Overlap(g.IDPattern, o.IDPattern)
@@ -48,6 +55,7 @@ func checkOverlap(g devreg.EnrollmentGroup, others []devreg.EnrollmentGroup) err
 			return devreg.Errorf(devreg.ECONFLICT, "id_pattern overlaps the pattern `%s` of enrollment group %q (%s) of this device type: both match the device ID %s, among others; "+
 				"two groups of one device type may not share a device ID", o.IDPattern, o.Name, o.ID, example)
 		}
+		disjoint[o.IDPattern] = true
 	}
 	return nil
 }
@@ -128,12 +136,22 @@ func (s *Service) CreateEnrollmentGroup(ctx context.Context, deviceTypeID string
 	details := groupFields(g)
 	details["key_id"] = k.ID
 	ctx = s.audited(ctx, actorOf(c), "enrollment_group.create", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, details)
-	if err := s.store.CreateEnrollmentGroup(ctx, g, func(others []devreg.EnrollmentGroup) error {
+	disjoint := map[string]bool{}
+	check := func(others []devreg.EnrollmentGroup) error {
 		if err := uniqueGroupName(g, others); err != nil {
 			return err
 		}
-		return checkOverlap(g, others)
-	}); err != nil {
+		return checkOverlap(g, others, disjoint)
+	}
+	// Without the lock first (see checkOverlap); under it, check again what changed meanwhile.
+	others, err := s.store.EnrollmentGroups(ctx, c.AccountID, deviceTypeID)
+	if err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	if err := check(others); err != nil {
+		return devreg.EnrollmentGroupKeyed{}, err
+	}
+	if err := s.store.CreateEnrollmentGroup(ctx, g, check); err != nil {
 		return devreg.EnrollmentGroupKeyed{}, err
 	}
 	return devreg.EnrollmentGroupKeyed{Group: shown(g), KeyID: k.ID, GroupKey: encoded}, nil
@@ -190,6 +208,19 @@ func (s *Service) UpdateEnrollmentGroup(ctx context.Context, deviceTypeID, group
 			return devreg.EnrollmentGroup{}, err
 		}
 	}
+	disjoint := map[string]bool{}
+	if upd.IDPattern != nil {
+		// Without the lock first (see checkOverlap); under it, check again what changed meanwhile.
+		groups, err := s.store.EnrollmentGroups(ctx, c.AccountID, deviceTypeID)
+		if err != nil {
+			return devreg.EnrollmentGroup{}, err
+		}
+		if slices.ContainsFunc(groups, func(g devreg.EnrollmentGroup) bool { return g.ID == groupID }) {
+			if err := checkOverlap(devreg.EnrollmentGroup{ID: groupID, IDPattern: *upd.IDPattern}, groups, disjoint); err != nil {
+				return devreg.EnrollmentGroup{}, err
+			}
+		}
+	}
 	entry := s.auditEntry(ctx, actorOf(c), "enrollment_group.update", devreg.AuditObject{Type: "devicetype", ID: deviceTypeID}, nil)
 	var same devreg.EnrollmentGroup
 	g, err := s.store.UpdateEnrollmentGroup(devreg.NewContextWithAudit(ctx, entry), c.AccountID, deviceTypeID, groupID,
@@ -203,7 +234,7 @@ func (s *Service) UpdateEnrollmentGroup(ctx context.Context, deviceTypeID, group
 				return g, err
 			}
 			if upd.IDPattern != nil {
-				if err := checkOverlap(g, others); err != nil {
+				if err := checkOverlap(g, others, disjoint); err != nil {
 					return g, err
 				}
 			}
