@@ -1,11 +1,14 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
-
 )
 
 // TestAttack24OverlapSearchHoldsNoLock: comparing a new pattern with the type's other groups
@@ -63,5 +66,138 @@ func testAttack24OverlapSearchHoldsNoLock(t *testing.T, database string) {
 					tc.light.method, tc.light.path, lightDone.Sub(start), groups)
 			}
 		})
+	}
+}
+
+// TestAttack24ParallelOverlappingGroups: patterns that each overlap the others, sent in parallel
+// to the same type, whether as creates or as changes of disjoint groups: exactly one lands, the
+// others are refused as overlapping, on both databases.
+func TestAttack24ParallelOverlappingGroups(t *testing.T) {
+	forEachStore(t, testAttack24ParallelOverlappingGroups)
+}
+
+func testAttack24ParallelOverlappingGroups(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	const n = 8
+	// ^X-[0-9]{1,i}$ for i = 1..n: every two share X-0.
+	statuses, bodies := parallel(n, func(i int) (int, []byte) {
+		return e.send(t, req{key: e.admin, method: "POST", path: groupsPath(dt.ID),
+			body: fmt.Sprintf(`{"name": "Parallel %d", "id_pattern": "^X-[0-9]{1,%d}$", "max_devices": 5}`, i, i+1)})
+	})
+	if got := landed(t, statuses, bodies); got != 1 {
+		t.Errorf("%d of %d overlapping creates landed; want 1", got, n)
+	}
+	// Pairs of disjoint groups, P%dA and P%dB; in parallel, each changed to a pattern that
+	// overlaps the other's new pattern (on Q%d-) but not its old one: one of each pair lands.
+	const pairs = 4
+	ids := make([]string, 2*pairs)
+	for i := range 2 * pairs {
+		var g enrollmentGroupCreated
+		e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), fmt.Sprintf(`{"name": "Own %d", "id_pattern": "^P%d%c-[0-9]+$", "max_devices": 5}`, i, i/2, 'A'+i%2), 201, &g)
+		ids[i] = g.ID
+	}
+	statuses, bodies = parallel(2*pairs, func(i int) (int, []byte) {
+		return e.send(t, req{key: e.admin, method: "PATCH", path: groupsPath(dt.ID) + "/" + ids[i],
+			body: fmt.Sprintf(`{"id_pattern": "^(?:P%d%c|Q%d)-[0-9]+$"}`, i/2, 'A'+i%2, i/2)})
+	})
+	for p := range pairs {
+		if got := landed(t, statuses[2*p:2*p+2], bodies[2*p:2*p+2]); got != 1 {
+			t.Errorf("pair %d: %d of 2 overlapping changes landed; want 1", p, got)
+		}
+	}
+	var list enrollmentGroupList
+	e.mustDo(t, e.admin, "GET", groupsPath(dt.ID), "", 200, &list)
+	for p := range pairs {
+		changed := 0
+		for _, g := range list.Groups {
+			if strings.Contains(g.IDPattern, fmt.Sprintf("|Q%d)", p)) {
+				changed++
+			}
+		}
+		if changed != 1 {
+			t.Errorf("pair %d: %d groups hold an overlapping pattern after the parallel changes; want 1", p, changed)
+		}
+	}
+}
+
+func parallel(n int, do func(i int) (int, []byte)) ([]int, [][]byte) {
+	statuses, bodies := make([]int, n), make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { statuses[i], bodies[i] = do(i) })
+	}
+	wg.Wait()
+	return statuses, bodies
+}
+
+// landed counts the 2xx answers, failing on any answer that is neither that nor an overlap.
+func landed(t *testing.T, statuses []int, bodies [][]byte) int {
+	t.Helper()
+	n := 0
+	for i, s := range statuses {
+		switch {
+		case s/100 == 2:
+			n++
+		case s == 409 && strings.Contains(string(bodies[i]), "two groups of one device type may not share a device ID"):
+		default:
+			t.Errorf("answer %d = %d %s", i, s, bodies[i])
+		}
+	}
+	return n
+}
+
+// TestAttack24GroupKeyAnswersAreNotStored: the answers that carry a group key (creating a group,
+// rotating its key) must say Cache-Control: no-store, as the answer that may carry a generated
+// device secret does, so that no browser, proxy or HTTP cache between the admin and the server
+// keeps the one copy of a key that opens every device of the group. They did not say it.
+func TestAttack24GroupKeyAnswersAreNotStored(t *testing.T) {
+	forEachStore(t, testAttack24GroupKeyAnswersAreNotStored)
+}
+
+func testAttack24GroupKeyAnswersAreNotStored(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	do := func(method, path, body string) (*http.Response, []byte) {
+		hr, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Header.Set("Authorization", "Bearer "+e.admin)
+		hr.Header.Set("Content-Type", "application/json")
+		resp, err := e.http.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, b := do("POST", groupsPath(dt.ID), `{"name": "Line 1", "id_pattern": "^S-[0-9]+$", "max_devices": 5}`)
+	var g enrollmentGroupCreated
+	if err := json.Unmarshal(b, &g); err != nil || resp.StatusCode != 201 || g.GroupKey == "" {
+		t.Fatalf("create = %d %s", resp.StatusCode, b)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("the answer with a new group's key says Cache-Control %q; want no-store", cc)
+	}
+	resp, b = do("POST", groupsPath(dt.ID)+"/"+g.ID+"/keys", `{}`)
+	if resp.StatusCode != 201 || !strings.Contains(string(b), `"group_key"`) {
+		t.Fatalf("rotate = %d %s", resp.StatusCode, b)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("the answer with a rotated group key says Cache-Control %q; want no-store", cc)
+	}
+	// Nor is the key in any header of any answer.
+	for _, path := range []string{groupsPath(dt.ID), groupsPath(dt.ID) + "/" + g.ID} {
+		resp, b := do("GET", path, "")
+		for k, v := range resp.Header {
+			if strings.Contains(strings.Join(v, " "), g.GroupKey) {
+				t.Errorf("GET %s: header %s holds the group key", path, k)
+			}
+		}
+		if strings.Contains(string(b), g.GroupKey) || strings.Contains(string(b), "group_key") {
+			t.Errorf("GET %s shows a group key: %s", path, b)
+		}
 	}
 }

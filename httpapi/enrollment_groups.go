@@ -56,6 +56,7 @@ func (h *Handler) createEnrollmentGroup(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
+	w.Header().Set("Cache-Control", "no-store") // the only copy of the group key
 	return writeJSON(w, http.StatusCreated, newEnrollmentGroup{g.Group, g.GroupKey})
 }
 
@@ -122,6 +123,7 @@ func (h *Handler) rotateEnrollmentKey(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
+	w.Header().Set("Cache-Control", "no-store") // the only copy of the group key
 	return writeJSON(w, http.StatusCreated, newEnrollmentKey{ID: k.KeyID, GroupKey: k.GroupKey, Group: k.Group})
 }
 
