@@ -152,3 +152,32 @@ func TestAttack24OverlapDifferential(t *testing.T) {
 	}
 	t.Logf("%d patterns taken, %d pairs compared", len(taken), pairs)
 }
+
+// TestAttack24PatternInvisibleCharacters: a pattern is read by people, in the console, the audit
+// log and refusals; characters that show as nothing or reorder the text made two patterns look
+// alike (^T1-[0-9]+$ and the same with a zero-width space in its class) or hid what a pattern
+// takes. They are refused, saying how to write one that is meant; the same character written as
+// an escape is taken.
+func TestAttack24PatternInvisibleCharacters(t *testing.T) {
+	for _, tc := range []struct{ pattern, want string }{
+		{"^T1-[0-9\u200b]+$", "invisible character U+200B at character 9; write it as \\x{200B}"},
+		{"^(?:T1-[0-9]+|\u202e)$", "U+202E"},
+		{"^T1-[0-9]+$|^\u2066T2$", "U+2066"},
+		{"^T1\u00ad-[0-9]+$", "U+00AD"},
+		{"^T1-[0-9]+$\ufeff", "U+FEFF"},
+		{"^(?:T1|\u3000)-[0-9]+$", "U+3000"},
+		{"^(?:T1|\u2028)-[0-9]+$", "U+2028"},
+		{"^T1-[0-9\ufe0f]+$", "U+FE0F"},
+		{"^T1-[0-9\U000E0041]+$", "U+E0041"},
+	} {
+		err := Check(tc.pattern)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Check(%+q) = %v; want it refused saying %q", tc.pattern, err, tc.want)
+		}
+	}
+	for _, p := range []string{`^T1-[0-9\x{200B}]+$`, `^(?:T1-[0-9]+|\x{202E})$`, `^T1 -[0-9]+$|^T2-[0-9]+$`} {
+		if err := Check(p); err != nil {
+			t.Errorf("Check(%q): %v", p, err)
+		}
+	}
+}

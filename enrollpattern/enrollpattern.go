@@ -124,9 +124,15 @@ func compile(pattern string) (*syntax.Prog, error) {
 	if n := utf8.RuneCountInString(pattern); n > MaxLength {
 		return nil, invalid("ID pattern is %d characters long; at most %d are allowed", n, MaxLength)
 	}
-	for _, r := range pattern {
+	for i, r := range []rune(pattern) {
 		if unicode.IsControl(r) {
 			return nil, invalid("ID pattern contains a control character (U+%04X)", r)
+		}
+		// A pattern is read by people (the console, the audit log, a refusal naming it), and
+		// these read as nothing or reorder what follows, so that two patterns look alike or one
+		// looks like another; none is in a device ID, so write one as \x{…} if it is meant.
+		if unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) || unicode.Is(unicode.Zs, r) && r != ' ' || unicode.Is(unicode.Variation_Selector, r) {
+			return nil, invalid("ID pattern contains the invisible character U+%04X at character %d; write it as \\x{%04X} if it is meant", r, i+1, r)
 		}
 	}
 	// syntax.Perl is what regexp.Compile uses: ^ and $ match at the beginning and end of the

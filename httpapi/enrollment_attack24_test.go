@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"devreg"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -198,6 +199,43 @@ func testAttack24GroupKeyAnswersAreNotStored(t *testing.T, database string) {
 		}
 		if strings.Contains(string(b), g.GroupKey) || strings.Contains(string(b), "group_key") {
 			t.Errorf("GET %s shows a group key: %s", path, b)
+		}
+	}
+}
+
+// TestAttack24PatternFormsMatchTheDocument: enrollpattern takes patterns anchored in every
+// alternative in any of RE2's forms (\A…\z, a flag first, a group around, ^A$|^B$), but the
+// OpenAPI document said an id_pattern starts with ^ and ends with $: the server answered 201
+// with a group the document calls invalid (the validating transport fails the test), and a
+// client checking answers against the document refused it. Fixed in the document. A pattern
+// with an invisible character (a bidi override, a zero-width space), which made two patterns
+// look alike in the console and the audit log, is refused like an invisible character in a
+// name.
+func TestAttack24PatternFormsMatchTheDocument(t *testing.T) {
+	forEachStore(t, testAttack24PatternFormsMatchTheDocument)
+}
+
+func testAttack24PatternFormsMatchTheDocument(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	for i, p := range []string{`\AT1-[0-9]+\z`, `(?i)^t2-[0-9a-f]+$`, `(^T3-[0-9]+$)`, `^T4$|^T5$`, "(?i)^\u212a6-[0-9]+$"} {
+		var g enrollmentGroupCreated
+		e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), fmt.Sprintf(`{"name": "Form %d", "id_pattern": %q, "max_devices": 5}`, i, p), 201, &g)
+		var read devreg.EnrollmentGroup
+		e.mustDo(t, e.admin, "GET", groupsPath(dt.ID)+"/"+g.ID, "", 200, &read)
+		if read.IDPattern != p {
+			t.Errorf("pattern %q reads back as %q", p, read.IDPattern)
+		}
+	}
+	for _, tc := range []struct{ pattern, want string }{
+		{"^(?:T7-[0-9]+|\u202e)$", "invisible character U+202E at character 15"},
+		{"^T8-[0-9\u200b]+$", "invisible character U+200B at character 9"},
+		{"^T9-[0-9]+$\ufeff", "invisible character U+FEFF"},
+		{"^(?:TA-[0-9]+|\u00a0)$", "invisible character U+00A0"},
+	} {
+		status, b := e.send(t, req{key: e.admin, method: "POST", path: groupsPath(dt.ID), body: fmt.Sprintf(`{"name": "Hidden", "id_pattern": %q, "max_devices": 5}`, tc.pattern)})
+		if eb := decodeError(t, b); status != 422 || !strings.Contains(eb.Error.Message, tc.want) || !strings.Contains(eb.Error.Message, `\x{`) {
+			t.Errorf("pattern %+q = %d %s; want 422 saying %q and how to write it", tc.pattern, status, b, tc.want)
 		}
 	}
 }
