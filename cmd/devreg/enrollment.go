@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -86,7 +87,7 @@ func (m *Main) enrollmentDerive(ctx context.Context, args []string) error {
 		}
 	}
 	if n := checkIDs(ids, where); n > 0 {
-		m.reportBadIDs(where, ids)
+		m.reportBadIDs(where, ids, base64.StdEncoding.EncodeToString(key))
 		return refused{fmt.Sprintf("%d of %d device IDs are invalid or repeated; nothing was derived", n, len(ids))}
 	}
 
@@ -119,6 +120,15 @@ func (m *Main) enrollmentDerive(ctx context.Context, args []string) error {
 // readGroupKeyFile reads a group key file. Like ssh with a private key, it refuses a file that
 // others may read: whoever reads the group key can make every device's secret.
 func readGroupKeyFile(path string) ([]byte, error) {
+	// Stat before opening: opening a FIFO for reading waits for a writer, so the command would
+	// hang instead of saying that this is not a key file. The opened file is checked again.
+	before, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("group key file: %w", err)
+	}
+	if !before.Mode().IsRegular() {
+		return nil, fmt.Errorf("group key file %s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("group key file: %w", err)
@@ -128,7 +138,7 @@ func readGroupKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("group key file: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
+	if !fi.Mode().IsRegular() || !os.SameFile(before, fi) {
 		return nil, fmt.Errorf("group key file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
@@ -206,7 +216,8 @@ func checkIDs(ids []listedID, where string) int {
 }
 
 // reportBadIDs prints every refused device ID on stderr, with its place (where names it).
-func (m *Main) reportBadIDs(where string, ids []listedID) {
+// keyText is the group key in base64, which the report does not show even in part.
+func (m *Main) reportBadIDs(where string, ids []listedID, keyText string) {
 	bw := bufio.NewWriter(m.Stderr)
 	defer bw.Flush()
 	tw := tabwriter.NewWriter(bw, 2, 4, 2, ' ', 0)
@@ -220,10 +231,34 @@ func (m *Main) reportBadIDs(where string, ids []listedID) {
 		if len(id) > 40 {
 			id = id[:40] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", strconv.Itoa(e.pos), strconv.Quote(id), e.problem)
+		if showsKey(e.id, keyText) {
+			// The key file given to --from as well, or the key pasted as an argument: the
+			// report goes to stderr, often into a build log, and must not show the key.
+			id = "(a group key, not shown)"
+		} else {
+			id = strconv.Quote(id)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", strconv.Itoa(e.pos), id, e.problem)
 		if n++; n%1000 == 0 {
 			tw.Flush()
 		}
 	}
 	tw.Flush()
+}
+
+// showsKey reports whether text holds a group key, or 12 characters in a row of keyText (9 bytes
+// of the key), which the report of bad IDs must not show.
+func showsKey(text, keyText string) bool {
+	for _, w := range strings.Fields(strings.NewReplacer(`"`, " ", "'", " ", ",", " ", ";", " ", ":", " ").Replace(text)) {
+		if _, err := credential.ParseGroupKey(w); err == nil {
+			return true
+		}
+	}
+	const window = 12
+	for i := 0; i+window <= len(keyText); i++ {
+		if strings.Contains(text, keyText[i:i+window]) {
+			return true
+		}
+	}
+	return false
 }
