@@ -210,11 +210,14 @@ func (s *DB) CheckCounters(ctx context.Context) (CheckResult, error) {
 // hashed with a missing key can log in.
 func (s *DB) CheckHashKeys(ctx context.Context, hasKey func(id string) bool, keyFile string) (CheckResult, error) {
 	r := CheckResult{Name: "hash keys"}
-	type uses struct{ devices, credentials int64 }
+	type uses struct{ devices, credentials, groupKeys int64 }
 	used := map[string]*uses{}
 	for i, q := range []string{
 		`SELECT key_id, count(*) FROM devices GROUP BY key_id`,
 		`SELECT key_id, count(*) FROM credentials GROUP BY key_id`,
+		// Enrollment group keys are sealed with a server key (credential.Seal): without it no
+		// group key opens, and the devices flashed with secrets derived from it never enrol.
+		`SELECT seal_key_id, count(*) FROM enrollment_group_keys GROUP BY seal_key_id`,
 	} {
 		rows, err := s.h.QueryContext(ctx, q)
 		if err != nil {
@@ -230,10 +233,13 @@ func (s *DB) CheckHashKeys(ctx context.Context, hasKey func(id string) bool, key
 			if used[id] == nil {
 				used[id] = &uses{}
 			}
-			if i == 0 {
+			switch i {
+			case 0:
 				used[id].devices = n
-			} else {
+			case 1:
 				used[id].credentials = n
+			default:
+				used[id].groupKeys = n
 			}
 		}
 		rows.Close()
@@ -256,12 +262,19 @@ func (s *DB) CheckHashKeys(ctx context.Context, hasKey func(id string) bool, key
 		r.Summary = "no secret hashes stored" + certs
 		return r, nil
 	}
-	r.Summary = fmt.Sprintf("the hashes use %d key(s), %s, looked up in %s%s", len(ids), strings.Join(ids, ", "), keyFile, certs)
+	r.Summary = fmt.Sprintf("the hashes and sealed group keys use %d key(s), %s, looked up in %s%s", len(ids), strings.Join(ids, ", "), keyFile, certs)
 	for _, id := range ids {
-		if !hasKey(id) {
-			u := used[id]
+		if hasKey(id) {
+			continue
+		}
+		u := used[id]
+		if u.devices > 0 || u.credentials > 0 {
 			r.Problems = append(r.Problems, fmt.Sprintf("key %s is not in %s, but %d device secrets and %d further credentials were hashed with it: "+
 				"those devices cannot log in until the key file that holds it is put back", id, keyFile, u.devices, u.credentials))
+		}
+		if u.groupKeys > 0 {
+			r.Problems = append(r.Problems, fmt.Sprintf("key %s is not in %s, but %d enrollment group keys were sealed with it: "+
+				"those keys enrol no device until the key file that holds it is put back", id, keyFile, u.groupKeys))
 		}
 	}
 	return r, nil
