@@ -1,15 +1,19 @@
 package httpapi_test
 
 import (
-	"devreg"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"devreg"
+	"devreg/server"
 )
 
 // TestAttack24OverlapSearchHoldsNoLock: comparing a new pattern with the type's other groups
@@ -237,5 +241,93 @@ func testAttack24PatternFormsMatchTheDocument(t *testing.T, database string) {
 		if eb := decodeError(t, b); status != 422 || !strings.Contains(eb.Error.Message, tc.want) || !strings.Contains(eb.Error.Message, `\x{`) {
 			t.Errorf("pattern %+q = %d %s; want 422 saying %q and how to write it", tc.pattern, status, b, tc.want)
 		}
+	}
+}
+
+// TestAttack24LimitsAcrossTwoServers: two servers on one database (SQLite in one data directory,
+// or PostgreSQL), requests split between them, all at once: a type's last places for groups go
+// to exactly as many creates as there are places, of two overlapping patterns exactly one lands,
+// and a group's last places for keys go to exactly as many rotations.
+func TestAttack24LimitsAcrossTwoServers(t *testing.T) {
+	forEachStore(t, testAttack24LimitsAcrossTwoServers)
+}
+
+func testAttack24LimitsAcrossTwoServers(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	second, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go second.Serve()
+	t.Cleanup(func() { second.Shutdown(context.Background()) })
+	urls := []string{e.url, second.URL()}
+	send := func(i int, method, path, body string) (int, []byte) {
+		hr, err := http.NewRequest(method, urls[i%2]+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr.Header.Set("Authorization", "Bearer "+e.admin)
+		hr.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	for i := range devreg.MaxEnrollmentGroupsPerType - 4 {
+		e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), fmt.Sprintf(`{"name": "Line %d", "id_pattern": "^S%d-[0-9]+$", "max_devices": 5}`, i, i), 201, nil)
+	}
+	// Two overlapping patterns, one on each server, at once: one lands.
+	statuses, bodies := parallel(2, func(i int) (int, []byte) {
+		return send(i, "POST", groupsPath(dt.ID), fmt.Sprintf(`{"name": "Overlap %d", "id_pattern": "^O-[0-9]{%d,4}$", "max_devices": 5}`, i, i+1))
+	})
+	if got := landed(t, statuses, bodies); got != 1 {
+		t.Errorf("%d of 2 overlapping creates on two servers landed; want 1", got)
+	}
+	// 3 places left, 12 creates.
+	const n = 12
+	statuses, bodies = parallel(n, func(i int) (int, []byte) {
+		return send(i, "POST", groupsPath(dt.ID), fmt.Sprintf(`{"name": "Parallel %d", "id_pattern": "^P%d-[0-9]+$", "max_devices": 5}`, i, i))
+	})
+	created := 0
+	for i, s := range statuses {
+		switch {
+		case s == 201:
+			created++
+		case s == 422 && strings.Contains(string(bodies[i]), "the most a type may hold"):
+		default:
+			t.Errorf("create %d = %d %s", i, s, bodies[i])
+		}
+	}
+	var list enrollmentGroupList
+	e.mustDo(t, e.admin, "GET", groupsPath(dt.ID), "", 200, &list)
+	if created != 3 || len(list.Groups) != devreg.MaxEnrollmentGroupsPerType {
+		t.Errorf("%d creates on two servers answered 201 and %d groups are stored; want 3 and %d", created, len(list.Groups), devreg.MaxEnrollmentGroupsPerType)
+	}
+
+	// A group with one key has 4 places for keys; 12 rotations whose old keys stay live.
+	g := list.Groups[0]
+	statuses, bodies = parallel(n, func(i int) (int, []byte) {
+		return send(i, "POST", groupsPath(dt.ID)+"/"+g.ID+"/keys", `{}`)
+	})
+	rotated := 0
+	for i, s := range statuses {
+		switch {
+		case s == 201:
+			rotated++
+		case s == 422 && strings.Contains(string(bodies[i]), "the most a group may hold"):
+		default:
+			t.Errorf("rotation %d = %d %s", i, s, bodies[i])
+		}
+	}
+	var read devreg.EnrollmentGroup
+	e.mustDo(t, e.admin, "GET", groupsPath(dt.ID)+"/"+g.ID, "", 200, &read)
+	if rotated != devreg.MaxEnrollmentGroupKeys-1 || len(read.Keys) != devreg.MaxEnrollmentGroupKeys {
+		t.Errorf("%d rotations on two servers answered 201 and the group holds %d keys; want %d and %d", rotated, len(read.Keys), devreg.MaxEnrollmentGroupKeys-1, devreg.MaxEnrollmentGroupKeys)
 	}
 }
