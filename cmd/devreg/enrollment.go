@@ -23,6 +23,9 @@ const maxGroupKeyFile = 1024
 // maxIDLine is the longest line of an ID list that is read; a device ID has at most 128 characters.
 const maxIDLine = 64 << 10
 
+// keptIDBytes is how much of a line longer than any device ID readIDList keeps, for the report.
+const keptIDBytes = 4 * credential.MaxDeviceIDLength
+
 func (m *Main) enrollmentDerive(ctx context.Context, args []string) error {
 	fs := m.flagSet("enrollment derive", "enrollment derive --group-key-file FILE [-o FILE] (ID... | --from FILE)\n\n"+
 		"Derives the secret each device of an enrollment group presents at its first connection,\n"+
@@ -182,7 +185,13 @@ func readIDList(r io.Reader, name string) ([]listedID, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		ids = append(ids, listedID{pos: line, id: text})
+		e := listedID{pos: line, id: text}
+		if len(text) > keptIDBytes {
+			// Too long for a device ID, so refused; the report shows its start only, and a file
+			// of long lines must not be held whole in memory.
+			e.problem, e.id = credential.CheckDeviceID(text), strings.Clone(text[:keptIDBytes])
+		}
+		ids = append(ids, e)
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
 		return nil, refused{fmt.Sprintf("%s, line %d: the line is longer than %d bytes; a device ID has at most %d characters", name, line+1, maxIDLine, credential.MaxDeviceIDLength)}
@@ -201,6 +210,10 @@ func checkIDs(ids []listedID, where string) int {
 	first := make(map[string]int, len(ids))
 	for i := range ids {
 		e := &ids[i]
+		if e.problem != "" { // found while reading
+			bad++
+			continue
+		}
 		if e.problem = credential.CheckDeviceID(e.id); e.problem == "" {
 			if p, ok := first[e.id]; ok {
 				e.problem = fmt.Sprintf("device ID is listed more than once; first on %s %d", where, p)

@@ -140,3 +140,31 @@ func TestAttack24DeriveFileTricks(t *testing.T) {
 		t.Errorf("derive of IDs with CR, BOM and NUL = %d, stdout %q, stderr %q; want lines 3 and 4 refused, quoted", code, out, errOut)
 	}
 }
+
+// TestAttack24DeriveLongLinesAreNotKept: derive kept every line of --from whole until it had
+// checked them all, so a file of long lines (each up to 64 KiB, none a device ID) was held in
+// memory whole: 1.2 GB of them took 1.8 GB. Fixed: of a line longer than any device ID only the
+// start is kept, for the report, which still says how long it was.
+func TestAttack24DeriveLongLinesAreNotKept(t *testing.T) {
+	const lines, long = 200, 60000
+	var b strings.Builder
+	for range lines {
+		b.WriteString(strings.Repeat("x", long))
+		b.WriteString("\n")
+	}
+	b.WriteString("T1-0001\n")
+	ids, err := readIDList(strings.NewReader(b.String()), "ids.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for _, e := range ids {
+		kept += len(e.id)
+	}
+	if len(ids) != lines+1 || kept > lines*4*credential.MaxDeviceIDLength+len("T1-0001") {
+		t.Errorf("read %d entries keeping %d bytes of IDs; want %d entries and at most %d bytes", len(ids), kept, lines+1, lines*4*credential.MaxDeviceIDLength+7)
+	}
+	if n := checkIDs(ids, "line"); n != lines || !strings.Contains(ids[0].problem, "60000 characters long") || ids[lines].problem != "" {
+		t.Errorf("%d bad IDs, the first %q, the last %q; want %d, saying how long the line was", n, ids[0].problem, ids[lines].problem, lines)
+	}
+}
