@@ -331,3 +331,62 @@ func testAttack24LimitsAcrossTwoServers(t *testing.T, database string) {
 		t.Errorf("%d rotations on two servers answered 201 and the group holds %d keys; want %d and %d", rotated, len(read.Keys), devreg.MaxEnrollmentGroupKeys-1, devreg.MaxEnrollmentGroupKeys)
 	}
 }
+
+// TestAttack24GroupUnderAnotherTypePath: a group of one type, named under another type of the
+// same account (or by an ID with path tricks), is not found, and nothing changes.
+func TestAttack24GroupUnderAnotherTypePath(t *testing.T) {
+	forEachStore(t, testAttack24GroupUnderAnotherTypePath)
+}
+
+func testAttack24GroupUnderAnotherTypePath(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	a := e.createType(t, e.admin, "Sensor", 0)
+	b := e.createType(t, e.admin, "Gateway", 0)
+	var g enrollmentGroupCreated
+	e.mustDo(t, e.admin, "POST", groupsPath(a.ID), `{"name": "Line 1", "id_pattern": "^S-[0-9]+$", "max_devices": 5}`, 201, &g)
+	for _, id := range []string{g.ID, g.ID + "%2F..", "..%2F" + g.ID, strings.ToUpper(g.ID)} {
+		for _, r := range []req{
+			{method: "GET", path: groupsPath(b.ID) + "/" + id},
+			{method: "PATCH", path: groupsPath(b.ID) + "/" + id, body: `{"status": "disabled"}`},
+			{method: "POST", path: groupsPath(b.ID) + "/" + id + "/keys", body: `{}`},
+			{method: "DELETE", path: groupsPath(b.ID) + "/" + id},
+		} {
+			r.key, r.invalid = e.admin, true
+			if status, body := e.send(t, r); status != 404 {
+				t.Errorf("%s %s = %d %s; want 404", r.method, r.path, status, body)
+			}
+		}
+	}
+	var read devreg.EnrollmentGroup
+	e.mustDo(t, e.admin, "GET", groupsPath(a.ID)+"/"+g.ID, "", 200, &read)
+	if read.Status != devreg.StatusEnabled || len(read.Keys) != 1 {
+		t.Errorf("requests under another type changed the group: %+v", read)
+	}
+}
+
+// TestAttack24RotateWithEmptyChunkedBody: the rotation's body is optional, and a client that
+// sends none in chunked encoding (no Content-Length) is answered as one that sends none at all.
+func TestAttack24RotateWithEmptyChunkedBody(t *testing.T) {
+	forEachStore(t, testAttack24RotateWithEmptyChunkedBody)
+}
+
+func testAttack24RotateWithEmptyChunkedBody(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	var g enrollmentGroupCreated
+	e.mustDo(t, e.admin, "POST", groupsPath(dt.ID), `{"name": "Line 1", "id_pattern": "^S-[0-9]+$", "max_devices": 5}`, 201, &g)
+	hr, err := http.NewRequest("POST", e.url+groupsPath(dt.ID)+"/"+g.ID+"/keys", io.MultiReader()) // unknown length: chunked
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.Header.Set("Authorization", "Bearer "+e.admin)
+	resp, err := e.http.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.Contains(string(b), `"group_key"`) {
+		t.Errorf("rotation with an empty chunked body = %d %s; want 201", resp.StatusCode, b)
+	}
+}

@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"bufio"
+	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -110,7 +113,15 @@ func (h *Handler) rotateEnrollmentKey(w http.ResponseWriter, r *http.Request) er
 	var in struct {
 		OldKeysNotAfter optionalTime `json:"old_keys_not_after"`
 	}
-	if r.ContentLength != 0 {
+	// No body at all may also come chunked, with no Content-Length to tell.
+	body := bufio.NewReader(r.Body)
+	if _, err := body.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)
+	} else if err == nil {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{body, r.Body}
 		if err := decodeJSON(r, &in); err != nil {
 			return err
 		}
