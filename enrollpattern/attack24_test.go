@@ -66,13 +66,14 @@ func anchoredRandom(r *rand.Rand) string {
 }
 
 // TestAttack24OverlapDifferential compares Check, Compile and Overlap with regexp on every
-// string of up to 3 characters of an alphabet with the characters the random patterns name (and
-// two that are not device-ID characters), for thousands of random patterns built from the tricks
+// string of up to 3 characters of an alphabet with the letters the random patterns fold to and a
+// line break (no device-ID character), for hundreds of random patterns built from the tricks
 // above. Check must take only patterns whose every match is the whole string, Compile must not
 // call a pattern that matches some device ID empty, and Overlap must find an ID whenever both
-// match one, no longer than the shortest.
+// match one, no longer than the shortest. (Run once with 3,000 patterns and strings of up to 4
+// characters of a larger alphabet; it is kept small for -race.)
 func TestAttack24OverlapDifferential(t *testing.T) {
-	const alpha = "abkKs0-_.:\n~"
+	const alpha = "akKsS0-.\n"
 	var all []string
 	var grow func(prefix string)
 	grow = func(prefix string) {
@@ -89,7 +90,7 @@ func TestAttack24OverlapDifferential(t *testing.T) {
 	r := rand.New(rand.NewPCG(24, 24))
 	var taken []string
 	var takenRe []*regexp.Regexp
-	n := 1500
+	n := 400
 	if testing.Short() {
 		n = 300
 	}
