@@ -390,3 +390,67 @@ func testAttack24RotateWithEmptyChunkedBody(t *testing.T, database string) {
 		t.Errorf("rotation with an empty chunked body = %d %s; want 201", resp.StatusCode, b)
 	}
 }
+
+// TestAttack24GroupInputLimits: what held up. Counts at and past their limits, numbers past
+// int64, negative and fractional ones, times at the ends of RFC 3339's range, names with bidi
+// or invisible characters, and bodies that are huge or deeply nested are each taken or refused
+// with a message naming the field, and nothing half-made is stored.
+func TestAttack24GroupInputLimits(t *testing.T) {
+	forEachStore(t, testAttack24GroupInputLimits)
+}
+
+func testAttack24GroupInputLimits(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Sensor", 0)
+	created := 0
+	for i, tc := range []struct {
+		fields string // after name and id_pattern
+		status int
+		want   string
+	}{
+		{`"max_devices": 1099511627776`, 201, ""},
+		{`"max_devices": 1099511627777`, 422, "max_devices must be between 1 and 1099511627776"},
+		{`"max_devices": 9223372036854775808`, 400, `field "max_devices"`},
+		{`"max_devices": -1`, 422, "max_devices must be between 1"},
+		{`"max_devices": 0`, 422, "max_devices is required"},
+		{`"max_devices": 1.5`, 400, `field "max_devices"`},
+		{`"max_devices": 5, "max_per_hour": 9223372036854775807`, 422, "max_per_hour must be between 1 and 100000"},
+		{`"max_devices": 5, "max_per_hour": 0`, 422, "max_per_hour must be between 1 and 100000"},
+		{`"max_devices": 5, "not_before": "0001-01-01T00:00:00Z", "not_after": "9999-12-31T23:59:59.999999Z"`, 201, ""},
+		{`"max_devices": 5, "not_before": "9999-12-31T23:59:59Z", "not_after": "0001-01-01T00:00:00Z"`, 422, "not_before (9999-12-31T23:59:59Z) must be before not_after"},
+		{`"max_devices": 5, "not_after": "10000-01-01T00:00:00Z"`, 422, "not_after must be an RFC 3339 time"},
+		{`"max_devices": 5, "not_after": 253402300800`, 400, `field "not_after" must be an RFC 3339 time string`},
+	} {
+		body := fmt.Sprintf(`{"name": "Limit %d", "id_pattern": "^L%d-[0-9]+$", %s}`, i, i, tc.fields)
+		status, b := e.send(t, req{key: e.admin, method: "POST", path: groupsPath(dt.ID), body: body, invalid: tc.status != 201})
+		if status != tc.status || tc.want != "" && !strings.Contains(decodeError(t, b).Error.Message, tc.want) {
+			t.Errorf("%s = %d %s; want %d saying %q", tc.fields, status, b, tc.status, tc.want)
+		}
+		if status == 201 {
+			created++
+			var g enrollmentGroupCreated
+			json.Unmarshal(b, &g)
+			var read devreg.EnrollmentGroup
+			e.mustDo(t, e.admin, "GET", groupsPath(dt.ID)+"/"+g.ID, "", 200, &read)
+			if read.MaxDevices != g.MaxDevices || fmt.Sprint(read.NotBefore) != fmt.Sprint(g.NotBefore) || fmt.Sprint(read.NotAfter) != fmt.Sprint(g.NotAfter) {
+				t.Errorf("%s reads back as %+v, was answered %+v", tc.fields, read, g.EnrollmentGroup)
+			}
+		}
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"name": "A` + "\u202e" + `B", "id_pattern": "^N1-[0-9]+$", "max_devices": 5}`, "bidi control U+202E"},
+		{`{"name": "A` + "\u200b" + `B", "id_pattern": "^N2-[0-9]+$", "max_devices": 5}`, "invisible character U+200B"},
+		{`{"name": "x", "id_pattern": "^N3-[0-9]+$", "max_devices": 5, "x": ` + strings.Repeat("[", 20000) + `}`, "exceeded max depth"},
+		{`{"name": "` + strings.Repeat("x", 2<<20) + `", "id_pattern": "^N4-[0-9]+$", "max_devices": 5}`, "body is larger than"},
+	} {
+		status, b := e.send(t, req{key: e.admin, method: "POST", path: groupsPath(dt.ID), body: tc.body, invalid: true})
+		if status/100 != 4 || !strings.Contains(decodeError(t, b).Error.Message, tc.want) {
+			t.Errorf("%.80s… = %d %.300s; want a refusal saying %q", tc.body, status, b, tc.want)
+		}
+	}
+	var list enrollmentGroupList
+	e.mustDo(t, e.admin, "GET", groupsPath(dt.ID), "", 200, &list)
+	if len(list.Groups) != created {
+		t.Errorf("%d groups stored; want the %d answered 201", len(list.Groups), created)
+	}
+}
