@@ -306,8 +306,13 @@ func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devr
 		for _, c := range d.Credentials {
 			// The device has rotated away from this secret already and uses the secret it got:
 			// whoever rotates from the old one now is not the device (the factory secret leaked),
-			// and must not get a credential of the device's own, which a replace would keep.
-			if c.ID != cur.ID && c.Source == devreg.CredentialFromDevice && c.LastUsedAt != nil && c.CreatedAt.After(cur.CreatedAt) {
+			// and must not get a credential of the device's own, which a replace would keep. From
+			// a secret derived from a group key any used secret of the device's own will do,
+			// whenever it was made: a first connection that enrols and rotates at once makes it
+			// in the same instant, and a server whose clock is behind the one that enrolled the
+			// device makes it "before".
+			derived := cur.Source == devreg.CredentialFromEnrollment
+			if c.ID != cur.ID && c.Source == devreg.CredentialFromDevice && c.LastUsedAt != nil && (derived || c.CreatedAt.After(cur.CreatedAt)) {
 				return devreg.CredentialChange{}, ErrInvalidClient
 			}
 		}

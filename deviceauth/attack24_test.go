@@ -1,0 +1,229 @@
+package deviceauth_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/registry"
+)
+
+// The outside review of issue 24's first-connection path: each test is an attack that failed (or
+// one that found a hole, fixed since).
+
+// TestAttack24WrongSecretNeverEnrollmentLimit: the enrollment_limit answers (403 beyond
+// max_devices, 429 beyond max_per_hour) tell whoever gets them that the ID matches a full group;
+// only the right secret may get them. A wrong secret, an ID off the allow-list or one that
+// enrolled before is 401 invalid_client whatever the group's limits.
+func TestAttack24WrongSecretNeverEnrollmentLimit(t *testing.T) {
+	forEachStore(t, testAttack24WrongSecretNeverEnrollmentLimit)
+}
+
+func testAttack24WrongSecretNeverEnrollmentLimit(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	total := e.newGroup(t, db, keys, groupSpec{id: "eg_total", pattern: `^TOT-[0-9]+$`, maxDevices: 1, maxPerHour: 100, temporary: true})
+	hour := e.newGroup(t, db, keys, groupSpec{id: "eg_hour", pattern: `^HR-[0-9]+$`, maxDevices: 100, maxPerHour: 1, temporary: true})
+	list := e.newGroup(t, db, keys, groupSpec{id: "eg_list", pattern: `^L-[0-9]+$`, maxDevices: 1, maxPerHour: 100, temporary: true})
+	for id, key := range map[string][]byte{"TOT-1": total, "HR-1": hour, "L-1": list} {
+		if status, body, _ := e.tokenFor(t, id, credential.DeriveSecret(key, id)); status != http.StatusOK {
+			t.Fatalf("first connection of %s = %d %v", id, status, body)
+		}
+	}
+	if status, body := e.apiCall(t, "PUT", "/api/v1/devicetypes/"+e.typeID+"/enrollment_groups/eg_list/allowed_ids", "text/csv", "L-1\nL-2\n"); status != http.StatusOK {
+		t.Fatalf("allow-list = %d %v", status, body)
+	}
+	if err := e.admin.DeleteDevice(ctx, "TOT-1"); err != nil {
+		t.Fatal(err)
+	}
+	// The right secret beyond the limits: the contract's answers.
+	if status, body, _ := e.tokenFor(t, "TOT-2", credential.DeriveSecret(total, "TOT-2")); status != http.StatusForbidden || body["error"] != "enrollment_limit" {
+		t.Fatalf("right secret, group full = %d %v; want 403 enrollment_limit", status, body)
+	}
+	if status, body, h := e.tokenFor(t, "HR-2", credential.DeriveSecret(hour, "HR-2")); status != http.StatusTooManyRequests || body["error"] != "enrollment_limit" || h.Get("Retry-After") == "" {
+		t.Fatalf("right secret, hour full = %d %v; want 429 enrollment_limit with Retry-After", status, body)
+	}
+	other := []byte("0123456789abcdef0123456789abcdef")
+	for _, c := range []struct{ why, id, secret string }{
+		{"wrong secret, group full", "TOT-3", credential.DeriveSecret(other, "TOT-3")},
+		{"wrong secret, hour full", "HR-3", credential.DeriveSecret(other, "HR-3")},
+		{"garbage secret, group full", "TOT-4", "x"},
+		{"empty secret, hour full", "HR-4", ""},
+		{"another ID's secret, group full", "TOT-5", credential.DeriveSecret(total, "TOT-6")},
+		{"right secret, enrolled before, group full", "TOT-1", credential.DeriveSecret(total, "TOT-1")},
+		{"right secret, off the allow-list, group full", "L-3", credential.DeriveSecret(list, "L-3")},
+		{"wrong secret, on the allow-list, group full", "L-2", credential.DeriveSecret(other, "L-2")},
+	} {
+		status, body, h := e.tokenFor(t, c.id, c.secret)
+		if status != http.StatusUnauthorized || body["error"] != "invalid_client" || h.Get("Retry-After") != "" {
+			t.Errorf("%s = %d %v (Retry-After %q); want 401 invalid_client, which tells nothing of the group", c.why, status, body, h.Get("Retry-After"))
+		}
+	}
+}
+
+// TestAttack24SameIDInParallel: one new device ID connecting 50 times at once, spread over two
+// servers (so that neither server's turns serialize them): every connection gets in, and the
+// device is registered once: one device, one enrollments row, enrolled_count 1, the type's and
+// batch's counts 1, one device.enroll audit entry.
+func TestAttack24SameIDInParallel(t *testing.T) { forEachStore(t, testAttack24SameIDInParallel) }
+
+func testAttack24SameIDInParallel(t *testing.T, database string) {
+	e := newEnvWith(t, &env{db: database, configure: manyPending})
+	other := &env{db: e.db, dataDir: e.dataDir, clock: e.clock, account: e.account, key: e.key, typeID: e.typeID, configure: manyPending}
+	other.start(t)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_same", pattern: `^S-[0-9]+$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	ids := make([]string, 50)
+	for i := range ids {
+		ids[i] = "S-1"
+	}
+	statuses, bodies, _ := firstConnections(t, []*env{e, other}, key, ids)
+	for i, s := range statuses {
+		if s != http.StatusOK {
+			t.Errorf("connection %d = %d %v; want 200", i, s, bodies[i])
+		}
+	}
+	g, err := db.EnrollmentGroup(ctx, e.account, e.typeID, "eg_same")
+	if err != nil || g.EnrolledCount != 1 {
+		t.Errorf("enrolled_count = %d, %v; want 1", g.EnrolledCount, err)
+	}
+	dev, err := e.admin.Device(ctx, "S-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := e.admin.Batch(ctx, dev.BatchID); err != nil || b.DeviceCount != 1 {
+		t.Errorf("the batch's device_count = %d, %v; want 1", b.DeviceCount, err)
+	}
+	if dt, err := e.admin.DeviceType(ctx, e.typeID); err != nil || dt.DeviceCount != 6+1 {
+		t.Errorf("the type's device_count = %d, %v; want 7", dt.DeviceCount, err)
+	}
+	if entries := e.auditEntries(t, "device.enroll"); len(entries) != 1 {
+		t.Errorf("%d device.enroll audit entries; want 1", len(entries))
+	}
+	checkClean(t, db)
+}
+
+// TestAttack24ThrottledIDUsesNoLimit: an ID throttled by wrong secrets is refused before its
+// group is asked: the right secret then neither registers it nor uses up max_per_hour or
+// max_devices, and the group's failures count the wrong secrets only.
+func TestAttack24ThrottledIDUsesNoLimit(t *testing.T) { forEachStore(t, testAttack24ThrottledIDUsesNoLimit) }
+
+func testAttack24ThrottledIDUsesNoLimit(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_thr", pattern: `^TH-[0-9]+$`, maxDevices: 2, maxPerHour: 1, temporary: true})
+	for range registry.DeviceMaxFailures {
+		if status, _, _ := e.tokenFor(t, "TH-1", "wrong"); status != http.StatusUnauthorized {
+			t.Fatalf("wrong secret = %d; want 401", status)
+		}
+	}
+	for range 5 {
+		if status, body, _ := e.tokenFor(t, "TH-1", credential.DeriveSecret(key, "TH-1")); status != http.StatusTooManyRequests || body["error"] != "invalid_client" {
+			t.Fatalf("right secret of a throttled ID = %d %v; want 429 invalid_client", status, body)
+		}
+	}
+	if g, err := db.EnrollmentGroup(ctx, e.account, e.typeID, "eg_thr"); err != nil || g.EnrolledCount != 0 {
+		t.Errorf("enrolled_count = %d, %v; want 0", g.EnrolledCount, err)
+	}
+	if n, err := e.srv.Service.EnrollmentFailures(e.adminContext(), e.account, "eg_thr"); err != nil || n != registry.DeviceMaxFailures {
+		t.Errorf("the group's failures = %d, %v; want %d (the throttled attempts are not the group's)", n, err, registry.DeviceMaxFailures)
+	}
+	if status, body, _ := e.tokenFor(t, "TH-2", credential.DeriveSecret(key, "TH-2")); status != http.StatusOK {
+		t.Errorf("another ID within max_per_hour 1 = %d %v; want 200 (the throttled one used none of it)", status, body)
+	}
+	e.clock.Add(registry.DeviceFailureWindow + time.Hour)
+	if status, body, _ := e.tokenFor(t, "TH-1", credential.DeriveSecret(key, "TH-1")); status != http.StatusOK {
+		t.Errorf("the throttled ID once its window passed = %d %v; want 200", status, body)
+	}
+}
+
+// TestAttack24LeakedKeyAfterRotation: a leaked group key against devices that enrolled and
+// rotated to secrets of their own: after the grace the derived secret neither logs in nor
+// rotates, at the token endpoint or the broker; a device deleted since does not come back
+// through the group; a disabled enrolled device stays out; a device of another type whose ID
+// the pattern matches is never touched.
+func TestAttack24LeakedKeyAfterRotation(t *testing.T) { forEachStore(t, testAttack24LeakedKeyAfterRotation) }
+
+func testAttack24LeakedKeyAfterRotation(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_leak", pattern: `^(?:LK-[0-9]+|device[0-9])$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	derived := func(id string) string { return credential.DeriveSecret(key, id) }
+	own := map[string]string{}
+	for _, id := range []string{"LK-1", "LK-2", "LK-3"} {
+		status, body, _ := e.rotate(t, id, derived(id), "")
+		if status != http.StatusCreated {
+			t.Fatalf("rotation as first connection of %s = %d %v", id, status, body)
+		}
+		own[id] = body["secret"].(string)
+		if status, _, _ := e.tokenFor(t, id, own[id]); status != http.StatusOK {
+			t.Fatalf("%s with its own secret = %d", id, status)
+		}
+	}
+	// Within the grace, after the device used its own secret: a rotation with the derived one is refused.
+	e.clock.Add(time.Second)
+	if status, body, _ := e.rotate(t, "LK-1", derived("LK-1"), ""); status != http.StatusUnauthorized {
+		t.Errorf("rotation with the derived secret after the device used its own = %d %v; want 401", status, body)
+	}
+	if _, err := e.admin.SetDeviceStatus(ctx, "LK-2", devreg.StatusDisabled); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.DeleteDevice(ctx, "LK-3"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(devreg.DefaultRotationGraceSeconds*time.Second + time.Second)
+	for _, c := range []struct{ why, id string }{
+		{"rotated device after the grace", "LK-1"},
+		{"disabled enrolled device", "LK-2"},
+		{"deleted enrolled device", "LK-3"},
+		{"registered device the pattern matches", "device1"},
+	} {
+		if status, body, _ := e.tokenFor(t, c.id, derived(c.id)); status != http.StatusUnauthorized {
+			t.Errorf("token, %s, derived secret = %d %v; want 401", c.why, status, body)
+		}
+		if status, body, _ := e.rotate(t, c.id, derived(c.id), ""); status != http.StatusUnauthorized {
+			t.Errorf("rotation, %s, derived secret = %d %v; want 401", c.why, status, body)
+		}
+	}
+	if _, err := e.admin.Device(ctx, "LK-3"); !isNotFound(err) {
+		t.Errorf("the deleted device came back: %v", err)
+	}
+	if d, err := e.admin.Device(ctx, "device1"); err != nil || d.BatchID == "" || d.Status != devreg.StatusEnabled {
+		t.Errorf("device1: %+v, %v", d, err)
+	}
+	if d, _ := e.admin.Device(ctx, "LK-2"); d.Status != devreg.StatusDisabled {
+		t.Errorf("the disabled device: %+v; want it still disabled", d)
+	}
+	if status, _, _ := e.tokenFor(t, "LK-1", own["LK-1"]); status != http.StatusOK {
+		t.Errorf("LK-1's own secret = %d; want 200", status)
+	}
+	if status, _, _ := e.tokenFor(t, "device1", "secretfordevice1"); status != http.StatusOK {
+		t.Errorf("device1's own secret = %d; want 200", status)
+	}
+	if g, err := db.EnrollmentGroup(ctx, e.account, e.typeID, "eg_leak"); err != nil || g.EnrolledCount != 3 {
+		t.Errorf("enrolled_count = %d, %v; want 3", g.EnrolledCount, err)
+	}
+	checkClean(t, db)
+}
+
+// parallel runs fn n times at once.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() { <-start; fn(i) })
+	}
+	close(start)
+	wg.Wait()
+}
+
+var _ = fmt.Sprintf
