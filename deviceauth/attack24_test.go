@@ -1,16 +1,25 @@
 package deviceauth_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"devreg"
+	"devreg/client"
 	"devreg/credential"
 	"devreg/registry"
+	"devreg/server"
 )
 
 // The outside review of issue 24's first-connection path: each test is an attack that failed (or
@@ -113,7 +122,9 @@ func testAttack24SameIDInParallel(t *testing.T, database string) {
 // TestAttack24ThrottledIDUsesNoLimit: an ID throttled by wrong secrets is refused before its
 // group is asked: the right secret then neither registers it nor uses up max_per_hour or
 // max_devices, and the group's failures count the wrong secrets only.
-func TestAttack24ThrottledIDUsesNoLimit(t *testing.T) { forEachStore(t, testAttack24ThrottledIDUsesNoLimit) }
+func TestAttack24ThrottledIDUsesNoLimit(t *testing.T) {
+	forEachStore(t, testAttack24ThrottledIDUsesNoLimit)
+}
 
 func testAttack24ThrottledIDUsesNoLimit(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -150,7 +161,9 @@ func testAttack24ThrottledIDUsesNoLimit(t *testing.T, database string) {
 // rotates, at the token endpoint or the broker; a device deleted since does not come back
 // through the group; a disabled enrolled device stays out; a device of another type whose ID
 // the pattern matches is never touched.
-func TestAttack24LeakedKeyAfterRotation(t *testing.T) { forEachStore(t, testAttack24LeakedKeyAfterRotation) }
+func TestAttack24LeakedKeyAfterRotation(t *testing.T) {
+	forEachStore(t, testAttack24LeakedKeyAfterRotation)
+}
 
 func testAttack24LeakedKeyAfterRotation(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -226,4 +239,294 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-var _ = fmt.Sprintf
+
+// syncBuffer is a log sink the server's goroutines share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestAttack24NoSecretInLogsAuditOrErrors: a server logging at DEBUG through the whole
+// first-connection path (groups made through the API, enrolment, wrong secrets, limits, an
+// allow-list, reenroll, key rotation, rotation by the device): neither a group key nor a derived
+// secret, in any of their encodings, appears in its log, its audit log or any answer but the
+// one that creates it.
+func TestAttack24NoSecretInLogsAuditOrErrors(t *testing.T) {
+	forEachStore(t, testAttack24NoSecretInLogsAuditOrErrors)
+}
+
+func testAttack24NoSecretInLogsAuditOrErrors(t *testing.T, database string) {
+	logs := &syncBuffer{}
+	e := newEnvWith(t, &env{db: database, configure: func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	groups := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups"
+	var answers strings.Builder
+	call := func(method, path, ctype, body string) map[string]any {
+		status, out := e.apiCall(t, method, path, ctype, body)
+		fmt.Fprintf(&answers, "%s %s = %d %v\n", method, path, status, out)
+		return out
+	}
+	created := call("POST", groups, "application/json", `{"name": "Line", "id_pattern": "^SEC-[0-9]+$", "max_devices": 3, "max_per_hour": 2}`)
+	gid, _ := created["id"].(string)
+	groupKey, _ := created["group_key"].(string)
+	raw, err := credential.ParseGroupKey(groupKey)
+	if err != nil {
+		t.Fatalf("create group: %v (%v)", created, err)
+	}
+	answers.Reset() // the creation's answer is the one place the key may be
+	var secrets []string
+	login := func(id, secret string) {
+		status, body, _ := e.tokenFor(t, id, secret)
+		fmt.Fprintf(&answers, "token %s = %d %v\n", id, status, body)
+	}
+	for _, id := range []string{"SEC-1", "SEC-2", "SEC-3", "SEC-4"} { // the third is beyond max_per_hour
+		secrets = append(secrets, credential.DeriveSecret(raw, id))
+		login(id, credential.DeriveSecret(raw, id))
+		login(id, credential.DeriveSecret(raw, id)+"x")
+	}
+	status, body, _ := e.rotate(t, "SEC-1", credential.DeriveSecret(raw, "SEC-1"), "")
+	fmt.Fprintf(&answers, "rotate = %d %v\n", status, body)
+	call("PUT", groups+"/"+gid+"/allowed_ids", "text/csv", "SEC-1\nSEC-9\n")
+	login("SEC-8", credential.DeriveSecret(raw, "SEC-8"))
+	if err := e.admin.DeleteDevice(context.Background(), "SEC-2"); err != nil {
+		t.Fatal(err)
+	}
+	login("SEC-2", credential.DeriveSecret(raw, "SEC-2"))
+	call("POST", groups+"/"+gid+"/reenroll", "application/json", `{"device_ids": ["SEC-2"]}`)
+	_, rotated := e.apiCall(t, "POST", groups+"/"+gid+"/keys", "application/json", `{"old_keys_not_after": "2000-01-01T00:00:00Z"}`)
+	newKey, _ := rotated["group_key"].(string) // shown once: this answer is the one place it may be
+	if newKey == "" {
+		t.Fatalf("key rotation: %v", rotated)
+	}
+	delete(rotated, "group_key")
+	fmt.Fprintf(&answers, "rotate key = %v\n", rotated)
+	login("SEC-9", credential.DeriveSecret(raw, "SEC-9")) // the ended key
+	call("PATCH", groups+"/"+gid, "application/json", `{"status": "disabled"}`)
+	call("GET", groups+"/"+gid, "", "")
+	call("GET", groups, "", "")
+	call("DELETE", groups+"/"+gid, "", "")
+	req, _ := http.NewRequest("GET", e.url+"/api/v1/audit?limit=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(audit, []byte("device.enroll")) {
+		t.Fatalf("the audit log holds no enrolment: %s", audit)
+	}
+	var needles []string
+	for _, k := range []string{groupKey, newKey} {
+		b, _ := base64.StdEncoding.DecodeString(k)
+		needles = append(needles, k, url.QueryEscape(k), base64.RawURLEncoding.EncodeToString(b), hex.EncodeToString(b), strings.TrimRight(k, "="))
+	}
+	for _, s := range secrets {
+		needles = append(needles, s, url.QueryEscape(s), strings.TrimRight(s, "="))
+	}
+	for where, text := range map[string]string{"the log": logs.String(), "the audit log": string(audit), "the answers": answers.String()} {
+		for _, n := range needles {
+			if n != "" && strings.Contains(text, n) {
+				t.Errorf("%s holds a secret or group key (%.8s…)", where, n)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "enrollment refused") {
+		t.Errorf("the log holds no refused enrolment: the test logged nothing to search")
+	}
+}
+
+// TestAttack24RacesWithAdministration: first connections racing the administrator. Once a
+// group's disabling, its key's ending or a device's deletion has been answered, no first
+// connection gets in through it; first connections racing registrations and deletions of the
+// same IDs, and reenroll, leave every count consistent (devreg check clean), and the group's
+// enrolled_count equals the devices it registered.
+func TestAttack24RacesWithAdministration(t *testing.T) {
+	forEachStore(t, testAttack24RacesWithAdministration)
+}
+
+func testAttack24RacesWithAdministration(t *testing.T, database string) {
+	e := newEnvWith(t, &env{db: database, configure: manyPending})
+	other := &env{db: e.db, dataDir: e.dataDir, clock: e.clock, account: e.account, key: e.key, typeID: e.typeID, configure: manyPending}
+	other.start(t)
+	servers := []*env{e, other}
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	groups := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups"
+	enrolled := 0
+	count := func(statuses []int) {
+		for _, s := range statuses {
+			if s == http.StatusOK {
+				enrolled++
+			}
+		}
+	}
+
+	// Disabling, while 80 first connections run.
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_race", pattern: `^RC-[0-9]+$`, maxDevices: 10000, maxPerHour: 10000, temporary: true})
+	ids := make([]string, 80)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("RC-%d", i)
+	}
+	var statuses []int
+	parallel(2, func(i int) {
+		if i == 0 {
+			statuses, _, _ = firstConnections(t, servers, key, ids)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		if status, body := e.apiCall(t, "PATCH", groups+"/eg_race", "application/json", `{"status": "disabled"}`); status != http.StatusOK {
+			t.Errorf("disable = %d %v", status, body)
+		}
+	})
+	count(statuses)
+	for i, s := range statuses {
+		if s != http.StatusOK && s != http.StatusUnauthorized {
+			t.Errorf("%s racing the disabling = %d; want 200 or 401", ids[i], s)
+		}
+	}
+	later := make([]string, 20)
+	for i := range later {
+		later[i] = fmt.Sprintf("RC-%d", 1000+i)
+	}
+	statuses, _, _ = firstConnections(t, servers, key, later)
+	for i, s := range statuses {
+		if s != http.StatusUnauthorized {
+			t.Errorf("%s after the group was disabled = %d; want 401", later[i], s)
+		}
+	}
+	if status, body := e.apiCall(t, "PATCH", groups+"/eg_race", "application/json", `{"status": "enabled"}`); status != http.StatusOK {
+		t.Fatalf("enable = %d %v", status, body)
+	}
+
+	// The key's end, while 60 first connections with it run.
+	ids = ids[:0]
+	for i := range 60 {
+		ids = append(ids, fmt.Sprintf("RC-%d", 2000+i))
+	}
+	past := e.clock.Now().Add(-time.Second).Format(time.RFC3339)
+	var newKey []byte
+	parallel(2, func(i int) {
+		if i == 0 {
+			statuses, _, _ = firstConnections(t, servers, key, ids)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		status, body := e.apiCall(t, "POST", groups+"/eg_race/keys", "application/json", `{"old_keys_not_after": "`+past+`"}`)
+		if status != http.StatusCreated {
+			t.Errorf("key rotation = %d %v", status, body)
+			return
+		}
+		newKey, _ = credential.ParseGroupKey(body["group_key"].(string))
+	})
+	count(statuses)
+	later = later[:0]
+	for i := range 20 {
+		later = append(later, fmt.Sprintf("RC-%d", 3000+i))
+	}
+	statuses, _, _ = firstConnections(t, servers, key, later)
+	for i, s := range statuses {
+		if s != http.StatusUnauthorized {
+			t.Errorf("%s with a key ended = %d; want 401", later[i], s)
+		}
+	}
+	statuses, _, _ = firstConnections(t, servers, newKey, later)
+	count(statuses)
+	for i, s := range statuses {
+		if s != http.StatusOK {
+			t.Errorf("%s with the new key = %d; want 200", later[i], s)
+		}
+	}
+
+	// Registrations and first connections of the same IDs at once: one device each, whichever
+	// comes first; the first connection with the derived secret gets in only if it registered
+	// the device.
+	for i := range 30 {
+		id := fmt.Sprintf("RC-%d", 4000+i)
+		var regErr error
+		var status int
+		parallel(2, func(j int) {
+			if j == 0 {
+				_, regErr = e.admin.RegisterCSV(ctx, e.typeID, strings.NewReader(id+", registered-secret-"+id), client.RegisterOptions{})
+				return
+			}
+			status, _, _ = servers[i%2].tokenFor(t, id, credential.DeriveSecret(newKey, id))
+		})
+		if _, err := e.admin.Device(ctx, id); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		switch {
+		case regErr == nil && status == http.StatusOK:
+			t.Errorf("%s: both the registration and the first connection succeeded", id)
+		case regErr != nil && status != http.StatusOK:
+			t.Errorf("%s: neither succeeded: %v, %d", id, regErr, status)
+		}
+		if status == http.StatusOK {
+			enrolled++
+		}
+	}
+
+	// Deleting an enrolled device while it connects again and again: once deleted, it stays so.
+	for i := range 10 {
+		id := fmt.Sprintf("RC-%d", 3000+i)
+		parallel(6, func(j int) {
+			if j == 0 {
+				if err := e.admin.DeleteDevice(ctx, id); err != nil {
+					t.Errorf("delete %s: %v", id, err)
+				}
+				return
+			}
+			servers[j%2].tokenFor(t, id, credential.DeriveSecret(newKey, id))
+		})
+		if status, _, _ := e.tokenFor(t, id, credential.DeriveSecret(newKey, id)); status != http.StatusUnauthorized {
+			t.Errorf("%s after its deletion = %d; want 401 (it enrolled once)", id, status)
+		}
+		if _, err := e.admin.Device(ctx, id); !isNotFound(err) {
+			t.Errorf("%s came back after its deletion: %v", id, err)
+		}
+	}
+
+	// Reenroll racing the first connection it allows.
+	for i := range 10 {
+		id := fmt.Sprintf("RC-%d", 3000+i)
+		var status int
+		parallel(2, func(j int) {
+			if j == 0 {
+				if s, body := e.apiCall(t, "POST", groups+"/eg_race/reenroll", "application/json", `{"device_ids": ["`+id+`"]}`); s != http.StatusOK {
+					t.Errorf("reenroll = %d %v", s, body)
+				}
+				return
+			}
+			status, _, _ = servers[i%2].tokenFor(t, id, credential.DeriveSecret(newKey, id))
+		})
+		if status == http.StatusOK {
+			enrolled++
+		} else if status, _, _ = e.tokenFor(t, id, credential.DeriveSecret(newKey, id)); status != http.StatusOK {
+			t.Errorf("%s after reenroll = %d; want 200", id, status)
+		} else {
+			enrolled++
+		}
+	}
+
+	g, err := db.EnrollmentGroup(ctx, e.account, e.typeID, "eg_race")
+	if err != nil || g.EnrolledCount != int64(enrolled) {
+		t.Errorf("enrolled_count = %d, %v; want %d, the first connections answered 200", g.EnrolledCount, err, enrolled)
+	}
+	if entries := e.auditEntries(t, "device.enroll"); len(entries) != enrolled {
+		t.Errorf("%d device.enroll audit entries; want %d", len(entries), enrolled)
+	}
+	checkClean(t, db)
+}

@@ -218,6 +218,22 @@ type enrollBatch struct {
 // has an allow-list, which of ids are on it.
 func (s *DB) readEnrollGroup(ctx context.Context, tx handle, accountID, groupID string, ids []string) (*enrollGroup, error) {
 	g := &enrollGroup{keys: map[string]*time.Time{}, batches: map[time.Time]*enrollBatch{}}
+	// The group's device type's row first, then the group's: the order in which a change of the
+	// group (UpdateEnrollmentGroup) locks them. Locking both at once, in the join below, took them
+	// in the planner's order, and a PATCH of the group in between deadlocked with it.
+	if s.pg {
+		var typeID string
+		err := tx.QueryRowContext(ctx, `SELECT t.id FROM device_types t WHERE t.account_id = ?
+			AND t.id = (SELECT g.device_type_id FROM enrollment_groups g WHERE g.id = ? AND g.account_id = ?)`+s.lockRows(),
+			accountID, groupID, accountID).Scan(&typeID)
+		if errors.Is(err, sql.ErrNoRows) {
+			g.gone = true
+			return g, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	var status string
 	var notBefore, notAfter sql.NullInt64
 	var graceSeconds int64
