@@ -239,7 +239,6 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-
 // syncBuffer is a log sink the server's goroutines share.
 type syncBuffer struct {
 	mu sync.Mutex
