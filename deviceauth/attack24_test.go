@@ -529,3 +529,128 @@ func testAttack24RacesWithAdministration(t *testing.T, database string) {
 	}
 	checkClean(t, db)
 }
+
+// TestAttack24SlowAllowListHoldsNothing: an allow-list trickled in slowly holds no transaction
+// or lock while it arrives: first connections through the same group, registrations and another
+// group's allow-list go on meanwhile, and the old list decides until the new one has arrived
+// whole; a body cut off midway changes nothing.
+func TestAttack24SlowAllowListHoldsNothing(t *testing.T) {
+	forEachStore(t, testAttack24SlowAllowListHoldsNothing)
+}
+
+func testAttack24SlowAllowListHoldsNothing(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_slow", pattern: `^SL-[0-9]+$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	e.newGroup(t, db, keys, groupSpec{id: "eg_other", pattern: `^OT-[0-9]+$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	path := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups/"
+	if status, body := e.apiCall(t, "PUT", path+"eg_slow/allowed_ids", "text/csv", "SL-1\nSL-2\nSL-3\n"); status != http.StatusOK {
+		t.Fatalf("allow-list = %d %v", status, body)
+	}
+	for _, cut := range []bool{true, false} {
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("PUT", e.url+path+"eg_slow/allowed_ids", pr)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		req.Header.Set("Content-Type", "text/csv")
+		done := make(chan int, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- 0
+				return
+			}
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+		fmt.Fprint(pw, "SL-2\nSL-4\nSL-")
+		time.Sleep(100 * time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		id := "SL-1"
+		if !cut {
+			id = "SL-3"
+		}
+		if status, body, _ := e.tokenFor(t, id, credential.DeriveSecret(key, id)); status != http.StatusOK {
+			t.Errorf("an ID of the old list while the new one trickles in = %d %v; want 200", status, body)
+		}
+		if status, _, _ := e.tokenFor(t, "SL-4", credential.DeriveSecret(key, "SL-4")); status != http.StatusUnauthorized {
+			t.Errorf("an ID of the list still arriving = %d; want 401", status)
+		}
+		if _, err := e.admin.RegisterCSV(ctx, e.typeID, strings.NewReader(fmt.Sprintf("reg-%v, secret-of-a-registered-device", cut)), client.RegisterOptions{}); err != nil {
+			t.Errorf("a registration while an allow-list trickles in: %v", err)
+		}
+		if status, body := e.apiCall(t, "PUT", path+"eg_other/allowed_ids", "text/csv", "OT-1\n"); status != http.StatusOK {
+			t.Errorf("another group's allow-list meanwhile = %d %v", status, body)
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the work beside a trickling allow-list took over 5 s: something waited for it")
+		}
+		if cut {
+			pw.CloseWithError(io.ErrUnexpectedEOF)
+			<-done
+			continue
+		}
+		fmt.Fprint(pw, "5\n")
+		pw.Close()
+		if status := <-done; status != http.StatusOK {
+			t.Fatalf("the trickled allow-list = %d", status)
+		}
+	}
+	for id, want := range map[string]int{"SL-2": http.StatusOK, "SL-5": http.StatusOK, "SL-6": http.StatusUnauthorized} {
+		if status, body, _ := e.tokenFor(t, id, credential.DeriveSecret(key, id)); status != want {
+			t.Errorf("%s after the new list = %d %v; want %d", id, status, body, want)
+		}
+	}
+	checkClean(t, db)
+}
+
+// TestAttack24ClientEncodesDerivedSecret: derived secrets hold +, / and =; the Go client (what
+// devreg device connect --rotate uses) form-urlencodes them in HTTP Basic, so a rotation as the
+// first connection enrols the device; the same secret sent raw, as some DPS firmware would, is a
+// wrong secret (a + is a space in form encoding) and enrols nothing.
+func TestAttack24ClientEncodesDerivedSecret(t *testing.T) {
+	forEachStore(t, testAttack24ClientEncodesDerivedSecret)
+}
+
+func testAttack24ClientEncodesDerivedSecret(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_enc", pattern: `^EN-[0-9]+$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	id := ""
+	for i := range 1000 {
+		candidate := fmt.Sprintf("EN-%d", i)
+		if s := credential.DeriveSecret(key, candidate); strings.Contains(s, "+") && strings.Contains(s, "/") {
+			id = candidate
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no ID of 1000 derives a secret with both + and /")
+	}
+	secret := credential.DeriveSecret(key, id)
+	req, _ := http.NewRequest("POST", e.url+"/device/v1/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "account_id": {e.account}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(id, secret) // raw
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the derived secret sent raw in Basic = %d; want 401", resp.StatusCode)
+	}
+	if _, err := e.admin.Device(ctx, id); !isNotFound(err) {
+		t.Fatalf("a raw secret enrolled the device: %v", err)
+	}
+	rot, err := client.RotateCredential(ctx, http.DefaultClient, e.url, e.account, id, secret)
+	if err != nil || rot.Secret == "" {
+		t.Fatalf("rotation as the first connection through the client: %+v, %v", rot, err)
+	}
+	if _, err := client.DeviceToken(ctx, http.DefaultClient, e.url, e.account, id, rot.Secret, ""); err != nil {
+		t.Errorf("a token with the rotated secret: %v", err)
+	}
+	if _, err := client.DeviceToken(ctx, http.DefaultClient, e.url, e.account, id, secret, ""); err != nil {
+		t.Errorf("a token with the derived secret within the grace: %v", err)
+	}
+}
