@@ -654,3 +654,36 @@ func testAttack24ClientEncodesDerivedSecret(t *testing.T, database string) {
 		t.Errorf("a token with the derived secret within the grace: %v", err)
 	}
 }
+
+// TestAttack24DeletedRegisteredDeviceStaysOut: a device registered by upload (its ID matches a
+// group's pattern) that an administrator deleted, say because it was stolen, does not come back
+// through the group at the next connection of whoever holds the group key (issue 24: "a device
+// that was deleted does not come back through the group unless an admin re-allows it").
+func TestAttack24DeletedRegisteredDeviceStaysOut(t *testing.T) {
+	forEachStore(t, testAttack24DeletedRegisteredDeviceStaysOut)
+}
+
+func testAttack24DeletedRegisteredDeviceStaysOut(t *testing.T, database string) {
+	e := newEnv(t, database)
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_del", pattern: `^device[0-9]$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	if err := e.admin.DeleteDevice(ctx, "device3"); err != nil {
+		t.Fatal(err)
+	}
+	if status, body, _ := e.tokenFor(t, "device3", credential.DeriveSecret(key, "device3")); status != http.StatusUnauthorized {
+		t.Errorf("a deleted registered device through the group = %d %v; want 401", status, body)
+	}
+	if _, err := e.admin.Device(ctx, "device3"); !isNotFound(err) {
+		t.Errorf("the deleted device came back through the group: %v", err)
+	}
+	// An administrator who wants it back through the group re-allows it.
+	path := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups/eg_del/reenroll"
+	if status, body := e.apiCall(t, "POST", path, "application/json", `{"device_ids": ["device3", "device4"]}`); status != http.StatusOK || body["reenrolled"] != 1.0 {
+		t.Fatalf("reenroll = %d %v; want 200 {\"reenrolled\": 1} (device4 was never deleted)", status, body)
+	}
+	if status, body, _ := e.tokenFor(t, "device3", credential.DeriveSecret(key, "device3")); status != http.StatusOK {
+		t.Errorf("the re-allowed device through the group = %d %v; want 200", status, body)
+	}
+	checkClean(t, db)
+}

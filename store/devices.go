@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"time"
 
 	"devreg"
 )
@@ -179,6 +180,15 @@ func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error
 			return notFound(err, "no device %s", deviceID)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE account_num = `+accountNum+` AND device_id = ?`, accountID, deviceID); err != nil {
+			return err
+		}
+		// A deleted device does not come back through an enrollment group at the next
+		// connection of whoever holds the group's key (it may have been deleted because it was
+		// stolen), until an administrator re-allows it: the ID is recorded as enrolled, by no
+		// group (""), which any group's reenroll re-allows. One that enrolled keeps its group's
+		// row.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at)
+			VALUES (`+accountNum+`, ?, '', ?) ON CONFLICT (account_num, device_id) DO NOTHING`, accountID, deviceID, time.Now().UnixMicro()); err != nil {
 			return err
 		}
 		connected := 0
