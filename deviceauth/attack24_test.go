@@ -687,3 +687,63 @@ func testAttack24DeletedRegisteredDeviceStaysOut(t *testing.T, database string) 
 	}
 	checkClean(t, db)
 }
+
+// TestAttack24GroupDeletedMidFlood: a group deleted while 80 first connections through it run
+// (over two servers): each is answered 200 or 401, never an error; none gets in once the
+// deletion was answered; the devices it registered stay, counted, and the record of their
+// enrolment stays (devreg check clean).
+func TestAttack24GroupDeletedMidFlood(t *testing.T) { forEachStore(t, testAttack24GroupDeletedMidFlood) }
+
+func testAttack24GroupDeletedMidFlood(t *testing.T, database string) {
+	e := newEnvWith(t, &env{db: database, configure: manyPending})
+	other := &env{db: e.db, dataDir: e.dataDir, clock: e.clock, account: e.account, key: e.key, typeID: e.typeID, configure: manyPending}
+	other.start(t)
+	servers := []*env{e, other}
+	ctx := context.Background()
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_gone", pattern: `^GN-[0-9]+$`, maxDevices: 10000, maxPerHour: 10000, temporary: true})
+	ids := make([]string, 80)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("GN-%d", i)
+	}
+	var statuses []int
+	parallel(2, func(i int) {
+		if i == 0 {
+			statuses, _, _ = firstConnections(t, servers, key, ids)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		if status, body := e.apiCall(t, "DELETE", "/api/v1/devicetypes/"+e.typeID+"/enrollment_groups/eg_gone", "", ""); status != http.StatusNoContent {
+			t.Errorf("delete = %d %v", status, body)
+		}
+	})
+	enrolled := 0
+	for i, s := range statuses {
+		switch s {
+		case http.StatusOK:
+			enrolled++
+			if _, err := e.admin.Device(ctx, ids[i]); err != nil {
+				t.Errorf("%s answered 200 but is not registered: %v", ids[i], err)
+			}
+		case http.StatusUnauthorized:
+			if _, err := e.admin.Device(ctx, ids[i]); !isNotFound(err) {
+				t.Errorf("%s answered 401 but is registered: %v", ids[i], err)
+			}
+		default:
+			t.Errorf("%s racing the group's deletion = %d; want 200 or 401", ids[i], s)
+		}
+	}
+	statuses, _, _ = firstConnections(t, servers, key, []string{"GN-1000", "GN-1001"})
+	for _, s := range statuses {
+		if s != http.StatusUnauthorized {
+			t.Errorf("after the group's deletion = %d; want 401", s)
+		}
+	}
+	if entries := e.auditEntries(t, "device.enroll"); len(entries) != enrolled {
+		t.Errorf("%d device.enroll audit entries; want %d", len(entries), enrolled)
+	}
+	if dt, err := e.admin.DeviceType(ctx, e.typeID); err != nil || dt.DeviceCount != int64(6+enrolled) {
+		t.Errorf("the type's device_count = %d, %v; want %d", dt.DeviceCount, err, 6+enrolled)
+	}
+	checkClean(t, db)
+}
