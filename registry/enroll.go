@@ -375,7 +375,7 @@ type enrollRequest struct {
 // to maxEnrollBatch; else it waits to be written by the leader, or to become the next leader.
 // Each answer comes only once its transaction has ended, and its own client's leaving does not
 // end the transaction that writes others too.
-func (s *Service) enrollTogether(ctx context.Context, e devreg.Enrollment) (devreg.EnrollResult, error) {
+func (s *Service) enrollTogether(ctx context.Context, e devreg.Enrollment) (res devreg.EnrollResult, resErr error) {
 	q := &s.enrolls
 	r := &enrollRequest{e: e, wake: make(chan struct{})}
 	q.mu.Lock()
@@ -402,23 +402,33 @@ func (s *Service) enrollTogether(ctx context.Context, e devreg.Enrollment) (devr
 	for i, b := range batch {
 		es[i] = b.e
 	}
-	results, err := s.store.Enroll(context.WithoutCancel(ctx), es)
-	for i, b := range batch {
-		if err == nil {
-			b.res = results[i]
+	// Whatever becomes of the write, even a panic, the batch is answered and the lead passed on:
+	// a leader that left without would leave the account's first connections waiting forever.
+	var results []devreg.EnrollResult
+	err := errEnrollAborted
+	defer func() {
+		for i, b := range batch {
+			if err == nil {
+				b.res = results[i]
+			}
+			b.err, b.done = err, true
+			if b != r {
+				close(b.wake)
+			}
 		}
-		b.err, b.done = err, true
-		if b != r {
-			close(b.wake)
+		// Pass the lead on to the first that waits, if any.
+		q.mu.Lock()
+		if next := q.waiting[e.AccountID]; len(next) > 0 {
+			close(next[0].wake)
+		} else {
+			delete(q.waiting, e.AccountID)
 		}
-	}
-	// Pass the lead on to the first that waits, if any.
-	q.mu.Lock()
-	if next := q.waiting[e.AccountID]; len(next) > 0 {
-		close(next[0].wake)
-	} else {
-		delete(q.waiting, e.AccountID)
-	}
-	q.mu.Unlock()
-	return r.res, r.err
+		q.mu.Unlock()
+		res, resErr = r.res, r.err
+	}()
+	results, err = s.store.Enroll(context.WithoutCancel(ctx), es)
+	return // the deferred function answers
 }
+
+// errEnrollAborted answers the first connections of a batch whose write ended in a panic.
+var errEnrollAborted = errors.New("enrollment: the transaction writing it was aborted")

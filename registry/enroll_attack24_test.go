@@ -1,0 +1,81 @@
+package registry_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+	"devreg/registry"
+	"devreg/store"
+)
+
+// panickyStore is a store whose first connections' transaction panics while panics is set.
+type panickyStore struct {
+	*store.DB
+	panics atomic.Bool
+}
+
+func (p *panickyStore) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error) {
+	if p.panics.Load() {
+		panic("the store broke")
+	}
+	return p.DB.Enroll(ctx, es)
+}
+
+// TestAttack24EnrollPanicFreesTheQueue: a first connection whose transaction panics does not
+// leave the account's first connections waiting forever behind it: the next ones enrol.
+func TestAttack24EnrollPanicFreesTheQueue(t *testing.T) {
+	onBothDatabases(t, func(t *testing.T, url string) {
+		_, db, _, _ := openService(t, url)
+		keys, err := credential.LoadOrCreateKeyring(t.TempDir() + "/secret.keys")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := &panickyStore{DB: db}
+		svc := registry.New(ps, keys)
+		ctx := context.Background()
+		a, _, err := svc.NewAccount(ctx, "Maker P", "owner@p.example", "password-p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
+		dt, err := svc.CreateDeviceType(admin, devreg.DeviceType{Name: "Panicky"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := svc.CreateEnrollmentGroup(admin, dt.ID, devreg.NewEnrollmentGroup{Name: "line", IDPattern: `^P-[0-9]+$`, MaxDevices: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := credential.ParseGroupKey(g.GroupKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps.panics.Store(true)
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("the store's panic did not reach the first connection")
+				}
+			}()
+			svc.AuthenticateDevice(ctx, a.ID, "P-1", credential.DeriveSecret(key, "P-1"))
+		}()
+		ps.panics.Store(false)
+		done := make(chan error, 1)
+		go func() {
+			_, err := svc.AuthenticateDevice(ctx, a.ID, "P-2", credential.DeriveSecret(key, "P-2"))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("the next first connection: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the next first connection waits forever behind the one that panicked")
+		}
+	})
+}
