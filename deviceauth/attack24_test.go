@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -746,4 +747,91 @@ func testAttack24GroupDeletedMidFlood(t *testing.T, database string) {
 		t.Errorf("the type's device_count = %d, %v; want %d", dt.DeviceCount, err, 6+enrolled)
 	}
 	checkClean(t, db)
+}
+
+// TestAttack24AllowListAbuse: odd allow-list bodies get clear answers and change nothing: a
+// 64 MiB field without a separator, IDs off the pattern among many good ones (each reported, the
+// list left as it was), a million repeats of one ID (one ID listed), and a wrong media type with a
+// large body (refused without reading it).
+func TestAttack24AllowListAbuse(t *testing.T) { forEachStore(t, testAttack24AllowListAbuse) }
+
+func testAttack24AllowListAbuse(t *testing.T, database string) {
+	e := newEnv(t, database)
+	db, keys := e.enrollDB(t)
+	key := e.newGroup(t, db, keys, groupSpec{id: "eg_ab", pattern: `^AB-[0-9]+$`, maxDevices: 100, maxPerHour: 100, temporary: true})
+	path := "/api/v1/devicetypes/" + e.typeID + "/enrollment_groups/eg_ab/allowed_ids"
+	if status, body := e.apiCall(t, "PUT", path, "text/csv", "AB-1\n"); status != http.StatusOK || body["allowed"] != 1.0 {
+		t.Fatalf("allow-list = %d %v", status, body)
+	}
+	put := func(ctype string, body io.Reader) (int, map[string]any) {
+		req, _ := http.NewRequest("PUT", e.url+path, body)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	huge := io.MultiReader(strings.NewReader("AB-2\n"), io.LimitReader(repeatReader('7'), 64<<20), strings.NewReader("\nAB-3\n"))
+	if status, body := put("text/csv", huge); status != http.StatusUnprocessableEntity {
+		t.Errorf("a 64 MiB field = %d %.300v; want 422", status, body)
+	} else if p, _ := body["problems"].([]any); len(p) != 1 || len(fmt.Sprint(p)) > 4096 {
+		t.Errorf("a 64 MiB field's problems: %.300v; want one, short", p)
+	}
+	var b strings.Builder
+	for i := range 5000 {
+		if i%1000 == 7 {
+			fmt.Fprintf(&b, "XX-%d\n", i)
+			continue
+		}
+		fmt.Fprintf(&b, "AB-%d\n", i)
+	}
+	if status, body := put("text/csv", strings.NewReader(b.String())); status != http.StatusUnprocessableEntity || body["problem_count"] != 5.0 {
+		t.Errorf("five IDs off the pattern among 5000 = %d %.300v; want 422 naming five", status, body)
+	}
+	if status, body := put("text/csv", io.MultiReader(io.LimitReader(&cycleReader{s: "AB-9\n"}, 5_000_000), strings.NewReader("AB-1\n"))); status != http.StatusOK || body["allowed"] != 2.0 {
+		t.Errorf("a million repeats of one ID = %d %.300v; want 200 {\"allowed\": 2}", status, body)
+	}
+	start := time.Now()
+	if status, body := put("application/octet-stream", io.LimitReader(repeatReader('x'), 1<<30)); status != http.StatusUnsupportedMediaType {
+		t.Errorf("a wrong media type = %d %.300v; want 415", status, body)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("a wrong media type took %v: the body was read", d)
+	}
+	for id, want := range map[string]int{"AB-9": http.StatusOK, "AB-2": http.StatusUnauthorized, "AB-1": http.StatusOK} {
+		if status, body, _ := e.tokenFor(t, id, credential.DeriveSecret(key, id)); status != want {
+			t.Errorf("%s = %d %v; want %d", id, status, body, want)
+		}
+	}
+}
+
+// repeatReader yields c forever.
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
+
+// cycleReader yields s again and again.
+type cycleReader struct {
+	s   string
+	off int
+}
+
+func (r *cycleReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], r.s[r.off:])
+		n += c
+		r.off = (r.off + c) % len(r.s)
+	}
+	return n, nil
 }
