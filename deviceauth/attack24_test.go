@@ -693,7 +693,9 @@ func testAttack24DeletedRegisteredDeviceStaysOut(t *testing.T, database string) 
 // (over two servers): each is answered 200 or 401, never an error; none gets in once the
 // deletion was answered; the devices it registered stay, counted, and the record of their
 // enrolment stays (devreg check clean).
-func TestAttack24GroupDeletedMidFlood(t *testing.T) { forEachStore(t, testAttack24GroupDeletedMidFlood) }
+func TestAttack24GroupDeletedMidFlood(t *testing.T) {
+	forEachStore(t, testAttack24GroupDeletedMidFlood)
+}
 
 func testAttack24GroupDeletedMidFlood(t *testing.T, database string) {
 	e := newEnvWith(t, &env{db: database, configure: manyPending})
