@@ -454,3 +454,21 @@ func testAttack24GroupInputLimits(t *testing.T, database string) {
 		t.Errorf("%d groups stored; want the %d answered 201", len(list.Groups), created)
 	}
 }
+
+// TestNewAPIKeyAnswerIsNotStored: the answer with a new API key, its only copy, says
+// Cache-Control: no-store, as the answers with a group key or a generated secret do; a key
+// listing, which holds no key, is answered as any other.
+func TestNewAPIKeyAnswerIsNotStored(t *testing.T) {
+	e := newEnv(t, "", 0)
+	hr, _ := http.NewRequest("POST", e.url+"/api/v1/apikeys", strings.NewReader(`{"name": "station", "scope": "register"}`))
+	hr.Header.Set("Authorization", "Bearer "+e.admin)
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := e.http.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("create API key = %d with Cache-Control %q; want 201 with no-store", resp.StatusCode, resp.Header.Get("Cache-Control"))
+	}
+}

@@ -207,6 +207,7 @@ func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	w.Header().Set("Cache-Control", "no-store") // the only copy of the key
 	return writeJSON(w, http.StatusCreated, k)
 }
 
