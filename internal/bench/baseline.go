@@ -40,10 +40,15 @@ type imported struct {
 // the log into the database, which devreg leaves to a background checkpoint and the shell does on
 // closing the database.
 func importSmallest(dir string, paths []string) (imported, error) {
+	return importInto(dir, smallestSQLite, paths)
+}
+
+// importInto is importSmallest into the table (devices) that schema makes.
+func importInto(dir, schema string, paths []string) (imported, error) {
 	db := filepath.Join(dir, "baseline.db")
 	defer removeDB(db)
 	var script strings.Builder
-	script.WriteString(smallestSQLite)
+	script.WriteString(schema)
 	rows := 0
 	for _, p := range paths {
 		script.WriteString(mark + ".import --csv " + p + " devices\n")

@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -46,10 +44,7 @@ type certBaseline struct {
 // certificateBaselineSQLite times the sqlite3 shell's .import of the rows; the hashes are hex
 // text, as the shell imports no blobs.
 func certificateBaselineSQLite(dir string, n, runs int) (certBaseline, error) {
-	db := filepath.Join(dir, "cert-baseline.db")
-	defer removeDB(db)
-	var script strings.Builder
-	script.WriteString(smallestCertificatesSQLite)
+	var paths []string
 	for run := range runs {
 		for _, cert := range []int{0, 1} {
 			path := filepath.Join(dir, fmt.Sprintf("cert-baseline-%d-%d.csv", run, cert))
@@ -57,33 +52,17 @@ func certificateBaselineSQLite(dir string, n, runs int) (certBaseline, error) {
 				return certBaseline{}, err
 			}
 			defer os.Remove(path)
-			script.WriteString(mark + ".import --csv " + path + " devices\n")
+			paths = append(paths, path)
 		}
 	}
-	script.WriteString(mark + "SELECT 'count', count(*) FROM devices;\n")
-	cmd := exec.Command("sqlite3", db)
-	cmd.Stdin = strings.NewReader(script.String())
-	out, err := cmd.CombinedOutput()
+	res, err := importInto(dir, smallestCertificatesSQLite, paths)
 	if err != nil {
-		return certBaseline{}, fmt.Errorf("sqlite3 .import: %v %s", err, out)
-	}
-	var marks []float64
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "mark|"); ok {
-			t, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return certBaseline{}, fmt.Errorf("sqlite3 printed %q", line)
-			}
-			marks = append(marks, t)
-		}
-	}
-	if len(marks) != 2*runs+1 || !strings.Contains(string(out), "count|"+strconv.Itoa(2*runs*n)) {
-		return certBaseline{}, fmt.Errorf("sqlite3 .import did not import every row: %s", out)
+		return certBaseline{}, err
 	}
 	var secrets, fingerprints []float64
-	for i := 0; i+1 < len(marks); i += 2 {
-		secrets = append(secrets, marks[i+1]-marks[i])
-		fingerprints = append(fingerprints, marks[i+2]-marks[i+1])
+	for i := 0; i+1 < len(res.times); i += 2 {
+		secrets = append(secrets, res.times[i].Seconds())
+		fingerprints = append(fingerprints, res.times[i+1].Seconds())
 	}
 	return certBaseline{secrets: medianOf(secrets), fingerprints: medianOf(fingerprints)}, nil
 }
