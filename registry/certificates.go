@@ -66,7 +66,9 @@ func (t typeTrust) checkDeviceCertificate(cert *x509.Certificate, intermediates 
 		return err.Error()
 	}
 	if len(t.cas) > 0 {
-		if err := devcert.VerifyDevice(cert, intermediates, t.cas, now); err != nil && devcert.Code(err) != devcert.CodeNotYetValid {
+		// A certificate that becomes valid later may be registered now (its window starts
+		// then), but it must chain to the type's CAs all the same: checked as of its start.
+		if err := devcert.VerifyDevice(cert, intermediates, t.cas, latest(now, cert.NotBefore)); err != nil {
 			return err.Error()
 		}
 	}
@@ -443,4 +445,12 @@ func takenProblems(e *devreg.CertificatesTakenError) devreg.ProblemList {
 			Message: "certificate is a credential of another device already; a certificate may belong to one device only"})
 	}
 	return l
+}
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

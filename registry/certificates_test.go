@@ -266,6 +266,33 @@ func testRegisterCertificates(t *testing.T, pg bool) {
 	}
 }
 
+// TestFutureCertificateMustChainToTheTypesCA: a certificate that becomes valid later may be
+// registered for a type with CAs only if it chains to one of them, as one valid now must; one of
+// its CA's that is valid later is taken, its window starting then.
+func TestFutureCertificateMustChainToTheTypesCA(t *testing.T) {
+	forEachStore(t, testFutureCertificateMustChainToTheTypesCA)
+}
+
+func testFutureCertificateMustChainToTheTypesCA(t *testing.T, pg bool) {
+	e := newCertEnv(t, pg)
+	ca, foreign := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Someone else's CA")
+	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
+		t.Fatal(err)
+	}
+	later := certtest.Valid(time.Now().Add(time.Hour), time.Now().Add(48*time.Hour))
+	_, err := e.svc.Register(e.admin, e.dt.ID, certEntries("f1", foreign.Issue(t, "f1", later)), devreg.RegisterOptions{})
+	if devreg.ErrorCode(err) != devreg.EINVALIDROWS || !strings.Contains(problemsText(err), "does not chain to a trusted CA") {
+		t.Fatalf("a future certificate of another CA = %v %q; want the entry refused as not chaining to the type's CA", err, problemsText(err))
+	}
+	if _, err := e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Certificate: string(foreign.Issue(t, "d1", later).PEM)}); err == nil {
+		t.Errorf("a future certificate of another CA was added to d1")
+	}
+	own := ca.Issue(t, "f2", later)
+	if res, err := e.svc.Register(e.admin, e.dt.ID, certEntries("f2", own), devreg.RegisterOptions{}); err != nil || res.Created != 1 {
+		t.Fatalf("a future certificate of the type's CA = %+v, %v; want it registered", res, err)
+	}
+}
+
 // TestCertificatesOfTheTypesCA lets a device in by a certificate that chains to its type's trusted
 // CA and names it, as long as it holds no certificate of its own; registers devices by fingerprint
 // alone for a type with a CA, refusing a fingerprint listed twice or held by another device; and
