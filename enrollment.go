@@ -19,11 +19,9 @@ const ActorEnrollmentGroup = "enrollment_group"
 // Limits of enrollment groups.
 const (
 	MaxEnrollmentGroupsPerType = 20      // groups per device type
-	MaxEnrollmentPatternLength = 256     // characters of an ID pattern
 	MaxEnrollmentDevices       = 1 << 40 // the largest max_devices
 	MaxEnrollmentPerHour       = 100000  // the largest max_per_hour
 	MaxEnrollmentGroupKeys     = 5       // keys a group holds at once, live or not yet removed
-	EnrollmentGroupKeySize     = 32      // bytes of a group key
 )
 
 // EnrollmentGroup is a device type's enrollment group, as the API shows it: never its keys.
@@ -110,7 +108,6 @@ type EnrollResult struct {
 	// RetryAfter away.
 	HourFull      bool
 	RetryAfter    time.Duration
-	DeviceTypeID  string
 	BatchID       string // the day's batch
 	BatchCreated  bool   // this call made it
 	BatchDisabled bool   // the day's batch is disabled

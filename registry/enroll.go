@@ -92,7 +92,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	case res.Full:
 		s.logEnroll("enrollment refused: the group's max_devices is reached", *g, deviceID, "max_devices", g.MaxDevices)
 		return devreg.DeviceAuth{}, none, nil, &devreg.Error{Code: devreg.EFORBIDDEN, Err: ErrEnrollmentLimit,
-			Message: fmt.Sprintf("the enrollment group has registered %d devices, the most it allows (max_devices)", g.MaxDevices)}
+			Message: fmt.Sprintf("the enrollment group has registered %d devices, the most it allows (max_devices); an administrator of the account may raise the group's max_devices", g.MaxDevices)}
 	case res.EnrolledBefore:
 		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, "the device ID enrolled through a group before (an administrator may re-allow it: reenroll)"), nil
 	case res.GroupClosed:
@@ -100,7 +100,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	case res.NotAllowed:
 		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, "the device ID is not on the group's allow-list"), nil
 	case res.BatchDisabled:
-		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, fmt.Sprintf("today's batch of the group (%s) is disabled", res.BatchID)), nil
+		return devreg.DeviceAuth{}, none, s.enrollRefused(ctx, *g, deviceID, fmt.Sprintf("today's batch of the group (%s) is disabled; enable it to let devices enrol today (tomorrow's batch is made afresh)", res.BatchID)), nil
 	}
 	if res.Registered { // with the derived secret as its one credential
 		return res.Device, res.Device.Credentials[0], nil, nil

@@ -87,7 +87,6 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 				res.GroupClosed = true
 				continue
 			}
-			res.DeviceTypeID = g.deviceTypeID
 			if g.allowList && !g.allowed[e.DeviceID] {
 				res.NotAllowed = true
 				continue
@@ -147,9 +146,9 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 				return err
 			}
 			// The group's row is locked since it was read: the count cannot have moved.
-			if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: g.deviceTypeID}, []step{{
-				sql:  `UPDATE enrollment_groups SET enrolled_count = enrolled_count + ? WHERE id = ? AND enrolled_count + ? <= max_devices`,
-				args: []any{g.added, id, g.added}, one: true}}); err != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE enrollment_groups SET enrolled_count = enrolled_count + ? WHERE id = ? AND enrolled_count + ? <= max_devices`,
+				g.added, id, g.added)
+			if err := affectedOne(res, err, "enrollment group %s changed while it enrolled devices; the devices may connect again", id); err != nil {
 				return err
 			}
 		}
@@ -377,15 +376,18 @@ func (s *DB) writeEnrollments(ctx context.Context, tx handle, w *enrollWrites) e
 			return fmt.Errorf("record enrollments: %w", err)
 		}
 	}
-	var steps []step
+	// The batches and types are locked since they were read (the groups' rows lock their types).
 	for id, n := range w.batchCounts {
-		steps = append(steps, step{sql: `UPDATE batches SET device_count = device_count + ? WHERE id = ?`, args: []any{n, id}, one: true})
+		res, err := tx.ExecContext(ctx, `UPDATE batches SET device_count = device_count + ? WHERE id = ?`, n, id)
+		if err := affectedOne(res, err, "batch %s was deleted while devices enrolled into it; the devices may connect again", id); err != nil {
+			return err
+		}
 	}
 	for id, n := range w.typeCounts {
-		steps = append(steps, step{sql: `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`, args: []any{n, w.accountID, id}, one: true})
-	}
-	if err := runSteps(ctx, tx, devreg.RegistrationPlan{}, steps); err != nil {
-		return err
+		res, err := tx.ExecContext(ctx, `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`, n, w.accountID, id)
+		if err := affectedOne(res, err, "device type %s was deleted while devices enrolled into it", id); err != nil {
+			return err
+		}
 	}
 	return s.appendAudits(ctx, tx, w.accountID, w.audits)
 }

@@ -204,11 +204,8 @@ func (s *DB) DeleteEnrollmentGroup(ctx context.Context, accountID, deviceTypeID,
 // row is locked first, so that two rotations at once cannot both take the last place.
 func (s *DB) AddEnrollmentKey(ctx context.Context, accountID, deviceTypeID, groupID string, k devreg.EnrollmentKey, oldNotAfter, now time.Time) error {
 	return s.inTx(ctx, func(tx handle) error {
-		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM enrollment_groups WHERE id = ? AND device_type_id = ? AND account_id = ?`+s.lockRows(),
-			groupID, deviceTypeID, accountID).Scan(&id)
-		if err != nil {
-			return notFound(err, "device type %s has no enrollment group %s", deviceTypeID, groupID)
+		if err := lockEnrollmentGroup(ctx, tx, s.lockRows(), accountID, deviceTypeID, groupID); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE enrollment_group_keys SET not_after = ? WHERE group_id = ? AND (not_after IS NULL OR not_after > ?)`,
 			micros(oldNotAfter), groupID, micros(oldNotAfter)); err != nil {
