@@ -159,8 +159,16 @@ func affectedOne(res sql.Result, err error, format string, args ...any) error {
 	if err != nil {
 		return err
 	}
-	if n == 0 {
-		return devreg.Errorf(devreg.ENOTFOUND, format, args...)
+	return affectsOne(format, args...)(n)
+}
+
+// affectsOne is a stmtQueue's callback that turns an update that touched no row into a
+// not-found error.
+func affectsOne(format string, args ...any) func(n int64) error {
+	return func(n int64) error {
+		if n == 0 {
+			return devreg.Errorf(devreg.ENOTFOUND, format, args...)
+		}
+		return nil
 	}
-	return nil
 }

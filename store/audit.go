@@ -31,19 +31,34 @@ func lockAuditHead(ctx context.Context, tx handle, accountID string) (devreg.Aud
 	var head devreg.AuditHead
 	var headTime int64
 	for {
-		err := tx.QueryRowContext(ctx, `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`, accountID).
-			Scan(&head.Seq, &headTime, &head.Hash)
+		err := tx.QueryRowContext(ctx, lockAuditHeadSQL, accountID).Scan(&head.Seq, &headTime, &head.Hash)
 		if err == nil {
 			return head, headTime, nil
 		}
 		if err != sql.ErrNoRows {
 			return head, 0, fmt.Errorf("audit head: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`,
-			accountID, devreg.GenesisHash); err != nil {
+		if _, err := tx.ExecContext(ctx, makeAuditHeadSQL, accountID, devreg.GenesisHash); err != nil {
 			return head, 0, fmt.Errorf("audit head: %w", err)
 		}
 	}
+}
+
+// lockAuditHeadSQL locks an account's audit head (its one argument), returning its seq, time
+// and hash; makeAuditHeadSQL makes it (account, genesis hash) unless it exists.
+const (
+	lockAuditHeadSQL = `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`
+	makeAuditHeadSQL = `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`
+)
+
+// queueAuditHead queues on q the statements that lock the account's audit head, making it at
+// the account's first entry, into head and headTime (microseconds), and that set *found.
+func queueAuditHead(q stmtQueue, accountID string, head *devreg.AuditHead, headTime *int64, found *bool) {
+	q.exec(makeAuditHeadSQL, []any{accountID, devreg.GenesisHash}, nil)
+	q.query(lockAuditHeadSQL, []any{accountID}, func(scan func(...any) error) error {
+		*found = true
+		return scan(&head.Seq, headTime, &head.Hash)
+	})
 }
 
 // appendAudit appends e to the account's chain in tx, filling in its ID, seq, hash and (so that
@@ -66,6 +81,20 @@ func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es [
 	if err != nil {
 		return err
 	}
+	q := &handleQueue{h: tx}
+	if err := queueAudits(q, accountID, head, headTime, es); err != nil {
+		return err
+	}
+	if err := q.flush(ctx); err != nil {
+		return fmt.Errorf("audit entry: %w", err)
+	}
+	return nil
+}
+
+// queueAudits queues on q the statements that append es to the account's chain after its head
+// (locked, its time headTime in microseconds), filling in their IDs, seqs and hashes and times
+// no earlier than the previous entry's, and that move the head to the last.
+func queueAudits(q stmtQueue, accountID string, head devreg.AuditHead, headTime int64, es []*devreg.AuditEntry) error {
 	last := fromMicros(headTime)
 	rows := make([]any, 0, 10*len(es))
 	for _, e := range es {
@@ -86,13 +115,11 @@ func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es [
 		rows = append(rows, accountID, e.Seq, micros(e.Time), e.Action, e.Actor.Type, e.Actor.ID, e.Object.Type, e.Object.ID, string(canonical), e.Hash)
 	}
 	for chunk := range slices.Chunk(rows, 10*auditChunk) {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash) VALUES `+
-			strings.TrimSuffix(strings.Repeat("("+placeholders(10)+"), ", len(chunk)/10), ", "), chunk...); err != nil {
-			return fmt.Errorf("audit entry: %w", err)
-		}
+		q.exec(`INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash) VALUES `+
+			strings.TrimSuffix(strings.Repeat("("+placeholders(10)+"), ", len(chunk)/10), ", "), chunk, nil)
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, head.Seq, micros(last), head.Hash, accountID)
-	return err
+	q.exec(`UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, []any{head.Seq, micros(last), head.Hash, accountID}, nil)
+	return nil
 }
 
 // changeOne runs a statement that changes one row of the account, in a transaction that appends

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,7 +32,9 @@ import (
 // credential of source enrollment, used now (by the login that enrols it), ending after the
 // type's rotation grace (at least devreg.MinEnrollmentCredentialLife) when the group is
 // temporary. The reads are a few per group and the writes a few statements for all, so that a
-// transaction of hundreds costs little more than one of one.
+// transaction of hundreds costs little more than one of one; on PostgreSQL all the reads go out
+// at once, and then all the writes (stmtQueue): with the COMMIT, three round trips where there
+// were twenty, which every first connection of the account waited for.
 func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error) {
 	results := make([]devreg.EnrollResult, len(es))
 	if len(es) == 0 {
@@ -47,42 +48,24 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 		}
 		ids = append(ids, e.DeviceID)
 	}
-	err := s.inTx(ctx, func(tx handle) error {
+	err := s.inQueuedTx(ctx, func(q stmtQueue) error {
 		clear(results)
-		if err := s.lockAccount(ctx, tx, accountID); err != nil {
-			return err
-		}
-		account, err := accountNumber(ctx, tx, accountID)
+		r, err := s.readEnrollments(ctx, q, es, ids)
 		if err != nil {
 			return err
 		}
-		registered, err := idsAmong(ctx, tx, `SELECT device_id FROM devices WHERE account_num = ? AND `, account, ids)
-		if err != nil {
-			return err
-		}
-		enrolled, err := idsAmong(ctx, tx, `SELECT device_id FROM enrollments WHERE account_num = ? AND `, account, ids)
-		if err != nil {
-			return err
-		}
-		w := enrollWrites{accountID: accountID, account: account, batchCounts: map[string]int64{}, typeCounts: map[string]int64{}}
-		groups := map[string]*enrollGroup{}
+		w := enrollWrites{accountID: accountID, account: r.account, batchCounts: map[string]int64{}, typeCounts: map[string]int64{}}
 		for i, e := range es {
 			res := &results[i]
-			if registered[e.DeviceID] {
+			if r.registered[e.DeviceID] {
 				res.Exists = true
 				continue
 			}
-			if enrolled[e.DeviceID] {
+			if r.enrolled[e.DeviceID] {
 				res.EnrolledBefore = true
 				continue
 			}
-			g, ok := groups[e.GroupID]
-			if !ok {
-				if g, err = s.readEnrollGroup(ctx, tx, accountID, e.GroupID, ids); err != nil {
-					return err
-				}
-				groups[e.GroupID] = g
-			}
+			g := r.groups[e.GroupID]
 			if !g.admits(e) {
 				res.GroupClosed = true
 				continue
@@ -91,14 +74,7 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 				res.NotAllowed = true
 				continue
 			}
-			day := e.Now.UTC().Truncate(24 * time.Hour)
-			b, ok := g.batches[day]
-			if !ok {
-				if b, err = readEnrollBatch(ctx, tx, e.GroupID, day); err != nil {
-					return err
-				}
-				g.batches[day] = b
-			}
+			b := g.batches[enrollDay(e)]
 			if b.id != "" && !b.enabled {
 				res.BatchID, res.BatchDisabled = b.id, true
 				continue
@@ -106,11 +82,6 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 			if g.enrolled >= g.maxDevices {
 				res.Full = true
 				continue
-			}
-			if !g.hourRead {
-				if err := readEnrollHour(ctx, tx, g, e); err != nil {
-					return err
-				}
 			}
 			if g.hourCount <= 0 || !g.hourStart.After(e.Now.Add(-devreg.EnrollmentWindow)) { // a new window starts with this enrollment
 				g.hourStart, g.hourCount = e.Now, 0
@@ -122,37 +93,30 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 			if b.id == "" {
 				b.id, b.enabled = e.Batch.ID, true
 				res.BatchCreated = true
-				if _, err := tx.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
+				q.exec(`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status, enrollment_group_id)
 					VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 'enabled', ?)`,
-					b.id, accountID, g.deviceTypeID, micros(e.Now), e.Batch.CreatedBy, string(devreg.SourceEnrollment), e.Batch.Filename, e.GroupID); err != nil {
-					return err
-				}
+					[]any{b.id, accountID, g.deviceTypeID, micros(e.Now), e.Batch.CreatedBy, string(devreg.SourceEnrollment), e.Batch.Filename, e.GroupID}, nil)
 			}
 			res.BatchID, res.Registered = b.id, true
 			g.enrolled++
 			g.added++
 			g.hourCount++
-			registered[e.DeviceID] = true // a second login of the same device in this transaction finds it
+			r.registered[e.DeviceID] = true // a second login of the same device in this transaction finds it
 			res.Device = w.add(e, g, b.id, res.BatchCreated)
 		}
-		for id, g := range groups {
+		for id, g := range r.groups {
 			if g.added == 0 {
 				continue
 			}
 			// The account's lock keeps every other writer of the group's count out.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES (?, ?, ?)
+			q.exec(`INSERT INTO failures (key, window_start, count) VALUES (?, ?, ?)
 				ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start, count = excluded.count`,
-				g.hourKey, micros(g.hourStart), g.hourCount); err != nil {
-				return err
-			}
+				[]any{g.hourKey, micros(g.hourStart), g.hourCount}, nil)
 			// The group's row is locked since it was read: the count cannot have moved.
-			res, err := tx.ExecContext(ctx, `UPDATE enrollment_groups SET enrolled_count = enrolled_count + ? WHERE id = ? AND enrolled_count + ? <= max_devices`,
-				g.added, id, g.added)
-			if err := affectedOne(res, err, "enrollment group %s changed while it enrolled devices; the devices may connect again", id); err != nil {
-				return err
-			}
+			q.exec(`UPDATE enrollment_groups SET enrolled_count = enrolled_count + ? WHERE id = ? AND enrolled_count + ? <= max_devices`,
+				[]any{g.added, id, g.added}, affectsOne("enrollment group %s changed while it enrolled devices; the devices may connect again", id))
 		}
-		return s.writeEnrollments(ctx, tx, &w)
+		return s.queueEnrollments(q, &w, r)
 	})
 	if err != nil {
 		return nil, err
@@ -160,30 +124,99 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 	return results, nil
 }
 
-// idsAmong returns which of ids query finds: query ends in "AND " and takes one argument
-// before the list, arg.
-func idsAmong(ctx context.Context, tx handle, query string, arg any, ids []string) (map[string]bool, error) {
-	found := map[string]bool{}
-	for chunk := range slices.Chunk(ids, allowChunk) {
-		in, args := tx.oneOf("device_id", chunk)
-		rows, err := tx.QueryContext(ctx, query+in, append([]any{arg}, args...)...)
-		if err != nil {
-			return nil, err
+// enrollReads is what Enroll's transaction reads before it decides: all of it at once, in one
+// round trip on PostgreSQL.
+type enrollReads struct {
+	account              int64
+	accountFound         bool
+	registered, enrolled map[string]bool // of the transaction's IDs, those registered and those enrolled before
+	groups               map[string]*enrollGroup
+	auditHead            devreg.AuditHead // locked, if any enrollment has an audit entry
+	auditHeadTime        int64
+	auditHeadFound       bool
+}
+
+// readEnrollments reads, for es (of one account, device IDs ids), under the account's lock:
+// which IDs are registered or enrolled before, and each group of es with its keys, its
+// allow-list's entries among ids, its hour's count and its batches of es's days, locking the
+// groups' types, the groups and their batches in that order (the order in which a change of a
+// group, UpdateEnrollmentGroup, locks them), and last the account's audit head.
+func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrollment, ids []string) (*enrollReads, error) {
+	accountID := es[0].AccountID
+	r := &enrollReads{registered: map[string]bool{}, enrolled: map[string]bool{}, groups: map[string]*enrollGroup{}}
+	if s.pg {
+		q.exec(`SELECT pg_advisory_xact_lock(hashtext(?))`, []any{accountID}, nil) // lockAccount
+	}
+	q.query(`SELECT num FROM accounts WHERE id = ?`, []any{accountID}, func(scan func(...any) error) error {
+		r.accountFound = true
+		return scan(&r.account)
+	})
+	const account = `account_num = (SELECT num FROM accounts WHERE id = ?)`
+	s.queueIDsAmong(q, "devices", account, accountID, ids, r.registered)
+	s.queueIDsAmong(q, "enrollments", account, accountID, ids, r.enrolled)
+	for _, e := range es {
+		g, ok := r.groups[e.GroupID]
+		if !ok {
+			g = s.queueEnrollGroup(q, accountID, e.GroupID, ids)
+			g.hourKey = e.HourKey
+			q.query(`SELECT window_start, count FROM failures WHERE key = ?`, []any{e.HourKey}, func(scan func(...any) error) error {
+				var start int64
+				err := scan(&start, &g.hourCount)
+				g.hourStart = fromMicros(start)
+				return err
+			})
+			r.groups[e.GroupID] = g
 		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			found[id] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
+		if day := enrollDay(e); g.batches[day] == nil {
+			b := &enrollBatch{}
+			g.batches[day] = b
+			q.query(`SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
+				ORDER BY created_at, id LIMIT 1`+s.lockRows(), []any{e.GroupID, micros(day), micros(day.Add(24 * time.Hour))}, func(scan func(...any) error) error {
+				var status string
+				err := scan(&b.id, &status)
+				b.enabled = status == string(devreg.StatusEnabled)
+				return err
+			})
 		}
 	}
-	return found, nil
+	if slices.ContainsFunc(es, func(e devreg.Enrollment) bool { return e.Audit != nil }) {
+		queueAuditHead(q, accountID, &r.auditHead, &r.auditHeadTime, &r.auditHeadFound)
+	}
+	if err := q.flush(ctx); err != nil {
+		return nil, err
+	}
+	if !r.accountFound {
+		return nil, fmt.Errorf("account %s: %w", accountID, sql.ErrNoRows)
+	}
+	return r, nil
+}
+
+// enrollDay is the UTC day whose batch of its group e's device goes into.
+func enrollDay(e devreg.Enrollment) time.Time { return e.Now.UTC().Truncate(24 * time.Hour) }
+
+// queueIDsAmong queues on q the statements that put into found which of ids are the device_id
+// of a row of table whose key (lead, device_id) starts with lead, a condition that takes one
+// argument, arg. PostgreSQL looks the IDs up in the key's index one by one. Asked for
+// device_id = ANY(ids), it planned, on a table without statistics yet (enrollments, as a group's
+// first devices enrol; devices, after a large registration), a scan of every row of the account
+// comparing each with every ID: 4 ms for 30 IDs among 10,000 rows, and more as the table grew.
+// The LIMIT keeps it from turning the lookups into a join, which it planned the same.
+func (s *DB) queueIDsAmong(q stmtQueue, table, lead string, arg any, ids []string, found map[string]bool) {
+	scan := func(scan func(...any) error) error {
+		var id string
+		err := scan(&id)
+		found[id] = true
+		return err
+	}
+	if s.pg {
+		q.query(`SELECT t.device_id FROM unnest(?::text[]) AS x(id),
+			LATERAL (SELECT device_id FROM `+table+` WHERE `+lead+` AND device_id = x.id LIMIT 1) t`, []any{ids, arg}, scan)
+		return
+	}
+	for chunk := range slices.Chunk(ids, allowChunk) {
+		in, args := handle{}.oneOf("device_id", chunk)
+		q.query(`SELECT device_id FROM `+table+` WHERE `+lead+` AND `+in, append([]any{arg}, args...), scan)
+	}
 }
 
 // enrollGroup is what Enroll's transaction knows of a group: as read (its row locked), and what
@@ -197,7 +230,6 @@ type enrollGroup struct {
 	grace                 time.Duration // the device type's rotation grace
 	enrolled, maxDevices  int64
 	maxPerHour            int
-	hourRead              bool // the hour's count is read: hourKey, hourStart, hourCount
 	hourKey               string
 	hourStart             time.Time             // when the group's window of max_per_hour started
 	hourCount             int64                 // devices it registered in that window, this transaction's included
@@ -213,66 +245,46 @@ type enrollBatch struct {
 	enabled bool
 }
 
-// readEnrollGroup reads group groupID of the account, locking its row, with its keys and, if it
-// has an allow-list, which of ids are on it.
-func (s *DB) readEnrollGroup(ctx context.Context, tx handle, accountID, groupID string, ids []string) (*enrollGroup, error) {
-	g := &enrollGroup{keys: map[string]*time.Time{}, batches: map[time.Time]*enrollBatch{}}
+// queueEnrollGroup queues on q the statements that read group groupID of the account into the
+// group it returns, locking its device type's row and then its own, with its keys and which of
+// ids are on its allow-list.
+func (s *DB) queueEnrollGroup(q stmtQueue, accountID, groupID string, ids []string) *enrollGroup {
+	g := &enrollGroup{gone: true, keys: map[string]*time.Time{}, allowed: map[string]bool{}, batches: map[time.Time]*enrollBatch{}}
 	// The group's device type's row first, then the group's: the order in which a change of the
 	// group (UpdateEnrollmentGroup) locks them. Locking both at once, in the join below, took them
 	// in the planner's order, and a PATCH of the group in between deadlocked with it.
 	if s.pg {
-		var typeID string
-		err := tx.QueryRowContext(ctx, `SELECT t.id FROM device_types t WHERE t.account_id = ?
+		q.exec(`SELECT t.id FROM device_types t WHERE t.account_id = ?
 			AND t.id = (SELECT g.device_type_id FROM enrollment_groups g WHERE g.id = ? AND g.account_id = ?)`+s.lockRows(),
-			accountID, groupID, accountID).Scan(&typeID)
-		if errors.Is(err, sql.ErrNoRows) {
-			g.gone = true
-			return g, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+			[]any{accountID, groupID, accountID}, nil)
 	}
-	var status string
-	var notBefore, notAfter sql.NullInt64
-	var graceSeconds int64
-	err := tx.QueryRowContext(ctx, `SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary,
+	q.query(`SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary,
 			t.rotation_grace_seconds, g.enrolled_count, g.max_devices, g.max_per_hour
 		FROM enrollment_groups g JOIN device_types t ON t.account_id = g.account_id AND t.id = g.device_type_id
-		WHERE g.id = ? AND g.account_id = ?`+s.lockRows(), groupID, accountID).Scan(&g.deviceTypeID, &g.pattern, &status, &notBefore, &notAfter,
-		&g.allowList, &g.temporary, &graceSeconds, &g.enrolled, &g.maxDevices, &g.maxPerHour)
-	if errors.Is(err, sql.ErrNoRows) {
-		g.gone = true
-		return g, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	g.status, g.notBefore, g.notAfter = devreg.DeviceStatus(status), fromNullMicros(notBefore), fromNullMicros(notAfter)
-	g.grace = time.Duration(graceSeconds) * time.Second
-	rows, err := tx.QueryContext(ctx, `SELECT id, not_after FROM enrollment_group_keys WHERE group_id = ?`, groupID)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
+		WHERE g.id = ? AND g.account_id = ?`+s.lockRows(), []any{groupID, accountID}, func(scan func(...any) error) error {
+		var status string
+		var notBefore, notAfter sql.NullInt64
+		var graceSeconds int64
+		if err := scan(&g.deviceTypeID, &g.pattern, &status, &notBefore, &notAfter,
+			&g.allowList, &g.temporary, &graceSeconds, &g.enrolled, &g.maxDevices, &g.maxPerHour); err != nil {
+			return err
+		}
+		g.gone = false
+		g.status, g.notBefore, g.notAfter = devreg.DeviceStatus(status), fromNullMicros(notBefore), fromNullMicros(notAfter)
+		g.grace = time.Duration(graceSeconds) * time.Second
+		return nil
+	})
+	q.query(`SELECT id, not_after FROM enrollment_group_keys WHERE group_id = ?`, []any{groupID}, func(scan func(...any) error) error {
 		var id string
 		var end sql.NullInt64
-		if err := rows.Scan(&id, &end); err != nil {
-			rows.Close()
-			return nil, err
-		}
+		err := scan(&id, &end)
 		g.keys[id] = fromNullMicros(end)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if g.allowList {
-		if g.allowed, err = idsAmong(ctx, tx, `SELECT device_id FROM enrollment_allowed_ids WHERE group_id = ? AND `, groupID, ids); err != nil {
-			return nil, err
-		}
-	}
-	return g, nil
+		return err
+	})
+	// Read whether or not the group has an allow-list (known only once read): a group without
+	// one has no entries.
+	s.queueIDsAmong(q, "enrollment_allowed_ids", "group_id = ?", groupID, ids, g.allowed)
+	return g
 }
 
 // admits reports whether group g still registers e's device: it is open at e.Now, its pattern
@@ -284,31 +296,6 @@ func (g *enrollGroup) admits(e devreg.Enrollment) bool {
 	end, ok := g.keys[e.KeyID]
 	return ok && devreg.EnrollmentKey{NotAfter: end}.LiveAt(e.Now) &&
 		devreg.EnrollmentGroup{Status: g.status, NotBefore: g.notBefore, NotAfter: g.notAfter}.OpenAt(e.Now)
-}
-
-// readEnrollHour reads the count of group g's enrollments in its current window of
-// max_per_hour, kept in the throttle table under e.HourKey.
-func readEnrollHour(ctx context.Context, tx handle, g *enrollGroup, e devreg.Enrollment) error {
-	var start, count int64
-	err := tx.QueryRowContext(ctx, `SELECT window_start, count FROM failures WHERE key = ?`, e.HourKey).Scan(&start, &count)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return err
-	}
-	g.hourRead, g.hourKey, g.hourStart, g.hourCount = true, e.HourKey, fromMicros(start), count
-	return nil
-}
-
-// readEnrollBatch returns group groupID's batch of day.
-func readEnrollBatch(ctx context.Context, tx handle, groupID string, day time.Time) (*enrollBatch, error) {
-	var b enrollBatch
-	var status string
-	err := tx.QueryRowContext(ctx, `SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
-		ORDER BY created_at, id LIMIT 1`, groupID, micros(day), micros(day.Add(24*time.Hour))).Scan(&b.id, &status)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, err
-	}
-	b.enabled = status == string(devreg.StatusEnabled)
-	return &b, nil
 }
 
 // enrollWrites gathers the rows Enroll's transaction writes, to write them together.
@@ -359,37 +346,35 @@ func (w *enrollWrites) add(e devreg.Enrollment, g *enrollGroup, batchID string, 
 // each, well below both databases' limits.
 const enrollChunk = 256
 
-// writeEnrollments writes what w gathered.
-func (s *DB) writeEnrollments(ctx context.Context, tx handle, w *enrollWrites) error {
+// queueEnrollments queues on q the statements that write what w gathered, and w's audit entries
+// after the head r read.
+func (s *DB) queueEnrollments(q stmtQueue, w *enrollWrites, r *enrollReads) error {
 	const deviceParams, enrollmentParams = 12, 4
 	for chunk := range slices.Chunk(w.devices, deviceParams*enrollChunk) {
 		row := "(" + placeholders(deviceParams) + ")"
-		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (`+enrollDeviceColumns+`) VALUES `+
-			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/deviceParams), ", "), chunk...); err != nil {
-			return fmt.Errorf("enroll devices: %w", err)
-		}
+		q.exec(`INSERT INTO devices (`+enrollDeviceColumns+`) VALUES `+strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/deviceParams), ", "), chunk, nil)
 	}
 	for chunk := range slices.Chunk(w.enrollments, enrollmentParams*enrollChunk) {
 		row := "(" + placeholders(enrollmentParams) + ")"
-		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES `+
-			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/enrollmentParams), ", "), chunk...); err != nil {
-			return fmt.Errorf("record enrollments: %w", err)
-		}
+		q.exec(`INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat(row+", ", len(chunk)/enrollmentParams), ", "), chunk, nil)
 	}
 	// The batches and types are locked since they were read (the groups' rows lock their types).
 	for id, n := range w.batchCounts {
-		res, err := tx.ExecContext(ctx, `UPDATE batches SET device_count = device_count + ? WHERE id = ?`, n, id)
-		if err := affectedOne(res, err, "batch %s was deleted while devices enrolled into it; the devices may connect again", id); err != nil {
-			return err
-		}
+		q.exec(`UPDATE batches SET device_count = device_count + ? WHERE id = ?`, []any{n, id},
+			affectsOne("batch %s was deleted while devices enrolled into it; the devices may connect again", id))
 	}
 	for id, n := range w.typeCounts {
-		res, err := tx.ExecContext(ctx, `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`, n, w.accountID, id)
-		if err := affectedOne(res, err, "device type %s was deleted while devices enrolled into it", id); err != nil {
-			return err
-		}
+		q.exec(`UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`, []any{n, w.accountID, id},
+			affectsOne("device type %s was deleted while devices enrolled into it", id))
 	}
-	return s.appendAudits(ctx, tx, w.accountID, w.audits)
+	if !r.auditHeadFound {
+		if len(w.audits) > 0 {
+			return devreg.Errorf(devreg.EINTERNAL, "account %s has no audit head", w.accountID)
+		}
+		return nil
+	}
+	return queueAudits(q, w.accountID, r.auditHead, r.auditHeadTime, w.audits)
 }
 
 // allowChunk is how many device IDs one of SQLite's INSERT statements puts on an allow-list.

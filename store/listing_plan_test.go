@@ -29,6 +29,18 @@ var planTypes = func() []string {
 	return types
 }()
 
+// planPostgres opens a database of its own on the test's PostgreSQL server, fills it with
+// fillForPlans and returns it with the account's ID.
+func planPostgres(t *testing.T) (*DB, string) {
+	t.Helper()
+	s, err := Open(context.Background(), pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, fillForPlans(t, s)
+}
+
 // fillForPlans writes the devices and batches, and returns the account's ID.
 func fillForPlans(t *testing.T, s *DB) string {
 	t.Helper()
@@ -146,12 +158,7 @@ func TestListingPlansSQLite(t *testing.T) {
 // by the database itself (pg_stat_user_tables) over the store's one connection.
 func TestListingReadsPostgres(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	acc := fillForPlans(t, s)
+	s, acc := planPostgres(t)
 	if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
 		t.Fatal(err)
 	}

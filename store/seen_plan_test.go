@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"devreg"
-	"devreg/internal/pgtest"
 )
 
 // TestSeenWritesReadTheirRowsPostgres: the batched writes of broker logins look their devices up
@@ -17,12 +16,7 @@ import (
 // logins under load. Counted by the database itself, with and without its statistics.
 func TestSeenWritesReadTheirRowsPostgres(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	acc := fillForPlans(t, s)
+	s, acc := planPostgres(t)
 	read := rowsRead(t, s)
 	if _, err := s.db.ExecContext(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
 		t.Fatal(err)
