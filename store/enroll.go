@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +35,8 @@ import (
 // temporary. The reads are a few per group and the writes a few statements for all, so that a
 // transaction of hundreds costs little more than one of one; on PostgreSQL all the reads go out
 // at once, and then all the writes (stmtQueue): with the COMMIT, three round trips where there
-// were twenty, which every first connection of the account waited for.
+// were twenty, which every first connection of the account waited for (one more when a
+// statement is new to the connection, to prepare it: the INSERTs differ by their row count).
 func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.EnrollResult, error) {
 	results := make([]devreg.EnrollResult, len(es))
 	if len(es) == 0 {
@@ -119,7 +121,7 @@ func (s *DB) Enroll(ctx context.Context, es []devreg.Enrollment) ([]devreg.Enrol
 		return s.queueEnrollments(q, &w, r)
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("enroll %d devices: %w", len(es), err)
 	}
 	return results, nil
 }
@@ -138,9 +140,12 @@ type enrollReads struct {
 
 // readEnrollments reads, for es (of one account, device IDs ids), under the account's lock:
 // which IDs are registered or enrolled before, and each group of es with its keys, its
-// allow-list's entries among ids, its hour's count and its batches of es's days, locking the
-// groups' types, the groups and their batches in that order (the order in which a change of a
-// group, UpdateEnrollmentGroup, locks them), and last the account's audit head.
+// allow-list's entries among ids, its hour's count and its batches of es's days. It locks each
+// group's type and then the group (the order in which UpdateEnrollmentGroup locks them), then
+// the batches (see queueEnrollBatches), and last the account's audit head, which every writer
+// takes last: before the writes, since the entries' hashes need it, and even when every
+// enrollment is then refused (the head is written back unchanged), which costs a refused batch
+// two statements more.
 func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrollment, ids []string) (*enrollReads, error) {
 	accountID := es[0].AccountID
 	r := &enrollReads{registered: map[string]bool{}, enrolled: map[string]bool{}, groups: map[string]*enrollGroup{}}
@@ -154,6 +159,7 @@ func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrol
 	const account = `account_num = (SELECT num FROM accounts WHERE id = ?)`
 	s.queueIDsAmong(q, "devices", account, accountID, ids, r.registered)
 	s.queueIDsAmong(q, "enrollments", account, accountID, ids, r.enrolled)
+	first, last := enrollDay(es[0]), enrollDay(es[0])
 	for _, e := range es {
 		g, ok := r.groups[e.GroupID]
 		if !ok {
@@ -168,17 +174,16 @@ func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrol
 			r.groups[e.GroupID] = g
 		}
 		if day := enrollDay(e); g.batches[day] == nil {
-			b := &enrollBatch{}
-			g.batches[day] = b
-			q.query(`SELECT id, status FROM batches WHERE enrollment_group_id = ? AND created_at >= ? AND created_at < ?
-				ORDER BY created_at, id LIMIT 1`+s.lockRows(), []any{e.GroupID, micros(day), micros(day.Add(24 * time.Hour))}, func(scan func(...any) error) error {
-				var status string
-				err := scan(&b.id, &status)
-				b.enabled = status == string(devreg.StatusEnabled)
-				return err
-			})
+			g.batches[day] = &enrollBatch{}
+			if day.Before(first) {
+				first = day
+			}
+			if day.After(last) {
+				last = day
+			}
 		}
 	}
+	s.queueEnrollBatches(q, accountID, r.groups, first, last)
 	if slices.ContainsFunc(es, func(e devreg.Enrollment) bool { return e.Audit != nil }) {
 		queueAuditHead(q, accountID, &r.auditHead, &r.auditHeadTime, &r.auditHeadFound)
 	}
@@ -189,6 +194,35 @@ func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrol
 		return nil, fmt.Errorf("account %s: %w", accountID, sql.ErrNoRows)
 	}
 	return r, nil
+}
+
+// queueEnrollBatches queues on q the statement that reads into groups' batches (one for each
+// day they are to find) the first batch each group made on that day, from first to last, locking
+// the groups' batches of those days in the order of their IDs' bytes: the order in which MarkSeen
+// locks batches to count first sightings (see recountReplacedSeen). Locked in the order of the
+// enrollments, two groups' batches deadlocked with it.
+func (s *DB) queueEnrollBatches(q stmtQueue, accountID string, groups map[string]*enrollGroup, first, last time.Time) {
+	ids := slices.Sorted(maps.Keys(groups))
+	in, args := handle{pg: s.pg}.oneOf("enrollment_group_id", ids)
+	byBytes := ""
+	if s.pg {
+		byBytes = ` COLLATE "C"`
+	}
+	q.query(`SELECT id, status, enrollment_group_id, created_at FROM batches WHERE account_id = ? AND `+in+` AND created_at >= ? AND created_at < ?
+		ORDER BY id`+byBytes+s.lockRows(), append(append([]any{accountID}, args...), micros(first), micros(last.Add(24*time.Hour))),
+		func(scan func(...any) error) error {
+			var id, status, groupID string
+			var created int64
+			if err := scan(&id, &status, &groupID, &created); err != nil {
+				return err
+			}
+			b := groups[groupID].batches[fromMicros(created).UTC().Truncate(24*time.Hour)]
+			if b == nil || b.id != "" && (b.created < created || b.created == created && b.id < id) {
+				return nil // a day no enrollment is for, or a later batch of the day
+			}
+			b.id, b.created, b.enabled = id, created, status == string(devreg.StatusEnabled)
+			return nil
+		})
 }
 
 // enrollDay is the UTC day whose batch of its group e's device goes into.
@@ -242,6 +276,7 @@ type enrollGroup struct {
 // enrollBatch is a group's batch of a day: id "" if it has none yet.
 type enrollBatch struct {
 	id      string
+	created int64 // microseconds
 	enabled bool
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -60,7 +61,10 @@ func (s *DB) inQueuedTx(ctx context.Context, fn func(q stmtQueue) error) error {
 			err = q.flush(ctx)
 		}
 		if err == nil {
-			_, err = c.Exec(ctx, "COMMIT")
+			var tag pgconn.CommandTag
+			if tag, err = c.Exec(ctx, "COMMIT"); err == nil && tag.String() != "COMMIT" {
+				err = pgx.ErrTxCommitRollback // the transaction had failed: COMMIT rolled it back
+			}
 			if err == nil {
 				return nil
 			}
@@ -130,16 +134,12 @@ type handleQueue struct {
 
 func (q *handleQueue) flush(ctx context.Context) error {
 	return q.run(func(st queued) (int64, error) {
-		defer func() {
-		}()
 		res, err := q.h.ExecContext(ctx, st.query, st.args...)
 		if err != nil {
 			return 0, err
 		}
 		return res.RowsAffected()
 	}, func(st queued) error {
-		defer func() {
-		}()
 		rows, err := q.h.QueryContext(ctx, st.query, st.args...)
 		if err != nil {
 			return err
