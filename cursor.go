@@ -11,6 +11,9 @@ import (
 type Cursor struct {
 	Seq      int64  // a sequence number: devices after it in registration order, batches before it (newest first)
 	DeviceID string // a device ID: devices after it in device ID order (prefix searches)
+	// SeenAt is, in last-seen order, the last_seen_at (Unix microseconds) of the device at Seq,
+	// after which the next page starts; -1 once the listing is past the devices that checked in.
+	SeenAt int64
 }
 
 // IsZero reports whether c is the start of a listing.
@@ -19,6 +22,8 @@ func (c Cursor) IsZero() bool { return c == Cursor{} }
 // String returns c as clients see it: "" for the start of a listing.
 func (c Cursor) String() string {
 	switch {
+	case c.SeenAt != 0:
+		return base64.RawURLEncoding.EncodeToString([]byte("l" + strconv.FormatInt(c.SeenAt, 10) + "." + strconv.FormatInt(c.Seq, 10)))
 	case c.DeviceID != "":
 		return base64.RawURLEncoding.EncodeToString([]byte("d" + c.DeviceID))
 	case c.Seq > 0:
@@ -43,6 +48,14 @@ func ParseCursor(s string) (Cursor, error) {
 	switch {
 	case strings.HasPrefix(pos, "d"):
 		return Cursor{DeviceID: pos[1:]}, nil
+	case strings.HasPrefix(pos, "l"):
+		at, seq, ok := strings.Cut(pos[1:], ".")
+		seen, err1 := strconv.ParseInt(at, 10, 64)
+		n, err2 := strconv.ParseInt(seq, 10, 64)
+		if !ok || err1 != nil || err2 != nil || seen == 0 || seen < -1 || n < 0 {
+			return Cursor{}, bad
+		}
+		return Cursor{SeenAt: seen, Seq: n}, nil
 	case strings.HasPrefix(pos, "s"):
 		seq, err := strconv.ParseInt(pos[1:], 10, 64)
 		if err != nil || seq < 1 {

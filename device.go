@@ -38,8 +38,13 @@ type DeviceFilter struct {
 	Prefix       string
 	Status       DeviceStatus
 	Connected    *bool
-	Limit        int
-	After        Cursor // where the page starts: the cursor handed out with the page before
+	// Contains selects the devices whose ID contains it. Unlike the other filters it has no index
+	// of its own: a page of such a search reads at most SearchWindow devices in ID order from
+	// its cursor, and a page it did not fill ends there, with a cursor to search on.
+	Contains string
+	Sort     DeviceSort
+	Limit    int
+	After    Cursor // where the page starts: the cursor handed out with the page before
 
 	// DeviceTypeIDs, when not nil, are the only device types whose devices match: the types a
 	// restricted key reaches (the registry sets it; a request cannot). Empty matches nothing.
@@ -50,7 +55,30 @@ type DeviceFilter struct {
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
+	// SearchWindow is how many devices a page of a substring search (DeviceFilter.Contains)
+	// reads at most: 100,000 rows of the device ID index take about 60 ms on SQLite.
+	SearchWindow = 100000
 )
+
+// DeviceSort is the order of a device listing. Each one is a walk of an index from the page's
+// position, so a deep page costs what the first one costs.
+type DeviceSort string
+
+// The orders of a device listing.
+const (
+	SortRegistered DeviceSort = ""          // registration order, oldest first (the default)
+	SortNewest     DeviceSort = "newest"    // registration order, newest first
+	SortID         DeviceSort = "id"        // device ID order (byte order); prefix and substring searches list this way
+	SortLastSeen   DeviceSort = "last_seen" // most recently seen first, then those never seen, newest first
+)
+
+// Valid reports whether s is a known order.
+func (s DeviceSort) Valid() bool {
+	return s == SortRegistered || s == SortNewest || s == SortID || s == SortLastSeen
+}
+
+// ByID reports whether a listing with filter f is in device ID order.
+func (f DeviceFilter) ByID() bool { return f.Sort == SortID || f.Prefix != "" || f.Contains != "" }
 
 // OnConflict says what a registration does with a device ID that is already registered with a
 // different secret or under another device type.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"strings"
 
 	"devreg"
 	"devreg/credential"
@@ -21,47 +22,125 @@ func (s *Service) ListDevices(ctx context.Context, f devreg.DeviceFilter) ([]dev
 	if err != nil {
 		return nil, devreg.Cursor{}, err
 	}
-	// A prefix search pages in device ID order, any other listing in registration order; a
-	// cursor of the other order is not one this listing handed out.
-	if f.Prefix != "" && (f.After.Seq != 0 || f.After.DeviceID != "" && credential.CheckDeviceID(f.After.DeviceID) != "") ||
-		f.Prefix == "" && f.After.DeviceID != "" {
+	if !f.Sort.Valid() {
+		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EBADREQUEST, "sort must be id, newest, last_seen or left out (registration order); it is %q", f.Sort)
+	}
+	if (f.Prefix != "" || f.Contains != "") && f.Sort != devreg.SortRegistered && f.Sort != devreg.SortID {
+		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EBADREQUEST, "a search by prefix or substring lists in device ID order; leave sort out or set it to id, not %q", f.Sort)
+	}
+	// Each order has its own kind of cursor; a cursor of another order is not one this listing
+	// handed out.
+	a := f.After
+	var fits bool
+	switch {
+	case f.ByID():
+		fits = a.Seq == 0 && a.SeenAt == 0 && (a.DeviceID == "" || credential.CheckDeviceID(a.DeviceID) == "")
+	case f.Sort == devreg.SortLastSeen:
+		fits = a.DeviceID == "" && (a.SeenAt != 0 || a.Seq == 0)
+	default:
+		fits = a.DeviceID == "" && a.SeenAt == 0
+	}
+	if !fits {
 		return nil, devreg.Cursor{}, devreg.Errorf(devreg.EINVALIDCURSOR, "cursor %q is not one this listing handed out; use next_cursor from the previous page with the same filters", f.After)
 	}
 	// Filters no device can match need no query (and the database need not see odd bytes).
 	if f.DeviceTypeID != "" && !opaqueID(f.DeviceTypeID) || f.BatchID != "" && !opaqueID(f.BatchID) ||
-		f.Prefix != "" && credential.CheckDeviceID(f.Prefix) != "" {
+		f.Prefix != "" && credential.CheckDeviceID(f.Prefix) != "" || f.Contains != "" && !idPart(f.Contains) {
 		return []devreg.Device{}, devreg.Cursor{}, nil
 	}
 	f.Limit = limit + 1 // one more tells whether there is a next page
-	devices, err := s.listDevices(ctx, c, f)
-	if err != nil || len(devices) <= limit {
-		return devices, devreg.Cursor{}, err
+	devices, resume, err := s.listDevices(ctx, c, f)
+	if err != nil {
+		return nil, devreg.Cursor{}, err
+	}
+	if len(devices) <= limit {
+		// A substring search that read its window without filling the page goes on from there.
+		if resume != "" {
+			return devices, devreg.Cursor{DeviceID: resume}, nil
+		}
+		return devices, devreg.Cursor{}, nil
 	}
 	devices = devices[:limit]
 	last := devices[limit-1]
-	if f.Prefix != "" {
+	switch {
+	case f.ByID():
 		return devices, devreg.Cursor{DeviceID: last.DeviceID}, nil
+	case f.Sort == devreg.SortLastSeen:
+		seen := int64(-1)
+		if last.LastSeenAt != nil {
+			seen = last.LastSeenAt.UnixMicro()
+		}
+		return devices, devreg.Cursor{SeenAt: seen, Seq: last.Seq}, nil
 	}
 	return devices, devreg.Cursor{Seq: last.Seq}, nil
 }
 
-// listDevices reads a page of devices for the caller: for a key restricted to device types, of
-// the types it reaches, in one query whose cost does not grow with their number (see the store's
-// ListDevices).
-func (s *Service) listDevices(ctx context.Context, c devreg.Caller, f devreg.DeviceFilter) ([]devreg.Device, error) {
+// idPart reports whether s could be part of a device ID: 1 to 128 of its characters.
+func idPart(s string) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("._:-", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// CountDevices counts the caller's devices that match f, up to most: it answers most+1 when
+// there are more, having read no more than that many. A substring search is not counted (its
+// pages read a window of the devices each).
+func (s *Service) CountDevices(ctx context.Context, f devreg.DeviceFilter, most int) (int, error) {
+	c, err := authorize(ctx, devreg.ScopeRead)
+	if err != nil {
+		return 0, err
+	}
+	if f.Status != "" && !f.Status.Valid() || f.Contains != "" {
+		return 0, devreg.Errorf(devreg.EBADREQUEST, "this filter is not counted")
+	}
+	if f.DeviceTypeID != "" && !opaqueID(f.DeviceTypeID) || f.BatchID != "" && !opaqueID(f.BatchID) ||
+		f.Prefix != "" && credential.CheckDeviceID(f.Prefix) != "" {
+		return 0, nil
+	}
+	f, ok, err := s.scope(ctx, c, f)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return s.store.CountDevices(ctx, c.AccountID, f, most)
+}
+
+// listDevices reads a page of devices for the caller (see scope), and for a substring search
+// where its window ended (see the store's SearchDevices).
+func (s *Service) listDevices(ctx context.Context, c devreg.Caller, f devreg.DeviceFilter) ([]devreg.Device, string, error) {
+	f, ok, err := s.scope(ctx, c, f)
+	if err != nil || !ok {
+		return []devreg.Device{}, "", err
+	}
+	if f.Contains != "" {
+		return s.store.SearchDevices(ctx, c.AccountID, f)
+	}
+	devices, err := s.store.ListDevices(ctx, c.AccountID, f)
+	return devices, "", err
+}
+
+// scope limits f to the types the caller reaches: for a key restricted to device types, the
+// types it reaches, in one query whose cost does not grow with their number (see the store's
+// ListDevices). ok is false when no device of the caller can match.
+func (s *Service) scope(ctx context.Context, c devreg.Caller, f devreg.DeviceFilter) (_ devreg.DeviceFilter, ok bool, _ error) {
 	f.DeviceTypeIDs = c.DeviceTypeIDs
 	if c.DeviceTypeIDs != nil && f.BatchID != "" {
 		b, err := s.reachBatch(ctx, c, f.BatchID)
 		if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-			return []devreg.Device{}, nil
+			return f, false, nil
 		} else if err != nil {
-			return nil, err
+			return f, false, err
 		}
 		// A batch's devices are all of its type, which the key reaches; a batch of a type it
 		// does not reach is not found, without walking the batch's devices to find none.
 		f.DeviceTypeIDs = []string{b.DeviceTypeID}
 	}
-	return s.store.ListDevices(ctx, c.AccountID, f)
+	return f, true, nil
 }
 
 // Device returns one of the caller's devices.

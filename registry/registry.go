@@ -57,6 +57,8 @@ type Store interface {
 
 	NewStage(ctx context.Context) (devreg.RegistrationStage, error)
 	ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error)
+	SearchDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, string, error)
+	CountDevices(ctx context.Context, accountID string, f devreg.DeviceFilter, most int) (int, error)
 	Device(ctx context.Context, accountID, deviceID string) (devreg.Device, error)
 	SetDeviceStatus(ctx context.Context, accountID, deviceID string, status devreg.DeviceStatus) error
 	DeleteDevice(ctx context.Context, accountID, deviceID string) error

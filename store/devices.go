@@ -37,15 +37,34 @@ func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 	return d, err
 }
 
-// ListDevices returns up to f.Limit devices of the account that match f: in registration order
-// after f.After.Seq, or, when f.Prefix is set, in device ID order after f.After.DeviceID. Each way
-// walks an index from the page's position and stops at the page's end, so deep pages cost what
-// the first page costs, and a set of types (f.DeviceTypeIDs) costs what one type costs.
+// ListDevices returns up to f.Limit devices of the account that match f, in f's order (see
+// devreg.DeviceSort) after f.After. Each order walks an index from the page's position and stops
+// at the page's end, so deep pages cost what the first page costs, and a set of types
+// (f.DeviceTypeIDs) costs what one type costs. f.Contains is SearchDevices' to handle.
 func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
+	devices, err := s.listDevices(ctx, accountID, f)
+	// In last-seen order the devices that never checked in follow those that did: a second walk
+	// of the same index, from its start, for the rest of the page.
+	if err != nil || f.Sort != devreg.SortLastSeen || f.After.SeenAt == -1 || len(devices) >= f.Limit ||
+		f.Connected != nil && *f.Connected {
+		return devices, err
+	}
+	f.After, f.Limit = devreg.Cursor{SeenAt: -1}, f.Limit-len(devices)
+	never, err := s.listDevices(ctx, accountID, f)
+	return append(devices, never...), err
+}
+
+// listDevices runs one query of devicesQuery.
+func (s *DB) listDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
 	q, args, ok := s.devicesQuery(accountID, f)
 	if !ok {
 		return []devreg.Device{}, nil
 	}
+	return s.queryDevices(ctx, q, args)
+}
+
+// queryDevices reads the devices a query of deviceColumns selects.
+func (s *DB) queryDevices(ctx context.Context, q string, args []any) ([]devreg.Device, error) {
 	rows, err := s.h.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -62,80 +81,197 @@ func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceF
 	return devices, rows.Err()
 }
 
+// SearchDevices returns up to f.Limit devices of the account whose ID contains f.Contains and
+// that match the rest of f, in device ID order after f.After.DeviceID, reading at most
+// devreg.SearchWindow devices: a substring has no index to walk (a trigram index would find the
+// matches, but not in order, and a common substring matches most of the account). When the
+// window ends before the page is full, resume is the last device ID it read, where a search for
+// the next page starts; it is "" when the window reached the end of the account's devices.
+func (s *DB) SearchDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) (devices []devreg.Device, resume string, err error) {
+	types, ok := typesOf(f.DeviceTypeID, f.DeviceTypeIDs)
+	if !ok {
+		return []devreg.Device{}, "", nil
+	}
+	// window is the walk of the device ID index that the search may read.
+	window := func(columns string) (string, []any) {
+		var c conds
+		c.add(`account_num = `+accountNum, accountID)
+		c.idRange(f)
+		return `SELECT ` + columns + ` FROM devices WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`, append(c.args, devreg.SearchWindow)
+	}
+	inner, args := window(deviceColumns)
+	var c conds
+	c.add(s.contains())
+	c.args = append(args, f.Contains)
+	s.filters(&c, f, types, true, false)
+	q := `SELECT * FROM (` + inner + `) AS w WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`
+	if devices, err = s.queryDevices(ctx, q, append(c.args, f.Limit)); err != nil || len(devices) >= f.Limit {
+		return devices, "", err
+	}
+	inner, args = window(`device_id`)
+	var read int
+	var last sql.NullString
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*), max(device_id) FROM (`+inner+`) AS w`, args...).Scan(&read, &last); err != nil {
+		return nil, "", err
+	}
+	if read == devreg.SearchWindow {
+		resume = last.String
+	}
+	return devices, resume, nil
+}
+
+// contains is the condition that device_id contains the argument, a plain substring (LIKE would
+// read "_" in a device ID as a wildcard).
+func (s *DB) contains() string {
+	if s.pg {
+		return `strpos(device_id, ?) > 0`
+	}
+	return `instr(device_id, ?) > 0`
+}
+
+// CountDevices counts the account's devices that match f, reading at most most+1 of them: it
+// returns most+1 when there are more than most.
+func (s *DB) CountDevices(ctx context.Context, accountID string, f devreg.DeviceFilter, most int) (int, error) {
+	f.Sort, f.After, f.Limit = devreg.SortRegistered, devreg.Cursor{}, most+1
+	q, args, ok := s.devicesQuery(accountID, f)
+	if !ok {
+		return 0, nil
+	}
+	var n int
+	err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+q+`) AS page`, args...).Scan(&n)
+	return n, err
+}
+
+// conds is the condition of a query's WHERE, and its arguments, written in order.
+type conds struct {
+	strings.Builder
+	args []any
+}
+
+func (c *conds) add(cond string, vals ...any) {
+	if c.Len() > 0 {
+		c.WriteString(" AND ")
+	}
+	c.WriteString(cond)
+	c.args = append(c.args, vals...)
+}
+
+// idRange limits a walk in device ID order to f's prefix and to the IDs after its cursor.
+func (c *conds) idRange(f devreg.DeviceFilter) {
+	if f.Prefix != "" {
+		// Device IDs are ASCII below 0x7f, so the prefix's range ends before prefix+"\x7f".
+		c.add(`device_id >= ? AND device_id < ?`, f.Prefix, f.Prefix+"\x7f")
+	}
+	if f.After.DeviceID != "" {
+		c.add(`device_id > ?`, f.After.DeviceID)
+	}
+}
+
+// filters adds f's conditions that only filter the rows of a walk (types, batch, status,
+// connection). The types are never an index's condition, nor is the batch on a walk of another
+// index (walkOfOther), nor the connection but on the walk of last sightings (bySeen): the planner
+// must not read all of their devices to sort them.
+func (s *DB) filters(c *conds, f devreg.DeviceFilter, types []string, walkOfOther, bySeen bool) {
+	if len(types) > 0 {
+		in, inArgs := s.h.oneOf(s.noIndex(`device_type_id`), types)
+		c.add(in, inArgs...)
+	}
+	if f.BatchID != "" {
+		if walkOfOther {
+			c.add(s.noIndex(`batch_id`)+` = ?`, f.BatchID)
+		} else {
+			c.add(`batch_id = ?`, f.BatchID)
+		}
+	}
+	if f.Status != "" {
+		c.add(`status = ?`, string(f.Status))
+	}
+	if f.Connected != nil {
+		seen := `last_seen_at`
+		if !bySeen {
+			seen = s.noIndex(seen)
+		}
+		if *f.Connected {
+			c.add(seen + ` IS NOT NULL`)
+		} else {
+			c.add(seen + ` IS NULL`)
+		}
+	}
+}
+
 // devicesQuery is ListDevices' query and its arguments; ok is false when no device can match.
 //
-// A set of types (a restricted key's) costs what one type costs. A prefix search walks the unique
-// index of device IDs through the prefix's range, and a batch's listing the batch's index, with
+// A set of types (a restricted key's) costs what one type costs. A listing in device ID order (a
+// prefix search) walks the unique index of device IDs through the prefix's range, a batch's
+// listing the batch's index, and a listing in last-seen order the index of last sightings, with
 // the types as a condition on each row: one walk that stops at the page's end. A listing in
-// registration order reads each type's index from the page's position and merges them (see
-// merged): the page's rows and one more per type. A walk of the account's index with the types as
-// a condition would instead read every device of the other types on its way: for a key that
-// reaches 1 type of 100, about a hundred rows per row listed. (Reading a page of each type and
-// merging them in Go took 3.2 s for a key of 100 types to list 1,000 devices of a prefix, which
-// an unrestricted key lists in 16 ms.)
+// registration order (either way) reads each type's index from the page's position and merges
+// them (see merged): the page's rows and one more per type. A walk of the account's index with
+// the types as a condition would instead read every device of the other types on its way: for a
+// key that reaches 1 type of 100, about a hundred rows per row listed. (Reading a page of each
+// type and merging them in Go took 3.2 s for a key of 100 types to list 1,000 devices of a
+// prefix, which an unrestricted key lists in 16 ms.) Orders other than registration order keep
+// that cost for a rare type: one index per order and type would be one more index for every
+// registration and every check-in to write.
 func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, args []any, ok bool) {
 	types, ok := typesOf(f.DeviceTypeID, f.DeviceTypeIDs)
 	if !ok {
 		return "", nil, false
 	}
+	byID, bySeen := f.ByID(), f.Sort == devreg.SortLastSeen
+	desc := ""
+	if f.Sort == devreg.SortNewest {
+		desc = " DESC"
+	}
 	// where is the condition of one walk over the devices of types (nil: of any type).
 	where := func(types []string) string {
-		var w strings.Builder
-		add := func(cond string, vals ...any) {
-			if w.Len() > 0 {
-				w.WriteString(" AND ")
-			}
-			w.WriteString(cond)
-			args = append(args, vals...)
-		}
-		if f.Prefix != "" { // walks the unique index of device IDs
-			add(`account_num = `+accountNum, accountID)
+		var c conds
+		if byID { // walks the unique index of device IDs
+			c.add(`account_num = `+accountNum, accountID)
 		} else {
-			add(`account_id = ?`, accountID)
+			c.add(`account_id = ?`, accountID)
+		}
+		byType := len(types) == 1 && !byID && !bySeen && f.BatchID == ""
+		if byType {
+			c.add(`device_type_id = ?`, types[0]) // walks the type's index
 		}
 		switch {
-		case len(types) == 1 && f.Prefix == "" && f.BatchID == "":
-			add(`device_type_id = ?`, types[0]) // walks the type's index
-		case len(types) > 0:
-			// Not an index's condition: the walk is the one above, and the planner must not
-			// read all devices of the types to sort them.
-			in, inArgs := s.h.oneOf(s.noIndex(`device_type_id`), types)
-			add(in, inArgs...)
-		}
-		if f.BatchID != "" {
-			add(`batch_id = ?`, f.BatchID)
-		}
-		if f.Prefix != "" {
-			// Device IDs are ASCII below 0x7f, so the prefix's range ends before prefix+"\x7f".
-			add(`device_id >= ? AND device_id < ?`, f.Prefix, f.Prefix+"\x7f")
-			if f.After.DeviceID != "" {
-				add(`device_id > ?`, f.After.DeviceID)
+		case byID:
+			c.idRange(f)
+		case bySeen && f.After.SeenAt == -1:
+			c.add(`last_seen_at IS NULL`)
+			if f.After.Seq > 0 {
+				c.add(`seq < ?`, f.After.Seq)
 			}
-		} else if f.After.Seq > 0 {
-			add(`seq > ?`, f.After.Seq)
+		case bySeen && f.After.SeenAt > 0:
+			c.add(`(last_seen_at, seq) < (?, ?)`, f.After.SeenAt, f.After.Seq)
+		case bySeen:
+			c.add(`last_seen_at IS NOT NULL`)
+		case f.After.Seq > 0 && desc != "":
+			c.add(`seq < ?`, f.After.Seq)
+		case f.After.Seq > 0:
+			c.add(`seq > ?`, f.After.Seq)
 		}
-		if f.Status != "" {
-			add(`status = ?`, string(f.Status))
+		if byType {
+			types = nil
 		}
-		if f.Connected != nil {
-			if *f.Connected {
-				add(`last_seen_at IS NOT NULL`)
-			} else {
-				add(`last_seen_at IS NULL`)
-			}
-		}
-		return w.String()
+		s.filters(&c, f, types, byID || bySeen, bySeen)
+		args = append(args, c.args...)
+		return c.String()
 	}
-	if len(types) > 1 && f.Prefix == "" && f.BatchID == "" {
+	if len(types) > 1 && !byID && !bySeen && f.BatchID == "" {
 		arms := make([]string, len(types))
 		for i, t := range types {
 			arms[i] = `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where([]string{t})
 		}
-		return s.merged(arms, "seq", f.Limit), args, true
+		return s.merged(arms, "seq"+desc, f.Limit), args, true
 	}
-	order := "seq"
-	if f.Prefix != "" {
+	order := "seq" + desc
+	switch {
+	case byID:
 		order = "device_id"
+	case bySeen:
+		order = "last_seen_at DESC, seq DESC"
 	}
 	return `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where(types) + ` ORDER BY ` + order + ` LIMIT ?`, append(args, f.Limit), true
 }
