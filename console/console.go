@@ -63,6 +63,7 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 			return ""
 		},
 		"seconds": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+		"ago":     func(t any) template.HTML { return relativeTime(svc.Now(), t) },
 		"count":   thousands,
 		"grace":   graceText,
 		"lines":   func(l []string) string { return strings.Join(l, "\n") },
@@ -145,6 +146,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("GET /devices", h.devicesPage)
 	auth("POST /devices", h.registerOne)
 	auth("GET /devices/upload", h.uploadPage)
+	auth("GET /devices/export.csv", h.exportDevices)
+	auth("POST /devices/bulk", h.bulkDevices)
 	// The bulk upload streams its own multipart body; it is the one form that carries a file.
 	mux.Handle("POST /devices/upload", protect.Handler(h.wrap(h.authenticated(h.upload))))
 	auth("GET /devices/{id}", h.devicePage)

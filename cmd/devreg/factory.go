@@ -397,9 +397,9 @@ func (m *Main) devicesExport(ctx context.Context, args []string) error {
 		return err
 	}
 	w := csv.NewWriter(m.Stdout)
-	w.Write([]string{"device_id", "device_type_id", "status", "batch_id", "created_at", "last_seen_at"})
+	w.Write(devreg.DeviceExportColumns)
 	err = eachDevice(ctx, c, client.DeviceQuery{DeviceTypeID: *typeID}, func(d devreg.Device) error {
-		return w.Write([]string{d.DeviceID, d.DeviceTypeID, string(d.Status), d.BatchID, d.CreatedAt.UTC().Format(time.RFC3339), formatTime(d.LastSeenAt)})
+		return w.Write(devreg.DeviceExportRecord(d))
 	})
 	w.Flush()
 	if err != nil {

@@ -83,3 +83,16 @@ document.addEventListener("DOMContentLoaded", function () {
     xhr.send(new FormData(form));
   });
 });
+
+// A checkbox with data-select-all ticks or clears, in its form, every checkbox of that name: the
+// Devices page's "select all on this page".
+document.addEventListener("change", function (ev) {
+  var all = ev.target.closest("[data-select-all]");
+  if (!all || !all.form) {
+    return;
+  }
+  var boxes = all.form.querySelectorAll('input[type=checkbox][name="' + all.getAttribute("data-select-all") + '"]');
+  for (var i = 0; i < boxes.length; i++) {
+    boxes[i].checked = all.checked;
+  }
+});
