@@ -56,7 +56,8 @@ const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
 	// SearchWindow is how many devices a page of a substring search (DeviceFilter.Contains)
-	// reads at most: 100,000 rows of the device ID index take about 60 ms on SQLite.
+	// reads at most: a page that finds too few reads the window's IDs twice, from the index alone,
+	// in 0.1-0.17 s on SQLite and 0.23-0.27 s on PostgreSQL (2 shared cores).
 	SearchWindow = 100000
 )
 

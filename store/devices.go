@@ -92,23 +92,24 @@ func (s *DB) SearchDevices(ctx context.Context, accountID string, f devreg.Devic
 	if !ok {
 		return []devreg.Device{}, "", nil
 	}
-	// window is the walk of the device ID index that the search may read.
-	window := func(columns string) (string, []any) {
+	// window is the walk of the device ID index that the search may read: the index alone (it
+	// holds the IDs), the rows only of the IDs that match.
+	window := func() (string, []any) {
 		var c conds
 		c.add(`account_num = `+accountNum, accountID)
 		c.idRange(f)
-		return `SELECT ` + columns + ` FROM devices WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`, append(c.args, devreg.SearchWindow)
+		return `SELECT device_id FROM devices WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`, append(c.args, devreg.SearchWindow)
 	}
-	inner, args := window(deviceColumns)
+	inner, args := window()
 	var c conds
-	c.add(s.contains())
-	c.args = append(args, f.Contains)
+	c.add(`account_num = `+accountNum, accountID)
+	c.add(`device_id IN (SELECT device_id FROM (`+inner+`) AS w WHERE `+s.contains()+`)`, append(args, f.Contains)...)
 	s.filters(&c, f, types, true, false)
-	q := `SELECT * FROM (` + inner + `) AS w WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`
+	q := `SELECT ` + deviceColumns + ` FROM devices WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`
 	if devices, err = s.queryDevices(ctx, q, append(c.args, f.Limit)); err != nil || len(devices) >= f.Limit {
 		return devices, "", err
 	}
-	inner, args = window(`device_id`)
+	inner, args = window()
 	var read int
 	var last sql.NullString
 	if err := s.h.QueryRowContext(ctx, `SELECT count(*), max(device_id) FROM (`+inner+`) AS w`, args...).Scan(&read, &last); err != nil {
