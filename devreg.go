@@ -46,6 +46,8 @@ type Source string
 const (
 	SourceAPI     Source = "api"
 	SourceConsole Source = "console"
+	// SourceCLI is the server's command line, working offline on the server's data.
+	SourceCLI Source = "cli"
 )
 
 // Caller is the authenticated principal a request runs for: an API key or a console user.
@@ -95,13 +97,15 @@ type Account struct {
 // email belongs to one user, whatever its case.
 func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
 
-// User is a person who logs in to the console of one account.
+// User is a person who logs in to the console of one account, with a role.
 type User struct {
-	ID           string
-	AccountID    string
-	Email        string
-	PasswordHash string
-	CreatedAt    time.Time
+	ID           string     `json:"id"`
+	AccountID    string     `json:"-"`
+	Email        string     `json:"email"`
+	Role         Role       `json:"role"`
+	PasswordHash string     `json:"-"` // "" until an invitation sets it: no password matches it
+	CreatedAt    time.Time  `json:"created_at"`
+	LastLoginAt  *time.Time `json:"last_login_at"`
 }
 
 // APIKey is a credential for the Operations API. The key itself is shown once and stored only hashed.

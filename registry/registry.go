@@ -29,6 +29,12 @@ type Store interface {
 	Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
 	ReserveAttempt(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)
 	ReleaseAttempt(ctx context.Context, key string, windowStart time.Time) error
+	CreateUser(ctx context.Context, u devreg.User, linkHash []byte, linkExpires time.Time, e *devreg.AuditEntry) error
+	ListUsers(ctx context.Context, accountID string) ([]devreg.User, error)
+	User(ctx context.Context, accountID, id string) (devreg.User, error)
+	ChangeUser(ctx context.Context, accountID, id string, decide func(u devreg.User, admins int) (devreg.UserChange, error)) (devreg.User, error)
+	LinkUser(ctx context.Context, linkHash []byte, now time.Time) (devreg.User, error)
+	UseLink(ctx context.Context, linkHash []byte, passwordHash string, now time.Time, e func(devreg.User) *devreg.AuditEntry) (devreg.User, error)
 
 	CreateAPIKey(ctx context.Context, k devreg.APIKey) error
 	APIKeyByHash(ctx context.Context, hash []byte) (devreg.APIKey, error)
@@ -147,6 +153,9 @@ func authorize(ctx context.Context, need devreg.Scope) (devreg.Caller, error) {
 		}
 		if c.Scope == devreg.ScopeBroker {
 			return c, devreg.Errorf(devreg.EFORBIDDEN, "a key with scope %q answers only at the broker endpoints (/broker/v1/...); use a key with scope %q or higher here", c.Scope, need)
+		}
+		if c.Source == devreg.SourceConsole {
+			return c, devreg.Errorf(devreg.EFORBIDDEN, "this needs the role %s or higher; your role is %s (an admin of the account can change it)", devreg.RoleOf(need), devreg.RoleOf(c.Scope))
 		}
 		return c, devreg.Errorf(devreg.EFORBIDDEN, "this needs an API key with scope %q or higher; this key has scope %q", need, c.Scope)
 	}

@@ -124,8 +124,9 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	return token, nil
 }
 
-// SessionCaller returns the caller a console session token stands for. Console users are their
-// account's owners and have the admin scope.
+// SessionCaller returns the caller a console session token stands for, with the scope of its
+// user's role as stored now: a change of role holds from the user's next request on, and a
+// removed user's sessions are gone with it.
 func (s *Service) SessionCaller(ctx context.Context, token string) (devreg.Caller, error) {
 	u, err := s.store.SessionUser(ctx, hashToken(token), s.now())
 	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
@@ -134,7 +135,7 @@ func (s *Service) SessionCaller(ctx context.Context, token string) (devreg.Calle
 	if err != nil {
 		return devreg.Caller{}, err
 	}
-	return devreg.Caller{AccountID: u.AccountID, Scope: devreg.ScopeAdmin, Name: u.Email, Source: devreg.SourceConsole, UserID: u.ID}, nil
+	return devreg.Caller{AccountID: u.AccountID, Scope: u.Role.Scope(), Name: u.Email, Source: devreg.SourceConsole, UserID: u.ID}, nil
 }
 
 // Logout ends a console session.

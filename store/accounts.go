@@ -10,7 +10,7 @@ import (
 	"devreg"
 )
 
-// CreateAccount stores a new account with its owner and first API key, all or nothing.
+// CreateAccount stores a new account with its owner (an admin) and first API key, all or nothing.
 func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error {
 	return s.inTx(ctx, func(tx handle) error {
 		// Accounts are numbered in order; PostgreSQL's identity column counts by itself, and
@@ -23,8 +23,8 @@ func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User,
 			a.ID, a.Name, micros(a.CreatedAt)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, account_id, email, password_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
-			u.ID, u.AccountID, u.Email, u.PasswordHash, micros(u.CreatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, account_id, email, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			u.ID, u.AccountID, u.Email, string(devreg.RoleAdmin), u.PasswordHash, micros(u.CreatedAt)); err != nil {
 			if isUniqueViolation(err) {
 				return devreg.Errorf(devreg.ECONFLICT, "a user with email %s already exists", u.Email)
 			}
@@ -39,11 +39,7 @@ func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User,
 
 // UserByEmail returns the user with the given email.
 func (s *DB) UserByEmail(ctx context.Context, email string) (devreg.User, error) {
-	var u devreg.User
-	var created int64
-	err := s.h.QueryRowContext(ctx, `SELECT id, account_id, email, password_hash, created_at FROM users WHERE email = ?`, email).
-		Scan(&u.ID, &u.AccountID, &u.Email, &u.PasswordHash, &created)
-	u.CreatedAt = fromMicros(created)
+	u, err := scanUser(s.h.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email = ?`, email))
 	return u, notFound(err, "no user with email %s", email)
 }
 

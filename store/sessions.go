@@ -12,11 +12,15 @@ import (
 	"devreg"
 )
 
-// CreateSession stores a console session for a user until expires.
+// CreateSession stores a console session for a user until expires, and the login's time as the
+// user's last.
 func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error {
 	return s.inTx(ctx, func(tx handle) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
 			tokenHash, userID, micros(created), micros(expires)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET last_login_at = ? WHERE id = ?`, micros(created), userID); err != nil {
 			return err
 		}
 		if devreg.AuditFromContext(ctx) == nil {
@@ -30,14 +34,11 @@ func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string,
 	})
 }
 
-// SessionUser returns the user of an unexpired session.
+// SessionUser returns the user of an unexpired session, as it is now: its role is read on every
+// request, so that a change of role holds from the user's next request on, on every server.
 func (s *DB) SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (devreg.User, error) {
-	var u devreg.User
-	var created int64
-	err := s.h.QueryRowContext(ctx, `SELECT u.id, u.account_id, u.email, u.password_hash, u.created_at
-		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?`, tokenHash, micros(now)).
-		Scan(&u.ID, &u.AccountID, &u.Email, &u.PasswordHash, &created)
-	u.CreatedAt = fromMicros(created)
+	u, err := scanUser(s.h.QueryRowContext(ctx, `SELECT u.id, u.account_id, u.email, u.role, u.password_hash, u.created_at, u.last_login_at
+		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?`, tokenHash, micros(now)))
 	return u, notFound(err, "session expired; log in again")
 }
 

@@ -52,6 +52,8 @@ func Run(t *testing.T, open Opener) {
 		{"trusted-cas", testTrustedCAs},
 		{"enrollment-groups", testEnrollmentGroups},
 		{"enrollment-group-changes", testEnrollmentGroupChanges},
+		{"users", testUsers},
+		{"last-admin-under-race", testLastAdminUnderRace},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
