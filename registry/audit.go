@@ -15,6 +15,9 @@ import (
 
 // actorOf is who a caller is, as the audit log names it.
 func actorOf(c devreg.Caller) devreg.AuditActor {
+	if c.Source == devreg.SourceCLI {
+		return cliActor
+	}
 	if c.Source == devreg.SourceConsole {
 		return devreg.AuditActor{Type: devreg.ActorUser, ID: c.UserID, Name: c.Name}
 	}

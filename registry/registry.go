@@ -116,6 +116,9 @@ type Service struct {
 	// device presents one (VerifyDeviceToken); nil: no token is valid.
 	TokenKeys   *devtoken.SigningKeys
 	TokenIssuer string
+	// PublicURL is the address clients use (no trailing slash), which the one-time links of
+	// users start with; "" gives links that start with their path.
+	PublicURL string
 
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)

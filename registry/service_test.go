@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -19,8 +20,9 @@ import (
 )
 
 // TestService calls every caller-facing method of registry.Service as each kind of caller: keys
-// of account A with each scope, no caller at all, and the admin of another account B, to which
-// A's objects must not exist. Allowed calls must have their effect; refused ones must leave
+// of account A with each scope, console users of account A with each role (logged in, their
+// sessions read back as a request's would be), no caller at all, and the admin of another
+// account B, to which A's objects must not exist. Allowed calls must have their effect; refused ones must leave
 // everything as it was.
 func TestService(t *testing.T) { onBothDatabases(t, testService) }
 
@@ -77,6 +79,7 @@ type fixture struct {
 	batch devreg.Batch
 	key   devreg.APIKey     // a read key, as the key list shows it
 	cred  devreg.Credential // dev's second credential, where the case's setup adds one
+	user  devreg.User       // a developer user, where the case's setup adds one
 }
 
 // secondCredential gives the fixture's device a second credential.
@@ -128,6 +131,22 @@ func testService(t *testing.T, url string) {
 		return w.other
 	}
 	restrictedOverride := map[string]string{"creates-type": forbidden}
+	// Console users of account A with each role, as their sessions make them.
+	user := func(role devreg.Role) context.Context {
+		email := string(role) + "@a.example"
+		if _, _, err := svc.CreateUser(admin, registry.NewUser{Email: email, Role: role, Password: "password-" + string(role)}); err != nil {
+			t.Fatal(err)
+		}
+		token, err := svc.Login(ctx, email, "password-"+string(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := svc.SessionCaller(ctx, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return devreg.NewContextWithCaller(ctx, c)
+	}
 
 	callers := []struct {
 		name       string
@@ -139,6 +158,9 @@ func testService(t *testing.T, url string) {
 		{"admin-key", admin, true, false, func(w codes) string { return w.admin }},
 		{"register-key", as(a, devreg.ScopeRegister), true, false, func(w codes) string { return w.register }},
 		{"read-key", as(a, devreg.ScopeRead), true, false, func(w codes) string { return w.read }},
+		{"admin-user", user(devreg.RoleAdmin), true, false, func(w codes) string { return w.admin }},
+		{"operations-user", user(devreg.RoleOperations), true, false, func(w codes) string { return w.register }},
+		{"developer-user", user(devreg.RoleDeveloper), true, false, func(w codes) string { return w.read }},
 		{"no-caller", ctx, false, false, func(codes) string { return devreg.EUNAUTHORIZED }},
 		{"other-account", otherAdmin, false, false, func(w codes) string { return w.other }},
 		{"restricted-register-key", restricted(devreg.ScopeRegister), false, true, func(w codes) string { return asRestricted(w.register, w) }},
@@ -515,8 +537,12 @@ func testService(t *testing.T, url string) {
 			does: "adds-credential", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusCreated,
 			do: func(ctx context.Context, t *testing.T, f *fixture) error {
 				got, err := f.svc.AddCredential(ctx, f.dev.DeviceID, devreg.NewCredential{Generate: true})
-				if err == nil && (len(got.Secret) < registry.GeneratedSecretLength || got.Source != devreg.CredentialFromAPI) {
-					t.Errorf("AddCredential = %+v, want a generated secret made through the API", got)
+				source := devreg.CredentialFromAPI
+				if c, _ := devreg.CallerFromContext(ctx); c.Source == devreg.SourceConsole {
+					source = devreg.CredentialFromConsole
+				}
+				if err == nil && (len(got.Secret) < registry.GeneratedSecretLength || got.Source != source) {
+					t.Errorf("AddCredential = %+v, want a generated secret made through the %s", got, source)
 				}
 				return err
 			},
@@ -553,6 +579,84 @@ func testService(t *testing.T, url string) {
 			check: func(t *testing.T, f *fixture, done bool) {
 				if n := len(f.credentials(t)); n != map[bool]int{true: 1, false: 2}[done] {
 					t.Errorf("the device has %d credentials afterwards", n)
+				}
+			},
+		},
+
+		// Users.
+		{
+			does: "creates-user", want: codes{allowed, forbidden, forbidden, allowed}, ok: http.StatusCreated,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				u, link, err := f.svc.CreateUser(ctx, registry.NewUser{Email: f.name("new") + "@example.test", Role: devreg.RoleOperations})
+				if err == nil && (u.ID == "" || u.Role != devreg.RoleOperations || !strings.Contains(link, "/invitation?token=")) {
+					t.Errorf("CreateUser = %+v, %q", u, link)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got, want := f.hasUser(t, f.admin, f.name("new")+"@example.test"), done && f.own; got != want {
+					t.Errorf("user in account A: %v, want %v", got, want)
+				}
+				if got, want := f.hasUser(t, f.otherAdmin, f.name("new")+"@example.test"), done && !f.own; got != want {
+					t.Errorf("user in account B: %v, want %v", got, want)
+				}
+			},
+		},
+		{
+			does: "lists-users", want: codes{allowed, forbidden, forbidden, allowed}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) { f.newUser(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				users, err := f.svc.ListUsers(ctx)
+				if got := len(filter(users, func(u devreg.User) bool { return u.ID == f.user.ID })) == 1; err == nil && got != f.own {
+					t.Errorf("the case's user listed: %v, want %v", got, f.own)
+				}
+				return err
+			},
+		},
+		{
+			does: "changes-user-role", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) { f.newUser(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				role := devreg.RoleOperations
+				u, link, err := f.svc.UpdateUser(ctx, f.user.ID, registry.UserUpdate{Role: &role})
+				if err == nil && (u.Role != role || link != "") {
+					t.Errorf("UpdateUser = %+v, %q", u, link)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				want := map[bool]devreg.Role{true: devreg.RoleOperations, false: devreg.RoleDeveloper}[done]
+				if u := f.userNow(t); u == nil || u.Role != want {
+					t.Errorf("the user afterwards: %+v, want role %s", u, want)
+				}
+			},
+		},
+		{
+			does: "resets-user-password", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			setup: func(t *testing.T, f *fixture) { f.newUser(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				_, link, err := f.svc.UpdateUser(ctx, f.user.ID, registry.UserUpdate{ResetPassword: true})
+				if err == nil && !strings.Contains(link, "/invitation?token=") {
+					t.Errorf("UpdateUser's link = %q", link)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				_, err := f.svc.Login(context.Background(), f.user.Email, "password-of-the-case")
+				if got := err == nil; got == done {
+					t.Errorf("the old password works afterwards: %v (%v)", got, err)
+				}
+			},
+		},
+		{
+			does: "deletes-user", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusNoContent,
+			setup: func(t *testing.T, f *fixture) { f.newUser(t) },
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				return f.svc.DeleteUser(ctx, f.user.ID)
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if got := f.userNow(t) != nil; got == done {
+					t.Errorf("the user exists afterwards: %v", got)
 				}
 			},
 		},
@@ -670,6 +774,41 @@ func (f *fixture) hasType(t *testing.T, admin context.Context, name string) bool
 		t.Fatal(err)
 	}
 	return len(filter(types, func(dt devreg.DeviceType) bool { return dt.Name == name })) > 0
+}
+
+// newUser gives the fixture a developer user of account A with a password.
+func (f *fixture) newUser(t *testing.T) {
+	t.Helper()
+	var err error
+	f.user, _, err = f.svc.CreateUser(f.admin, registry.NewUser{Email: f.name("user") + "@example.test", Role: devreg.RoleDeveloper, Password: "password-of-the-case"})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// userNow returns the fixture's user as account A's admin sees it now; nil once it is gone.
+func (f *fixture) userNow(t *testing.T) *devreg.User {
+	t.Helper()
+	users, err := f.svc.ListUsers(f.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if u.ID == f.user.ID {
+			return &u
+		}
+	}
+	return nil
+}
+
+// hasUser reports whether the account of admin has a user with that email.
+func (f *fixture) hasUser(t *testing.T, admin context.Context, email string) bool {
+	t.Helper()
+	users, err := f.svc.ListUsers(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(filter(users, func(u devreg.User) bool { return u.Email == email })) > 0
 }
 
 // hasKey reports whether the account of admin has an API key of that name.

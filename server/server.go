@@ -227,7 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	// Device tokens are issued as the public URL, which may name the port just bound.
-	svc.TokenKeys, svc.TokenIssuer = s.signing, s.PublicURL()
+	svc.TokenKeys, svc.TokenIssuer, svc.PublicURL = s.signing, s.PublicURL(), s.PublicURL()
 	handler, err := s.handler()
 	if err != nil {
 		s.ln.Close()
