@@ -103,6 +103,10 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("GET /api/v1/audit", h.listAudit)
 	route("GET /api/v1/audit/export", h.exportAudit)
 	route("DELETE /api/v1/apikeys/{id}", h.deleteAPIKey)
+	route("POST /api/v1/users", h.createUser)
+	route("GET /api/v1/users", h.listUsers)
+	route("PATCH /api/v1/users/{id}", h.updateUser)
+	route("DELETE /api/v1/users/{id}", h.deleteUser)
 	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)
 	}))
