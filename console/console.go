@@ -169,6 +169,15 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("POST /apikeys/{id}/delete", h.deleteAPIKey)
 	auth("GET /audit", h.auditPage)
 	auth("GET /audit/export", h.exportAudit)
+	auth("GET /users", h.usersPage)
+	auth("POST /users", h.createUser)
+	auth("POST /users/{id}/role", h.setUserRole)
+	auth("POST /users/{id}/reset", h.resetUser)
+	auth("POST /users/{id}/delete", h.deleteUser)
+	auth("GET /account/password", h.passwordPage)
+	auth("POST /account/password", h.changePassword)
+	open("GET /invitation", h.invitationPage)
+	open("POST /invitation", h.acceptInvitation)
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -204,6 +213,9 @@ type page struct {
 	Title string
 	Nav   string
 	User  string
+	// Role is the user's role, so that a page shows only what the role may do (the service
+	// refuses the rest regardless).
+	Role  devreg.Role
 	Flash *flash
 	Data  any
 }
@@ -227,7 +239,7 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	}
 	p := page{Title: title, Nav: nav, Data: data, Flash: h.takeFlash(w, r)}
 	if c, ok := devreg.CallerFromContext(r.Context()); ok {
-		p.User = c.Name
+		p.User, p.Role = c.Name, devreg.RoleOf(c.Scope)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
@@ -330,7 +342,7 @@ func (h *Handler) authenticated(fn handlerFunc) handlerFunc {
 var sessionDoor = authn.Door{Methods: authn.Session, Missing: "please log in"}
 
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) error {
-	return h.render(w, r, http.StatusOK, "login", "Log in", "", loginData{Next: safeNext(r.URL.Query().Get("next"))})
+	return h.render(w, r, http.StatusOK, "login", "Log in", "", loginData{Next: safeNext(r.URL.Query().Get("next")), Email: r.URL.Query().Get("email")})
 }
 
 type loginData struct{ Email, Next, Error string }

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"html"
 	"io"
 	"log/slog"
 	"mime/multipart"
@@ -182,6 +183,13 @@ func testEveryPageRenders(t *testing.T, database string) {
 	check("audit", status, body, 200, "devicetype.create")
 	status, body = e.get(t, "/devices/nope")
 	check("error", status, body, 404, "no device nope")
+	status, body = e.get(t, "/account/password")
+	check("password", status, body, 200, "Current password")
+	status, body = e.post(t, "/users", url.Values{"email": {"dana@acme.test"}, "role": {"developer"}})
+	check("users", status, body, 200, "it is shown only this once")
+	link := regexp.MustCompile(`value="(http[^"]+/invitation\?token=[^"]+)"`).FindStringSubmatch(body)[1]
+	status, body = e.get(t, strings.TrimPrefix(html.UnescapeString(link), e.url))
+	check("invitation", status, body, 200, "dana@acme.test")
 
 	h, err := console.New(nil, nil, console.Config{})
 	if err != nil {
