@@ -51,6 +51,8 @@ const usage = `devreg registers connected devices before they ship.
 Usage:
   devreg serve [flags]                 run the service (API, console, docs, device endpoints)
   devreg accounts create [flags]       create an account, its owner and a first admin API key
+  devreg users add|list|set-role|remove [flags]  manage an account's console users (offline, on --data)
+  devreg users reset-password [flags]  set a user's password from stdin (a locked-out owner's way back)
   devreg audit verify [flags]          check every account's audit chain (and heads kept elsewhere)
   devreg backup --to FILE [flags]      write a checked copy of the embedded database while it serves
   devreg restore --from FILE [flags]   put a backup in place of the embedded database (server stopped)
@@ -125,21 +127,26 @@ func (m *Main) run(ctx context.Context, args []string) error {
 
 // subcommands are the commands besides serve: two words, or one.
 var subcommands = map[string]func(m *Main, ctx context.Context, args []string) error{
-	"backup":             (*Main).backup,
-	"restore":            (*Main).restore,
-	"check":              (*Main).check,
-	"accounts create":    (*Main).createAccount,
-	"audit verify":       (*Main).auditVerify,
-	"device connect":     (*Main).deviceConnect,
-	"devicetypes create": (*Main).deviceTypesCreate,
-	"devicetypes list":   (*Main).deviceTypesList,
-	"devices generate":   (*Main).devicesGenerate,
-	"devices import":     (*Main).devicesImport,
-	"devices list":       (*Main).devicesList,
-	"devices export":     (*Main).devicesExport,
-	"completion bash":    (*Main).completionBash,
-	"credentials revoke": (*Main).credentialsRevoke,
-	"enrollment derive":  (*Main).enrollmentDerive,
+	"backup":               (*Main).backup,
+	"restore":              (*Main).restore,
+	"check":                (*Main).check,
+	"accounts create":      (*Main).createAccount,
+	"users add":            (*Main).usersAdd,
+	"users list":           (*Main).usersList,
+	"users set-role":       (*Main).usersSetRole,
+	"users remove":         (*Main).usersRemove,
+	"users reset-password": (*Main).usersResetPassword,
+	"audit verify":         (*Main).auditVerify,
+	"device connect":       (*Main).deviceConnect,
+	"devicetypes create":   (*Main).deviceTypesCreate,
+	"devicetypes list":     (*Main).deviceTypesList,
+	"devices generate":     (*Main).devicesGenerate,
+	"devices import":       (*Main).devicesImport,
+	"devices list":         (*Main).devicesList,
+	"devices export":       (*Main).devicesExport,
+	"completion bash":      (*Main).completionBash,
+	"credentials revoke":   (*Main).credentialsRevoke,
+	"enrollment derive":    (*Main).enrollmentDerive,
 }
 
 // version is the module version, or the VCS revision of a development build.
@@ -167,9 +174,10 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts audit backup restore check device devicetypes devices credentials enrollment completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts users audit backup restore check device devicetypes devices credentials enrollment completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
+         users) COMPREPLY=($(compgen -W "add list set-role remove reset-password" -- "$cur")) ;;
          audit) COMPREPLY=($(compgen -W "verify" -- "$cur")) ;;
          device) COMPREPLY=($(compgen -W "connect" -- "$cur")) ;;
          credentials) COMPREPLY=($(compgen -W "revoke" -- "$cur")) ;;
