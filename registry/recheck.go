@@ -12,16 +12,19 @@ import (
 // trickle in for minutes, an audit export streams for as long as its client reads. Revoking a key
 // takes effect at once, so such a request asks again before it answers, writes or goes on: its
 // key must still exist, be unexpired then and have the scope and device types it was authorized
-// with; a console user must still exist.
+// with; a console user must still exist and have the role it had.
 
 // stillAuthorized decides whether caller c, authorized when its request started, may still have
 // what the request does, given its key as stored now (k; found is false once it is deleted) or,
-// for a console user, whether the user still exists (found). what says what the refusal means
+// for a console user, whether the user still exists (found) and the scope of its role (k.Scope).
+// what says what the refusal means
 // for the request ("nothing was registered").
 func (s *Service) stillAuthorized(c devreg.Caller, k devreg.APIKey, found bool, what string) error {
 	switch {
 	case c.KeyID == "" && !found:
 		return devreg.Errorf(devreg.EUNAUTHORIZED, "user %s (%s) no longer exists; %s", c.UserID, c.Name, what)
+	case c.KeyID == "" && k.Scope != c.Scope:
+		return devreg.Errorf(devreg.EUNAUTHORIZED, "the role of user %s (%s) changed while this request ran; %s; send it again", c.UserID, c.Name, what)
 	case c.KeyID == "":
 		return nil
 	case !found:

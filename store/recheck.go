@@ -9,8 +9,8 @@ import (
 )
 
 // CallerNow reads, as it is now, whom a long request runs for: the account's API key keyID, or
-// for a console caller (keyID empty) whether user userID still exists. found is false once the
-// key or user is gone.
+// for a console caller (keyID empty) whether user userID still exists, with the scope of its role
+// as the key's Scope. found is false once the key or user is gone.
 func (s *DB) CallerNow(ctx context.Context, accountID, keyID, userID string) (key devreg.APIKey, found bool, err error) {
 	return callerNow(ctx, s.h, accountID, keyID, userID, false)
 }
@@ -28,8 +28,9 @@ func callerNow(ctx context.Context, q handle, accountID, keyID, userID string, l
 	if keyID != "" {
 		k, err = scanAPIKey(q.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE account_id = ? AND id = ?`+forShare, accountID, keyID))
 	} else {
-		var one int
-		err = q.QueryRowContext(ctx, `SELECT 1 FROM users WHERE account_id = ? AND id = ?`+forShare, accountID, userID).Scan(&one)
+		var role devreg.Role
+		err = q.QueryRowContext(ctx, `SELECT role FROM users WHERE account_id = ? AND id = ?`+forShare, accountID, userID).Scan(&role)
+		k.Scope = role.Scope()
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return devreg.APIKey{}, false, nil

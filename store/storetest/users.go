@@ -93,6 +93,9 @@ func testUsers(t *testing.T, db *store.DB) {
 	if u, err := db.SessionUser(ctx, session, t0.Add(time.Hour)); err != nil || u.Role != devreg.RoleOperations {
 		t.Errorf("after the change of role, SessionUser = %+v, %v", u, err)
 	}
+	if k, found, err := db.CallerNow(ctx, acc, "", "usr_dev"); err != nil || !found || k.Scope != devreg.ScopeRegister {
+		t.Errorf("CallerNow of the user = %+v, %v, %v; want its role's scope, register", k, found, err)
+	}
 	refused := errors.New("refused")
 	if _, err := db.ChangeUser(ctx, acc, "usr_dev", func(devreg.User, int) (devreg.UserChange, error) { return devreg.UserChange{}, refused }); err != refused {
 		t.Errorf("a refused change: %v", err)
