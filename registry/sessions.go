@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,7 +92,10 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	}
 	known := err == nil
 	hash := func() string { return u.PasswordHash }
-	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+	// A user whose password is not set yet (invited) or was ended by a reset matches no password;
+	// it gets the same work as any other, so that the time taken does not tell which users wait.
+	unset := known && !strings.HasPrefix(u.PasswordHash, "$argon2id$")
+	if devreg.ErrorCode(err) == devreg.ENOTFOUND || unset {
 		hash = dummyPasswordHash // the same work, in a slot too, for an unknown email
 	} else if err != nil {
 		return "", s.unchecked(ctx, key, since, err)
@@ -102,7 +106,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	}
 	user := devreg.AuditActor{Type: devreg.ActorUser, ID: u.ID, Name: u.Email}
 	userObject := devreg.AuditObject{Type: "user", ID: u.ID}
-	if !ok || !known {
+	if !ok || !known || unset {
 		if known {
 			// Recorded only for an existing user whose password was checked, so that strangers
 			// cannot write into an account's log; throttled and busy attempts never get here.
