@@ -56,8 +56,16 @@ func TestBrowserInvitation(t *testing.T) {
 	if got := text(t, ctx, "#users"); !strings.Contains(got, "dana@acme.test") || !strings.Contains(got, "developer") {
 		t.Errorf("the users table: %q", got)
 	}
-	// A reload shows the list, not the link again.
+	// A reload shows the list, not the link again; at phone width it does not scroll sideways.
 	goTo("/users", "#users")
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)))
+	goTo("/users", "#users")
+	shot("users-phone")
+	if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 390 {
+		wide, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > 390).slice(0, 8).map(e => e.tagName + "." + e.className + "#" + e.id + ":" + Math.round(e.getBoundingClientRect().right)).join(" ")`))
+		t.Errorf("the Users page at 390 px is %d px wide (%v): %s", w, err, wide)
+	}
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)))
 	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#new-link-value").length`)); err != nil || n != 0 {
 		t.Errorf("the link is shown again on the Users page: %d, %v", n, err)
 	}

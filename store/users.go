@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"devreg"
@@ -156,6 +157,9 @@ func (s *DB) ChangeUser(ctx context.Context, accountID, id string, decide func(u
 			}
 		}
 		out = u
+		if ch.Audit == nil {
+			return fmt.Errorf("change of user %s: no audit entry", id) // every change is recorded
+		}
 		return s.appendAudit(ctx, tx, accountID, ch.Audit)
 	})
 	return out, err
