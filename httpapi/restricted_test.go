@@ -72,8 +72,11 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		"{credential_id}", creds.Credentials[0].ID, "{api_key_id}", "key_nosuch", "{group_id}", "eg_nosuch", "{user_id}", "usr_nosuch")
 	var ops []string
 	for path, methods := range doc.Paths {
+		if path == "/readyz" {
+			continue // not under /api/v1 (its own servers), and reaches no account's objects
+		}
 		for method := range methods {
-			if method == "parameters" {
+			if method == "parameters" || method == "servers" {
 				continue
 			}
 			ops = append(ops, strings.ToUpper(method)+" "+path)

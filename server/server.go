@@ -338,6 +338,7 @@ func (s *Server) handler() (http.Handler, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /readyz", &readiness{s: s})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	devices := deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log)
 	devices.AuthenticateWith(auth)

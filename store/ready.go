@@ -1,0 +1,51 @@
+package store
+
+import (
+	"context"
+	"sync"
+
+	"devreg"
+)
+
+// embeddedMigrations is how many migrations of each dialect this build carries and the highest
+// version among them, read once: readiness checks compare the database with them on every call.
+var embeddedMigrations = sync.OnceValues(func() ([2][2]int, error) {
+	var out [2][2]int // [sqlite, postgres][count, highest]
+	for i, pg := range []bool{false, true} {
+		files, err := migrationFiles(pg)
+		if err != nil {
+			return out, err
+		}
+		for _, m := range files {
+			out[i][0]++
+			out[i][1] = max(out[i][1], m.version)
+		}
+	}
+	return out, nil
+})
+
+// Ready checks that the database answers and that every migration this build carries has been
+// applied to it: one query, so that a load balancer may ask often. A database migrated further
+// by a newer devreg (a rolling upgrade) is ready for this one too, since it holds every table
+// this build uses. The error says which of the two failed; callers bound ctx (a database that
+// does not answer must not hold the check for long).
+func (s *DB) Ready(ctx context.Context) error {
+	all, err := embeddedMigrations()
+	if err != nil {
+		return err
+	}
+	want := all[0]
+	if s.pg {
+		want = all[1]
+	}
+	var applied int
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version <= ?`, want[1]).Scan(&applied); err != nil {
+		// The cause (which may name the database's host) goes to the log only: anyone may ask.
+		return &devreg.Error{Code: devreg.EUNAVAILABLE, Message: "the database does not answer", Err: err}
+	}
+	if applied != want[0] {
+		return devreg.Errorf(devreg.EUNAVAILABLE, "the database has %d of this devreg's %d migrations (up to version %d); start devreg once more to apply the rest",
+			applied, want[0], want[1])
+	}
+	return nil
+}
