@@ -23,6 +23,7 @@ import (
 	"devreg/devcert"
 	"devreg/devtoken"
 	"devreg/internal/authn"
+	"devreg/internal/metrics"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -59,7 +60,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 			return fn(w, r)
 		}, h.writeError))
 	}
-	route("POST /device/v1/token", authn.Door{Methods: authn.DeviceSecret | authn.DeviceCertificate, CheckForm: checkGrant}, h.tokenEndpointRefused, h.token)
+	route("POST /device/v1/token", authn.Door{Methods: authn.DeviceSecret | authn.DeviceCertificate, CheckForm: checkGrant}, h.countRefusal(h.tokenEndpointRefused), h.token)
 	route("POST /device/v1/credentials", authn.Door{Methods: authn.DeviceSecret}, anyRequest(clientRefused), h.rotate)
 	route("POST /device/v1/checkin", authn.Door{Methods: authn.DeviceToken}, anyRequest(tokenRefused), h.checkIn)
 	route("POST /device/v1/introspect", keyDoor, anyRequest(keyRefused), h.introspect)
@@ -186,6 +187,28 @@ func (h *Handler) tokenEndpointRefused(w http.ResponseWriter, r *http.Request, e
 	return clientRefused(w, err)
 }
 
+// countRefusal counts the refusals of the token endpoint by reason: the OAuth error the device is
+// told, except that a throttled device (told invalid_client) counts as throttled.
+func (h *Handler) countRefusal(refused func(http.ResponseWriter, *http.Request, error) error) func(http.ResponseWriter, *http.Request, error) error {
+	return func(w http.ResponseWriter, r *http.Request, err error) error {
+		err = refused(w, r, err)
+		reason := metrics.RefusedServerError
+		var oe *oauthError
+		switch {
+		case errors.As(err, &oe) && oe.oauth == "invalid_client" && oe.code == devreg.ERATELIMITED:
+			reason = metrics.RefusedThrottled
+		case errors.As(err, &oe):
+			reason = oe.oauth
+		case devreg.ErrorCode(err) == devreg.ERATELIMITED:
+			reason = metrics.RefusedRateLimited
+		case devreg.Status(devreg.ErrorCode(err)) < http.StatusInternalServerError:
+			reason = metrics.RefusedInvalidRequest // as writeError tells it
+		}
+		h.svc.Metrics.TokenRefused(reason)
+		return err
+	}
+}
+
 // checkGrant refuses a token request for another grant than client_credentials.
 func checkGrant(form url.Values) error {
 	switch gt := form.Get("grant_type"); gt {
@@ -214,6 +237,7 @@ func (h *Handler) token(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("sign device token: %w", err)
 	}
+	h.svc.Metrics.TokenIssued()
 	w.Header().Set("Pragma", "no-cache")
 	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(h.lifetime.Seconds())})
 	return nil

@@ -16,6 +16,7 @@ import (
 	"devreg"
 	"devreg/credential"
 	"devreg/devtoken"
+	"devreg/internal/metrics"
 )
 
 // The device login throttle: after DeviceMaxFailures failures for one device (account ID and
@@ -105,6 +106,7 @@ func (s *Service) loginAttempt(ctx context.Context, accountID, deviceID, key str
 	}
 	defer release()
 	throttled := func(since time.Time) error {
+		s.Metrics.Throttled(metrics.LoginDevice)
 		return &devreg.Error{Code: devreg.ERATELIMITED, Message: "too many failed attempts for this device; retry later",
 			RetryAfter: min(since.Add(DeviceFailureWindow).Sub(now), DeviceFailureWindow)}
 	}

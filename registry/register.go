@@ -32,6 +32,11 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	// plan.Recheck). One that writes nothing (a dry run, a resend, a refusal) still tells about
 	// the registry, so it answers only a caller who may still have the answer at its end.
 	defer func() {
+		if err == nil && !opts.DryRun {
+			s.Metrics.Registered(res.Created, res.Replaced)
+		}
+	}()
+	defer func() {
 		if err == nil && res.BatchID != "" || refusesCaller(err) {
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"devreg"
 	"devreg/credential"
 	"devreg/devtoken"
+	"devreg/internal/metrics"
 )
 
 // Store is what the registry needs from a database.
@@ -119,6 +120,8 @@ type Service struct {
 	// PublicURL is the address clients use (no trailing slash), which the one-time links of
 	// users start with; "" gives links that start with their path.
 	PublicURL string
+	// Metrics counts what operators watch (registrations, throttled logins); nil counts nothing.
+	Metrics *metrics.Metrics
 
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)

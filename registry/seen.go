@@ -37,6 +37,13 @@ type pendingSeen struct {
 	used    map[devreg.CredentialUse]struct{}
 }
 
+// LastSeenBacklog returns how many devices seen and credentials used wait to be written.
+func (s *Service) LastSeenBacklog() int {
+	s.seen.mu.Lock()
+	defer s.seen.mu.Unlock()
+	return s.seen.n
+}
+
 // markSeen notes that a device was seen at t; a goroutine writes it soon.
 func (s *Service) markSeen(accountID, deviceID string, t time.Time) {
 	s.note(accountID, t, func(p *pendingSeen) bool {

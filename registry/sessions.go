@@ -11,6 +11,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/metrics"
 )
 
 // Console session and login throttle settings.
@@ -83,6 +84,7 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	if attempts > loginMaxFailures {
 		// A parallel attempt may have opened the window a moment after this one's now.
 		wait := min(since.Add(loginWindow).Sub(now), loginWindow)
+		s.Metrics.Throttled(metrics.LoginConsole)
 		return "", &devreg.Error{Code: devreg.ERATELIMITED, RetryAfter: wait,
 			Message: fmt.Sprintf("too many failed logins for %s; try again in %s", email, max(wait.Round(time.Minute), time.Minute))}
 	}

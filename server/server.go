@@ -30,6 +30,7 @@ import (
 	"devreg/devtoken"
 	"devreg/httpapi"
 	"devreg/internal/authn"
+	domain "devreg/internal/metrics"
 	"devreg/internal/ratelimit"
 	"devreg/registry"
 	"devreg/store"
@@ -72,6 +73,9 @@ type Config struct {
 	// ClientCertHeader names the header in which a trusted proxy that terminated TLS passes the
 	// client's certificate; "" for none. From any other peer the header is ignored.
 	ClientCertHeader string
+	// MetricsAddr, when set, is the host:port /metrics is served on, on a listener of its own,
+	// and the public listener serves no /metrics. "" serves it on Addr.
+	MetricsAddr string
 	// HeaderTimeout bounds the TLS handshake and the request headers together; 0 for
 	// DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
@@ -175,6 +179,7 @@ type Server struct {
 	stop      context.CancelFunc
 	conns     *connLimits
 	headerLog rateLog            // the client certificate header from a peer that is no trusted proxy
+	metrics   *metricsServer     // with MetricsAddr: the listener /metrics is served on
 	limits    *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
 }
 
@@ -230,6 +235,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	svc.TokenKeys, svc.TokenIssuer, svc.PublicURL = s.signing, s.PublicURL(), s.PublicURL()
 	handler, err := s.handler()
 	if err != nil {
+		if s.metrics != nil {
+			s.metrics.close()
+		}
 		s.ln.Close()
 		db.Close()
 		return nil, err
@@ -303,6 +311,9 @@ func (s *Server) Serve() error {
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	if s.metrics != nil {
+		s.metrics.close()
+	}
 	if s.stop != nil {
 		s.stop()
 	}
@@ -317,6 +328,8 @@ func (s *Server) handler() (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg)
+	s.Service.Metrics = domain.New(reg, domain.Sources{DB: s.db, LastSeenBacklog: s.Service.LastSeenBacklog, AuditEntries: s.db.AuditEntryCount})
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 
 	mux := http.NewServeMux()
 	api, err := httpapi.New(s.Service, s.log)
@@ -339,7 +352,15 @@ func (s *Server) handler() (http.Handler, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /readyz", &readiness{s: s})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if s.cfg.MetricsAddr == "" {
+		mux.Handle("GET /metrics", metricsHandler)
+	} else {
+		ms, err := listenMetrics(s.cfg.MetricsAddr, metricsHandler, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		s.metrics = ms
+	}
 	devices := deviceauth.New(s.Service, s.signing, s.PublicURL(), s.cfg.TokenLifetime, s.log)
 	devices.AuthenticateWith(auth)
 	devices.Register(mux)

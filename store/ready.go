@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"sync"
 
 	"devreg"
@@ -48,4 +49,15 @@ func (s *DB) Ready(ctx context.Context) error {
 			applied, want[0], want[1])
 	}
 	return nil
+}
+
+// Stats returns the connection pool's figures, for /metrics.
+func (s *DB) Stats() sql.DBStats { return s.db.Stats() }
+
+// AuditEntryCount returns how many audit entries all accounts' chains hold together: the sum of
+// their heads' sequence numbers, one row per account rather than one per entry.
+func (s *DB) AuditEntryCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.h.QueryRowContext(ctx, `SELECT COALESCE(SUM(seq), 0) FROM audit_heads`).Scan(&n)
+	return n, err
 }

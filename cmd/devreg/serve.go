@@ -38,6 +38,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	rateLimit := fs.String("api-rate-limit", m.env("DEVREG_API_RATE_LIMIT", strconv.Itoa(ratelimit.DefaultLimit)),
 		"`N` requests a minute that each admin, register or read API key may make, counted by each server on its own; beyond it 429 (at least 1; broker keys are not limited) (env DEVREG_API_RATE_LIMIT)")
 	proxies := fs.String("trusted-proxy", m.env("DEVREG_TRUSTED_PROXY", ""), "reverse `proxies` (addresses or CIDR prefixes, comma-separated) whose X-Forwarded-For names the client's address in the audit log (env DEVREG_TRUSTED_PROXY)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", m.env("DEVREG_METRICS_LISTEN", ""), "`host:port` to serve /metrics on, apart from --addr, which then serves no /metrics; empty (the default) serves it on --addr (env DEVREG_METRICS_LISTEN)")
 	debugAddr := fs.String("debug-listen", m.env("DEVREG_DEBUG_LISTEN", ""), "`host:port` to serve the runtime profiles (net/http/pprof) on, apart from --addr; empty (the default) for none. Keep it on loopback (env DEVREG_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.TLSCertFile, "tls-cert", m.env("DEVREG_TLS_CERT", ""), "serve HTTPS with the certificate (and its chain) in this PEM `FILE`, read again on SIGHUP and when it changes (env DEVREG_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKeyFile, "tls-key", m.env("DEVREG_TLS_KEY", ""), "the private key of --tls-cert, a PEM `FILE` (env DEVREG_TLS_KEY)")
@@ -105,6 +106,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 	}()
 	fmt.Fprintf(m.Stderr, "devreg is serving on %s (console: %s/, API docs: %s/docs)\n", srv.URL(), srv.PublicURL(), srv.PublicURL())
+	if u := srv.MetricsURL(); u != "" {
+		fmt.Fprintf(m.Stderr, "devreg metrics: %s\n", u)
+	}
 	select {
 	case err := <-errc:
 		return err
