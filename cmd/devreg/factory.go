@@ -242,7 +242,8 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 		if name != "-" {
 			f, err := os.Open(name)
 			if err != nil {
-				return devreg.RegisterResult{}, err
+				// Said as what it is: explain would read a local file's error as the server's.
+				return devreg.RegisterResult{}, refused{fmt.Sprintf("cannot read the bulk upload file %s: %v; nothing was sent to the server", name, rootCause(err))}
 			}
 			defer f.Close()
 			if fi, err := f.Stat(); err == nil {

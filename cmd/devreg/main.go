@@ -121,8 +121,28 @@ func (m *Main) run(ctx context.Context, args []string) error {
 			return cmd(m, ctx, args[2:])
 		}
 	}
+	if lines := groupUsage(args[0]); lines != "" {
+		// "devreg devices" alone, or with a command it does not have: its commands.
+		fmt.Fprintf(m.Stderr, "Commands of devreg %s:\n%s\nRun \"devreg %s COMMAND -h\" for a command's flags and an example.\n", args[0], lines, args[0])
+		if len(args) == 1 {
+			return usageError{fmt.Sprintf("devreg %s needs a command", args[0])}
+		}
+		return usageError{fmt.Sprintf("devreg %s has no command %q", args[0], args[1])}
+	}
 	fmt.Fprint(m.Stderr, usage)
 	return usageError{fmt.Sprintf("unknown command %q", strings.Join(args[:min(2, len(args))], " "))}
+}
+
+// groupUsage returns the usage lines of the two-word commands whose first word is group, or ""
+// if there are none.
+func groupUsage(group string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(usage, "\n") {
+		if strings.HasPrefix(line, "  devreg "+group+" ") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }
 
 // subcommands are the commands besides serve: two words, or one.
