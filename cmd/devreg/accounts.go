@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/term"
@@ -31,11 +33,20 @@ func (m *Main) createAccount(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A new data folder here usually means a --data (or DEVREG_DATA) other than the server's: the
+	// account would land in a database no server reads. Said, not refused: it is also how the
+	// first account of a new installation is made.
+	_, statErr := os.Stat(cfg.DataDir)
+	newFolder := cfg.Database == "" && errors.Is(statErr, os.ErrNotExist)
 	svc, db, err := server.OpenRegistry(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if newFolder {
+		abs, _ := filepath.Abs(cfg.DataDir)
+		fmt.Fprintf(m.Stderr, "devreg: created a new data folder %s; the server must use the same one (--data or DEVREG_DATA) to see this account\n", abs)
+	}
 	account, key, err := svc.NewAccount(ctx, *name, *email, password)
 	if err != nil {
 		return err

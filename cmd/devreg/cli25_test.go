@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,5 +50,41 @@ func TestCommandGroupsListTheirCommands(t *testing.T) {
 		if strings.Contains(errOut, "devreg serve") {
 			t.Errorf("%v lists every command, not the group's:\n%s", tc.args, errOut)
 		}
+	}
+}
+
+// TestDeviceTypesCreateHelpShowsOneDefault checks that each flag of devicetypes create -h states
+// at most one default.
+func TestDeviceTypesCreateHelpShowsOneDefault(t *testing.T) {
+	code, _, errOut := runMain(t, nil, "devicetypes", "create", "-h")
+	if code != 0 || !strings.Contains(errOut, "-rotation-grace") {
+		t.Fatalf("devicetypes create -h = %d:\n%s", code, errOut)
+	}
+	for _, flagHelp := range strings.Split(errOut, "\n  -") {
+		if n := strings.Count(flagHelp, "(default "); n > 1 {
+			t.Errorf("a flag's help states %d defaults:\n  -%s", n, flagHelp)
+		}
+	}
+	if code, _, errOut := runMain(t, nil, "devicetypes", "create", "--name", "x", "--rotation-grace", "-5m"); code != exitUsage || !strings.Contains(errOut, "72h") {
+		t.Errorf("--rotation-grace -5m = %d %q; want a usage error", code, errOut)
+	}
+}
+
+// TestAccountsCreateWarnsOfANewDataFolder checks that accounts create says (on stderr) when it
+// creates the data folder, and not when the folder exists.
+func TestAccountsCreateWarnsOfANewDataFolder(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "fresh")
+	run := func(email string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		m := &Main{Stdin: strings.NewReader("a long enough password\n"), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+		code := m.Run(context.Background(), []string{"accounts", "create", "--name", "Acme", "--email", email, "--password-stdin", "--data", data})
+		return code, out.String(), errOut.String()
+	}
+	code, out, errOut := run("first@example.com")
+	if code != 0 || !strings.Contains(out, `"api_key"`) || !strings.Contains(errOut, "created a new data folder "+data) || strings.Contains(out, "data folder") {
+		t.Fatalf("first accounts create = %d, stdout %q, stderr %q; want the warning on stderr", code, out, errOut)
+	}
+	if code, _, errOut := run("second@example.com"); code != 0 || strings.Contains(errOut, "data folder") {
+		t.Errorf("second accounts create = %d, stderr %q; want no warning", code, errOut)
 	}
 }

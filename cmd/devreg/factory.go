@@ -98,7 +98,9 @@ func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "the device type's `name` (required, unique in the account)")
 	desc := fs.String("description", "", "a `description`")
 	minLen := fs.Int("min-secret-length", 0, "the shortest secret its devices may have (8 to 256; default 8)")
-	grace := fs.Duration("rotation-grace", -1, "how long a secret a device rotates away from keeps working, up to 720h; 0 ends it at once (default 168h)")
+	// A flag.Value rather than fs.Duration: a sentinel default would show as a second "(default ...)".
+	var grace optionalDuration
+	fs.Var(&grace, "rotation-grace", "how long a secret a device rotates away from keeps working, such as 72h, up to 720h; 0 ends it at once (default 168h)")
 	rotations := fs.Int("max-rotations-per-hour", 0, "how many times a device may rotate its secret itself in an hour (1 to 1000; default 5)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -114,8 +116,8 @@ func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
 	if *minLen != 0 {
 		in.MinSecretLength = minLen
 	}
-	if *grace >= 0 {
-		seconds := int(grace.Seconds())
+	if grace.set {
+		seconds := int(grace.d.Seconds())
 		in.RotationGraceSeconds = &seconds
 	}
 	fs.Visit(func(f *flag.Flag) { // sent when given, so that a 0 is refused rather than taken for the default
@@ -312,6 +314,28 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 }
 
 // refused is a refusal already explained to the user in full.
+// optionalDuration is a duration flag that knows whether it was given, and shows no default.
+type optionalDuration struct {
+	d   time.Duration
+	set bool
+}
+
+func (o *optionalDuration) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return o.d.String()
+}
+
+func (o *optionalDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("want a duration such as 72h or 30m, not %q", s)
+	}
+	o.d, o.set = d, true
+	return nil
+}
+
 type refused struct{ msg string }
 
 func (r refused) Error() string { return r.msg }
