@@ -88,3 +88,24 @@ func TestAccountsCreateWarnsOfANewDataFolder(t *testing.T) {
 		t.Errorf("second accounts create = %d, stderr %q; want no warning", code, errOut)
 	}
 }
+
+// TestDevicesGenerateWidth checks that --width numbers every device ID to that many digits, and
+// that a width too narrow for the last number is refused.
+func TestDevicesGenerateWidth(t *testing.T) {
+	code, out, errOut := runMain(t, nil, "devices", "generate", "--count", "3", "--start", "9", "--prefix", "L-", "--width", "6")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 {
+		t.Fatalf("generate = %d, %q %q", code, out, errOut)
+	}
+	for i, want := range []string{"L-000009,", "L-000010,", "L-000011,"} {
+		if !strings.HasPrefix(lines[i], want) {
+			t.Errorf("line %d = %q; want it to start %q", i+1, lines[i], want)
+		}
+	}
+	if code, _, errOut := runMain(t, nil, "devices", "generate", "--count", "100", "--width", "2"); code != exitUsage || !strings.Contains(errOut, "the last number, 100, has 3 digits") {
+		t.Errorf("--width 2 for 100 devices = %d %q; want a usage error naming the digits needed", code, errOut)
+	}
+	if code, out, _ := runMain(t, nil, "devices", "generate", "--count", "2", "--prefix", "d"); code != 0 || !strings.HasPrefix(out, "d1,") {
+		t.Errorf("without --width = %d %q; want as many digits as the largest number", code, out)
+	}
+}

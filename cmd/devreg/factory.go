@@ -159,13 +159,16 @@ func (m *Main) deviceTypesList(ctx context.Context, args []string) error {
 }
 
 func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
-	fs := m.flagSet("devices generate", "devices generate --count N [--prefix PREFIX] [--start N] [--secret-length L] [-o FILE]\n\n"+
+	fs := m.flagSet("devices generate", "devices generate --count N [--prefix PREFIX] [--start N] [--width W] [--secret-length L] [-o FILE]\n\n"+
 		"Makes N device IDs (prefix and a zero-padded number) with strong random secrets, one\n"+
-		"\"id, secret,\" pair a line: the bulk upload format, to flash into devices and to import.\n\n"+
-		"Example:\n  devreg devices generate --count 1000 --prefix T1-2026-11- -o lot-0042.csv")
+		"\"id, secret,\" pair a line: the bulk upload format, to flash into devices and to import.\n"+
+		"Give --width so that every lot of a line numbers the same way (lot 1 of 1000 devices\n"+
+		"and lot 2 of 100,000 both as 000001).\n\n"+
+		"Example:\n  devreg devices generate --count 1000 --prefix T1-2026-11- --width 6 -o lot-0042.csv")
 	count := fs.Int("count", 0, "how many devices (required)")
 	prefix := fs.String("prefix", "device-", "the device ID `prefix`")
 	start := fs.Int("start", 1, "the first sequence number")
+	widthFlag := fs.Int("width", 0, "`digits` of the sequence number, zero-padded (1 to 18); 0 (the default) for as many as the largest number has")
 	secretLen := fs.Int("secret-length", 24, "secret `length`, letters and digits from a cryptographic source")
 	out := fs.String("o", "", "write to `FILE` (created with mode 0600, since it holds secrets) instead of stdout")
 	if err := parseFlags(fs, args); err != nil {
@@ -181,6 +184,13 @@ func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
 		return usageError{"--start must not be negative"}
 	}
 	width := len(strconv.Itoa(*start + *count - 1))
+	if *widthFlag < 0 || *widthFlag > 18 {
+		return usageError{"--width must be 1 to 18 digits, or 0 for as many as the largest number has"}
+	}
+	if *widthFlag > 0 && *widthFlag < width {
+		return usageError{fmt.Sprintf("--width %d is too narrow: the last number, %d, has %d digits", *widthFlag, *start+*count-1, width)}
+	}
+	width = max(width, *widthFlag)
 	if first := fmt.Sprintf("%s%0*d", *prefix, width, *start); credential.CheckDeviceID(first) != "" {
 		return usageError{fmt.Sprintf("--prefix makes device IDs such as %q: %s", first, credential.CheckDeviceID(first))}
 	}
