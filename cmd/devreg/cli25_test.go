@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,5 +108,59 @@ func TestDevicesGenerateWidth(t *testing.T) {
 	}
 	if code, out, _ := runMain(t, nil, "devices", "generate", "--count", "2", "--prefix", "d"); code != 0 || !strings.HasPrefix(out, "d1,") {
 		t.Errorf("without --width = %d %q; want as many digits as the largest number", code, out)
+	}
+}
+
+// TestServeConfigFile checks --config: its keys set serve's flags, the environment and then the
+// command line override it, lists become comma-separated values, and an unknown key is refused
+// with its name. A cancelled context stops serve right after its settings were accepted.
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badAlg := write("bad-alg.yaml", "addr: 127.0.0.1:0\nsigning-alg: nope\n")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	serve := func(env map[string]string, args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		m := &Main{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }}
+		code := m.Run(cancelled, append([]string{"serve", "--data", filepath.Join(dir, "data")}, args...))
+		return code, errOut.String()
+	}
+	accepted := func(code int, errOut string) bool {
+		return code == exitRefused && strings.Contains(errOut, "interrupted")
+	}
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		accepted bool
+		want     string
+	}{
+		{"file-applies", nil, []string{"--config", badAlg}, false, "--signing-alg"},
+		{"env-config", map[string]string{"DEVREG_CONFIG": badAlg}, nil, false, "--signing-alg"},
+		{"env-overrides-file", map[string]string{"DEVREG_SIGNING_ALG": "EdDSA"}, []string{"--config", badAlg}, true, ""},
+		{"flag-overrides-file", nil, []string{"--config=" + badAlg, "--signing-alg", "ES256"}, true, ""},
+		{"flag-before-config-overrides-file", nil, []string{"--signing-alg", "ES256", "--config", badAlg}, true, ""},
+		{"unknown-key", nil, []string{"--config", write("typo.yaml", "addr: 127.0.0.1:0\npublic_url: https://x.example\n")}, false, `unknown key "public_url"`},
+		{"list", nil, []string{"--config", write("list.yaml", "addr: 127.0.0.1:0\ntrusted-proxy: [10.0.0.0/8, 192.168.1.1]\napi-rate-limit: 600\n")}, true, ""},
+		{"bad-list-item", nil, []string{"--config", write("badlist.yaml", "addr: 127.0.0.1:0\ntrusted-proxy: [10.0.0.0/8, nope]\n")}, false, "nope"},
+		{"not-yaml", nil, []string{"--config", write("broken.yaml", "addr: [\n")}, false, "is not a YAML mapping"},
+		{"missing-file", nil, []string{"--config", filepath.Join(dir, "none.yaml")}, false, "cannot read the config file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, errOut := serve(tc.env, tc.args...)
+			if tc.accepted && !accepted(code, errOut) {
+				t.Errorf("serve %v = %d %q; want the settings accepted", tc.args, code, errOut)
+			}
+			if !tc.accepted && (code != exitUsage || !strings.Contains(errOut, tc.want)) {
+				t.Errorf("serve %v = %d %q; want a usage error with %q", tc.args, code, errOut, tc.want)
+			}
+		})
 	}
 }

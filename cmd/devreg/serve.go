@@ -45,6 +45,11 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	acmeDomains := fs.String("tls-acme", m.env("DEVREG_TLS_ACME", ""), "serve HTTPS with certificates got and renewed by ACME (Let's Encrypt) for these `domains`, comma-separated; the CA must reach --addr on port 443 (env DEVREG_TLS_ACME)")
 	fs.StringVar(&cfg.TLSACMEDir, "tls-acme-dir", m.env("DEVREG_TLS_ACME_DIR", ""), "`DIR` that keeps the ACME account key and certificates across restarts (env DEVREG_TLS_ACME_DIR)")
 	fs.StringVar(&cfg.ClientCertHeader, "tls-client-cert-header", m.env("DEVREG_TLS_CLIENT_CERT_HEADER", ""), "request header `NAME` in which a --trusted-proxy that terminates TLS passes the client's certificate (nginx $ssl_client_escaped_cert, Envoy X-Forwarded-Client-Cert); ignored from other peers (env DEVREG_TLS_CLIENT_CERT_HEADER)")
+	fs.String("config", "", "a YAML `FILE` of settings named as these flags (addr: ..., public-url: ...); the command line and DEVREG_ variables override it (env DEVREG_CONFIG)")
+	args, err := m.applyConfigFile(fs, args)
+	if err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -59,7 +64,6 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err := checkPublicURL(cfg.Addr, cfg.PublicURL); err != nil {
 		return err
 	}
-	var err error
 	if cfg.TrustedProxies, err = server.ParseTrustedProxies(*proxies); err != nil {
 		return usageError{err.Error()}
 	}
