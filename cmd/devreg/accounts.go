@@ -18,7 +18,11 @@ import (
 
 func (m *Main) createAccount(ctx context.Context, args []string) error {
 	var cfg server.Config
-	fs := m.flagSet("accounts create", "accounts create --name NAME --email EMAIL [--password-stdin] [flags]")
+	fs := m.flagSet("accounts create", "accounts create --name NAME --email EMAIL [--password-stdin] [flags]\n\n"+
+		"Creates an account, its owner (who logs in to the console with this email) and a first API key\n"+
+		"with the admin scope, and prints them as JSON. Give it the server's --data (or DEVREG_DATA) or\n"+
+		"--database: it works while the server runs.\n\n"+
+		"Example:\n  devreg accounts create --data /var/lib/devreg --name \"Acme Devices\" --email ops@acme.example")
 	name := fs.String("name", "", "the manufacturer's `name` (required)")
 	email := fs.String("email", "", "the owner's `email`, to log in to the console (required)")
 	passwordStdin := fs.Bool("password-stdin", false, "read the owner's password from one line of stdin instead of prompting")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -162,5 +163,21 @@ func TestServeConfigFile(t *testing.T) {
 				t.Errorf("serve %v = %d %q; want a usage error with %q", tc.args, code, errOut, tc.want)
 			}
 		})
+	}
+}
+
+// TestEveryCommandsHelpHasAnExample checks that -h of every command shows an example.
+func TestEveryCommandsHelpHasAnExample(t *testing.T) {
+	if len(subcommands) < 15 {
+		t.Fatalf("only %d commands", len(subcommands))
+	}
+	for name := range subcommands {
+		code, _, errOut := runMain(t, nil, append(strings.Fields(name), "-h")...)
+		if code != 0 || !regexp.MustCompile(`Examples?:\n  .*devreg `).MatchString(errOut) {
+			t.Errorf("devreg %s -h = %d without an example:\n%s", name, code, errOut)
+		}
+	}
+	if code, _, errOut := runMain(t, nil, "serve", "-h"); code != 0 || !strings.Contains(errOut, "Example:\n  devreg serve") {
+		t.Errorf("devreg serve -h = %d without an example:\n%s", code, errOut)
 	}
 }

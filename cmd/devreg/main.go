@@ -187,6 +187,10 @@ func version() string {
 }
 
 func (m *Main) completionBash(ctx context.Context, args []string) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprint(m.Stderr, "Usage: devreg completion bash\n\nPrints a bash completion script for devreg.\n\nExample:\n  source <(devreg completion bash)\n")
+		return flag.ErrHelp
+	}
 	if len(args) > 0 {
 		return usageError{"completion bash takes no arguments"}
 	}

@@ -28,7 +28,11 @@ func (m *Main) serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 
 func (m *Main) serve(ctx context.Context, args []string) error {
 	var cfg server.Config
-	fs := m.flagSet("serve", "serve [flags]")
+	fs := m.flagSet("serve", "serve [flags]\n\n"+
+		"Runs the service (Operations API, console, docs, device and broker endpoints) until SIGINT or\n"+
+		"SIGTERM. Every flag also comes from its DEVREG_ variable or from --config FILE; the command\n"+
+		"line overrides the variables, which override the file.\n\n"+
+		"Example:\n  devreg serve --addr 0.0.0.0:8080 --public-url https://devreg.example.com --metrics-listen 10.0.0.5:9090")
 	fs.StringVar(&cfg.Addr, "addr", m.env("DEVREG_ADDR", "localhost:8080"), "`host:port` to listen on (env DEVREG_ADDR)")
 	m.serverFlags(fs, &cfg)
 	fs.StringVar(&cfg.PublicURL, "public-url", m.env("DEVREG_PUBLIC_URL", ""), "the `URL` clients use, for links and the token issuer; default http:// + --addr (env DEVREG_PUBLIC_URL)")
