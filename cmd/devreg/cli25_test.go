@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"devreg/server"
 )
 
 // runMain runs the command line in this process and returns its exit code, stdout and stderr.
@@ -179,5 +183,74 @@ func TestEveryCommandsHelpHasAnExample(t *testing.T) {
 	}
 	if code, _, errOut := runMain(t, nil, "serve", "-h"); code != 0 || !strings.Contains(errOut, "Example:\n  devreg serve") {
 		t.Errorf("devreg serve -h = %d without an example:\n%s", code, errOut)
+	}
+}
+
+// TestDevicesListNamesTypesAndPages checks that devices list shows each device's type by name,
+// lists every page by default, and with --limit one page and the command for the next, whose
+// pages together list every device once.
+func TestDevicesListNamesTypesAndPages(t *testing.T) {
+	ctx := context.Background()
+	srv, err := server.Open(ctx, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(ctx) })
+	_, key, err := srv.Service.NewAccount(ctx, "Lister", "lister@example.com", "a long enough password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"DEVREG_SERVER": srv.URL(), "DEVREG_API_KEY": key}
+	code, out, errOut := runMain(t, env, "devicetypes", "create", "--name", "Gateway G7")
+	var dt struct{ ID string }
+	if json.Unmarshal([]byte(out), &dt); code != 0 || dt.ID == "" {
+		t.Fatalf("devicetypes create = %d %s %s", code, out, errOut)
+	}
+	lot := filepath.Join(t.TempDir(), "lot.csv")
+	os.WriteFile(lot, []byte("g1,secret-of-g1\ng2,secret-of-g2\ng3,secret-of-g3\ng4,secret-of-g4\ng5,secret-of-g5\n"), 0o600)
+	if code, out, errOut := runMain(t, env, "devices", "import", "--device-type", dt.ID, lot); code != 0 {
+		t.Fatalf("import = %d %s %s", code, out, errOut)
+	}
+	rows := func(out string) []string {
+		var ids []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+			if !strings.Contains(line, "Gateway G7") {
+				t.Errorf("row %q does not name the device type", line)
+			}
+			ids = append(ids, strings.Fields(line)[0])
+		}
+		return ids
+	}
+	code, out, _ = runMain(t, env, "devices", "list")
+	if all := rows(out); code != 0 || strings.Join(all, " ") != "g1 g2 g3 g4 g5" {
+		t.Fatalf("devices list = %d, devices %v", code, all)
+	}
+	var seen []string
+	args := []string{"devices", "list", "--limit", "2"}
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatalf("more than 3 pages of 2 for 5 devices: %v", seen)
+		}
+		code, out, errOut := runMain(t, env, args...)
+		page := rows(out)
+		if code != 0 || len(page) > 2 {
+			t.Fatalf("%v = %d, %d devices, stderr %q", args, code, len(page), errOut)
+		}
+		seen = append(seen, page...)
+		next, ok := strings.CutPrefix(strings.TrimSpace(errOut), "next page: devreg ")
+		if !ok {
+			if errOut != "" {
+				t.Errorf("last page's stderr %q", errOut)
+			}
+			break
+		}
+		args = strings.Fields(next)
+	}
+	if strings.Join(seen, " ") != "g1 g2 g3 g4 g5" {
+		t.Errorf("pages of 2 listed %v; want every device once", seen)
+	}
+	if code, _, errOut := runMain(t, env, "devices", "list", "--cursor", "abc"); code != exitUsage || !strings.Contains(errOut, "--limit") {
+		t.Errorf("--cursor without --limit = %d %q; want a usage error", code, errOut)
 	}
 }

@@ -378,16 +378,37 @@ func formatTime(t *time.Time) string {
 }
 
 func (m *Main) devicesList(ctx context.Context, args []string) error {
-	fs := m.flagSet("devices list", "devices list [--device-type ID] [--json]\n\nLists devices in registration order, all pages.\n\nExample:\n  devreg devices list --device-type dt_abc123")
+	fs := m.flagSet("devices list", "devices list [--device-type ID] [--limit N [--cursor C]] [--json]\n\n"+
+		"Lists devices in registration order, with their device type's name: every page, or with\n"+
+		"--limit one page of at most N devices, and on stderr the command for the next.\n\n"+
+		"Example:\n  devreg devices list --device-type dt_abc123 --limit 100")
 	server, apiKey := m.clientFlags(fs)
 	typeID := fs.String("device-type", "", "only devices of this device type `ID`")
 	asJSON := fs.Bool("json", false, "print JSON lines, one device each, instead of a table")
+	limit := fs.Int("limit", 0, fmt.Sprintf("list one page of at most `N` devices (1 to %d); 0 (the default) for every page", devreg.MaxPageSize))
+	cursor := fs.String("cursor", "", "with --limit, the page to list: the `cursor` the previous page printed")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *limit < 0 || *limit > devreg.MaxPageSize {
+		return usageError{fmt.Sprintf("--limit must be 1 to %d, or 0 for every page", devreg.MaxPageSize)}
+	}
+	if *cursor != "" && *limit == 0 {
+		return usageError{"--cursor goes with --limit: give the page size too"}
 	}
 	c, err := m.newClient(*server, *apiKey)
 	if err != nil {
 		return err
+	}
+	typeNames := map[string]string{}
+	if !*asJSON {
+		types, err := c.ListDeviceTypes(ctx)
+		if err != nil {
+			return explain(*server, err)
+		}
+		for _, t := range types {
+			typeNames[t.ID] = t.Name
+		}
 	}
 	bw := bufio.NewWriter(m.Stdout)
 	defer bw.Flush()
@@ -395,25 +416,49 @@ func (m *Main) devicesList(ctx context.Context, args []string) error {
 	enc := json.NewEncoder(bw)
 	if !*asJSON {
 		tw = tabwriter.NewWriter(bw, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DEVICE ID\tTYPE\tSTATUS\tBATCH\tCREATED\tLAST SEEN")
+		fmt.Fprintln(tw, "DEVICE ID\tTYPE\tTYPE ID\tSTATUS\tBATCH\tCREATED\tLAST SEEN")
 	}
 	n := 0
-	err = eachDevice(ctx, c, client.DeviceQuery{DeviceTypeID: *typeID}, func(d devreg.Device) error {
+	show := func(d devreg.Device) error {
 		n++
 		if *asJSON {
 			return enc.Encode(d)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.DeviceID, d.DeviceTypeID, d.Status, d.BatchID, d.CreatedAt.Format(time.RFC3339), formatTime(d.LastSeenAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.DeviceID, typeNames[d.DeviceTypeID], d.DeviceTypeID, d.Status, d.BatchID,
+			d.CreatedAt.Format(time.RFC3339), formatTime(d.LastSeenAt))
 		if n%1000 == 0 {
 			return tw.Flush()
 		}
 		return nil
-	})
+	}
+	q := client.DeviceQuery{DeviceTypeID: *typeID}
+	next := ""
+	if *limit > 0 {
+		q.Limit, q.Cursor = *limit, *cursor
+		var page []devreg.Device
+		if page, next, err = c.ListDevices(ctx, q); err == nil {
+			for _, d := range page {
+				if err = show(d); err != nil {
+					break
+				}
+			}
+		}
+	} else {
+		err = eachDevice(ctx, c, q, show)
+	}
 	if tw != nil {
 		tw.Flush()
 	}
 	if err != nil {
 		return explain(*server, err)
+	}
+	if next != "" {
+		bw.Flush()
+		typeArg := ""
+		if *typeID != "" {
+			typeArg = " --device-type " + *typeID
+		}
+		fmt.Fprintf(m.Stderr, "next page: devreg devices list%s --limit %d --cursor %s\n", typeArg, *limit, next)
 	}
 	return nil
 }
