@@ -66,7 +66,7 @@ func userByEmail(ctx context.Context, svc *registry.Service, account, email stri
 func (m *Main) usersAdd(ctx context.Context, args []string) error {
 	var cfg server.Config
 	fs := m.flagSet("users add", "users add --account ID --email EMAIL --role admin|operations|developer [--password-stdin] [flags]\n\n"+
-		"Example: devreg users add --account acc_... --email dana@maker.example --role operations")
+		"Example:\n  devreg users add --account acc_... --email dana@maker.example --role operations")
 	account := m.userFlags(fs, &cfg)
 	email := fs.String("email", "", "the user's `email`, to log in to the console (required)")
 	role := fs.String("role", "", "the user's `role`: admin, operations or developer (required)")
@@ -107,7 +107,7 @@ func (m *Main) usersAdd(ctx context.Context, args []string) error {
 
 func (m *Main) usersList(ctx context.Context, args []string) error {
 	var cfg server.Config
-	fs := m.flagSet("users list", "users list --account ID [--json] [flags]\n\nExample: devreg users list --account acc_...")
+	fs := m.flagSet("users list", "users list --account ID [--json] [flags]\n\nExample:\n  devreg users list --account acc_...")
 	account := m.userFlags(fs, &cfg)
 	asJSON := fs.Bool("json", false, "print the users as JSON, as GET /api/v1/users answers")
 	if err := parseFlags(fs, args); err != nil {
@@ -142,7 +142,7 @@ func (m *Main) usersList(ctx context.Context, args []string) error {
 func (m *Main) usersSetRole(ctx context.Context, args []string) error {
 	var cfg server.Config
 	fs := m.flagSet("users set-role", "users set-role --account ID --email EMAIL --role admin|operations|developer [flags]\n\n"+
-		"Example: devreg users set-role --account acc_... --email dana@maker.example --role admin")
+		"Example:\n  devreg users set-role --account acc_... --email dana@maker.example --role admin")
 	account := m.userFlags(fs, &cfg)
 	email := fs.String("email", "", "the user's `email` (required)")
 	role := fs.String("role", "", "the new `role`: admin, operations or developer (required)")
@@ -171,7 +171,7 @@ func (m *Main) usersSetRole(ctx context.Context, args []string) error {
 
 func (m *Main) usersRemove(ctx context.Context, args []string) error {
 	var cfg server.Config
-	fs := m.flagSet("users remove", "users remove --account ID --email EMAIL [flags]\n\nExample: devreg users remove --account acc_... --email dana@maker.example")
+	fs := m.flagSet("users remove", "users remove --account ID --email EMAIL [flags]\n\nExample:\n  devreg users remove --account acc_... --email dana@maker.example")
 	account := m.userFlags(fs, &cfg)
 	email := fs.String("email", "", "the user's `email` (required)")
 	if err := parseFlags(fs, args); err != nil {
@@ -202,7 +202,7 @@ func (m *Main) usersResetPassword(ctx context.Context, args []string) error {
 	var cfg server.Config
 	fs := m.flagSet("users reset-password", "users reset-password --email EMAIL [flags] < password\n\n"+
 		"Reads the new password from one line of stdin (or asks twice on a terminal); the user's sessions end.\n"+
-		"Example: echo 'a new long password' | devreg users reset-password --email owner@maker.example")
+		"Example:\n  echo 'a new long password' | devreg users reset-password --email owner@maker.example")
 	m.serverFlags(fs, &cfg)
 	email := fs.String("email", "", "the user's `email` (required)")
 	if err := parseFlags(fs, args); err != nil {
