@@ -157,6 +157,9 @@ func (s *Service) UpdateUser(ctx context.Context, id string, up UserUpdate) (dev
 			}
 			ch.Role = *up.Role
 			details["role"] = map[string]any{"old": string(u.Role), "new": string(ch.Role)}
+			// A demoted user's sessions end at once (every server reads them from the database):
+			// it logs in again to work with what it may now do. A promotion keeps them.
+			ch.EndSessions = !ch.Role.Scope().Allows(u.Role.Scope())
 		}
 		if up.ResetPassword {
 			var hash []byte

@@ -122,6 +122,20 @@ func testUsers(t *testing.T, dbURL string) {
 	if session, err = svc.Login(ctx, "dev@a.example", "reset-password"); err != nil {
 		t.Fatal(err)
 	}
+	// Demoted, its session ends at once; logged in again, it works as a developer.
+	demoted := devreg.RoleDeveloper
+	if _, _, err := svc.UpdateUser(admin, u.ID, registry.UserUpdate{Role: &demoted}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.SessionCaller(ctx, session); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+		t.Errorf("a demoted user's session: %v", err)
+	}
+	if session, err = svc.Login(ctx, "dev@a.example", "reset-password"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := svc.SessionCaller(ctx, session); err != nil || c.Scope != devreg.ScopeRead {
+		t.Errorf("logged in again after the demotion, the caller = %+v, %v", c, err)
+	}
 	// Removed, its session ends at once.
 	if err := svc.DeleteUser(admin, u.ID); err != nil {
 		t.Fatal(err)
@@ -156,7 +170,7 @@ func testUsers(t *testing.T, dbURL string) {
 			actions = append([]string{e.Action}, actions...)
 		}
 	}
-	want := "user.create user.password_set user.update user.password_change user.password_reset user.password_set user.delete"
+	want := "user.create user.password_set user.update user.password_change user.password_reset user.password_set user.update user.delete"
 	if got := strings.Join(actions, " "); got != want {
 		t.Errorf("audit: %s\nwant   %s", got, want)
 	}
