@@ -18,6 +18,12 @@ import (
 // without Chromium fails them rather than skipping them.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	return browserFor(t, 2*time.Minute)
+}
+
+// browserFor is browser for a test that may take up to limit, such as one that visits every page.
+func browserFor(t *testing.T, limit time.Duration) context.Context {
+	t.Helper()
 	path := os.Getenv("DEVREG_CHROMIUM")
 	if path == "" {
 		for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -37,7 +43,7 @@ func browser(t *testing.T) context.Context {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancelTimeout := context.WithTimeout(ctx, limit)
 	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
 	return ctx
 }

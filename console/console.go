@@ -210,6 +210,7 @@ func smallForm(fn handlerFunc) handlerFunc {
 
 // page is what every template gets.
 type page struct {
+	Name  string // the template's name, on <body data-page>, so a browser test knows which page it sees
 	Title string
 	Nav   string
 	User  string
@@ -237,7 +238,7 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 	if !ok {
 		return fmt.Errorf("no page template %q", name)
 	}
-	p := page{Title: title, Nav: nav, Data: data, Flash: h.takeFlash(w, r)}
+	p := page{Name: name, Title: title, Nav: nav, Data: data, Flash: h.takeFlash(w, r)}
 	if c, ok := devreg.CallerFromContext(r.Context()); ok {
 		p.User, p.Role = c.Name, devreg.RoleOf(c.Scope)
 	}
