@@ -47,6 +47,15 @@ func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
 	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at, device_type_ids, expires_at, trusts_broker_tls)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt), typeList(k.DeviceTypeIDs), nullTime(k.ExpiresAt), k.TrustsBrokerTLS)
+	return keyNameTaken(err, k.Name)
+}
+
+// keyNameTaken says that a key of the account has name already when err broke the unique index
+// on (account_id, name). The other unique columns, the ID and the key's hash, are random.
+func keyNameTaken(err error, name string) error {
+	if isUniqueViolation(err) {
+		return devreg.Errorf(devreg.ECONFLICT, "this account has an API key named %q already; choose another name", name)
+	}
 	return err
 }
 
@@ -113,8 +122,8 @@ func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string)
 
 // UpdateAPIKey stores a key's changed name and expiry.
 func (s *DB) UpdateAPIKey(ctx context.Context, k devreg.APIKey) error {
-	return s.changeOne(ctx, k.AccountID, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
-		[]any{k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID}, "no API key %s", k.ID)
+	return keyNameTaken(s.changeOne(ctx, k.AccountID, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
+		[]any{k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID}, "no API key %s", k.ID), k.Name)
 }
 
 // APIKey returns one API key of the account.
