@@ -100,7 +100,7 @@ func (m *Main) deviceTypesCreate(ctx context.Context, args []string) error {
 	minLen := fs.Int("min-secret-length", 0, "the shortest secret its devices may have (8 to 256; default 8)")
 	// A flag.Value rather than fs.Duration: a sentinel default would show as a second "(default ...)".
 	var grace optionalDuration
-	fs.Var(&grace, "rotation-grace", "how long a secret a device rotates away from keeps working, such as 72h, up to 720h; 0 ends it at once (default 168h)")
+	fs.Var(&grace, "rotation-grace", "how long a secret a device rotates away from keeps working: a `duration` such as \"7 days\", \"36 hours\" or 72h, up to 30 days; 0 ends it at once (default 7 days)")
 	rotations := fs.Int("max-rotations-per-hour", 0, "how many times a device may rotate its secret itself in an hour (1 to 1000; default 5)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -334,13 +334,17 @@ func (o *optionalDuration) String() string {
 	if o == nil || !o.set {
 		return ""
 	}
-	return o.d.String()
+	return devreg.FormatDuration(o.d)
 }
 
+// Set takes a duration as devreg.ParseDuration reads it ("7 days", "72h"), not a negative one.
 func (o *optionalDuration) Set(s string) error {
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return fmt.Errorf("want a duration such as 72h or 30m, not %q", s)
+	d, err := devreg.ParseDuration(s)
+	if err == nil && d < 0 {
+		err = fmt.Errorf("%q is negative", s)
+	}
+	if err != nil {
+		return err
 	}
 	o.d, o.set = d, true
 	return nil

@@ -53,6 +53,18 @@ func TestFactoryLine(t *testing.T) {
 	if dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != 72*3600 {
 		t.Errorf("devicetypes create --rotation-grace 72h made rotation_grace_seconds %v, want %d", dt.RotationGraceSeconds, 72*3600)
 	}
+	// The console's duration syntax works here too, and a wrong one is refused, not ignored.
+	code, out, errOut = c.run(t, "", "devicetypes", "create", "--name", "Gateway G2", "--rotation-grace", "2 days 12 hours")
+	gw := dt
+	gw.RotationGraceSeconds = nil // decode into a pointer of its own, not through dt's
+	if code != 0 || json.Unmarshal([]byte(out), &gw) != nil || gw.RotationGraceSeconds == nil || *gw.RotationGraceSeconds != 60*3600 {
+		t.Errorf("devicetypes create --rotation-grace \"2 days 12 hours\" = %d %s %s, want rotation_grace_seconds %d", code, out, errOut, 60*3600)
+	}
+	for _, bad := range []string{"a week", "-1h"} {
+		if code, _, errOut := c.run(t, "", "devicetypes", "create", "--name", "Bad", "--rotation-grace", bad); code == 0 || !strings.Contains(errOut, "rotation-grace") {
+			t.Errorf("devicetypes create --rotation-grace %q = %d %s, want it refused", bad, code, errOut)
+		}
+	}
 	if code, out, _ := c.run(t, "", "devicetypes", "list"); code != 0 || !strings.Contains(out, dt.ID) || !strings.Contains(out, "Thermostat T1") {
 		t.Errorf("devicetypes list = %d:\n%s", code, out)
 	}
