@@ -165,6 +165,9 @@ func TestBrowserCredentials(t *testing.T) {
 
 	// Disable the registration's credential, then delete it.
 	clickThrough(`#cred-`+registered[0].ID+` form[action$="/status"] button`, "#credential-list")
+	if msg := <-accepted; !strings.Contains(msg, "Disable credential "+registered[0].ID+"?") {
+		t.Errorf("the disable confirmation says %q", msg)
+	}
 	if got := text(t, ctx, ".flash"); got != "Credential "+registered[0].ID+" is disabled." {
 		t.Errorf("after disabling the page says %q", got)
 	}
@@ -185,6 +188,7 @@ func TestBrowserCredentials(t *testing.T) {
 
 	// The last enabled credential cannot be disabled: the browser shows why, with the status.
 	clickThrough(`#cred-`+newID+` form[action$="/status"] button`, "main h1")
+	<-accepted
 	if got := text(t, ctx, "main"); !strings.Contains(got, "That did not work") || !strings.Contains(got, "is the only credential that lets device") {
 		t.Errorf("disabling the last credential shows:\n%s", got)
 	}
