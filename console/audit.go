@@ -52,6 +52,7 @@ type auditRow struct {
 	devreg.AuditEntry
 	Details                        []detailLine
 	ActionURL, ActorURL, ObjectURL string // the page filtered by this entry's action, actor or object
+	ObjectName                     string // the object's name, beside its ID, where it has one
 }
 
 // detailLine is one field of an entry's details, its value in short text.
@@ -154,10 +155,21 @@ func (h *Handler) auditPage(w http.ResponseWriter, r *http.Request) error {
 		}
 		return "/audit?" + q.Encode()
 	}
+	_, typeNames, err := h.types(r.Context())
+	if err != nil {
+		return err
+	}
 	for _, e := range entries {
-		d.Entries = append(d.Entries, auditRow{AuditEntry: e, Details: detailLines(e.Details),
+		row := auditRow{AuditEntry: e, Details: detailLines(e.Details),
 			ActionURL: link("action", e.Action), ActorURL: link("actor_type", e.Actor.Type, "actor_id", e.Actor.ID),
-			ObjectURL: link("object_type", e.Object.Type, "object_id", e.Object.ID)})
+			ObjectURL: link("object_type", e.Object.Type, "object_id", e.Object.ID)}
+		// A device type by its name now; anything else by the name its entry recorded.
+		if n, ok := typeNames[e.Object.ID]; ok && e.Object.Type == "devicetype" {
+			row.ObjectName = n
+		} else if n, ok := e.Details["name"].(string); ok && n != e.Object.ID {
+			row.ObjectName = n
+		}
+		d.Entries = append(d.Entries, row)
 	}
 	if !next.IsZero() {
 		q := form.values()

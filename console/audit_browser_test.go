@@ -43,7 +43,7 @@ func TestBrowserAuditLog(t *testing.T) {
 	}
 
 	must(t, chromedp.Do(ctx,
-		chromedp.SendKeys(chromedp.CSS("#a-action"), "devicetype.create"),
+		chromedp.SetValue(chromedp.CSS("#a-action"), "devicetype.create"),
 		chromedp.Evaluate[chromedp.Void](`document.body.dataset.left = "yes"`),
 		chromedp.Click(chromedp.CSS(".filter-buttons button")),
 		chromedp.WaitVisible(chromedp.CSS("body:not([data-left]) #audit")),
@@ -54,7 +54,7 @@ func TestBrowserAuditLog(t *testing.T) {
 	if details := column(6); len(details) != 2 || !strings.Contains(details[0], "Gateway G2") || !strings.Contains(details[1], "Thermostat T1") {
 		t.Errorf("the entries' details: %q, want the names of the two types, newest first", details)
 	}
-	if objects := column(5); len(objects) != 2 || objects[1] != "devicetype "+thermostat {
+	if objects := column(5); len(objects) != 2 || objects[1] != "devicetype "+thermostat+"\nThermostat T1" {
 		t.Errorf("the entries' objects: %q", objects)
 	}
 	value, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#a-action")))
