@@ -33,11 +33,20 @@ func newKeyRow(k devreg.APIKey, names map[string]string, now time.Time) keyRow {
 	return row
 }
 
+// apiKeysPage lists the keys, with the one the post before made if the address names it (see
+// onceStore): shown on the first load only.
 func (h *Handler) apiKeysPage(w http.ResponseWriter, r *http.Request) error {
-	return h.renderKeys(w, r, nil)
+	v, asked, ok := h.once.take(r)
+	if k, isKey := v.(devreg.APIKey); ok && isKey {
+		return h.renderKeys(w, r, &k, nil)
+	}
+	if asked {
+		return h.renderKeys(w, r, nil, &flash{Kind: "error", Text: "The new key was shown once already, and devreg cannot show it again: it keeps only a hash of it. If you did not copy it, revoke it and create another."})
+	}
+	return h.renderKeys(w, r, nil, nil)
 }
 
-func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *devreg.APIKey) error {
+func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *devreg.APIKey, fl *flash) error {
 	ctx := r.Context()
 	keys, err := h.svc.ListAPIKeys(ctx)
 	if err != nil {
@@ -60,11 +69,11 @@ func (h *Handler) renderKeys(w http.ResponseWriter, r *http.Request, created *de
 		row := newKeyRow(*created, names, now)
 		data.NewKey = &row
 	}
-	return h.render(w, r, http.StatusOK, "apikeys", "API Keys", "apikeys", data)
+	return h.renderFlash(w, r, http.StatusOK, "apikeys", "API Keys", "apikeys", data, fl)
 }
 
-// createAPIKey shows the new key on the answer to the post itself: it is never stored, so a
-// redirect could not show it.
+// createAPIKey makes a key and redirects to the key list, which shows it once: a reload of that
+// page makes no second key.
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	nk := devreg.NewAPIKey{Name: r.PostFormValue("name"), Scope: devreg.Scope(r.PostFormValue("scope")),
 		TrustsBrokerTLS: r.PostFormValue("trusts_broker_tls") == "on"}
@@ -85,7 +94,8 @@ func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return h.renderKeys(w, r, &k)
+	http.Redirect(w, r, h.once.put(r, "/apikeys", k), http.StatusSeeOther)
+	return nil
 }
 
 func (h *Handler) editAPIKeyPage(w http.ResponseWriter, r *http.Request) error {

@@ -40,6 +40,7 @@ type Handler struct {
 	auth         *authn.Authenticator // console users are never rate-limited: no limiter
 	pages        map[string]*template.Template
 	secureCookie bool
+	once         *onceStore // secrets made by a post, waiting for the page it redirects to
 }
 
 // Config configures the console.
@@ -82,7 +83,8 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{svc: svc, log: log, pages: map[string]*template.Template{}, secureCookie: cfg.SecureCookies, auth: authn.New(svc, nil)}
+	h := &Handler{svc: svc, log: log, pages: map[string]*template.Template{}, secureCookie: cfg.SecureCookies, auth: authn.New(svc, nil),
+		once: newOnceStore(time.Now)}
 	for _, name := range names {
 		page := strings.TrimSuffix(strings.TrimPrefix(name, "templates/"), ".html")
 		if page == "layout" {
@@ -153,6 +155,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("GET /devices/{id}", h.devicePage)
 	auth("POST /devices/{id}/status", h.setDeviceStatus)
 	auth("POST /devices/{id}/credentials", h.addCredential)
+	auth("GET /devices/{id}/credentials/new", h.newCredentialPage)
 	auth("POST /devices/{id}/credentials/{cred}/status", h.setCredentialStatus)
 	auth("POST /devices/{id}/credentials/{cred}/delete", h.deleteCredential)
 	auth("POST /devices/{id}/credentials/revoke", h.revokeCredentials)
@@ -222,7 +225,7 @@ type page struct {
 }
 
 type flash struct {
-	Kind string // "notice" or "error"
+	Kind string // "notice", "error", or "form": an error the page shows at its form
 	Text string
 }
 
@@ -234,11 +237,19 @@ const (
 // render writes a page with the layout. It renders into a buffer first, so that a template
 // error becomes an error page rather than half a page.
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) error {
+	return h.renderFlash(w, r, status, name, title, nav, data, nil)
+}
+
+// renderFlash is render with a message of its own, fl, in place of one a redirect left.
+func (h *Handler) renderFlash(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any, fl *flash) error {
 	t, ok := h.pages[name]
 	if !ok {
 		return fmt.Errorf("no page template %q", name)
 	}
-	p := page{Name: name, Title: title, Nav: nav, Data: data, Flash: h.takeFlash(w, r)}
+	if fl == nil {
+		fl = h.takeFlash(w, r)
+	}
+	p := page{Name: name, Title: title, Nav: nav, Data: data, Flash: fl}
 	if c, ok := devreg.CallerFromContext(r.Context()); ok {
 		p.User, p.Role = c.Name, devreg.RoleOf(c.Scope)
 	}
@@ -274,7 +285,7 @@ func (h *Handler) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
 		return nil
 	}
 	kind, text, ok := strings.Cut(v, ":")
-	if !ok || (kind != "notice" && kind != "error") {
+	if !ok || (kind != "notice" && kind != "error" && kind != "form") {
 		return nil
 	}
 	return &flash{Kind: kind, Text: text}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"devreg"
 )
@@ -75,9 +76,9 @@ func (h *Handler) devicePage(w http.ResponseWriter, r *http.Request) error {
 }
 
 // addCredential adds a credential to a device: the secret typed in, or one devreg generates. A
-// generated secret is shown on the answer to this post and nowhere else: not in a redirect, a
-// cookie or a log, and the page is not stored (render sends Cache-Control: no-store). devreg
-// keeps only its hash, so it can never be shown again.
+// generated secret is shown once, by the page this post redirects to (see onceStore): never in
+// an address, a cookie or a log, and that page is not stored (render sends Cache-Control:
+// no-store). devreg keeps only its hash, so it can never be shown again.
 func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	if r.PostFormValue("kind") == "certificate" {
@@ -102,12 +103,26 @@ func (h *Handler) addCredential(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if nc.Generate {
-		return h.render(w, r, http.StatusOK, "credential_new", "New secret for "+id, "devices", struct {
-			DeviceID   string
-			Credential devreg.Credential
-		}{id, c})
+		http.Redirect(w, r, h.once.put(r, "/devices/"+id+"/credentials/new", newSecret{id, c}), http.StatusSeeOther)
+		return nil
 	}
 	return h.redirect(w, r, devicePath(id), "notice", fmt.Sprintf("Credential %s added to device %s.", c.ID, id))
+}
+
+// newSecret is a generated credential and its secret, waiting for its page.
+type newSecret struct {
+	DeviceID   string
+	Credential devreg.Credential
+}
+
+// newCredentialPage shows the secret addCredential generated, on its first load only.
+func (h *Handler) newCredentialPage(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	v, _, ok := h.once.take(r)
+	if s, isSecret := v.(newSecret); ok && isSecret && s.DeviceID == id {
+		return h.render(w, r, http.StatusOK, "credential_new", "New secret for "+id, "devices", s)
+	}
+	return h.redirect(w, r, devicePath(id), "error", "The new secret was shown once already, and devreg cannot show it again: it keeps only a hash of it. If you did not copy it, delete that credential and add another.")
 }
 
 // addCertificate adds the certificate pasted on the device page as a credential of device id.
@@ -146,27 +161,10 @@ func devicePath(id string) string {
 	return "/devices/" + url.PathEscape(id) + "#credentials"
 }
 
-// graceText says a rotation grace in the largest whole unit.
+// graceText says a rotation grace as the edit form takes it (devreg.FormatDuration).
 func graceText(seconds *int) string {
 	if seconds == nil {
 		return graceText(new(devreg.DefaultRotationGraceSeconds))
 	}
-	n := *seconds
-	unit := func(n int, one string) string {
-		if n == 1 {
-			return "1 " + one
-		}
-		return thousands(int64(n)) + " " + one + "s"
-	}
-	switch {
-	case n == 0:
-		return "none"
-	case n%86400 == 0:
-		return unit(n/86400, "day")
-	case n%3600 == 0:
-		return unit(n/3600, "hour")
-	case n%60 == 0:
-		return unit(n/60, "minute")
-	}
-	return unit(n, "second")
+	return devreg.FormatDuration(time.Duration(*seconds) * time.Second)
 }

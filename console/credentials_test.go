@@ -154,13 +154,22 @@ func testCredentials(t *testing.T, database string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		resp.Body.Close()
+		// The post answers with a redirect to the page that shows the secret, once.
+		posted, loc := resp, resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/devices/lock-1/credentials/new?") {
+			t.Fatalf("generating a secret = %d to %q, want 303 to the page with the secret", resp.StatusCode, loc)
+		}
+		if resp, err = noFollow.Get(e.url + loc); err != nil {
+			t.Fatal(err)
+		}
 		var buf bytes.Buffer
 		buf.ReadFrom(resp.Body)
 		resp.Body.Close()
 		body := buf.String()
 		m := newSecretPattern.FindStringSubmatch(body)
 		if resp.StatusCode != 200 || m == nil {
-			t.Fatalf("generating a secret = %d, want the page with the secret:\n%s", resp.StatusCode, body)
+			t.Fatalf("the page after generating a secret = %d, want the page with the secret:\n%s", resp.StatusCode, body)
 		}
 		secret := m[1]
 		if !regexp.MustCompile(`^[A-Za-z0-9]{32,}$`).MatchString(secret) {
@@ -172,9 +181,11 @@ func testCredentials(t *testing.T, database string) {
 		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
 			t.Errorf("Cache-Control of the page with the secret = %q, want no-store", got)
 		}
-		for _, h := range []string{"Location", "Set-Cookie", "Refresh"} {
-			if strings.Contains(strings.Join(resp.Header.Values(h), " "), secret) {
-				t.Errorf("the secret is in the %s header", h)
+		for _, r := range []*http.Response{posted, resp} {
+			for _, h := range []string{"Location", "Set-Cookie", "Refresh"} {
+				if strings.Contains(strings.Join(r.Header.Values(h), " "), secret) {
+					t.Errorf("the secret is in the %s header", h)
+				}
 			}
 		}
 		if !strings.Contains(body, "it will not be shown again") || !strings.Contains(body, `data-copy="new-secret"`) || !strings.Contains(body, "2099-01-01 00:00 UTC") {
@@ -364,8 +375,8 @@ func testEditRotationGrace(t *testing.T, database string) {
 		}
 		return cells[1][1]
 	}
-	if status, body := e.get(t, "/devicetypes/"+dt+"/edit"); status != 200 || !strings.Contains(body, `<label for="rotation_grace_seconds">Rotation grace (seconds)</label>`) ||
-		!regexp.MustCompile(`name="rotation_grace_seconds" type="number" min="0" max="2592000"[^>]* value="604800"`).MatchString(body) {
+	if status, body := e.get(t, "/devicetypes/"+dt+"/edit"); status != 200 || !strings.Contains(body, `<label for="rotation_grace">Rotation grace</label>`) ||
+		!regexp.MustCompile(`name="rotation_grace"[^>]* value="7 days"`).MatchString(body) {
 		t.Fatalf("edit page = %d, want the rotation grace field with the default:\n%s", status, body)
 	}
 	if got := listed(); got != "7 days" {
@@ -390,10 +401,10 @@ func testEditRotationGrace(t *testing.T, database string) {
 		{"invalid/too-long", "2592001", "rotation_grace_seconds must be between 0 and 2592000", 2592000, "30 days"},
 		{"invalid/negative", "-1", "rotation_grace_seconds must be between 0 and 2592000", 2592000, "30 days"},
 		{"invalid/not-a-number", "a week", "rotation grace seconds must be a whole number", 2592000, "30 days"},
-		{"ok/90-seconds", "90", "Device type saved.", 90, "90 seconds"},
-		{"ok/blank-keeps", "", "Device type saved.", 90, "90 seconds"},
+		{"ok/90-seconds", "90", "Device type saved.", 90, "1 minute 30 seconds"},
+		{"ok/blank-keeps", "", "Device type saved.", 90, "1 minute 30 seconds"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run("seconds/"+tc.name, func(t *testing.T) {
 			if body := save(t, url.Values{"rotation_grace_seconds": {tc.value}}); !strings.Contains(body, tc.says) {
 				t.Errorf("saving %q: the page does not say %q:\n%s", tc.value, tc.says, body)
 			}
@@ -402,6 +413,37 @@ func testEditRotationGrace(t *testing.T, database string) {
 			}
 			if got := listed(); got != tc.listed {
 				t.Errorf("the Device Types page shows %q, want %q", got, tc.listed)
+			}
+		})
+	}
+	// The edit form's own field takes a duration, and the page shows what it saved the same way.
+	for _, tc := range []struct {
+		name, value string
+		says        string
+		want        int
+		shown       string
+	}{
+		{"ok/words", "3 days", "Device type saved.", 3 * 86400, "3 days"},
+		{"ok/letters", "72h", "Device type saved.", 3 * 86400, "3 days"},
+		{"ok/mixed", "1 day 12 hours", "Device type saved.", 36 * 3600, "1 day 12 hours"},
+		{"ok/none", "none", "Device type saved.", 0, "none"},
+		{"ok/most", "30 days", "Device type saved.", 2592000, "30 days"},
+		{"invalid/too-long", "31 days", "rotation grace must be whole seconds from none to 30 days; &#34;31 days&#34; is not", 2592000, "30 days"},
+		{"invalid/fraction", "1.5s", "rotation grace must be whole seconds", 2592000, "30 days"},
+		{"invalid/words", "a week", "rotation grace: &#34;a week&#34; is not a duration", 2592000, "30 days"},
+	} {
+		t.Run("duration/"+tc.name, func(t *testing.T) {
+			if body := save(t, url.Values{"rotation_grace": {tc.value}}); !strings.Contains(body, tc.says) {
+				t.Errorf("saving %q: the page does not say %q:\n%s", tc.value, tc.says, body)
+			}
+			if got := grace(); got != tc.want {
+				t.Errorf("grace after saving %q = %d, want %d", tc.value, got, tc.want)
+			}
+			if got := listed(); got != tc.shown {
+				t.Errorf("the Device Types page shows %q, want %q", got, tc.shown)
+			}
+			if _, body := e.get(t, "/devicetypes/"+dt+"/edit"); !strings.Contains(body, `value="`+tc.shown+`"`) {
+				t.Errorf("the edit form shows the grace not as %q", tc.shown)
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/credential"
 	"devreg/internal/respond"
 )
 
@@ -53,6 +54,12 @@ type devicesData struct {
 	BulkMax   int
 	// SearchWindow is how many devices a page of a substring search reads at most.
 	SearchWindow int64
+
+	// The register-one form: the type it offers first and its minimum secret length, and the ID
+	// typed in before a refusal, so that it need not be typed again.
+	RegisterType string
+	RegisterMin  int
+	RegisterID   string
 }
 
 // devicesFilter reads the Devices page's filter and order from its query string, as the page,
@@ -99,6 +106,12 @@ func (h *Handler) devicesPage(w http.ResponseWriter, r *http.Request) error {
 	var err error
 	if d.Types, d.TypeNames, err = h.types(ctx); err != nil {
 		return err
+	}
+	d.RegisterType, d.RegisterMin, d.RegisterID = d.Filter.DeviceTypeID, credential.MinSecretLength, r.URL.Query().Get("register_id")
+	for i, t := range d.Types {
+		if i == 0 || t.ID == d.Filter.DeviceTypeID {
+			d.RegisterType, d.RegisterMin = t.ID, t.MinSecretLength
+		}
 	}
 	if f.After, err = devreg.ParseCursor(d.Cursor); err != nil {
 		return err

@@ -36,13 +36,21 @@ type newGroupKey struct {
 	OldEnd    *time.Time // when a rotation ended the group's older keys
 }
 
+// enrollmentGroupsPage lists a type's groups, with the key the post before made if the address
+// names it (see onceStore): shown on the first load only. devreg keeps only its hash.
 func (h *Handler) enrollmentGroupsPage(w http.ResponseWriter, r *http.Request) error {
-	return h.renderGroups(w, r, http.StatusOK, nil)
+	v, asked, ok := h.once.take(r)
+	if k, isKey := v.(*newGroupKey); ok && isKey {
+		return h.renderGroups(w, r, http.StatusOK, k, nil)
+	}
+	if asked {
+		return h.renderGroups(w, r, http.StatusOK, nil, &flash{Kind: "error", Text: "The group's new key was shown once already, and devreg cannot show it again: it keeps only a hash of it. If you did not copy it, make a new key."})
+	}
+	return h.renderGroups(w, r, http.StatusOK, nil, nil)
 }
 
-// renderGroups renders the page of a type's enrollment groups, with the key just made, if any:
-// it is never stored in clear, so only the answer to the post that made it can show it.
-func (h *Handler) renderGroups(w http.ResponseWriter, r *http.Request, status int, created *newGroupKey) error {
+// renderGroups renders the page of a type's enrollment groups, with the key just made, if any.
+func (h *Handler) renderGroups(w http.ResponseWriter, r *http.Request, status int, created *newGroupKey, fl *flash) error {
 	ctx := r.Context()
 	t, err := h.svc.DeviceType(ctx, r.PathValue("id"))
 	if err != nil {
@@ -64,7 +72,7 @@ func (h *Handler) renderGroups(w http.ResponseWriter, r *http.Request, status in
 		}
 		rows = append(rows, row)
 	}
-	return h.render(w, r, status, "devicetype_groups", "Enrollment groups of "+t.Name, "devicetypes", struct {
+	return h.renderFlash(w, r, status, "devicetype_groups", "Enrollment groups of "+t.Name, "devicetypes", struct {
 		Type          devreg.DeviceType
 		Groups        []groupRow
 		NewKey        *newGroupKey
@@ -72,7 +80,7 @@ func (h *Handler) renderGroups(w http.ResponseWriter, r *http.Request, status in
 		MaxKeys       int
 		MaxPerHour    int
 		DefaultHourly int
-	}{t, rows, created, devreg.MaxEnrollmentGroupsPerType, devreg.MaxEnrollmentGroupKeys, devreg.MaxEnrollmentPerHour, devreg.DefaultEnrollmentPerHour})
+	}{t, rows, created, devreg.MaxEnrollmentGroupsPerType, devreg.MaxEnrollmentGroupKeys, devreg.MaxEnrollmentPerHour, devreg.DefaultEnrollmentPerHour}, fl)
 }
 
 func groupsPage(typeID string) string {
@@ -107,7 +115,8 @@ func (h *Handler) createEnrollmentGroup(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	return h.renderGroups(w, r, http.StatusOK, &newGroupKey{GroupName: created.Group.Name, KeyID: created.KeyID, Key: created.GroupKey})
+	http.Redirect(w, r, h.once.put(r, "/devicetypes/"+id+"/enrollment_groups", &newGroupKey{GroupName: created.Group.Name, KeyID: created.KeyID, Key: created.GroupKey}), http.StatusSeeOther)
+	return nil
 }
 
 // setEnrollmentGroupStatus disables or enables a group.
@@ -157,5 +166,6 @@ func (h *Handler) rotateEnrollmentKey(w http.ResponseWriter, r *http.Request) er
 			shown.OldEnd = old.NotAfter
 		}
 	}
-	return h.renderGroups(w, r, http.StatusOK, shown)
+	http.Redirect(w, r, h.once.put(r, "/devicetypes/"+id+"/enrollment_groups", shown), http.StatusSeeOther)
+	return nil
 }

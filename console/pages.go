@@ -81,12 +81,12 @@ func (h *Handler) editDeviceTypePage(w http.ResponseWriter, r *http.Request) err
 	}
 	return h.render(w, r, http.StatusOK, "devicetype_edit", "Edit "+t.Name, "devicetypes", struct {
 		Type         devreg.DeviceType
-		GraceSeconds int
+		Grace        string
 		MaxGrace     int
 		MaxRotations int
 		IDFields     []devcert.IDField
 		MaxAutoLimit int
-	}{t, int(t.RotationGrace() / time.Second), devreg.MaxRotationGraceSeconds, devreg.MaxRotationsPerHourLimit, devcert.IDFields, devreg.MaxAutoRegisterLimit})
+	}{t, devreg.FormatDuration(t.RotationGrace()), devreg.MaxRotationGraceSeconds, devreg.MaxRotationsPerHourLimit, devcert.IDFields, devreg.MaxAutoRegisterLimit})
 }
 
 func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error {
@@ -104,13 +104,30 @@ func (h *Handler) updateDeviceType(w http.ResponseWriter, r *http.Request) error
 	return h.redirect(w, r, "/devicetypes", "notice", "Device type saved.")
 }
 
+// formGrace reads the rotation grace as the edit form has it, a duration ("7 days", "72h"), or
+// in seconds as rotation_grace_seconds, the API's name for it; nil when the form has neither.
+func formGrace(r *http.Request) (*int, error) {
+	if _, ok := r.PostForm["rotation_grace"]; !ok {
+		return formOptionalInt(r, "rotation_grace_seconds")
+	}
+	d, err := devreg.ParseDuration(r.PostFormValue("rotation_grace"))
+	if err != nil {
+		return nil, devreg.Errorf(devreg.EINVALID, "rotation grace: %s", devreg.ErrorMessage(err))
+	}
+	if d%time.Second != 0 || d < 0 || d > devreg.MaxRotationGraceSeconds*time.Second {
+		return nil, devreg.Errorf(devreg.EINVALID, "rotation grace must be whole seconds from none to %s; %q is not", devreg.FormatDuration(devreg.MaxRotationGraceSeconds*time.Second), r.PostFormValue("rotation_grace"))
+	}
+	seconds := int(d / time.Second)
+	return &seconds, nil
+}
+
 // deviceTypeUpdateForm reads the device type's edit form.
 func deviceTypeUpdateForm(r *http.Request) (devreg.DeviceTypeUpdate, error) {
 	min, err := formInt(r, "min_secret_length")
 	if err != nil {
 		return devreg.DeviceTypeUpdate{}, err
 	}
-	grace, err := formOptionalInt(r, "rotation_grace_seconds")
+	grace, err := formGrace(r)
 	if err != nil {
 		return devreg.DeviceTypeUpdate{}, err
 	}
@@ -179,12 +196,14 @@ func (h *Handler) registerOne(w http.ResponseWriter, r *http.Request) error {
 	id := strings.TrimSpace(r.PostFormValue("device_id"))
 	back := "/devices?device_type_id=" + url.QueryEscape(typeID)
 	res, err := h.svc.Register(r.Context(), typeID, &oneDevice{entry: devreg.DeviceEntry{DeviceID: id, Secret: r.PostFormValue("secret")}}, devreg.RegisterOptions{})
+	// A refusal goes back to the form with the ID as typed (never the secret) and says why there.
+	refused := back + "&" + url.Values{"register_id": {id}}.Encode() + "#register"
 	var e *devreg.Error
 	if errors.As(err, &e) && len(e.Problems) > 0 {
-		return h.redirect(w, r, back, "error", fmt.Sprintf("%s was not registered: %s.", id, e.Problems[0].Message))
+		return h.redirect(w, r, refused, "form", fmt.Sprintf("%s was not registered: %s.", id, e.Problems[0].Message))
 	}
 	if isUserError(err) {
-		return h.redirect(w, r, back, "error", devreg.ErrorMessage(err))
+		return h.redirect(w, r, refused, "form", devreg.ErrorMessage(err))
 	}
 	if err != nil {
 		return err

@@ -44,6 +44,26 @@ function copyField(button) {
   }
 }
 
+// A select whose data-minlength-of names a field sets that field's minlength from the chosen
+// option's data-minlength (the device type's minimum secret length), so the browser checks it
+// before sending; the server checks it again.
+document.addEventListener("change", function (ev) {
+  var select = ev.target.closest("select[data-minlength-of]");
+  if (!select) {
+    return;
+  }
+  var option = select.options[select.selectedIndex];
+  var field = document.getElementById(select.getAttribute("data-minlength-of"));
+  if (option && field && option.getAttribute("data-minlength")) {
+    field.minLength = Number(option.getAttribute("data-minlength"));
+    var help = document.getElementById(select.getAttribute("data-minlength-help") || "");
+    var text = help && help.querySelector("[data-minlength-text]");
+    if (text) {
+      text.textContent = option.getAttribute("data-minlength");
+    }
+  }
+});
+
 document.addEventListener("DOMContentLoaded", function () {
   var form = document.getElementById("upload-form");
   if (!form || !window.FormData || !window.XMLHttpRequest) {
