@@ -231,8 +231,9 @@ func TestBrowserSeedFlow(t *testing.T) {
 	}
 	rows, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll("#problems tbody tr")].map(r => [...r.cells].slice(0, 3).map(c => c.innerText))`))
 	must(t, err)
-	if diff := cmp.Diff([][]string{{"1", "2", "device 7"}, {"2", "3", "device8"}}, rows); diff != "" {
-		t.Errorf("problems (position, line, ID) (-want +got):\n%s", diff)
+	// Entries and lines both count from 1: device 7 is the file's second entry, on its second line.
+	if diff := cmp.Diff([][]string{{"2", "2", "device 7"}, {"3", "3", "device8"}}, rows); diff != "" {
+		t.Errorf("problems (entry, line, ID) (-want +got):\n%s", diff)
 	}
 	shot("05-upload-refused")
 	goTo("/devices?prefix=device6", "#f-type")

@@ -66,6 +66,8 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 		"seconds": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 		"ago":     func(t any) template.HTML { return relativeTime(svc.Now(), t) },
 		"count":   thousands,
+		// ordinal counts an entry from 1, as lines are counted; the API's index counts from 0.
+		"ordinal": func(i int) int { return i + 1 },
 		"grace":   graceText,
 		"lines":   func(l []string) string { return strings.Join(l, "\n") },
 		"typeName": func(names map[string]string, id string) string {
