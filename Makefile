@@ -42,8 +42,10 @@ build:
 # registers 100,000 devices by certificate fingerprint against 100,000 by secret, and the raw
 # tool's cost of the same fingerprint index (under a minute). make bench ENROLL=1 measures 10,000
 # first connections through an enrollment group from 64 clients against as many token requests.
+# make bench BATCH_DELETE=1 registers a lot of a million devices and deletes it (DELETE
+# /api/v1/batches/{id}), on SQLite and PostgreSQL, against the raw DELETE of another lot.
 bench:
-	$(GO) run ./internal/bench $(if $(filter 1,$(BIG)),-big) $(if $(filter 1,$(CERT_LOGIN)),-cert-login) $(if $(filter 1,$(CERTIFICATES)),-certificates) $(if $(filter 1,$(ENROLL)),-enroll)
+	$(GO) run ./internal/bench $(if $(filter 1,$(BIG)),-big) $(if $(filter 1,$(CERT_LOGIN)),-cert-login) $(if $(filter 1,$(CERTIFICATES)),-certificates) $(if $(filter 1,$(ENROLL)),-enroll) $(if $(filter 1,$(BATCH_DELETE)),-batch-delete)
 
 fuzz:
 	$(GO) test ./bulkfile -run '^$$' -fuzz FuzzReader -fuzztime 60s

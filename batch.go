@@ -13,9 +13,17 @@ type Batch struct {
 	CreatedBy      string      `json:"created_by"`
 	Source         Source      `json:"source"`
 	Filename       string      `json:"filename"`
+	Name           string      `json:"name"` // optional, given with ?batch_name= at registration
 	DeviceCount    int64       `json:"device_count"`
 	ConnectedCount int64       `json:"connected_count"`
 	Status         BatchStatus `json:"status"`
+
+	// CreatorType and CreatorID name who created the batch as the audit log names actors
+	// (ActorAPIKey or ActorUser, and the key's or user's ID): a console user of the operations
+	// role may disable or delete the lots it created. Empty for batches made before they were
+	// recorded, and for those that devices made (just-in-time registration, enrollment).
+	CreatorType string `json:"-"`
+	CreatorID   string `json:"-"`
 }
 
 // BatchFilter selects batches of one account, newest first.

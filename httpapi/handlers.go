@@ -187,6 +187,19 @@ func (h *Handler) updateBatch(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, b)
 }
 
+func (h *Handler) deleteBatch(w http.ResponseWriter, r *http.Request) error {
+	n, err := h.svc.DeleteBatch(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, batchDeleted{Deleted: n})
+}
+
+// batchDeleted answers a batch's deletion.
+type batchDeleted struct {
+	Deleted int64 `json:"deleted"` // the devices deleted with it
+}
+
 func (h *Handler) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		Name            string       `json:"name"`

@@ -96,6 +96,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("GET /api/v1/batches", h.listBatches)
 	route("GET /api/v1/batches/{id}", h.getBatch)
 	route("PATCH /api/v1/batches/{id}", h.updateBatch)
+	route("DELETE /api/v1/batches/{id}", h.deleteBatch)
 	route("DELETE /api/v1/batches/{id}/credentials", h.revokeBatchCredentials)
 	route("POST /api/v1/apikeys", h.createAPIKey)
 	route("GET /api/v1/apikeys", h.listAPIKeys)

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"strings"
+	"time"
 
 	"devreg"
 	"devreg/credential"
@@ -250,8 +251,11 @@ func (s *Service) Batch(ctx context.Context, id string) (devreg.Batch, error) {
 
 // SetBatchStatus enables or disables a whole batch: while it is disabled none of its devices can
 // authenticate, whatever their own status.
+//
+// An administrator may change any batch; a console user who may register (the operations role)
+// only the batches they created.
 func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.BatchStatus) (devreg.Batch, error) {
-	c, err := authorize(ctx, devreg.ScopeAdmin)
+	c, err := authorizeBatchChange(ctx)
 	if err != nil {
 		return devreg.Batch{}, err
 	}
@@ -259,8 +263,14 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 		return devreg.Batch{}, devreg.Errorf(devreg.EINVALID, "status must be enabled or disabled; it is %q", status)
 	}
 	b, err := s.reachBatch(ctx, c, id)
-	if err != nil || b.Status == status {
-		return b, err // nothing to change, nothing to record
+	if err != nil {
+		return b, err
+	}
+	if err := mayChangeBatch(c, b, "disable or enable"); err != nil {
+		return devreg.Batch{}, err
+	}
+	if b.Status == status {
+		return b, nil // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "batch.update", devreg.AuditObject{Type: "batch", ID: id},
 		change(map[string]any{"status": string(b.Status)}, map[string]any{"status": string(status)}))
@@ -268,4 +278,50 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 		return devreg.Batch{}, err
 	}
 	return s.store.Batch(ctx, c.AccountID, id)
+}
+
+// DeleteBatch deletes one of the caller's batches and all of its devices, in one transaction, and
+// returns how many devices went: the undo of a mistaken lot. A disabled batch may be deleted.
+// Who may do it is who may disable it (authorizeBatchChange, mayChangeBatch).
+func (s *Service) DeleteBatch(ctx context.Context, id string) (int64, error) {
+	c, err := authorizeBatchChange(ctx)
+	if err != nil {
+		return 0, err
+	}
+	b, err := s.reachBatch(ctx, c, id)
+	if err != nil {
+		return 0, err
+	}
+	if err := mayChangeBatch(c, b, "delete"); err != nil {
+		return 0, err
+	}
+	entry := s.auditEntry(ctx, actorOf(c), "batch.delete", devreg.AuditObject{Type: "batch", ID: b.ID}, nil)
+	return s.store.DeleteBatch(ctx, c.AccountID, b.ID, s.now(), func(deleted int64) *devreg.AuditEntry {
+		entry.Details = map[string]any{"device_type_id": b.DeviceTypeID, "deleted": deleted, "name": b.Name, "filename": b.Filename,
+			"created_by": b.CreatedBy, "created_at": b.CreatedAt.Format(time.RFC3339Nano), "status": string(b.Status)}
+		return entry
+	})
+}
+
+// authorizeBatchChange returns the caller if it may disable, enable or delete some batches: an API
+// key needs the admin scope, as it always has (a factory station's register key must not undo
+// lots, its own included); a console user who may register (the operations role) may change the
+// lots they created (mayChangeBatch says which).
+func authorizeBatchChange(ctx context.Context) (devreg.Caller, error) {
+	if c, ok := devreg.CallerFromContext(ctx); ok && c.UserID != "" {
+		return authorize(ctx, devreg.ScopeRegister)
+	}
+	return authorize(ctx, devreg.ScopeAdmin)
+}
+
+// mayChangeBatch refuses a console user who may not disable, enable or delete batch b (what says
+// which): an administrator may change any lot, a user of the operations role only those they
+// created themselves. Batches made before creators were recorded, or by devices, are an
+// administrator's alone.
+func mayChangeBatch(c devreg.Caller, b devreg.Batch, what string) error {
+	if c.Scope.Allows(devreg.ScopeAdmin) || b.CreatorType == devreg.ActorUser && b.CreatorID == c.UserID && c.UserID != "" {
+		return nil
+	}
+	return devreg.Errorf(devreg.EFORBIDDEN, "you may %s only the batches you registered yourself; batch %s was registered by %s: ask an administrator",
+		what, b.ID, b.CreatedBy)
 }

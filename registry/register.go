@@ -127,6 +127,8 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			CreatedBy:    c.Name,
 			Source:       c.Source,
 			Filename:     opts.Filename,
+			CreatorType:  actorOf(c).Type,
+			CreatorID:    actorOf(c).ID,
 		},
 	}
 	if c.KeyID != "" || c.UserID != "" {

@@ -99,6 +99,7 @@ type Store interface {
 	ListBatches(ctx context.Context, accountID string, f devreg.BatchFilter) ([]devreg.Batch, []int64, error)
 	Batch(ctx context.Context, accountID, id string) (devreg.Batch, error)
 	SetBatchStatus(ctx context.Context, accountID, id string, status devreg.BatchStatus) error
+	DeleteBatch(ctx context.Context, accountID, batchID string, now time.Time, audit func(deleted int64) *devreg.AuditEntry) (int64, error)
 }
 
 // maxHashes bounds the password hashes in flight however many cores there are: logins are few,

@@ -468,6 +468,24 @@ func testService(t *testing.T, url string) {
 				f.wantBatchStatus(t, map[bool]devreg.BatchStatus{false: devreg.StatusDisabled, true: devreg.StatusEnabled}[done])
 			},
 		},
+		{
+			does: "deletes-batch", want: codes{allowed, forbidden, forbidden, notFound}, ok: http.StatusOK,
+			do: func(ctx context.Context, t *testing.T, f *fixture) error {
+				n, err := f.svc.DeleteBatch(ctx, f.batch.ID)
+				if err == nil && n != 1 {
+					t.Errorf("DeleteBatch = %d, want 1", n)
+				}
+				return err
+			},
+			check: func(t *testing.T, f *fixture, done bool) {
+				if _, exists := f.device(t, f.dev.DeviceID); exists == done {
+					t.Errorf("the batch's device exists afterwards: %v", exists)
+				}
+				if got := len(f.batches(t)); got != map[bool]int{false: 1, true: 0}[done] {
+					t.Errorf("the type has %d batches afterwards", got)
+				}
+			},
+		},
 
 		// API keys.
 		{

@@ -97,9 +97,11 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 func batchSteps(plan devreg.RegistrationPlan, count, connected, typeDelta int64) []step {
 	b := plan.Batch
 	return []step{
-		{sql: `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled')`,
-			args: []any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected}},
+		{sql: `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status,
+				name, creator_type, creator_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled', ?, ?, ?)`,
+			args: []any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected,
+				b.Name, b.CreatorType, b.CreatorID}},
 		{sql: `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
 			args: []any{typeDelta, plan.AccountID, plan.DeviceTypeID}, one: true},
 	}

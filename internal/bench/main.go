@@ -26,6 +26,7 @@
 // With -backup-only it measures only devreg backup of a registry of n devices, alone and while
 // registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
 // With -tokens-only it measures only the request rates, on a registry of n devices.
+// With -batch-delete it measures only deleting a lot against registering it (batchdelete.go).
 // With -broker-load [-bin PATH] it measures only broker logins through two servers on one
 // PostgreSQL database, and topic checks from one and four client addresses (brokerload.go).
 //
@@ -80,8 +81,9 @@ func main() {
 	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
+	batchDelete := flag.Bool("batch-delete", false, "measure only deleting a lot of n devices against registering it, and the raw DELETE of as many rows by the sqlite3 shell and psql (see batchdelete.go)")
 	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
-	bin := flag.String("bin", "", "with -listing-load, -broker-load or -certificates: the devreg `binary` to measure instead of one built from this tree")
+	bin := flag.String("bin", "", "with -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
@@ -93,6 +95,8 @@ func main() {
 		err = runCertLogin(cfg)
 	case *enroll:
 		err = runEnroll(cfg)
+	case *batchDelete:
+		err = runBatchDelete(cfg, *bin)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:
@@ -470,6 +474,7 @@ func (s *server) newType(ctx context.Context, name string) (string, error) {
 // regResult is the part of a registration's answer the bench checks.
 type regResult struct {
 	Created, Unchanged int64
+	BatchID            string `json:"batch_id"`
 }
 
 // register sends the file at path to the server as one registration request once the server is
