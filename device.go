@@ -144,7 +144,13 @@ type RegisterOptions struct {
 	Credentials CredentialsOnReplace // with OnConflict replace; "" is CredentialsKeep
 	DryRun      bool
 	Filename    string
+	// BatchName is the optional name of the batch the registration makes (?batch_name=): at
+	// most MaxBatchName characters, none of them control or invisible ones.
+	BatchName string
 }
+
+// MaxBatchName is how many characters a batch's name may have.
+const MaxBatchName = 100
 
 // RegisterResult counts what a registration did (or, in a dry run, would do).
 type RegisterResult struct {

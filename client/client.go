@@ -237,10 +237,15 @@ type RegisterOptions struct {
 	// devices made themselves: keep (default) or reset (dropped; the registered secret is then
 	// each device's only credential).
 	Credentials devreg.CredentialsOnReplace
+	// BatchName names the batch the registration makes (at most 100 characters); empty for none.
+	BatchName string
 }
 
 func (o RegisterOptions) query() url.Values {
 	q := url.Values{}
+	if o.BatchName != "" {
+		q.Set("batch_name", o.BatchName)
+	}
 	if o.OnConflict != "" {
 		q.Set("on_conflict", string(o.OnConflict))
 	}
@@ -421,6 +426,16 @@ func (c *Client) Batch(ctx context.Context, id string) (devreg.Batch, error) {
 func (c *Client) SetBatchStatus(ctx context.Context, id string, status devreg.BatchStatus) (devreg.Batch, error) {
 	var b devreg.Batch
 	return b, c.doJSON(ctx, http.MethodPatch, "/batches/"+url.PathEscape(id), map[string]any{"status": status}, &b)
+}
+
+// DeleteBatch deletes a batch and all of its devices, in one transaction, and returns how many
+// devices went.
+func (c *Client) DeleteBatch(ctx context.Context, id string) (int64, error) {
+	var out struct {
+		Deleted int64 `json:"deleted"`
+	}
+	err := c.do(ctx, http.MethodDelete, "/batches/"+url.PathEscape(id), nil, "", nil, &out)
+	return out.Deleted, err
 }
 
 // CreateAPIKey makes an API key; its Key field holds the key, shown this once.

@@ -166,6 +166,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("GET /batches", h.batchesPage)
 	auth("GET /batches/{id}", h.batchPage)
 	auth("POST /batches/{id}/status", h.setBatchStatus)
+	auth("GET /batches/{id}/delete", h.deleteBatchPage)
+	auth("POST /batches/{id}/delete", h.deleteBatch)
 	auth("POST /batches/{id}/credentials/revoke", h.revokeBatchCredentials)
 	auth("GET /apikeys", h.apiKeysPage)
 	auth("POST /apikeys", h.createAPIKey)

@@ -99,7 +99,7 @@ func (e *env) upload(t *testing.T, fields map[string]string, filename, content s
 	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	for _, k := range []string{"device_type_id", "on_conflict", "credentials", "dry_run"} {
+	for _, k := range []string{"device_type_id", "on_conflict", "credentials", "dry_run", "batch_name"} {
 		if v, ok := fields[k]; ok {
 			mw.WriteField(k, v)
 		}
@@ -174,6 +174,8 @@ func testEveryPageRenders(t *testing.T, database string) {
 	batch := regexp.MustCompile(`/batches/(bat_[A-Za-z0-9]+)`).FindStringSubmatch(body)[1]
 	status, body = e.get(t, "/batches/"+batch)
 	check("batch", status, body, 200, "Disable batch")
+	status, body = e.get(t, "/batches/"+batch+"/delete")
+	check("batch_delete", status, body, 200, "Delete 1 device of lot "+batch+"?")
 	status, body = e.get(t, "/apikeys")
 	check("apikeys", status, body, 200, "Create a key")
 	keyID := regexp.MustCompile(`/apikeys/(key_[A-Za-z0-9]+)/edit`).FindStringSubmatch(body)[1]

@@ -279,7 +279,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := uploadResult{Filename: registry.CleanFilename(file.FileName()), DeviceTypeID: t.ID, TypeName: t.Name}
 	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), Credentials: devreg.CredentialsOnReplace(fields["credentials"]),
-		DryRun: fields["dry_run"] == "true", Filename: file.FileName()}
+		DryRun: fields["dry_run"] == "true", Filename: file.FileName(), BatchName: fields["batch_name"]}
 	out.Result, err = h.svc.Register(r.Context(), t.ID, reqbody.Entries(bulkfile.NewReader(file)), opts)
 	var e *devreg.Error
 	status := http.StatusOK
@@ -320,6 +320,28 @@ func (h *Handler) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return h.redirect(w, r, "/devices", "notice", fmt.Sprintf("Device %s deleted.", id))
+}
+
+// deleteBatchPage asks before a lot is deleted, naming how many devices go with it.
+func (h *Handler) deleteBatchPage(w http.ResponseWriter, r *http.Request) error {
+	b, err := h.svc.Batch(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	_, names, err := h.types(r.Context())
+	if err != nil {
+		return err
+	}
+	return h.render(w, r, http.StatusOK, "batch_delete", "Delete batch "+b.ID, "batches", batchData{Batch: b, TypeNames: names})
+}
+
+func (h *Handler) deleteBatch(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	n, err := h.svc.DeleteBatch(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return h.redirect(w, r, "/batches", "notice", fmt.Sprintf("Batch %s deleted, with its %s devices.", id, thousands(n)))
 }
 
 func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {

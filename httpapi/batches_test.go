@@ -214,3 +214,38 @@ func (e *env) checkData(t *testing.T) {
 		t.Errorf("devreg check: %s", strings.Join(r.Problems, "; "))
 	}
 }
+
+// TestBatchName names a batch with ?batch_name= (trimmed), shows it in the batch and the
+// listing, and refuses a name that is too long or holds a control or invisible character with
+// 400 naming batch_name, registering nothing.
+func TestBatchName(t *testing.T) { forEachStore(t, testBatchName) }
+
+func testBatchName(t *testing.T, database string) {
+	e := newEnv(t, database, 0)
+	dt := e.createType(t, e.admin, "Named", 0)
+	res := e.mustRegister(t, e.registerKey, dt.ID, "batch_name="+url.QueryEscape(" Lot 42 — line 3 "), "text/csv", "n-1, secret-of-n-1")
+	var b devreg.Batch
+	e.mustDo(t, e.read, "GET", "/api/v1/batches/"+res.BatchID, "", 200, &b)
+	if b.Name != "Lot 42 — line 3" {
+		t.Errorf("batch name %q, want %q", b.Name, "Lot 42 — line 3")
+	}
+	var list struct {
+		Batches []devreg.Batch `json:"batches"`
+	}
+	e.mustDo(t, e.read, "GET", "/api/v1/batches?device_type_id="+dt.ID, "", 200, &list)
+	if len(list.Batches) != 1 || list.Batches[0].Name != "Lot 42 — line 3" {
+		t.Errorf("listing: %+v", list.Batches)
+	}
+	for name, q := range map[string]string{
+		"too long":   strings.Repeat("x", 101),
+		"control":    "lot\x01",
+		"zero-width": "lot\u200b42",
+	} {
+		status, body := e.send(t, req{key: e.admin, method: "PUT", path: "/api/v1/devicetypes/" + dt.ID + "/device_ids?batch_name=" + url.QueryEscape(q),
+			contentType: "text/csv", body: "n-2, secret-of-n-2", invalid: name != "zero-width"})
+		if status != 400 || !strings.Contains(string(body), "batch_name") {
+			t.Errorf("%s: %d %s; want 400 naming batch_name", name, status, body)
+		}
+	}
+	e.mustDo(t, e.read, "GET", "/api/v1/devices/n-2", "", 404, nil)
+}

@@ -13,7 +13,8 @@ import (
 
 func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(q.Get("on_conflict")), Credentials: devreg.CredentialsOnReplace(q.Get("credentials"))}
+	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(q.Get("on_conflict")), Credentials: devreg.CredentialsOnReplace(q.Get("credentials")),
+		BatchName: q.Get("batch_name")}
 	dryRun, err := queryBool(r, "dry_run")
 	if err != nil {
 		return err

@@ -53,6 +53,11 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if opts.OnConflict == devreg.ConflictReplace && !c.Scope.Allows(devreg.ScopeAdmin) {
 		return res, devreg.Errorf(devreg.EFORBIDDEN, "on_conflict=replace needs an API key with scope \"admin\"; this key has scope %q", c.Scope)
 	}
+	opts.BatchName = strings.TrimSpace(opts.BatchName)
+	if err := checkName("batch_name", opts.BatchName, 0, devreg.MaxBatchName); err != nil {
+		// A query parameter, refused before the body is read, as on_conflict's are.
+		return res, devreg.Errorf(devreg.EBADREQUEST, "%s", devreg.ErrorMessage(err))
+	}
 	if opts.Credentials == "" {
 		opts.Credentials = devreg.CredentialsKeep
 	}
@@ -111,7 +116,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		DryRun:       opts.DryRun,
 		Audit: func(res devreg.RegisterResult) *devreg.AuditEntry {
 			entry.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict),
-				"filename": opts.Filename, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
+				"filename": opts.Filename, "name": opts.BatchName, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
 			if opts.Credentials == devreg.CredentialsReset {
 				entry.Details["credentials"] = string(opts.Credentials)
 				entry.Details["device_credentials_dropped"] = res.DeviceCredentialsDropped
@@ -127,6 +132,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			CreatedBy:    c.Name,
 			Source:       c.Source,
 			Filename:     opts.Filename,
+			Name:         opts.BatchName,
 			CreatorType:  actorOf(c).Type,
 			CreatorID:    actorOf(c).ID,
 		},

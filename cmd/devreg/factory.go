@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"text/tabwriter"
@@ -213,7 +214,7 @@ func (m *Main) devicesGenerate(ctx context.Context, args []string) error {
 }
 
 func (m *Main) devicesImport(ctx context.Context, args []string) error {
-	fs := m.flagSet("devices import", "devices import --device-type ID [--on-conflict fail|skip|replace [--credentials keep|reset]] [--dry-run] FILE\n\n"+
+	fs := m.flagSet("devices import", "devices import --device-type ID [--on-conflict fail|skip|replace [--credentials keep|reset]] [--dry-run] [--batch-name NAME] FILE\n\n"+
 		"Streams a bulk upload file (- for stdin) to the server and prints the result as JSON. When\n"+
 		"the server refuses the file, prints every problem it found and exits 1: nothing is registered.\n"+
 		"When the API key's rate limit is used up (429), it waits as long as the server says and sends\n"+
@@ -224,6 +225,7 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	onConflict := fs.String("on-conflict", "fail", "what to do with device IDs already registered differently: fail, skip or replace (admin keys only)")
 	credentials := fs.String("credentials", "", "with --on-conflict replace: keep (default) or reset the credentials the replaced devices made themselves")
 	dryRun := fs.Bool("dry-run", false, "check the file and count what it would do, registering nothing")
+	batchName := fs.String("batch-name", "", "the `name` of the batch (lot) the file makes; default: the file's name without its folder, cut to 100 characters")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -232,6 +234,10 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() != 1 {
 		return usageError{"give exactly one FILE (or - for stdin)"}
+	}
+	if *batchName == "" && fs.Arg(0) != "-" {
+		base := []rune(filepath.Base(fs.Arg(0)))
+		*batchName = string(base[:min(len(base), devreg.MaxBatchName)])
 	}
 	if *typeID == "" {
 		return usageError{"--device-type is required"}
@@ -270,7 +276,7 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 		}
 		defer stopProgress()
 		return c.RegisterCSV(ctx, *typeID, in, client.RegisterOptions{OnConflict: oc, DryRun: *dryRun,
-			Credentials: devreg.CredentialsOnReplace(*credentials)})
+			Credentials: devreg.CredentialsOnReplace(*credentials), BatchName: *batchName})
 	}
 	// A registration is atomic and a resend is idempotent, so a file refused for the key's rate
 	// limit is sent again whole; the client cannot do that itself, since it streams the file.

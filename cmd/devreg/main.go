@@ -65,6 +65,9 @@ For factory lines (talk to a running server: --server / DEVREG_SERVER, --api-key
   devreg devices import [flags] FILE   register a bulk upload file (- for stdin)
   devreg devices list [flags]          list devices
   devreg devices export [flags]        write devices as CSV (never secrets)
+  devreg batches list [flags]          list batches (lots), newest first
+  devreg batches disable|enable ID     stop or let again a whole lot's devices authenticate
+  devreg batches delete [--yes] ID     delete a lot with all its devices (asks first)
   devreg device connect [flags]        act as a device: get a token and check in (end-of-line test)
   devreg credentials revoke [flags]    revoke the credentials a device or a batch's devices made themselves
   devreg enrollment derive [flags]     derive devices' secrets from a group key, offline, in the bulk upload format
@@ -164,6 +167,10 @@ var subcommands = map[string]func(m *Main, ctx context.Context, args []string) e
 	"devices import":       (*Main).devicesImport,
 	"devices list":         (*Main).devicesList,
 	"devices export":       (*Main).devicesExport,
+	"batches list":         (*Main).batchesList,
+	"batches disable":      (*Main).batchesDisable,
+	"batches enable":       (*Main).batchesEnable,
+	"batches delete":       (*Main).batchesDelete,
 	"completion bash":      (*Main).completionBash,
 	"credentials revoke":   (*Main).credentialsRevoke,
 	"enrollment derive":    (*Main).enrollmentDerive,
@@ -198,7 +205,7 @@ func (m *Main) completionBash(ctx context.Context, args []string) error {
 _devreg() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   case $COMP_CWORD in
-    1) COMPREPLY=($(compgen -W "serve accounts users audit backup restore check device devicetypes devices credentials enrollment completion --version --help" -- "$cur")) ;;
+    1) COMPREPLY=($(compgen -W "serve accounts users audit backup restore check device devicetypes devices batches credentials enrollment completion --version --help" -- "$cur")) ;;
     2) case ${COMP_WORDS[1]} in
          accounts) COMPREPLY=($(compgen -W "create" -- "$cur")) ;;
          users) COMPREPLY=($(compgen -W "add list set-role remove reset-password" -- "$cur")) ;;
@@ -208,6 +215,7 @@ _devreg() {
          enrollment) COMPREPLY=($(compgen -W "derive" -- "$cur")) ;;
          devicetypes) COMPREPLY=($(compgen -W "create list" -- "$cur")) ;;
          devices) COMPREPLY=($(compgen -W "generate import list export" -- "$cur")) ;;
+         batches) COMPREPLY=($(compgen -W "list disable enable delete" -- "$cur")) ;;
          completion) COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;
          *) COMPREPLY=($(compgen -f -- "$cur")) ;;
        esac ;;
