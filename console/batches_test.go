@@ -33,7 +33,7 @@ func testBatchNameAndDelete(t *testing.T, database string) {
 	if _, body := e.get(t, "/batches/"+batch); !strings.Contains(body, "Lot 42") || !strings.Contains(body, `href="/batches/`+batch+`/delete"`) {
 		t.Errorf("the batch page shows no name or no delete link:\n%s", body)
 	}
-	if _, body := e.get(t, "/batches/"+batch+"/delete"); !strings.Contains(body, "Delete 1,200 devices of lot Lot 42 ("+batch+")?") {
+	if _, body := e.get(t, "/batches/"+batch+"/delete"); !strings.Contains(body, `Delete 1,200 devices of lot Lot 42 (<code class="hash">`+batch+`</code>)?`) {
 		t.Errorf("the confirmation does not name the count and the lot:\n%s", body)
 	}
 	if status, _ := e.post(t, "/batches/bat_nosuch/delete", url.Values{}); status != 404 {

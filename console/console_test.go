@@ -175,7 +175,7 @@ func testEveryPageRenders(t *testing.T, database string) {
 	status, body = e.get(t, "/batches/"+batch)
 	check("batch", status, body, 200, "Disable batch")
 	status, body = e.get(t, "/batches/"+batch+"/delete")
-	check("batch_delete", status, body, 200, "Delete 1 device of lot "+batch+"?")
+	check("batch_delete", status, body, 200, `Delete 1 device of lot <code class="hash">`+batch+`</code>?`)
 	status, body = e.get(t, "/apikeys")
 	check("apikeys", status, body, 200, "Create a key")
 	keyID := regexp.MustCompile(`/apikeys/(key_[A-Za-z0-9]+)/edit`).FindStringSubmatch(body)[1]
