@@ -150,7 +150,7 @@ func (s *DB) DeleteBatch(ctx context.Context, accountID, batchID string, now tim
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO enrollments (account_num, device_id, group_id, enrolled_at)
 			SELECT ?, device_id, '', ? FROM devices WHERE `+inBatch+` ON CONFLICT (account_num, device_id) DO NOTHING`,
-			append([]any{account, now.UnixMicro()}, lot...)...); err != nil {
+			append([]any{account, micros(now)}, lot...)...); err != nil {
 			return fmt.Errorf("record the batch's device IDs as enrolled: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE `+inBatch, lot...)
