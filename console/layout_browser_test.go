@@ -18,6 +18,7 @@ import (
 
 	"devreg"
 	"devreg/console"
+	"devreg/registry"
 )
 
 // layoutCheck is the script the layout test runs on each page. It measures what a person on a
@@ -139,6 +140,10 @@ func TestBrowserEveryPageFitsAndContrasts(t *testing.T) {
 	must(t, err)
 	_, err = e.srv.Service.CreateEnrollmentGroup(e.asAdmin(), dt, devreg.NewEnrollmentGroup{Name: "Line 3", IDPattern: "^L-[0-9]{6}$", MaxDevices: 500})
 	must(t, err)
+	_, link, err := e.srv.Service.CreateUser(e.asAdmin(), registry.NewUser{Email: "dana@maker.example", Role: devreg.RoleOperations})
+	must(t, err)
+	invitation, err := url.Parse(link)
+	must(t, err)
 	badPath := filepath.Join(t.TempDir(), "bad.csv")
 	must(t, os.WriteFile(badPath, []byte("device 7, secretfordevice7,\ndevice8, short\n"), 0o644))
 
@@ -184,6 +189,23 @@ func TestBrowserEveryPageFitsAndContrasts(t *testing.T) {
 			return chromedp.SendKeys(chromedp.CSS(sel), typed)
 		}
 	}
+	// bulk sends the Devices page's form of changes to a selection: the device and one that does
+	// not exist, so that the answer is a page (a change that all went through redirects).
+	bulk := func(action, page string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			return chromedp.Do(ctx, chromedp.Navigate(e.url+"/devices"), chromedp.WaitVisible(chromedp.CSS("#bulk")),
+				chromedp.Evaluate[chromedp.Void](`(() => {
+  const f = document.querySelector("#bulk");
+  for (const id of ["thermostat-0001", "no-such-device"]) {
+    const i = document.createElement("input"); i.type = "hidden"; i.name = "device_id"; i.value = id; f.appendChild(i);
+  }
+  const a = document.createElement("input"); a.type = "hidden"; a.name = "action"; a.value = "`+action+`"; f.appendChild(a);
+  document.body.dataset.left = "yes";
+  HTMLFormElement.prototype.submit.call(f);
+})()`),
+				chromedp.WaitVisible(chromedp.CSS("body:not([data-left])[data-page="+page+"]")))
+		}
+	}
 	dev := "/devices/" + d.DeviceID
 	visits := []visit{
 		{name: "login", path: "/login"},
@@ -207,11 +229,17 @@ func TestBrowserEveryPageFitsAndContrasts(t *testing.T) {
 			keys("#g-name", "Line %d"), keys("#g-pattern", "^M%d-[0-9]{6}$"), keys("#g-max", "500"))},
 		{name: "batches", path: "/batches"},
 		{name: "batch", path: "/batches/" + d.BatchID},
+		{name: "batch-delete", path: "/batches/" + d.BatchID + "/delete"},
+		{name: "devices-bulk-delete", post: bulk("delete", "devices_bulk_delete")},
+		{name: "devices-bulk-result", post: bulk("enable", "devices_bulk_result")},
 		{name: "apikeys", path: "/apikeys"},
 		{name: "apikey-created", post: submit("/apikeys", "form[action='/apikeys'] button[type=submit]", "#new-key-value",
 			keys("#k-name", "key %d made in the layout test"))},
 		{name: "apikey-edit", path: "/apikeys/" + key.ID + "/edit"},
 		{name: "audit", path: "/audit"},
+		{name: "users", path: "/users"},
+		{name: "password", path: "/account/password"},
+		{name: "invitation", path: invitation.RequestURI()},
 		{name: "error", path: "/devices/no-such-device"},
 	}
 	seen := map[string]bool{}
