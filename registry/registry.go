@@ -24,7 +24,7 @@ import (
 type Store interface {
 	CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error
 	UserByEmail(ctx context.Context, email string) (devreg.User, error)
-	CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error
+	CreateSession(ctx context.Context, tokenHash []byte, userID, passwordHash string, created, expires time.Time) error
 	SessionUser(ctx context.Context, tokenHash []byte, now time.Time) (devreg.User, error)
 	DeleteSession(ctx context.Context, tokenHash []byte, now time.Time) error
 	Failures(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error)

@@ -124,7 +124,11 @@ func (s *Service) Login(ctx context.Context, email, password string) (string, er
 	}
 	token := credential.RandomString(43)
 	ctx = s.audited(ctx, user, "login.success", userObject, nil)
-	if err := s.store.CreateSession(ctx, hashToken(token), u.ID, now, now.Add(SessionLifetime)); err != nil {
+	err = s.store.CreateSession(ctx, hashToken(token), u.ID, u.PasswordHash, now, now.Add(SessionLifetime))
+	if devreg.ErrorCode(err) == devreg.EUNAUTHORIZED { // the password was reset or changed meanwhile
+		return "", devreg.Errorf(devreg.EUNAUTHORIZED, "wrong email or password")
+	}
+	if err != nil {
 		return "", fmt.Errorf("create session: %w", err)
 	}
 	return token, nil

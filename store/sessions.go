@@ -13,12 +13,22 @@ import (
 )
 
 // CreateSession stores a console session for a user until expires, and the login's time as the
-// user's last.
-func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID string, created, expires time.Time) error {
+// user's last, if the user's password hash is still passwordHash, the one the login checked:
+// else EUNAUTHORIZED, and nothing is stored. A reset or change of the password that commits while
+// the login checks it (which takes a while, and waits for a slot) ends the sessions there are;
+// the login must not add one after it.
+func (s *DB) CreateSession(ctx context.Context, tokenHash []byte, userID, passwordHash string, created, expires time.Time) error {
 	return s.inTx(ctx, func(tx handle) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)`,
-			tokenHash, userID, micros(created), micros(expires)); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, user_id, created_at, expires_at) SELECT ?, ?, ?, ?
+			WHERE EXISTS (SELECT 1 FROM users WHERE id = ? AND password_hash = ?)`,
+			tokenHash, userID, micros(created), micros(expires), userID, passwordHash)
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return devreg.Errorf(devreg.EUNAUTHORIZED, "the user's password changed, or the user was removed, while the login checked it")
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET last_login_at = ? WHERE id = ?`, micros(created), userID); err != nil {
 			return err

@@ -505,7 +505,7 @@ func testSessionsAndFailures(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	acc := newAccount(t, db, "a")
 	token := []byte("token-hash")
-	if err := db.CreateSession(ctx, token, "usr_a", t0, t0.Add(time.Hour)); err != nil {
+	if err := db.CreateSession(ctx, token, "usr_a", passwordOf(t, db, acc, "usr_a"), t0, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	u, err := db.SessionUser(ctx, token, t0.Add(time.Minute))

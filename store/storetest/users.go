@@ -79,7 +79,16 @@ func testUsers(t *testing.T, db *store.DB) {
 
 	// A session reads the role as it is now; removing the user ends the session.
 	session := []byte("session-of-dev")
-	noErr(t, db.CreateSession(ctx, session, "usr_dev", t0.Add(time.Hour), t0.Add(2*time.Hour)))
+	// A login that checked a password the user no longer has (reset or changed while it was
+	// checked) gets no session.
+	stale := []byte("session-of-a-stale-login")
+	if err := db.CreateSession(ctx, stale, "usr_dev", "the hash before a reset", t0.Add(time.Hour), t0.Add(2*time.Hour)); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
+		t.Errorf("a session for a password changed since: err = %v, want unauthorized", err)
+	}
+	if _, err := db.SessionUser(ctx, stale, t0.Add(time.Hour)); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("the stale login's session: err = %v, want none", err)
+	}
+	noErr(t, db.CreateSession(ctx, session, "usr_dev", passwordOf(t, db, acc, "usr_dev"), t0.Add(time.Hour), t0.Add(2*time.Hour)))
 	if u, err := db.SessionUser(ctx, session, t0.Add(time.Hour)); err != nil || u.Role != devreg.RoleDeveloper || u.LastLoginAt == nil || !u.LastLoginAt.Equal(t0.Add(time.Hour)) {
 		t.Errorf("SessionUser = %+v, %v", u, err)
 	}
@@ -118,7 +127,7 @@ func testUsers(t *testing.T, db *store.DB) {
 	if u, err := db.LinkUser(ctx, []byte("reset"), t0); err != nil || u.ID != "usr_dev" {
 		t.Errorf("the reset link: %+v, %v", u, err)
 	}
-	noErr(t, db.CreateSession(ctx, session, "usr_dev", t0.Add(time.Hour), t0.Add(2*time.Hour)))
+	noErr(t, db.CreateSession(ctx, session, "usr_dev", passwordOf(t, db, acc, "usr_dev"), t0.Add(time.Hour), t0.Add(2*time.Hour)))
 	_, err = db.ChangeUser(ctx, acc, "usr_dev", func(u devreg.User, _ int) (devreg.UserChange, error) {
 		return devreg.UserChange{Delete: true, Audit: userEntry("user.delete", u.ID)}, nil
 	})
@@ -194,4 +203,14 @@ func testLastAdminUnderRace(t *testing.T, db *store.DB) {
 			noErr(t, change(id, devreg.UserChange{Role: devreg.RoleAdmin}))
 		}
 	}
+}
+
+// passwordOf is the password hash user id of account acc has now, which a session is made for.
+func passwordOf(t *testing.T, db *store.DB, acc, id string) string {
+	t.Helper()
+	u, err := db.User(context.Background(), acc, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.PasswordHash
 }
