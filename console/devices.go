@@ -257,6 +257,12 @@ func (h *Handler) exportDevices(w http.ResponseWriter, r *http.Request) error {
 			return bw.Flush()
 		}
 		f.After = next
+		// A user removed or demoted while the download runs gets no more of it.
+		if err := h.svc.StillAuthorized(ctx, "the export was broken off"); err != nil {
+			h.log.Warn("device export broken off", "request_id", devreg.RequestIDFromContext(ctx), "err", err)
+			bw.Flush()
+			panic(http.ErrAbortHandler)
+		}
 	}
 }
 

@@ -52,6 +52,18 @@ func (s *Service) recheck(ctx context.Context, c devreg.Caller, what string) err
 	return s.stillAuthorized(c, k, found, what)
 }
 
+// StillAuthorized reads the key or user of ctx's caller again and decides as stillAuthorized
+// does, for a long answer that pages through the service (the console's export): asked before
+// each page, it stops a removed or demoted user's download at the next page. what says what the
+// refusal means for the request.
+func (s *Service) StillAuthorized(ctx context.Context, what string) error {
+	c, ok := devreg.CallerFromContext(ctx)
+	if !ok {
+		return devreg.Errorf(devreg.EUNAUTHORIZED, "no caller")
+	}
+	return s.recheck(ctx, c, what)
+}
+
 // refusesCaller reports whether err is a refusal of the caller's credentials.
 func refusesCaller(err error) bool {
 	code := devreg.ErrorCode(err)
