@@ -14,7 +14,7 @@ run:
 	$(GO) run ./cmd/devreg serve
 
 test:
-	$(GO) test -race ./...
+	$(GO) test -race -timeout 30m ./...
 
 lint: $(SPECTRAL_DIR)/node_modules/.package-lock.json
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

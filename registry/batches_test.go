@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/registry"
 	"devreg/store"
 )
 
@@ -19,11 +20,19 @@ func TestWhoMayChangeABatch(t *testing.T) { onBothDatabases(t, testWhoMayChangeA
 
 func testWhoMayChangeABatch(t *testing.T, url string) {
 	ctx := context.Background()
-	svc, db, a, admin := openService(t, url)
-	owner, err := db.UserByEmail(ctx, "owner@a.example")
-	if err != nil {
-		t.Fatal(err)
+	svc, _, a, admin := openService(t, url)
+	// Users of each role, as an admin makes them: the service reads a console caller's role
+	// again before it writes, so a caller must be the user it says it is.
+	user := func(email string, role devreg.Role) devreg.User {
+		t.Helper()
+		u, _, err := svc.CreateUser(admin, registry.NewUser{Email: email, Role: role, Password: "a password of the user"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
 	}
+	owner, colleagueUser, readerUser := user("ops@a.example", devreg.RoleOperations), user("colleague@a.example", devreg.RoleOperations),
+		user("dev@a.example", devreg.RoleDeveloper)
 	dt, err := svc.CreateDeviceType(admin, devreg.DeviceType{Name: "T"})
 	if err != nil {
 		t.Fatal(err)
@@ -31,10 +40,10 @@ func testWhoMayChangeABatch(t *testing.T, url string) {
 	// The owner, as an operations user would be: a console user with the register scope.
 	operations := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeRegister, Name: owner.Email,
 		Source: devreg.SourceConsole, UserID: owner.ID})
-	colleague := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeRegister, Name: "colleague@a.example",
-		Source: devreg.SourceConsole, UserID: "usr_colleague"})
-	reader := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeRead, Name: owner.Email,
-		Source: devreg.SourceConsole, UserID: owner.ID})
+	colleague := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeRegister, Name: colleagueUser.Email,
+		Source: devreg.SourceConsole, UserID: colleagueUser.ID})
+	reader := devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeRead, Name: readerUser.Email,
+		Source: devreg.SourceConsole, UserID: readerUser.ID})
 	k, err := svc.CreateAPIKey(admin, devreg.NewAPIKey{Name: "line 3", Scope: devreg.ScopeRegister})
 	if err != nil {
 		t.Fatal(err)

@@ -38,11 +38,18 @@ func TestNamesRefuseInvisibleCharacters(t *testing.T) {
 			return err
 		},
 		"apikey.create": func(name string) error {
-			_, err := svc.CreateAPIKey(admin, devreg.NewAPIKey{Name: name, Scope: devreg.ScopeRead})
-			return err
+			k, err := svc.CreateAPIKey(admin, devreg.NewAPIKey{Name: name, Scope: devreg.ScopeRead})
+			if err != nil {
+				return err
+			}
+			// Key names are unique in an account: free the name for apikey.update's turn.
+			return svc.DeleteAPIKey(admin, k.ID)
 		},
 		"apikey.update": func(name string) error {
-			_, err := svc.UpdateAPIKey(admin, key.ID, devreg.APIKeyUpdate{Name: &name})
+			if _, err := svc.UpdateAPIKey(admin, key.ID, devreg.APIKeyUpdate{Name: &name}); err != nil {
+				return err
+			}
+			_, err := svc.UpdateAPIKey(admin, key.ID, devreg.APIKeyUpdate{Name: &key.Name}) // the name free again
 			return err
 		},
 		"account.create": func(name string) error {
