@@ -147,6 +147,9 @@ type RegisterOptions struct {
 	// BatchName is the optional name of the batch the registration makes (?batch_name=): at
 	// most MaxBatchName characters, none of them control or invisible ones.
 	BatchName string
+	// Problems, when set, is given every problem of a refused registration, not only the first
+	// MaxProblems its error lists: kind by kind, each kind in index order.
+	Problems func(Problem)
 }
 
 // MaxBatchName is how many characters a batch's name may have.

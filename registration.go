@@ -32,6 +32,10 @@ type RegistrationPlan struct {
 	// writes. A registration of certificates has KeyIDs [CertificateKeyID], and its entries'
 	// hashes are the certificates' fingerprints.
 	Certificates []CertificateDetails
+	// Refused, when set, is given every entry that refuses the registration, in index order:
+	// each conflict of a ConflictError (which lists the first MaxProblems only) or each entry of
+	// a CertificatesTakenError.
+	Refused func(Conflict)
 }
 
 // StagedEntry is a checked entry of a registration request. Hashes holds the secret's keyed hash
@@ -93,6 +97,9 @@ type Conflict struct {
 	Index, Line    int
 	DeviceID       string
 	RegisteredType string // the device type it is registered under
+	// CertificateTaken says that the entry's certificate is the credential of another device
+	// (a CertificatesTakenError), not that the device ID is registered differently.
+	CertificateTaken bool
 }
 
 // ConflictError refuses a registration under ConflictFail that meets registered devices.

@@ -43,6 +43,7 @@ type Error struct {
 	Message      string
 	Problems     []devreg.Problem
 	ProblemCount int
+	Groups       []devreg.ProblemGroup // all the problems, by message
 	// RetryAfter is when the server said to try again (its Retry-After header, as on 429), or 0.
 	RetryAfter time.Duration
 }
@@ -107,8 +108,9 @@ func decodeError(resp *http.Response) error {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
-		Problems     []devreg.Problem `json:"problems"`
-		ProblemCount int              `json:"problem_count"`
+		Problems      []devreg.Problem      `json:"problems"`
+		ProblemCount  int                   `json:"problem_count"`
+		ProblemGroups []devreg.ProblemGroup `json:"problem_groups"`
 	}
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	wait := retryAfter(resp.Header.Get("Retry-After"))
@@ -117,7 +119,7 @@ func decodeError(resp *http.Response) error {
 			Message: fmt.Sprintf("the server answered %s: %s", resp.Status, strings.TrimSpace(string(data[:min(len(data), 200)])))}
 	}
 	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Problems: body.Problems, ProblemCount: body.ProblemCount,
-		RetryAfter: wait}
+		Groups: body.ProblemGroups, RetryAfter: wait}
 }
 
 // retryAfter reads a Retry-After header in seconds; 0 when there is none or it is a date, which

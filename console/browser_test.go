@@ -235,6 +235,19 @@ func TestBrowserSeedFlow(t *testing.T) {
 	if diff := cmp.Diff([][]string{{"2", "2", "device 7"}, {"3", "3", "device8"}}, rows); diff != "" {
 		t.Errorf("problems (entry, line, ID) (-want +got):\n%s", diff)
 	}
+	// The download of every problem sends the file again: the page has chosen the one just
+	// uploaded, and what the browser sends with it is the list as CSV.
+	downloaded, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => {
+		const form = document.getElementById("problems-form");
+		const file = document.getElementById("problems-file").files[0];
+		if (!file) return "no file chosen";
+		const resp = await fetch(form.action, {method: "POST", body: new FormData(form)});
+		return file.name + "\n" + resp.headers.get("Content-Disposition") + "\n" + await resp.text();
+	})()`, chromedp.EvalAwaitPromise))
+	must(t, err)
+	if want := "bad.csv\nattachment; filename=problems-bad.csv\nentry,line,device_id,problem\n2,2,device 7,device ID contains a space\n3,3,device8,secret is 5 characters long"; !strings.HasPrefix(downloaded, want) {
+		t.Errorf("the download of all problems from the refused upload's page:\n%s\nwant it to start\n%s", downloaded, want)
+	}
 	shot("05-upload-refused")
 	goTo("/devices?prefix=device6", "#f-type")
 	if ids := deviceIDs(); len(ids) != 0 {

@@ -65,7 +65,15 @@ func New(svc *registry.Service, log *slog.Logger, cfg Config) (*Handler, error) 
 		},
 		"seconds": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 		"ago":     func(t any) template.HTML { return relativeTime(svc.Now(), t) },
-		"count":   thousands,
+		"count": func(n any) string {
+			switch v := n.(type) {
+			case int:
+				return devreg.Thousands(int64(v))
+			case int64:
+				return devreg.Thousands(v)
+			}
+			return fmt.Sprint(n)
+		},
 		// ordinal counts an entry from 1, as lines are counted; the API's index counts from 0.
 		"ordinal": func(i int) int { return i + 1 },
 		"grace":   graceText,
@@ -152,8 +160,10 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	auth("GET /devices/upload", h.uploadPage)
 	auth("GET /devices/export.csv", h.exportDevices)
 	auth("POST /devices/bulk", h.bulkDevices)
-	// The bulk upload streams its own multipart body; it is the one form that carries a file.
+	// The bulk upload and the download of its problems stream their own multipart bodies; they
+	// are the forms that carry a file.
 	mux.Handle("POST /devices/upload", protect.Handler(h.wrap(h.authenticated(h.upload))))
+	mux.Handle("POST /devices/upload/problems", protect.Handler(h.wrap(h.authenticated(h.uploadProblems))))
 	auth("GET /devices/{id}", h.devicePage)
 	auth("POST /devices/{id}/status", h.setDeviceStatus)
 	auth("POST /devices/{id}/credentials", h.addCredential)
@@ -431,15 +441,4 @@ func (h *Handler) types(ctx context.Context) ([]devreg.DeviceType, map[string]st
 		names[t.ID] = t.Name
 	}
 	return types, names, err
-}
-
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	if n < 0 {
-		return "-" + thousands(-n)
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }

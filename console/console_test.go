@@ -97,6 +97,13 @@ func (e *env) post(t *testing.T, path string, form url.Values) (int, string) {
 
 func (e *env) upload(t *testing.T, fields map[string]string, filename, content string) (int, string) {
 	t.Helper()
+	resp, body := e.uploadTo(t, "/devices/upload", fields, filename, content)
+	return resp.StatusCode, body
+}
+
+// uploadTo posts the bulk upload form to path.
+func (e *env) uploadTo(t *testing.T, path string, fields map[string]string, filename, content string) (*http.Response, string) {
+	t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for _, k := range []string{"device_type_id", "on_conflict", "credentials", "dry_run", "batch_name"} {
@@ -107,13 +114,13 @@ func (e *env) upload(t *testing.T, fields map[string]string, filename, content s
 	fw, _ := mw.CreateFormFile("file", filename)
 	io.WriteString(fw, content)
 	mw.Close()
-	resp, err := e.http.Post(e.url+"/devices/upload", mw.FormDataContentType(), &buf)
+	resp, err := e.http.Post(e.url+path, mw.FormDataContentType(), &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp, string(b)
 }
 
 var typeIDPattern = regexp.MustCompile(`dt_[A-Za-z0-9]+`)

@@ -127,7 +127,7 @@ func (h *Handler) devicesPage(w http.ResponseWriter, r *http.Request) error {
 	if !next.IsZero() {
 		if f.Contains != "" && len(d.Devices) < devreg.DefaultPageSize {
 			d.Searched = fmt.Sprintf("Searched %s more devices, up to %s, without filling the page; narrow by type, batch or prefix, or search on.",
-				thousands(devreg.SearchWindow), next.DeviceID)
+				devreg.Thousands(devreg.SearchWindow), next.DeviceID)
 		}
 		nq := filterQuery(f, connected)
 		nq.Set("cursor", next.String())
@@ -175,7 +175,7 @@ func (h *Handler) summary(r *http.Request, d devicesData) (string, error) {
 			if !*f.Connected {
 				n, what = b.DeviceCount-b.ConnectedCount, "have never checked in"
 			}
-			return fmt.Sprintf("%s of the %s devices in batch %s %s.", thousands(n), thousands(b.DeviceCount), b.ID, what), nil
+			return fmt.Sprintf("%s of the %s devices in batch %s %s.", devreg.Thousands(n), devreg.Thousands(b.DeviceCount), b.ID, what), nil
 		}
 	case f.DeviceTypeID != "":
 		name, ok := d.TypeNames[f.DeviceTypeID]
@@ -194,7 +194,7 @@ func (h *Handler) summary(r *http.Request, d devicesData) (string, error) {
 		}
 		of = fmt.Sprintf("in all %d device types", len(d.Types))
 	}
-	s := fmt.Sprintf("%s devices %s", thousands(total), of)
+	s := fmt.Sprintf("%s devices %s", devreg.Thousands(total), of)
 	switch {
 	case f.Contains != "":
 		return s + "; showing those whose ID contains " + f.Contains + ".", nil
@@ -204,9 +204,9 @@ func (h *Handler) summary(r *http.Request, d devicesData) (string, error) {
 			return "", err
 		}
 		if n > countCap {
-			return fmt.Sprintf("%s; more than %s match the filters (counted up to %s).", s, thousands(countCap), thousands(countCap)), nil
+			return fmt.Sprintf("%s; more than %s match the filters (counted up to %s).", s, devreg.Thousands(countCap), devreg.Thousands(countCap)), nil
 		}
-		return fmt.Sprintf("%s; %s match the filters.", s, thousands(int64(n))), nil
+		return fmt.Sprintf("%s; %s match the filters.", s, devreg.Thousands(int64(n))), nil
 	}
 	return s + ".", nil
 }

@@ -1,9 +1,11 @@
 package console
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -229,18 +231,30 @@ type uploadResult struct {
 	Filename     string
 	DeviceTypeID string
 	TypeName     string
+	OnConflict   string // the form's options, for the download of all problems
+	Credentials  string
 	Result       devreg.RegisterResult
 	Message      string
 	Problems     []devreg.Problem
 	ProblemCount int64
+	Groups       []devreg.ProblemGroup
 }
 
-// upload streams the file part of a multipart form straight into a registration: the form's
-// other fields come before the file, so nothing of the file is held in memory or on disk here.
-func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
+// uploadForm is the bulk upload form as the registration reads it.
+type uploadForm struct {
+	file *multipart.Part
+	typ  devreg.DeviceType
+	opts devreg.RegisterOptions
+}
+
+// readUploadForm reads the fields of a bulk upload form up to its file, which it leaves unread:
+// the form's other fields come before the file, so nothing of the file is held in memory or on
+// disk here.
+func (h *Handler) readUploadForm(r *http.Request) (uploadForm, error) {
+	var u uploadForm
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return devreg.Errorf(devreg.EBADREQUEST, "send the upload form as multipart/form-data")
+		return u, devreg.Errorf(devreg.EBADREQUEST, "send the upload form as multipart/form-data")
 	}
 	fields := map[string]string{}
 	var file *multipart.Part
@@ -251,10 +265,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		}
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return reqbody.TooLarge(tooLarge)
+			return u, reqbody.TooLarge(tooLarge)
 		}
 		if err != nil {
-			return devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
+			return u, devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
 		}
 		if part.FormName() == "file" {
 			file = part
@@ -262,30 +276,40 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		}
 		v, err := io.ReadAll(io.LimitReader(part, 4096))
 		if err != nil {
-			return devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
+			return u, devreg.Errorf(devreg.EBADREQUEST, "the upload broke off: %v", err)
 		}
 		fields[part.FormName()] = string(v)
 	}
 	if file == nil {
-		return devreg.Errorf(devreg.EBADREQUEST, "choose a file to upload")
+		return u, devreg.Errorf(devreg.EBADREQUEST, "choose a file to upload")
 	}
 	typeID := fields["device_type_id"]
 	if typeID == "" {
-		return devreg.Errorf(devreg.EBADREQUEST, "the form must send device_type_id before the file; choose a device type and upload again")
+		return u, devreg.Errorf(devreg.EBADREQUEST, "the form must send device_type_id before the file; choose a device type and upload again")
 	}
-	t, err := h.svc.DeviceType(r.Context(), typeID)
+	if u.typ, err = h.svc.DeviceType(r.Context(), typeID); err != nil {
+		return u, err
+	}
+	u.file = file
+	u.opts = devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), Credentials: devreg.CredentialsOnReplace(fields["credentials"]),
+		DryRun: fields["dry_run"] == "true", Filename: file.FileName(), BatchName: fields["batch_name"]}
+	return u, nil
+}
+
+// upload streams the file part of a multipart form straight into a registration.
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.readUploadForm(r)
 	if err != nil {
 		return err
 	}
-	out := uploadResult{Filename: registry.CleanFilename(file.FileName()), DeviceTypeID: t.ID, TypeName: t.Name}
-	opts := devreg.RegisterOptions{OnConflict: devreg.OnConflict(fields["on_conflict"]), Credentials: devreg.CredentialsOnReplace(fields["credentials"]),
-		DryRun: fields["dry_run"] == "true", Filename: file.FileName(), BatchName: fields["batch_name"]}
-	out.Result, err = h.svc.Register(r.Context(), t.ID, reqbody.Entries(bulkfile.NewReader(file)), opts)
+	out := uploadResult{Filename: registry.CleanFilename(u.file.FileName()), DeviceTypeID: u.typ.ID, TypeName: u.typ.Name,
+		OnConflict: string(u.opts.OnConflict), Credentials: string(u.opts.Credentials)}
+	out.Result, err = h.svc.Register(r.Context(), u.typ.ID, reqbody.Entries(bulkfile.NewReader(u.file)), u.opts)
 	var e *devreg.Error
 	status := http.StatusOK
 	switch {
 	case errors.As(err, &e) && len(e.Problems) > 0:
-		out.Message, out.Problems, out.ProblemCount = e.Message, e.Problems, int64(e.ProblemCount)
+		out.Message, out.Problems, out.ProblemCount, out.Groups = e.Message, e.Problems, int64(e.ProblemCount), e.Groups
 		status = devreg.Status(e.Code)
 	case err != nil:
 		return err
@@ -295,6 +319,36 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) error {
 		title = "Upload refused"
 	}
 	return h.render(w, r, status, "upload_result", title, "devices", out)
+}
+
+// uploadProblems checks a bulk upload form's file again, registering nothing, and answers every
+// problem it has as a CSV file: the download on the page of a refused upload, which lists the
+// first devreg.MaxProblems of them. The browser still holds the file, so it is sent again rather
+// than kept here: no server keeps files between requests.
+func (h *Handler) uploadProblems(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.readUploadForm(r)
+	if err != nil {
+		return err
+	}
+	problems, err := newProblemFile()
+	if err != nil {
+		return err
+	}
+	defer problems.Close()
+	u.opts.DryRun, u.opts.Problems = true, problems.Add
+	_, err = h.svc.Register(r.Context(), u.typ.ID, reqbody.Entries(bulkfile.NewReader(u.file)), u.opts)
+	var e *devreg.Error
+	if !errors.As(err, &e) || len(e.Problems) == 0 {
+		if err != nil {
+			return err
+		}
+		return h.redirect(w, r, "/devices/upload?device_type_id="+url.QueryEscape(u.typ.ID), "notice",
+			"The file has no problems now; nothing was registered. Upload it to register its devices.")
+	}
+	name := strings.TrimSuffix(registry.CleanFilename(u.file.FileName()), ".csv")
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": "problems-" + cmp.Or(name, "upload") + ".csv"}))
+	return problems.WriteCSV(w)
 }
 
 func (h *Handler) setDeviceStatus(w http.ResponseWriter, r *http.Request) error {
@@ -341,7 +395,7 @@ func (h *Handler) deleteBatch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return h.redirect(w, r, "/batches", "notice", fmt.Sprintf("Batch %s deleted, with its %s devices.", id, thousands(n)))
+	return h.redirect(w, r, "/batches", "notice", fmt.Sprintf("Batch %s deleted, with its %s devices.", id, devreg.Thousands(n)))
 }
 
 func (h *Handler) batchesPage(w http.ResponseWriter, r *http.Request) error {
@@ -377,6 +431,7 @@ type batchData struct {
 	Batch     devreg.Batch
 	TypeNames map[string]string
 	Revoked   *devreg.BatchRevocation
+	MayChange bool // the user may disable, enable or delete the batch
 }
 
 func (h *Handler) batchPage(w http.ResponseWriter, r *http.Request) error {
@@ -392,7 +447,7 @@ func (h *Handler) renderBatch(w http.ResponseWriter, r *http.Request, id string,
 	if err != nil {
 		return err
 	}
-	return h.render(w, r, http.StatusOK, "batch", "Batch "+b.ID, "batches", batchData{b, names, revoked})
+	return h.render(w, r, http.StatusOK, "batch", "Batch "+b.ID, "batches", batchData{b, names, revoked, registry.MayChangeBatch(r.Context(), b)})
 }
 
 func (h *Handler) setBatchStatus(w http.ResponseWriter, r *http.Request) error {

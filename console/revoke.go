@@ -35,5 +35,5 @@ func (h *Handler) revokeBatchCredentials(w http.ResponseWriter, r *http.Request)
 		return h.renderBatch(w, r, id, &res)
 	}
 	return h.redirect(w, r, "/batches/"+url.PathEscape(id), "notice", fmt.Sprintf("Device-made credentials revoked: %s, of %s of the batch's %s devices.",
-		thousands(res.Deleted), thousands(res.DevicesChanged), thousands(res.Devices)))
+		devreg.Thousands(res.Deleted), devreg.Thousands(res.DevicesChanged), devreg.Thousands(res.Devices)))
 }

@@ -172,8 +172,9 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
-	Problems     []devreg.Problem `json:"problems"`
-	ProblemCount int              `json:"problem_count"`
+	Problems      []devreg.Problem      `json:"problems"`
+	ProblemCount  int                   `json:"problem_count"`
+	ProblemGroups []devreg.ProblemGroup `json:"problem_groups"`
 }
 
 func decodeError(t *testing.T, b []byte) errorBody {
@@ -473,6 +474,30 @@ func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string
 		eb := decodeError(t, b)
 		if status != 422 || len(eb.Problems) != 1000 || eb.ProblemCount != 1500 || eb.Problems[999].Line != 1000 {
 			t.Errorf("status %d, %d problems listed of %d, want 422 with 1000 of 1500", status, len(eb.Problems), eb.ProblemCount)
+		}
+	})
+	t.Run("422/problems-grouped-by-message", func(t *testing.T) {
+		// 3,000 short secrets read as one line of the report, not as 1,000 of 3,000.
+		var sb strings.Builder
+		for i := range 3000 {
+			fmt.Fprintf(&sb, "grp-%05d, short\n", i)
+		}
+		sb.WriteString("twice-1, a-long-secret-x\ntwice-1, a-long-secret-x\n")
+		status, b := e.register(t, e.registerKey, dt.ID, "", "text/csv", sb.String())
+		eb := decodeError(t, b)
+		if status != 422 || eb.ProblemCount != 3001 || len(eb.ProblemGroups) != 2 {
+			t.Fatalf("= %d, %d problems in %d groups, want 422 with 3001 in 2: %+v", status, eb.ProblemCount, len(eb.ProblemGroups), eb.ProblemGroups)
+		}
+		short, twice := eb.ProblemGroups[0], eb.ProblemGroups[1]
+		if want := (devreg.ProblemGroup{Message: eb.Problems[0].Message, Count: 3000, First: devreg.ProblemAt{Index: 0, Line: 1},
+			Last: devreg.ProblemAt{Index: 2999, Line: 3000}}); short != want || !strings.Contains(short.Message, "secret") {
+			t.Errorf("short secrets' group = %+v, want %+v", short, want)
+		}
+		if twice.Message != "device ID is listed more than once" || twice.Count != 1 || twice.First != (devreg.ProblemAt{Index: 3001, Line: 3002}) {
+			t.Errorf("repeated ID's group = %+v", twice)
+		}
+		if where := short.Where(); where != "entries 1–3,000 (lines 1–3,000)" {
+			t.Errorf("short secrets are at %q", where)
 		}
 	})
 	t.Run("422/only-the-last-of-20000-is-bad", func(t *testing.T) {

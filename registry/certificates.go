@@ -407,7 +407,7 @@ func (k *credentialKinds) check(e devreg.StagedEntry, cert bool) (devreg.Problem
 }
 
 // repeats lists the entries whose certificate an earlier entry had, in index order.
-func (k *credentialKinds) repeats() devreg.ProblemList {
+func (k *credentialKinds) repeats(sink func(devreg.Problem)) devreg.ProblemList {
 	fps := k.fingerprints
 	slices.SortFunc(fps, func(a, b certificateAt) int {
 		return cmp.Or(bytes.Compare(a.fp[:], b.fp[:]), cmp.Compare(a.index, b.index))
@@ -427,22 +427,12 @@ func (k *credentialKinds) repeats() devreg.ProblemList {
 			msg += fmt.Sprintf(" (line %d)", f.line)
 		}
 		found = append(found, devreg.Problem{Index: fps[i].index, Line: fps[i].line, DeviceID: fps[i].deviceID,
-			Message: msg + "; a certificate may belong to one device only"})
+			Message: msg + "; a certificate may belong to one device only", Kind: "certificate is listed more than once; a certificate may belong to one device only"})
 	}
 	slices.SortFunc(found, func(a, b devreg.Problem) int { return cmp.Compare(a.Index, b.Index) })
-	var l devreg.ProblemList
+	l := devreg.ProblemList{Sink: sink}
 	for _, p := range found {
 		l.Add(p)
-	}
-	return l
-}
-
-// takenProblems are the entries of a registration whose certificates other devices hold.
-func takenProblems(e *devreg.CertificatesTakenError) devreg.ProblemList {
-	l := devreg.ProblemList{Count: int(e.Count)}
-	for _, c := range e.Entries {
-		l.Items = append(l.Items, devreg.Problem{Index: c.Index, Line: c.Line, DeviceID: l.Clip(c.DeviceID),
-			Message: "certificate is a credential of another device already; a certificate may belong to one device only"})
 	}
 	return l
 }

@@ -314,6 +314,13 @@ func authorizeBatchChange(ctx context.Context) (devreg.Caller, error) {
 	return authorize(ctx, devreg.ScopeAdmin)
 }
 
+// MayChangeBatch says whether the caller may disable, enable or delete batch b, for a page that
+// offers only what its user may do (the service refuses the rest regardless).
+func MayChangeBatch(ctx context.Context, b devreg.Batch) bool {
+	c, err := authorizeBatchChange(ctx)
+	return err == nil && mayChangeBatch(c, b, "change") == nil
+}
+
 // mayChangeBatch refuses a console user who may not disable, enable or delete batch b (what says
 // which): an administrator may change any lot, a user of the operations role only those they
 // created themselves. Batches made before creators were recorded, or by devices, are an

@@ -310,8 +310,7 @@ func (s *Service) SetAllowedIDs(ctx context.Context, deviceTypeID, groupID strin
 		}
 	}
 	if problems.Count > 0 {
-		return 0, &devreg.Error{Code: devreg.EINVALIDROWS, Problems: problems.Items, ProblemCount: problems.Count,
-			Message: fmt.Sprintf("%d of %d device IDs are invalid; the allow-list was not changed", problems.Count, total)}
+		return 0, problems.Error(devreg.EINVALIDROWS, fmt.Sprintf("%d of %d device IDs are invalid; the allow-list was not changed", problems.Count, total))
 	}
 	entry := s.auditEntry(ctx, actorOf(c), "enrollment_group.allowed_ids", devreg.AuditObject{Type: "enrollment_group", ID: g.ID}, nil)
 	return s.store.SetAllowedIDs(ctx, c.AccountID, deviceTypeID, groupID, spool, func(allowed int64) *devreg.AuditEntry {
@@ -338,8 +337,7 @@ func (s *Service) Reenroll(ctx context.Context, deviceTypeID, groupID string, de
 		}
 	}
 	if problems.Count > 0 {
-		return 0, &devreg.Error{Code: devreg.EINVALIDROWS, Problems: problems.Items, ProblemCount: problems.Count,
-			Message: fmt.Sprintf("%d of %d device IDs are invalid; nothing was re-allowed", problems.Count, len(deviceIDs))}
+		return 0, problems.Error(devreg.EINVALIDROWS, fmt.Sprintf("%d of %d device IDs are invalid; nothing was re-allowed", problems.Count, len(deviceIDs)))
 	}
 	entry := s.auditEntry(ctx, actorOf(c), "enrollment_group.reenroll", devreg.AuditObject{Type: "enrollment_group", ID: g.ID}, nil)
 	return s.store.Reenroll(ctx, c.AccountID, deviceTypeID, groupID, deviceIDs, func(n int64) *devreg.AuditEntry {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,7 +84,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	spool := reqbody.NewSpool(reqbody.SpoolMemory)
 	defer spool.Close()
 	endRead := devreg.StartStage(ctx, "read")
-	read := s.readEntries(c.AccountID, dt, trust, src, spool)
+	read := s.readEntries(c.AccountID, dt, trust, src, spool, opts.Problems)
 	endRead()
 	if read.err != nil {
 		return res, read.err
@@ -161,24 +160,27 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		return res, err
 	}
 	spool.Close() // its disk space is not needed while the registration is written
-	var dups devreg.ProblemList
+	dups := devreg.ProblemList{Sink: opts.Problems}
 	if read.maybeDuplicates {
 		if err := stage.Duplicates(ctx, func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
 			return res, err
 		}
 	}
 	endStage()
-	if problems := merge(read.invalid, dups); problems.Count > 0 {
+	if problems := read.invalid.Merge(dups); problems.Count > 0 {
 		return res, invalidRows(problems, read.total)
 	}
+	refused := devreg.ProblemList{Sink: opts.Problems}
+	plan.Refused = func(k devreg.Conflict) { refused.Add(refusedProblem(k, c, dt.ID, read.certificates)) }
 	res, err = stage.Apply(ctx, plan)
 	var conflicts *devreg.ConflictError
 	if errors.As(err, &conflicts) {
-		return res, conflictError(conflicts, c, dt.ID, read.certificates)
+		return res, refused.Error(devreg.ECONFLICT, fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
+			"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", conflicts.Count, conflicts.Total))
 	}
 	var taken *devreg.CertificatesTakenError
 	if errors.As(err, &taken) {
-		return res, invalidRows(takenProblems(taken), read.total)
+		return res, invalidRows(refused, read.total)
 	}
 	return res, err
 }
@@ -191,55 +193,33 @@ func repeatProblem(r devreg.Repeat) devreg.Problem {
 	if r.FirstLine > 0 {
 		msg += fmt.Sprintf(" (line %d)", r.FirstLine)
 	}
-	return devreg.Problem{Index: r.Index, Line: r.Line, DeviceID: r.DeviceID, Message: msg}
+	return devreg.Problem{Index: r.Index, Line: r.Line, DeviceID: r.DeviceID, Message: msg, Kind: "device ID is listed more than once"}
 }
 
-// conflictError refuses a registration into device type typeID that met registered devices,
-// naming their device types where the caller may see them.
-func conflictError(ce *devreg.ConflictError, c devreg.Caller, typeID string, certificates bool) error {
+// refusedProblem says why entry k refuses a registration into device type typeID: its
+// certificate is another device's, or its device is registered differently (under a device type
+// named where the caller may see it).
+func refusedProblem(k devreg.Conflict, c devreg.Caller, typeID string, certificates bool) devreg.Problem {
+	p := devreg.Problem{Index: k.Index, Line: k.Line, DeviceID: k.DeviceID}
 	credentialWord := "secret"
 	if certificates {
 		credentialWord = "credential (a secret, or another certificate)"
 	}
-	e := &devreg.Error{
-		Code: devreg.ECONFLICT,
-		Message: fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
-			"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", ce.Count, ce.Total),
-		ProblemCount: int(ce.Count),
+	switch {
+	case k.CertificateTaken:
+		p.Message = "certificate is a credential of another device already; a certificate may belong to one device only"
+	case k.RegisteredType == typeID:
+		p.Message = "device ID is already registered with a different " + credentialWord
+	case !c.Reaches(k.RegisteredType):
+		p.Message = "device ID is already registered under a device type this key does not reach"
+	default:
+		p.Message = "device ID is already registered under device type " + k.RegisteredType
 	}
-	for _, k := range ce.Conflicts {
-		p := devreg.Problem{Index: k.Index, Line: k.Line, DeviceID: k.DeviceID}
-		switch {
-		case k.RegisteredType == typeID:
-			p.Message = "device ID is already registered with a different " + credentialWord
-		case !c.Reaches(k.RegisteredType):
-			p.Message = "device ID is already registered under a device type this key does not reach"
-		default:
-			p.Message = "device ID is already registered under device type " + k.RegisteredType
-		}
-		e.Problems = append(e.Problems, p)
-	}
-	return e
+	return p
 }
 
 func invalidRows(problems devreg.ProblemList, total int) error {
-	return &devreg.Error{
-		Code:         devreg.EINVALIDROWS,
-		Message:      fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, total),
-		Problems:     problems.Items,
-		ProblemCount: problems.Count,
-	}
-}
-
-// merge combines two problem lists in index order, keeping the first MaxProblems. Each list holds
-// the lowest indexes of its kind, so the first MaxProblems of the merge are the lowest overall.
-func merge(a, b devreg.ProblemList) devreg.ProblemList {
-	items := append(append([]devreg.Problem{}, a.Items...), b.Items...)
-	sort.SliceStable(items, func(i, j int) bool { return items[i].Index < items[j].Index })
-	if len(items) > devreg.MaxProblems {
-		items = items[:devreg.MaxProblems]
-	}
-	return devreg.ProblemList{Items: items, Count: a.Count + b.Count}
+	return problems.Error(devreg.EINVALIDROWS, fmt.Sprintf("%d of %d devices are invalid; nothing was registered", problems.Count, total))
 }
 
 // CleanFilename keeps an uploaded file's name as a user would read it: valid UTF-8 without
@@ -294,8 +274,9 @@ type checkBatch struct {
 // does. It screens the device IDs for repeats by their 64-bit hashes: distinct hashes prove the
 // IDs distinct; a repeated hash (a repeated ID, or rarely a collision) leaves the exact check to
 // the stage.
-func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust typeTrust, src devreg.EntrySource, spool *reqbody.Spool) readResult {
-	r := readResult{keys: s.keys.Keys()}
+func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust typeTrust, src devreg.EntrySource, spool *reqbody.Spool,
+	sink func(devreg.Problem)) readResult {
+	r := readResult{keys: s.keys.Keys(), invalid: devreg.ProblemList{Sink: sink}}
 	workers := max(1, runtime.GOMAXPROCS(0))
 	work := make(chan *checkBatch, workers)
 	ordered := make(chan *checkBatch, 2*workers)
@@ -361,7 +342,7 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust type
 			r.maybeDuplicates = screened[i] == screened[i-1]
 		}
 		r.certificates = kinds.certificates
-		r.invalid = merge(r.invalid, kinds.repeats())
+		r.invalid = r.invalid.Merge(kinds.repeats(sink))
 		spooled <- err
 	}()
 

@@ -143,8 +143,7 @@ func Parse(r io.Reader, signerCert *x509.Certificate, lim Limits) ([]Entry, erro
 		entries = append(entries, e)
 	}
 	if problems.Count > 0 {
-		return nil, &devreg.Error{Code: devreg.EINVALIDROWS, Problems: problems.Items, ProblemCount: problems.Count,
-			Message: fmt.Sprintf("%d of %d manifest entries are refused, so the manifest is refused whole", problems.Count, mr.index)}
+		return nil, problems.Error(devreg.EINVALIDROWS, fmt.Sprintf("%d of %d manifest entries are refused, so the manifest is refused whole", problems.Count, mr.index))
 	}
 	if len(entries) == 0 {
 		return nil, devreg.Errorf(devreg.EINVALID, "the manifest is an empty array")

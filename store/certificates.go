@@ -157,9 +157,12 @@ func (st *Stage) certificatesTaken(ctx context.Context, q handle, plan devreg.Re
 	defer rows.Close()
 	e := &devreg.CertificatesTakenError{}
 	for rows.Next() {
-		var c devreg.Conflict
+		c := devreg.Conflict{CertificateTaken: true}
 		if err := rows.Scan(&c.Index, &c.Line, &c.DeviceID); err != nil {
 			return err
+		}
+		if plan.Refused != nil {
+			plan.Refused(c)
 		}
 		if e.Count++; len(e.Entries) < devreg.MaxProblems {
 			e.Entries = append(e.Entries, c)

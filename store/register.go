@@ -263,7 +263,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		res.Replaced = conflicts
 	default:
 		if conflicts > 0 {
-			return res, st.conflictError(ctx, q, conflicts, res.Created+res.Unchanged+conflicts)
+			return res, st.conflictError(ctx, q, plan, conflicts, res.Created+res.Unchanged+conflicts)
 		}
 	}
 	endCheck()
@@ -531,9 +531,14 @@ func (st *Stage) deviceMadeCredentials(ctx context.Context, q handle, account in
 	return n, err
 }
 
-// conflictError lists the conflicting entries of a registration that may not touch them.
-func (st *Stage) conflictError(ctx context.Context, q handle, conflicts, total int64) error {
-	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, devreg.MaxProblems)
+// conflictError lists the conflicting entries of a registration that may not touch them: the
+// first MaxProblems, and every one to plan.Refused when it is set.
+func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.RegistrationPlan, conflicts, total int64) error {
+	limit := int64(devreg.MaxProblems)
+	if plan.Refused != nil {
+		limit = conflicts
+	}
+	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, limit)
 	if err != nil {
 		return err
 	}
@@ -544,7 +549,12 @@ func (st *Stage) conflictError(ctx context.Context, q handle, conflicts, total i
 		if err := rows.Scan(&c.Index, &c.Line, &c.DeviceID, &c.RegisteredType); err != nil {
 			return err
 		}
-		e.Conflicts = append(e.Conflicts, c)
+		if plan.Refused != nil {
+			plan.Refused(c)
+		}
+		if len(e.Conflicts) < devreg.MaxProblems {
+			e.Conflicts = append(e.Conflicts, c)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return err

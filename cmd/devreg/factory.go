@@ -309,13 +309,22 @@ func (m *Main) devicesImport(ctx context.Context, args []string) error {
 	if errors.As(err, &ce) && len(ce.Problems) > 0 {
 		fmt.Fprintf(m.Stderr, "%s\n", ce.Message)
 		tw := tabwriter.NewWriter(m.Stderr, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "POSITION\tLINE\tDEVICE ID\tPROBLEM")
+		if len(ce.Groups) > 0 && len(ce.Groups) < ce.ProblemCount {
+			// Many problems of a few kinds: the kinds first, each once.
+			fmt.Fprintln(tw, "COUNT\tPROBLEM\tWHERE")
+			for _, g := range ce.Groups {
+				fmt.Fprintf(tw, "%s ×\t%s\t%s\n", devreg.Thousands(int64(g.Count)), g.Message, g.Where())
+			}
+			fmt.Fprintln(tw)
+		}
+		// Entries and lines counted from 1, as in the console (the API's index counts from 0).
+		fmt.Fprintln(tw, "ENTRY\tLINE\tDEVICE ID\tPROBLEM")
 		for _, p := range ce.Problems {
 			line := ""
 			if p.Line > 0 {
 				line = strconv.Itoa(p.Line)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Index, line, p.DeviceID, p.Message)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Index+1, line, p.DeviceID, p.Message)
 		}
 		tw.Flush()
 		if ce.ProblemCount > len(ce.Problems) {

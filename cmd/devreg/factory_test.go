@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -122,6 +124,20 @@ func TestFactoryLine(t *testing.T) {
 		if code != 1 || out != "" || !strings.Contains(errOut, "nothing was registered") ||
 			!strings.Contains(errOut, "device ID contains a space") || !strings.Contains(errOut, "this device type needs at least 20") {
 			t.Errorf("bad file = %d, stdout %q, stderr:\n%s", code, out, errOut)
+		}
+		// Entries counted from 1, as in the console: "bad id" is the second.
+		if !regexp.MustCompile(`(?m)^2 +2 +bad id +device ID contains a space$`).MatchString(errOut) {
+			t.Errorf("the refusal does not name entry 2 on line 2:\n%s", errOut)
+		}
+		// Many problems of one kind are counted once before the list.
+		var many strings.Builder
+		for i := range 300 {
+			fmt.Fprintf(&many, "short-%03d, short-secret\n", i)
+		}
+		os.WriteFile(bad, []byte(many.String()), 0o600)
+		_, _, errOut = c.run(t, "", "devices", "import", "--device-type", dt.ID, bad)
+		if !regexp.MustCompile(`(?m)^300 × +secret is 12 characters long[^\n]+entries 1–300 \(lines 1–300\)$`).MatchString(errOut) {
+			t.Errorf("300 short secrets are not counted as one kind:\n%.600s", errOut)
 		}
 	})
 	t.Run("wrong-api-key", func(t *testing.T) {

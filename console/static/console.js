@@ -90,11 +90,24 @@ document.addEventListener("DOMContentLoaded", function () {
       bar.removeAttribute("value");
       text.textContent = "Uploaded; checking and registering the devices…";
     });
+    var file = form.querySelector("input[type=file]").files[0];
     xhr.addEventListener("load", function () {
       document.open();
       document.write(xhr.responseText);
       document.close();
       history.replaceState(null, "", xhr.responseURL || form.action);
+      // A refused upload's page offers all its problems as a download, which checks the file
+      // again: choose the file just sent for it.
+      var again = document.getElementById("problems-file");
+      if (again && file && window.DataTransfer) {
+        try {
+          var chosen = new DataTransfer();
+          chosen.items.add(file);
+          again.files = chosen.files;
+        } catch (e) {
+          // the user chooses the file again
+        }
+      }
     });
     xhr.addEventListener("error", function () {
       text.textContent = "The upload failed: the server could not be reached. Nothing was registered; try again.";

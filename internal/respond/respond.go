@@ -92,8 +92,9 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
-	Problems     []devreg.Problem `json:"problems,omitempty"`
-	ProblemCount int              `json:"problem_count,omitempty"`
+	Problems      []devreg.Problem      `json:"problems,omitempty"`
+	ProblemCount  int                   `json:"problem_count,omitempty"`
+	ProblemGroups []devreg.ProblemGroup `json:"problem_groups,omitempty"`
 }
 
 // maxMessage bounds an error message: some quote what the client sent.
@@ -108,7 +109,7 @@ func ErrorBody(err error) (int, any) {
 	}
 	var e *devreg.Error
 	if errors.As(err, &e) && len(e.Problems) > 0 {
-		body.Problems, body.ProblemCount = e.Problems, max(e.ProblemCount, len(e.Problems))
+		body.Problems, body.ProblemCount, body.ProblemGroups = e.Problems, max(e.ProblemCount, len(e.Problems)), e.Groups
 	}
 	return devreg.Status(body.Error.Code), body
 }
