@@ -53,6 +53,17 @@ type AuditEntry struct {
 	Hash      string         `json:"hash,omitempty"`
 }
 
+// AuditActions are the actions the audit log records.
+var AuditActions = []string{
+	"account.create", "apikey.create", "apikey.delete", "apikey.update", "batch.delete", "batch.update",
+	"ca.create", "ca.delete", "credential.create", "credential.delete", "credential.rotate", "credential.update",
+	"credentials.revoke", "device.auto_register", "device.delete", "device.enroll", "device.update", "devices.register",
+	"devicetype.create", "devicetype.delete", "devicetype.update", "enrollment_group.allowed_ids", "enrollment_group.create",
+	"enrollment_group.delete", "enrollment_group.key_create", "enrollment_group.reenroll", "enrollment_group.update",
+	"login.failure", "login.success", "user.create", "user.delete", "user.password_change", "user.password_reset",
+	"user.password_set", "user.update", "webhook.create", "webhook.delete", "webhook.update",
+}
+
 // GenesisHash is the previous hash of an account's first audit entry.
 var GenesisHash = strings.Repeat("0", 64)
 

@@ -22,12 +22,7 @@ const auditPageSize = 50
 
 // auditActions are the actions the audit log records, offered as suggestions in the action
 // filter; any other value is still taken as it is.
-var auditActions = []string{
-	"account.create", "apikey.create", "apikey.delete", "apikey.update", "batch.update",
-	"credential.create", "credential.delete", "credential.rotate", "credential.update",
-	"device.delete", "device.update", "devices.register", "devicetype.create", "devicetype.delete",
-	"devicetype.update", "login.failure", "login.success",
-}
+var auditActions = devreg.AuditActions
 
 // auditFilterForm is the Audit Log's filter form as the user filled it in.
 type auditFilterForm struct {

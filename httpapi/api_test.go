@@ -60,12 +60,20 @@ func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
 
 func newEnv(t *testing.T, database string, maxBody int64) *env {
 	t.Helper()
+	return newEnvWith(t, database, func(c *server.Config) { c.MaxBody = maxBody })
+}
+
+// newEnvWith is newEnv with a server configured further by configure.
+func newEnvWith(t *testing.T, database string, configure func(*server.Config)) *env {
+	t.Helper()
 	ctx := context.Background()
 	e := &env{dataDir: t.TempDir(), database: database, log: &logtest.Buffer{}, clock: &clock{}}
-	srv, err := server.Open(ctx, server.Config{
-		Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database, MaxBody: maxBody,
+	cfg := server.Config{
+		Addr: "127.0.0.1:0", DataDir: e.dataDir, Database: database,
 		Logger: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	configure(&cfg)
+	srv, err := server.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

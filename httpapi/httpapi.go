@@ -108,6 +108,13 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("GET /api/v1/users", h.listUsers)
 	route("PATCH /api/v1/users/{id}", h.updateUser)
 	route("DELETE /api/v1/users/{id}", h.deleteUser)
+	route("GET /api/v1/events", h.listEvents)
+	route("POST /api/v1/webhooks", h.createWebhook)
+	route("GET /api/v1/webhooks", h.listWebhooks)
+	route("GET /api/v1/webhooks/{id}", h.getWebhook)
+	route("PATCH /api/v1/webhooks/{id}", h.updateWebhook)
+	route("DELETE /api/v1/webhooks/{id}", h.deleteWebhook)
+	route("GET /api/v1/webhooks/{id}/deliveries", h.listWebhookDeliveries)
 	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)
 	}))

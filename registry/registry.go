@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -18,10 +19,22 @@ import (
 	"devreg/credential"
 	"devreg/devtoken"
 	"devreg/internal/metrics"
+	"devreg/webhook"
 )
 
 // Store is what the registry needs from a database.
 type Store interface {
+	Events(ctx context.Context, accountID string, after int64, limit int) ([]devreg.Event, error)
+	CreateWebhook(ctx context.Context, accountID string, w *devreg.Webhook) error
+	Webhooks(ctx context.Context, accountID string) ([]devreg.Webhook, error)
+	Webhook(ctx context.Context, accountID, id string) (devreg.Webhook, error)
+	UpdateWebhook(ctx context.Context, accountID, id string, u devreg.WebhookUpdate) (devreg.Webhook, error)
+	DeleteWebhook(ctx context.Context, accountID, id string) error
+	WebhookDeliveries(ctx context.Context, accountID, id string) ([]devreg.WebhookDelivery, error)
+	ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error)
+	RecordDelivery(ctx context.Context, l devreg.WebhookLease, d *devreg.WebhookDelivery, passed int64) (bool, error)
+	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error
+	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error
 	UserByEmail(ctx context.Context, email string) (devreg.User, error)
 	CreateSession(ctx context.Context, tokenHash []byte, userID, passwordHash string, created, expires time.Time) error
@@ -123,6 +136,11 @@ type Service struct {
 	PublicURL string
 	// Metrics counts what operators watch (registrations, throttled logins); nil counts nothing.
 	Metrics *metrics.Metrics
+	// WebhookGuard decides which URLs webhooks may have and reach (not private addresses,
+	// unless it allows them).
+	WebhookGuard webhook.Guard
+
+	eventWaiters atomic.Int64 // requests waiting for events (Events)
 
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,7 @@ import (
 	"devreg/internal/ratelimit"
 	"devreg/registry"
 	"devreg/store"
+	"devreg/webhook"
 )
 
 // Config is everything a server is configured with.
@@ -79,7 +81,14 @@ type Config struct {
 	// HeaderTimeout bounds the TLS handshake and the request headers together; 0 for
 	// DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
+	// WebhookAllowPrivate lets webhooks reach loopback, private and link-local addresses.
+	WebhookAllowPrivate bool
+	// EventsRetention is how long delivered events are kept; 0 for DefaultEventsRetention.
+	EventsRetention time.Duration
 }
+
+// DefaultEventsRetention is how long events are kept once delivered.
+const DefaultEventsRetention = 7 * 24 * time.Hour
 
 // DefaultHeaderTimeout is how long a connection may take from its first byte (the TLS handshake
 // included) to the end of a request's headers.
@@ -181,6 +190,9 @@ type Server struct {
 	headerLog rateLog            // the client certificate header from a peer that is no trusted proxy
 	metrics   *metricsServer     // with MetricsAddr: the listener /metrics is served on
 	limits    *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
+	// stopEvents ends the delivery of events and their retention; events waits for them.
+	stopEvents context.CancelFunc
+	events     sync.WaitGroup
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -212,6 +224,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	svc.Log = cfg.Logger
+	svc.WebhookGuard = webhook.Guard{AllowPrivate: cfg.WebhookAllowPrivate}
 	s := &Server{cfg: cfg, log: cfg.Logger, db: db, Service: svc, limits: limits, conns: newConnLimits(cfg.MaxPendingPerAddr, cfg.MaxConnsPerAddr)}
 	if _, err := os.Stat(cfg.SigningKeyPath()); errors.Is(err, fs.ErrNotExist) {
 		if has, _ := db.HasDevices(ctx); has {
@@ -263,7 +276,19 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.stop = stop
 		go s.certs.watch(watchCtx, cfg.TLSReloadEvery)
 	}
+	s.startEvents(cmp.Or(cfg.EventsRetention, DefaultEventsRetention))
 	return s, nil
+}
+
+// startEvents starts the delivery of events to webhooks and their retention, until Shutdown.
+func (s *Server) startEvents(retention time.Duration) {
+	ctx, stop := context.WithCancel(context.Background())
+	s.stopEvents = stop
+	host, _ := os.Hostname()
+	owner := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), credential.RandomID("srv", 8))
+	s.events.Add(2)
+	go func() { defer s.events.Done(); s.Service.DeliverEvents(ctx, owner) }()
+	go func() { defer s.events.Done(); s.Service.PruneEvents(ctx, retention) }()
 }
 
 // URL returns the address the server listens on, as an http or (serving TLS) https URL.
@@ -311,6 +336,8 @@ func (s *Server) Serve() error {
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
+	s.stopEvents()
+	s.events.Wait() // deliveries under way record their tries first
 	if s.metrics != nil {
 		s.metrics.close()
 	}

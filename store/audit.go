@@ -24,40 +24,46 @@ func (s *DB) audit(ctx context.Context, tx handle, accountID string) error {
 	return s.appendAudit(ctx, tx, accountID, e)
 }
 
+// auditHead is an account's newest audit entry and newest event, locked.
+type auditHead struct {
+	devreg.AuditHead
+	time     int64 // of the newest entry, in microseconds
+	eventSeq int64 // the newest event's seq
+}
+
 // lockAuditHead locks the account's audit head in tx, making it at the account's first entry,
-// and returns it with its time in microseconds. The row's lock (a row lock on PostgreSQL, the one
-// writer on SQLite) serializes the account's appends on every server.
-func lockAuditHead(ctx context.Context, tx handle, accountID string) (devreg.AuditHead, int64, error) {
-	var head devreg.AuditHead
-	var headTime int64
+// and returns it. The row's lock (a row lock on PostgreSQL, the one writer on SQLite) serializes
+// the account's appends of audit entries and events on every server.
+func lockAuditHead(ctx context.Context, tx handle, accountID string) (auditHead, error) {
+	var head auditHead
 	for {
-		err := tx.QueryRowContext(ctx, lockAuditHeadSQL, accountID).Scan(&head.Seq, &headTime, &head.Hash)
+		err := tx.QueryRowContext(ctx, lockAuditHeadSQL, accountID).Scan(&head.Seq, &head.time, &head.Hash, &head.eventSeq)
 		if err == nil {
-			return head, headTime, nil
+			return head, nil
 		}
 		if err != sql.ErrNoRows {
-			return head, 0, fmt.Errorf("audit head: %w", err)
+			return head, fmt.Errorf("audit head: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, makeAuditHeadSQL, accountID, devreg.GenesisHash); err != nil {
-			return head, 0, fmt.Errorf("audit head: %w", err)
+			return head, fmt.Errorf("audit head: %w", err)
 		}
 	}
 }
 
-// lockAuditHeadSQL locks an account's audit head (its one argument), returning its seq, time
-// and hash; makeAuditHeadSQL makes it (account, genesis hash) unless it exists.
+// lockAuditHeadSQL locks an account's audit head (its one argument), returning its seq, time,
+// hash and event seq; makeAuditHeadSQL makes it (account, genesis hash) unless it exists.
 const (
-	lockAuditHeadSQL = `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash`
+	lockAuditHeadSQL = `UPDATE audit_heads SET seq = seq + 1 WHERE account_id = ? RETURNING seq - 1, time, hash, event_seq`
 	makeAuditHeadSQL = `INSERT INTO audit_heads (account_id, seq, time, hash) VALUES (?, 0, 0, ?) ON CONFLICT (account_id) DO NOTHING`
 )
 
 // queueAuditHead queues on q the statements that lock the account's audit head, making it at
-// the account's first entry, into head and headTime (microseconds), and that set *found.
-func queueAuditHead(q stmtQueue, accountID string, head *devreg.AuditHead, headTime *int64, found *bool) {
+// the account's first entry, into head, and that set *found.
+func queueAuditHead(q stmtQueue, accountID string, head *auditHead, found *bool) {
 	q.exec(makeAuditHeadSQL, []any{accountID, devreg.GenesisHash}, nil)
 	q.query(lockAuditHeadSQL, []any{accountID}, func(scan func(...any) error) error {
 		*found = true
-		return scan(&head.Seq, headTime, &head.Hash)
+		return scan(&head.Seq, &head.time, &head.Hash, &head.eventSeq)
 	})
 }
 
@@ -77,12 +83,12 @@ func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es [
 	if len(es) == 0 {
 		return nil
 	}
-	head, headTime, err := lockAuditHead(ctx, tx, accountID)
+	head, err := lockAuditHead(ctx, tx, accountID)
 	if err != nil {
 		return err
 	}
 	q := &handleQueue{h: tx}
-	if err := queueAudits(q, accountID, head, headTime, es); err != nil {
+	if err := queueAudits(q, accountID, head, es); err != nil {
 		return err
 	}
 	if err := q.flush(ctx); err != nil {
@@ -92,11 +98,12 @@ func (s *DB) appendAudits(ctx context.Context, tx handle, accountID string, es [
 }
 
 // queueAudits queues on q the statements that append es to the account's chain after its head
-// (locked, its time headTime in microseconds), filling in their IDs, seqs and hashes and times
-// no earlier than the previous entry's, and that move the head to the last.
-func queueAudits(q stmtQueue, accountID string, head devreg.AuditHead, headTime int64, es []*devreg.AuditEntry) error {
-	last := fromMicros(headTime)
+// (locked), filling in their IDs, seqs and hashes and times no earlier than the previous entry's,
+// that append the event each makes (devreg.EventOf), and that move the head to the last of both.
+func queueAudits(q stmtQueue, accountID string, head auditHead, es []*devreg.AuditEntry) error {
+	last := fromMicros(head.time)
 	rows := make([]any, 0, 10*len(es))
+	var events []any
 	for _, e := range es {
 		if e.ID == "" {
 			e.ID = credential.RandomID("aud", 16)
@@ -113,12 +120,18 @@ func queueAudits(q stmtQueue, accountID string, head devreg.AuditHead, headTime 
 		e.Hash = devreg.ChainHash(head.Hash, canonical)
 		head.Seq, head.Hash, last = e.Seq, e.Hash, e.Time
 		rows = append(rows, accountID, e.Seq, micros(e.Time), e.Action, e.Actor.Type, e.Actor.ID, e.Object.Type, e.Object.ID, string(canonical), e.Hash)
+		if ev, ok := devreg.EventOf(e); ok {
+			head.eventSeq++
+			events = append(events, accountID, head.eventSeq, newEventID(), micros(e.Time), ev.Type, ev.DeviceTypeID, string(ev.Data))
+		}
 	}
 	for chunk := range slices.Chunk(rows, 10*auditChunk) {
 		q.exec(`INSERT INTO audit_log (account_id, seq, time, action, actor_type, actor_id, object_type, object_id, entry, hash) VALUES `+
 			strings.TrimSuffix(strings.Repeat("("+placeholders(10)+"), ", len(chunk)/10), ", "), chunk, nil)
 	}
-	q.exec(`UPDATE audit_heads SET seq = ?, time = ?, hash = ? WHERE account_id = ?`, []any{head.Seq, micros(last), head.Hash, accountID}, nil)
+	queueEvents(q, events)
+	q.exec(`UPDATE audit_heads SET seq = ?, time = ?, hash = ?, event_seq = ? WHERE account_id = ?`,
+		[]any{head.Seq, micros(last), head.Hash, head.eventSeq, accountID}, nil)
 	return nil
 }
 

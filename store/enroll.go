@@ -133,8 +133,7 @@ type enrollReads struct {
 	accountFound         bool
 	registered, enrolled map[string]bool // of the transaction's IDs, those registered and those enrolled before
 	groups               map[string]*enrollGroup
-	auditHead            devreg.AuditHead // locked, if any enrollment has an audit entry
-	auditHeadTime        int64
+	auditHead            auditHead // locked, if any enrollment has an audit entry
 	auditHeadFound       bool
 }
 
@@ -185,7 +184,7 @@ func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrol
 	}
 	s.queueEnrollBatches(q, accountID, r.groups, first, last)
 	if slices.ContainsFunc(es, func(e devreg.Enrollment) bool { return e.Audit != nil }) {
-		queueAuditHead(q, accountID, &r.auditHead, &r.auditHeadTime, &r.auditHeadFound)
+		queueAuditHead(q, accountID, &r.auditHead, &r.auditHeadFound)
 	}
 	if err := q.flush(ctx); err != nil {
 		return nil, err
@@ -409,7 +408,7 @@ func (s *DB) queueEnrollments(q stmtQueue, w *enrollWrites, r *enrollReads) erro
 		}
 		return nil
 	}
-	return queueAudits(q, w.accountID, r.auditHead, r.auditHeadTime, w.audits)
+	return queueAudits(q, w.accountID, r.auditHead, w.audits)
 }
 
 // allowChunk is how many device IDs one of SQLite's INSERT statements puts on an allow-list.

@@ -1,0 +1,89 @@
+package devreg
+
+import (
+	"encoding/json"
+	"maps"
+	"strings"
+	"time"
+)
+
+// Event tells the systems around the registry (an MES, an ERP, a cloud backend) that something
+// happened in an account. Every audited change makes one, in the change's transaction, with the
+// audit action as its type, except that a registration is devices.registered; so an event exists
+// if and only if its change committed. Seq numbers an account's events from 1 in the order they
+// committed.
+type Event struct {
+	ID        string          `json:"id"` // evt_…: the same on every delivery of the event
+	Seq       int64           `json:"seq"`
+	Type      string          `json:"type"`
+	Time      time.Time       `json:"time"`
+	AccountID string          `json:"account_id"`
+	Data      json.RawMessage `json:"data"`
+	// DeviceTypeID is the device type the event is about, if any: a key restricted to device
+	// types sees only the events of those.
+	DeviceTypeID string `json:"-"`
+}
+
+// EventTypes are the types of events, in the order of devreg.AuditActions.
+var EventTypes = func() []string {
+	var types []string
+	for _, a := range AuditActions {
+		if t, ok := EventTypeOf(a); ok {
+			types = append(types, t)
+		}
+	}
+	return types
+}()
+
+// EventRegistered is the type of a registration's one event, however many devices it registered:
+// its data holds the batch ID, the device type ID and the counts.
+const EventRegistered = "devices.registered"
+
+// EventTypeOf returns the type of the event an audit entry of action makes, and false for the
+// actions that record no change (console logins, which strangers can cause at will).
+func EventTypeOf(action string) (string, bool) {
+	switch {
+	case strings.HasPrefix(action, "login."):
+		return "", false
+	case action == "devices.register":
+		return EventRegistered, true
+	}
+	return action, true
+}
+
+// EventOf returns the event of audit entry e (its ID, seq and time left to the store), and false
+// for an entry that makes none. Its data is the entry's details with the object and the actor
+// beside them, never a secret (details hold none).
+func EventOf(e *AuditEntry) (Event, bool) {
+	typ, ok := EventTypeOf(e.Action)
+	if !ok {
+		return Event{}, false
+	}
+	data := map[string]any{}
+	maps.Copy(data, e.Details)
+	data["object"] = e.Object
+	data["actor"] = map[string]string{"type": e.Actor.Type, "id": e.Actor.ID}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		raw = []byte(`{}`) // details are JSON already: the audit entry's hash covers them
+	}
+	ev := Event{Type: typ, AccountID: e.AccountID, Time: e.Time, Data: raw}
+	if id, ok := e.Details["device_type_id"].(string); ok {
+		ev.DeviceTypeID = id
+	} else if e.Object.Type == "devicetype" {
+		ev.DeviceTypeID = e.Object.ID
+	}
+	return ev, true
+}
+
+// SeesEvent reports whether caller c may see event e: an administrator every event, any other
+// key only the events about the device types it reaches.
+func (c Caller) SeesEvent(e Event) bool {
+	if c.Scope.Allows(ScopeAdmin) {
+		return true
+	}
+	return e.DeviceTypeID != "" && c.Reaches(e.DeviceTypeID)
+}
+
+// MaxEventWait is the longest a request for events waits for the first one.
+const MaxEventWait = 60 * time.Second

@@ -1,0 +1,359 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"devreg"
+	"devreg/credential"
+)
+
+// eventColumns are the columns an INSERT of events gives, in order.
+const eventColumns = `account_id, seq, id, time, type, device_type_id, data`
+
+func newEventID() string { return credential.RandomID("evt", 16) }
+
+// queueEvents queues the INSERTs of events, their columns (eventColumns) in one flat list.
+func queueEvents(q stmtQueue, events []any) {
+	const n = 7
+	for chunk := range slices.Chunk(events, n*auditChunk) {
+		q.exec(`INSERT INTO events (`+eventColumns+`) VALUES `+
+			strings.TrimSuffix(strings.Repeat("("+placeholders(n)+"), ", len(chunk)/n), ", "), chunk, nil)
+	}
+}
+
+// Events returns up to limit of the account's events after seq after, in seq order.
+func (s *DB) Events(ctx context.Context, accountID string, after int64, limit int) ([]devreg.Event, error) {
+	rows, err := s.h.QueryContext(ctx, `SELECT seq, id, time, type, device_type_id, data FROM events
+		WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT ?`, accountID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	events := []devreg.Event{}
+	for rows.Next() {
+		e := devreg.Event{AccountID: accountID}
+		var t int64
+		var data string
+		if err := rows.Scan(&e.Seq, &e.ID, &t, &e.Type, &e.DeviceTypeID, &data); err != nil {
+			return nil, err
+		}
+		e.Time, e.Data = fromMicros(t), json.RawMessage(data)
+		events = append(events, e)
+	}
+	return events, rows.Err()
+}
+
+// LastEventSeq returns the seq of the account's newest event, 0 before the first.
+func (s *DB) LastEventSeq(ctx context.Context, accountID string) (int64, error) {
+	var seq int64
+	err := s.h.QueryRowContext(ctx, `SELECT event_seq FROM audit_heads WHERE account_id = ?`, accountID).Scan(&seq)
+	if err == sql.ErrNoRows {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// DeleteEventsBefore deletes up to limit events older than before that every enabled webhook of
+// their account has delivered, oldest first, and returns how many it deleted: retention, in
+// batches small enough not to hold up the account's writers.
+func (s *DB) DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error) {
+	var n int64
+	err := s.inTx(ctx, func(tx handle) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE (account_id, seq) IN (
+			SELECT e.account_id, e.seq FROM events e WHERE e.time < ?
+			AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.account_id = e.account_id AND w.enabled AND w.delivered_seq < e.seq)
+			ORDER BY e.time LIMIT ?)`, micros(before), limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+const webhookColumns = `id, url, event_types, enabled, created_at, delivered_seq, attempts, failing_since, next_attempt, disabled_reason, seal_key_id, sealed_secret`
+
+func scanWebhook(scan func(...any) error) (devreg.Webhook, error) {
+	var w devreg.Webhook
+	var types string
+	var created, failing, next int64
+	if err := scan(&w.ID, &w.URL, &types, &w.Enabled, &created, &w.DeliveredSeq, &w.Attempts, &failing, &next, &w.DisabledReason,
+		&w.SealKeyID, &w.SealedSecret); err != nil {
+		return w, err
+	}
+	if err := json.Unmarshal([]byte(types), &w.EventTypes); err != nil {
+		return w, err
+	}
+	w.CreatedAt = fromMicros(created)
+	if failing > 0 {
+		t := fromMicros(failing)
+		w.FailingSince = &t
+	}
+	if next > 0 {
+		t := fromMicros(next)
+		w.NextAttempt = &t
+	}
+	return w, nil
+}
+
+// CreateWebhook stores a new webhook of the account, which delivers the events after the
+// account's newest, with the audit entry ctx carries: EINVALID when the account has
+// devreg.MaxWebhooks already. The account's audit head is locked first, so two servers adding
+// at once cannot both take the last place.
+func (s *DB) CreateWebhook(ctx context.Context, accountID string, w *devreg.Webhook) error {
+	types, err := json.Marshal(w.EventTypes)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx handle) error {
+		head, err := lockAuditHead(ctx, tx, accountID)
+		if err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM webhooks WHERE account_id = ?`, accountID).Scan(&n); err != nil {
+			return err
+		}
+		if n >= devreg.MaxWebhooks {
+			return devreg.Errorf(devreg.EINVALID, "the account has %d webhooks, the most it may have; delete one first", n)
+		}
+		w.DeliveredSeq = head.eventSeq
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhooks (id, account_id, url, event_types, enabled, created_at, delivered_seq, seal_key_id, sealed_secret)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, w.ID, accountID, w.URL, string(types), w.Enabled, micros(w.CreatedAt), w.DeliveredSeq,
+			w.SealKeyID, w.SealedSecret); err != nil {
+			return err
+		}
+		// The head is locked already: append the entry under it.
+		if e := devreg.AuditFromContext(ctx); e != nil {
+			q := &handleQueue{h: tx}
+			if err := queueAudits(q, accountID, head, []*devreg.AuditEntry{e}); err != nil {
+				return err
+			}
+			return q.flush(ctx)
+		}
+		return nil
+	})
+}
+
+// Webhooks returns the account's webhooks, oldest first.
+func (s *DB) Webhooks(ctx context.Context, accountID string) ([]devreg.Webhook, error) {
+	rows, err := s.h.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE account_id = ? ORDER BY created_at, id`, accountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ws := []devreg.Webhook{}
+	for rows.Next() {
+		w, err := scanWebhook(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, w)
+	}
+	return ws, rows.Err()
+}
+
+// Webhook returns one webhook of the account.
+func (s *DB) Webhook(ctx context.Context, accountID, id string) (devreg.Webhook, error) {
+	w, err := scanWebhook(s.h.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE account_id = ? AND id = ?`, accountID, id).Scan)
+	return w, notFound(err, "no webhook %s", id)
+}
+
+// UpdateWebhook changes a webhook of the account as u says, with the audit entry ctx carries, and
+// returns it changed. Enabling it, or moving where it resumes, clears its failures.
+func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.WebhookUpdate) (devreg.Webhook, error) {
+	var w devreg.Webhook
+	err := s.inTx(ctx, func(tx handle) error {
+		var err error
+		w, err = scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE account_id = ? AND id = ?`+s.lockRows(), accountID, id).Scan)
+		if err != nil {
+			return notFound(err, "no webhook %s", id)
+		}
+		clear := false
+		if u.URL != nil {
+			w.URL = *u.URL
+		}
+		if u.EventTypes != nil {
+			w.EventTypes = *u.EventTypes
+		}
+		if u.Enabled != nil {
+			clear = clear || *u.Enabled && !w.Enabled
+			w.Enabled = *u.Enabled
+		}
+		if u.ResumeAfter != nil {
+			w.DeliveredSeq, clear = *u.ResumeAfter, true
+		}
+		if clear {
+			w.Attempts, w.FailingSince, w.NextAttempt, w.DisabledReason = 0, nil, nil, ""
+		}
+		types, err := json.Marshal(w.EventTypes)
+		if err != nil {
+			return err
+		}
+		args := []any{w.URL, string(types), w.Enabled, w.DeliveredSeq, w.Attempts, w.DisabledReason}
+		sets := `url = ?, event_types = ?, enabled = ?, delivered_seq = ?, attempts = ?, disabled_reason = ?`
+		if clear {
+			sets += `, failing_since = 0, next_attempt = 0`
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET `+sets+` WHERE id = ?`, append(args, id)...); err != nil {
+			return err
+		}
+		return s.audit(ctx, tx, accountID)
+	})
+	return w, err
+}
+
+// DeleteWebhook deletes a webhook of the account and its deliveries, with the audit entry ctx
+// carries.
+func (s *DB) DeleteWebhook(ctx context.Context, accountID, id string) error {
+	return s.changeOne(ctx, accountID, `DELETE FROM webhooks WHERE account_id = ? AND id = ?`, []any{accountID, id}, "no webhook %s", id)
+}
+
+// WebhookDeliveries returns a webhook's latest tries, newest first.
+func (s *DB) WebhookDeliveries(ctx context.Context, accountID, id string) ([]devreg.WebhookDelivery, error) {
+	if _, err := s.Webhook(ctx, accountID, id); err != nil {
+		return nil, err
+	}
+	rows, err := s.h.QueryContext(ctx, `SELECT time, event_id, event_seq, event_type, attempt, status, error, answer, duration_ms
+		FROM webhook_deliveries WHERE webhook_id = ? ORDER BY time DESC LIMIT ?`, id, devreg.MaxWebhookDeliveries)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ds := []devreg.WebhookDelivery{}
+	for rows.Next() {
+		var d devreg.WebhookDelivery
+		var t int64
+		if err := rows.Scan(&t, &d.EventID, &d.EventSeq, &d.EventType, &d.Attempt, &d.Status, &d.Error, &d.Answer, &d.DurationMS); err != nil {
+			return nil, err
+		}
+		d.Time = fromMicros(t)
+		ds = append(ds, d)
+	}
+	return ds, rows.Err()
+}
+
+// ClaimWebhooks leases to owner, until now+lease, up to limit enabled webhooks that have events to
+// deliver and whose next try is due, and whose lease (if any) has run out: each webhook is
+// delivered by one server at a time, and a server that dies loses its leases when they run out.
+// On PostgreSQL, servers claiming at once skip each other's rows (FOR UPDATE SKIP LOCKED).
+func (s *DB) ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error) {
+	const due = `SELECT w.id, w.account_id FROM webhooks w JOIN audit_heads h ON h.account_id = w.account_id
+		WHERE w.enabled AND w.next_attempt <= ? AND w.lease_until <= ? AND h.event_seq > w.delivered_seq`
+	// Most polls find nothing due: they ask without a write transaction (SQLite's one writer).
+	var due1 int
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+due+` LIMIT 1) AS d`, micros(now), micros(now)).Scan(&due1); err != nil || due1 == 0 {
+		return nil, err
+	}
+	var leases []devreg.WebhookLease
+	err := s.inTx(ctx, func(tx handle) error {
+		skip := ""
+		if s.pg {
+			skip = ` FOR UPDATE OF w SKIP LOCKED`
+		}
+		rows, err := tx.QueryContext(ctx, due+` ORDER BY w.next_attempt LIMIT ?`+skip, micros(now), micros(now), limit)
+		if err != nil {
+			return err
+		}
+		var ids, accounts []string
+		for rows.Next() {
+			var id, account string
+			if err := rows.Scan(&id, &account); err != nil {
+				rows.Close()
+				return err
+			}
+			ids, accounts = append(ids, id), append(accounts, account)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		until := now.Add(lease)
+		for i, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, micros(until), id); err != nil {
+				return err
+			}
+			w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`, id).Scan)
+			if err != nil {
+				return err
+			}
+			leases = append(leases, devreg.WebhookLease{Webhook: w, AccountID: accounts[i], Owner: owner, Until: until})
+		}
+		return nil
+	})
+	return leases, err
+}
+
+// RecordDelivery records a try of l's webhook: d, and where the webhook goes on. A delivered
+// event moves it past delivered (the seq of d's event, or a later one passed over); a failed
+// try counts an attempt and sets the next after devreg.WebhookBackoff, and one that has failed
+// for devreg.WebhookGiveUp disables the webhook. passed moves it past events not of its types
+// when d is nil. It does nothing, and reports false, when l's lease is no longer held: another
+// server has the webhook now, and decides.
+func (s *DB) RecordDelivery(ctx context.Context, l devreg.WebhookLease, d *devreg.WebhookDelivery, passed int64) (bool, error) {
+	held := false
+	err := s.inTx(ctx, func(tx handle) error {
+		var owner string
+		var until, failing int64
+		var attempts int
+		err := tx.QueryRowContext(ctx, `SELECT lease_owner, lease_until, attempts, failing_since FROM webhooks WHERE id = ?`+s.lockRows(), l.ID).
+			Scan(&owner, &until, &attempts, &failing)
+		if err == sql.ErrNoRows {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if owner != l.Owner || until != micros(l.Until) {
+			return nil
+		}
+		held = true
+		if d == nil {
+			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET delivered_seq = CASE WHEN delivered_seq > ? THEN delivered_seq ELSE ? END WHERE id = ?`,
+				passed, passed, l.ID)
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, time, event_id, event_seq, event_type, attempt, status, error, answer, duration_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, l.ID, micros(d.Time), d.EventID, d.EventSeq, d.EventType, d.Attempt, d.Status, d.Error, d.Answer, d.DurationMS); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE webhook_id = ? AND time < (
+			SELECT min(time) FROM (SELECT time FROM webhook_deliveries WHERE webhook_id = ? ORDER BY time DESC LIMIT ?) AS kept)`,
+			l.ID, l.ID, devreg.MaxWebhookDeliveries); err != nil {
+			return err
+		}
+		if d.Delivered() {
+			seq := max(d.EventSeq, passed)
+			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET delivered_seq = CASE WHEN delivered_seq > ? THEN delivered_seq ELSE ? END,
+				attempts = 0, failing_since = 0, next_attempt = 0 WHERE id = ?`, seq, seq, l.ID)
+			return err
+		}
+		if failing == 0 {
+			failing = micros(d.Time)
+		}
+		attempts++
+		next := d.Time.Add(devreg.WebhookBackoff(attempts))
+		if d.Time.Sub(fromMicros(failing)) >= devreg.WebhookGiveUp {
+			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = ?, attempts = ?, failing_since = ?, next_attempt = 0, disabled_reason = ? WHERE id = ?`,
+				false, attempts, failing, "event "+d.EventID+" failed for 3 days ("+devreg.Thousands(int64(attempts))+" tries); devreg disabled the webhook: enable it to try again", l.ID)
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE webhooks SET attempts = ?, failing_since = ?, next_attempt = ? WHERE id = ?`, attempts, failing, micros(next), l.ID)
+		return err
+	})
+	return held, err
+}
+
+// ReleaseWebhook ends l's lease early, so that the webhook's next event need not wait for it to
+// run out.
+func (s *DB) ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error {
+	_, err := s.exec(ctx, `UPDATE webhooks SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ? AND lease_until = ?`,
+		l.ID, l.Owner, micros(l.Until))
+	return err
+}
