@@ -49,6 +49,14 @@ type WebhookLease struct {
 	Until     time.Time
 }
 
+// CursorLease is an account's place in a sink that takes every account's events (NATS), leased
+// to one server, Owner, until Until: Seq is the last event published.
+type CursorLease struct {
+	Sink, AccountID, Owner string
+	Seq                    int64
+	Until                  time.Time
+}
+
 // WebhookDelivery is one try to deliver an event to a webhook, and what came back.
 type WebhookDelivery struct {
 	Time       time.Time `json:"time"`

@@ -48,7 +48,9 @@ func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
 // it serves (to give it a test clock, say).
 func newEnv(t *testing.T, database string, setup ...func(*server.Server)) *env {
 	t.Helper()
-	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, Logger: slog.New(slog.DiscardHandler)})
+	// Webhooks may reach the tests' receivers, on 127.0.0.1.
+	srv, err := server.Open(context.Background(), server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, Logger: slog.New(slog.DiscardHandler),
+		WebhookAllowPrivate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +201,11 @@ func testEveryPageRenders(t *testing.T, database string) {
 	link := regexp.MustCompile(`value="(http[^"]+/invitation\?token=[^"]+)"`).FindStringSubmatch(body)[1]
 	status, body = e.get(t, strings.TrimPrefix(html.UnescapeString(link), e.url))
 	check("invitation", status, body, 200, "dana@acme.test")
+	status, body = e.post(t, "/webhooks", url.Values{"url": {"http://127.0.0.1:9/devreg"}, "event_type": {"devices.registered"}})
+	check("webhooks", status, body, 200, "it is shown only this once")
+	hook := regexp.MustCompile(`/webhooks/(whk_[A-Za-z0-9]+)`).FindStringSubmatch(body)[1]
+	status, body = e.get(t, "/webhooks/"+hook)
+	check("webhook", status, body, 200, "Send test event")
 
 	h, err := console.New(nil, nil, console.Config{})
 	if err != nil {

@@ -144,6 +144,10 @@ func TestBrowserEveryPageFitsAndContrasts(t *testing.T) {
 	must(t, err)
 	invitation, err := url.Parse(link)
 	must(t, err)
+	hook, err := e.srv.Service.CreateWebhook(e.asAdmin(), "http://127.0.0.1:9/a/rather/long/path/for/a/phone/screen?token=0123456789abcdef", []string{"devices.registered"}, true)
+	must(t, err)
+	_, err = e.srv.Service.TestWebhook(e.asAdmin(), hook.ID) // a failed try, with its long error, to show
+	must(t, err)
 	badPath := filepath.Join(t.TempDir(), "bad.csv")
 	must(t, os.WriteFile(badPath, []byte("device 7, secretfordevice7,\ndevice8, short\n"), 0o644))
 
@@ -238,6 +242,8 @@ func TestBrowserEveryPageFitsAndContrasts(t *testing.T) {
 		{name: "apikey-edit", path: "/apikeys/" + key.ID + "/edit"},
 		{name: "audit", path: "/audit"},
 		{name: "users", path: "/users"},
+		{name: "webhooks", path: "/webhooks"},
+		{name: "webhook", path: "/webhooks/" + hook.ID},
 		{name: "password", path: "/account/password"},
 		{name: "invitation", path: invitation.RequestURI()},
 		{name: "error", path: "/devices/no-such-device"},

@@ -107,6 +107,14 @@ func (h *Handler) deleteWebhook(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (h *Handler) testWebhook(w http.ResponseWriter, r *http.Request) error {
+	d, err := h.svc.TestWebhook(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, d)
+}
+
 func (h *Handler) listWebhookDeliveries(w http.ResponseWriter, r *http.Request) error {
 	ds, err := h.svc.WebhookDeliveries(r.Context(), r.PathValue("id"))
 	if err != nil {

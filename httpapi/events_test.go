@@ -257,6 +257,24 @@ func testWebhooksDeliverSignedEvents(t *testing.T, database string) {
 	if len(ds.Deliveries) < 4 || ds.Deliveries[0].Status != 200 || ds.Deliveries[1].Status != 503 || !strings.Contains(ds.Deliveries[1].Answer, "not now") {
 		t.Errorf("deliveries = %+v, want the retry's 200 after the 503 with its answer", ds.Deliveries)
 	}
+	// A test event goes at once, signed, outside the account's events, and is listed.
+	var test devreg.WebhookDelivery
+	e.mustDo(t, e.admin, "POST", "/api/v1/webhooks/"+wh.ID+"/test", "", 200, &test)
+	got, bodies = rcv.requests()
+	if last := got[len(got)-1]; test.Status != 200 || test.EventType != "webhook.test" || last.Header.Get("webhook-id") != test.EventID ||
+		webhook.Verify(wh.Secret, last.Header, bodies[len(bodies)-1], time.Now(), 5*time.Minute) != nil {
+		t.Errorf("test event = %+v; the receiver got webhook-id %q", test, last.Header.Get("webhook-id"))
+	}
+	e.mustDo(t, e.admin, "GET", "/api/v1/webhooks/"+wh.ID+"/deliveries", "", 200, &ds)
+	if ds.Deliveries[0].EventType != "webhook.test" {
+		t.Errorf("the test event is not listed first: %+v", ds.Deliveries[0])
+	}
+	for _, ev := range e.events(t, e.admin, 0, 0).Events {
+		if ev.Type == "webhook.test" {
+			t.Errorf("the test event is among the account's events")
+		}
+	}
+
 	e.mustDo(t, e.admin, "DELETE", "/api/v1/webhooks/"+wh.ID, "", 204, nil)
 	e.mustDo(t, e.admin, "GET", "/api/v1/webhooks/"+wh.ID, "", 404, nil)
 

@@ -115,6 +115,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	route("PATCH /api/v1/webhooks/{id}", h.updateWebhook)
 	route("DELETE /api/v1/webhooks/{id}", h.deleteWebhook)
 	route("GET /api/v1/webhooks/{id}/deliveries", h.listWebhookDeliveries)
+	route("POST /api/v1/webhooks/{id}/test", h.testWebhook)
 	mux.Handle("/api/v1/", h.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return devreg.Errorf(devreg.ENOTFOUND, "no API call %s %s; see /api/v1/openapi.json or /docs", r.Method, r.URL.Path)
 	}))

@@ -59,6 +59,8 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		"PATCH /apikeys/{api_key_id}":                            `{"name": "renamed"}`,
 		"POST /users":                                            `{"email": "new@acme.test", "role": "admin"}`,
 		"PATCH /users/{user_id}":                                 `{"role": "admin"}`,
+		"POST /webhooks":                                         `{"url": "https://example.com/hook"}`,
+		"PATCH /webhooks/{webhook_id}":                           `{"enabled": false}`,
 
 		"POST /devicetypes/{device_type_id}/enrollment_groups":                     `{"name": "g", "id_pattern": "^g$", "max_devices": 1}`,
 		"PATCH /devicetypes/{device_type_id}/enrollment_groups/{group_id}":         `{"status": "disabled"}`,
@@ -69,7 +71,8 @@ func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 		"DELETE /batches/{batch_id}/credentials":  "?source=device",
 	}
 	replacer := strings.NewReplacer("{device_type_id}", theirs.ID, "{device_id}", "theirs-1", "{batch_id}", reg.BatchID,
-		"{credential_id}", creds.Credentials[0].ID, "{api_key_id}", "key_nosuch", "{group_id}", "eg_nosuch", "{user_id}", "usr_nosuch")
+		"{credential_id}", creds.Credentials[0].ID, "{api_key_id}", "key_nosuch", "{group_id}", "eg_nosuch", "{user_id}", "usr_nosuch",
+		"{webhook_id}", "whk_nosuch")
 	var ops []string
 	for path, methods := range doc.Paths {
 		if path == "/readyz" {

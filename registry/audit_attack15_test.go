@@ -189,6 +189,7 @@ func testAttack15FirstEntriesOfAnUpgradedAccount(t *testing.T, pg bool) {
 	e := newAuditEnv(t, pg)
 	e.exec(t, `DELETE FROM audit_log WHERE account_id = ?`, e.acc.ID)
 	e.exec(t, `DELETE FROM audit_heads WHERE account_id = ?`, e.acc.ID)
+	e.exec(t, `DELETE FROM events WHERE account_id = ?`, e.acc.ID) // nor events, which came later still
 	const n = 16
 	errs := make(chan error, 2*n)
 	var wg sync.WaitGroup

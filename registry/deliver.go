@@ -194,3 +194,69 @@ func (s *Service) PruneEventsOnce(ctx context.Context, retention time.Duration) 
 		}
 	}
 }
+
+// EventPublisher sends events to a system that takes every account's events (NATS JetStream).
+type EventPublisher interface {
+	// Publish returns once the event, whose JSON is body, is stored there.
+	Publish(ctx context.Context, e devreg.Event, body []byte) error
+}
+
+// publishPoll is how often a server looks for events to publish.
+const publishPoll = 250 * time.Millisecond
+
+// PublishEvents publishes every account's events through p, in seq order per account, at least
+// once, until ctx ends. Every server runs it: an account's events are leased to one server at a
+// time (sink names the cursor), and an event that fails to publish (the server is away) is tried
+// again on the next poll, with those after it waiting.
+func (s *Service) PublishEvents(ctx context.Context, sink, owner string, p EventPublisher) {
+	tick := time.NewTicker(publishPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		leases, err := s.store.ClaimCursors(ctx, sink, owner, s.now(), deliveryLease, deliveryWorkers)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logError("claim events to publish", err)
+			}
+			continue
+		}
+		for _, l := range leases {
+			s.publishLease(ctx, p, l)
+		}
+	}
+}
+
+// publishLease publishes the events of leased cursor l, page by page, while the lease lasts and
+// publishing works, and then gives the lease back.
+func (s *Service) publishLease(ctx context.Context, p EventPublisher, l devreg.CursorLease) {
+	seq := l.Seq
+	defer func() { s.store.AdvanceCursor(context.WithoutCancel(ctx), l, seq, true) }()
+	for time.Until(l.Until) > 2*deliveryTimeout && ctx.Err() == nil {
+		events, err := s.store.Events(ctx, l.AccountID, seq, eventPage)
+		if err != nil || len(events) == 0 {
+			return
+		}
+		for _, e := range events {
+			body, err := json.Marshal(e)
+			if err == nil {
+				pctx, cancel := context.WithTimeout(ctx, deliveryTimeout)
+				err = p.Publish(pctx, e, body)
+				cancel()
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					s.logError("publish event", fmt.Errorf("event %s (seq %d of account %s): %w", e.ID, e.Seq, e.AccountID, err))
+				}
+				return
+			}
+			seq = e.Seq
+		}
+		if held, err := s.store.AdvanceCursor(ctx, l, seq, false); err != nil || !held {
+			return
+		}
+	}
+}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -231,6 +232,34 @@ func (s *Service) WebhookDeliveries(ctx context.Context, id string) ([]devreg.We
 		return nil, notFound("webhook", id)
 	}
 	return s.store.WebhookDeliveries(ctx, c.AccountID, id)
+}
+
+// EventTest is the type of the event TestWebhook sends: it is in no account's events.
+const EventTest = "webhook.test"
+
+// TestWebhook sends a webhook one event of type webhook.test (seq 0, outside the account's
+// events) at once, signed as every delivery is, and returns the try, which the webhook's
+// deliveries list too. It works on a disabled webhook as well: to check a receiver before
+// enabling it again.
+func (s *Service) TestWebhook(ctx context.Context, id string) (devreg.WebhookDelivery, error) {
+	c, err := authorize(ctx, devreg.ScopeAdmin)
+	if err != nil {
+		return devreg.WebhookDelivery{}, err
+	}
+	w, err := s.Webhook(ctx, id)
+	if err != nil {
+		return devreg.WebhookDelivery{}, err
+	}
+	secret, err := s.webhookSecret(c.AccountID, w)
+	if err != nil {
+		return devreg.WebhookDelivery{}, err
+	}
+	data, _ := json.Marshal(map[string]any{"webhook_id": w.ID, "message": "a test event sent from devreg; it changes nothing"})
+	e := devreg.Event{ID: credential.RandomID("evt", 16), Type: EventTest, Time: s.now(), AccountID: c.AccountID, Data: data}
+	client := s.WebhookGuard.Client(deliveryTimeout)
+	defer client.CloseIdleConnections()
+	d := s.post(ctx, client, w.URL, secret, e, 1)
+	return d, s.store.AddWebhookDelivery(context.WithoutCancel(ctx), c.AccountID, w.ID, d)
 }
 
 // webhookSecret opens the signing secret of w, of account accountID.

@@ -33,6 +33,7 @@ import (
 	"devreg/internal/authn"
 	domain "devreg/internal/metrics"
 	"devreg/internal/ratelimit"
+	"devreg/natsevents"
 	"devreg/registry"
 	"devreg/store"
 	"devreg/webhook"
@@ -85,6 +86,9 @@ type Config struct {
 	WebhookAllowPrivate bool
 	// EventsRetention is how long delivered events are kept; 0 for DefaultEventsRetention.
 	EventsRetention time.Duration
+	// EventsNATS, when set, is the URL of a NATS server with JetStream that every event is
+	// published to (subject devreg.<account_id>.<type>).
+	EventsNATS string
 }
 
 // DefaultEventsRetention is how long events are kept once delivered.
@@ -276,12 +280,23 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.stop = stop
 		go s.certs.watch(watchCtx, cfg.TLSReloadEvery)
 	}
-	s.startEvents(cmp.Or(cfg.EventsRetention, DefaultEventsRetention))
+	if err := s.startEvents(cmp.Or(cfg.EventsRetention, DefaultEventsRetention)); err != nil {
+		s.ln.Close()
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // startEvents starts the delivery of events to webhooks and their retention, until Shutdown.
-func (s *Server) startEvents(retention time.Duration) {
+func (s *Server) startEvents(retention time.Duration) error {
+	var nats *natsevents.Publisher
+	if s.cfg.EventsNATS != "" {
+		var err error
+		if nats, err = natsevents.Dial(s.cfg.EventsNATS); err != nil {
+			return err
+		}
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stopEvents = stop
 	host, _ := os.Hostname()
@@ -289,6 +304,15 @@ func (s *Server) startEvents(retention time.Duration) {
 	s.events.Add(2)
 	go func() { defer s.events.Done(); s.Service.DeliverEvents(ctx, owner) }()
 	go func() { defer s.events.Done(); s.Service.PruneEvents(ctx, retention) }()
+	if nats != nil {
+		s.events.Add(1)
+		go func() {
+			defer s.events.Done()
+			defer nats.Close()
+			s.Service.PublishEvents(ctx, "nats", owner, nats)
+		}()
+	}
+	return nil
 }
 
 // URL returns the address the server listens on, as an http or (serving TLS) https URL.

@@ -357,3 +357,94 @@ func (s *DB) ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error {
 		l.ID, l.Owner, micros(l.Until))
 	return err
 }
+
+// ClaimCursors leases to owner, until now+lease, up to limit accounts whose events sink has not
+// published to its end, and whose lease (if any) has run out, making the cursors of accounts it
+// meets first (at seq 0: a new sink gets the events kept). As webhooks are, each account's events
+// go to a sink from one server at a time.
+func (s *DB) ClaimCursors(ctx context.Context, sink, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.CursorLease, error) {
+	const due = `SELECT c.account_id FROM event_cursors c JOIN audit_heads h ON h.account_id = c.account_id
+		WHERE c.sink = ? AND c.lease_until <= ? AND h.event_seq > c.seq`
+	var n int
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM audit_heads h WHERE h.event_seq > 0 AND NOT EXISTS
+		(SELECT 1 FROM event_cursors c WHERE c.sink = ? AND c.account_id = h.account_id)`, sink).Scan(&n); err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		if _, err := s.exec(ctx, `INSERT INTO event_cursors (sink, account_id, seq) SELECT ?, account_id, 0 FROM audit_heads
+			WHERE event_seq > 0 ON CONFLICT (sink, account_id) DO NOTHING`, sink); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+due+` LIMIT 1) AS d`, sink, micros(now)).Scan(&n); err != nil || n == 0 {
+		return nil, err
+	}
+	var leases []devreg.CursorLease
+	err := s.inTx(ctx, func(tx handle) error {
+		skip := ""
+		if s.pg {
+			skip = ` FOR UPDATE OF c SKIP LOCKED`
+		}
+		rows, err := tx.QueryContext(ctx, due+` ORDER BY c.lease_until LIMIT ?`+skip, sink, micros(now), limit)
+		if err != nil {
+			return err
+		}
+		var accounts []string
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				rows.Close()
+				return err
+			}
+			accounts = append(accounts, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		until := now.Add(lease)
+		for _, a := range accounts {
+			l := devreg.CursorLease{Sink: sink, AccountID: a, Owner: owner, Until: until}
+			if err := tx.QueryRowContext(ctx, `UPDATE event_cursors SET lease_owner = ?, lease_until = ? WHERE sink = ? AND account_id = ? RETURNING seq`,
+				owner, micros(until), sink, a).Scan(&l.Seq); err != nil {
+				return err
+			}
+			leases = append(leases, l)
+		}
+		return nil
+	})
+	return leases, err
+}
+
+// AdvanceCursor moves l's cursor to seq, and ends the lease when done; it reports false, and
+// changes nothing, when the lease is no longer held.
+func (s *DB) AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, done bool) (bool, error) {
+	until := micros(l.Until)
+	owner := l.Owner
+	if done {
+		until, owner = 0, ""
+	}
+	res, err := s.exec(ctx, `UPDATE event_cursors SET seq = CASE WHEN seq > ? THEN seq ELSE ? END, lease_owner = ?, lease_until = ?
+		WHERE sink = ? AND account_id = ? AND lease_owner = ? AND lease_until = ?`, seq, seq, owner, until, l.Sink, l.AccountID, l.Owner, micros(l.Until))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// AddWebhookDelivery records a try that is no part of the webhook's progress (a test event).
+func (s *DB) AddWebhookDelivery(ctx context.Context, accountID, id string, d devreg.WebhookDelivery) error {
+	return s.inTx(ctx, func(tx handle) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM webhooks WHERE account_id = ? AND id = ?`, accountID, id).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return devreg.Errorf(devreg.ENOTFOUND, "no webhook %s", id)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, time, event_id, event_seq, event_type, attempt, status, error, answer, duration_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, micros(d.Time), d.EventID, d.EventSeq, d.EventType, d.Attempt, d.Status, d.Error, d.Answer, d.DurationMS)
+		return err
+	})
+}

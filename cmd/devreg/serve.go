@@ -52,6 +52,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ClientCertHeader, "tls-client-cert-header", m.env("DEVREG_TLS_CLIENT_CERT_HEADER", ""), "request header `NAME` in which a --trusted-proxy that terminates TLS passes the client's certificate (nginx $ssl_client_escaped_cert, Envoy X-Forwarded-Client-Cert); ignored from other peers (env DEVREG_TLS_CLIENT_CERT_HEADER)")
 	allowPrivate := fs.String("webhook-allow-private", m.env("DEVREG_WEBHOOK_ALLOW_PRIVATE", "false"), "let webhooks reach loopback, private and link-local addresses (a receiver on the same host or network); refused by default, so that a webhook cannot probe the server's network (env DEVREG_WEBHOOK_ALLOW_PRIVATE)")
 	retention := fs.String("events-retention", m.env("DEVREG_EVENTS_RETENTION", "7 days"), "how long events are kept once every webhook of their account has delivered them, such as \"7 days\" or 72h; the audit log keeps its entries regardless (env DEVREG_EVENTS_RETENTION)")
+	fs.StringVar(&cfg.EventsNATS, "events-nats", m.env("DEVREG_EVENTS_NATS", ""), "publish every event to this NATS server with JetStream (nats://host:4222), on subject devreg.<account_id>.<event type> with the event ID as Nats-Msg-Id; devreg makes stream DEVREG_EVENTS unless a stream takes devreg.> already (env DEVREG_EVENTS_NATS)")
 	fs.String("config", "", "a YAML `FILE` of settings named as these flags (addr: ..., public-url: ...); the command line and DEVREG_ variables override it (env DEVREG_CONFIG)")
 	args, err := m.applyConfigFile(fs, args)
 	if err != nil {

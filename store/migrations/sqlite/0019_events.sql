@@ -55,3 +55,14 @@ CREATE TABLE webhook_deliveries (
 	duration_ms INTEGER NOT NULL
 );
 CREATE INDEX webhook_deliveries_time ON webhook_deliveries (webhook_id, time);
+
+-- How far each account's events have been published to a sink that takes every account's
+-- events (sink 'nats': --events-nats), with the lease of the server that publishes them now.
+CREATE TABLE event_cursors (
+	sink        TEXT NOT NULL,
+	account_id  TEXT NOT NULL,
+	seq         INTEGER NOT NULL,
+	lease_owner TEXT NOT NULL DEFAULT '',
+	lease_until INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (sink, account_id)
+);
