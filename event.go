@@ -24,7 +24,13 @@ type Event struct {
 	DeviceTypeID string `json:"-"`
 }
 
-// EventTypes are the types of events, in the order of devreg.AuditActions.
+// EventFirstConnection is the type of the event of a device's first connection: its first
+// check-in, or the first time a broker let it in. Its data names the device, its type and batch,
+// and how it connected ("check-in", "broker"). It is no user's change: the audit log has none.
+const EventFirstConnection = "device.first_connection"
+
+// EventTypes are the types of events: those of the audit actions, in their order, and then
+// those of moments that are no user's change.
 var EventTypes = func() []string {
 	var types []string
 	for _, a := range AuditActions {
@@ -32,7 +38,7 @@ var EventTypes = func() []string {
 			types = append(types, t)
 		}
 	}
-	return types
+	return append(types, EventFirstConnection)
 }()
 
 // EventRegistered is the type of a registration's one event, however many devices it registered:

@@ -96,6 +96,53 @@ func testEventsFromTheChangesTransaction(t *testing.T, database string) {
 		t.Fatal("the long poll did not wake for the change")
 	}
 
+	// A device's first connection is one event, whether it checks in or a broker lets it in; its
+	// next connections are none.
+	from := e.events(t, e.admin, 0, 0).NextAfter
+	for range 2 {
+		if err := e.loginAndCheckIn("lock-0001", "a-long-secret-0001"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var broker map[string]any
+	e.mustDo(t, e.admin, "POST", "/api/v1/apikeys", `{"name": "broker", "scope": "broker"}`, 201, &broker)
+	for range 2 {
+		hr, _ := http.NewRequest("POST", e.url+"/broker/v1/emqx/authn", strings.NewReader(`{"username": "lock-0002", "password": "a-long-secret-0002", "clientid": "lock-0002"}`))
+		hr.Header.Set("Authorization", "Bearer "+broker["key"].(string))
+		hr.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "allow") {
+			t.Fatalf("broker login = %d %s", resp.StatusCode, body)
+		}
+	}
+	var firsts []map[string]string
+	for deadline := time.Now().Add(20 * time.Second); len(firsts) < 2 && time.Now().Before(deadline); {
+		p := e.events(t, e.admin, from, 10) // broker logins are written within seconds, in batches
+		for _, ev := range p.Events {
+			if ev.Type == devreg.EventFirstConnection {
+				var d map[string]string
+				json.Unmarshal(ev.Data, &d)
+				firsts = append(firsts, d)
+			}
+		}
+		from = p.NextAfter
+	}
+	time.Sleep(6 * time.Second) // past the writer's next batch: a second connection makes no event
+	for _, ev := range e.events(t, e.admin, from, 0).Events {
+		if ev.Type == devreg.EventFirstConnection {
+			t.Errorf("a second connection made event %s", ev.Data)
+		}
+	}
+	if len(firsts) != 2 || firsts[0]["device_id"] != "lock-0001" || firsts[0]["via"] != "check-in" || firsts[1]["device_id"] != "lock-0002" ||
+		firsts[1]["via"] != "broker" || firsts[1]["device_type_id"] != lock.ID || firsts[1]["batch_id"] != reg.BatchID {
+		t.Errorf("first connections = %v, want lock-0001 by check-in and lock-0002 through the broker, with type and batch", firsts)
+	}
+
 	// Keys see what they may: a key of Gate only Gate's events; a read key no key's events.
 	var restricted map[string]any
 	e.mustDo(t, e.admin, "POST", "/api/v1/apikeys", `{"name": "gate reader", "scope": "read", "device_type_ids": ["`+gate.ID+`"]}`, 201, &restricted)

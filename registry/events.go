@@ -42,6 +42,7 @@ func (s *Service) Events(ctx context.Context, after int64, wait time.Duration) (
 		return nil, 0, devreg.Errorf(devreg.EBADREQUEST, "wait must be 0 to %d seconds; it is %s", int(devreg.MaxEventWait.Seconds()), wait)
 	}
 	deadline := time.Now().Add(wait)
+	events = []devreg.Event{} // never null in the answer
 	waiting := false
 	defer func() {
 		if waiting {

@@ -135,6 +135,38 @@ func queueAudits(q stmtQueue, accountID string, head auditHead, es []*devreg.Aud
 	return nil
 }
 
+// appendEvents appends events that record no user's change (a device's first connection) to the
+// account's events in tx, numbered after its newest under the audit head's lock; their IDs are
+// made here.
+func (s *DB) appendEvents(ctx context.Context, tx handle, accountID string, evs []devreg.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	head, err := lockAuditHead(ctx, tx, accountID)
+	if err != nil {
+		return err
+	}
+	rows := make([]any, 0, 7*len(evs))
+	for _, ev := range evs {
+		head.eventSeq++
+		rows = append(rows, accountID, head.eventSeq, newEventID(), micros(ev.Time), ev.Type, ev.DeviceTypeID, string(ev.Data))
+	}
+	q := &handleQueue{h: tx}
+	queueEvents(q, rows)
+	// The lock moved seq on: put it back, with the new event seq.
+	q.exec(`UPDATE audit_heads SET seq = ?, event_seq = ? WHERE account_id = ?`, []any{head.Seq, head.eventSeq, accountID}, nil)
+	if err := q.flush(ctx); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	return nil
+}
+
+// firstConnection is the event of a device's first connection.
+func firstConnection(deviceID, deviceTypeID, batchID, via string, t time.Time) devreg.Event {
+	data, _ := json.Marshal(map[string]string{"device_id": deviceID, "device_type_id": deviceTypeID, "batch_id": batchID, "via": via})
+	return devreg.Event{Type: devreg.EventFirstConnection, Time: t.UTC(), DeviceTypeID: deviceTypeID, Data: data}
+}
+
 // changeOne runs a statement that changes one row of the account, in a transaction that appends
 // the audit entry ctx carries; a statement that changes no row is ENOTFOUND (with the message
 // format and args make), and nothing is appended then.

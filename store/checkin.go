@@ -18,11 +18,11 @@ import (
 // disabled one (or one in a disabled batch) and for one registered again since (in another batch).
 func (s *DB) CheckIn(ctx context.Context, accountID, deviceID, batchID string, t time.Time, firmware *string, reported []byte) error {
 	return s.inTx(ctx, func(tx handle) error {
-		var status, batchStatus, current string
+		var status, batchStatus, current, typeID string
 		var seen *int64
-		err := tx.QueryRowContext(ctx, `SELECT d.status, d.batch_id, d.last_seen_at, coalesce(b.status, 'enabled')
+		err := tx.QueryRowContext(ctx, `SELECT d.status, d.batch_id, d.last_seen_at, coalesce(b.status, 'enabled'), d.device_type_id
 			FROM devices d LEFT JOIN batches b ON b.id = d.batch_id WHERE `+oneDevice, accountID, deviceID).
-			Scan(&status, &current, &seen, &batchStatus)
+			Scan(&status, &current, &seen, &batchStatus, &typeID)
 		if err != nil {
 			return notFound(err, "no device %s", deviceID)
 		}
@@ -49,6 +49,9 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID, batchID string, t
 			} else if n == 1 {
 				if _, err := tx.ExecContext(ctx, `UPDATE batches SET connected_count = connected_count + 1 WHERE account_id = ? AND id = ?`,
 					accountID, batchID); err != nil {
+					return err
+				}
+				if err := s.appendEvents(ctx, tx, accountID, []devreg.Event{firstConnection(deviceID, typeID, batchID, "check-in", t)}); err != nil {
 					return err
 				}
 			}
@@ -97,23 +100,25 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	// here are written: one that a registration has added since is a device registered anew,
 	// after the login.
 	in, inArgs := tx.oneOf("device_id", ids)
-	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at FROM devices WHERE account_num = `+accountNum+`
+	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at, device_type_id FROM devices WHERE account_num = `+accountNum+`
 		AND `+in+` ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...)
 	if err != nil {
 		return err
 	}
 	var locked []string
+	var events []devreg.Event
 	first := map[string]int{}
 	for rows.Next() {
-		var deviceID, batchID string
+		var deviceID, batchID, typeID string
 		var seen sql.NullInt64
-		if err := rows.Scan(&deviceID, &batchID, &seen); err != nil {
+		if err := rows.Scan(&deviceID, &batchID, &seen, &typeID); err != nil {
 			rows.Close()
 			return err
 		}
 		locked = append(locked, deviceID)
 		if !seen.Valid {
 			first[batchID]++
+			events = append(events, firstConnection(deviceID, typeID, batchID, "broker", t))
 		}
 	}
 	rows.Close()
@@ -135,7 +140,7 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 			return err
 		}
 	}
-	return nil
+	return s.appendEvents(ctx, tx, accountID, events)
 }
 
 // inChunks calls write for [i, j) of n items, seenChunk at a time, each again after a pause if
