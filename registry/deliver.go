@@ -21,9 +21,11 @@ const (
 	deliveryWorkers = 8
 	// deliveryTimeout bounds one try: a receiver that answers more slowly has failed it.
 	deliveryTimeout = 10 * time.Second
-	// deliveryLease is how long a server holds a webhook it delivers to; it stops taking new
-	// events a try's length before the end. A server killed mid-delivery holds it no longer.
-	deliveryLease = 60 * time.Second
+	// deliveryLease is how long a server holds a webhook it delivers to from its last record of
+	// where the webhook is: it renews the lease with every record, and starts no try that could
+	// outlast it. Another server takes over the webhook of a server killed mid-delivery once its
+	// lease has run out.
+	deliveryLease = 15 * time.Second
 	// deliveryAnswer is how much of a receiver's answer a delivery keeps, to show.
 	deliveryAnswer = 1024
 )
@@ -75,50 +77,76 @@ func (s *Service) logError(what string, err error) {
 	}
 }
 
+// recordEvery is how many deliveries, or how long, a server lets pass before it records where a
+// webhook is: recording each delivery in a transaction of its own would bound a webhook to the
+// database's commits a second. A server killed in between sends those events again, with the
+// same webhook-id, which is what at least once allows.
+const (
+	recordEvery     = 100
+	recordEveryTime = 250 * time.Millisecond
+)
+
 // deliverLease delivers the events of leased webhook l in order while the lease lasts, until
 // one fails or none is left, and then gives the lease back.
 func (s *Service) deliverLease(ctx context.Context, client *http.Client, l devreg.WebhookLease) {
-	// The lease is given back with a context of its own: ctx may be ending.
-	defer s.store.ReleaseWebhook(context.WithoutCancel(ctx), l)
+	// The lease is given back, as it is then (each record renews it), with a context of its own:
+	// ctx may be ending.
+	defer func() { s.store.ReleaseWebhook(context.WithoutCancel(ctx), l) }()
 	secret, err := s.webhookSecret(l.AccountID, l.Webhook)
 	if err != nil {
 		s.logError("webhook secret", err)
 		return
 	}
-	after := l.DeliveredSeq
-	for time.Until(l.Until) > 2*deliveryTimeout && ctx.Err() == nil {
-		events, err := s.store.Events(ctx, l.AccountID, after, eventPage)
+	var tries []devreg.WebhookDelivery // delivered, not yet recorded
+	passed := l.DeliveredSeq           // the last event delivered or passed over
+	recorded := time.Now()
+	record := func() bool {
+		renew := s.now().Add(deliveryLease)
+		held, err := s.store.RecordDeliveries(context.WithoutCancel(ctx), l, tries, passed, renew)
+		if err != nil {
+			s.logError("record webhook deliveries", err)
+		}
+		if err == nil && held {
+			l.Until = renew.Truncate(time.Microsecond)
+		}
+		tries, recorded = tries[:0], time.Now()
+		return err == nil && held
+	}
+	defer func() {
+		if len(tries) > 0 || passed > l.DeliveredSeq {
+			record()
+		}
+	}()
+	for ctx.Err() == nil {
+		events, err := s.store.Events(ctx, l.AccountID, passed, eventPage)
 		if err != nil || len(events) == 0 {
 			if err != nil && ctx.Err() == nil {
 				s.logError("webhook events", err)
 			}
 			return
 		}
-		passed := after
 		for _, e := range events {
+			if l.Until.Sub(s.now()) <= deliveryTimeout+time.Second || ctx.Err() != nil {
+				return // a try now could outlast the lease
+			}
 			if len(l.EventTypes) > 0 && !slices.Contains(l.EventTypes, e.Type) {
 				passed = e.Seq
 				continue
 			}
 			d := s.post(ctx, client, l.URL, secret, e, l.Attempts+1)
-			held, err := s.store.RecordDelivery(context.WithoutCancel(ctx), l, &d, passed)
-			if err != nil {
-				s.logError("record webhook delivery", err)
+			tries = append(tries, d)
+			if !d.Delivered() {
+				record() // the failure, and the next try's time
+				tries, passed = nil, l.DeliveredSeq
 				return
 			}
-			if !held || !d.Delivered() {
-				return
+			l.Attempts, passed = 0, e.Seq
+			if len(tries) >= recordEvery || time.Since(recorded) >= recordEveryTime {
+				if !record() {
+					return
+				}
+				l.DeliveredSeq = passed
 			}
-			l.Attempts, after, passed = 0, e.Seq, e.Seq
-			if time.Until(l.Until) <= 2*deliveryTimeout || ctx.Err() != nil {
-				return
-			}
-		}
-		if passed > after { // the page ends with events not of the webhook's types
-			if held, err := s.store.RecordDelivery(ctx, l, nil, passed); err != nil || !held {
-				return
-			}
-			after = passed
 		}
 	}
 }
@@ -234,8 +262,8 @@ func (s *Service) PublishEvents(ctx context.Context, sink, owner string, p Event
 // publishing works, and then gives the lease back.
 func (s *Service) publishLease(ctx context.Context, p EventPublisher, l devreg.CursorLease) {
 	seq := l.Seq
-	defer func() { s.store.AdvanceCursor(context.WithoutCancel(ctx), l, seq, true) }()
-	for time.Until(l.Until) > 2*deliveryTimeout && ctx.Err() == nil {
+	defer func() { s.store.AdvanceCursor(context.WithoutCancel(ctx), l, seq, time.Time{}) }()
+	for l.Until.Sub(s.now()) > deliveryTimeout+time.Second && ctx.Err() == nil {
 		events, err := s.store.Events(ctx, l.AccountID, seq, eventPage)
 		if err != nil || len(events) == 0 {
 			return
@@ -255,8 +283,10 @@ func (s *Service) publishLease(ctx context.Context, p EventPublisher, l devreg.C
 			}
 			seq = e.Seq
 		}
-		if held, err := s.store.AdvanceCursor(ctx, l, seq, false); err != nil || !held {
+		renew := s.now().Add(deliveryLease)
+		if held, err := s.store.AdvanceCursor(ctx, l, seq, renew); err != nil || !held {
 			return
 		}
+		l.Until = renew.Truncate(time.Microsecond)
 	}
 }

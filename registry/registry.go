@@ -32,12 +32,12 @@ type Store interface {
 	DeleteWebhook(ctx context.Context, accountID, id string) error
 	WebhookDeliveries(ctx context.Context, accountID, id string) ([]devreg.WebhookDelivery, error)
 	ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error)
-	RecordDelivery(ctx context.Context, l devreg.WebhookLease, d *devreg.WebhookDelivery, passed int64) (bool, error)
+	RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []devreg.WebhookDelivery, passed int64, renew time.Time) (bool, error)
 	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error
 	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	AddWebhookDelivery(ctx context.Context, accountID, id string, d devreg.WebhookDelivery) error
 	ClaimCursors(ctx context.Context, sink, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.CursorLease, error)
-	AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, done bool) (bool, error)
+	AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, renew time.Time) (bool, error)
 	CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error
 	UserByEmail(ctx context.Context, email string) (devreg.User, error)
 	CreateSession(ctx context.Context, tokenHash []byte, userID, passwordHash string, created, expires time.Time) error

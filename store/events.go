@@ -290,13 +290,14 @@ func (s *DB) ClaimWebhooks(ctx context.Context, owner string, now time.Time, lea
 	return leases, err
 }
 
-// RecordDelivery records a try of l's webhook: d, and where the webhook goes on. A delivered
-// event moves it past delivered (the seq of d's event, or a later one passed over); a failed
-// try counts an attempt and sets the next after devreg.WebhookBackoff, and one that has failed
-// for devreg.WebhookGiveUp disables the webhook. passed moves it past events not of its types
-// when d is nil. It does nothing, and reports false, when l's lease is no longer held: another
-// server has the webhook now, and decides.
-func (s *DB) RecordDelivery(ctx context.Context, l devreg.WebhookLease, d *devreg.WebhookDelivery, passed int64) (bool, error) {
+// RecordDeliveries records tries of l's webhook, in order, and where the webhook goes on: every
+// try but the last delivered its event; a delivered last one moves the webhook past its event
+// (or past passed, events not of its types after it); a failed one counts an attempt and sets
+// the next after devreg.WebhookBackoff, and one that has failed for devreg.WebhookGiveUp
+// disables the webhook. With no tries, it moves the webhook past passed. The lease then lasts
+// until renew (the server goes on delivering). It does nothing, and reports false, when l's
+// lease is no longer held: another server has the webhook now, and decides.
+func (s *DB) RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []devreg.WebhookDelivery, passed int64, renew time.Time) (bool, error) {
 	held := false
 	err := s.inTx(ctx, func(tx handle) error {
 		var owner string
@@ -314,34 +315,51 @@ func (s *DB) RecordDelivery(ctx context.Context, l devreg.WebhookLease, d *devre
 			return nil
 		}
 		held = true
-		if d == nil {
-			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET delivered_seq = CASE WHEN delivered_seq > ? THEN delivered_seq ELSE ? END WHERE id = ?`,
-				passed, passed, l.ID)
+		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_until = ? WHERE id = ?`, micros(renew), l.ID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, time, event_id, event_seq, event_type, attempt, status, error, answer, duration_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, l.ID, micros(d.Time), d.EventID, d.EventSeq, d.EventType, d.Attempt, d.Status, d.Error, d.Answer, d.DurationMS); err != nil {
+		forward := func(seq int64) error {
+			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET delivered_seq = CASE WHEN delivered_seq > ? THEN delivered_seq ELSE ? END,
+				attempts = 0, failing_since = 0, next_attempt = 0 WHERE id = ?`, seq, seq, l.ID)
 			return err
+		}
+		if len(ds) == 0 {
+			return forward(passed)
+		}
+		const n = 10
+		rows := make([]any, 0, n*len(ds))
+		for _, d := range ds {
+			rows = append(rows, l.ID, micros(d.Time), d.EventID, d.EventSeq, d.EventType, d.Attempt, d.Status, d.Error, d.Answer, d.DurationMS)
+		}
+		for chunk := range slices.Chunk(rows, n*100) {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, time, event_id, event_seq, event_type, attempt, status, error, answer, duration_ms)
+				VALUES `+strings.TrimSuffix(strings.Repeat("("+placeholders(n)+"), ", len(chunk)/n), ", "), chunk...); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE webhook_id = ? AND time < (
 			SELECT min(time) FROM (SELECT time FROM webhook_deliveries WHERE webhook_id = ? ORDER BY time DESC LIMIT ?) AS kept)`,
 			l.ID, l.ID, devreg.MaxWebhookDeliveries); err != nil {
 			return err
 		}
-		if d.Delivered() {
-			seq := max(d.EventSeq, passed)
-			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET delivered_seq = CASE WHEN delivered_seq > ? THEN delivered_seq ELSE ? END,
-				attempts = 0, failing_since = 0, next_attempt = 0 WHERE id = ?`, seq, seq, l.ID)
-			return err
+		last := ds[len(ds)-1]
+		if last.Delivered() {
+			return forward(max(last.EventSeq, passed))
+		}
+		if len(ds) > 1 {
+			if err := forward(ds[len(ds)-2].EventSeq); err != nil {
+				return err
+			}
+			attempts, failing = 0, 0
 		}
 		if failing == 0 {
-			failing = micros(d.Time)
+			failing = micros(last.Time)
 		}
 		attempts++
-		next := d.Time.Add(devreg.WebhookBackoff(attempts))
-		if d.Time.Sub(fromMicros(failing)) >= devreg.WebhookGiveUp {
+		next := last.Time.Add(devreg.WebhookBackoff(attempts))
+		if last.Time.Sub(fromMicros(failing)) >= devreg.WebhookGiveUp {
 			_, err := tx.ExecContext(ctx, `UPDATE webhooks SET enabled = ?, attempts = ?, failing_since = ?, next_attempt = 0, disabled_reason = ? WHERE id = ?`,
-				false, attempts, failing, "event "+d.EventID+" failed for 3 days ("+devreg.Thousands(int64(attempts))+" tries); devreg disabled the webhook: enable it to try again", l.ID)
+				false, attempts, failing, "event "+last.EventID+" failed for 3 days ("+devreg.Thousands(int64(attempts))+" tries); devreg disabled the webhook: enable it to try again", l.ID)
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE webhooks SET attempts = ?, failing_since = ?, next_attempt = ? WHERE id = ?`, attempts, failing, micros(next), l.ID)
@@ -416,12 +434,11 @@ func (s *DB) ClaimCursors(ctx context.Context, sink, owner string, now time.Time
 	return leases, err
 }
 
-// AdvanceCursor moves l's cursor to seq, and ends the lease when done; it reports false, and
-// changes nothing, when the lease is no longer held.
-func (s *DB) AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, done bool) (bool, error) {
-	until := micros(l.Until)
-	owner := l.Owner
-	if done {
+// AdvanceCursor moves l's cursor to seq, and renews the lease until renew, or ends it when
+// renew is zero; it reports false, and changes nothing, when the lease is no longer held.
+func (s *DB) AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, renew time.Time) (bool, error) {
+	until, owner := micros(renew), l.Owner
+	if renew.IsZero() {
 		until, owner = 0, ""
 	}
 	res, err := s.exec(ctx, `UPDATE event_cursors SET seq = CASE WHEN seq > ? THEN seq ELSE ? END, lease_owner = ?, lease_until = ?

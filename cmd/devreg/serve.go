@@ -50,7 +50,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	acmeDomains := fs.String("tls-acme", m.env("DEVREG_TLS_ACME", ""), "serve HTTPS with certificates got and renewed by ACME (Let's Encrypt) for these `domains`, comma-separated; the CA must reach --addr on port 443 (env DEVREG_TLS_ACME)")
 	fs.StringVar(&cfg.TLSACMEDir, "tls-acme-dir", m.env("DEVREG_TLS_ACME_DIR", ""), "`DIR` that keeps the ACME account key and certificates across restarts (env DEVREG_TLS_ACME_DIR)")
 	fs.StringVar(&cfg.ClientCertHeader, "tls-client-cert-header", m.env("DEVREG_TLS_CLIENT_CERT_HEADER", ""), "request header `NAME` in which a --trusted-proxy that terminates TLS passes the client's certificate (nginx $ssl_client_escaped_cert, Envoy X-Forwarded-Client-Cert); ignored from other peers (env DEVREG_TLS_CLIENT_CERT_HEADER)")
-	allowPrivate := fs.String("webhook-allow-private", m.env("DEVREG_WEBHOOK_ALLOW_PRIVATE", "false"), "let webhooks reach loopback, private and link-local addresses (a receiver on the same host or network); refused by default, so that a webhook cannot probe the server's network (env DEVREG_WEBHOOK_ALLOW_PRIVATE)")
+	allowPrivateEnv, envErr := strconv.ParseBool(m.env("DEVREG_WEBHOOK_ALLOW_PRIVATE", "false"))
+	fs.BoolVar(&cfg.WebhookAllowPrivate, "webhook-allow-private", allowPrivateEnv, "let webhooks reach loopback, private and link-local addresses (a receiver on the same host or network); refused by default, so that a webhook cannot probe the server's network (env DEVREG_WEBHOOK_ALLOW_PRIVATE)")
 	retention := fs.String("events-retention", m.env("DEVREG_EVENTS_RETENTION", "7 days"), "how long events are kept once every webhook of their account has delivered them, such as \"7 days\" or 72h; the audit log keeps its entries regardless (env DEVREG_EVENTS_RETENTION)")
 	fs.StringVar(&cfg.EventsNATS, "events-nats", m.env("DEVREG_EVENTS_NATS", ""), "publish every event to this NATS server with JetStream (nats://host:4222), on subject devreg.<account_id>.<event type> with the event ID as Nats-Msg-Id; devreg makes stream DEVREG_EVENTS unless a stream takes devreg.> already (env DEVREG_EVENTS_NATS)")
 	fs.String("config", "", "a YAML `FILE` of settings named as these flags (addr: ..., public-url: ...); the command line and DEVREG_ variables override it (env DEVREG_CONFIG)")
@@ -90,8 +91,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return usageError{fmt.Sprintf("--api-rate-limit: want a whole number of requests a minute per API key from 1 to %d, not %q "+
 			"(the limit cannot be turned off; for keys used only on a trusted network, give a large number)", ratelimit.MaxLimit, *rateLimit)}
 	}
-	if cfg.WebhookAllowPrivate, err = strconv.ParseBool(*allowPrivate); err != nil {
-		return usageError{"--webhook-allow-private: want true or false, not " + strconv.Quote(*allowPrivate)}
+	if envErr != nil {
+		return usageError{"DEVREG_WEBHOOK_ALLOW_PRIVATE: want true or false, not " + strconv.Quote(m.env("DEVREG_WEBHOOK_ALLOW_PRIVATE", ""))}
 	}
 	if cfg.EventsRetention, err = devreg.ParseDuration(*retention); err != nil || cfg.EventsRetention < time.Hour {
 		return usageError{"--events-retention: want a duration of at least an hour, such as \"7 days\" or 72h, not " + strconv.Quote(*retention)}
