@@ -44,8 +44,10 @@ build:
 # first connections through an enrollment group from 64 clients against as many token requests.
 # make bench BATCH_DELETE=1 registers a lot of a million devices and deletes it (DELETE
 # /api/v1/batches/{id}), on SQLite and PostgreSQL, against the raw DELETE of another lot.
+# make bench EVENTS=1 delivers 10,000 events to a webhook and to a private nats-server -js, on
+# SQLite and PostgreSQL, against signed POSTs in order and nats.go's publishes of the same events.
 bench:
-	$(GO) run ./internal/bench $(if $(filter 1,$(BIG)),-big) $(if $(filter 1,$(CERT_LOGIN)),-cert-login) $(if $(filter 1,$(CERTIFICATES)),-certificates) $(if $(filter 1,$(ENROLL)),-enroll) $(if $(filter 1,$(BATCH_DELETE)),-batch-delete)
+	$(GO) run ./internal/bench $(if $(filter 1,$(BIG)),-big) $(if $(filter 1,$(CERT_LOGIN)),-cert-login) $(if $(filter 1,$(CERTIFICATES)),-certificates) $(if $(filter 1,$(ENROLL)),-enroll) $(if $(filter 1,$(BATCH_DELETE)),-batch-delete) $(if $(filter 1,$(EVENTS)),-events)
 
 fuzz:
 	$(GO) test ./bulkfile -run '^$$' -fuzz FuzzReader -fuzztime 60s

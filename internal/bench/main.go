@@ -82,6 +82,7 @@ func main() {
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
 	batchDelete := flag.Bool("batch-delete", false, "measure only deleting a lot of n devices against registering it, and the raw DELETE of as many rows by the sqlite3 shell and psql (see batchdelete.go)")
+	events := flag.Bool("events", false, "measure only the delivery of -events-n events to a webhook and to JetStream, each against its baseline (see events.go)")
 	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
 	bin := flag.String("bin", "", "with -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
@@ -97,6 +98,8 @@ func main() {
 		err = runEnroll(cfg)
 	case *batchDelete:
 		err = runBatchDelete(cfg, *bin)
+	case *events:
+		err = runEvents(cfg)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:
@@ -447,12 +450,17 @@ type server struct {
 // startServer creates an account in a new data directory and serves it; args are more flags for
 // both (a --database). The API rate limit is raised so that no figure measures it.
 func (b *bench) startServer(ctx context.Context, name string, args ...string) (*server, error) {
+	return b.startServerWith(ctx, name, nil, args...)
+}
+
+// startServerWith is startServer with flags for serve alone.
+func (b *bench) startServerWith(ctx context.Context, name string, serveOnly []string, args ...string) (*server, error) {
 	s := &server{data: filepath.Join(b.dir, name)}
 	var err error
 	if s.accountID, s.apiKey, err = createAccount(ctx, b.bin, nil, append([]string{"--data", s.data}, args...)...); err != nil {
 		return nil, err
 	}
-	if s.url, s.cmd, err = serve(b.bin, append([]string{"--data", s.data, "--api-rate-limit", "1000000"}, args...)...); err != nil {
+	if s.url, s.cmd, err = serve(b.bin, append(append([]string{"--data", s.data, "--api-rate-limit", "1000000"}, serveOnly...), args...)...); err != nil {
 		return nil, err
 	}
 	s.c = client.New(s.url, s.apiKey)
