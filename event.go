@@ -38,8 +38,17 @@ var EventTypes = func() []string {
 			types = append(types, t)
 		}
 	}
-	return append(types, EventFirstConnection)
+	return append(types, EventFirstConnection, EventCredentialFirstUse, EventLockedOut)
 }()
+
+// EventCredentialFirstUse is the type of the event of a credential's first use: data names the
+// device, its type, the credential and its kind (secret or certificate).
+const EventCredentialFirstUse = "credential.first_use"
+
+// EventLockedOut is the type of the event of a device's lock-out beginning: too many wrong
+// secrets in the window, so logins are refused until it ends. Data names the device, its type,
+// the failures counted and when the lock-out ends.
+const EventLockedOut = "device.locked_out"
 
 // EventRegistered is the type of a registration's one event, however many devices it registered:
 // its data holds the batch ID, the device type ID and the counts.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -137,6 +138,36 @@ func testEventsFromTheChangesTransaction(t *testing.T, database string) {
 		if ev.Type == devreg.EventFirstConnection {
 			t.Errorf("a second connection made event %s", ev.Data)
 		}
+	}
+	// Their credentials' first uses are events too; a lock-out's beginning is one.
+	uses := 0
+	for _, ev := range e.events(t, e.admin, 0, 0).Events {
+		if ev.Type == devreg.EventCredentialFirstUse {
+			uses++
+		}
+	}
+	if uses != 2 {
+		t.Errorf("%d credential.first_use events, want 2 (lock-0001's and lock-0002's secret)", uses)
+	}
+	for range 12 {
+		form := url.Values{"grant_type": {"client_credentials"}, "account_id": {e.accountID}, "client_id": {"lock-0003"}, "client_secret": {"wrong-secret"}}
+		resp, err := http.PostForm(e.url+"/device/v1/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	locked := 0
+	for _, ev := range e.events(t, e.admin, 0, 0).Events {
+		if ev.Type == devreg.EventLockedOut {
+			locked++
+			if !strings.Contains(string(ev.Data), `"device_id":"lock-0003"`) {
+				t.Errorf("lock-out event %s", ev.Data)
+			}
+		}
+	}
+	if locked != 1 {
+		t.Errorf("%d device.locked_out events after 12 wrong secrets, want 1", locked)
 	}
 	if len(firsts) != 2 || firsts[0]["device_id"] != "lock-0001" || firsts[0]["via"] != "check-in" || firsts[1]["device_id"] != "lock-0002" ||
 		firsts[1]["via"] != "broker" || firsts[1]["device_type_id"] != lock.ID || firsts[1]["batch_id"] != reg.BatchID {

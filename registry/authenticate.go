@@ -131,9 +131,25 @@ func (s *Service) loginAttempt(ctx context.Context, accountID, deviceID, key str
 		if failures > DeviceMaxFailures {
 			return devreg.DeviceAuth{}, none, throttled(since)
 		}
+		if failures == DeviceMaxFailures && d.DeviceTypeID != "" {
+			// This failure begins the lock-out: one event per window, and only for a device that
+			// exists (a stranger's guesses at made-up IDs make none).
+			s.lockedOut(context.WithoutCancel(ctx), accountID, deviceID, d.DeviceTypeID, failures, since.Add(DeviceFailureWindow), now)
+		}
 		return devreg.DeviceAuth{}, none, refusal
 	}
 	return d, cred, nil
+}
+
+// lockedOut appends the event of a device's lock-out beginning; a failure to is logged, and the
+// login is refused all the same.
+func (s *Service) lockedOut(ctx context.Context, accountID, deviceID, typeID string, failures int, until, now time.Time) {
+	data, _ := json.Marshal(map[string]any{"device_id": deviceID, "device_type_id": typeID, "failures": failures,
+		"until": until.UTC().Format(time.RFC3339)})
+	err := s.store.AppendEvents(ctx, accountID, []devreg.Event{{Type: devreg.EventLockedOut, Time: now, DeviceTypeID: typeID, Data: data}})
+	if err != nil {
+		s.logError("lock-out event", err)
+	}
 }
 
 // deviceLogin returns what a device's login needs: the device, as deviceAuth does, and the

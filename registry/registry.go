@@ -36,6 +36,7 @@ type Store interface {
 	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error
 	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	AddWebhookDelivery(ctx context.Context, accountID, id string, d devreg.WebhookDelivery) error
+	AppendEvents(ctx context.Context, accountID string, evs []devreg.Event) error
 	ClaimCursors(ctx context.Context, sink, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.CursorLease, error)
 	AdvanceCursor(ctx context.Context, l devreg.CursorLease, seq int64, renew time.Time) (bool, error)
 	CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error

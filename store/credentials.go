@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -199,9 +200,15 @@ func (r *deviceAuthRows) result(deviceID string) (devreg.DeviceAuth, error) {
 // CredentialUsed records, at a credential's first use, that the device authenticated with it at t,
 // and moves its hash to another key when keyID is set, in one write. A credential that has
 // changed since it was read (another hash, or gone) is left alone.
+//
+// A first use (t set, and the credential never used before) is also the credential.first_use
+// event, in the same transaction, once however many servers see it at once.
 func (s *DB) CredentialUsed(ctx context.Context, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error {
 	if keyID == "" {
 		keyID, hash = c.KeyID, c.Hash
+	}
+	if !t.IsZero() && c.LastUsedAt == nil {
+		return s.inTx(ctx, func(tx handle) error { return s.firstUse(ctx, tx, accountID, deviceID, c, t, keyID, hash) })
 	}
 	if c.InDevice {
 		_, err := s.exec(ctx, `UPDATE devices SET cred_last_used_at = coalesce(?, cred_last_used_at), key_id = ?, secret_hash = ?
@@ -213,6 +220,43 @@ func (s *DB) CredentialUsed(ctx context.Context, accountID, deviceID string, c d
 		WHERE account_num = `+accountNum+` AND device_id = ? AND id = ? AND key_id = ? AND secret_hash = ?`,
 		nullMicros(t), keyID, hash, accountID, deviceID, c.ID, c.KeyID, c.Hash)
 	return err
+}
+
+// firstUse is CredentialUsed for a credential's first use, in tx.
+func (s *DB) firstUse(ctx context.Context, tx handle, accountID, deviceID string, c devreg.StoredCredential, t time.Time, keyID string, hash []byte) error {
+	var res sql.Result
+	var err error
+	if c.InDevice {
+		res, err = tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ?, key_id = ?, secret_hash = ?
+			WHERE `+oneDevice+` AND key_id = ? AND secret_hash = ? AND cred_last_used_at IS NULL`,
+			micros(t), keyID, hash, accountID, deviceID, c.KeyID, c.Hash)
+	} else {
+		res, err = tx.ExecContext(ctx, `UPDATE credentials SET last_used_at = ?, key_id = ?, secret_hash = ?
+			WHERE account_num = `+accountNum+` AND device_id = ? AND id = ? AND key_id = ? AND secret_hash = ? AND last_used_at IS NULL`,
+			micros(t), keyID, hash, accountID, deviceID, c.ID, c.KeyID, c.Hash)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // used since, by another server, or changed: that one records it
+	}
+	var typeID string
+	if err := tx.QueryRowContext(ctx, `SELECT device_type_id FROM devices WHERE `+oneDevice, accountID, deviceID).Scan(&typeID); err != nil {
+		return err
+	}
+	kind := "secret"
+	if c.SHA256 != "" {
+		kind = "certificate"
+	}
+	data, _ := json.Marshal(map[string]string{"device_id": deviceID, "credential_id": c.ID, "device_type_id": typeID, "kind": kind})
+	return s.appendEvents(ctx, tx, accountID, []devreg.Event{{Type: devreg.EventCredentialFirstUse, Time: t.UTC(), DeviceTypeID: typeID, Data: data}})
+}
+
+// AppendEvents appends, in a transaction of its own, events that record no user's change and no
+// write of the store's own (a device's lock-out).
+func (s *DB) AppendEvents(ctx context.Context, accountID string, evs []devreg.Event) error {
+	return s.inTx(ctx, func(tx handle) error { return s.appendEvents(ctx, tx, accountID, evs) })
 }
 
 // nullMicros is t in microseconds, or NULL for the zero time.
