@@ -39,27 +39,17 @@ func (s *Service) DeliverEvents(ctx context.Context, owner string) {
 	client := s.WebhookGuard.Client(deliveryTimeout)
 	defer client.CloseIdleConnections()
 	slots := make(chan struct{}, deliveryWorkers)
-	tick := time.NewTicker(deliveryPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			for range deliveryWorkers { // let the deliveries under way record their tries
-				slots <- struct{}{}
-			}
-			return
-		case <-tick.C:
-		}
+	every(ctx, deliveryPoll, func() {
 		free := cap(slots) - len(slots)
 		if free == 0 {
-			continue
+			return
 		}
 		leases, err := s.store.ClaimWebhooks(ctx, owner, s.now(), deliveryLease, free)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logError("claim webhooks", err)
 			}
-			continue
+			return
 		}
 		for _, l := range leases {
 			slots <- struct{}{}
@@ -67,6 +57,23 @@ func (s *Service) DeliverEvents(ctx context.Context, owner string) {
 				defer func() { <-slots }()
 				s.deliverLease(ctx, client, l)
 			}()
+		}
+	})
+	for range deliveryWorkers { // let the deliveries under way record their tries
+		slots <- struct{}{}
+	}
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			fn()
 		}
 	}
 }
@@ -196,18 +203,11 @@ const pruneBatch = 1000
 // PruneEvents deletes, every minute until ctx ends, the events older than retention that every
 // webhook of their account has delivered. The audit log keeps its entries.
 func (s *Service) PruneEvents(ctx context.Context, retention time.Duration) {
-	tick := time.NewTicker(time.Minute)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, time.Minute, func() {
 		if _, err := s.PruneEventsOnce(ctx, retention); err != nil && ctx.Err() == nil {
 			s.logError("delete old events", err)
 		}
-	}
+	})
 }
 
 // PruneEventsOnce deletes the events older than retention that every enabled webhook of their
@@ -237,25 +237,18 @@ const publishPoll = 250 * time.Millisecond
 // time (sink names the cursor), and an event that fails to publish (the server is away) is tried
 // again on the next poll, with those after it waiting.
 func (s *Service) PublishEvents(ctx context.Context, sink, owner string, p EventPublisher) {
-	tick := time.NewTicker(publishPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, publishPoll, func() {
 		leases, err := s.store.ClaimCursors(ctx, sink, owner, s.now(), deliveryLease, deliveryWorkers)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logError("claim events to publish", err)
 			}
-			continue
+			return
 		}
 		for _, l := range leases {
 			s.publishLease(ctx, p, l)
 		}
-	}
+	})
 }
 
 // publishLease publishes the events of leased cursor l, page by page, while the lease lasts and

@@ -246,48 +246,69 @@ func (s *DB) WebhookDeliveries(ctx context.Context, accountID, id string) ([]dev
 func (s *DB) ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error) {
 	const due = `SELECT w.id, w.account_id FROM webhooks w JOIN audit_heads h ON h.account_id = w.account_id
 		WHERE w.enabled AND w.next_attempt <= ? AND w.lease_until <= ? AND h.event_seq > w.delivered_seq`
-	// Most polls find nothing due: they ask without a write transaction (SQLite's one writer).
-	var due1 int
-	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+due+` LIMIT 1) AS d`, micros(now), micros(now)).Scan(&due1); err != nil || due1 == 0 {
-		return nil, err
-	}
 	var leases []devreg.WebhookLease
-	err := s.inTx(ctx, func(tx handle) error {
-		skip := ""
-		if s.pg {
-			skip = ` FOR UPDATE OF w SKIP LOCKED`
+	until := now.Add(lease)
+	err := s.claimDue(ctx, due, "w", "w.next_attempt", []any{micros(now), micros(now)}, limit, func(tx handle, row []string) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, micros(until), row[0]); err != nil {
+			return err
 		}
-		rows, err := tx.QueryContext(ctx, due+` ORDER BY w.next_attempt LIMIT ?`+skip, micros(now), micros(now), limit)
+		w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`, row[0]).Scan)
 		if err != nil {
 			return err
 		}
-		var ids, accounts []string
+		leases = append(leases, devreg.WebhookLease{Webhook: w, AccountID: row[1], Owner: owner, Until: until})
+		return nil
+	})
+	return leases, err
+}
+
+// claimDue leases the rows that query due (with args) selects, up to limit in order of order,
+// in a write transaction: lease is called with each row's columns. On PostgreSQL the rows of
+// alias are locked with SKIP LOCKED, so that servers claiming at once take different rows. Most
+// polls find nothing: a look without a write transaction (SQLite's one writer) comes first.
+func (s *DB) claimDue(ctx context.Context, due, alias, order string, args []any, limit int, lease func(tx handle, row []string) error) error {
+	var n int
+	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+due+` LIMIT 1) AS d`, args...).Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	return s.inTx(ctx, func(tx handle) error {
+		skip := ""
+		if s.pg {
+			skip = ` FOR UPDATE OF ` + alias + ` SKIP LOCKED`
+		}
+		rows, err := tx.QueryContext(ctx, due+` ORDER BY `+order+` LIMIT ?`+skip, append(args, limit)...)
+		if err != nil {
+			return err
+		}
+		cols, err := rows.Columns()
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		var found [][]string
 		for rows.Next() {
-			var id, account string
-			if err := rows.Scan(&id, &account); err != nil {
+			row := make([]string, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range row {
+				ptrs[i] = &row[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
 				rows.Close()
 				return err
 			}
-			ids, accounts = append(ids, id), append(accounts, account)
+			found = append(found, row)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		until := now.Add(lease)
-		for i, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, micros(until), id); err != nil {
+		for _, row := range found {
+			if err := lease(tx, row); err != nil {
 				return err
 			}
-			w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = ?`, id).Scan)
-			if err != nil {
-				return err
-			}
-			leases = append(leases, devreg.WebhookLease{Webhook: w, AccountID: accounts[i], Owner: owner, Until: until})
 		}
 		return nil
 	})
-	return leases, err
 }
 
 // RecordDeliveries records tries of l's webhook, in order, and where the webhook goes on: every
@@ -394,41 +415,15 @@ func (s *DB) ClaimCursors(ctx context.Context, sink, owner string, now time.Time
 			return nil, err
 		}
 	}
-	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM (`+due+` LIMIT 1) AS d`, sink, micros(now)).Scan(&n); err != nil || n == 0 {
-		return nil, err
-	}
 	var leases []devreg.CursorLease
-	err := s.inTx(ctx, func(tx handle) error {
-		skip := ""
-		if s.pg {
-			skip = ` FOR UPDATE OF c SKIP LOCKED`
-		}
-		rows, err := tx.QueryContext(ctx, due+` ORDER BY c.lease_until LIMIT ?`+skip, sink, micros(now), limit)
-		if err != nil {
+	until := now.Add(lease)
+	err := s.claimDue(ctx, due, "c", "c.lease_until", []any{sink, micros(now)}, limit, func(tx handle, row []string) error {
+		l := devreg.CursorLease{Sink: sink, AccountID: row[0], Owner: owner, Until: until}
+		if err := tx.QueryRowContext(ctx, `UPDATE event_cursors SET lease_owner = ?, lease_until = ? WHERE sink = ? AND account_id = ? RETURNING seq`,
+			owner, micros(until), sink, row[0]).Scan(&l.Seq); err != nil {
 			return err
 		}
-		var accounts []string
-		for rows.Next() {
-			var a string
-			if err := rows.Scan(&a); err != nil {
-				rows.Close()
-				return err
-			}
-			accounts = append(accounts, a)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		until := now.Add(lease)
-		for _, a := range accounts {
-			l := devreg.CursorLease{Sink: sink, AccountID: a, Owner: owner, Until: until}
-			if err := tx.QueryRowContext(ctx, `UPDATE event_cursors SET lease_owner = ?, lease_until = ? WHERE sink = ? AND account_id = ? RETURNING seq`,
-				owner, micros(until), sink, a).Scan(&l.Seq); err != nil {
-				return err
-			}
-			leases = append(leases, l)
-		}
+		leases = append(leases, l)
 		return nil
 	})
 	return leases, err
