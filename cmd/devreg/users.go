@@ -152,21 +152,29 @@ func (m *Main) usersSetRole(ctx context.Context, args []string) error {
 	if *email == "" || *role == "" {
 		return usageError{"--email and --role are required"}
 	}
-	svc, actx, closeDB, err := m.openUsers(ctx, cfg, *account)
+	return m.onUser(ctx, cfg, *account, *email, func(actx context.Context, svc *registry.Service, u devreg.User) error {
+		r := devreg.Role(*role)
+		u, _, err := svc.UpdateUser(actx, u.ID, registry.UserUpdate{Role: &r})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "%s is now %s\n", u.Email, u.Role)
+		return nil
+	})
+}
+
+// onUser opens the account's data, finds its user of email, and hands both to fn.
+func (m *Main) onUser(ctx context.Context, cfg server.Config, account, email string, fn func(context.Context, *registry.Service, devreg.User) error) error {
+	svc, actx, closeDB, err := m.openUsers(ctx, cfg, account)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	u, err := userByEmail(actx, svc, *account, *email)
+	u, err := userByEmail(actx, svc, account, email)
 	if err != nil {
 		return err
 	}
-	r := devreg.Role(*role)
-	if u, _, err = svc.UpdateUser(actx, u.ID, registry.UserUpdate{Role: &r}); err != nil {
-		return err
-	}
-	fmt.Fprintf(m.Stdout, "%s is now %s\n", u.Email, u.Role)
-	return nil
+	return fn(actx, svc, u)
 }
 
 func (m *Main) usersRemove(ctx context.Context, args []string) error {
@@ -180,20 +188,13 @@ func (m *Main) usersRemove(ctx context.Context, args []string) error {
 	if *email == "" {
 		return usageError{"--email is required"}
 	}
-	svc, actx, closeDB, err := m.openUsers(ctx, cfg, *account)
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	u, err := userByEmail(actx, svc, *account, *email)
-	if err != nil {
-		return err
-	}
-	if err := svc.DeleteUser(actx, u.ID); err != nil {
-		return err
-	}
-	fmt.Fprintf(m.Stdout, "%s is removed; its sessions have ended\n", u.Email)
-	return nil
+	return m.onUser(ctx, cfg, *account, *email, func(actx context.Context, svc *registry.Service, u devreg.User) error {
+		if err := svc.DeleteUser(actx, u.ID); err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "%s is removed; its sessions have ended\n", u.Email)
+		return nil
+	})
 }
 
 // usersResetPassword sets a user's password from the command line: the way back in for an
