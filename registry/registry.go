@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -140,7 +139,7 @@ type Service struct {
 	// unless it allows them).
 	WebhookGuard webhook.Guard
 
-	eventWaiters atomic.Int64 // requests waiting for events (Events)
+	eventWaiters eventWaiters // requests waiting for events (Events)
 
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)
