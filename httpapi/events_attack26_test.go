@@ -386,3 +386,23 @@ func testTwoServersDeliverInOrderOnce(t *testing.T, database string) {
 		h.mu.Unlock()
 	}
 }
+
+// TestNoEventsIsAnEmptyList: an answer without events (none yet, a long poll that timed out, or
+// only events the key may not see) lists none, as the document says, instead of "events": null,
+// which a consumer iterating over the list fails on.
+func TestNoEventsIsAnEmptyList(t *testing.T) {
+	e := newEnv(t, "", 0)
+	newest := e.events(t, e.admin, 0, 0).NextAfter
+	for _, key := range []string{e.admin, e.read} {
+		for _, wait := range []int{0, 1} {
+			status, b := e.send(t, req{key: key, method: "GET", path: fmt.Sprintf("/api/v1/events?after=%d&wait=%d", newest, wait)})
+			if status != 200 || !strings.Contains(string(b), `"events":[]`) {
+				t.Errorf("no events (wait %d) = %d %s, want an empty list", wait, status, b)
+			}
+		}
+	}
+	// A read key sees none of the keys' creation events, all there is.
+	if status, b := e.send(t, req{key: e.read, method: "GET", path: "/api/v1/events"}); status != 200 || !strings.Contains(string(b), `"events":[]`) {
+		t.Errorf("only events a read key may not see = %d %s, want an empty list", status, b)
+	}
+}

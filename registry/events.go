@@ -79,6 +79,7 @@ func (s *Service) Events(ctx context.Context, after int64, wait time.Duration) (
 		return nil, 0, devreg.Errorf(devreg.EBADREQUEST, "wait must be 0 to %d seconds; it is %s", int(devreg.MaxEventWait.Seconds()), wait)
 	}
 	deadline := time.Now().Add(wait)
+	events = []devreg.Event{} // none is an empty list, not null
 	waiting := false
 	defer func() {
 		if waiting {
