@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"devreg"
 )
@@ -17,19 +18,29 @@ import (
 // (a page lists the first devreg.MaxProblems): a registration reports its problems kind by kind,
 // each kind in index order, so the file holds a few sorted runs, and WriteCSV merges them. Memory
 // stays a buffer per run however many problems there are; the disk it takes stops at
-// maxProblemFile, and Close removes it.
+// maxProblemFile, the disk of all of them at maxProblemDisk, and Close removes it.
 type problemFile struct {
 	f       *os.File
 	size    countingWriter
 	w       *csv.Writer
 	runs    []int64 // where each run starts in f
 	last    int     // the index of the problem written last
-	dropped int     // problems past maxProblemFile
+	dropped int     // problems past maxProblemFile, or past maxProblemDisk
+	crowded bool    // problems were dropped for other downloads' files (maxProblemDisk)
+	held    int64   // the bytes of f counted in problemDisk
 	err     error
 }
 
 // maxProblemFile bounds the disk a download of problems takes: some 2 million problems.
 const maxProblemFile = 256 << 20
+
+// problemDisk is the disk all problem files of this process take together, which stops at
+// maxProblemDisk: a client that does not read its download holds the file open for as long as it
+// likes, so each download's bound alone would let a few connections fill the temporary directory
+// (a tmpfs, that is memory, in the compose file).
+var problemDisk atomic.Int64
+
+const maxProblemDisk = maxProblemFile
 
 type countingWriter struct {
 	w io.Writer
@@ -62,12 +73,21 @@ func (p *problemFile) Add(pr devreg.Problem) {
 		p.dropped++
 		return
 	}
+	if problemDisk.Load() >= maxProblemDisk {
+		p.dropped++
+		p.crowded = true
+		return
+	}
 	if len(p.runs) == 0 || pr.Index < p.last {
 		p.w.Flush()
 		p.runs = append(p.runs, p.size.n)
 	}
 	p.last = pr.Index
 	p.err = p.w.Write([]string{strconv.Itoa(pr.Index), strconv.Itoa(pr.Line), pr.DeviceID, pr.Message})
+	if grown := p.size.n - p.held; grown > 0 {
+		problemDisk.Add(grown)
+		p.held = p.size.n
+	}
 }
 
 // WriteCSV writes every problem recorded, in index order, as CSV with a header: entries and
@@ -138,7 +158,11 @@ func (p *problemFile) WriteCSV(w io.Writer) error {
 		}
 	}
 	if p.dropped > 0 {
-		if err := out.Write([]string{"", "", "", fmt.Sprintf("and %s more problems: this download stops at %d MiB", devreg.Thousands(int64(p.dropped)), maxProblemFile>>20)}); err != nil {
+		why := fmt.Sprintf("this download stops at %d MiB", maxProblemFile>>20)
+		if p.crowded {
+			why = fmt.Sprintf("other downloads of problems under way take the server's room for them (%d MiB); download again later for all", maxProblemDisk>>20)
+		}
+		if err := out.Write([]string{"", "", "", fmt.Sprintf("and %s more problems: %s", devreg.Thousands(int64(p.dropped)), why)}); err != nil {
 			return err
 		}
 	}
@@ -146,8 +170,12 @@ func (p *problemFile) WriteCSV(w io.Writer) error {
 	return out.Error()
 }
 
-// Close removes the file.
-func (p *problemFile) Close() error { return p.f.Close() }
+// Close removes the file, and gives back the room it took.
+func (p *problemFile) Close() error {
+	problemDisk.Add(-p.held)
+	p.held = 0
+	return p.f.Close()
+}
 
 // cell keeps a spreadsheet from reading a value of the upload as a formula. No valid device ID
 // starts with these characters, so a cell that does is a refused ID, shown with a leading "'".

@@ -70,7 +70,7 @@ func actorTypeOf(id string) string {
 
 // objectTypeOf is the kind of object an ID names, for a filter that does not say.
 func objectTypeOf(id string) string {
-	for prefix, kind := range map[string]string{"dt_": "devicetype", "bat_": "batch", "key_": "apikey", "usr_": "user", "acc_": "account"} {
+	for prefix, kind := range map[string]string{"dt_": "devicetype", "bat_": "batch", "key_": "apikey", "usr_": "user", "acc_": "account", "whk_": "webhook"} {
 		if strings.HasPrefix(id, prefix) {
 			return kind
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"devreg"
@@ -164,10 +165,19 @@ func (s *Service) post(ctx context.Context, client *http.Client, url, secret str
 	start := s.Now()
 	d := devreg.WebhookDelivery{Time: start.UTC().Truncate(time.Microsecond), EventID: e.ID, EventSeq: e.Seq, EventType: e.Type, Attempt: attempt}
 	if err := send(ctx, client, url, secret, e, start, &d); err != nil {
-		d.Error = devreg.ProblemList{}.Clip(err.Error())
+		// The error may quote the receiver's status line, which may hold anything.
+		d.Error = devreg.ProblemList{}.Clip(logText(err.Error()))
 	}
+	d.Answer = logText(d.Answer)
 	d.DurationMS = s.Now().Sub(start).Milliseconds()
 	return d
+}
+
+// logText is s as a delivery's record keeps it: a receiver's answer and status line may hold
+// bytes that are not UTF-8, or NUL, which PostgreSQL's text refuses; a try whose record fails to
+// be written would be made again at every poll, without a pause, and a taken event sent again.
+func logText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // send is post's request, its answer put in d.

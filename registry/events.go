@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"devreg"
@@ -21,9 +22,46 @@ const eventPage = 500
 // by any server are in the database, so looking is all a waiting request needs.
 const eventPoll = 250 * time.Millisecond
 
-// maxEventWaiters bounds the requests that wait for events at once on this server; one more
-// answers at once with what there is, as a request with wait=0 does.
-const maxEventWaiters = 256
+// maxEventWaiters bounds the requests that wait for events at once on this server, and
+// maxAccountEventWaiters those of one account, so that one account's flood of long polls cannot
+// take every place; one more answers at once with what there is, as a request with wait=0 does.
+const (
+	maxEventWaiters        = 256
+	maxAccountEventWaiters = 32
+)
+
+// eventWaiters counts the requests that wait for events, on this server and per account.
+type eventWaiters struct {
+	mu        sync.Mutex
+	total     int
+	byAccount map[string]int
+}
+
+// enter takes a place for a request of account to wait in, and reports false when the server's
+// or the account's places are all taken.
+func (w *eventWaiters) enter(account string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.total >= maxEventWaiters || w.byAccount[account] >= maxAccountEventWaiters {
+		return false
+	}
+	if w.byAccount == nil {
+		w.byAccount = map[string]int{}
+	}
+	w.total++
+	w.byAccount[account]++
+	return true
+}
+
+// leave gives back a place enter took.
+func (w *eventWaiters) leave(account string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.total--
+	if w.byAccount[account]--; w.byAccount[account] == 0 {
+		delete(w.byAccount, account)
+	}
+}
 
 // Events returns the caller's account's events after seq after that the caller may see
 // (devreg.Caller.SeesEvent), at most eventPage, and the seq to ask after next. When there are none
@@ -42,11 +80,11 @@ func (s *Service) Events(ctx context.Context, after int64, wait time.Duration) (
 		return nil, 0, devreg.Errorf(devreg.EBADREQUEST, "wait must be 0 to %d seconds; it is %s", int(devreg.MaxEventWait.Seconds()), wait)
 	}
 	deadline := time.Now().Add(wait)
-	events = []devreg.Event{} // never null in the answer
+	events = []devreg.Event{} // none is an empty list, not null
 	waiting := false
 	defer func() {
 		if waiting {
-			s.eventWaiters.Add(-1)
+			s.eventWaiters.leave(c.AccountID)
 		}
 	}()
 	for {
@@ -67,8 +105,7 @@ func (s *Service) Events(ctx context.Context, after int64, wait time.Duration) (
 			return events, after, nil
 		}
 		if !waiting {
-			if s.eventWaiters.Add(1) > maxEventWaiters {
-				s.eventWaiters.Add(-1)
+			if !s.eventWaiters.enter(c.AccountID) {
 				return events, after, nil
 			}
 			waiting = true
@@ -87,8 +124,28 @@ func webhookAD(accountID, id string) []byte { return credential.SealContext("web
 
 // checkWebhook checks a webhook's URL and event types, as given or changed.
 func (s *Service) checkWebhook(ctx context.Context, rawURL string, types []string) error {
+	if err := s.checkWebhookURL(ctx, rawURL); err != nil {
+		return err
+	}
+	return checkEventTypes(types)
+}
+
+// checkWebhookURL checks a webhook's URL, as given or changed, against the guard.
+func (s *Service) checkWebhookURL(ctx context.Context, rawURL string) error {
 	if err := s.WebhookGuard.CheckURL(ctx, rawURL); err != nil {
 		return devreg.Errorf(devreg.EINVALID, "url: %v", err)
+	}
+	return nil
+}
+
+// maxWebhookTypes is how many event types a webhook may list, as the API's document says: each
+// delivery looks its event up in the list, and every listing of webhooks shows it.
+const maxWebhookTypes = 64
+
+// checkEventTypes checks a webhook's event types, as given or changed.
+func checkEventTypes(types []string) error {
+	if len(types) > maxWebhookTypes {
+		return devreg.Errorf(devreg.EINVALID, "event_types lists %d types; at most %d are allowed (there are %d types)", len(types), maxWebhookTypes, len(devreg.EventTypes))
 	}
 	for _, t := range types {
 		if !knownEventType(t) {
@@ -186,8 +243,18 @@ func (s *Service) UpdateWebhook(ctx context.Context, id string, u devreg.Webhook
 		}
 		types = *u.EventTypes
 	}
-	if err := s.checkWebhook(ctx, rawURL, types); err != nil {
-		return devreg.Webhook{}, err
+	// Only what changes is checked: a URL the guard would refuse now (the server restarted
+	// without --webhook-allow-private, or the host no longer resolves), or a type a later
+	// version no longer makes, must not keep the webhook from being disabled or moved.
+	if u.URL != nil {
+		if err := s.checkWebhookURL(ctx, rawURL); err != nil {
+			return devreg.Webhook{}, err
+		}
+	}
+	if u.EventTypes != nil {
+		if err := checkEventTypes(types); err != nil {
+			return devreg.Webhook{}, err
+		}
 	}
 	if u.ResumeAfter != nil && *u.ResumeAfter < 0 {
 		return devreg.Webhook{}, devreg.Errorf(devreg.EINVALID, "resume_after must be a seq of 0 or more; it is %d", *u.ResumeAfter)

@@ -311,11 +311,15 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust type
 			if err != nil {
 				continue // drain, so that reading ends
 			}
-			for _, p := range b.problems {
-				r.invalid.Add(p)
-			}
 			r.details = append(r.details, b.details...)
+			// The chunk's problems, in index order, so that a list of the first problems and
+			// a sink that sorts runs (the console's download of every problem) see one run: those
+			// its check found, and the staged entries' kinds.
+			next := 0
 			for i, e := range b.staged {
+				for ; next < len(b.problems) && b.problems[next].Index < e.Index; next++ {
+					r.invalid.Add(b.problems[next])
+				}
 				if p, ok := kinds.check(e, b.certs[i]); !ok {
 					r.invalid.Add(p)
 					refused.Store(true)
@@ -335,6 +339,9 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust type
 					close(stop)
 					break
 				}
+			}
+			for ; next < len(b.problems); next++ {
+				r.invalid.Add(b.problems[next])
 			}
 		}
 		slices.Sort(screened)

@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -127,7 +126,8 @@ const maxHashes = 4
 type Service struct {
 	store Store
 	keys  *credential.Keyring
-	// Now tells the time; tests replace it.
+	// Now tells the time; tests replace it, before the server serves (its background work, the
+	// delivery of events, reads it).
 	Now func() time.Time
 	// Log gets what background work cannot return; nil logs nothing.
 	Log *slog.Logger
@@ -144,7 +144,7 @@ type Service struct {
 	// unless it allows them).
 	WebhookGuard webhook.Guard
 
-	eventWaiters atomic.Int64 // requests waiting for events (Events)
+	eventWaiters eventWaiters // requests waiting for events (Events)
 
 	seen      seenWriter   // broker logins, to be recorded as the devices being seen
 	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)

@@ -15,6 +15,13 @@ import (
 
 func atk15Server(t *testing.T, trusted ...string) (*server.Server, devreg.Account, string) {
 	t.Helper()
+	return atk15ServerAt(t, nil, trusted...)
+}
+
+// atk15ServerAt is atk15Server whose service tells the time with now, when set (before it serves:
+// its background work reads the clock).
+func atk15ServerAt(t *testing.T, now func() time.Time, trusted ...string) (*server.Server, devreg.Account, string) {
+	t.Helper()
 	var prefixes []netip.Prefix
 	for _, p := range trusted {
 		prefixes = append(prefixes, netip.MustParsePrefix(p))
@@ -23,6 +30,9 @@ func atk15Server(t *testing.T, trusted ...string) (*server.Server, devreg.Accoun
 	srv, err := server.Open(ctx, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), TrustedProxies: prefixes, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if now != nil {
+		srv.Service.Now = now
 	}
 	go srv.Serve()
 	t.Cleanup(func() { http.DefaultClient.CloseIdleConnections(); srv.Shutdown(context.Background()) })
@@ -86,10 +96,9 @@ func TestAttack15ForwardedForFromAnUntrustedPeer(t *testing.T) {
 // station's address; once the minute has passed, the server writes the latest use, the other
 // address, without another call.
 func TestAttack15LastUsedIPFollowsTheLastUse(t *testing.T) {
-	srv, acc, key := atk15Server(t, "127.0.0.0/8") // the test client stands behind a trusted proxy
 	now := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
-	srv.Service.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv, acc, key := atk15ServerAt(t, func() time.Time { mu.Lock(); defer mu.Unlock(); return now }, "127.0.0.0/8") // the test client stands behind a trusted proxy
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	atk15Get(t, srv, key, "198.51.100.7") // the factory station
 	if ip := atk15LastIP(t, srv, acc); ip != "198.51.100.7" {

@@ -194,9 +194,13 @@ type Server struct {
 	headerLog rateLog            // the client certificate header from a peer that is no trusted proxy
 	metrics   *metricsServer     // with MetricsAddr: the listener /metrics is served on
 	limits    *ratelimit.Limiter // API keys' requests, shared by the Operations API and introspection
-	// stopEvents ends the delivery of events and their retention; events waits for them.
-	stopEvents context.CancelFunc
-	events     sync.WaitGroup
+	// nats publishes the events with --events-nats; nil without.
+	nats *natsevents.Publisher
+	// startEvents starts the delivery of events and their retention (once, when Serve starts);
+	// stopEvents ends them, and events waits for them.
+	startEvents sync.Once
+	stopEvents  context.CancelFunc
+	events      sync.WaitGroup
 }
 
 // Open prepares a server: it opens the data directory, keys and database, and listens on
@@ -280,23 +284,22 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.stop = stop
 		go s.certs.watch(watchCtx, cfg.TLSReloadEvery)
 	}
-	if err := s.startEvents(cmp.Or(cfg.EventsRetention, DefaultEventsRetention)); err != nil {
-		s.ln.Close()
-		db.Close()
-		return nil, err
+	if cfg.EventsNATS != "" {
+		if s.nats, err = natsevents.Dial(cfg.EventsNATS); err != nil {
+			s.ln.Close()
+			db.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
 
-// startEvents starts the delivery of events to webhooks and their retention, until Shutdown.
-func (s *Server) startEvents(retention time.Duration) error {
-	var nats *natsevents.Publisher
-	if s.cfg.EventsNATS != "" {
-		var err error
-		if nats, err = natsevents.Dial(s.cfg.EventsNATS); err != nil {
-			return err
-		}
-	}
+// runEvents starts the delivery of events to webhooks and NATS and their retention, until
+// Shutdown. Serve starts it, not Open: what is set on Service between the two (a test's clock)
+// is set before these goroutines read it.
+func (s *Server) runEvents() {
+	retention := cmp.Or(s.cfg.EventsRetention, DefaultEventsRetention)
+	nats := s.nats
 	ctx, stop := context.WithCancel(context.Background())
 	s.stopEvents = stop
 	host, _ := os.Hostname()
@@ -312,7 +315,6 @@ func (s *Server) startEvents(retention time.Duration) error {
 			s.Service.PublishEvents(ctx, "nats", owner, nats)
 		}()
 	}
-	return nil
 }
 
 // URL returns the address the server listens on, as an http or (serving TLS) https URL.
@@ -338,8 +340,9 @@ func (s *Server) PublicURL() string {
 	return s.URL()
 }
 
-// Serve answers requests until Shutdown.
+// Serve answers requests until Shutdown, and delivers events meanwhile.
 func (s *Server) Serve() error {
+	s.startEvents.Do(s.runEvents)
 	s.log.Info("devreg serving", "addr", s.ln.Addr().String(), "public_url", s.PublicURL(), "data", s.cfg.DataDir,
 		"api_rate_limit", s.cfg.APIRateLimit, "tls", s.tls != nil)
 	var err error
@@ -360,8 +363,14 @@ func (s *Server) Serve() error {
 // database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
-	s.stopEvents()
+	s.startEvents.Do(func() {}) // not started: not to be started now
+	if s.stopEvents != nil {
+		s.stopEvents()
+	}
 	s.events.Wait() // deliveries under way record their tries first
+	if s.nats != nil && s.stopEvents == nil {
+		s.nats.Close()
+	}
 	if s.metrics != nil {
 		s.metrics.close()
 	}

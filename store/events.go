@@ -166,7 +166,11 @@ func (s *DB) Webhook(ctx context.Context, accountID, id string) (devreg.Webhook,
 }
 
 // UpdateWebhook changes a webhook of the account as u says, with the audit entry ctx carries, and
-// returns it changed. Enabling it, or moving where it resumes, clears its failures.
+// returns it changed. Enabling it, or moving where it resumes, clears its failures. It ends the
+// webhook's lease, if a server holds one: that server took the webhook as it was (its URL, its
+// types, where it resumes), so its next RecordDelivery finds the lease gone and it stops, instead
+// of going on delivering to a disabled webhook, an old URL or events the change skipped; the next
+// claim takes the webhook as it is now.
 func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.WebhookUpdate) (devreg.Webhook, error) {
 	var w devreg.Webhook
 	err := s.inTx(ctx, func(tx handle) error {
@@ -187,6 +191,15 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 			w.Enabled = *u.Enabled
 		}
 		if u.ResumeAfter != nil {
+			// A seq past the newest event would silence the webhook until the account has made
+			// that many, and let retention delete the events it has not had meanwhile.
+			var newest int64
+			if err := tx.QueryRowContext(ctx, `SELECT event_seq FROM audit_heads WHERE account_id = ?`, accountID).Scan(&newest); err != nil && err != sql.ErrNoRows {
+				return err
+			}
+			if *u.ResumeAfter > newest {
+				return devreg.Errorf(devreg.EINVALID, "resume_after %d is past the account's newest event, %d; give a seq of 0 to %d", *u.ResumeAfter, newest, newest)
+			}
 			w.DeliveredSeq, clear = *u.ResumeAfter, true
 		}
 		if clear {
@@ -197,7 +210,7 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 			return err
 		}
 		args := []any{w.URL, string(types), w.Enabled, w.DeliveredSeq, w.Attempts, w.DisabledReason}
-		sets := `url = ?, event_types = ?, enabled = ?, delivered_seq = ?, attempts = ?, disabled_reason = ?`
+		sets := `url = ?, event_types = ?, enabled = ?, delivered_seq = ?, attempts = ?, disabled_reason = ?, lease_owner = '', lease_until = 0`
 		if clear {
 			sets += `, failing_since = 0, next_attempt = 0`
 		}

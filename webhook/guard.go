@@ -195,11 +195,14 @@ func (g Guard) control(network, address string, _ syscall.RawConn) error {
 	return nil
 }
 
+// maxAnswerHeaders bounds the headers of a receiver's answer, far above what any sends.
+const maxAnswerHeaders = 64 << 10
+
 // Client returns an http.Client for deliveries. Every connection it opens is
 // checked against g at connect time, it ignores proxy settings from the
 // environment, it returns redirects instead of following them (Standard
-// Webhooks counts a 3xx as a failed delivery), and it gives up on a request
-// after timeout.
+// Webhooks counts a 3xx as a failed delivery), it reads at most 64 KiB of an
+// answer's headers, and it gives up on a request after timeout.
 func (g Guard) Client(timeout time.Duration) *http.Client {
 	dialer := &net.Dialer{
 		Timeout:   timeout,
@@ -217,6 +220,8 @@ func (g Guard) Client(timeout time.Duration) *http.Client {
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       60 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// An answer's headers are not kept; the default would read 10 MiB of them.
+		MaxResponseHeaderBytes: maxAnswerHeaders,
 	}
 	return &http.Client{
 		Transport: transport,
