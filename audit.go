@@ -51,6 +51,10 @@ type AuditEntry struct {
 	Object    AuditObject    `json:"object"`
 	Details   map[string]any `json:"details"` // what changed: old and new values, counts; never a secret
 	Hash      string         `json:"hash,omitempty"`
+	// DeviceTypeID is the device type the change is about, when it is about a device or a batch
+	// and the details do not say: the entry's event is then one a key of that type sees. It is no
+	// part of the entry (not hashed, not listed).
+	DeviceTypeID string `json:"-"`
 }
 
 // AuditActions are the actions the audit log records.

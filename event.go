@@ -87,6 +87,8 @@ func EventOf(e *AuditEntry) (Event, bool) {
 		ev.DeviceTypeID = id
 	} else if e.Object.Type == "devicetype" {
 		ev.DeviceTypeID = e.Object.ID
+	} else {
+		ev.DeviceTypeID = e.DeviceTypeID
 	}
 	return ev, true
 }

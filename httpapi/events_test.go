@@ -185,10 +185,15 @@ func testEventsFromTheChangesTransaction(t *testing.T, database string) {
 	if n := len(e.events(t, restricted["key"].(string), 0, 0).Events); n != 1 {
 		t.Errorf("a key of Gate sees %d events, want Gate's creation only", n)
 	}
+	readSees := map[string]bool{}
 	for _, ev := range e.events(t, e.read, 0, 0).Events {
+		readSees[ev.Type] = true
 		if strings.HasPrefix(ev.Type, "apikey.") || strings.HasPrefix(ev.Type, "user.") {
 			t.Errorf("a read key sees %s", ev.Type)
 		}
+	}
+	if !readSees["device.update"] || !readSees["devices.registered"] {
+		t.Errorf("a read key sees %v; want the device's update and the registration (events about devices of types it reaches)", readSees)
 	}
 	// Another account's events are its own.
 	for _, ev := range e.events(t, e.other, 0, 0).Events {
@@ -276,6 +281,16 @@ func testWebhooksDeliverSignedEvents(t *testing.T, database string) {
 		t.Errorf("the secret is shown again")
 	}
 	e.mustDo(t, e.admin, "POST", "/api/v1/webhooks", `{"url": "`+rcv.URL+`", "event_types": ["no.such"]}`, 422, nil)
+	// A token in a receiver's URL (Slack and Discord put it in the path) stays out of the
+	// webhook.create event, which every other webhook receives, and out of the audit log.
+	var tokened devreg.Webhook
+	e.mustDo(t, e.admin, "POST", "/api/v1/webhooks", `{"url": "`+rcv.URL+`/api/webhooks/123/S3CRET-PATH-TOKEN?key=S3CRET-QUERY", "enabled": false}`, 201, &tokened)
+	for _, ev := range e.events(t, e.admin, 0, 0).Events {
+		if strings.Contains(string(ev.Data), "S3CRET") {
+			t.Errorf("event %s repeats the URL's token: %s", ev.Type, ev.Data)
+		}
+	}
+	e.mustDo(t, e.admin, "DELETE", "/api/v1/webhooks/"+tokened.ID, "", 204, nil)
 	e.mustDo(t, e.read, "GET", "/api/v1/webhooks", "", 403, nil)
 
 	lock := e.createType(t, e.admin, "Lock", 0)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"devreg"
@@ -18,8 +19,13 @@ const (
 	// deliveryPoll is how often a server looks for webhooks with events to deliver.
 	deliveryPoll = 500 * time.Millisecond
 	// deliveryWorkers bounds the webhooks a server delivers to at once, and so the connections
-	// it holds to receivers, however slow they are.
+	// it holds to receivers, however slow they are; accountWorkers bounds those of one account,
+	// so that an account of slow receivers leaves the others workers.
 	deliveryWorkers = 8
+	accountWorkers  = 4
+	// deliverySlice is how long a worker delivers to one webhook before it gives it back, so
+	// that the webhooks waiting for a worker get their turn.
+	deliverySlice = 10 * time.Second
 	// deliveryTimeout bounds one try: a receiver that answers more slowly has failed it.
 	deliveryTimeout = 10 * time.Second
 	// deliveryLease is how long a server holds a webhook it delivers to from its last record of
@@ -40,12 +46,22 @@ func (s *Service) DeliverEvents(ctx context.Context, owner string) {
 	client := s.WebhookGuard.Client(deliveryTimeout)
 	defer client.CloseIdleConnections()
 	slots := make(chan struct{}, deliveryWorkers)
+	var mu sync.Mutex
+	busy := map[string]int{} // workers by account
 	every(ctx, deliveryPoll, func() {
 		free := cap(slots) - len(slots)
 		if free == 0 {
 			return
 		}
-		leases, err := s.store.ClaimWebhooks(ctx, owner, s.now(), deliveryLease, free)
+		var full []string
+		mu.Lock()
+		for a, n := range busy {
+			if n >= accountWorkers {
+				full = append(full, a)
+			}
+		}
+		mu.Unlock()
+		leases, err := s.store.ClaimWebhooks(ctx, owner, s.now(), deliveryLease, free, full)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logError("claim webhooks", err)
@@ -53,9 +69,24 @@ func (s *Service) DeliverEvents(ctx context.Context, owner string) {
 			return
 		}
 		for _, l := range leases {
+			mu.Lock()
+			if busy[l.AccountID] >= accountWorkers { // the claim took more of one account
+				mu.Unlock()
+				s.store.ReleaseWebhook(ctx, l, s.now())
+				continue
+			}
+			busy[l.AccountID]++
+			mu.Unlock()
 			slots <- struct{}{}
 			go func() {
-				defer func() { <-slots }()
+				defer func() {
+					mu.Lock()
+					if busy[l.AccountID]--; busy[l.AccountID] == 0 {
+						delete(busy, l.AccountID)
+					}
+					mu.Unlock()
+					<-slots
+				}()
 				s.deliverLease(ctx, client, l)
 			}()
 		}
@@ -99,7 +130,8 @@ const (
 func (s *Service) deliverLease(ctx context.Context, client *http.Client, l devreg.WebhookLease) {
 	// The lease is given back, as it is then (each record renews it), with a context of its own:
 	// ctx may be ending.
-	defer func() { s.store.ReleaseWebhook(context.WithoutCancel(ctx), l) }()
+	defer func() { s.store.ReleaseWebhook(context.WithoutCancel(ctx), l, s.now()) }()
+	started := time.Now()
 	secret, err := s.webhookSecret(l.AccountID, l.Webhook)
 	if err != nil {
 		s.logError("webhook secret", err)
@@ -134,8 +166,8 @@ func (s *Service) deliverLease(ctx context.Context, client *http.Client, l devre
 			return
 		}
 		for _, e := range events {
-			if l.Until.Sub(s.now()) <= deliveryTimeout+time.Second || ctx.Err() != nil {
-				return // a try now could outlast the lease
+			if l.Until.Sub(s.now()) <= deliveryTimeout+time.Second || ctx.Err() != nil || time.Since(started) > deliverySlice {
+				return // a try now could outlast the lease, or others wait for a turn
 			}
 			if len(l.EventTypes) > 0 && !slices.Contains(l.EventTypes, e.Type) {
 				passed = e.Seq

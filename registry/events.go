@@ -189,17 +189,19 @@ func (s *Service) CreateWebhook(ctx context.Context, rawURL string, types []stri
 	return w, nil
 }
 
-// redactURL is a webhook URL as the audit log and events keep it: without its query, which may
-// hold a receiver's token.
+// redactURL is a webhook URL as the audit log and events keep it: its scheme and host, without
+// its path and query, which may hold a receiver's token (Slack and Discord put it in the path),
+// and which every other webhook would otherwise receive with the webhook.create event.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return ""
 	}
-	if u.RawQuery != "" {
-		u.RawQuery = "…"
+	kept := u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		kept += "/…"
 	}
-	return u.String()
+	return kept
 }
 
 // Webhooks lists the caller's account's webhooks.

@@ -30,9 +30,9 @@ type Store interface {
 	UpdateWebhook(ctx context.Context, accountID, id string, u devreg.WebhookUpdate) (devreg.Webhook, error)
 	DeleteWebhook(ctx context.Context, accountID, id string) error
 	WebhookDeliveries(ctx context.Context, accountID, id string) ([]devreg.WebhookDelivery, error)
-	ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error)
+	ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int, except []string) ([]devreg.WebhookLease, error)
 	RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []devreg.WebhookDelivery, passed int64, renew time.Time) (bool, error)
-	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error
+	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease, now time.Time) error
 	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	AddWebhookDelivery(ctx context.Context, accountID, id string, d devreg.WebhookDelivery) error
 	AppendEvents(ctx context.Context, accountID string, evs []devreg.Event) error

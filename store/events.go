@@ -256,12 +256,20 @@ func (s *DB) WebhookDeliveries(ctx context.Context, accountID, id string) ([]dev
 // deliver and whose next try is due, and whose lease (if any) has run out: each webhook is
 // delivered by one server at a time, and a server that dies loses its leases when they run out.
 // On PostgreSQL, servers claiming at once skip each other's rows (FOR UPDATE SKIP LOCKED).
-func (s *DB) ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]devreg.WebhookLease, error) {
-	const due = `SELECT w.id, w.account_id FROM webhooks w JOIN audit_heads h ON h.account_id = w.account_id
+func (s *DB) ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int, except []string) ([]devreg.WebhookLease, error) {
+	due := `SELECT w.id, w.account_id FROM webhooks w JOIN audit_heads h ON h.account_id = w.account_id
 		WHERE w.enabled AND w.next_attempt <= ? AND w.lease_until <= ? AND h.event_seq > w.delivered_seq`
+	args := []any{micros(now), micros(now)}
+	if len(except) > 0 {
+		due += ` AND w.account_id NOT IN (` + placeholders(len(except)) + `)`
+		for _, a := range except {
+			args = append(args, a)
+		}
+	}
 	var leases []devreg.WebhookLease
 	until := now.Add(lease)
-	err := s.claimDue(ctx, due, "w", "w.next_attempt", []any{micros(now), micros(now)}, limit, func(tx handle, row []string) error {
+	// Those waiting longest first: a webhook given back has its lease's end at the time it was.
+	err := s.claimDue(ctx, due, "w", "w.next_attempt, w.lease_until", args, limit, func(tx handle, row []string) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?`, owner, micros(until), row[0]); err != nil {
 			return err
 		}
@@ -402,11 +410,11 @@ func (s *DB) RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []d
 	return held, err
 }
 
-// ReleaseWebhook ends l's lease early, so that the webhook's next event need not wait for it to
+// ReleaseWebhook ends l's lease at now, early, so that the webhook's next event need not wait for it to
 // run out.
-func (s *DB) ReleaseWebhook(ctx context.Context, l devreg.WebhookLease) error {
-	_, err := s.exec(ctx, `UPDATE webhooks SET lease_owner = '', lease_until = 0 WHERE id = ? AND lease_owner = ? AND lease_until = ?`,
-		l.ID, l.Owner, micros(l.Until))
+func (s *DB) ReleaseWebhook(ctx context.Context, l devreg.WebhookLease, now time.Time) error {
+	_, err := s.exec(ctx, `UPDATE webhooks SET lease_owner = '', lease_until = ? WHERE id = ? AND lease_owner = ? AND lease_until = ?`,
+		micros(now), l.ID, l.Owner, micros(l.Until))
 	return err
 }
 
