@@ -169,6 +169,10 @@ func (s *Service) deliverLease(ctx context.Context, client *http.Client, l devre
 			if l.Until.Sub(s.now()) <= deliveryTimeout+time.Second || ctx.Err() != nil || time.Since(started) > deliverySlice {
 				return // a try now could outlast the lease, or others wait for a turn
 			}
+			if held, err := s.store.HoldsLease(ctx, l); err != nil || !held {
+				tries = tries[:0] // changed meanwhile (a PATCH): the next claim decides
+				return
+			}
 			if len(l.EventTypes) > 0 && !slices.Contains(l.EventTypes, e.Type) {
 				passed = e.Seq
 				continue

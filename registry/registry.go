@@ -33,6 +33,7 @@ type Store interface {
 	ClaimWebhooks(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int, except []string) ([]devreg.WebhookLease, error)
 	RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []devreg.WebhookDelivery, passed int64, renew time.Time) (bool, error)
 	ReleaseWebhook(ctx context.Context, l devreg.WebhookLease, now time.Time) error
+	HoldsLease(ctx context.Context, l devreg.WebhookLease) (bool, error)
 	DeleteEventsBefore(ctx context.Context, before time.Time, limit int) (int64, error)
 	AddWebhookDelivery(ctx context.Context, accountID, id string, d devreg.WebhookDelivery) error
 	AppendEvents(ctx context.Context, accountID string, evs []devreg.Event) error

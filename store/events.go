@@ -410,6 +410,16 @@ func (s *DB) RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []d
 	return held, err
 }
 
+// HoldsLease reports whether l's lease is still held: a PATCH of the webhook ends it (see
+// UpdateWebhook), and a server checks before each delivery, so that the change holds from the
+// next one.
+func (s *DB) HoldsLease(ctx context.Context, l devreg.WebhookLease) (bool, error) {
+	var n int
+	err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM webhooks WHERE id = ? AND lease_owner = ? AND lease_until = ?`,
+		l.ID, l.Owner, micros(l.Until)).Scan(&n)
+	return n == 1, err
+}
+
 // ReleaseWebhook ends l's lease at now, early, so that the webhook's next event need not wait for it to
 // run out.
 func (s *DB) ReleaseWebhook(ctx context.Context, l devreg.WebhookLease, now time.Time) error {
