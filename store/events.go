@@ -48,16 +48,6 @@ func (s *DB) Events(ctx context.Context, accountID string, after int64, limit in
 	return events, rows.Err()
 }
 
-// LastEventSeq returns the seq of the account's newest event, 0 before the first.
-func (s *DB) LastEventSeq(ctx context.Context, accountID string) (int64, error) {
-	var seq int64
-	err := s.h.QueryRowContext(ctx, `SELECT event_seq FROM audit_heads WHERE account_id = ?`, accountID).Scan(&seq)
-	if err == sql.ErrNoRows {
-		return 0, nil
-	}
-	return seq, err
-}
-
 // DeleteEventsBefore deletes up to limit events older than before that every enabled webhook of
 // their account has delivered, oldest first, and returns how many it deleted: retention, in
 // batches small enough not to hold up the account's writers.
