@@ -82,6 +82,7 @@ func main() {
 	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
 	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
 	batchDelete := flag.Bool("batch-delete", false, "measure only deleting a lot of n devices against registering it, and the raw DELETE of as many rows by the sqlite3 shell and psql (see batchdelete.go)")
+	eventsCost := flag.Bool("events-cost", false, "measure only what writing events costs a registration of n devices, a device's change and token requests, against the build of -events-cost-before (see eventscost.go)")
 	events := flag.Bool("events", false, "measure only the delivery of -events-n events to a webhook and to JetStream, each against its baseline (see events.go)")
 	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
 	bin := flag.String("bin", "", "with -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
@@ -100,6 +101,8 @@ func main() {
 		err = runBatchDelete(cfg, *bin)
 	case *events:
 		err = runEvents(cfg)
+	case *eventsCost:
+		err = runEventsCost(cfg)
 	case *listingLoad:
 		err = runListingLoad(cfg, *bin)
 	case *brokerLoad:
