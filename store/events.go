@@ -169,7 +169,7 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 		if err != nil {
 			return notFound(err, "no webhook %s", id)
 		}
-		clear := false
+		reset := false
 		if u.URL != nil {
 			w.URL = *u.URL
 		}
@@ -177,7 +177,7 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 			w.EventTypes = *u.EventTypes
 		}
 		if u.Enabled != nil {
-			clear = clear || *u.Enabled && !w.Enabled
+			reset = reset || *u.Enabled && !w.Enabled
 			w.Enabled = *u.Enabled
 		}
 		if u.ResumeAfter != nil {
@@ -190,9 +190,9 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 			if *u.ResumeAfter > newest {
 				return devreg.Errorf(devreg.EINVALID, "resume_after %d is past the account's newest event, %d; give a seq of 0 to %d", *u.ResumeAfter, newest, newest)
 			}
-			w.DeliveredSeq, clear = *u.ResumeAfter, true
+			w.DeliveredSeq, reset = *u.ResumeAfter, true
 		}
-		if clear {
+		if reset {
 			w.Attempts, w.FailingSince, w.NextAttempt, w.DisabledReason = 0, nil, nil, ""
 		}
 		types, err := json.Marshal(w.EventTypes)
@@ -201,7 +201,7 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 		}
 		args := []any{w.URL, string(types), w.Enabled, w.DeliveredSeq, w.Attempts, w.DisabledReason}
 		sets := `url = ?, event_types = ?, enabled = ?, delivered_seq = ?, attempts = ?, disabled_reason = ?, lease_owner = '', lease_until = 0`
-		if clear {
+		if reset {
 			sets += `, failing_since = 0, next_attempt = 0`
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET `+sets+` WHERE id = ?`, append(args, id)...); err != nil {
