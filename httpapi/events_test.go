@@ -185,6 +185,23 @@ func testEventsFromTheChangesTransaction(t *testing.T, database string) {
 	if n := len(e.events(t, restricted["key"].(string), 0, 0).Events); n != 1 {
 		t.Errorf("a key of Gate sees %d events, want Gate's creation only", n)
 	}
+	// A key of Lock sees the changes of Lock's devices and batches, which name no type in their
+	// details: the change's own read of the device or batch gives it.
+	var cred map[string]any
+	e.mustDo(t, e.admin, "POST", "/api/v1/devices/lock-0008/credentials", `{"generate": true}`, 201, &cred)
+	e.mustDo(t, e.admin, "DELETE", "/api/v1/devices/lock-0008/credentials/"+cred["id"].(string), "", 204, nil)
+	e.mustDo(t, e.admin, "PATCH", "/api/v1/batches/"+reg.BatchID, `{"status": "disabled"}`, 200, nil)
+	var lockReader map[string]any
+	e.mustDo(t, e.admin, "POST", "/api/v1/apikeys", `{"name": "lock reader", "scope": "read", "device_type_ids": ["`+lock.ID+`"]}`, 201, &lockReader)
+	lockSees := map[string]int{}
+	for _, ev := range e.events(t, lockReader["key"].(string), 0, 0).Events {
+		lockSees[ev.Type]++
+	}
+	for _, typ := range []string{"devicetype.create", "devices.registered", "device.update", "credential.create", "credential.delete", "batch.update"} {
+		if lockSees[typ] != 1 {
+			t.Errorf("a key of Lock sees %d %s events, want 1 (it sees %v)", lockSees[typ], typ, lockSees)
+		}
+	}
 	readSees := map[string]bool{}
 	for _, ev := range e.events(t, e.read, 0, 0).Events {
 		readSees[ev.Type] = true

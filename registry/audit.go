@@ -41,33 +41,7 @@ func (s *Service) auditEntry(ctx context.Context, actor devreg.AuditActor, actio
 		Time: s.now(), Actor: actor, IP: devreg.ClientIPFromContext(ctx), RequestID: devreg.RequestIDFromContext(ctx),
 		Action: action, Object: object, Details: details,
 	}
-	e.DeviceTypeID = s.deviceTypeOf(ctx, object, details)
 	return e
-}
-
-// deviceTypeOf returns the device type a change of object is about, so that its event reaches
-// the keys of that type: the details' device_type_id, or the type of the device or batch as it
-// is before the change (one read by key). "" when there is none, or it cannot be read: the event
-// is then an administrator's alone.
-func (s *Service) deviceTypeOf(ctx context.Context, object devreg.AuditObject, details map[string]any) string {
-	if id, ok := details["device_type_id"].(string); ok {
-		return id
-	}
-	c, ok := devreg.CallerFromContext(ctx)
-	if !ok {
-		return ""
-	}
-	switch object.Type {
-	case "device":
-		if d, err := s.store.Device(ctx, c.AccountID, object.ID); err == nil {
-			return d.DeviceTypeID
-		}
-	case "batch":
-		if b, err := s.store.Batch(ctx, c.AccountID, object.ID); err == nil {
-			return b.DeviceTypeID
-		}
-	}
-	return ""
 }
 
 // change is the details of an update: the fields that changed, before and after.

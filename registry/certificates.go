@@ -140,6 +140,7 @@ func (s *Service) addCertificate(ctx context.Context, c devreg.Caller, deviceID 
 	withDetails(&added.Credential, &details)
 	fields := credFields(added.Credential)
 	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, fields)
+	audit.DeviceTypeID = d.DeviceTypeID
 	err = s.store.AddCertificateCredential(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (ch devreg.CredentialChange, err error) {
 		defer func() { audit.Details["expired_deleted"] = ch.Delete }()
 		return addingCredential(devreg.CredentialChange{Add: &added, Certificate: &details}, d, deviceID, now,

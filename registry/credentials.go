@@ -93,6 +93,7 @@ func (s *Service) AddCredential(ctx context.Context, deviceID string, nc devreg.
 		KeyID: current.ID, Hash: credential.Hash(current, c.AccountID, deviceID, secret),
 	}
 	audit := s.auditEntry(ctx, actorOf(c), "credential.create", devreg.AuditObject{Type: "device", ID: deviceID}, credFields(added.Credential))
+	audit.DeviceTypeID = d.DeviceTypeID
 	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (ch devreg.CredentialChange, err error) {
 		defer func() { audit.Details["expired_deleted"] = ch.Delete }()
 		return addingCredential(devreg.CredentialChange{Add: &added}, d, deviceID, now, func(old devreg.StoredCredential) error {
@@ -138,12 +139,14 @@ func (s *Service) UpdateCredential(ctx context.Context, deviceID, credID string,
 	if !opaqueID(credID) {
 		return devreg.Credential{}, notFound("credential", credID)
 	}
-	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+	d, err := s.deviceCredentials(ctx, c, deviceID)
+	if err != nil {
 		return devreg.Credential{}, err
 	}
 	var updated devreg.StoredCredential
 	now := s.now()
 	audit := s.auditEntry(ctx, actorOf(c), "credential.update", devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	audit.DeviceTypeID = d.DeviceTypeID
 	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
@@ -187,11 +190,14 @@ func (s *Service) DeleteCredential(ctx context.Context, deviceID, credID string)
 	if !opaqueID(credID) {
 		return notFound("credential", credID)
 	}
-	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+	d, err := s.deviceCredentials(ctx, c, deviceID)
+	if err != nil {
 		return err
 	}
 	now := s.now()
-	ctx = s.audited(ctx, actorOf(c), "credential.delete", devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"credential_id": credID})
+	audit := s.auditEntry(ctx, actorOf(c), "credential.delete", devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"credential_id": credID})
+	audit.DeviceTypeID = d.DeviceTypeID
+	ctx = devreg.NewContextWithAudit(ctx, audit)
 	return s.store.ChangeCredentials(ctx, c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(credID)
 		if !ok {
@@ -298,6 +304,7 @@ func (s *Service) rotate(ctx context.Context, accountID, deviceID string, t devr
 	rot := devreg.Rotation{CredentialID: added.ID, Secret: newSecret, PreviousCredentialID: usedID}
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorDevice, ID: deviceID, Name: deviceID}, "credential.rotate",
 		devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	audit.DeviceTypeID = t.ID
 	err := s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), accountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		cur, ok := d.Credential(usedID)
 		if !ok || !cur.ValidAt(now) || !d.Enabled { // changed since it was checked
@@ -394,12 +401,14 @@ func (s *Service) RevokeCredentials(ctx context.Context, deviceID string, source
 	if err := checkRevokeSource(source); err != nil {
 		return 0, err
 	}
-	if _, err := s.deviceCredentials(ctx, c, deviceID); err != nil {
+	d, err := s.deviceCredentials(ctx, c, deviceID)
+	if err != nil {
 		return 0, err
 	}
 	now := s.now()
 	var deleted []string
 	audit := s.auditEntry(ctx, actorOf(c), "credentials.revoke", devreg.AuditObject{Type: "device", ID: deviceID}, nil)
+	audit.DeviceTypeID = d.DeviceTypeID
 	err = s.store.ChangeCredentials(devreg.NewContextWithAudit(ctx, audit), c.AccountID, deviceID, func(d devreg.DeviceAuth) (devreg.CredentialChange, error) {
 		deleted = nil
 		valid := false
@@ -446,6 +455,7 @@ func (s *Service) RevokeBatchCredentials(ctx context.Context, batchID string, so
 		return devreg.BatchRevocation{}, err
 	}
 	entry := s.auditEntry(ctx, actorOf(c), "credentials.revoke", devreg.AuditObject{Type: "batch", ID: b.ID}, nil)
+	entry.DeviceTypeID = b.DeviceTypeID
 	r, left, err := s.store.RevokeBatchCredentials(ctx, c.AccountID, b.DeviceTypeID, b.ID, s.now(), func(r devreg.BatchRevocation) *devreg.AuditEntry {
 		entry.Details = map[string]any{"source": string(source), "devices": r.Devices, "deleted": r.Deleted,
 			"devices_changed": r.DevicesChanged, "devices_left": r.DevicesLeft}

@@ -191,8 +191,10 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 	if err != nil || d.Status == status {
 		return d, err // nothing to change, nothing to record
 	}
-	ctx = s.audited(ctx, actorOf(c), "device.update", devreg.AuditObject{Type: "device", ID: deviceID},
+	audit := s.auditEntry(ctx, actorOf(c), "device.update", devreg.AuditObject{Type: "device", ID: deviceID},
 		change(map[string]any{"status": string(d.Status)}, map[string]any{"status": string(status)}))
+	audit.DeviceTypeID = d.DeviceTypeID
+	ctx = devreg.NewContextWithAudit(ctx, audit)
 	if err := s.store.SetDeviceStatus(ctx, c.AccountID, deviceID, status); err != nil {
 		return devreg.Device{}, err
 	}
@@ -272,8 +274,10 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 	if b.Status == status {
 		return b, nil // nothing to change, nothing to record
 	}
-	ctx = s.audited(ctx, actorOf(c), "batch.update", devreg.AuditObject{Type: "batch", ID: id},
+	audit := s.auditEntry(ctx, actorOf(c), "batch.update", devreg.AuditObject{Type: "batch", ID: id},
 		change(map[string]any{"status": string(b.Status)}, map[string]any{"status": string(status)}))
+	audit.DeviceTypeID = b.DeviceTypeID
+	ctx = devreg.NewContextWithAudit(ctx, audit)
 	if err := s.store.SetBatchStatus(ctx, c.AccountID, id, status); err != nil {
 		return devreg.Batch{}, err
 	}

@@ -75,6 +75,7 @@ func (s *Service) enroll(ctx context.Context, accountID, deviceID, secret string
 	current := s.keys.Current()
 	audit := s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorEnrollmentGroup, ID: g.ID, Name: g.Name}, "device.enroll",
 		devreg.AuditObject{Type: "device", ID: deviceID}, map[string]any{"group_id": g.ID, "group_key_id": key})
+	audit.DeviceTypeID = g.DeviceTypeID
 	res, err := s.enrollTogether(ctx, devreg.Enrollment{AccountID: accountID, GroupID: g.ID, IDPattern: g.IDPattern, KeyID: key,
 		HourKey: enrollThrottleKey(accountID, g.ID), DeviceID: deviceID,
 		HashKeyID: current.ID, SecretHash: credential.Hash(current, accountID, deviceID, secret), Now: now,
