@@ -3,9 +3,6 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,64 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"devreg"
+	"devreg/internal/natstest"
 	"devreg/server"
 )
-
-// natsServer is a private nats-server with JetStream, on a port of its own, with its store in a
-// folder that outlives a restart.
-type natsServer struct {
-	t     *testing.T
-	bin   string
-	port  int
-	store string
-	cmd   *exec.Cmd
-}
-
-// startNATS starts a nats-server -js; the test fails, never skips, where none can run.
-func startNATS(t *testing.T) *natsServer {
-	t.Helper()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/nats-server"); err != nil {
-			t.Fatalf("this test needs nats-server (apt-get install -y nats-server): %v", err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	n := &natsServer{t: t, bin: bin, port: port, store: t.TempDir()}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-func (n *natsServer) start() {
-	n.t.Helper()
-	n.cmd = exec.Command(n.bin, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-sd", n.store)
-	if err := n.cmd.Start(); err != nil {
-		n.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.port)); err == nil {
-			c.Close()
-			return
-		}
-	}
-	n.t.Fatal("nats-server did not start")
-}
-
-func (n *natsServer) stop() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		n.cmd.Process.Kill()
-		n.cmd.Wait()
-		n.cmd = nil
-	}
-}
 
 // TestEventsToJetStream: with --events-nats, every event reaches JetStream on subject
 // devreg.<account>.<type> with its ID as Nats-Msg-Id, in order; a NATS server that goes away and
@@ -79,11 +21,11 @@ func (n *natsServer) stop() {
 func TestEventsToJetStream(t *testing.T) { forEachStore(t, testEventsToJetStream) }
 
 func testEventsToJetStream(t *testing.T, database string) {
-	ns := startNATS(t)
-	e := newEnvWith(t, database, func(c *server.Config) { c.EventsNATS = ns.url() })
+	ns := natstest.New(t)
+	e := newEnvWith(t, database, func(c *server.Config) { c.EventsNATS = ns.URL() })
 	e.createType(t, e.admin, "Lock", 0)
 
-	nc, err := nats.Connect(ns.url(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,10 +50,12 @@ func testEventsToJetStream(t *testing.T, database string) {
 	waitFor(t, "the events in the stream", func() bool { return count() > uint64(len(all)) })
 
 	// The server goes away; a change meanwhile is published once it is back.
-	ns.stop()
+	ns.Stop()
 	e.createType(t, e.admin, "Gate", 0)
 	time.Sleep(time.Second)
-	ns.start()
+	if err := ns.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	all = e.events(t, e.admin, 0, 0).Events
 	defer func() {
 		if t.Failed() {

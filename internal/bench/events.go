@@ -7,11 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"devreg"
+	"devreg/internal/natstest"
 	"devreg/webhook"
 )
 
@@ -49,11 +48,11 @@ func runEvents(cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(b.dir)
-	ns, err := startNATSServer(b.dir)
+	ns, err := natstest.Start(filepath.Join(b.dir, "nats"))
 	if err != nil {
 		return err
 	}
-	defer ns.stop()
+	defer ns.Stop()
 	ctx := context.Background()
 	for _, db := range []string{"SQLite", "PostgreSQL"} {
 		if db == "PostgreSQL" && b.pg == "" {
@@ -89,7 +88,7 @@ func runEvents(cfg config) error {
 
 // eventsRun makes a registry of n first connections and measures their delivery to a webhook
 // and to JetStream, each with its baseline.
-func (b *bench) eventsRun(ctx context.Context, ns *natsServer, name string, args ...string) (hook, hookBase, js, jsBase measure, err error) {
+func (b *bench) eventsRun(ctx context.Context, ns *natstest.Server, name string, args ...string) (hook, hookBase, js, jsBase measure, err error) {
 	n := *eventsN
 	stream := strings.ReplaceAll(name, "-", "_")
 	srv, err := b.startServerWith(ctx, name, []string{"--webhook-allow-private"}, args...)
@@ -155,7 +154,7 @@ func (b *bench) eventsRun(ctx context.Context, ns *natsServer, name string, args
 	// database is one server's at a time).
 	srv.cmd.Process.Signal(syscall.SIGTERM)
 	srv.cmd.Wait()
-	nc, err := nats.Connect(ns.url)
+	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		return
 	}
@@ -176,7 +175,7 @@ func (b *bench) eventsRun(ctx context.Context, ns *natsServer, name string, args
 		}
 		return info.State.Msgs
 	}
-	pubArgs := append([]string{"--data", srv.data, "--api-rate-limit", "1000000", "--events-nats", ns.url}, args...)
+	pubArgs := append([]string{"--data", srv.data, "--api-rate-limit", "1000000", "--events-nats", ns.URL()}, args...)
 	_, pub, err := serve(b.bin, pubArgs...)
 	if err != nil {
 		return
@@ -313,39 +312,3 @@ func (s *server) api(ctx context.Context, method, path, body string, out any) er
 	}
 	return nil
 }
-
-// natsServer is a private nats-server with JetStream for the bench.
-type natsServer struct {
-	url string
-	cmd *exec.Cmd
-}
-
-func startNATSServer(dir string) (*natsServer, error) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/nats-server"); err != nil {
-			return nil, fmt.Errorf("-events needs nats-server (apt-get install -y nats-server): %w", err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command(bin, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", filepath.Join(dir, "nats"))
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	ns := &natsServer{url: fmt.Sprintf("nats://127.0.0.1:%d", port), cmd: cmd}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return ns, nil
-		}
-	}
-	ns.stop()
-	return nil, errors.New("nats-server did not start")
-}
-
-func (ns *natsServer) stop() { ns.cmd.Process.Kill(); ns.cmd.Wait() }

@@ -20,14 +20,17 @@ var eventsCostBefore = flag.String("events-cost-before", "", "with -events-cost:
 // runEventsCost measures what writing events costs (issue 26: a registration of a million devices
 // less than 3%, a single-device change less than 20%, a token request that is not a first
 // connection nothing measurable). It compares this tree's devreg with the same program built
-// from -events-cost-before, the commit before events, on SQLite, in alternating order within
-// each run: a figure here is the cost of the feature, measured as the issue defines it, not a
+// from -events-cost-before, the commit before events, on SQLite and (with -postgres) PostgreSQL,
+// in alternating order within each run: a figure here is the cost of the feature, measured as the issue defines it, not a
 // baseline for speed. Each run and build registers n devices as one CSV request, changes one
 // device's status 1,000 times one request after another, and requests tokens for 1,000 devices
 // that have had one before.
 func runEventsCost(cfg config) error {
 	if *eventsCostBefore == "" {
 		return fmt.Errorf("-events-cost needs -events-cost-before REV, the commit before events (make bench EVENTS_COST=1 BEFORE=REV)")
+	}
+	if err := pingPostgres(cfg.pg); err != nil {
+		return err
 	}
 	b, err := newBench(cfg, "")
 	if err != nil {
@@ -40,54 +43,68 @@ func runEventsCost(cfg config) error {
 	}
 	builds := []struct{ name, bin string }{{"before", before}, {"events", b.bin}}
 	ctx := context.Background()
-	type figures struct{ register, change, tokens []measure }
-	got := map[string]*figures{"before": {}, "events": {}}
-	for run := range b.runs {
-		order := builds
-		if run%2 == 1 {
-			order = []struct{ name, bin string }{builds[1], builds[0]}
+	for _, db := range []string{"SQLite", "PostgreSQL"} {
+		if db == "PostgreSQL" && b.pg == "" {
+			continue
 		}
-		for _, bd := range order {
-			reg, change, tokens, err := b.eventsCostRun(ctx, bd.bin, fmt.Sprintf("cost-%s-%d", bd.name, run))
-			if err != nil {
-				return fmt.Errorf("%s: %w", bd.name, err)
+		type figures struct{ register, change, tokens []measure }
+		got := map[string]*figures{"before": {}, "events": {}}
+		for run := range b.runs {
+			order := builds
+			if run%2 == 1 {
+				order = []struct{ name, bin string }{builds[1], builds[0]}
 			}
-			f := got[bd.name]
-			f.register, f.change, f.tokens = append(f.register, reg), append(f.change, change), append(f.tokens, tokens)
+			for _, bd := range order {
+				var args []string
+				if db == "PostgreSQL" {
+					url, drop, err := b.newPGDatabase(ctx)
+					if err != nil {
+						return err
+					}
+					defer drop()
+					args = []string{"--database", url}
+				}
+				reg, change, tokens, err := b.eventsCostRun(ctx, bd.bin, fmt.Sprintf("cost-%s-%s-%d", db, bd.name, run), args...)
+				if err != nil {
+					return fmt.Errorf("%s on %s: %w", bd.name, db, err)
+				}
+				f := got[bd.name]
+				f.register, f.change, f.tokens = append(f.register, reg), append(f.change, change), append(f.tokens, tokens)
+			}
 		}
-	}
-	v := func(m measure) float64 { return m.value }
-	pct := func(after, before []measure, higherIsBetter bool) float64 {
-		a, bf := medianBy(after, v), medianBy(before, v)
-		if higherIsBetter {
-			return (bf/a - 1) * 100
+		v := func(m measure) float64 { return m.value }
+		pct := func(after, before []measure, higherIsBetter bool) float64 {
+			a, bf := medianBy(after, v), medianBy(before, v)
+			if higherIsBetter {
+				return (bf/a - 1) * 100
+			}
+			return (a/bf - 1) * 100
 		}
-		return (a/bf - 1) * 100
-	}
-	e, bf := got["events"], got["before"]
-	fmt.Printf("devreg bench -events-cost: this tree against %s (the commit before events), one SQLite server each, %d runs (median)\n", *eventsCostBefore, b.runs)
-	spread := func(ms []measure, prec int) string {
-		var xs []float64
-		for _, m := range ms {
-			xs = append(xs, m.value)
+		spread := func(ms []measure, prec int) string {
+			var xs []float64
+			for _, m := range ms {
+				xs = append(xs, m.value)
+			}
+			return spreadOf(xs).format(prec)
 		}
-		return spreadOf(xs).format(prec)
+		e, bf := got["events"], got["before"]
+		fmt.Printf("devreg bench -events-cost: this tree against %s (the commit before events), one %s server each, %d runs (median [spread])\n", *eventsCostBefore, db, b.runs)
+		fmt.Printf("  register %d devices (CSV, one request): %s s against %s s: %+.1f%% (issue 26: less than 3%%)\n",
+			b.n, spread(e.register, 2), spread(bf.register, 2), pct(e.register, bf.register, false))
+		fmt.Printf("  change one device's status (PATCH, one at a time): %s ms against %s ms: %+.1f%% (issue 26: less than 20%%)\n",
+			spread(e.change, 3), spread(bf.change, 3), pct(e.change, bf.change, false))
+		fmt.Printf("  device tokens, not a first connection: %s/s against %s/s: %+.1f%% slower (issue 26: nothing measurable)\n",
+			spread(e.tokens, 0), spread(bf.tokens, 0), pct(e.tokens, bf.tokens, true))
 	}
-	fmt.Printf("  register %d devices (CSV, one request): %s s against %s s: %+.1f%% (issue 26: less than 3%%)\n",
-		b.n, spread(e.register, 2), spread(bf.register, 2), pct(e.register, bf.register, false))
-	fmt.Printf("  change one device's status (PATCH, one at a time): %s ms against %s ms: %+.1f%% (issue 26: less than 20%%)\n",
-		spread(e.change, 3), spread(bf.change, 3), pct(e.change, bf.change, false))
-	fmt.Printf("  device tokens, not a first connection: %s/s against %s/s: %+.1f%% slower (issue 26: nothing measurable)\n",
-		spread(e.tokens, 0), spread(bf.tokens, 0), pct(e.tokens, bf.tokens, true))
 	return nil
 }
 
 // eventsCostRun measures, on a new server of bin, a registration of b.n devices (seconds), a
 // device's status change (ms each, the mean of 1,000) and token requests (per second).
-func (b *bench) eventsCostRun(ctx context.Context, bin, name string) (reg, change, tokens measure, err error) {
+func (b *bench) eventsCostRun(ctx context.Context, bin, name string, args ...string) (reg, change, tokens measure, err error) {
 	saved := b.bin
 	b.bin = bin
-	srv, err := b.startServer(ctx, name)
+	srv, err := b.startServer(ctx, name, args...)
 	b.bin = saved
 	if err != nil {
 		return
