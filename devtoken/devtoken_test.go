@@ -102,3 +102,46 @@ func TestSigningAlgorithms(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestVerifyRemembersOnlyWhatItChecked: once a token has verified, the same token verifies
+// again, but no token that differs from it by a byte (a payload changed under the same
+// signature), and the remembered token still expires and still names one issuer. Another key
+// set remembers nothing of this one's.
+func TestVerifyRemembersOnlyWhatItChecked(t *testing.T) {
+	dir := t.TempDir()
+	keys, err := LoadOrCreateSigningKeys(filepath.Join(dir, "a.keys"), EdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	claims := Claims{Issuer: "https://devreg.example", Subject: "d1", AccountID: "acc_1", IssuedAt: now.Unix(), Expires: now.Add(time.Hour).Unix(), ID: "j1"}
+	tok, err := Sign(keys.Current(), claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if c, err := keys.Verify(tok, claims.Issuer, now); err != nil || c.Subject != "d1" {
+			t.Fatalf("Verify = %+v, %v", c, err)
+		}
+	}
+	parts := strings.Split(tok, ".")
+	other := claims
+	other.Subject = "d2"
+	payload, _ := json.Marshal(other)
+	if _, err := keys.Verify(parts[0]+"."+b64(payload)+"."+parts[2], claims.Issuer, now); err == nil {
+		t.Error("a token with another payload under a remembered token's signature verifies")
+	}
+	if _, err := keys.Verify(tok, "https://other.example", now); err == nil {
+		t.Error("a remembered token verifies for another issuer")
+	}
+	if _, err := keys.Verify(tok, claims.Issuer, now.Add(time.Hour)); err == nil {
+		t.Error("a remembered token verifies at its expiry")
+	}
+	stranger, err := LoadOrCreateSigningKeys(filepath.Join(dir, "b.keys"), EdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stranger.Verify(tok, claims.Issuer, now); err == nil {
+		t.Error("another key set verifies a token this one remembers")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -80,7 +81,26 @@ func Sign(key SigningKey, c Claims) (string, error) {
 var errInvalidToken = errors.New("invalid token")
 
 // Verify checks a token's signature against keys and its expiry and issuer, and returns its claims.
+// A token whose signature verified is remembered (verifiedTokens): presented again, as a device
+// does at each broker login and check-in, it costs a SHA-256 instead of a signature check.
 func (k *SigningKeys) Verify(token, issuer string, now time.Time) (Claims, error) {
+	sum := sha256.Sum256([]byte(token))
+	c, ok := k.verified.get(sum)
+	if !ok {
+		var err error
+		if c, err = k.verifySignature(token); err != nil {
+			return c, err
+		}
+		k.verified.put(sum, c)
+	}
+	if c.Issuer != issuer || c.Subject == "" || c.AccountID == "" || now.Unix() >= c.Expires {
+		return Claims{}, errInvalidToken
+	}
+	return c, nil
+}
+
+// verifySignature checks a token's signature against keys and returns its claims.
+func (k *SigningKeys) verifySignature(token string) (Claims, error) {
 	var c Claims
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -102,12 +122,36 @@ func (k *SigningKeys) Verify(token, issuer string, now time.Time) (Claims, error
 		return c, errInvalidToken
 	}
 	if err := json.Unmarshal(pb, &c); err != nil {
-		return c, errInvalidToken
-	}
-	if c.Issuer != issuer || c.Subject == "" || c.AccountID == "" || now.Unix() >= c.Expires {
-		return c, errInvalidToken
+		return Claims{}, errInvalidToken
 	}
 	return c, nil
+}
+
+// maxVerifiedTokens bounds the tokens remembered: past it, verifiedTokens starts afresh.
+const maxVerifiedTokens = 10_000
+
+// verifiedTokens are the claims of tokens whose signature verified, by the SHA-256 of the whole
+// token. Only a token signed by one of the keys gets in, and the keys never change while the
+// process runs, so an entry stays true; expiry and issuer are checked at every use.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]Claims
+}
+
+func (v *verifiedTokens) get(sum [sha256.Size]byte) (Claims, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.m[sum]
+	return c, ok
+}
+
+func (v *verifiedTokens) put(sum [sha256.Size]byte, c Claims) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= maxVerifiedTokens {
+		v.m = map[[sha256.Size]byte]Claims{}
+	}
+	v.m[sum] = c
 }
 
 func verify(key SigningKey, signed, sig []byte) bool {

@@ -36,7 +36,8 @@ type SigningKey struct {
 // SigningKeys holds the token signing keys: the last signs new tokens; all of them verify tokens
 // and are published in the JWKS, so tokens signed before a rotation stay valid until they expire.
 type SigningKeys struct {
-	keys []SigningKey
+	keys     []SigningKey
+	verified verifiedTokens
 }
 
 // NewSigningKeys returns a key set of keys, the last one current.

@@ -47,12 +47,19 @@ const apiKeyTouchInterval = time.Minute
 // AuthenticateAPIKey returns the caller an API key stands for. An expired key answers
 // EKEYEXPIRED.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Caller, error) {
-	k, err := s.store.APIKeyByHash(ctx, credential.HashAPIKey(key))
-	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-		return devreg.Caller{}, devreg.Errorf(devreg.EUNAUTHORIZED, "the API key is not valid (revoked or mistyped)")
-	}
-	if err != nil {
-		return devreg.Caller{}, err
+	hash := string(credential.HashAPIKey(key))
+	k, ok := s.apiKeys.get(hash)
+	if !ok {
+		gen := s.apiKeys.generation()
+		var err error
+		k, err = s.store.APIKeyByHash(ctx, []byte(hash))
+		if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+			return devreg.Caller{}, devreg.Errorf(devreg.EUNAUTHORIZED, "the API key is not valid (revoked or mistyped)")
+		}
+		if err != nil {
+			return devreg.Caller{}, err
+		}
+		s.apiKeys.put(hash, k, gen)
 	}
 	now := s.now()
 	if k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {
@@ -171,6 +178,7 @@ func (s *Service) UpdateAPIKey(ctx context.Context, id string, u devreg.APIKeyUp
 		return k, nil // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "apikey.update", devreg.AuditObject{Type: "apikey", ID: k.ID}, diff)
+	defer s.apiKeys.forget(func(kept devreg.APIKey) bool { return kept.ID == k.ID })
 	return k, s.store.UpdateAPIKey(ctx, k)
 }
 
@@ -208,7 +216,8 @@ func (s *Service) APIKey(ctx context.Context, id string) (devreg.APIKey, error) 
 	return s.store.APIKey(ctx, c.AccountID, id)
 }
 
-// DeleteAPIKey revokes an API key; it stops working at once.
+// DeleteAPIKey revokes an API key; it stops working at once here, and within hotTTL on the other
+// servers of the database.
 func (s *Service) DeleteAPIKey(ctx context.Context, id string) error {
 	c, err := authorize(ctx, devreg.ScopeAdmin)
 	if err != nil {
@@ -218,5 +227,6 @@ func (s *Service) DeleteAPIKey(ctx context.Context, id string) error {
 		return notFound("API key", id)
 	}
 	ctx = s.audited(ctx, actorOf(c), "apikey.delete", devreg.AuditObject{Type: "apikey", ID: id}, nil)
+	defer s.apiKeys.forget(func(kept devreg.APIKey) bool { return kept.ID == id })
 	return s.store.DeleteAPIKey(ctx, c.AccountID, id)
 }

@@ -294,7 +294,7 @@ func (s *Service) brokerAllows(ctx context.Context, username, clientID, topic st
 			return false, nil
 		}
 	} else {
-		d, err = s.deviceAuth(ctx, c.AccountID, deviceID)
+		d, err = s.topicDevice(ctx, c.AccountID, deviceID)
 	}
 	if err != nil {
 		return false, err
@@ -302,7 +302,7 @@ func (s *Service) brokerAllows(ctx context.Context, username, clientID, topic st
 	if !d.Enabled || !c.Reaches(d.DeviceTypeID) { // the device, or its batch, is disabled
 		return false, nil
 	}
-	t, err := s.store.DeviceType(ctx, c.AccountID, d.DeviceTypeID)
+	t, err := s.topicType(ctx, c.AccountID, d.DeviceTypeID)
 	if err != nil {
 		return false, err
 	}
@@ -313,3 +313,50 @@ func (s *Service) brokerAllows(ctx context.Context, username, clientID, topic st
 	vars := broker.Vars{AccountID: c.AccountID, DeviceID: deviceID, DeviceTypeID: t.ID}
 	return broker.Allowed(broker.Expand(filters, vars), topic), nil
 }
+
+// typeRef names a device type of an account.
+type typeRef struct{ accountID, id string }
+
+// topicType is the device type whose topic filters a topic check applies, kept for hotTTL.
+func (s *Service) topicType(ctx context.Context, accountID, id string) (devreg.DeviceType, error) {
+	ref := typeRef{accountID, id}
+	if t, ok := s.types.get(ref); ok {
+		return t, nil
+	}
+	gen := s.types.generation()
+	t, err := s.store.DeviceType(ctx, accountID, id)
+	if err == nil {
+		s.types.put(ref, t, gen)
+	}
+	return t, err
+}
+
+// forgetType drops the kept copy of a device type this server changes.
+func (s *Service) forgetType(accountID, id string) {
+	s.types.forget(func(t devreg.DeviceType) bool { return t.AccountID == accountID && t.ID == id })
+}
+
+// deviceRef names a device of an account.
+type deviceRef struct{ accountID, id string }
+
+// topicDevice is the device whose topic check this is, as deviceAuth reads it but without its
+// credentials (a topic check needs its type and whether it and its batch are enabled), kept for
+// hotTTL: brokers ask about every message a device publishes. A device that does not exist is
+// not kept, so that one registered (or enrolled) a moment later is let in at once.
+func (s *Service) topicDevice(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
+	ref := deviceRef{accountID, deviceID}
+	if d, ok := s.devices.get(ref); ok {
+		return d, nil
+	}
+	gen := s.devices.generation()
+	d, err := s.deviceAuth(ctx, accountID, deviceID)
+	if err == nil && d.DeviceTypeID != "" {
+		d.Credentials = nil
+		s.devices.put(ref, d, gen)
+	}
+	return d, err
+}
+
+// forgetDevices drops the devices kept for topic checks: after a change of devices or batches
+// made through this server, which holds here at once.
+func (s *Service) forgetDevices() { s.devices.forget(func(devreg.DeviceAuth) bool { return true }) }

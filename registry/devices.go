@@ -195,6 +195,7 @@ func (s *Service) SetDeviceStatus(ctx context.Context, deviceID string, status d
 		change(map[string]any{"status": string(d.Status)}, map[string]any{"status": string(status)}))
 	audit.DeviceTypeID = d.DeviceTypeID
 	ctx = devreg.NewContextWithAudit(ctx, audit)
+	defer s.forgetDevices()
 	if err := s.store.SetDeviceStatus(ctx, c.AccountID, deviceID, status); err != nil {
 		return devreg.Device{}, err
 	}
@@ -213,6 +214,7 @@ func (s *Service) DeleteDevice(ctx context.Context, deviceID string) error {
 	}
 	ctx = s.audited(ctx, actorOf(c), "device.delete", devreg.AuditObject{Type: "device", ID: deviceID},
 		map[string]any{"device_type_id": d.DeviceTypeID, "batch_id": d.BatchID})
+	defer s.forgetDevices()
 	return s.store.DeleteDevice(ctx, c.AccountID, deviceID)
 }
 
@@ -278,6 +280,7 @@ func (s *Service) SetBatchStatus(ctx context.Context, id string, status devreg.B
 		change(map[string]any{"status": string(b.Status)}, map[string]any{"status": string(status)}))
 	audit.DeviceTypeID = b.DeviceTypeID
 	ctx = devreg.NewContextWithAudit(ctx, audit)
+	defer s.forgetDevices()
 	if err := s.store.SetBatchStatus(ctx, c.AccountID, id, status); err != nil {
 		return devreg.Batch{}, err
 	}
@@ -300,6 +303,7 @@ func (s *Service) DeleteBatch(ctx context.Context, id string) (int64, error) {
 		return 0, err
 	}
 	entry := s.auditEntry(ctx, actorOf(c), "batch.delete", devreg.AuditObject{Type: "batch", ID: b.ID}, nil)
+	defer s.forgetDevices()
 	return s.store.DeleteBatch(ctx, c.AccountID, b.ID, s.now(), func(deleted int64) *devreg.AuditEntry {
 		entry.Details = map[string]any{"device_type_id": b.DeviceTypeID, "deleted": deleted, "name": b.Name, "filename": b.Filename,
 			"created_by": b.CreatedBy, "created_at": b.CreatedAt.Format(time.RFC3339Nano), "status": string(b.Status)}

@@ -200,6 +200,7 @@ func (s *Service) UpdateDeviceType(ctx context.Context, id string, upd devreg.De
 		return t, nil // nothing to change, nothing to record
 	}
 	ctx = s.audited(ctx, actorOf(c), "devicetype.update", devreg.AuditObject{Type: "devicetype", ID: t.ID}, diff)
+	defer s.forgetType(c.AccountID, t.ID)
 	return t, s.store.UpdateDeviceType(ctx, t)
 }
 
@@ -216,6 +217,7 @@ func (s *Service) DeleteDeviceType(ctx context.Context, id string) error {
 		return notFound("device type", id)
 	}
 	ctx = s.audited(ctx, actorOf(c), "devicetype.delete", devreg.AuditObject{Type: "devicetype", ID: id}, nil)
+	defer s.forgetType(c.AccountID, id)
 	return s.store.DeleteDeviceType(ctx, c.AccountID, id)
 }
 

@@ -172,6 +172,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	refused := devreg.ProblemList{Sink: opts.Problems}
 	plan.Refused = func(k devreg.Conflict) { refused.Add(refusedProblem(k, c, dt.ID, read.certificates)) }
+	defer s.forgetDevices() // a replaced device may have moved to another type
 	res, err = stage.Apply(ctx, plan)
 	var conflicts *devreg.ConflictError
 	if errors.As(err, &conflicts) {

@@ -147,10 +147,13 @@ type Service struct {
 
 	eventWaiters eventWaiters // requests waiting for events (Events)
 
-	seen      seenWriter   // broker logins, to be recorded as the devices being seen
-	turns     loginTurns   // device logins' turns, one at a time per device (see AuthenticateDevice)
-	patterns  patternCache // enrollment groups' compiled patterns
-	enrolls   enrollQueues // enrollments waiting for the store, per account (group commit)
+	seen      seenWriter                             // broker logins, to be recorded as the devices being seen
+	turns     loginTurns                             // device logins' turns, one at a time per device (see AuthenticateDevice)
+	patterns  patternCache                           // enrollment groups' compiled patterns
+	apiKeys   hotCache[string, devreg.APIKey]        // API keys by their hash (see hotTTL)
+	types     hotCache[typeRef, devreg.DeviceType]   // device types, for the broker's topic checks
+	devices   hotCache[deviceRef, devreg.DeviceAuth] // devices' type and status, for topic checks
+	enrolls   enrollQueues                           // enrollments waiting for the store, per account (group commit)
 	closeOnce sync.Once
 
 	// hashSlots bounds how many password hashes run at once (one per core, at most maxHashes):

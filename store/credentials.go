@@ -51,12 +51,24 @@ const deviceLoginQuery = `SELECT f.window_start, f.count, ` + deviceAuthColumns 
 
 // DeviceAuth returns what authenticating a device needs, in one read: its type, its batch,
 // whether it and its batch are enabled, and its credentials, oldest first.
+// Every topic check and token a broker asks about reads it: its statement is prepared once.
 func (s *DB) DeviceAuth(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
-	return s.deviceAuth(ctx, s.h, accountID, deviceID)
+	stmt, err := s.deviceAuthStmt.prepare(ctx, s.db, s.h, deviceAuthQuery)
+	if err != nil {
+		return devreg.DeviceAuth{}, err
+	}
+	rows, err := stmt.QueryContext(ctx, accountID, deviceID)
+	return readDeviceAuth(rows, err, deviceID)
 }
 
+// deviceAuth is DeviceAuth in a transaction.
 func (s *DB) deviceAuth(ctx context.Context, q handle, accountID, deviceID string) (devreg.DeviceAuth, error) {
 	rows, err := q.QueryContext(ctx, deviceAuthQuery, accountID, deviceID)
+	return readDeviceAuth(rows, err, deviceID)
+}
+
+// readDeviceAuth reads the rows of deviceAuthQuery.
+func readDeviceAuth(rows *sql.Rows, err error, deviceID string) (devreg.DeviceAuth, error) {
 	if err != nil {
 		return devreg.DeviceAuth{}, err
 	}

@@ -67,7 +67,8 @@ type DB struct {
 
 	dirLock *DirLock // SQLite: the shared lock on the data directory, held until Close
 
-	deviceLogin preparedQuery // DeviceLogin's query
+	deviceLogin    preparedQuery // DeviceLogin's query
+	deviceAuthStmt preparedQuery // DeviceAuth's query
 }
 
 // handle runs queries written with '?' placeholders on a database, connection or transaction,
@@ -270,6 +271,7 @@ func (s *DB) Close() error {
 		}
 	})
 	s.deviceLogin.close()
+	s.deviceAuthStmt.close()
 	err := s.db.Close()
 	s.dirLock.Release()
 	return err
