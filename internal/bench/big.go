@@ -107,7 +107,7 @@ func (b *bench) reportBig(w io.Writer, n int, took time.Duration) {
 		fmt.Fprintf(w, "%-40s %10.2f %10.0f %12.2f %8.0f\n", fmt.Sprintf("batch %d (%d already registered)", k+1, tokenDevices+k*n), m.value, float64(n)/m.value, m.ratio, m.rssMB)
 	}
 	fmt.Fprintf(w, "\n%-22s %22s %22s %8s\n", "rate (requests/s)", fmt.Sprintf("%d devices", tokenDevices), fmt.Sprintf("%d devices", tokenDevices+bigBatches*n), "ratio")
-	for _, name := range []string{"healthz", "token_issue", "broker_login_secret", "broker_login_token"} {
+	for _, name := range rateNames {
 		runs := b.res.byName[name].runs
 		fmt.Fprintf(w, "%-22s %22.0f %22.0f %8.2f\n", name, runs[0].value, runs[1].value, runs[1].value/runs[0].value)
 	}

@@ -56,6 +56,9 @@ import (
 	"devreg/client"
 )
 
+// serverProcs is -server-procs: the GOMAXPROCS of the servers the bench starts, 0 for Go's default.
+var serverProcs = new(int)
+
 // config is what the flags ask for.
 type config struct {
 	n            int
@@ -85,6 +88,7 @@ func main() {
 	eventsCost := flag.Bool("events-cost", false, "measure only what writing events costs a registration of n devices, a device's change and token requests, against the build of -events-cost-before (see eventscost.go)")
 	events := flag.Bool("events", false, "measure only the delivery of -events-n events to a webhook and to JetStream, each against its baseline (see events.go)")
 	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
+	flag.IntVar(serverProcs, "server-procs", 0, "run each devreg server with GOMAXPROCS=`N` (the bench and its load generator keep every core); 0 for the default")
 	bin := flag.String("bin", "", "with -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
@@ -639,6 +643,9 @@ func randText(rng *rand.Rand, n int) string {
 
 func serve(bin string, args ...string) (string, *exec.Cmd, error) {
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	if *serverProcs > 0 {
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", *serverProcs))
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", nil, err

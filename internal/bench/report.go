@@ -175,16 +175,7 @@ func (b *bench) report(w io.Writer, took time.Duration) {
 	}
 
 	if get("healthz") != nil {
-		fmt.Fprintf(w, "\n%-34s %-26s %-22s %14s\n", "rate", "requests/s", "ratio_to_healthz", "server_cpu_us/req")
-		for _, name := range []string{"healthz", "token_issue", "broker_login_secret", "broker_login_token"} {
-			s := get(name)
-			ratio := "-"
-			if name != "healthz" {
-				ratio = spreadOf(s.ratios()).format(2)
-			}
-			perReq := spreadOf(s.pick(func(m measure) float64 { return m.cpu / (m.value * b.rateTime.Seconds()) * 1e6 }))
-			fmt.Fprintf(w, "%-34s %-26s %-22s %14.0f\n", name, spreadOf(s.values()).format(0), ratio, perReq.med)
-		}
+		b.printRates(w)
 	}
 
 	if s := get("list_first_page"); s != nil {

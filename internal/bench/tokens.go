@@ -40,8 +40,9 @@ type load struct {
 // variant is one request of a load: its Authorization header and body, either possibly empty.
 type variant struct{ auth, body string }
 
-// rateRun measures token issues per second, and broker logins per second with the secret and
-// with a token as the password (EMQX's authenticator, as a broker calls it), each spread over
+// rateRun measures token issues per second, broker logins per second with the secret and with a
+// token as the password (EMQX's authenticator, as a broker calls it), and topic checks per second
+// (EMQX's authorizer: may the device publish to devices/<its ID>/telemetry), each spread over
 // tokenDevices devices, next to the same server's /healthz rate. Each device is sent every kind
 // of request once first, which checks the answers and leaves the rates to measure a steady state
 // (a device's first token records that its credential was used).
@@ -98,10 +99,17 @@ func (b *bench) rateRun(ctx context.Context, srv *server) error {
 		}
 		return l
 	}
+	topicCheck := load{name: "topic_check", method: "POST", path: "/broker/v1/emqx/authz", contentType: "application/json", check: allowed}
+	for i := range tokens.variants {
+		id := b.idsA[i*step]
+		body, _ := json.Marshal(map[string]string{"username": id, "clientid": id, "topic": "devices/" + id + "/telemetry", "action": "publish"})
+		topicCheck.variants = append(topicCheck.variants, variant{auth: "Bearer " + brokerKey.Key, body: string(body)})
+	}
 	loads := []load{
 		healthz, tokens,
 		brokerLogin("broker_login_secret", func(_, device int) string { return b.secretsA[device] }),
 		brokerLogin("broker_login_token", func(i, _ int) string { return accessTokens[i] }),
+		topicCheck,
 	}
 	var base float64
 	for _, l := range loads {
@@ -183,8 +191,16 @@ func (b *bench) reportRates(w io.Writer, took time.Duration) {
 	fmt.Fprintf(w, "devreg bench -tokens-only: n=%d, %d runs, %d CPUs; rates: %s, %s each; took %s\n",
 		b.n, b.runs, runtime.NumCPU(), b.load, b.rateTime, took.Round(time.Second))
 	fmt.Fprintln(w, "Each figure: the median of the runs [least–greatest]. Each ratio is taken within a run.")
+	b.printRates(w)
+}
+
+// rateNames are the request rates rateRun measures.
+var rateNames = []string{"healthz", "token_issue", "broker_login_secret", "broker_login_token", "topic_check"}
+
+// printRates prints the request rates rateRun measured, with their ratios to /healthz.
+func (b *bench) printRates(w io.Writer) {
 	fmt.Fprintf(w, "\n%-34s %-26s %-22s %14s\n", "rate", "requests/s", "ratio_to_healthz", "server_cpu_us/req")
-	for _, name := range []string{"healthz", "token_issue", "broker_login_secret", "broker_login_token"} {
+	for _, name := range rateNames {
 		s := b.res.byName[name]
 		ratio := "-"
 		if name != "healthz" {
