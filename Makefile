@@ -56,4 +56,4 @@ bench:
 
 fuzz:
 	$(GO) test ./bulkfile -run '^$$' -fuzz FuzzReader -fuzztime 60s
-	$(GO) test ./httpapi -run '^$$' -fuzz FuzzJSONEntries -fuzztime 60s
+	$(GO) test ./bulkfile -run '^$$' -fuzz FuzzJSONEntries -fuzztime 60s

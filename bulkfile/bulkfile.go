@@ -1,6 +1,8 @@
-// Package bulkfile reads the bulk upload file format: a CSV file of device IDs and secrets as
-// alternating fields, in which line breaks only separate fields. It streams, so a file of a million
-// devices is never held in memory, and it keeps line numbers for every entry it yields.
+// Package bulkfile reads the bodies of bulk registrations: the bulk upload file format (a CSV
+// file of device IDs and secrets as alternating fields, in which line breaks only separate
+// fields; NewReader) and the JSON body {"devices": [...]} (NewJSONReader, json.go). Both stream,
+// so a file of a million devices is never held in memory, and keep the position of every entry
+// they yield.
 package bulkfile
 
 import (

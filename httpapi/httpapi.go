@@ -19,8 +19,8 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"devreg"
+	"devreg/bulkfile"
 	"devreg/internal/authn"
-	"devreg/internal/reqbody"
 	"devreg/internal/respond"
 	"devreg/registry"
 )
@@ -226,35 +226,12 @@ func decodeJSONUpTo(r *http.Request, v any, limit int64) error {
 		if body.N <= 0 {
 			return devreg.Errorf(devreg.ETOOLARGE, "body is larger than %d KiB; this call takes a small JSON object", limit>>10)
 		}
-		return jsonError(err, dec.InputOffset())
+		return bulkfile.JSONError(err, dec.InputOffset())
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: unexpected data after the object at byte offset %d", dec.InputOffset())
 	}
 	return nil
-}
-
-// jsonError explains a JSON decoding error, with the byte offset where it happened.
-func jsonError(err error, offset int64) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return reqbody.TooLarge(tooLarge)
-	case errors.As(err, &syntax):
-		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: %s at byte offset %d", syntax.Error(), syntax.Offset)
-	case errors.As(err, &typ):
-		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: field %q must be a %s, not %s (byte offset %d)", typ.Field, typ.Type, typ.Value, typ.Offset)
-	case errors.Is(err, io.EOF):
-		return devreg.Errorf(devreg.EBADREQUEST, "body is empty; send a JSON object")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: it ends early at byte offset %d", offset)
-	case isUnknownField(err):
-		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: %s (byte offset %d)", strings.TrimPrefix(err.Error(), "json: "), offset)
-	default:
-		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)
-	}
 }
 
 // queryBool parses an optional boolean query parameter.

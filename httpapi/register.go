@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-	"strings"
 
 	"devreg"
 	"devreg/bulkfile"
@@ -23,7 +22,7 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 	var src devreg.EntrySource
 	switch mt := mediaType(r); mt {
 	case "application/json":
-		src = newJSONEntries(r.Body)
+		src = bulkfile.NewJSONReader(r.Body)
 	case "text/csv":
 		src = reqbody.Entries(bulkfile.NewReader(r.Body))
 	case semanifest.ContentType:
@@ -54,10 +53,4 @@ func (h *Handler) registerDevices(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	return writeJSON(w, http.StatusOK, res)
-}
-
-// isUnknownField reports whether err is encoding/json's refusal of a field it does not know
-// (it has no error type of its own).
-func isUnknownField(err error) bool {
-	return strings.HasPrefix(err.Error(), "json: unknown field")
 }

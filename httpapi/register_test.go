@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"devreg/bulkfile"
 	"errors"
 	"io"
 	"strings"
@@ -49,7 +50,7 @@ func TestJSONEntriesRefuseHugeValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := newJSONEntries(tt.body)
+			src := bulkfile.NewJSONReader(tt.body)
 			for i := 0; ; i++ {
 				_, err := src.Next()
 				if err == nil {

@@ -1,10 +1,13 @@
-package httpapi
+package bulkfile
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -89,7 +92,7 @@ type jsonPos struct {
 	runStart int64
 }
 
-func newJSONEntries(body io.Reader) devreg.EntrySource {
+func NewJSONReader(body io.Reader) devreg.EntrySource {
 	return reqbody.Entries(newJSONParser(body))
 }
 
@@ -512,7 +515,7 @@ func bodyEnded(err error, at int64) error {
 	case errors.Is(err, io.EOF):
 		err = io.ErrUnexpectedEOF
 	}
-	return jsonError(err, at)
+	return JSONError(err, at)
 }
 
 func tokenError(c byte, context string, at int64) error {
@@ -1147,4 +1150,34 @@ func getu4(s []byte) rune {
 		r = r*16 + rune(c)
 	}
 	return r
+}
+
+// JSONError explains a JSON decoding error (of encoding/json or of the JSON registration body's
+// reader), with the byte offset where it happened, as a devreg error to answer with.
+func JSONError(err error, offset int64) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return reqbody.TooLarge(tooLarge)
+	case errors.As(err, &syntax):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: %s at byte offset %d", syntax.Error(), syntax.Offset)
+	case errors.As(err, &typ):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: field %q must be a %s, not %s (byte offset %d)", typ.Field, typ.Type, typ.Value, typ.Offset)
+	case errors.Is(err, io.EOF):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid JSON: it ends early at byte offset %d", offset)
+	case isUnknownField(err):
+		return devreg.Errorf(devreg.EBADREQUEST, "body is not valid: %s (byte offset %d)", strings.TrimPrefix(err.Error(), "json: "), offset)
+	default:
+		return devreg.Errorf(devreg.EBADREQUEST, "could not read the body: %v", err)
+	}
+}
+
+// isUnknownField reports whether err is encoding/json's refusal of a field it does not know
+// (it has no error type of its own).
+func isUnknownField(err error) bool {
+	return strings.HasPrefix(err.Error(), "json: unknown field")
 }

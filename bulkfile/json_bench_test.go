@@ -1,4 +1,4 @@
-package httpapi
+package bulkfile
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"devreg"
-	"devreg/bulkfile"
 	"devreg/internal/reqbody"
 )
 
@@ -43,8 +42,8 @@ func BenchmarkParseRegistration(b *testing.B) {
 		body []byte
 		open func(io.Reader) devreg.EntrySource
 	}{
-		{"JSON", jsonBody, newJSONEntries},
-		{"CSV", csvBody, func(r io.Reader) devreg.EntrySource { return reqbody.Entries(bulkfile.NewReader(r)) }},
+		{"JSON", jsonBody, NewJSONReader},
+		{"CSV", csvBody, func(r io.Reader) devreg.EntrySource { return reqbody.Entries(NewReader(r)) }},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			b.SetBytes(int64(len(bm.body)))

@@ -1,4 +1,4 @@
-package httpapi
+package bulkfile
 
 // The JSON registration parser as it was before issue 17: encoding/json's Decoder, one Decode per
 // entry, behind a filter that bounds each value. FuzzJSONEntries holds the new parser to what this
@@ -210,5 +210,5 @@ func (j *refJSONEntries) syntax(err error) error {
 	case errors.Is(err, io.EOF):
 		err = io.ErrUnexpectedEOF
 	}
-	return jsonError(err, j.dec.InputOffset())
+	return JSONError(err, j.dec.InputOffset())
 }

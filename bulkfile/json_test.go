@@ -1,4 +1,4 @@
-package httpapi
+package bulkfile
 
 import (
 	"errors"
@@ -70,7 +70,7 @@ func compareWithReference(t *testing.T, body string, chunk int, limit int64) {
 	if chunk > 0 {
 		r = &chunked{r: r, n: chunk}
 	}
-	got, gotErr := readEntries(newJSONEntries(open(r)))
+	got, gotErr := readEntries(NewJSONReader(open(r)))
 	want, wantErr := readEntries(newRefJSONEntries(open(strings.NewReader(body))))
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("entries differ from encoding/json's (-old +new):\n%s", diff)
@@ -187,7 +187,7 @@ func TestJSONEntriesKeepDecoderBehaviour(t *testing.T) {
 			for i := range tt.entries {
 				tt.entries[i].Index = i
 			}
-			got, err := readEntries(newJSONEntries(strings.NewReader(tt.body)))
+			got, err := readEntries(NewJSONReader(strings.NewReader(tt.body)))
 			if diff := cmp.Diff(tt.entries, got); diff != "" {
 				t.Errorf("entries (-want +got):\n%s", diff)
 			}
@@ -208,7 +208,7 @@ func TestJSONEntriesReadErrors(t *testing.T) {
 	for limit := int64(1); limit <= int64(len(body)); limit++ {
 		compareWithReference(t, body+"   ", 0, limit)
 	}
-	_, err := readEntries(newJSONEntries(&failAfter{r: strings.NewReader(body), n: 60}))
+	_, err := readEntries(NewJSONReader(&failAfter{r: strings.NewReader(body), n: 60}))
 	if devreg.ErrorCode(err) != devreg.ETOOLARGE {
 		t.Errorf("cut at 60 bytes: %v; want too large", err)
 	}
