@@ -89,7 +89,7 @@ func main() {
 	events := flag.Bool("events", false, "measure only the delivery of -events-n events to a webhook and to JetStream, each against its baseline (see events.go)")
 	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
 	flag.IntVar(serverProcs, "server-procs", 0, "run each devreg server with GOMAXPROCS=`N` (the bench and its load generator keep every core); 0 for the default")
-	bin := flag.String("bin", "", "with -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
+	bin := flag.String("bin", "", "with -tokens-only, -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
 	flag.Parse()
 	var err error
 	switch {
@@ -114,7 +114,7 @@ func main() {
 	case cfg.runs < 1 || cfg.n < 1000:
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
 	case *tokensOnly:
-		err = runTokensOnly(cfg)
+		err = runTokensOnly(cfg, *bin)
 	case *big:
 		err = runBig(cfg)
 	default:

@@ -142,9 +142,9 @@ func (b *bench) rateRun(ctx context.Context, srv *server) error {
 
 // runTokensOnly measures only the request rates of rateRun, cfg.runs times, each time on a new
 // server whose registry holds cfg.n devices, and prints them.
-func runTokensOnly(cfg config) error {
+func runTokensOnly(cfg config, bin string) error {
 	began := time.Now()
-	b, err := newBench(cfg, "")
+	b, err := newBench(cfg, bin)
 	if err != nil {
 		return err
 	}
