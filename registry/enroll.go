@@ -12,7 +12,6 @@ import (
 
 	"devreg"
 	"devreg/credential"
-	"devreg/internal/reqbody"
 )
 
 // Zero-touch enrollment (issue 24): an unknown device whose ID matches an open enrollment group's
@@ -280,7 +279,7 @@ func (s *Service) SetAllowedIDs(ctx context.Context, deviceTypeID, groupID strin
 	if err != nil {
 		return 0, devreg.Errorf(devreg.EINVALID, "the group's id_pattern does not compile (%v); correct it first", err)
 	}
-	spool := reqbody.NewSpool(reqbody.SpoolMemory)
+	spool := newEntrySpool(spoolMemory)
 	defer spool.Close()
 	var problems devreg.ProblemList
 	total := 0

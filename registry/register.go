@@ -15,7 +15,6 @@ import (
 
 	"devreg"
 	"devreg/credential"
-	"devreg/internal/reqbody"
 )
 
 // Register registers the devices src yields under a device type, all or nothing. The whole
@@ -81,7 +80,7 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	if err != nil {
 		return res, err
 	}
-	spool := reqbody.NewSpool(reqbody.SpoolMemory)
+	spool := newEntrySpool(spoolMemory)
 	defer spool.Close()
 	endRead := devreg.StartStage(ctx, "read")
 	read := s.readEntries(c.AccountID, dt, trust, src, spool, opts.Problems)
@@ -275,7 +274,7 @@ type checkBatch struct {
 // does. It screens the device IDs for repeats by their 64-bit hashes: distinct hashes prove the
 // IDs distinct; a repeated hash (a repeated ID, or rarely a collision) leaves the exact check to
 // the stage.
-func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust typeTrust, src devreg.EntrySource, spool *reqbody.Spool,
+func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust typeTrust, src devreg.EntrySource, spool *entrySpool,
 	sink func(devreg.Problem)) readResult {
 	r := readResult{keys: s.keys.Keys(), invalid: devreg.ProblemList{Sink: sink}}
 	workers := max(1, runtime.GOMAXPROCS(0))

@@ -1,4 +1,4 @@
-package reqbody
+package registry
 
 import (
 	"bufio"
@@ -13,9 +13,9 @@ import (
 	"devreg"
 )
 
-// SpoolMemory is how much of a spool stays in memory before the rest goes to a temporary file:
+// spoolMemory is how much of a spool stays in memory before the rest goes to a temporary file:
 // about twenty thousand entries, so that a small request never touches the disk.
-const SpoolMemory = 1 << 20
+const spoolMemory = 1 << 20
 
 // Bounds of what a spooled entry can hold, so that a damaged spool file reads as an error.
 const (
@@ -23,13 +23,13 @@ const (
 	maxSpooledHashes = 64 << 10
 )
 
-// Spool holds the checked entries of a registration request until the request has arrived
-// whole, so that no database connection waits on a slow upload. The first SpoolMemory bytes stay
+// entrySpool holds the checked entries of a registration request until the request has arrived
+// whole, so that no database connection waits on a slow upload. The first spoolMemory bytes stay
 // in memory; the rest go to a temporary file, unlinked as soon as it is made where the system
 // allows it, so it vanishes even if the process dies, and removed by Close where it does not.
 // Each entry takes its device ID, its hashes and a few bytes, so a spool is about the size of the
 // body it came from: the body limit bounds it.
-type Spool struct {
+type entrySpool struct {
 	mem     []byte
 	memMax  int
 	file    *os.File
@@ -41,14 +41,14 @@ type Spool struct {
 	scratch             [3 * binary.MaxVarintLen64]byte
 }
 
-// NewSpool returns an empty spool that keeps its first memMax bytes in memory.
-func NewSpool(memMax int) *Spool { return &Spool{memMax: memMax} }
+// newEntrySpool returns an empty spool that keeps its first memMax bytes in memory.
+func newEntrySpool(memMax int) *entrySpool { return &entrySpool{memMax: memMax} }
 
 // Len returns how many entries the spool holds.
-func (s *Spool) Len() int { return s.count }
+func (s *entrySpool) Len() int { return s.count }
 
 // Add appends e. Entries are added in the order of their index.
-func (s *Spool) Add(e devreg.StagedEntry) error {
+func (s *entrySpool) Add(e devreg.StagedEntry) error {
 	// Index and line as differences from the entry before, which are a byte or two each.
 	b := binary.AppendVarint(s.scratch[:0], int64(e.Index-s.lastIndex))
 	b = binary.AppendVarint(b, int64(e.Line-s.lastLine))
@@ -75,7 +75,7 @@ func (s *Spool) Add(e devreg.StagedEntry) error {
 }
 
 // spill moves the spool to a temporary file.
-func (s *Spool) spill() error {
+func (s *entrySpool) spill() error {
 	f, err := os.CreateTemp("", "devreg-register-*")
 	if err != nil {
 		return fmt.Errorf("spool a registration: %w", err)
@@ -88,7 +88,7 @@ func (s *Spool) spill() error {
 
 // Replay hands the entries to fn in order, at most chunk at a time. fn may keep the slices it
 // is given.
-func (s *Spool) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
+func (s *entrySpool) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 	r := io.Reader(bytes.NewReader(s.mem))
 	if s.w != nil {
 		if err := s.w.Flush(); err != nil {
@@ -148,7 +148,7 @@ func (s *Spool) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 }
 
 // Close discards the spool and its file.
-func (s *Spool) Close() error {
+func (s *entrySpool) Close() error {
 	s.mem = nil
 	if s.file == nil {
 		return nil

@@ -1,4 +1,4 @@
-package reqbody
+package registry
 
 import (
 	"fmt"
@@ -20,7 +20,7 @@ func someEntries(n int) []devreg.StagedEntry {
 	return out
 }
 
-func replay(t *testing.T, s *Spool) []devreg.StagedEntry {
+func replay(t *testing.T, s *entrySpool) []devreg.StagedEntry {
 	t.Helper()
 	var got []devreg.StagedEntry
 	if err := s.Replay(100, func(chunk []devreg.StagedEntry) error {
@@ -39,7 +39,7 @@ func replay(t *testing.T, s *Spool) []devreg.StagedEntry {
 func TestSpoolKeepsSmallRequestsInMemory(t *testing.T) {
 	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
 	want := someEntries(1000)
-	s := NewSpool(SpoolMemory)
+	s := newEntrySpool(spoolMemory)
 	defer s.Close()
 	for _, e := range want {
 		if err := s.Add(e); err != nil {
@@ -57,7 +57,7 @@ func TestSpoolSpillsToAFileItRemoves(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("TMPDIR", dir)
 	want := someEntries(20000)
-	s := NewSpool(64 << 10)
+	s := newEntrySpool(64 << 10)
 	for _, e := range want {
 		if err := s.Add(e); err != nil {
 			t.Fatal(err)
