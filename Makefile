@@ -34,7 +34,7 @@ build:
 # Registers 1,000,000 devices through a real server, three runs, and prints each figure of issue 17
 # as a median with its spread and a ratio to a baseline measured in the same run: the sqlite3
 # shell's .import (and PostgreSQL's COPY) into the smallest table that enforces the rule. About
-# 5 minutes on 2 cores; go run ./internal/bench -h for the knobs. make bench BIG=1 registers
+# 5 minutes on 2 cores; go run ./cmd/devreg-bench -h for the commands and knobs. make bench BIG=1 registers
 # ten batches of a million devices on PostgreSQL instead and measures the token rate before and
 # after them (4 minutes here, 500 MB of temporary files and some GB of PostgreSQL database).
 # make bench CERT_LOGIN=1 measures device logins over HTTPS instead, by secret and by certificate,
@@ -51,8 +51,12 @@ build:
 # PostgreSQL (10 minutes). make bench TOKENS=1 measures only the request rates (tokens, broker
 # logins, topic checks, against /healthz) on a registry of 100,000 devices (2 minutes); PROCS=N
 # runs the servers with GOMAXPROCS=N, for the scaling figures.
+# One command at a time: the first option set picks it (registration, the default, when none is).
+BENCH = $(firstword $(if $(filter 1,$(TOKENS)),tokens) $(if $(filter 1,$(BIG)),big) $(if $(filter 1,$(CERT_LOGIN)),cert-login) \
+	$(if $(filter 1,$(CERTIFICATES)),certificates) $(if $(filter 1,$(ENROLL)),enroll) $(if $(filter 1,$(BATCH_DELETE)),batch-delete) \
+	$(if $(filter 1,$(EVENTS)),events) $(if $(filter 1,$(EVENTS_COST)),events-cost) registration)
 bench:
-	$(GO) run ./internal/bench $(if $(filter 1,$(TOKENS)),-tokens-only -n 100000) $(if $(PROCS),-server-procs $(PROCS)) $(if $(filter 1,$(BIG)),-big) $(if $(filter 1,$(CERT_LOGIN)),-cert-login) $(if $(filter 1,$(CERTIFICATES)),-certificates) $(if $(filter 1,$(ENROLL)),-enroll) $(if $(filter 1,$(BATCH_DELETE)),-batch-delete) $(if $(filter 1,$(EVENTS)),-events) $(if $(filter 1,$(EVENTS_COST)),-events-cost -events-cost-before $(BEFORE))
+	$(GO) run ./cmd/devreg-bench $(BENCH) $(if $(filter tokens,$(BENCH)),-n 100000) $(if $(PROCS),-server-procs $(PROCS)) $(if $(filter events-cost,$(BENCH)),-events-cost-before $(BEFORE))
 
 fuzz:
 	$(GO) test ./bulkfile -run '^$$' -fuzz FuzzReader -fuzztime 60s

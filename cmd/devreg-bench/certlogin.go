@@ -121,7 +121,7 @@ func runCertLogin(cfg config) error {
 	}
 	rate := func(name string) float64 { return medianOf(measured[name]) }
 	share := func(name string) float64 { return 100 * float64(resumed[name]) / float64(max(total[name], 1)) }
-	fmt.Printf("devreg bench -cert-login: token endpoint over HTTPS (SQLite), a new TLS connection per login, %d in flight,\n", certLoginWorkers)
+	fmt.Printf("devreg-bench cert-login: token endpoint over HTTPS (SQLite), a new TLS connection per login, %d in flight,\n", certLoginWorkers)
 	fmt.Printf("  %d devices per kind, certificates chained to the type's CA; median of %d runs of %s\n", certLoginDevices, cfg.runs, cfg.rateTime)
 	for _, hs := range []string{"full", "resumed"} {
 		secret := rate("secret/" + hs)

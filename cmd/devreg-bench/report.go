@@ -116,7 +116,7 @@ func (b *bench) report(w io.Writer, took time.Duration) {
 	if b.pg != "" && !b.growthOnly {
 		pg = "PostgreSQL " + postgresVersion(context.Background(), b.pg)
 	}
-	fmt.Fprintf(w, "devreg bench: n=%d, %d runs, %d CPUs, sqlite3 %s, %s; rates: %s, %s each; took %s\n",
+	fmt.Fprintf(w, "devreg-bench: n=%d, %d runs, %d CPUs, sqlite3 %s, %s; rates: %s, %s each; took %s\n",
 		b.n, b.runs, runtime.NumCPU(), sqliteVersion(), pg, b.load, b.rateTime, took.Round(time.Second))
 	fmt.Fprintln(w, "Each figure: the median of the runs [least–greatest]. Each ratio is taken within a run, to a baseline measured in that run.")
 

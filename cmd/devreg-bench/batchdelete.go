@@ -107,7 +107,7 @@ func (b *bench) batchDeleteRuns(ctx context.Context, db string, args ...string) 
 	cpu := func(m measure) float64 { return m.cpu }
 	ratio := func(m measure) float64 { return m.ratio }
 	reg, del, base := medianBy(registered, wall), medianBy(deleted, wall), medianBy(baseline, wall)
-	fmt.Printf("devreg bench -batch-delete: one lot of %d devices, one %s server, %d runs (median)\n", b.n, db, b.runs)
+	fmt.Printf("devreg-bench batch-delete: one lot of %d devices, one %s server, %d runs (median)\n", b.n, db, b.runs)
 	fmt.Printf("  register the lot (CSV, one request): %7.2f s  (%.0f devices/s), server CPU %.2f s\n", reg, float64(b.n)/reg, medianBy(registered, cpu))
 	fmt.Printf("  delete the lot (DELETE /api/v1/batches/{id}): %7.2f s  (%.0f devices/s), server CPU %.2f s\n", del, float64(b.n)/del, medianBy(deleted, cpu))
 	fmt.Printf("  ratio delete/register: %.2f (issue 25: at most 2)\n", medianBy(deleted, ratio))
@@ -115,7 +115,7 @@ func (b *bench) batchDeleteRuns(ctx context.Context, db string, args ...string) 
 	return nil
 }
 
-var batchDeleteEach = flag.Bool("batch-delete-runs", false, "with -batch-delete: print each run's figures too")
+var batchDeleteEach = flag.Bool("batch-delete-runs", false, "with batch-delete: print each run's figures too")
 
 // writeLotFile writes a CSV registration body of n devices with IDs that follow each other, as a
 // factory's lot has them, and random secrets.

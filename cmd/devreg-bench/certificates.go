@@ -121,7 +121,7 @@ func (b *bench) certificateRuns(ctx context.Context, db string, baseline func() 
 	cpu := func(m measure) float64 { return m.cpu }
 	s, f := medianBy(secrets, wall), medianBy(fingerprints, wall)
 	sc, fc := medianBy(secrets, cpu), medianBy(fingerprints, cpu)
-	fmt.Printf("devreg bench -certificates: %d devices per request, one %s server, %d runs (median)\n", b.n, db, b.runs)
+	fmt.Printf("devreg-bench certificates: %d devices per request, one %s server, %d runs (median)\n", b.n, db, b.runs)
 	fmt.Printf("  by secret:             %7.2f s  (%.0f devices/s), server CPU %.2f s\n", s, float64(b.n)/s, sc)
 	fmt.Printf("  by certificate_sha256: %7.2f s  (%.0f devices/s), server CPU %.2f s\n", f, float64(b.n)/f, fc)
 	fmt.Printf("  ratio fingerprint/secret: %.2f, of server CPU %.2f (issue 23: at most 1.2)\n", f/s, fc/sc)
@@ -134,7 +134,7 @@ func (b *bench) certificateRuns(ctx context.Context, db string, baseline func() 
 	return nil
 }
 
-var certStages = flag.Bool("certificate-stages", false, "with -certificates: print each registration's Server-Timing stages")
+var certStages = flag.Bool("certificate-stages", false, "with certificates: print each registration's Server-Timing stages")
 
 // flagSet reports whether the command line set the flag.
 func flagSet(name string) bool {

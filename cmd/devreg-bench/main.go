@@ -1,4 +1,4 @@
-// Command bench measures devreg against the physical limit of the same work, through the real
+// Command devreg-bench measures devreg against the physical limit of the same work, through the real
 // binary serving on loopback, and prints every figure as the median of several runs with its
 // spread (least and greatest). Each ratio is taken within one run, against a baseline measured in
 // that run, before the median is taken.
@@ -23,14 +23,11 @@
 // At n=1,000,000 the default three runs took about 5 minutes (4m57s and 5m8s) on 2 cores with PostgreSQL (the report's first
 // line says how long it took).
 //
-// With -backup-only it measures only devreg backup of a registry of n devices, alone and while
-// registrations of 10,000 devices follow one another, and how much slower those are meanwhile.
-// With -tokens-only it measures only the request rates, on a registry of n devices.
-// With -batch-delete it measures only deleting a lot against registering it (batchdelete.go).
-// With -broker-load [-bin PATH] it measures only broker logins through two servers on one
-// PostgreSQL database, and topic checks from one and four client addresses (brokerload.go).
+// That is the command registration, the default; the other commands measure other figures, one
+// each (see commands, or devreg-bench -h): tokens the request rates alone, backup devreg backup,
+// big ten batches of n on PostgreSQL, broker-load two servers' broker logins, and so on.
 //
-//	go run ./internal/bench [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-growth-only] [-backup-only] [-tokens-only] [-big]
+//	go run ./cmd/devreg-bench [command] [-n 1000000] [-runs 3] [-postgres URL] [-old-baselines] [-bin PATH] [-server-procs N]
 package main
 
 import (
@@ -48,6 +45,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,59 +67,66 @@ type config struct {
 	rateTime     time.Duration
 }
 
+// command measures some of the figures: run gets the flags and -bin.
+type command struct {
+	name, help string
+	run        func(cfg config, bin string) error
+}
+
+// commands are the figures devreg-bench measures, by the name of the command that measures them.
+var commands = []command{
+	{"registration", "the default: a million devices as one CSV request and its variants, by stage, the request rates, paging, growth (issue 17's table)", func(cfg config, _ string) error { return run(cfg) }},
+	{"growth", "only the growth of ten batches of n/10 UUID-like IDs", func(cfg config, _ string) error { cfg.growthOnly = true; return run(cfg) }},
+	{"tokens", "only the request rates (device tokens, broker logins, topic checks, /healthz) on a registry of n devices", runTokensOnly},
+	{"big", "10 batches of n devices on PostgreSQL, and the device token rate before and after them", func(cfg config, _ string) error { return runBig(cfg) }},
+	{"backup", "devreg backup of n devices, and how it slows registrations down", func(cfg config, _ string) error { return runBackupOnly(cfg.n) }},
+	{"listing-load", "a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)", runListingLoad},
+	{"broker-load", "broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (brokerload.go)", runBrokerLoad},
+	{"certificates", "registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret", runCertificates},
+	{"cert-login", "device logins at the token endpoint over HTTPS: by secret against by certificate, full handshake and resumed session (certlogin.go)", func(cfg config, _ string) error { return runCertLogin(cfg) }},
+	{"batch-delete", "deleting a lot of n devices against registering it, and the raw DELETE of as many rows (batchdelete.go)", runBatchDelete},
+	{"enroll", "first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests (enroll.go)", func(cfg config, _ string) error { return runEnroll(cfg) }},
+	{"events", "the delivery of -events-n events to a webhook and to JetStream, each against its baseline (events.go)", func(cfg config, _ string) error { return runEvents(cfg) }},
+	{"events-cost", "what writing events costs a registration of n devices, a device's change and token requests, against the build of -events-cost-before (eventscost.go)", func(cfg config, _ string) error { return runEventsCost(cfg) }},
+}
+
 func main() {
 	var cfg config
 	flag.IntVar(&cfg.n, "n", 1_000_000, "devices per request")
 	flag.IntVar(&cfg.runs, "runs", 3, "how many times each figure is measured; the median and the spread are printed")
 	flag.StringVar(&cfg.pg, "postgres", os.Getenv("DEVREG_TEST_POSTGRES"), "PostgreSQL server `URL` for the PostgreSQL figures; empty to skip them")
-	flag.BoolVar(&cfg.growthOnly, "growth-only", false, "measure only the growth of batch times")
 	flag.BoolVar(&cfg.oldBaselines, "old-baselines", false, "also measure the baselines of devreg's first table layout, to compare with figures from before issue 17")
 	flag.DurationVar(&cfg.rateTime, "rate-time", 5*time.Second, "how long each request rate is measured")
-	backupOnly := flag.Bool("backup-only", false, "measure only devreg backup of n devices, and how it slows registrations down")
-	big := flag.Bool("big", false, "register 10 batches of n devices on PostgreSQL, and measure the device token rate before and after them")
-	tokensOnly := flag.Bool("tokens-only", false, "measure only the request rates (device tokens, broker logins, /healthz) on a registry of n devices")
-	listingLoad := flag.Bool("listing-load", false, "measure only a page of devices listed by a read key restricted to 100 device types, against an admin key (SQLite; PostgreSQL with -postgres)")
-	brokerLoad := flag.Bool("broker-load", false, "measure only broker logins through two servers on one PostgreSQL database, and topic checks from one and four addresses (see brokerload.go)")
-	certificates := flag.Bool("certificates", false, "measure only registering n devices (100,000 unless -n says) by certificate fingerprint against n by secret, and their ratio")
-	certLogin := flag.Bool("cert-login", false, "measure only device logins at the token endpoint over HTTPS: by secret against by certificate (ECDSA P-256, RSA-2048), full handshake and resumed session (see certlogin.go)")
-	batchDelete := flag.Bool("batch-delete", false, "measure only deleting a lot of n devices against registering it, and the raw DELETE of as many rows by the sqlite3 shell and psql (see batchdelete.go)")
-	eventsCost := flag.Bool("events-cost", false, "measure only what writing events costs a registration of n devices, a device's change and token requests, against the build of -events-cost-before (see eventscost.go)")
-	events := flag.Bool("events", false, "measure only the delivery of -events-n events to a webhook and to JetStream, each against its baseline (see events.go)")
-	enroll := flag.Bool("enroll", false, "measure only first connections through an enrollment group (10,000 unless -n says, from 64 clients) against token requests of registered devices (see enroll.go)")
 	flag.IntVar(serverProcs, "server-procs", 0, "run each devreg server with GOMAXPROCS=`N` (the bench and its load generator keep every core); 0 for the default")
-	bin := flag.String("bin", "", "with -tokens-only, -listing-load, -broker-load, -certificates or -batch-delete: the devreg `binary` to measure instead of one built from this tree")
-	flag.Parse()
+	bin := flag.String("bin", "", "with tokens, listing-load, broker-load, certificates or batch-delete: the devreg `binary` to measure instead of one built from this tree")
+	flag.Usage = func() {
+		w := flag.CommandLine.Output()
+		fmt.Fprintf(w, "usage: devreg-bench [command] [flags]\n\ncommands:\n")
+		for _, c := range commands {
+			fmt.Fprintf(w, "  %-13s %s\n", c.name, c.help)
+		}
+		fmt.Fprintf(w, "\nflags:\n")
+		flag.PrintDefaults()
+	}
+	name, args := "registration", os.Args[1:]
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	flag.CommandLine.Parse(args)
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
 	var err error
 	switch {
-	case *backupOnly:
-		err = runBackupOnly(cfg.n)
-	case *certificates:
-		err = runCertificates(cfg, *bin)
-	case *certLogin:
-		err = runCertLogin(cfg)
-	case *enroll:
-		err = runEnroll(cfg)
-	case *batchDelete:
-		err = runBatchDelete(cfg, *bin)
-	case *events:
-		err = runEvents(cfg)
-	case *eventsCost:
-		err = runEventsCost(cfg)
-	case *listingLoad:
-		err = runListingLoad(cfg, *bin)
-	case *brokerLoad:
-		err = runBrokerLoad(cfg, *bin)
+	case i < 0:
+		err = fmt.Errorf("no command %q (devreg-bench -h lists them)", name)
+	case flag.NArg() > 0:
+		err = fmt.Errorf("unexpected %q after the flags: one command at a time", flag.Arg(0))
 	case cfg.runs < 1 || cfg.n < 1000:
 		err = fmt.Errorf("want -runs of at least 1 and -n of at least 1000")
-	case *tokensOnly:
-		err = runTokensOnly(cfg, *bin)
-	case *big:
-		err = runBig(cfg)
 	default:
-		err = run(cfg)
+		err = commands[i].run(cfg, *bin)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
+		fmt.Fprintln(os.Stderr, "devreg-bench:", err)
 		os.Exit(1)
 	}
 }

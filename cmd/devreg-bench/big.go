@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// bigBatches is how many batches of n devices -big registers on PostgreSQL.
+// bigBatches is how many batches of n devices big registers on PostgreSQL.
 const bigBatches = 10
 
 // runBig registers bigBatches batches of cfg.n UUID-like devices one after another on a server
@@ -21,7 +21,7 @@ const bigBatches = 10
 // all the batches are.
 func runBig(cfg config) error {
 	if cfg.pg == "" {
-		return fmt.Errorf("-big needs a PostgreSQL server: -postgres URL or DEVREG_TEST_POSTGRES")
+		return fmt.Errorf("big needs a PostgreSQL server: -postgres URL or DEVREG_TEST_POSTGRES")
 	}
 	if err := pingPostgres(cfg.pg); err != nil {
 		return err
@@ -99,7 +99,7 @@ func runBig(cfg config) error {
 
 // reportBig prints the batch times and the rates before and after them.
 func (b *bench) reportBig(w io.Writer, n int, took time.Duration) {
-	fmt.Fprintf(w, "devreg bench -big: %d batches of %d UUID-like devices on PostgreSQL (%s), %d CPUs; rates: %s, %s each; took %s\n",
+	fmt.Fprintf(w, "devreg-bench big: %d batches of %d UUID-like devices on PostgreSQL (%s), %d CPUs; rates: %s, %s each; took %s\n",
 		bigBatches, n, postgresVersion(context.Background(), b.pg), runtime.NumCPU(), b.load, b.rateTime, took.Round(time.Second))
 	fmt.Fprintf(w, "\n%-40s %10s %10s %12s %8s\n", "batch", "seconds", "devices/s", "ratio_to_01", "rss_MB")
 	for k := range bigBatches {

@@ -29,13 +29,13 @@ import (
 	"devreg/client"
 )
 
-// The flags of -broker-load, beside -postgres and -rate-time.
+// The flags of broker-load, beside -postgres and -rate-time.
 var (
-	brokerDevices  = flag.Int("broker-devices", 20_000, "with -broker-load: how many devices log in")
-	brokerLoadTime = flag.Duration("broker-load-time", 30*time.Second, "with -broker-load: how long the broker logins last")
+	brokerDevices  = flag.Int("broker-devices", 20_000, "with broker-load: how many devices log in")
+	brokerLoadTime = flag.Duration("broker-load-time", 30*time.Second, "with broker-load: how long the broker logins last")
 )
 
-// brokerLagLimit is how long -broker-load waits after the logins for every device's
+// brokerLagLimit is how long broker-load waits after the logins for every device's
 // last_seen_at (the contract promises 10 seconds).
 const brokerLagLimit = 60 * time.Second
 
@@ -54,7 +54,7 @@ var brokerAddrs = []string{"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}
 //     from four, next to its /healthz rate, with how many times the key's row was written.
 func runBrokerLoad(cfg config, bin string) error {
 	if cfg.pg == "" {
-		return fmt.Errorf("-broker-load needs a PostgreSQL server: -postgres URL or DEVREG_TEST_POSTGRES")
+		return fmt.Errorf("broker-load needs a PostgreSQL server: -postgres URL or DEVREG_TEST_POSTGRES")
 	}
 	if err := pingPostgres(cfg.pg); err != nil {
 		return err
@@ -101,7 +101,7 @@ func runBrokerLoad(cfg config, bin string) error {
 	return nil
 }
 
-// brokerLoad is one -broker-load run: two servers on one database, an account with n devices
+// brokerLoad is one broker-load run: two servers on one database, an account with n devices
 // and a broker key.
 type brokerLoad struct {
 	bin, dir, dbURL string
@@ -490,7 +490,7 @@ func (l *brokerLoad) readLogs() (logFigures, error) {
 
 // report prints the figures.
 func (l *brokerLoad) report(w io.Writer, lf loginFigures, cf checkFigures, logs logFigures, rateTime, took time.Duration) {
-	fmt.Fprintf(w, "devreg bench -broker-load: %s; two servers on PostgreSQL %s, %d devices, %d CPUs, %d connections; took %s\n",
+	fmt.Fprintf(w, "devreg-bench broker-load: %s; two servers on PostgreSQL %s, %d devices, %d CPUs, %d connections; took %s\n",
 		l.bin, postgresVersion(context.Background(), l.dbURL), l.n, runtime.NumCPU(), loadConnections, took.Round(time.Second))
 	fmt.Fprintf(w, "\nbroker logins (EMQX authn, secret), spread over both servers for %s (after one login of each device, %s):\n",
 		lf.elapsed.Round(time.Second), lf.warmUp.Round(100*time.Millisecond))

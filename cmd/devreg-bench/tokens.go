@@ -188,7 +188,7 @@ func (b *bench) tokensRun(ctx context.Context, run int) error {
 
 // reportRates prints the request rates that rateRun measured, as the full report does.
 func (b *bench) reportRates(w io.Writer, took time.Duration) {
-	fmt.Fprintf(w, "devreg bench -tokens-only: n=%d, %d runs, %d CPUs; rates: %s, %s each; took %s\n",
+	fmt.Fprintf(w, "devreg-bench tokens-only: n=%d, %d runs, %d CPUs; rates: %s, %s each; took %s\n",
 		b.n, b.runs, runtime.NumCPU(), b.load, b.rateTime, took.Round(time.Second))
 	fmt.Fprintln(w, "Each figure: the median of the runs [least–greatest]. Each ratio is taken within a run.")
 	b.printRates(w)

@@ -20,7 +20,7 @@ import (
 	"devreg/client"
 )
 
-// The registry -listing-load lists from: listingTypes device types that a read key is
+// The registry listing-load lists from: listingTypes device types that a read key is
 // restricted to, whose devices (n, by default listingDevices) share the prefix "big" and
 // interleave the types in ID order, and listingOtherTypes types the key does not reach, with a
 // quarter as many devices of their own prefix.
@@ -56,7 +56,7 @@ func runListingLoad(cfg config, bin string) error {
 		}
 	})
 	if n <= 1000 { // each figure lists a full page of 1,000 and checks there is a next one
-		return fmt.Errorf("-listing-load wants -n of more than 1000 (it lists pages of 1,000 devices)")
+		return fmt.Errorf("listing-load wants -n of more than 1000 (it lists pages of 1,000 devices)")
 	}
 	if err := pingPostgres(pg); err != nil {
 		return err
@@ -147,7 +147,7 @@ func runListingLoad(cfg config, bin string) error {
 	}
 
 	w := os.Stdout
-	fmt.Fprintf(w, "devreg bench -listing-load: %s, %s; %d devices of prefix big in %d types (the restricted key's), %d of %d other types; %d CPUs; took %s\n",
+	fmt.Fprintf(w, "devreg-bench listing-load: %s, %s; %d devices of prefix big in %d types (the restricted key's), %d of %d other types; %d CPUs; took %s\n",
 		database, b.bin, n, listingTypes, n/4, listingOtherTypes, runtime.NumCPU(), time.Since(began).Round(time.Second))
 	fmt.Fprintf(w, "Each figure: the median of %d samples [least–greatest] on an otherwise idle server; server CPU per request (10 ms ticks).\n",
 		len(b.res.byName["prefix_admin"].runs))
@@ -189,7 +189,7 @@ func timeListings(ctx context.Context, srv *server, key, query string, count int
 	return m, <-errs
 }
 
-// fillListingRegistry registers the devices of -listing-load and returns the types the
+// fillListingRegistry registers the devices of listing-load and returns the types the
 // restricted key reaches. Each reached type's devices are one request, their IDs every
 // listingTypes-th of the prefix's, so that the types interleave in ID order.
 func fillListingRegistry(ctx context.Context, srv *server, n int) ([]string, error) {

@@ -25,7 +25,7 @@ import (
 	"devreg/webhook"
 )
 
-var eventsN = flag.Int("events-n", 10_000, "with -events: how many events each run delivers")
+var eventsN = flag.Int("events-n", 10_000, "with events: how many events each run delivers")
 
 // runEvents measures the delivery of events (issue 26: keep up with 2,000 events/s to a local
 // webhook receiver and to JetStream). Each run makes a fresh registry (SQLite, and PostgreSQL
@@ -77,7 +77,7 @@ func runEvents(cfg config) error {
 		}
 		rate := func(m measure) float64 { return m.value }
 		ratio := func(m measure) float64 { return m.ratio }
-		fmt.Printf("devreg bench -events: %d events a run, one %s server, %d runs (median)\n", *eventsN, db, b.runs)
+		fmt.Printf("devreg-bench events: %d events a run, one %s server, %d runs (median)\n", *eventsN, db, b.runs)
 		fmt.Printf("  to a webhook on loopback:   %7.0f events/s; baseline (signed POSTs in order, no database) %7.0f events/s; devreg/baseline %.2f (issue 26: at least 2,000 events/s)\n",
 			medianBy(hook, rate), medianBy(hookBase, rate), medianBy(hook, ratio))
 		fmt.Printf("  to JetStream (nats-server): %7.0f events/s; baseline (nats.go publishes, each acked)   %7.0f events/s; devreg/baseline %.2f (issue 26: at least 2,000 events/s)\n",

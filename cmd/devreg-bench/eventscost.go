@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-var eventsCostBefore = flag.String("events-cost-before", "", "with -events-cost: the git `revision` to build the devreg without events from (the commit before them)")
+var eventsCostBefore = flag.String("events-cost-before", "", "with events-cost: the git `revision` to build the devreg without events from (the commit before them)")
 
 // runEventsCost measures what writing events costs (issue 26: a registration of a million devices
 // less than 3%, a single-device change less than 20%, a token request that is not a first
@@ -27,7 +27,7 @@ var eventsCostBefore = flag.String("events-cost-before", "", "with -events-cost:
 // that have had one before.
 func runEventsCost(cfg config) error {
 	if *eventsCostBefore == "" {
-		return fmt.Errorf("-events-cost needs -events-cost-before REV, the commit before events (make bench EVENTS_COST=1 BEFORE=REV)")
+		return fmt.Errorf("events-cost needs -events-cost-before REV, the commit before events (make bench EVENTS_COST=1 BEFORE=REV)")
 	}
 	if err := pingPostgres(cfg.pg); err != nil {
 		return err
@@ -88,7 +88,7 @@ func runEventsCost(cfg config) error {
 			return spreadOf(xs).format(prec)
 		}
 		e, bf := got["events"], got["before"]
-		fmt.Printf("devreg bench -events-cost: this tree against %s (the commit before events), one %s server each, %d runs (median [spread])\n", *eventsCostBefore, db, b.runs)
+		fmt.Printf("devreg-bench events-cost: this tree against %s (the commit before events), one %s server each, %d runs (median [spread])\n", *eventsCostBefore, db, b.runs)
 		fmt.Printf("  register %d devices (CSV, one request): %s s against %s s: %+.1f%% (issue 26: less than 3%%)\n",
 			b.n, spread(e.register, 2), spread(bf.register, 2), pct(e.register, bf.register, false))
 		fmt.Printf("  change one device's status (PATCH, one at a time): %s ms against %s ms: %+.1f%% (issue 26: less than 20%%)\n",

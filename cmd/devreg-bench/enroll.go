@@ -116,7 +116,7 @@ func (b *bench) enrollRun(ctx context.Context, db string, args ...string) error 
 	took := medianBy(firsts, func(m measure) float64 { return m.value })
 	firstCPU := medianBy(firsts, func(m measure) float64 { return m.cpu }) / float64(b.n) * 1e6
 	bound := float64(b.n) / (rate / 3)
-	fmt.Printf("devreg bench -enroll: %d first connections through one enrollment group, %d clients, one %s server, %d runs (median)\n", b.n, enrollClients, db, b.runs)
+	fmt.Printf("devreg-bench enroll: %d first connections through one enrollment group, %d clients, one %s server, %d runs (median)\n", b.n, enrollClients, db, b.runs)
 	fmt.Printf("  token requests of registered devices: %7.0f/s, server CPU %4.0f µs each\n", rate, tokenCPU)
 	fmt.Printf("  first connections (enrol + token):    %7.0f/s, server CPU %4.0f µs each, all %d in %.2f s\n", float64(b.n)/took, firstCPU, b.n, took)
 	fmt.Printf("  cost of a first connection / a token request: %.2f (wall), %.2f (server CPU) (issue 24: at most 3; bound for %d: %.2f s)\n",
