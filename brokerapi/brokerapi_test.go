@@ -106,11 +106,6 @@ func (f fleet) post(t *testing.T, path, contentType, body string, header ...stri
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
-func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "") })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
-}
-
 func js(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -121,7 +116,7 @@ func js(v any) string {
 // "${clientid}", "peerhost": "${peerhost}"} and {"username": "${username}", "clientid":
 // "${clientid}", "topic": "${topic}", "action": "${action}"}, as EMQX's documentation of HTTP
 // authentication and authorization shows them).
-func TestEMQX(t *testing.T) { forEachStore(t, testEMQX) }
+func TestEMQX(t *testing.T) { pgtest.Each(t, testEMQX) }
 
 func testEMQX(t *testing.T, database string) {
 	f := newFleet(t, database)
@@ -212,7 +207,7 @@ func testEMQX(t *testing.T, database string) {
 // auth_opt_http_params_mode json and auth_opt_http_response_mode json (its README, "HTTP"):
 // {"username", "password", "clientid"} to the user URI, {"username"} to the superuser URI and
 // {"username", "clientid", "topic", "acc"} to the ACL URI.
-func TestMosquittoGoAuth(t *testing.T) { forEachStore(t, testMosquitto) }
+func TestMosquittoGoAuth(t *testing.T) { pgtest.Each(t, testMosquitto) }
 
 func testMosquitto(t *testing.T, database string) {
 	f := newFleet(t, database)
@@ -238,7 +233,7 @@ func testMosquitto(t *testing.T, database string) {
 
 // TestVerneMQ sends VerneMQ's webhooks as its documentation shows them ("Webhooks", the
 // example payloads of auth_on_register, auth_on_publish and auth_on_subscribe).
-func TestVerneMQ(t *testing.T) { forEachStore(t, testVerneMQ) }
+func TestVerneMQ(t *testing.T) { pgtest.Each(t, testVerneMQ) }
 
 func testVerneMQ(t *testing.T, database string) {
 	f := newFleet(t, database)
@@ -268,7 +263,7 @@ func testVerneMQ(t *testing.T, database string) {
 // (its README: user_path gets username and password, vhost_path username, vhost and ip,
 // resource_path username, vhost, resource, name and permission, topic_path those and
 // routing_key, with the MQTT plugin's variable_map.client_id).
-func TestRabbitMQ(t *testing.T) { forEachStore(t, testRabbitMQ) }
+func TestRabbitMQ(t *testing.T) { pgtest.Each(t, testRabbitMQ) }
 
 func testRabbitMQ(t *testing.T, database string) {
 	f := newFleet(t, database)
@@ -302,7 +297,7 @@ func testRabbitMQ(t *testing.T, database string) {
 
 // TestBrokerLoginsAreSeen lets devices in through a broker, many times and in parallel: each
 // counts as seen (last_seen_at), and as connected in its batch once, written together.
-func TestBrokerLoginsAreSeen(t *testing.T) { forEachStore(t, testBrokerLoginsAreSeen) }
+func TestBrokerLoginsAreSeen(t *testing.T) { pgtest.Each(t, testBrokerLoginsAreSeen) }
 
 func testBrokerLoginsAreSeen(t *testing.T, database string) {
 	f := newFleet(t, database)

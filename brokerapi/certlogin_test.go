@@ -14,6 +14,7 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 	"devreg/internal/rabbittest"
 )
 
@@ -108,7 +109,7 @@ func allowed(t *testing.T, status int, body string) bool {
 // certificate sent whole (EMQX) must pass devreg's own check as well (pinned, or chained to the
 // type's CA). Without trust, no login without a password; mosquitto's ACL check cannot tell a
 // certificate login from one by password and answers for any registered device, as before.
-func TestCertificateLogins(t *testing.T) { forEachStore(t, testCertificateLogins) }
+func TestCertificateLogins(t *testing.T) { pgtest.Each(t, testCertificateLogins) }
 
 func testCertificateLogins(t *testing.T, database string) {
 	f := newCertFleet(t, database)

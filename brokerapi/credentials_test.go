@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestBrokerLoginWithCredentials: a broker lets a device in with any of its valid credentials
 // and with a token of one, and refuses a deleted or disabled credential's secret and tokens.
-func TestBrokerLoginWithCredentials(t *testing.T) { forEachStore(t, testBrokerLoginWithCredentials) }
+func TestBrokerLoginWithCredentials(t *testing.T) { pgtest.Each(t, testBrokerLoginWithCredentials) }
 
 func testBrokerLoginWithCredentials(t *testing.T, database string) {
 	f := newFleet(t, database)

@@ -9,6 +9,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 	"devreg/server"
 	"devreg/store"
 )
@@ -17,7 +18,7 @@ import (
 // enrols it, as at the token endpoint; beyond the group's max_devices, with a wrong secret, or
 // through a broker key that does not reach the group's device type, the broker is told deny
 // (never an error of its own).
-func TestBrokerEnrollment(t *testing.T) { forEachStore(t, testBrokerEnrollment) }
+func TestBrokerEnrollment(t *testing.T) { pgtest.Each(t, testBrokerEnrollment) }
 
 func testBrokerEnrollment(t *testing.T, database string) {
 	f := newFleet(t, database)

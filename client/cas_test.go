@@ -12,8 +12,7 @@ import (
 
 // TestTrustedCAs sets a type's certificate settings and manages its trusted CAs through the client.
 func TestTrustedCAs(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testTrustedCAs(t, "") })
-	t.Run("postgres", func(t *testing.T) { testTrustedCAs(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testTrustedCAs)
 }
 
 func testTrustedCAs(t *testing.T, database string) {

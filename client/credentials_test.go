@@ -15,7 +15,7 @@ import (
 	"devreg/server"
 )
 
-// newClient starts a server on a fresh database ("" for SQLite) and returns a client with an
+// newClient starts a server on a fresh database (a URL of pgtest.Each) and returns a client with an
 // admin key whose traffic is checked against the OpenAPI document, and the account's ID.
 func newClient(t *testing.T, database string) (*client.Client, string, string) {
 	t.Helper()
@@ -47,8 +47,7 @@ func newClient(t *testing.T, database string) (*client.Client, string, string) {
 // TestCredentials manages a device's credentials through the client, and rotates its secret as
 // the device does.
 func TestCredentials(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testCredentials(t, "") })
-	t.Run("postgres", func(t *testing.T) { testCredentials(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testCredentials)
 }
 
 func testCredentials(t *testing.T, database string) {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // key returns the account's key named name, as the service has it.
@@ -42,7 +43,7 @@ func keyRow(t *testing.T, body, id string) string {
 // TestAPIKeys creates a restricted, expiring key on the API Keys page and reads it back in the
 // list (types, expiry, last use), edits its name and expiry, and sees refusals as the page's
 // error messages.
-func TestAPIKeys(t *testing.T) { forEachStore(t, testAPIKeys) }
+func TestAPIKeys(t *testing.T) { pgtest.Each(t, testAPIKeys) }
 
 func testAPIKeys(t *testing.T, database string) {
 	t0 := time.Now().UTC().Truncate(time.Minute).Add(-time.Hour)
@@ -189,7 +190,7 @@ func testAPIKeys(t *testing.T, database string) {
 // TestBrokerTLSKey: the API Keys form makes a broker key that trusts the broker's TLS when its
 // box is ticked, the list says so, and a register key with the box ticked is refused with the
 // reason on the page.
-func TestBrokerTLSKey(t *testing.T) { forEachStore(t, testBrokerTLSKey) }
+func TestBrokerTLSKey(t *testing.T) { pgtest.Each(t, testBrokerTLSKey) }
 
 func testBrokerTLSKey(t *testing.T, database string) {
 	e := newEnv(t, database)

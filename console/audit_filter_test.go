@@ -4,11 +4,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 // TestAuditActionFilterIsAList: the audit page's action filter is a list of the known actions,
 // "Any action" first, with the one filtered by chosen, even one the list does not know.
-func TestAuditActionFilterIsAList(t *testing.T) { forEachStore(t, testAuditActionFilterIsAList) }
+func TestAuditActionFilterIsAList(t *testing.T) { pgtest.Each(t, testAuditActionFilterIsAList) }
 
 func testAuditActionFilterIsAList(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -29,7 +31,7 @@ func testAuditActionFilterIsAList(t *testing.T, database string) {
 
 // TestAuditShowsNamesWithIDs: an entry shows its actor's name with the actor's ID, and its
 // object's ID with the object's name where it has one.
-func TestAuditShowsNamesWithIDs(t *testing.T) { forEachStore(t, testAuditShowsNamesWithIDs) }
+func TestAuditShowsNamesWithIDs(t *testing.T) { pgtest.Each(t, testAuditShowsNamesWithIDs) }
 
 func testAuditShowsNamesWithIDs(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -18,6 +18,7 @@ import (
 	"github.com/gowebpki/jcs"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -87,7 +88,7 @@ func (e *env) apiPost(t *testing.T, path, body string) {
 
 // TestAuditLog makes changes through the console and the API, then reads them on the Audit Log
 // page: newest first, who, what and the details; each filter; the chain's head; bad filters.
-func TestAuditLog(t *testing.T) { forEachStore(t, testAuditLog) }
+func TestAuditLog(t *testing.T) { pgtest.Each(t, testAuditLog) }
 
 func testAuditLog(t *testing.T, database string) {
 	t0 := time.Now().UTC().Truncate(time.Minute).Add(-3 * time.Hour)
@@ -222,7 +223,7 @@ func containsAll(s string, subs []string) bool {
 
 // TestAuditPaging pages through more entries than one page holds with "Older entries", with a
 // filter kept across the pages.
-func TestAuditPaging(t *testing.T) { forEachStore(t, testAuditPaging) }
+func TestAuditPaging(t *testing.T) { pgtest.Each(t, testAuditPaging) }
 
 func testAuditPaging(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -297,7 +298,7 @@ func (e *env) export(t *testing.T, query string) (*http.Response, [][]byte) {
 // lines alone, as a tool outside devreg would: each line's hash is SHA-256 of the previous hash,
 // a line feed and the line without "hash" in RFC 8785 form, and the last is the head in the
 // Audit-Head header.
-func TestAuditExport(t *testing.T) { forEachStore(t, testAuditExport) }
+func TestAuditExport(t *testing.T) { pgtest.Each(t, testAuditExport) }
 
 func testAuditExport(t *testing.T, database string) {
 	t0 := time.Now().UTC().Truncate(time.Minute).Add(-3 * time.Hour)

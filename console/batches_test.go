@@ -6,12 +6,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 // TestBatchNameAndDelete uploads a named lot, finds its name in the batch list and on its page,
 // and deletes it through the confirmation page, which names the count; the batch and its
 // devices are gone afterwards, and an unknown batch answers 404.
-func TestBatchNameAndDelete(t *testing.T) { forEachStore(t, testBatchNameAndDelete) }
+func TestBatchNameAndDelete(t *testing.T) { pgtest.Each(t, testBatchNameAndDelete) }
 
 func testBatchNameAndDelete(t *testing.T, database string) {
 	e := newEnv(t, database)

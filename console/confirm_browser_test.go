@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"devreg/internal/pgtest"
 )
 
 // TestBrowserStateChangesConfirm: disabling and enabling a device asks first, as deleting does;
@@ -53,7 +55,7 @@ func TestBrowserStateChangesConfirm(t *testing.T) {
 
 // TestEveryStatusButtonConfirms: every button that changes a status on the device, batch and
 // enrollment group pages, either way, carries a question for the browser to ask first.
-func TestEveryStatusButtonConfirms(t *testing.T) { forEachStore(t, testEveryStatusButtonConfirms) }
+func TestEveryStatusButtonConfirms(t *testing.T) { pgtest.Each(t, testEveryStatusButtonConfirms) }
 
 func testEveryStatusButtonConfirms(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -38,12 +38,6 @@ const (
 	password = "correct horse battery"
 )
 
-// forEachStore runs test on the embedded SQLite database and on PostgreSQL.
-func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "") })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
-}
-
 // newEnv starts a server on database with an account. Each of setup runs on the server before
 // it serves (to give it a test clock, say).
 func newEnv(t *testing.T, database string, setup ...func(*server.Server)) *env {
@@ -138,7 +132,7 @@ func (e *env) createType(t *testing.T, name string) string {
 
 // TestEveryPageRenders renders each page template at least once, so a template error fails here
 // rather than in front of a user.
-func TestEveryPageRenders(t *testing.T) { forEachStore(t, testEveryPageRenders) }
+func TestEveryPageRenders(t *testing.T) { pgtest.Each(t, testEveryPageRenders) }
 
 func testEveryPageRenders(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -223,7 +217,7 @@ func testEveryPageRenders(t *testing.T, database string) {
 	}
 }
 
-func TestConsoleFlows(t *testing.T) { forEachStore(t, testConsoleFlows) }
+func TestConsoleFlows(t *testing.T) { pgtest.Each(t, testConsoleFlows) }
 
 func testConsoleFlows(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -327,7 +321,7 @@ func testConsoleFlows(t *testing.T, database string) {
 	})
 }
 
-func TestLoginThrottle(t *testing.T) { forEachStore(t, testLoginThrottle) }
+func TestLoginThrottle(t *testing.T) { pgtest.Each(t, testLoginThrottle) }
 
 func testLoginThrottle(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -377,7 +371,7 @@ func (e *env) postLogins(t *testing.T, emails []string, password string) (status
 // TestParallelWrongLogins posts 20 wrong passwords for one email at once: at most 5 are checked
 // (401), the rest are refused unchecked (429 with Retry-After). One of the 5 may find the server
 // too busy to check it (503).
-func TestParallelWrongLogins(t *testing.T) { forEachStore(t, testParallelWrongLogins) }
+func TestParallelWrongLogins(t *testing.T) { pgtest.Each(t, testParallelWrongLogins) }
 
 func testParallelWrongLogins(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -401,7 +395,7 @@ func testParallelWrongLogins(t *testing.T, database string) {
 // TestBusyLogin posts many logins at once to a server with one password hashing slot: those that
 // find no slot within two seconds get the login page again with 503 and Retry-After, the others
 // their usual answer.
-func TestBusyLogin(t *testing.T) { forEachStore(t, testBusyLogin) }
+func TestBusyLogin(t *testing.T) { pgtest.Each(t, testBusyLogin) }
 
 func testBusyLogin(t *testing.T, database string) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // the service sizes its slots when it starts

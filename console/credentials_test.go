@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // asAdmin is a context in which the service answers for the env's account with an admin key.
@@ -56,7 +57,7 @@ var (
 
 // TestCredentials manages a device's credentials on its console page: list, add a typed or a
 // generated secret, disable, enable and delete, and the refusals shown as error pages.
-func TestCredentials(t *testing.T) { forEachStore(t, testCredentials) }
+func TestCredentials(t *testing.T) { pgtest.Each(t, testCredentials) }
 
 func testCredentials(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -351,7 +352,7 @@ func testCredentials(t *testing.T, database string) {
 }
 
 // TestEditRotationGrace sets a device type's rotation grace on its edit page.
-func TestEditRotationGrace(t *testing.T) { forEachStore(t, testEditRotationGrace) }
+func TestEditRotationGrace(t *testing.T) { pgtest.Each(t, testEditRotationGrace) }
 
 func testEditRotationGrace(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -13,18 +13,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // TestBrowserDevicesList sorts, searches, exports and bulk-disables on the Devices page in
 // Chromium, on SQLite and on PostgreSQL, and leaves screenshots of it at desktop and phone width.
-func TestBrowserDevicesList(t *testing.T) { forEachStore(t, testBrowserDevicesList) }
+func TestBrowserDevicesList(t *testing.T) { pgtest.Each(t, testBrowserDevicesList) }
 
 func testBrowserDevicesList(t *testing.T, database string) {
 	e := newEnv(t, database)
 	ctx := browser(t)
 	shots := screenshotDir(t)
 	name := "sqlite"
-	if database != "" {
+	if store.IsPostgres(database) {
 		name = "postgres"
 	}
 	shot := func(what string) {

@@ -10,13 +10,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestDevicesListTools: the Devices page's totals, newest lot, times, export and bulk changes
 // through HTTP: counts say whether they are exact or capped, the export has the CLI's columns and
 // the filter's devices, a bulk change names every device it refused and audits each change, a
 // bulk delete asks first, and a selection larger than a page is refused.
-func TestDevicesListTools(t *testing.T) { forEachStore(t, testDevicesListTools) }
+func TestDevicesListTools(t *testing.T) { pgtest.Each(t, testDevicesListTools) }
 
 func testDevicesListTools(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestAttack24ConsoleGroupFormsRefuseCrossSite: every form of the enrollment groups page
@@ -15,7 +16,7 @@ import (
 // is refused and changes nothing; the answer that shows a new key is not stored, and the key is
 // in no cookie.
 func TestAttack24ConsoleGroupFormsRefuseCrossSite(t *testing.T) {
-	forEachStore(t, testAttack24ConsoleGroupFormsRefuseCrossSite)
+	pgtest.Each(t, testAttack24ConsoleGroupFormsRefuseCrossSite)
 }
 
 func testAttack24ConsoleGroupFormsRefuseCrossSite(t *testing.T, database string) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // groupKeyShown is the group key in the page that shows it once.
@@ -18,7 +19,7 @@ var groupKeyShown = regexp.MustCompile(`id="new-group-key-value" readonly value=
 // TestConsoleEnrollmentGroups creates an enrollment group with the console's form, which shows
 // its key on that answer only; a bad form is refused saying why; the group is disabled,
 // enabled, given a new key and deleted from its row.
-func TestConsoleEnrollmentGroups(t *testing.T) { forEachStore(t, testConsoleEnrollmentGroups) }
+func TestConsoleEnrollmentGroups(t *testing.T) { pgtest.Each(t, testConsoleEnrollmentGroups) }
 
 func testConsoleEnrollmentGroups(t *testing.T, database string) {
 	e := newEnv(t, database)

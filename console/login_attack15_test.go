@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestAttack15StrangersCannotFillTheLog: over the console's real login form, a stranger sends
@@ -14,7 +15,7 @@ import (
 // five in its window, and nothing for unknown emails or throttled attempts (also not for the
 // owner's right password while throttled).
 func TestAttack15StrangersCannotFillTheLog(t *testing.T) {
-	forEachStore(t, testAttack15StrangersCannotFillTheLog)
+	pgtest.Each(t, testAttack15StrangersCannotFillTheLog)
 }
 
 func testAttack15StrangersCannotFillTheLog(t *testing.T, database string) {

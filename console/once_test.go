@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // noFollow is e's browser, but one that stops at a redirect, to read where it leads.
@@ -36,7 +37,7 @@ func (e *env) postSeeOther(t *testing.T, path string, form url.Values) string {
 // page that shows it; reloading that page makes nothing new and shows the secret no more. Another
 // session that learns the address sees nothing and does not spend it.
 func TestSecretsShownOnceAfterRedirect(t *testing.T) {
-	forEachStore(t, testSecretsShownOnceAfterRedirect)
+	pgtest.Each(t, testSecretsShownOnceAfterRedirect)
 }
 
 func testSecretsShownOnceAfterRedirect(t *testing.T, database string) {
@@ -110,7 +111,7 @@ func testSecretsShownOnceAfterRedirect(t *testing.T, database string) {
 
 // TestAPIKeyNamesUnique: the console refuses a key name the account has already, when a key is
 // made and when one is renamed, and says why; another account may use the name.
-func TestAPIKeyNamesUnique(t *testing.T) { forEachStore(t, testAPIKeyNamesUnique) }
+func TestAPIKeyNamesUnique(t *testing.T) { pgtest.Each(t, testAPIKeyNamesUnique) }
 
 func testAPIKeyNamesUnique(t *testing.T, database string) {
 	e := newEnv(t, database)

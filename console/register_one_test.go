@@ -7,13 +7,15 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"devreg/internal/pgtest"
 )
 
 // TestRegisterOneRefusalKeepsTheID: a refused registration from the register-one form comes
 // back to the form with the ID as typed (never the secret) and the reason at the form, not at the
 // top of the page; the form asks the browser for the type's minimum secret length.
 func TestRegisterOneRefusalKeepsTheID(t *testing.T) {
-	forEachStore(t, testRegisterOneRefusalKeepsTheID)
+	pgtest.Each(t, testRegisterOneRefusalKeepsTheID)
 }
 
 func testRegisterOneRefusalKeepsTheID(t *testing.T, database string) {

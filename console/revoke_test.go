@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // rotate rotates a device's secret as the device would and returns the new secret.
@@ -36,7 +37,7 @@ func (e *env) uploadLot(t *testing.T, typeID, csv string) string {
 // offers to revoke the credentials the device made itself only when it holds some, and refuses
 // (saying what to do) when nothing else would let the device in; the batch page revokes a lot's
 // and lists the devices it left; the bulk upload resets credentials with Replace.
-func TestConsoleRevokeAndReset(t *testing.T) { forEachStore(t, testConsoleRevokeAndReset) }
+func TestConsoleRevokeAndReset(t *testing.T) { pgtest.Each(t, testConsoleRevokeAndReset) }
 
 func testConsoleRevokeAndReset(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -99,7 +100,7 @@ func testConsoleRevokeAndReset(t *testing.T, database string) {
 }
 
 // TestEditRotationLimit sets a device type's rotation limit on its edit page.
-func TestEditRotationLimit(t *testing.T) { forEachStore(t, testEditRotationLimit) }
+func TestEditRotationLimit(t *testing.T) { pgtest.Each(t, testEditRotationLimit) }
 
 func testEditRotationLimit(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -4,12 +4,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 // TestPagesOfferWhatTheRoleMayDo: a developer sees no button that changes anything; an operations
 // user may disable and delete the lots they registered and nothing else; an administrator sees
 // every action. (The service refuses the rest regardless: TestWhoMayChangeABatch.)
-func TestPagesOfferWhatTheRoleMayDo(t *testing.T) { forEachStore(t, testPagesOfferWhatTheRoleMayDo) }
+func TestPagesOfferWhatTheRoleMayDo(t *testing.T) { pgtest.Each(t, testPagesOfferWhatTheRoleMayDo) }
 
 func testPagesOfferWhatTheRoleMayDo(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 // TestUploadProblemsGroupedAndDownloaded: a refused upload's page counts its problems by kind
@@ -13,7 +15,7 @@ import (
 // entries and lines counted from 1, although the page lists only the first 1,000; the download
 // registers nothing.
 func TestUploadProblemsGroupedAndDownloaded(t *testing.T) {
-	forEachStore(t, testUploadProblemsGroupedAndDownloaded)
+	pgtest.Each(t, testUploadProblemsGroupedAndDownloaded)
 }
 
 func testUploadProblemsGroupedAndDownloaded(t *testing.T, database string) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"devreg/internal/pgtest"
 	"devreg/webhook"
 )
 
@@ -19,7 +20,7 @@ import (
 // once; a test event reaches the receiver signed with that secret and the page says so; the
 // deliveries are listed; disabling, enabling and deleting work behind confirmations; the page
 // is an admin's only.
-func TestConsoleWebhooks(t *testing.T) { forEachStore(t, testConsoleWebhooks) }
+func TestConsoleWebhooks(t *testing.T) { pgtest.Each(t, testConsoleWebhooks) }
 
 func testConsoleWebhooks(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -19,6 +19,7 @@ import (
 	"devreg"
 	"devreg/client"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/server"
 )
@@ -31,7 +32,7 @@ import (
 // only the right secret may get them. A wrong secret, an ID off the allow-list or one that
 // enrolled before is 401 invalid_client whatever the group's limits.
 func TestAttack24WrongSecretNeverEnrollmentLimit(t *testing.T) {
-	forEachStore(t, testAttack24WrongSecretNeverEnrollmentLimit)
+	pgtest.Each(t, testAttack24WrongSecretNeverEnrollmentLimit)
 }
 
 func testAttack24WrongSecretNeverEnrollmentLimit(t *testing.T, database string) {
@@ -81,7 +82,7 @@ func testAttack24WrongSecretNeverEnrollmentLimit(t *testing.T, database string) 
 // servers (so that neither server's turns serialize them): every connection gets in, and the
 // device is registered once: one device, one enrollments row, enrolled_count 1, the type's and
 // batch's counts 1, one device.enroll audit entry.
-func TestAttack24SameIDInParallel(t *testing.T) { forEachStore(t, testAttack24SameIDInParallel) }
+func TestAttack24SameIDInParallel(t *testing.T) { pgtest.Each(t, testAttack24SameIDInParallel) }
 
 func testAttack24SameIDInParallel(t *testing.T, database string) {
 	e := newEnvWith(t, &env{db: database, configure: manyPending})
@@ -124,7 +125,7 @@ func testAttack24SameIDInParallel(t *testing.T, database string) {
 // group is asked: the right secret then neither registers it nor uses up max_per_hour or
 // max_devices, and the group's failures count the wrong secrets only.
 func TestAttack24ThrottledIDUsesNoLimit(t *testing.T) {
-	forEachStore(t, testAttack24ThrottledIDUsesNoLimit)
+	pgtest.Each(t, testAttack24ThrottledIDUsesNoLimit)
 }
 
 func testAttack24ThrottledIDUsesNoLimit(t *testing.T, database string) {
@@ -163,7 +164,7 @@ func testAttack24ThrottledIDUsesNoLimit(t *testing.T, database string) {
 // through the group; a disabled enrolled device stays out; a device of another type whose ID
 // the pattern matches is never touched.
 func TestAttack24LeakedKeyAfterRotation(t *testing.T) {
-	forEachStore(t, testAttack24LeakedKeyAfterRotation)
+	pgtest.Each(t, testAttack24LeakedKeyAfterRotation)
 }
 
 func testAttack24LeakedKeyAfterRotation(t *testing.T, database string) {
@@ -264,7 +265,7 @@ func (b *syncBuffer) String() string {
 // secret, in any of their encodings, appears in its log, its audit log or any answer but the
 // one that creates it.
 func TestAttack24NoSecretInLogsAuditOrErrors(t *testing.T) {
-	forEachStore(t, testAttack24NoSecretInLogsAuditOrErrors)
+	pgtest.Each(t, testAttack24NoSecretInLogsAuditOrErrors)
 }
 
 func testAttack24NoSecretInLogsAuditOrErrors(t *testing.T, database string) {
@@ -355,7 +356,7 @@ func testAttack24NoSecretInLogsAuditOrErrors(t *testing.T, database string) {
 // same IDs, and reenroll, leave every count consistent (devreg check clean), and the group's
 // enrolled_count equals the devices it registered.
 func TestAttack24RacesWithAdministration(t *testing.T) {
-	forEachStore(t, testAttack24RacesWithAdministration)
+	pgtest.Each(t, testAttack24RacesWithAdministration)
 }
 
 func testAttack24RacesWithAdministration(t *testing.T, database string) {
@@ -536,7 +537,7 @@ func testAttack24RacesWithAdministration(t *testing.T, database string) {
 // group's allow-list go on meanwhile, and the old list decides until the new one has arrived
 // whole; a body cut off midway changes nothing.
 func TestAttack24SlowAllowListHoldsNothing(t *testing.T) {
-	forEachStore(t, testAttack24SlowAllowListHoldsNothing)
+	pgtest.Each(t, testAttack24SlowAllowListHoldsNothing)
 }
 
 func testAttack24SlowAllowListHoldsNothing(t *testing.T, database string) {
@@ -610,7 +611,7 @@ func testAttack24SlowAllowListHoldsNothing(t *testing.T, database string) {
 // first connection enrols the device; the same secret sent raw, as some DPS firmware would, is a
 // wrong secret (a + is a space in form encoding) and enrols nothing.
 func TestAttack24ClientEncodesDerivedSecret(t *testing.T) {
-	forEachStore(t, testAttack24ClientEncodesDerivedSecret)
+	pgtest.Each(t, testAttack24ClientEncodesDerivedSecret)
 }
 
 func testAttack24ClientEncodesDerivedSecret(t *testing.T, database string) {
@@ -661,7 +662,7 @@ func testAttack24ClientEncodesDerivedSecret(t *testing.T, database string) {
 // through the group at the next connection of whoever holds the group key (issue 24: "a device
 // that was deleted does not come back through the group unless an admin re-allows it").
 func TestAttack24DeletedRegisteredDeviceStaysOut(t *testing.T) {
-	forEachStore(t, testAttack24DeletedRegisteredDeviceStaysOut)
+	pgtest.Each(t, testAttack24DeletedRegisteredDeviceStaysOut)
 }
 
 func testAttack24DeletedRegisteredDeviceStaysOut(t *testing.T, database string) {
@@ -694,7 +695,7 @@ func testAttack24DeletedRegisteredDeviceStaysOut(t *testing.T, database string) 
 // deletion was answered; the devices it registered stay, counted, and the record of their
 // enrolment stays (devreg check clean).
 func TestAttack24GroupDeletedMidFlood(t *testing.T) {
-	forEachStore(t, testAttack24GroupDeletedMidFlood)
+	pgtest.Each(t, testAttack24GroupDeletedMidFlood)
 }
 
 func testAttack24GroupDeletedMidFlood(t *testing.T, database string) {
@@ -755,7 +756,7 @@ func testAttack24GroupDeletedMidFlood(t *testing.T, database string) {
 // 64 MiB field without a separator, IDs off the pattern among many good ones (each reported, the
 // list left as it was), a million repeats of one ID (one ID listed), and a wrong media type with a
 // large body (refused without reading it).
-func TestAttack24AllowListAbuse(t *testing.T) { forEachStore(t, testAttack24AllowListAbuse) }
+func TestAttack24AllowListAbuse(t *testing.T) { pgtest.Each(t, testAttack24AllowListAbuse) }
 
 func testAttack24AllowListAbuse(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -11,6 +11,7 @@ import (
 
 	"devreg"
 	"devreg/client"
+	"devreg/internal/pgtest"
 )
 
 // rotate posts to the rotation endpoint as a device would, with HTTP Basic (or the given
@@ -38,7 +39,7 @@ func (e *env) rotate(t *testing.T, deviceID, secret, authorization string) (int,
 // new secret gets tokens for the new credential; the old one keeps working until the grace ends;
 // a token is not accepted in place of the secret; a token whose credential is deleted or expired
 // ends at check-in and introspection.
-func TestDeviceRotation(t *testing.T) { forEachStore(t, testDeviceRotation) }
+func TestDeviceRotation(t *testing.T) { pgtest.Each(t, testDeviceRotation) }
 
 func testDeviceRotation(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -50,11 +50,6 @@ type env struct {
 	hc *http.Client
 }
 
-func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "") })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
-}
-
 // start starts a server on dataDir and database, with the test clock.
 func (e *env) start(t *testing.T) {
 	t.Helper()
@@ -198,7 +193,7 @@ func (e *env) verifyWithJWKS(t *testing.T, token string) (string, map[string]any
 	return kid, claims
 }
 
-func TestTokenAndCheckIn(t *testing.T) { forEachStore(t, testTokenAndCheckIn) }
+func TestTokenAndCheckIn(t *testing.T) { pgtest.Each(t, testTokenAndCheckIn) }
 
 func testTokenAndCheckIn(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -319,7 +314,7 @@ func isDeviceError(err error, status int, code string) bool {
 	return ok && de.Status == status && de.Code == code
 }
 
-func TestTokenRefusals(t *testing.T) { forEachStore(t, testTokenRefusals) }
+func TestTokenRefusals(t *testing.T) { pgtest.Each(t, testTokenRefusals) }
 
 func testTokenRefusals(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -367,7 +362,7 @@ func testTokenRefusals(t *testing.T, database string) {
 	})
 }
 
-func TestThrottle(t *testing.T) { forEachStore(t, testThrottle) }
+func TestThrottle(t *testing.T) { pgtest.Each(t, testThrottle) }
 
 func testThrottle(t *testing.T, database string) {
 	e := newEnv(t, database)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"devreg/credential"
+	"devreg/internal/pgtest"
 )
 
 // TestManyFirstConnections: devices connecting for the first time, from 64 clients at once, are
@@ -17,7 +18,7 @@ import (
 // as registered devices afterwards; devreg check is clean. How fast they are, against token
 // requests of registered devices, is measured by make bench ENROLL=1, not here: a timed test
 // fails on a busy machine.
-func TestManyFirstConnections(t *testing.T) { forEachStore(t, testManyFirstConnections) }
+func TestManyFirstConnections(t *testing.T) { pgtest.Each(t, testManyFirstConnections) }
 
 func testManyFirstConnections(t *testing.T, database string) {
 	e := newEnvWith(t, &env{db: database, configure: manyPending})

@@ -111,7 +111,7 @@ func (e *env) adminContext() context.Context {
 // in the device's throttle and the group's failures); a device that exists is never touched by
 // a group; an ID enrols once until an administrator re-allows it; an allow-list admits only its
 // IDs; a disabled group or one outside its window registers nothing.
-func TestEnrollment(t *testing.T) { forEachStore(t, testEnrollment) }
+func TestEnrollment(t *testing.T) { pgtest.Each(t, testEnrollment) }
 
 func testEnrollment(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -295,7 +295,7 @@ func isNotFound(err error) bool {
 
 // TestEnrollmentOlderGroupWins: where the patterns of groups of different device types overlap,
 // the older group decides alone: the newer group's derived secret is a wrong secret.
-func TestEnrollmentOlderGroupWins(t *testing.T) { forEachStore(t, testEnrollmentOlderGroupWins) }
+func TestEnrollmentOlderGroupWins(t *testing.T) { pgtest.Each(t, testEnrollmentOlderGroupWins) }
 
 func testEnrollmentOlderGroupWins(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -321,7 +321,7 @@ func testEnrollmentOlderGroupWins(t *testing.T, database string) {
 
 // TestEnrollmentGraceFloor: under a type whose rotation grace is 0, the derived secret of a
 // temporary group still lasts an hour: long enough for the device to log in and rotate.
-func TestEnrollmentGraceFloor(t *testing.T) { forEachStore(t, testEnrollmentGraceFloor) }
+func TestEnrollmentGraceFloor(t *testing.T) { pgtest.Each(t, testEnrollmentGraceFloor) }
 
 func testEnrollmentGraceFloor(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -356,7 +356,7 @@ func checkClean(t *testing.T, db *store.DB) {
 // which gets a secret of its own; once the device has used it, a rotation with the derived
 // secret is refused, the derived secret ends after the grace, and a leaked group key no longer
 // opens the device.
-func TestEnrollmentRotation(t *testing.T) { forEachStore(t, testEnrollmentRotation) }
+func TestEnrollmentRotation(t *testing.T) { pgtest.Each(t, testEnrollmentRotation) }
 
 func testEnrollmentRotation(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -426,7 +426,7 @@ func firstConnections(t *testing.T, servers []*env, key []byte, ids []string) ([
 // connections: of 200 against max_devices 50 exactly 50 register and 150 get 403
 // enrollment_limit; of 60 against max_per_hour 20 exactly 20 register and 40 get 429
 // enrollment_limit with Retry-After; the counts stay consistent (devreg check is clean).
-func TestEnrollmentLimits(t *testing.T) { forEachStore(t, testEnrollmentLimits) }
+func TestEnrollmentLimits(t *testing.T) { pgtest.Each(t, testEnrollmentLimits) }
 
 func testEnrollmentLimits(t *testing.T, database string) {
 	e := newEnvWith(t, &env{db: database, configure: manyPending})
@@ -501,7 +501,7 @@ func testLimits(t *testing.T, servers []*env, e *env) {
 
 // TestEnrollmentAllowListMillion: an allow-list of a million IDs goes in one request, as a
 // registration of a million devices does, and its IDs enrol.
-func TestEnrollmentAllowListMillion(t *testing.T) { forEachStore(t, testEnrollmentAllowListMillion) }
+func TestEnrollmentAllowListMillion(t *testing.T) { pgtest.Each(t, testEnrollmentAllowListMillion) }
 
 func testEnrollmentAllowListMillion(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -545,7 +545,7 @@ func testEnrollmentAllowListMillion(t *testing.T, database string) {
 // TestEnrollmentPatternMatchesWholeIDs: a pattern matches whole device IDs only, even one whose
 // anchors bind only some branches (^A|B$): an ID that merely contains a match does not enrol.
 func TestEnrollmentPatternMatchesWholeIDs(t *testing.T) {
-	forEachStore(t, testEnrollmentPatternMatchesWholeIDs)
+	pgtest.Each(t, testEnrollmentPatternMatchesWholeIDs)
 }
 
 func testEnrollmentPatternMatchesWholeIDs(t *testing.T, database string) {
@@ -567,7 +567,7 @@ func testEnrollmentPatternMatchesWholeIDs(t *testing.T, database string) {
 // group's reenroll re-allows it (no other group could). An ID enrolled through a group that
 // still exists, of another type, is that group's to re-allow.
 func TestReenrollAfterItsGroupIsDeleted(t *testing.T) {
-	forEachStore(t, testReenrollAfterItsGroupIsDeleted)
+	pgtest.Each(t, testReenrollAfterItsGroupIsDeleted)
 }
 
 func testReenrollAfterItsGroupIsDeleted(t *testing.T, database string) {

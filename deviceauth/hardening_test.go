@@ -12,12 +12,13 @@ import (
 
 	"devreg"
 	"devreg/client"
+	"devreg/internal/pgtest"
 )
 
 // TestParallelWrongSecrets sends 100 wrong secrets for one device at once: at most 10 of them are
 // checked (401), every other is refused unchecked (429 with Retry-After), and then the right
 // secret is refused too.
-func TestParallelWrongSecrets(t *testing.T) { forEachStore(t, testParallelWrongSecrets) }
+func TestParallelWrongSecrets(t *testing.T) { pgtest.Each(t, testParallelWrongSecrets) }
 
 func testParallelWrongSecrets(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -72,7 +73,7 @@ func testParallelWrongSecrets(t *testing.T, database string) {
 // TestSuccessesAreNoFailures logs a device in 30 times in a row, after 9 failures: no success is
 // throttled or counts as a failure, so the 10th failure is still checked and only then does the
 // throttle hold.
-func TestSuccessesAreNoFailures(t *testing.T) { forEachStore(t, testSuccessesAreNoFailures) }
+func TestSuccessesAreNoFailures(t *testing.T) { pgtest.Each(t, testSuccessesAreNoFailures) }
 
 func testSuccessesAreNoFailures(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -101,7 +102,7 @@ func testSuccessesAreNoFailures(t *testing.T, database string) {
 // TestTokenEndsWithRegistration checks that a token ends with the registration it was issued
 // for: deleting the device and registering it again, or replacing it, with a new secret ends it;
 // a resend of the same secret does not.
-func TestTokenEndsWithRegistration(t *testing.T) { forEachStore(t, testTokenEndsWithRegistration) }
+func TestTokenEndsWithRegistration(t *testing.T) { pgtest.Each(t, testTokenEndsWithRegistration) }
 
 func testTokenEndsWithRegistration(t *testing.T, database string) {
 	e := newEnv(t, database)

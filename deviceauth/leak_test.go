@@ -9,6 +9,7 @@ import (
 
 	"devreg"
 	"devreg/client"
+	"devreg/internal/pgtest"
 )
 
 // factoryFile is newEnv's registration, as the factory would send it again.
@@ -60,7 +61,7 @@ func (e *env) wantRecovered(t *testing.T, stolen string) {
 func TestLeakedFactorySecret(t *testing.T) {
 	ctx := context.Background()
 	way := func(name string, fn func(t *testing.T, database string)) {
-		t.Run(name, func(t *testing.T) { forEachStore(t, fn) })
+		t.Run(name, func(t *testing.T) { pgtest.Each(t, fn) })
 	}
 	way("reset", func(t *testing.T, database string) {
 		e := newEnv(t, database)
@@ -176,7 +177,7 @@ func TestLeakedFactorySecret(t *testing.T) {
 // TestRotationAuditNamesSource: a rotation's audit entry names the source of the credential it
 // rotated from, so that a factory secret's first rotation ("registration") shows.
 func TestRotationAuditNamesSource(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnv(t, database)
 		status, body, _ := e.rotate(t, "device1", "secretfordevice1", "")
 		if status != http.StatusCreated {

@@ -23,6 +23,7 @@ import (
 	"devreg/client"
 	"devreg/devcert"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -143,7 +144,7 @@ func TestX5tS256Vector(t *testing.T) {
 // TestCertificateLogin: over devreg's own TLS, a device gets a token by its certificate alone,
 // pinned or chained to its type's CA; the token is bound to the certificate (cnf x5t#S256),
 // introspection shows it, and the check-in takes the token only with that certificate.
-func TestCertificateLogin(t *testing.T) { forEachStore(t, testCertificateLogin) }
+func TestCertificateLogin(t *testing.T) { pgtest.Each(t, testCertificateLogin) }
 
 func testCertificateLogin(t *testing.T, database string) {
 	m := newMTLSEnv(t, database)
@@ -255,7 +256,7 @@ func testCertificateLogin(t *testing.T, database string) {
 
 // TestCertificateLoginRefusals is the outside adversary's list: certificates that must not let a
 // device in get 401 invalid_client and nothing more, and the log says why, with the request ID.
-func TestCertificateLoginRefusals(t *testing.T) { forEachStore(t, testCertificateLoginRefusals) }
+func TestCertificateLoginRefusals(t *testing.T) { pgtest.Each(t, testCertificateLoginRefusals) }
 
 func testCertificateLoginRefusals(t *testing.T, database string) {
 	m := newMTLSEnv(t, database)
@@ -334,7 +335,7 @@ func TestCertificateLoginBehindProxy(t *testing.T) {
 		{"untrusted-peer", "192.0.2.0/24", 401},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			forEachStore(t, func(t *testing.T, database string) {
+			pgtest.Each(t, func(t *testing.T, database string) {
 				e := newEnvWith(t, &env{db: database, configure: func(c *server.Config) {
 					c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tt.proxies)}
 					c.ClientCertHeader = "X-SSL-Client-Escaped-Cert"
@@ -371,7 +372,7 @@ func TestCertificateLoginBehindProxy(t *testing.T) {
 // a new connection) presents no certificate in that handshake, and crypto/tls gives the server the
 // one the session was made with: the device still logs in by it, and its token is bound to it.
 func TestCertificateLoginResumedSession(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		m := newMTLSEnv(t, database)
 		dev := m.factory.Issue(t, "device2")
 		cfg := &tls.Config{RootCAs: m.serverCA.Pool(), Certificates: []tls.Certificate{dev.TLS()}, MinVersion: tls.VersionTLS13,
@@ -402,7 +403,7 @@ func TestCertificateLoginResumedSession(t *testing.T) {
 // invalid_client's "too many failed attempts", which would send its maker looking for a wrong
 // certificate.
 func TestAutoRegisterLimitAtTheTokenEndpoint(t *testing.T) {
-	forEachStore(t, testAutoRegisterLimitAtTheTokenEndpoint)
+	pgtest.Each(t, testAutoRegisterLimitAtTheTokenEndpoint)
 }
 
 func testAutoRegisterLimitAtTheTokenEndpoint(t *testing.T, database string) {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg/client"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -21,7 +22,7 @@ import (
 // its Operations API calls use, and answers with the RateLimit-* fields and, beyond the limit,
 // 429 with Retry-After; a broker key is not counted.
 func TestIntrospectionRateLimit(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		ctx := context.Background()
 		srv, err := server.Open(ctx, server.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Database: database, APIRateLimit: 3, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {

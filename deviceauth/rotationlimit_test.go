@@ -12,6 +12,7 @@ import (
 
 	"devreg"
 	"devreg/client"
+	"devreg/internal/pgtest"
 )
 
 // auditEntries returns the account's audit entries with the given action, newest first, through
@@ -65,7 +66,7 @@ func (e *env) rotateInParallel(t *testing.T, n int, deviceID, secret string) (ma
 // rotations with the same valid secret exactly 5 succeed, the other 15 get 429 rate_limited with
 // the seconds left in the hour, and the audit log holds exactly 5 rotations; an hour later the
 // device may rotate again. (Before the limit, all 20 rotated, each an audit entry.)
-func TestRotationLimit(t *testing.T) { forEachStore(t, testRotationLimit) }
+func TestRotationLimit(t *testing.T) { pgtest.Each(t, testRotationLimit) }
 
 func testRotationLimit(t *testing.T, database string) {
 	e := newEnv(t, database)
@@ -104,7 +105,7 @@ func testRotationLimit(t *testing.T, database string) {
 
 // TestRotationLimitPerType: a device type sets its own limit (max_rotations_per_hour, 1 to 1000)
 // with POST and PATCH; the limit in force is the type's when the device rotates.
-func TestRotationLimitPerType(t *testing.T) { forEachStore(t, testRotationLimitPerType) }
+func TestRotationLimitPerType(t *testing.T) { pgtest.Each(t, testRotationLimitPerType) }
 
 func testRotationLimitPerType(t *testing.T, database string) {
 	e := newEnv(t, database)

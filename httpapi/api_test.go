@@ -25,6 +25,7 @@ import (
 	"devreg/internal/apitest"
 	"devreg/internal/pgtest"
 	"devreg/server"
+	"devreg/store"
 )
 
 // clock is the server's clock: the real time, moved on by what a test adds, so that a test lets
@@ -42,7 +43,7 @@ type env struct {
 	accountID   string // of the admin key's account
 	url         string
 	dataDir     string
-	database    string // "" for SQLite in dataDir
+	database    string // the URL of pgtest.Each: SQLite apart from dataDir, or PostgreSQL
 	http        *http.Client
 	transport   *apitest.Transport
 	log         *logtest.Buffer
@@ -50,12 +51,6 @@ type env struct {
 	registerKey string
 	read        string
 	other       string // admin key of another account
-}
-
-// forEachStore runs test on the embedded SQLite database and on PostgreSQL.
-func forEachStore(t *testing.T, test func(t *testing.T, database string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "") })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
 }
 
 func newEnv(t *testing.T, database string, maxBody int64) *env {
@@ -263,7 +258,7 @@ func (e *env) deviceIDs(t *testing.T, key, query string) []string {
 // dump returns everything the database holds, as stored: the SQLite files, or a pg_dump.
 func (e *env) dump(t *testing.T) []byte {
 	t.Helper()
-	if e.database != "" {
+	if store.IsPostgres(e.database) {
 		out, err := exec.Command("pg_dump", "--data-only", e.database).Output()
 		if err != nil {
 			t.Fatalf("pg_dump: %v", err)
@@ -271,7 +266,7 @@ func (e *env) dump(t *testing.T) []byte {
 		return out
 	}
 	var stored []byte
-	files, _ := filepath.Glob(filepath.Join(e.dataDir, "devreg.db*"))
+	files, _ := filepath.Glob(strings.TrimPrefix(e.database, "sqlite:") + "*")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -285,7 +280,7 @@ func (e *env) dump(t *testing.T) []byte {
 // The contract's bulk upload example, verbatim.
 const contractCSV = "device1, secretfordevice1, device2, secretfordevice2, device3, secretfordevice3,\n\ndevice4, secretfordevice4, device5, secretfordevice5\n"
 
-func TestSeedFlowCSVAndJSON(t *testing.T) { forEachStore(t, testSeedFlowCSVAndJSON) }
+func TestSeedFlowCSVAndJSON(t *testing.T) { pgtest.Each(t, testSeedFlowCSVAndJSON) }
 
 func testSeedFlowCSVAndJSON(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -344,7 +339,7 @@ func testSeedFlowCSVAndJSON(t *testing.T, database string) {
 }
 
 func TestRegisterIsIdempotentAndHandlesConflicts(t *testing.T) {
-	forEachStore(t, testRegisterIsIdempotentAndHandlesConflicts)
+	pgtest.Each(t, testRegisterIsIdempotentAndHandlesConflicts)
 }
 
 func testRegisterIsIdempotentAndHandlesConflicts(t *testing.T, database string) {
@@ -422,7 +417,7 @@ func testRegisterIsIdempotentAndHandlesConflicts(t *testing.T, database string) 
 }
 
 func TestRegisterRefusesBadEntriesWithEveryProblem(t *testing.T) {
-	forEachStore(t, testRegisterRefusesBadEntriesWithEveryProblem)
+	pgtest.Each(t, testRegisterRefusesBadEntriesWithEveryProblem)
 }
 
 func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string) {
@@ -537,7 +532,7 @@ func testRegisterRefusesBadEntriesWithEveryProblem(t *testing.T, database string
 	})
 }
 
-func TestRegisterDryRunWritesNothing(t *testing.T) { forEachStore(t, testRegisterDryRunWritesNothing) }
+func TestRegisterDryRunWritesNothing(t *testing.T) { pgtest.Each(t, testRegisterDryRunWritesNothing) }
 
 func testRegisterDryRunWritesNothing(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -563,7 +558,7 @@ func testRegisterDryRunWritesNothing(t *testing.T, database string) {
 	}
 }
 
-func TestRequestRefusals(t *testing.T) { forEachStore(t, testRequestRefusals) }
+func TestRequestRefusals(t *testing.T) { pgtest.Each(t, testRequestRefusals) }
 
 func testRequestRefusals(t *testing.T, database string) {
 	e := newEnv(t, database, 4096)
@@ -629,7 +624,7 @@ func testRequestRefusals(t *testing.T, database string) {
 	}
 }
 
-func TestListingFiltersAndPages(t *testing.T) { forEachStore(t, testListingFiltersAndPages) }
+func TestListingFiltersAndPages(t *testing.T) { pgtest.Each(t, testListingFiltersAndPages) }
 
 func testListingFiltersAndPages(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -677,7 +672,7 @@ func testListingFiltersAndPages(t *testing.T, database string) {
 }
 
 func TestManageDevicesBatchesTypesAndKeys(t *testing.T) {
-	forEachStore(t, testManageDevicesBatchesTypesAndKeys)
+	pgtest.Each(t, testManageDevicesBatchesTypesAndKeys)
 }
 
 func testManageDevicesBatchesTypesAndKeys(t *testing.T, database string) {
@@ -738,7 +733,7 @@ func testManageDevicesBatchesTypesAndKeys(t *testing.T, database string) {
 	e.mustDo(t, k.Key, "GET", "/api/v1/devicetypes", "", 401, nil)
 }
 
-func TestSecretsNeverLeave(t *testing.T) { forEachStore(t, testSecretsNeverLeave) }
+func TestSecretsNeverLeave(t *testing.T) { pgtest.Each(t, testSecretsNeverLeave) }
 
 func testSecretsNeverLeave(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -767,7 +762,7 @@ func testSecretsNeverLeave(t *testing.T, database string) {
 }
 
 func TestDocsAndOperationsEndpointsNeedNoKey(t *testing.T) {
-	forEachStore(t, testDocsAndOperationsEndpointsNeedNoKey)
+	pgtest.Each(t, testDocsAndOperationsEndpointsNeedNoKey)
 }
 
 func testDocsAndOperationsEndpointsNeedNoKey(t *testing.T, database string) {
@@ -800,7 +795,7 @@ func testDocsAndOperationsEndpointsNeedNoKey(t *testing.T, database string) {
 
 // A slow upload must not hold up other registrations: the request is staged apart from the
 // registry and written in one short transaction once it has arrived whole.
-func TestSlowUploadHoldsUpNoOne(t *testing.T) { forEachStore(t, testSlowUploadHoldsUpNoOne) }
+func TestSlowUploadHoldsUpNoOne(t *testing.T) { pgtest.Each(t, testSlowUploadHoldsUpNoOne) }
 
 func testSlowUploadHoldsUpNoOne(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -847,7 +842,7 @@ func testSlowUploadHoldsUpNoOne(t *testing.T, database string) {
 }
 
 func TestRegisterTellsWhereTheTimeWent(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Sensor", 0)
 		stages := func(query, body string) []string {

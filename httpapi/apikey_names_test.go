@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestAPIKeyNamesUnique: a key name an account has already is 409, when a key is made and when
 // one is renamed, and the refusal names it; nothing changes.
-func TestAPIKeyNamesUnique(t *testing.T) { forEachStore(t, testAPIKeyNamesUnique) }
+func TestAPIKeyNamesUnique(t *testing.T) { pgtest.Each(t, testAPIKeyNamesUnique) }
 
 func testAPIKeyNamesUnique(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

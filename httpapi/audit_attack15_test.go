@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 type atk15AuditPage struct {
@@ -33,7 +34,7 @@ type atk15AuditPage struct {
 // type-qualified actor_id/object_id such as "device:key_…", in the filtered columns), and offer
 // actor_type/object_type filters.
 func TestAttack15AuditFiltersMixActors(t *testing.T) {
-	forEachStore(t, testAttack15AuditFiltersMixActors)
+	pgtest.Each(t, testAttack15AuditFiltersMixActors)
 }
 
 func testAttack15AuditFiltersMixActors(t *testing.T, database string) {
@@ -78,7 +79,7 @@ func testAttack15AuditFiltersMixActors(t *testing.T, database string) {
 // batch, with small pages, forged cursors and another type's filters: every page holds only its
 // types' objects, each once, in order, and nothing of the third type appears.
 func TestAttack15RestrictedKeyPagesAcrossTypes(t *testing.T) {
-	forEachStore(t, testAttack15RestrictedKeyPagesAcrossTypes)
+	pgtest.Each(t, testAttack15RestrictedKeyPagesAcrossTypes)
 }
 
 func testAttack15RestrictedKeyPagesAcrossTypes(t *testing.T, database string) {
@@ -168,7 +169,7 @@ func testAttack15RestrictedKeyPagesAcrossTypes(t *testing.T, database string) {
 // TestAttack15AuditHoldsNoSecret: after keys are made (restricted, expiring), credentials added
 // (typed and generated), a device rotates and the owner logs in to the console (right and wrong),
 // neither the listing nor the export holds any key, secret or password.
-func TestAttack15AuditHoldsNoSecret(t *testing.T) { forEachStore(t, testAttack15AuditHoldsNoSecret) }
+func TestAttack15AuditHoldsNoSecret(t *testing.T) { pgtest.Each(t, testAttack15AuditHoldsNoSecret) }
 
 func testAttack15AuditHoldsNoSecret(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

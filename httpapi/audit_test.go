@@ -9,11 +9,12 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestAuditOverTheAPI: the listing and the export answer as the document says, the export's
 // lines chain up to the head it names, and only an admin key reads them.
-func TestAuditOverTheAPI(t *testing.T) { forEachStore(t, testAuditOverTheAPI) }
+func TestAuditOverTheAPI(t *testing.T) { pgtest.Each(t, testAuditOverTheAPI) }
 
 func testAuditOverTheAPI(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

@@ -7,6 +7,7 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // TestAutoRegisteredBatchOverTheAPI turns auto_register on for a device type over the API, lets
@@ -14,7 +15,7 @@ import (
 // the audit entry through the API: the answers (validated against the OpenAPI document) show
 // the batch's source auto_register and the device as the entry's actor.
 func TestAutoRegisteredBatchOverTheAPI(t *testing.T) {
-	forEachStore(t, testAutoRegisteredBatchOverTheAPI)
+	pgtest.Each(t, testAutoRegisteredBatchOverTheAPI)
 }
 
 func testAutoRegisteredBatchOverTheAPI(t *testing.T, database string) {

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/store"
 )
 
@@ -20,7 +20,7 @@ import (
 // the admin scope, another account's and an unknown batch answer 404, the admin's answer counts
 // the devices, the batch and its devices are gone, the type's count follows, and one audit entry
 // records it.
-func TestDeleteBatch(t *testing.T) { forEachStore(t, testDeleteBatch) }
+func TestDeleteBatch(t *testing.T) { pgtest.Each(t, testDeleteBatch) }
 
 func testDeleteBatch(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -79,7 +79,7 @@ func testDeleteBatch(t *testing.T, database string) {
 // separate HTTP requests: the delete and the registration each come wholly before or after the
 // other, every request gets a proper answer, and afterwards devreg check finds every counter
 // equal to its rows.
-func TestDeleteBatchRacingRequests(t *testing.T) { forEachStore(t, testDeleteBatchRacingRequests) }
+func TestDeleteBatchRacingRequests(t *testing.T) { pgtest.Each(t, testDeleteBatchRacingRequests) }
 
 func testDeleteBatchRacingRequests(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -197,11 +197,7 @@ func (e *env) loginAndCheckIn(deviceID, secret string) error {
 // checkData fails the test unless devreg check finds the counters right.
 func (e *env) checkData(t *testing.T) {
 	t.Helper()
-	u := e.database
-	if u == "" {
-		u = "sqlite:" + filepath.Join(e.dataDir, "devreg.db")
-	}
-	db, err := store.OpenExisting(context.Background(), u)
+	db, err := store.OpenExisting(context.Background(), e.database)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +214,7 @@ func (e *env) checkData(t *testing.T) {
 // TestBatchName names a batch with ?batch_name= (trimmed), shows it in the batch and the
 // listing, and refuses a name that is too long or holds a control or invisible character with
 // 400 naming batch_name, registering nothing.
-func TestBatchName(t *testing.T) { forEachStore(t, testBatchName) }
+func TestBatchName(t *testing.T) { pgtest.Each(t, testBatchName) }
 
 func testBatchName(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

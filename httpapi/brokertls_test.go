@@ -5,12 +5,13 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestBrokerTLSKeys: a broker key made with trusts_broker_tls says so in its answer and in the
 // listing; every other key says false; only a broker key may have it, and it cannot be changed
 // later (a PATCH naming it is refused).
-func TestBrokerTLSKeys(t *testing.T) { forEachStore(t, testBrokerTLSKeys) }
+func TestBrokerTLSKeys(t *testing.T) { pgtest.Each(t, testBrokerTLSKeys) }
 
 func testBrokerTLSKeys(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

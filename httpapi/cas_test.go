@@ -9,6 +9,7 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // caBody is the JSON body that adds a CA certificate.
@@ -23,7 +24,7 @@ type caList struct {
 
 // TestTrustedCAs adds, lists and removes the CA certificates of a device type over the API, with
 // their audit entries; another account, a key below admin and a restricted key reach none of it.
-func TestTrustedCAs(t *testing.T) { forEachStore(t, testTrustedCAs) }
+func TestTrustedCAs(t *testing.T) { pgtest.Each(t, testTrustedCAs) }
 
 func testTrustedCAs(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -120,7 +121,7 @@ func testTrustedCAs(t *testing.T, database string) {
 
 // TestTrustedCARefusals: every certificate that is not one good CA is a 422 saying why, and
 // nothing is stored.
-func TestTrustedCARefusals(t *testing.T) { forEachStore(t, testTrustedCARefusals) }
+func TestTrustedCARefusals(t *testing.T) { pgtest.Each(t, testTrustedCARefusals) }
 
 func testTrustedCARefusals(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -164,7 +165,7 @@ func testTrustedCARefusals(t *testing.T, database string) {
 // TestTrustedCALimitHoldsUnderParallelAdds sends 16 different CAs at once to one type: exactly
 // 10 are taken, the rest are 422 naming the limit.
 func TestTrustedCALimitHoldsUnderParallelAdds(t *testing.T) {
-	forEachStore(t, testTrustedCALimitHoldsUnderParallelAdds)
+	pgtest.Each(t, testTrustedCALimitHoldsUnderParallelAdds)
 }
 
 func testTrustedCALimitHoldsUnderParallelAdds(t *testing.T, database string) {
@@ -206,7 +207,7 @@ func testTrustedCALimitHoldsUnderParallelAdds(t *testing.T, database string) {
 // TestDeviceTypeCertificateSettings: certificate_id_field, auto_register and auto_register_limit
 // have their defaults, are set on POST and PATCH, and out-of-range values are 422.
 func TestDeviceTypeCertificateSettings(t *testing.T) {
-	forEachStore(t, testDeviceTypeCertificateSettings)
+	pgtest.Each(t, testDeviceTypeCertificateSettings)
 }
 
 func testDeviceTypeCertificateSettings(t *testing.T, database string) {

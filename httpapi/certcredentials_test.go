@@ -7,13 +7,14 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // TestCertificateCredentials adds a certificate credential over the API and registers devices by
 // certificate in a JSON body: the answers (validated against the OpenAPI document) show the kind,
 // the fingerprint and what the certificate says; a bad certificate is a 422 naming the problem, a
 // certificate another device holds a 409, and the audit entry names the kind and fingerprint.
-func TestCertificateCredentials(t *testing.T) { forEachStore(t, testCertificateCredentials) }
+func TestCertificateCredentials(t *testing.T) { pgtest.Each(t, testCertificateCredentials) }
 
 func testCertificateCredentials(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

@@ -25,6 +25,8 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // deviceCall sends a device endpoint request: a form body, optional HTTP Basic credentials and
@@ -91,7 +93,7 @@ func (e *env) atkToken(t *testing.T, deviceID, secret string) (int, string) {
 // the way the token endpoint takes it, creates nothing for them, and counts toward the throttle
 // only what named a device with a wrong secret, once each.
 func TestAttackRotationEndpointShapes(t *testing.T) {
-	forEachStore(t, testAttackRotationEndpointShapes)
+	pgtest.Each(t, testAttackRotationEndpointShapes)
 }
 
 func testAttackRotationEndpointShapes(t *testing.T, database string) {
@@ -170,7 +172,7 @@ func testAttackRotationEndpointShapes(t *testing.T, database string) {
 // A credential whose window ended, and the old secret after a rotation with no grace, cannot
 // rotate; tokens of a rotated-away credential stop when the grace ends or it is deleted.
 func TestAttackRotationExpiredAndGraceZero(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		var dt devreg.DeviceType
 		e.mustDo(t, e.admin, "POST", "/api/v1/devicetypes", `{"name": "NoGrace", "rotation_grace_seconds": 0}`, 201, &dt)
@@ -202,7 +204,7 @@ func TestAttackRotationExpiredAndGraceZero(t *testing.T) {
 
 // No secret, generated, rotated, typed or guessed, and no hash of one, ever shows in the
 // server's debug log, in /metrics, in a listing or device answer, or in an error.
-func TestAttackSecretsNeverLeak(t *testing.T) { forEachStore(t, testAttackSecretsNeverLeak) }
+func TestAttackSecretsNeverLeak(t *testing.T) { pgtest.Each(t, testAttackSecretsNeverLeak) }
 
 func testAttackSecretsNeverLeak(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -268,7 +270,7 @@ func testAttackSecretsNeverLeak(t *testing.T, database string) {
 // large registration with on_conflict=replace runs. On PostgreSQL the device ends with six
 // credentials in some rounds. The test fails only when it sees the race; after the fix it passes.
 func TestAttackReplaceRacingAddOverHTTP(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Race", 0)
 		// It rotates more than a device may in an hour; TestRotationLimit (deviceauth) tests the limit.
@@ -324,7 +326,7 @@ func TestAttackReplaceRacingAddOverHTTP(t *testing.T) {
 		took := time.Since(start)
 		t.Logf("a replace of %d devices takes %v", filler+1, took)
 		var watch *sql.DB
-		if database != "" {
+		if store.IsPostgres(database) {
 			var err error
 			if watch, err = sql.Open("pgx", database); err != nil {
 				t.Fatal(err)
@@ -388,7 +390,7 @@ func waitForQuery(t *testing.T, db *sql.DB, prefix string, limit time.Duration) 
 // (when registered) holds one to five credentials, at least one of which lets it in now, and
 // every credential listed is one of the current device's (none from before a delete).
 func TestAttackParallelCredentialChaos(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnv(t, database, 0)
 		dt := e.createType(t, e.admin, "Chaos", 0)
 		// It rotates more than a device may in an hour; TestRotationLimit (deviceauth) tests the limit.

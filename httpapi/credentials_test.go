@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 type credentialList struct {
@@ -55,7 +56,7 @@ func credentialIDs(list []devreg.Credential) []string {
 // TestCredentials goes through a device's credentials: the registration's, one with a secret of
 // ours and a window, a generated one, the limit of five, changes of status and window (null
 // removes a limit, an absent field leaves it) and deletion.
-func TestCredentials(t *testing.T) { forEachStore(t, testCredentials) }
+func TestCredentials(t *testing.T) { pgtest.Each(t, testCredentials) }
 
 func testCredentials(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -211,7 +212,7 @@ func testCredentials(t *testing.T, database string) {
 
 // TestCredentialsLastOneStays: a device cannot lose its last valid credential, by deletion,
 // by disabling it or by ending its window; disabling the device is the way to stop it.
-func TestCredentialsLastOneStays(t *testing.T) { forEachStore(t, testCredentialsLastOneStays) }
+func TestCredentialsLastOneStays(t *testing.T) { pgtest.Each(t, testCredentialsLastOneStays) }
 
 func testCredentialsLastOneStays(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -240,7 +241,7 @@ func testCredentialsLastOneStays(t *testing.T, database string) {
 }
 
 // TestCredentialRefusals: scopes, other accounts, and bad bodies.
-func TestCredentialRefusals(t *testing.T) { forEachStore(t, testCredentialRefusals) }
+func TestCredentialRefusals(t *testing.T) { pgtest.Each(t, testCredentialRefusals) }
 
 func testCredentialRefusals(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -321,7 +322,7 @@ func testCredentialRefusals(t *testing.T, database string) {
 
 // TestDeviceTypeRotationGrace sets rotation_grace_seconds with POST and PATCH, within its range,
 // and sees a device's rotation keep its old secret exactly that long.
-func TestDeviceTypeRotationGrace(t *testing.T) { forEachStore(t, testDeviceTypeRotationGrace) }
+func TestDeviceTypeRotationGrace(t *testing.T) { pgtest.Each(t, testDeviceTypeRotationGrace) }
 
 func testDeviceTypeRotationGrace(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -439,7 +440,7 @@ func (e *env) rotate(t *testing.T, deviceID, secret string) devreg.Rotation {
 // TestAddCredentialsInParallel sends ten additions at once to a device that has one credential:
 // exactly four fit, the others are refused as conflicts, never as errors, and the device ends up
 // with five.
-func TestAddCredentialsInParallel(t *testing.T) { forEachStore(t, testAddCredentialsInParallel) }
+func TestAddCredentialsInParallel(t *testing.T) { pgtest.Each(t, testAddCredentialsInParallel) }
 
 func testAddCredentialsInParallel(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -26,7 +27,7 @@ import (
 // only patterns that appeared meanwhile are compared. A write of another account, and a change
 // to the same type, sent while a heavy create is comparing, must now finish first.
 func TestAttack24OverlapSearchHoldsNoLock(t *testing.T) {
-	forEachStore(t, testAttack24OverlapSearchHoldsNoLock)
+	pgtest.Each(t, testAttack24OverlapSearchHoldsNoLock)
 }
 
 func testAttack24OverlapSearchHoldsNoLock(t *testing.T, database string) {
@@ -78,7 +79,7 @@ func testAttack24OverlapSearchHoldsNoLock(t *testing.T, database string) {
 // to the same type, whether as creates or as changes of disjoint groups: exactly one lands, the
 // others are refused as overlapping, on both databases.
 func TestAttack24ParallelOverlappingGroups(t *testing.T) {
-	forEachStore(t, testAttack24ParallelOverlappingGroups)
+	pgtest.Each(t, testAttack24ParallelOverlappingGroups)
 }
 
 func testAttack24ParallelOverlappingGroups(t *testing.T, database string) {
@@ -157,7 +158,7 @@ func landed(t *testing.T, statuses []int, bodies [][]byte) int {
 // device secret does, so that no browser, proxy or HTTP cache between the admin and the server
 // keeps the one copy of a key that opens every device of the group. They did not say it.
 func TestAttack24GroupKeyAnswersAreNotStored(t *testing.T) {
-	forEachStore(t, testAttack24GroupKeyAnswersAreNotStored)
+	pgtest.Each(t, testAttack24GroupKeyAnswersAreNotStored)
 }
 
 func testAttack24GroupKeyAnswersAreNotStored(t *testing.T, database string) {
@@ -216,7 +217,7 @@ func testAttack24GroupKeyAnswersAreNotStored(t *testing.T, database string) {
 // look alike in the console and the audit log, is refused like an invisible character in a
 // name.
 func TestAttack24PatternFormsMatchTheDocument(t *testing.T) {
-	forEachStore(t, testAttack24PatternFormsMatchTheDocument)
+	pgtest.Each(t, testAttack24PatternFormsMatchTheDocument)
 }
 
 func testAttack24PatternFormsMatchTheDocument(t *testing.T, database string) {
@@ -249,7 +250,7 @@ func testAttack24PatternFormsMatchTheDocument(t *testing.T, database string) {
 // to exactly as many creates as there are places, of two overlapping patterns exactly one lands,
 // and a group's last places for keys go to exactly as many rotations.
 func TestAttack24LimitsAcrossTwoServers(t *testing.T) {
-	forEachStore(t, testAttack24LimitsAcrossTwoServers)
+	pgtest.Each(t, testAttack24LimitsAcrossTwoServers)
 }
 
 func testAttack24LimitsAcrossTwoServers(t *testing.T, database string) {
@@ -335,7 +336,7 @@ func testAttack24LimitsAcrossTwoServers(t *testing.T, database string) {
 // TestAttack24GroupUnderAnotherTypePath: a group of one type, named under another type of the
 // same account (or by an ID with path tricks), is not found, and nothing changes.
 func TestAttack24GroupUnderAnotherTypePath(t *testing.T) {
-	forEachStore(t, testAttack24GroupUnderAnotherTypePath)
+	pgtest.Each(t, testAttack24GroupUnderAnotherTypePath)
 }
 
 func testAttack24GroupUnderAnotherTypePath(t *testing.T, database string) {
@@ -367,7 +368,7 @@ func testAttack24GroupUnderAnotherTypePath(t *testing.T, database string) {
 // TestAttack24RotateWithEmptyChunkedBody: the rotation's body is optional, and a client that
 // sends none in chunked encoding (no Content-Length) is answered as one that sends none at all.
 func TestAttack24RotateWithEmptyChunkedBody(t *testing.T) {
-	forEachStore(t, testAttack24RotateWithEmptyChunkedBody)
+	pgtest.Each(t, testAttack24RotateWithEmptyChunkedBody)
 }
 
 func testAttack24RotateWithEmptyChunkedBody(t *testing.T, database string) {
@@ -396,7 +397,7 @@ func testAttack24RotateWithEmptyChunkedBody(t *testing.T, database string) {
 // or invisible characters, and bodies that are huge or deeply nested are each taken or refused
 // with a message naming the field, and nothing half-made is stored.
 func TestAttack24GroupInputLimits(t *testing.T) {
-	forEachStore(t, testAttack24GroupInputLimits)
+	pgtest.Each(t, testAttack24GroupInputLimits)
 }
 
 func testAttack24GroupInputLimits(t *testing.T, database string) {

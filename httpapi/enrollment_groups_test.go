@@ -5,13 +5,14 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // enrollmentGroupCreated is the answer to creating a group: the group and its key.
@@ -46,8 +47,8 @@ func groupKeyBytes(t *testing.T, key string) []byte {
 // openDB opens the server's database beside it, to read or set what the API does not show.
 func (e *env) openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	driver, dsn := "sqlite", "file:"+filepath.Join(e.dataDir, "devreg.db")+"?_pragma=busy_timeout(10000)"
-	if e.database != "" {
+	driver, dsn := "sqlite", "file:"+strings.TrimPrefix(e.database, "sqlite:")+"?_pragma=busy_timeout(10000)"
+	if store.IsPostgres(e.database) {
 		driver, dsn = "pgx", e.database
 	}
 	db, err := sql.Open(driver, dsn)
@@ -85,7 +86,7 @@ func (e *env) sealedGroupKeys(t *testing.T, groupID string) map[string][]byte {
 // TestEnrollmentGroups creates, reads, changes, rotates the key of and deletes an enrollment
 // group over the API. The group key is in the answers that made it and nowhere else: not in a
 // listing, a read, the audit log, the server's log or the database, where it is sealed.
-func TestEnrollmentGroups(t *testing.T) { forEachStore(t, testEnrollmentGroups) }
+func TestEnrollmentGroups(t *testing.T) { pgtest.Each(t, testEnrollmentGroups) }
 
 func testEnrollmentGroups(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -241,7 +242,7 @@ func testEnrollmentGroups(t *testing.T, database string) {
 
 // TestEnrollmentGroupRefusals: every bad request is refused with a message that names what is
 // wrong, and nothing is stored.
-func TestEnrollmentGroupRefusals(t *testing.T) { forEachStore(t, testEnrollmentGroupRefusals) }
+func TestEnrollmentGroupRefusals(t *testing.T) { pgtest.Each(t, testEnrollmentGroupRefusals) }
 
 func testEnrollmentGroupRefusals(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -317,7 +318,7 @@ func testEnrollmentGroupRefusals(t *testing.T, database string) {
 
 // TestEnrollmentGroupAccess: only an admin key of the type's account reaches its groups; another
 // account's key finds nothing there, and keys below admin are refused.
-func TestEnrollmentGroupAccess(t *testing.T) { forEachStore(t, testEnrollmentGroupAccess) }
+func TestEnrollmentGroupAccess(t *testing.T) { pgtest.Each(t, testEnrollmentGroupAccess) }
 
 func testEnrollmentGroupAccess(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -374,7 +375,7 @@ func testEnrollmentGroupAccess(t *testing.T, database string) {
 
 // TestEnrollmentKeyLimit: a group holds at most 5 keys. A sixth rotation while every old key is
 // still live is refused; ending the old keys at once lets the next rotation drop an ended one.
-func TestEnrollmentKeyLimit(t *testing.T) { forEachStore(t, testEnrollmentKeyLimit) }
+func TestEnrollmentKeyLimit(t *testing.T) { pgtest.Each(t, testEnrollmentKeyLimit) }
 
 func testEnrollmentKeyLimit(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -425,7 +426,7 @@ func testEnrollmentKeyLimit(t *testing.T, database string) {
 // TestEnrollmentGroupLimitHoldsUnderParallelCreates sends 16 creates at once to a type with 18
 // groups: exactly 2 are taken (20 is the most a type holds), the rest are 422 naming the limit.
 func TestEnrollmentGroupLimitHoldsUnderParallelCreates(t *testing.T) {
-	forEachStore(t, testEnrollmentGroupLimitHoldsUnderParallelCreates)
+	pgtest.Each(t, testEnrollmentGroupLimitHoldsUnderParallelCreates)
 }
 
 func testEnrollmentGroupLimitHoldsUnderParallelCreates(t *testing.T, database string) {
@@ -468,7 +469,7 @@ func testEnrollmentGroupLimitHoldsUnderParallelCreates(t *testing.T, database st
 // group's of the same type is refused with an ID both match, on creation and on change; groups
 // of different types may overlap (the older one wins at enrolment).
 func TestEnrollmentGroupsOfATypeMayNotOverlap(t *testing.T) {
-	forEachStore(t, testEnrollmentGroupsOfATypeMayNotOverlap)
+	pgtest.Each(t, testEnrollmentGroupsOfATypeMayNotOverlap)
 }
 
 func testEnrollmentGroupsOfATypeMayNotOverlap(t *testing.T, database string) {

@@ -7,6 +7,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 	"devreg/server"
 	"devreg/store"
 )
@@ -41,7 +42,7 @@ func (e *env) newEnrollmentGroup(t *testing.T, typeID, id, pattern string) {
 // OpenAPI document says (every request and answer here is checked against it), to admin keys
 // of the group's account only, and refuse bad entries by index and line.
 func TestEnrollmentAllowListAndReenroll(t *testing.T) {
-	forEachStore(t, testEnrollmentAllowListAndReenroll)
+	pgtest.Each(t, testEnrollmentAllowListAndReenroll)
 }
 
 func testEnrollmentAllowListAndReenroll(t *testing.T, database string) {

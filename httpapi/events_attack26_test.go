@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/server"
 	"devreg/webhook"
 )
@@ -34,7 +35,7 @@ func allowPrivate(c *server.Config) { c.WebhookAllowPrivate = true }
 // delivery to it is under way gets nothing more at its old URL than that one request: the server
 // delivering must not carry on with the next events of the lease it took before the change.
 func TestPatchedWebhookStopsItsDelivery(t *testing.T) {
-	forEachStore(t, testPatchedWebhookStopsItsDelivery)
+	pgtest.Each(t, testPatchedWebhookStopsItsDelivery)
 }
 
 func testPatchedWebhookStopsItsDelivery(t *testing.T, database string) {
@@ -90,7 +91,7 @@ func testPatchedWebhookStopsItsDelivery(t *testing.T, database string) {
 // are not UTF-8 (which PostgreSQL's text refuses) is recorded like any other: a taken event is
 // not sent again and again, and a failed one waits out its pause instead of being tried at every
 // poll.
-func TestReceiverAnswersWithNUL(t *testing.T) { forEachStore(t, testReceiverAnswersWithNUL) }
+func TestReceiverAnswersWithNUL(t *testing.T) { pgtest.Each(t, testReceiverAnswersWithNUL) }
 
 func testReceiverAnswersWithNUL(t *testing.T, database string) {
 	e := newEnvWith(t, database, allowPrivate)
@@ -141,7 +142,7 @@ func testReceiverAnswersWithNUL(t *testing.T, database string) {
 // TestWebhookLimitUnderParallelPOSTs: 40 POSTs at once make exactly devreg.MaxWebhooks webhooks;
 // the rest are refused as over the limit, not as server errors.
 func TestWebhookLimitUnderParallelPOSTs(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newEnvWith(t, database, allowPrivate)
 		statuses := make([]int, 40)
 		var wg sync.WaitGroup
@@ -290,7 +291,7 @@ func TestWebhookAuditEntriesAreFound(t *testing.T) {
 // webhook ever has two deliveries under way at once, and each receiver takes every event once,
 // in seq order, with the failed ones tried again before any later one.
 func TestTwoServersDeliverInOrderOnce(t *testing.T) {
-	forEachStore(t, testTwoServersDeliverInOrderOnce)
+	pgtest.Each(t, testTwoServersDeliverInOrderOnce)
 }
 
 func testTwoServersDeliverInOrderOnce(t *testing.T, database string) {

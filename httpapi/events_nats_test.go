@@ -12,13 +12,14 @@ import (
 
 	"devreg"
 	"devreg/internal/natstest"
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
 // TestEventsToJetStream: with --events-nats, every event reaches JetStream on subject
 // devreg.<account>.<type> with its ID as Nats-Msg-Id, in order; a NATS server that goes away and
 // comes back loses nothing; an event sent again is taken once.
-func TestEventsToJetStream(t *testing.T) { forEachStore(t, testEventsToJetStream) }
+func TestEventsToJetStream(t *testing.T) { pgtest.Each(t, testEventsToJetStream) }
 
 func testEventsToJetStream(t *testing.T, database string) {
 	ns := natstest.New(t)

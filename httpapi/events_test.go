@@ -44,7 +44,7 @@ func types(events []devreg.Event) []string {
 // and the counts; a long poll wakes for the next change; a key restricted to a device type sees
 // only that type's events, a read key none about keys or users.
 func TestEventsFromTheChangesTransaction(t *testing.T) {
-	forEachStore(t, testEventsFromTheChangesTransaction)
+	pgtest.Each(t, testEventsFromTheChangesTransaction)
 }
 
 func testEventsFromTheChangesTransaction(t *testing.T, database string) {
@@ -271,14 +271,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // that the Standard Webhooks check with the secret shown once passes; a receiver that fails is
 // tried again with the same webhook-id, and its tries are listed; URLs of private addresses are
 // refused unless the server allows them.
-func TestWebhooksDeliverSignedEvents(t *testing.T) { forEachStore(t, testWebhooksDeliverSignedEvents) }
+func TestWebhooksDeliverSignedEvents(t *testing.T) { pgtest.Each(t, testWebhooksDeliverSignedEvents) }
 
 func testWebhooksDeliverSignedEvents(t *testing.T, database string) {
-	strictDB := database
-	if database != "" {
-		strictDB = pgtest.NewDatabase(t) // a server of its own, on a database of its own
-	}
-	strict := newEnv(t, strictDB, 0)
+	strict := newEnv(t, pgtest.NewDatabaseLike(t, database), 0) // a server of its own, on a database of its own
 	var refused errorBody
 	status, b := strict.send(t, req{key: strict.admin, method: "POST", path: "/api/v1/webhooks", body: `{"url": "http://127.0.0.1:9/hook"}`})
 	if json.Unmarshal(b, &refused); status != 422 || !strings.Contains(refused.Error.Message, "loopback") || !strings.Contains(refused.Error.Message, "--webhook-allow-private") {

@@ -16,6 +16,7 @@ import (
 
 	"devreg"
 	"devreg/internal/apitest"
+	"devreg/internal/pgtest"
 )
 
 // padding is blank lines, which a bulk upload file may hold anywhere: more than the sockets
@@ -97,7 +98,7 @@ func (e *env) newKey(t *testing.T, name, expires string) (id, key string) {
 // no device, no batch, no audit entry. It holds for each way a registration ends: new devices
 // written at once, a mix of new and registered ones staged and applied, a resend or a dry run
 // answered from a read, a conflict (whose answer would tell which IDs are registered).
-func TestRevokedKeyRegistersNothing(t *testing.T) { forEachStore(t, testRevokedKeyRegistersNothing) }
+func TestRevokedKeyRegistersNothing(t *testing.T) { pgtest.Each(t, testRevokedKeyRegistersNothing) }
 
 func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -187,7 +188,7 @@ func testRevokedKeyRegistersNothing(t *testing.T, database string) {
 
 // TestExportEndsWhenItsKeyGoes: an audit export whose key is deleted, or expires, while its
 // client reads ends with an error line and a broken connection, before the rest of the log.
-func TestExportEndsWhenItsKeyGoes(t *testing.T) { forEachStore(t, testExportEndsWhenItsKeyGoes) }
+func TestExportEndsWhenItsKeyGoes(t *testing.T) { pgtest.Each(t, testExportEndsWhenItsKeyGoes) }
 
 func testExportEndsWhenItsKeyGoes(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -281,7 +282,7 @@ func testExportEndsWhenItsKeyGoes(t *testing.T, database string) {
 // deletion in the audit chain (the delete took effect after the commit), or answers 401 and
 // registered nothing; never 200 after the deletion.
 func TestRevocationRacingRegistrations(t *testing.T) {
-	forEachStore(t, testRevocationRacingRegistrations)
+	pgtest.Each(t, testRevocationRacingRegistrations)
 }
 
 func testRevocationRacingRegistrations(t *testing.T, database string) {

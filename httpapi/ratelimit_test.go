@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"devreg/internal/pgtest"
 	"devreg/server"
 )
 
@@ -107,7 +108,7 @@ func headersOf(a answer) headers {
 // RateLimit-* fields, successes and errors after authentication alike; that requests without a
 // valid key neither carry them nor count; and that broker keys are never limited.
 func TestRateLimitHeaders(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newLimitEnv(t, database, 10) // a token every 6 s
 		limit := "10"
 		steps := []struct {
@@ -174,7 +175,7 @@ func mustAtoi(t *testing.T, s string) int {
 // TestRateLimit429 uses up one key's bucket: the next request gets 429 with the contract's error
 // body and Retry-After, while the account's other keys go on.
 func TestRateLimit429(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		e := newLimitEnv(t, database, 5) // a token every 12 s
 		for i := range 5 {
 			if a := e.do(t, e.register, "GET", "/api/v1/devices", ""); a.status != http.StatusOK || a.remaining != strconv.Itoa(4-i) {
@@ -211,7 +212,7 @@ func TestRateLimit429(t *testing.T) {
 // get through, each seeing a different RateLimit-Remaining, and 30 get 429. The key is looked up
 // in the database for each, so this runs on both.
 func TestRateLimitParallel(t *testing.T) {
-	forEachStore(t, func(t *testing.T, database string) {
+	pgtest.Each(t, func(t *testing.T, database string) {
 		const limit, requests = 20, 50
 		e := newLimitEnv(t, database, limit) // a token every 3 s
 		e.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: requests}}

@@ -75,7 +75,7 @@ func (e *env) mustRegisterManifest(t *testing.T, typeID, query, body string, hea
 // manifest signer, through the API: every part becomes a device named by its certificate's CN
 // with a certificate credential; a dry run writes nothing, a resend is unchanged, a tampered entry
 // or another signer refuses the manifest whole, naming the entries.
-func TestRegisterManifest(t *testing.T) { forEachStore(t, testRegisterManifest) }
+func TestRegisterManifest(t *testing.T) { pgtest.Each(t, testRegisterManifest) }
 
 func testRegisterManifest(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -167,7 +167,7 @@ func testRegisterManifest(t *testing.T, database string) {
 // TestRegisterManifestTypeCAs registers the real sample under a type that trusts one of
 // Microchip's real signer CAs: the part it signed is registered, the other refused by index until
 // its CA is trusted too.
-func TestRegisterManifestTypeCAs(t *testing.T) { forEachStore(t, testRegisterManifestTypeCAs) }
+func TestRegisterManifestTypeCAs(t *testing.T) { pgtest.Each(t, testRegisterManifestTypeCAs) }
 
 func testRegisterManifestTypeCAs(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -192,7 +192,7 @@ func testRegisterManifestTypeCAs(t *testing.T, database string) {
 // root through "Crypto Authentication Signer 2A00". The real root is not in the sample, so this
 // manifest is made here, in the real format.
 func TestRegisterManifestIntermediate(t *testing.T) {
-	forEachStore(t, testRegisterManifestIntermediate)
+	pgtest.Each(t, testRegisterManifestIntermediate)
 }
 
 func testRegisterManifestIntermediate(t *testing.T, database string) {
@@ -306,7 +306,7 @@ func hexString(b []byte) string { return hex.EncodeToString(b) }
 // TestRegisterManifestRefused sends manifests that cannot be registered: over --max-body, cut
 // short, not an array, Microchip's real TrustMANAGER sample (public keys, no certificates), an
 // entry listed twice. Each is refused with what is wrong, and nothing is registered.
-func TestRegisterManifestRefused(t *testing.T) { forEachStore(t, testRegisterManifestRefused) }
+func TestRegisterManifestRefused(t *testing.T) { pgtest.Each(t, testRegisterManifestRefused) }
 
 func testRegisterManifestRefused(t *testing.T, database string) {
 	manifest := string(readTestFile(t, manifestSample))
@@ -318,10 +318,7 @@ func testRegisterManifestRefused(t *testing.T, database string) {
 		t.Errorf("a manifest over --max-body = %d %s, want 413", status, b)
 	}
 
-	if database != "" {
-		database = pgtest.NewDatabase(t) // the other server's account is on the first
-	}
-	e := newEnv(t, database, 0)
+	e := newEnv(t, pgtest.NewDatabaseLike(t, database), 0) // a database of its own: the other server's account is on the first
 	dt = e.createType(t, e.admin, "Trust&GO", 0)
 	var entries []json.RawMessage
 	if err := json.Unmarshal([]byte(manifest), &entries); err != nil {

@@ -5,13 +5,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 // TestRestrictedKeyEveryOperation calls every operation of the OpenAPI document, with the
 // objects of a device type the key does not reach in the path, as keys of each scope restricted
 // to another type: as with another account's key, each answer is a refusal (403 or 404) or an
 // answer that shows nothing of that type, and nothing of it changes.
-func TestRestrictedKeyEveryOperation(t *testing.T) { forEachStore(t, testRestrictedKeyEveryOperation) }
+func TestRestrictedKeyEveryOperation(t *testing.T) { pgtest.Each(t, testRestrictedKeyEveryOperation) }
 
 func testRestrictedKeyEveryOperation(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

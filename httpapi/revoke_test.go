@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestRevokeAndResetShapes: the ways out of a leaked factory secret as the Operations API takes
@@ -15,7 +16,7 @@ import (
 // registration (CSV and JSON, dry run, refused without replace or with a register key), and the
 // revocation of device-made credentials per device and per batch (admin only, source=device
 // only, other accounts' objects not found).
-func TestRevokeAndResetShapes(t *testing.T) { forEachStore(t, testRevokeAndResetShapes) }
+func TestRevokeAndResetShapes(t *testing.T) { pgtest.Each(t, testRevokeAndResetShapes) }
 
 func testRevokeAndResetShapes(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -134,7 +135,7 @@ func testRevokeAndResetShapes(t *testing.T, database string) {
 // TestRevokeRacingRotations: a batch's revocation while its devices rotate, over real HTTP,
 // round after round: every device still holds one to five credentials afterwards, one of which
 // lets it in, and the one it can rotate from works.
-func TestRevokeRacingRotations(t *testing.T) { forEachStore(t, testRevokeRacingRotations) }
+func TestRevokeRacingRotations(t *testing.T) { pgtest.Each(t, testRevokeRacingRotations) }
 
 func testRevokeRacingRotations(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

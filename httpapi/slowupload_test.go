@@ -17,6 +17,7 @@ import (
 
 	"devreg"
 	"devreg/internal/apitest"
+	"devreg/internal/pgtest"
 )
 
 // timed sends a request with a bound on its wait and returns its status and how long it took;
@@ -63,7 +64,7 @@ func (e *env) probes(t *testing.T, deviceID, secret string) map[string]func() *h
 // 20) must not hold up the health check, device logins or the API: a registration takes no
 // connection until its body has arrived whole.
 func TestTricklingUploadsHoldNoConnection(t *testing.T) {
-	forEachStore(t, testTricklingUploadsHoldNoConnection)
+	pgtest.Each(t, testTricklingUploadsHoldNoConnection)
 }
 
 func testTricklingUploadsHoldNoConnection(t *testing.T, database string) {
@@ -136,7 +137,7 @@ func testTricklingUploadsHoldNoConnection(t *testing.T, database string) {
 // of them than either database's pool has connections, and their bodies take seconds to arrive,
 // as over a factory's uplink rather than loopback.
 func TestBulkRegistrationsLeaveRoomForLogins(t *testing.T) {
-	forEachStore(t, testBulkRegistrationsLeaveRoomForLogins)
+	pgtest.Each(t, testBulkRegistrationsLeaveRoomForLogins)
 }
 
 func testBulkRegistrationsLeaveRoomForLogins(t *testing.T, database string) {
@@ -254,7 +255,7 @@ func (b repeatByte) Read(p []byte) (int, error) {
 // the field's start, and the server never holds the field: CSV reports it as an invalid entry
 // (422), JSON refuses the body as malformed (400), naming where the value starts.
 func TestHugeFieldsAreNeitherHeldNorEchoed(t *testing.T) {
-	forEachStore(t, testHugeFieldsAreNeitherHeldNorEchoed)
+	pgtest.Each(t, testHugeFieldsAreNeitherHeldNorEchoed)
 }
 
 func testHugeFieldsAreNeitherHeldNorEchoed(t *testing.T, database string) {
@@ -317,7 +318,7 @@ func testHugeFieldsAreNeitherHeldNorEchoed(t *testing.T, database string) {
 
 // Problems repeat at most MaxEchoed characters of a device ID, also where the ID is short enough
 // to be held but too long to be valid, and in a message that quotes the request.
-func TestProblemsClipWhatTheyEcho(t *testing.T) { forEachStore(t, testProblemsClipWhatTheyEcho) }
+func TestProblemsClipWhatTheyEcho(t *testing.T) { pgtest.Each(t, testProblemsClipWhatTheyEcho) }
 
 func testProblemsClipWhatTheyEcho(t *testing.T, database string) {
 	e := newEnv(t, database, 0)

@@ -9,11 +9,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestDeviceTypeTopics sets a device type's MQTT topic filters through the API: defaults, own
 // filters, a PATCH of one list, and the refusals of filters MQTT would not take.
-func TestDeviceTypeTopics(t *testing.T) { forEachStore(t, testDeviceTypeTopics) }
+func TestDeviceTypeTopics(t *testing.T) { pgtest.Each(t, testDeviceTypeTopics) }
 
 func testDeviceTypeTopics(t *testing.T, database string) {
 	e := newEnv(t, database, 1<<20)
@@ -47,7 +48,7 @@ func testDeviceTypeTopics(t *testing.T, database string) {
 
 // TestBrokerKeyAnswersOnlyAtBrokerEndpoints creates a key of scope broker: every call of the
 // Operations API, and token introspection, refuses it with 403.
-func TestBrokerKeyAnswersOnlyAtBrokerEndpoints(t *testing.T) { forEachStore(t, testBrokerKey) }
+func TestBrokerKeyAnswersOnlyAtBrokerEndpoints(t *testing.T) { pgtest.Each(t, testBrokerKey) }
 
 func testBrokerKey(t *testing.T, database string) {
 	e := newEnv(t, database, 1<<20)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"devreg/internal/pgtest"
 )
 
 type apiUser struct {
@@ -18,7 +20,7 @@ type apiUser struct {
 
 // TestUsersAPI invites, lists, changes and removes users through the API, as the contract
 // says, and refuses what it must, each refusal naming what was wrong.
-func TestUsersAPI(t *testing.T) { forEachStore(t, testUsersAPI) }
+func TestUsersAPI(t *testing.T) { pgtest.Each(t, testUsersAPI) }
 
 func testUsersAPI(t *testing.T, database string) {
 	e := newEnv(t, database, 0)
@@ -93,7 +95,7 @@ func testUsersAPI(t *testing.T, database string) {
 // two requests sent at once, many times: exactly one admin remains each time, and the other
 // request is told why.
 func TestLastAdminUnderParallelRequests(t *testing.T) {
-	forEachStore(t, testLastAdminUnderParallelRequests)
+	pgtest.Each(t, testLastAdminUnderParallelRequests)
 }
 
 func testLastAdminUnderParallelRequests(t *testing.T, database string) {

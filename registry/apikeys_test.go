@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // keyEnv is a service with an injected clock, an account with two device types, and an admin.
@@ -16,9 +17,9 @@ type keyEnv struct {
 	other devreg.DeviceType // the second type; credEnv's dt holds d1
 }
 
-func newKeyEnv(t *testing.T, pg bool) *keyEnv {
+func newKeyEnv(t *testing.T, url string) *keyEnv {
 	t.Helper()
-	e := &keyEnv{credEnv: newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)}
+	e := &keyEnv{credEnv: newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)}
 	var err error
 	if e.other, err = e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Other"}); err != nil {
 		t.Fatal(err)
@@ -43,10 +44,10 @@ func (e *keyEnv) key(t *testing.T, nk devreg.NewAPIKey) (devreg.APIKey, context.
 // TestRestrictedKeys: a key restricted to a device type registers into it and lists only its
 // devices and batches, across pages; devices of the other type are not found, a conflict with
 // one does not name that type, and its tokens are not active to the key.
-func TestRestrictedKeys(t *testing.T) { forEachStore(t, testRestrictedKeys) }
+func TestRestrictedKeys(t *testing.T) { pgtest.Each(t, testRestrictedKeys) }
 
-func testRestrictedKeys(t *testing.T, pg bool) {
-	e := newKeyEnv(t, pg)
+func testRestrictedKeys(t *testing.T, url string) {
+	e := newKeyEnv(t, url)
 	ctx := context.Background()
 	// The other type's devices, registered in between, so that the two types' devices interleave.
 	for _, id := range []string{"o1", "o2", "o3"} {
@@ -138,10 +139,10 @@ func asDevregError(err error, target **devreg.Error) bool {
 }
 
 // TestKeyRules: what a key may be restricted to, expiry, and the last use.
-func TestKeyRules(t *testing.T) { forEachStore(t, testKeyRules) }
+func TestKeyRules(t *testing.T) { pgtest.Each(t, testKeyRules) }
 
-func testKeyRules(t *testing.T, pg bool) {
-	e := newKeyEnv(t, pg)
+func testKeyRules(t *testing.T, url string) {
+	e := newKeyEnv(t, url)
 	ctx := context.Background()
 	now := *e.now.Load()
 	past, soon := now.Add(-time.Second), now.Add(time.Hour)
@@ -188,10 +189,10 @@ func testKeyRules(t *testing.T, pg bool) {
 // TestBrokerTLSKeys: only a broker key may vouch for the certificates its broker verified; the
 // key says so when read, the caller it authenticates as carries it for the broker login, its
 // creation's audit entry records it, and a refused key is not made.
-func TestBrokerTLSKeys(t *testing.T) { forEachStore(t, testBrokerTLSKeys) }
+func TestBrokerTLSKeys(t *testing.T) { pgtest.Each(t, testBrokerTLSKeys) }
 
-func testBrokerTLSKeys(t *testing.T, pg bool) {
-	e := newKeyEnv(t, pg)
+func testBrokerTLSKeys(t *testing.T, url string) {
+	e := newKeyEnv(t, url)
 	k, ctx := e.key(t, devreg.NewAPIKey{Name: "rabbitmq tls", Scope: devreg.ScopeBroker, TrustsBrokerTLS: true})
 	c, _ := devreg.CallerFromContext(ctx)
 	if !k.TrustsBrokerTLS || !c.TrustsBrokerTLS {

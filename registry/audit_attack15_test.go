@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // atk15Rows reads one account's stored audit rows (seq, entry) in order, straight from the database.
@@ -51,11 +52,11 @@ func (e *auditEnv) atk15Rows(t *testing.T, accountID string) (seqs []int64, entr
 // chain satisfied an account-less claim; and have the listing, the export's Audit-Head and the
 // console offer the head as ACCOUNT_ID:SEQ:HASH so that the claim names its chain.
 func TestAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain(t *testing.T) {
-	forEachStore(t, testAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain)
+	pgtest.Each(t, testAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain)
 }
 
-func testAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain(t *testing.T, pg bool) {
-	e := newAuditEnv(t, pg)
+func testAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain(t *testing.T, url string) {
+	e := newAuditEnv(t, url)
 	ctx := context.Background()
 	for _, name := range []string{"Sensor 1", "Sensor 2", "Sensor 3"} {
 		if _, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: name}); err != nil {
@@ -119,11 +120,11 @@ func testAttack15HeadKeptElsewhereDefeatedByParkingTheOriginalChain(t *testing.T
 // with empty "old" and "new" for each such call, so that the log fills with entries that say
 // nothing (and an admin key can write as many as its rate limit allows).
 func TestAttack15NoOpChangesRecordNothing(t *testing.T) {
-	forEachStore(t, testAttack15NoOpChangesRecordNothing)
+	pgtest.Each(t, testAttack15NoOpChangesRecordNothing)
 }
 
-func testAttack15NoOpChangesRecordNothing(t *testing.T, pg bool) {
-	e := newAuditEnv(t, pg)
+func testAttack15NoOpChangesRecordNothing(t *testing.T, url string) {
+	e := newAuditEnv(t, url)
 	dt, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Sensor"})
 	if err != nil {
 		t.Fatal(err)
@@ -182,11 +183,11 @@ func testAttack15NoOpChangesRecordNothing(t *testing.T, pg bool) {
 // no head row; its first changes, made at once through two servers, each take the next seq: the
 // chain starts at 1 without forks or gaps, and nothing is refused.
 func TestAttack15FirstEntriesOfAnUpgradedAccount(t *testing.T) {
-	forEachStore(t, testAttack15FirstEntriesOfAnUpgradedAccount)
+	pgtest.Each(t, testAttack15FirstEntriesOfAnUpgradedAccount)
 }
 
-func testAttack15FirstEntriesOfAnUpgradedAccount(t *testing.T, pg bool) {
-	e := newAuditEnv(t, pg)
+func testAttack15FirstEntriesOfAnUpgradedAccount(t *testing.T, url string) {
+	e := newAuditEnv(t, url)
 	e.exec(t, `DELETE FROM audit_log WHERE account_id = ?`, e.acc.ID)
 	e.exec(t, `DELETE FROM audit_heads WHERE account_id = ?`, e.acc.ID)
 	e.exec(t, `DELETE FROM events WHERE account_id = ?`, e.acc.ID) // nor events, which came later still

@@ -4,14 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"devreg"
-	"devreg/credential"
 	"devreg/internal/pgtest"
 	"devreg/store"
 )
@@ -26,28 +24,17 @@ type auditEnv struct {
 	acc       devreg.Account
 }
 
-func newAuditEnv(t *testing.T, pg bool) *auditEnv {
+func newAuditEnv(t *testing.T, url string) *auditEnv {
 	t.Helper()
 	ctx := context.Background()
-	url, driver, dsn := "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"), "sqlite", ""
-	dsn = strings.TrimPrefix(url, "sqlite:")
-	if pg {
-		url = pgtest.NewDatabase(t)
+	driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
+	if store.IsPostgres(url) {
 		driver, dsn = "pgx", url
 	}
-	keys, err := credential.NewKeyring(credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &auditEnv{pg: pg}
-	for _, svc := range []**Service{&e.svc, &e.svc2} {
-		db, err := store.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		*svc = New(db, keys)
-	}
+	e := &auditEnv{pg: store.IsPostgres(url)}
+	e.svc, _ = OpenTestService(t, url)
+	e.svc2, _ = OpenTestService(t, url)
+	var err error
 	if e.raw, err = sql.Open(driver, dsn); err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +109,10 @@ func (e *auditEnv) verify(t *testing.T, claims ...HeadClaim) []AuditFinding {
 
 // TestAuditRecordsChanges: each change makes one entry naming its actor, address and request, in
 // the change's own transaction: a refused change makes none, and a registration one in all.
-func TestAuditRecordsChanges(t *testing.T) { forEachStore(t, testAuditRecordsChanges) }
+func TestAuditRecordsChanges(t *testing.T) { pgtest.Each(t, testAuditRecordsChanges) }
 
-func testAuditRecordsChanges(t *testing.T, pg bool) {
-	e := newAuditEnv(t, pg)
+func testAuditRecordsChanges(t *testing.T, url string) {
+	e := newAuditEnv(t, url)
 	ctx := context.Background()
 	dt, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Sensor"})
 	if err != nil {
@@ -227,9 +214,9 @@ func testAuditRecordsChanges(t *testing.T, pg bool) {
 // TestAuditVerifyFindsTampering edits the database directly, as someone with write access could:
 // a changed, removed or inserted entry breaks the chain where it happened; a chain cut short or
 // recomputed throughout is found against a head kept elsewhere.
-func TestAuditVerifyFindsTampering(t *testing.T) { forEachStore(t, testAuditVerifyFindsTampering) }
+func TestAuditVerifyFindsTampering(t *testing.T) { pgtest.Each(t, testAuditVerifyFindsTampering) }
 
-func testAuditVerifyFindsTampering(t *testing.T, pg bool) {
+func testAuditVerifyFindsTampering(t *testing.T, url string) {
 	for _, tc := range []struct {
 		name   string
 		tamper func(t *testing.T, e *auditEnv)
@@ -295,7 +282,7 @@ func testAuditVerifyFindsTampering(t *testing.T, pg bool) {
 		}, true, "cut short or recomputed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newAuditEnv(t, pg)
+			e := newAuditEnv(t, pgtest.NewDatabaseLike(t, url)) // a database of the case's own
 			for i := range 6 {
 				if _, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: fmt.Sprintf("Sensor %d", i+1)}); err != nil {
 					t.Fatal(err)
@@ -327,10 +314,10 @@ func testAuditVerifyFindsTampering(t *testing.T, pg bool) {
 
 // TestAuditChainWithTwoServers: two servers change one account at once; the chain has every
 // change once, without gaps or forks, and verifies.
-func TestAuditChainWithTwoServers(t *testing.T) { forEachStore(t, testAuditChainWithTwoServers) }
+func TestAuditChainWithTwoServers(t *testing.T) { pgtest.Each(t, testAuditChainWithTwoServers) }
 
-func testAuditChainWithTwoServers(t *testing.T, pg bool) {
-	e := newAuditEnv(t, pg)
+func testAuditChainWithTwoServers(t *testing.T, url string) {
+	e := newAuditEnv(t, url)
 	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*n)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // cancelAtCount is a store that, like a client hanging up while its failure is being counted,
@@ -28,8 +29,8 @@ func (s *cancelAtCount) ReserveAttempt(ctx context.Context, key string, now time
 // hangs up) as its failure is counted is counted all the same. (It was not: its answer, none,
 // differed from a right guess's, which needs no write, so hanging up gave unlimited guesses.)
 func TestAttack17GuessesCutOffWhileCountedAreCounted(t *testing.T) {
-	forEachStore(t, func(t *testing.T, pg bool) {
-		e := newCredEnv(t, pg, 0)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		e := newCredEnv(t, url, 0)
 		e.wantLogin(t, s1, "first login") // the credential is used once, so a right login writes nothing
 		wrap := &cancelAtCount{Store: e.svc.store}
 		e.svc.store = wrap

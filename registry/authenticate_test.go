@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // slowCounting is a store whose failures take delay to be counted, as when its writer is busy:
@@ -32,11 +33,11 @@ func (s *slowCounting) ReserveAttempt(ctx context.Context, key string, now time.
 // it is refused, as it would be after them one by one, and not let in because it read the count
 // before they were in it. No turn is left behind.
 func TestRightSecretAmongParallelWrongOnes(t *testing.T) {
-	forEachStore(t, testRightSecretAmongParallelWrongOnes)
+	pgtest.Each(t, testRightSecretAmongParallelWrongOnes)
 }
 
-func testRightSecretAmongParallelWrongOnes(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, 0)
+func testRightSecretAmongParallelWrongOnes(t *testing.T, url string) {
+	e := newCredEnv(t, url, 0)
 	slow := &slowCounting{Store: e.svc.store, delay: 20 * time.Millisecond}
 	e.svc.store = slow
 	var wg sync.WaitGroup

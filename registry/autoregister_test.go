@@ -5,17 +5,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"devreg"
-	"devreg/credential"
 	"devreg/internal/certtest"
 	"devreg/internal/pgtest"
-	"devreg/store"
 )
 
 // autoEnv is a credEnv whose device type trusts a CA and registers the devices of its
@@ -26,26 +23,13 @@ type autoEnv struct {
 	ca    *certtest.Cert
 }
 
-func newAutoEnv(t *testing.T, pg bool, limit int) *autoEnv {
+func newAutoEnv(t *testing.T, url string, limit int) *autoEnv {
 	t.Helper()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-	if pg {
-		url = pgtest.NewDatabase(t)
-	}
-	keys, err := credential.NewKeyring(credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &autoEnv{credEnv: &credEnv{}, ca: certtest.NewCA(t, "Factory CA")}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	e.now.Store(&now)
 	for _, svc := range []**Service{&e.svc, &e.other} {
-		db, err := store.Open(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		*svc = New(db, keys)
+		*svc, _ = OpenTestService(t, url)
 		(*svc).Now = func() time.Time { return *e.now.Load() }
 	}
 	a, _, err := e.svc.NewAccount(context.Background(), "Maker", "owner@maker.example", "password-of-the-owner")
@@ -93,10 +77,10 @@ func (e *autoEnv) deviceCount(t *testing.T, typeID string) int64 {
 // first certificate login: pinned by its certificate, into the type's batch of the day (one per
 // day), counted, audited with the device as actor; the device then logs in as any device
 // registered by certificate, and a sibling certificate with its ID no longer lets anyone in.
-func TestAutoRegister(t *testing.T) { forEachStore(t, testAutoRegister) }
+func TestAutoRegister(t *testing.T) { pgtest.Each(t, testAutoRegister) }
 
-func testAutoRegister(t *testing.T, pg bool) {
-	e := newAutoEnv(t, pg, 100)
+func testAutoRegister(t *testing.T, url string) {
+	e := newAutoEnv(t, url, 100)
 	leaf := e.ca.Issue(t, "sensor-0001", certtest.Serial(0xabc))
 	dev, err := e.svc.AuthenticateDeviceCertificate(context.Background(), e.acc, "sensor-0001", []*x509.Certificate{leaf.Cert})
 	if err != nil {
@@ -164,10 +148,10 @@ func testAutoRegister(t *testing.T, pg bool) {
 // chains to, a certificate naming another ID, an expired one, one of another CA, one that two
 // types with auto_register on trust (ambiguous), and a new device while the day's batch is
 // disabled (which stops a flood), whose devices are refused too.
-func TestAutoRegisterRefusals(t *testing.T) { forEachStore(t, testAutoRegisterRefusals) }
+func TestAutoRegisterRefusals(t *testing.T) { pgtest.Each(t, testAutoRegisterRefusals) }
 
-func testAutoRegisterRefusals(t *testing.T, pg bool) {
-	e := newAutoEnv(t, pg, 100)
+func testAutoRegisterRefusals(t *testing.T, url string) {
+	e := newAutoEnv(t, url, 100)
 	offCA := certtest.NewCA(t, "Off CA")
 	off, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "Off"})
 	if err != nil {
@@ -238,10 +222,10 @@ func testAutoRegisterRefusals(t *testing.T, pg bool) {
 
 // TestAutoRegisterRace has the same new device log in many times at once on two servers (two
 // services on one database): it is registered once, and every login gets in.
-func TestAutoRegisterRace(t *testing.T) { forEachStore(t, testAutoRegisterRace) }
+func TestAutoRegisterRace(t *testing.T) { pgtest.Each(t, testAutoRegisterRace) }
 
-func testAutoRegisterRace(t *testing.T, pg bool) {
-	e := newAutoEnv(t, pg, 100)
+func testAutoRegisterRace(t *testing.T, url string) {
+	e := newAutoEnv(t, url, 100)
 	leaf := e.ca.Issue(t, "racer")
 	const n = 20
 	errs := make([]error, n)
@@ -278,11 +262,11 @@ func testAutoRegisterRace(t *testing.T, pg bool) {
 // TestAutoRegisterLimit sends 50 new devices at once, on two servers, to a type whose
 // auto_register_limit is 10: exactly 10 are registered, the other 40 are refused with
 // ERATELIMITED (ErrAutoRegisterLimit) and when to retry; they are registered after the window.
-func TestAutoRegisterLimit(t *testing.T) { forEachStore(t, testAutoRegisterLimit) }
+func TestAutoRegisterLimit(t *testing.T) { pgtest.Each(t, testAutoRegisterLimit) }
 
-func testAutoRegisterLimit(t *testing.T, pg bool) {
+func testAutoRegisterLimit(t *testing.T, url string) {
 	const limit, n = 10, 50
-	e := newAutoEnv(t, pg, limit)
+	e := newAutoEnv(t, url, limit)
 	leaves := make([]*certtest.Cert, n)
 	for i := range leaves {
 		leaves[i] = e.ca.Issue(t, fmt.Sprintf("dev-%02d", i))
@@ -347,11 +331,11 @@ func testAutoRegisterLimit(t *testing.T, pg bool) {
 // TestAutoRegisterRefusesWhatLoginRefuses: a certificate that chains to the type's CA but that
 // no login takes (an RSA-1024 key) registers no device: a refused login writes nothing.
 func TestAutoRegisterRefusesWhatLoginRefuses(t *testing.T) {
-	forEachStore(t, testAutoRegisterRefusesWhatLoginRefuses)
+	pgtest.Each(t, testAutoRegisterRefusesWhatLoginRefuses)
 }
 
-func testAutoRegisterRefusesWhatLoginRefuses(t *testing.T, pg bool) {
-	e := newAutoEnv(t, pg, 10)
+func testAutoRegisterRefusesWhatLoginRefuses(t *testing.T, url string) {
+	e := newAutoEnv(t, url, 10)
 	e.wantCertRefused(t, "an RSA-1024 certificate of the type's CA", "at least 2048", "weak-1", e.ca.Issue(t, "weak-1", certtest.RSA(1024)))
 	if n := e.deviceCount(t, e.dt.ID); n != 0 {
 		t.Errorf("the type counts %d devices after a refused login, want 0", n)

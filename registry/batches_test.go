@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -16,11 +17,12 @@ import (
 // enable and delete the lots they registered themselves, and no other; an API key needs the
 // admin scope for any lot, its own included; an administrator may change every lot, those of
 // users and those made before batches recorded their creator. Each refusal says why.
-func TestWhoMayChangeABatch(t *testing.T) { onBothDatabases(t, testWhoMayChangeABatch) }
+func TestWhoMayChangeABatch(t *testing.T) { pgtest.Each(t, testWhoMayChangeABatch) }
 
 func testWhoMayChangeABatch(t *testing.T, url string) {
 	ctx := context.Background()
-	svc, _, a, admin := openService(t, url)
+	svc, _ := registry.OpenTestService(t, url)
+	a, admin := makerA(t, svc)
 	// Users of each role, as an admin makes them: the service reads a console caller's role
 	// again before it writes, so a caller must be the user it says it is.
 	user := func(email string, role devreg.Role) devreg.User {

@@ -16,14 +16,15 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // TestCertificateConfusion is the outside review's certificate confusion, as an attacker holding
 // some certificate and key tries them: each must be refused, the device told only invalid_client.
-func TestCertificateConfusion(t *testing.T) { forEachStore(t, testCertificateConfusion) }
+func TestCertificateConfusion(t *testing.T) { pgtest.Each(t, testCertificateConfusion) }
 
-func testCertificateConfusion(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testCertificateConfusion(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	cas, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM))
 	if err != nil {
@@ -131,11 +132,11 @@ func testCertificateConfusion(t *testing.T, pg bool) {
 // usage allowing client authentication, its key strong. A certificate is refused when registered
 // (a clear entry problem) or added, and one registered by fingerprint alone is refused at login.
 func TestPinnedCertificateMustFitClientAuth(t *testing.T) {
-	forEachStore(t, testPinnedCertificateMustFitClientAuth)
+	pgtest.Each(t, testPinnedCertificateMustFitClientAuth)
 }
 
-func testPinnedCertificateMustFitClientAuth(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testPinnedCertificateMustFitClientAuth(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	for _, tc := range []struct {
 		id, want string
@@ -193,11 +194,11 @@ func problems(err error) string {
 // nothing, and when the CA is deleted its devices are out; a certificate registered whole stays
 // pinned.
 func TestFingerprintAloneIsHeldToTheTypesCA(t *testing.T) {
-	forEachStore(t, testFingerprintAloneIsHeldToTheTypesCA)
+	pgtest.Each(t, testFingerprintAloneIsHeldToTheTypesCA)
 }
 
-func testFingerprintAloneIsHeldToTheTypesCA(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testFingerprintAloneIsHeldToTheTypesCA(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca, otherCA := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Other maker's CA")
 	added, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM))
 	if err != nil {
@@ -256,10 +257,10 @@ func selfSignedDevice(t *testing.T, cn string) *certtest.Cert {
 
 // TestExpiredTypeCALetsNoOneIn: a CA valid when it was added lets no device in once it has
 // expired, though the devices' certificates outlive it.
-func TestExpiredTypeCALetsNoOneIn(t *testing.T) { forEachStore(t, testExpiredTypeCALetsNoOneIn) }
+func TestExpiredTypeCALetsNoOneIn(t *testing.T) { pgtest.Each(t, testExpiredTypeCALetsNoOneIn) }
 
-func testExpiredTypeCALetsNoOneIn(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testExpiredTypeCALetsNoOneIn(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	now := *e.now.Load()
 	ca := certtest.NewCA(t, "Short-lived CA", certtest.Valid(now.Add(-time.Hour), now.Add(24*time.Hour)))
 	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {

@@ -13,11 +13,12 @@ import (
 	"devreg/devcert"
 	"devreg/devtoken"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // newCertEnv is newCredEnv at the real time, which the certificates certtest makes are valid at.
-func newCertEnv(t *testing.T, pg bool) *credEnv {
-	e := newCredEnv(t, pg, 0)
+func newCertEnv(t *testing.T, url string) *credEnv {
+	e := newCredEnv(t, url, 0)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	e.now.Store(&now)
 	return e
@@ -52,10 +53,10 @@ func (e *credEnv) wantCertRefused(t *testing.T, what, reason, device string, cha
 // listed with its fingerprint and what it says, its window is its validity narrowed by the one
 // asked for, it lets the device in while it is enabled and valid, and no other certificate does,
 // not even one from the same CA with the device's ID.
-func TestCertificateCredential(t *testing.T) { forEachStore(t, testCertificateCredential) }
+func TestCertificateCredential(t *testing.T) { pgtest.Each(t, testCertificateCredential) }
 
-func testCertificateCredential(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testCertificateCredential(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	leaf := ca.Issue(t, "d1", certtest.Serial(0x1f2e))
 	until := e.now.Load().Add(30 * 24 * time.Hour)
@@ -133,10 +134,10 @@ func testCertificateCredential(t *testing.T, pg bool) {
 
 // TestCertificateLoginThrottled counts wrong certificates as wrong secrets: after
 // DeviceMaxFailures of them even the right certificate waits.
-func TestCertificateLoginThrottled(t *testing.T) { forEachStore(t, testCertificateLoginThrottled) }
+func TestCertificateLoginThrottled(t *testing.T) { pgtest.Each(t, testCertificateLoginThrottled) }
 
-func testCertificateLoginThrottled(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testCertificateLoginThrottled(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	leaf := ca.Issue(t, "d1")
 	if _, err := e.svc.AddCredential(e.admin, "d1", devreg.NewCredential{Certificate: string(leaf.PEM)}); err != nil {
@@ -186,10 +187,10 @@ func certEntries(idsAndCerts ...any) *certSource {
 // resend is unchanged, and every bad entry is named: a certificate listed twice or held by another
 // device, one for another device ID, a fingerprint alone for a type without CAs, a mix of secrets
 // and certificates. A dry run and a refused request write nothing.
-func TestRegisterCertificates(t *testing.T) { forEachStore(t, testRegisterCertificates) }
+func TestRegisterCertificates(t *testing.T) { pgtest.Each(t, testRegisterCertificates) }
 
-func testRegisterCertificates(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testRegisterCertificates(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	c3, c4, c5 := ca.Issue(t, "d3"), ca.Issue(t, "d4"), ca.Issue(t, "d5")
 	register := func(opts devreg.RegisterOptions, src devreg.EntrySource) (devreg.RegisterResult, error) {
@@ -270,11 +271,11 @@ func testRegisterCertificates(t *testing.T, pg bool) {
 // registered for a type with CAs only if it chains to one of them, as one valid now must; one of
 // its CA's that is valid later is taken, its window starting then.
 func TestFutureCertificateMustChainToTheTypesCA(t *testing.T) {
-	forEachStore(t, testFutureCertificateMustChainToTheTypesCA)
+	pgtest.Each(t, testFutureCertificateMustChainToTheTypesCA)
 }
 
-func testFutureCertificateMustChainToTheTypesCA(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testFutureCertificateMustChainToTheTypesCA(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca, foreign := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Someone else's CA")
 	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
 		t.Fatal(err)
@@ -298,10 +299,10 @@ func testFutureCertificateMustChainToTheTypesCA(t *testing.T, pg bool) {
 // alone for a type with a CA, refusing a fingerprint listed twice or held by another device; and
 // refuses another type's CA, a certificate naming another device, a sibling certificate for a
 // pinned device and an expired or future certificate.
-func TestCertificatesOfTheTypesCA(t *testing.T) { forEachStore(t, testCertificatesOfTheTypesCA) }
+func TestCertificatesOfTheTypesCA(t *testing.T) { pgtest.Each(t, testCertificatesOfTheTypesCA) }
 
-func testCertificatesOfTheTypesCA(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testCertificatesOfTheTypesCA(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca, otherCA := certtest.NewCA(t, "Factory CA"), certtest.NewCA(t, "Other maker's CA")
 	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
 		t.Fatal(err)
@@ -383,11 +384,11 @@ func testCertificatesOfTheTypesCA(t *testing.T, pg bool) {
 // key chaining to the type's CA is refused, and a CA certificate is no device's certificate,
 // neither when added as a credential nor when presented at login.
 func TestCertificateLoginChecksTheCertificate(t *testing.T) {
-	forEachStore(t, testCertificateLoginChecksTheCertificate)
+	pgtest.Each(t, testCertificateLoginChecksTheCertificate)
 }
 
-func testCertificateLoginChecksTheCertificate(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testCertificateLoginChecksTheCertificate(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
 		t.Fatal(err)
@@ -430,11 +431,11 @@ func problemsText(err error) string {
 // certificate, and the broker's key trusts its TLS (trusts_broker_tls); without the certificate,
 // or with another, a stolen token would be a password like any other.
 func TestBrokerTakesBoundTokenOnlyWithItsCertificate(t *testing.T) {
-	forEachStore(t, testBrokerTakesBoundTokenOnlyWithItsCertificate)
+	pgtest.Each(t, testBrokerTakesBoundTokenOnlyWithItsCertificate)
 }
 
-func testBrokerTakesBoundTokenOnlyWithItsCertificate(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testBrokerTakesBoundTokenOnlyWithItsCertificate(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	if _, err := e.svc.AddTrustedCA(e.admin, e.dt.ID, string(ca.PEM)); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ package registry
 import (
 	"context"
 	"database/sql"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"devreg"
-	"devreg/credential"
 	"devreg/internal/pgtest"
 	"devreg/store"
 )
@@ -50,26 +48,18 @@ type attackEnv struct {
 	pgURL string
 }
 
-func newAttackEnv(t *testing.T, pg bool, grace int) *attackEnv {
+func newAttackEnv(t *testing.T, url string, grace int) *attackEnv {
 	t.Helper()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
 	pgURL := ""
-	if pg {
-		url = pgtest.NewDatabase(t)
+	if store.IsPostgres(url) {
 		pgURL = url
 	}
-	db, err := store.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	keys, err := credential.NewKeyring(credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := &pausingStore{Store: db, decided: make(chan struct{}, 1), release: make(chan struct{})}
-	e := &credEnv{svc: New(ps, keys)}
-	t.Cleanup(e.svc.Close)
+	var ps *pausingStore
+	svc, _ := OpenTestService(t, url, func(db *store.DB) Store {
+		ps = &pausingStore{Store: db, decided: make(chan struct{}, 1), release: make(chan struct{})}
+		return ps
+	})
+	e := &credEnv{svc: svc}
 	t0 := time.Now().UTC().Truncate(time.Second)
 	e.now.Store(&t0)
 	e.svc.Now = func() time.Time { return *e.now.Load() }
@@ -168,11 +158,11 @@ func (e *attackEnv) raceWithReplace(t *testing.T, newSecret string, change func(
 // the new credential: the device ends with six credentials, and the API-made one survives the
 // replace that should have removed it. SQLite serializes the two and passes.
 func TestAttackReplaceRacingAddExceedsFive(t *testing.T) {
-	forEachStore(t, testAttackReplaceRacingAdd)
+	pgtest.Each(t, testAttackReplaceRacingAdd)
 }
 
-func testAttackReplaceRacingAdd(t *testing.T, pg bool) {
-	e := newAttackEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testAttackReplaceRacingAdd(t *testing.T, url string) {
+	e := newAttackEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	// Device-made credentials D1..D4, all used; the registration's deleted, so that D1 takes
 	// the device's row.
 	r1 := e.rotateAndUse(t, s1)
@@ -212,11 +202,11 @@ func testAttackReplaceRacingAdd(t *testing.T, pg bool) {
 // handed to the next credential: the deleted secret works again, and the device's other
 // device-made secret is gone (a device that rotated is locked out of it).
 func TestAttackReplaceRacingDeleteResurrects(t *testing.T) {
-	forEachStore(t, testAttackReplaceRacingDelete)
+	pgtest.Each(t, testAttackReplaceRacingDelete)
 }
 
-func testAttackReplaceRacingDelete(t *testing.T, pg bool) {
-	e := newAttackEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testAttackReplaceRacingDelete(t *testing.T, url string) {
+	e := newAttackEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	r1 := e.rotateAndUse(t, s1)
 	r2 := e.rotateAndUse(t, r1.Secret)
 	if err := e.svc.DeleteCredential(e.admin, "d1", e.credentials(t)[0].ID); err != nil { // D1 takes the row
@@ -242,11 +232,11 @@ func testAttackReplaceRacingDelete(t *testing.T, pg bool) {
 // credential from before the rotation (without the grace's end) and then overwrites the row the
 // rotation had just shortened: the secret the device rotated away from never expires.
 func TestAttackReplaceRacingRotationLosesGrace(t *testing.T) {
-	forEachStore(t, testAttackReplaceRacingRotation)
+	pgtest.Each(t, testAttackReplaceRacingRotation)
 }
 
-func testAttackReplaceRacingRotation(t *testing.T, pg bool) {
-	e := newAttackEnv(t, pg, 3600)
+func testAttackReplaceRacingRotation(t *testing.T, url string) {
+	e := newAttackEnv(t, url, 3600)
 	r1 := e.rotateAndUse(t, s1)
 	if err := e.svc.DeleteCredential(e.admin, "d1", e.credentials(t)[0].ID); err != nil { // D1 takes the row
 		t.Fatal(err)
@@ -275,11 +265,11 @@ func testAttackReplaceRacingRotation(t *testing.T, pg bool) {
 // disabled credential's secret, and for a plain resend (on_conflict=fail) that reports
 // "unchanged" for a secret that does not let the device in.
 func TestAttackReplaceWithExpiredSecretIsUnchanged(t *testing.T) {
-	forEachStore(t, testAttackReplaceWithExpiredSecret)
+	pgtest.Each(t, testAttackReplaceWithExpiredSecret)
 }
 
-func testAttackReplaceWithExpiredSecret(t *testing.T, pg bool) {
-	e := newAttackEnv(t, pg, 0)
+func testAttackReplaceWithExpiredSecret(t *testing.T, url string) {
+	e := newAttackEnv(t, url, 0)
 	if _, err := e.svc.RotateCredential(context.Background(), e.acc, "d1", s1); err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +307,8 @@ func testAttackReplaceWithExpiredSecret(t *testing.T, pg bool) {
 // This is a weakness of the design the contract describes rather than a slip of the code; the
 // test fails to show it.
 func TestAttackRotationFromSupersededSecretMintsPermanentCredential(t *testing.T) {
-	forEachStore(t, func(t *testing.T, pg bool) {
-		e := newAttackEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		e := newAttackEnv(t, url, devreg.DefaultRotationGraceSeconds)
 		e.rotateAndUse(t, s1) // the device's own rotation, answer received and used
 		e.advance(time.Hour)
 		stolen, err := e.svc.RotateCredential(context.Background(), e.acc, "d1", s1) // the factory's copy
@@ -338,8 +328,8 @@ func TestAttackRotationFromSupersededSecretMintsPermanentCredential(t *testing.T
 // rotations with the factory secret leave the registration's and one new credential; and
 // rotations whose new secret is used at once stop at five.
 func TestAttackParallelRotationFlood(t *testing.T) {
-	forEachStore(t, func(t *testing.T, pg bool) {
-		e := newAttackEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		e := newAttackEnv(t, url, devreg.DefaultRotationGraceSeconds)
 		var wg sync.WaitGroup
 		var ok, conflict atomic.Int32
 		for range 24 {
@@ -396,8 +386,8 @@ func TestAttackParallelRotationFlood(t *testing.T) {
 // A device deleted while a credential change is open, then registered again: the change either
 // fails or its credential goes with the device; nothing of the old device survives.
 func TestAttackDeleteDeviceRacingAddNoResurrection(t *testing.T) {
-	forEachStore(t, func(t *testing.T, pg bool) {
-		e := newAttackEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		e := newAttackEnv(t, url, devreg.DefaultRotationGraceSeconds)
 		e.ps.pause.Store(true)
 		addErr := make(chan error, 1)
 		go func() {

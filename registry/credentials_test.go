@@ -10,6 +10,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 )
 
 // credEnv is a service with an injected clock, an account, a device type and one device, d1,
@@ -24,9 +25,10 @@ type credEnv struct {
 
 const s1 = "first-secret-1"
 
-func newCredEnv(t *testing.T, pg bool, grace int) *credEnv {
+func newCredEnv(t *testing.T, url string, grace int) *credEnv {
 	t.Helper()
-	e := &credEnv{svc: newTestService(t, pg)}
+	svc, _ := OpenTestService(t, url)
+	e := &credEnv{svc: svc}
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	e.now.Store(&t0)
 	e.svc.Now = func() time.Time { return *e.now.Load() }
@@ -123,10 +125,10 @@ func ids(cs []devreg.Credential) []string {
 
 // Two credentials both let the device in, each named in what the login returns, and the one
 // used shows when it was used.
-func TestTwoCredentials(t *testing.T) { forEachStore(t, testTwoCredentials) }
+func TestTwoCredentials(t *testing.T) { pgtest.Each(t, testTwoCredentials) }
 
-func testTwoCredentials(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testTwoCredentials(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	first := e.credentials(t)
 	if len(first) != 1 || first[0].Source != devreg.CredentialFromRegistration || first[0].LastUsedAt != nil || first[0].Secret != "" {
 		t.Fatalf("a registered device's credentials: %+v", first)
@@ -166,10 +168,10 @@ func testTwoCredentials(t *testing.T, pg bool) {
 }
 
 // A credential works only inside its window.
-func TestCredentialWindows(t *testing.T) { forEachStore(t, testCredentialWindows) }
+func TestCredentialWindows(t *testing.T) { pgtest.Each(t, testCredentialWindows) }
 
-func testCredentialWindows(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testCredentialWindows(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	now := *e.now.Load()
 	later, soon := now.Add(time.Hour), now.Add(10*time.Minute)
 	e.add(t, devreg.NewCredential{Secret: "future-secret-1", NotBefore: &later})
@@ -207,10 +209,10 @@ func testCredentialWindows(t *testing.T, pg bool) {
 }
 
 // A new secret rolled out: once it is in use, the old one is disabled and stops working.
-func TestDisableOldCredential(t *testing.T) { forEachStore(t, testDisableOldCredential) }
+func TestDisableOldCredential(t *testing.T) { pgtest.Each(t, testDisableOldCredential) }
 
-func testDisableOldCredential(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testDisableOldCredential(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	old := e.credentials(t)[0]
 	e.add(t, devreg.NewCredential{Secret: "new-secret-of-d1"})
 	tokenCred := e.wantLogin(t, "new-secret-of-d1", "new secret")
@@ -259,10 +261,10 @@ func testDisableOldCredential(t *testing.T, pg bool) {
 
 // At most five credentials; the last one stays; deleting the registered one leaves the others
 // working, and a token of a deleted credential ends.
-func TestCredentialLimits(t *testing.T) { forEachStore(t, testCredentialLimits) }
+func TestCredentialLimits(t *testing.T) { pgtest.Each(t, testCredentialLimits) }
 
-func testCredentialLimits(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testCredentialLimits(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	secrets := []string{s1, "secret-number-2", "secret-number-3", "secret-number-4", "secret-number-5"}
 	for _, s := range secrets[1:] {
 		e.advance(time.Second) // listed oldest first
@@ -307,10 +309,10 @@ func testCredentialLimits(t *testing.T, pg bool) {
 }
 
 // A resend with any of the device's secrets is unchanged; with another it is a conflict.
-func TestResendWithAnyCredential(t *testing.T) { forEachStore(t, testResendWithAnyCredential) }
+func TestResendWithAnyCredential(t *testing.T) { pgtest.Each(t, testResendWithAnyCredential) }
 
-func testResendWithAnyCredential(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testResendWithAnyCredential(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	e.add(t, devreg.NewCredential{Secret: "second-secret-2"})
 	for _, s := range []string{s1, "second-secret-2"} {
 		if res := e.register(t, devreg.ConflictFail, "d1", s, "d2", "secret-of-d2"); res.Unchanged < 1 || res.Created+res.Unchanged != 2 {
@@ -325,11 +327,11 @@ func testResendWithAnyCredential(t *testing.T, pg bool) {
 
 // on_conflict=replace leaves the registered credential and the ones the device made itself.
 func TestReplaceKeepsDeviceCredentials(t *testing.T) {
-	forEachStore(t, testReplaceKeepsDeviceCredentials)
+	pgtest.Each(t, testReplaceKeepsDeviceCredentials)
 }
 
-func testReplaceKeepsDeviceCredentials(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testReplaceKeepsDeviceCredentials(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	e.register(t, devreg.ConflictFail, "d2", "secret-of-d2")
 	e.add(t, devreg.NewCredential{Secret: "api-secret-of-d1"})
 	rot, err := e.svc.RotateCredential(context.Background(), e.acc, "d1", s1)
@@ -368,10 +370,10 @@ func testReplaceKeepsDeviceCredentials(t *testing.T, pg bool) {
 }
 
 // A device rotates its secret: the new one works at once, the old one until the grace ends.
-func TestRotation(t *testing.T) { forEachStore(t, testRotation) }
+func TestRotation(t *testing.T) { pgtest.Each(t, testRotation) }
 
-func testRotation(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, 3600)
+func testRotation(t *testing.T, url string) {
+	e := newCredEnv(t, url, 3600)
 	ctx := context.Background()
 	before := e.credentials(t)[0]
 	rot, err := e.svc.RotateCredential(ctx, e.acc, "d1", s1)
@@ -418,10 +420,10 @@ func testRotation(t *testing.T, pg bool) {
 }
 
 // A rotation's wrong secrets count toward the device's throttle, as the token endpoint's do.
-func TestRotationIsThrottled(t *testing.T) { forEachStore(t, testRotationIsThrottled) }
+func TestRotationIsThrottled(t *testing.T) { pgtest.Each(t, testRotationIsThrottled) }
 
-func testRotationIsThrottled(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testRotationIsThrottled(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	for range DeviceMaxFailures {
 		if _, err := e.svc.RotateCredential(context.Background(), e.acc, "d1", "wrong-secret!"); devreg.ErrorCode(err) != devreg.EUNAUTHORIZED {
 			t.Fatalf("rotation with a wrong secret: %v", err)
@@ -440,10 +442,10 @@ func testRotationIsThrottled(t *testing.T, pg bool) {
 
 // A device that lost the answer rotates again with its old secret: the credential from the lost
 // answer, never used, goes, so credentials do not pile up; used ones stay, up to five.
-func TestRotationLostAnswer(t *testing.T) { forEachStore(t, testRotationLostAnswer) }
+func TestRotationLostAnswer(t *testing.T) { pgtest.Each(t, testRotationLostAnswer) }
 
-func testRotationLostAnswer(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testRotationLostAnswer(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	ctx := context.Background()
 	var last devreg.Rotation
 	for i := range 8 {
@@ -479,10 +481,10 @@ func testRotationLostAnswer(t *testing.T, pg bool) {
 
 // Parallel changes of one device's credentials are serialized: the limit of five holds, and
 // parallel rotations leave one new credential.
-func TestParallelCredentialChanges(t *testing.T) { forEachStore(t, testParallelCredentialChanges) }
+func TestParallelCredentialChanges(t *testing.T) { pgtest.Each(t, testParallelCredentialChanges) }
 
-func testParallelCredentialChanges(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testParallelCredentialChanges(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	e.register(t, devreg.ConflictFail, "d2", "secret-of-d2")
 	const n = 12
 	var wg sync.WaitGroup
@@ -522,10 +524,10 @@ func testParallelCredentialChanges(t *testing.T, pg bool) {
 }
 
 // Each credential's hash moves to the current server key when that credential is used.
-func TestCredentialKeyRotation(t *testing.T) { forEachStore(t, testCredentialKeyRotation) }
+func TestCredentialKeyRotation(t *testing.T) { pgtest.Each(t, testCredentialKeyRotation) }
 
-func testCredentialKeyRotation(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testCredentialKeyRotation(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	e.add(t, devreg.NewCredential{Secret: "second-secret-2"})
 	k2 := credential.Key{ID: "k2", Secret: []byte("fedcba9876543210fedcba9876543210")}
 	keys, err := credential.NewKeyring(e.svc.keys.Keys()[0], k2)
@@ -558,11 +560,11 @@ func testCredentialKeyRotation(t *testing.T, pg bool) {
 
 // A deleted device's credentials go with it: registered again, it has only its new secret.
 func TestDeleteDeviceDeletesCredentials(t *testing.T) {
-	forEachStore(t, testDeleteDeviceDeletesCredentials)
+	pgtest.Each(t, testDeleteDeviceDeletesCredentials)
 }
 
-func testDeleteDeviceDeletesCredentials(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testDeleteDeviceDeletesCredentials(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	e.add(t, devreg.NewCredential{Secret: "second-secret-2"})
 	if err := e.svc.DeleteDevice(e.admin, "d1"); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -28,14 +29,9 @@ func (p *panickyStore) Enroll(ctx context.Context, es []devreg.Enrollment) ([]de
 // TestAttack24EnrollPanicFreesTheQueue: a first connection whose transaction panics does not
 // leave the account's first connections waiting forever behind it: the next ones enrol.
 func TestAttack24EnrollPanicFreesTheQueue(t *testing.T) {
-	onBothDatabases(t, func(t *testing.T, url string) {
-		_, db, _, _ := openService(t, url)
-		keys, err := credential.LoadOrCreateKeyring(t.TempDir() + "/secret.keys")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ps := &panickyStore{DB: db}
-		svc := registry.New(ps, keys)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		var ps *panickyStore
+		svc, _ := registry.OpenTestService(t, url, func(db *store.DB) registry.Store { ps = &panickyStore{DB: db}; return ps })
 		ctx := context.Background()
 		a, _, err := svc.NewAccount(ctx, "Maker P", "owner@p.example", "password-p")
 		if err != nil {

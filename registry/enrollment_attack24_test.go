@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/store"
 )
 
@@ -16,12 +17,12 @@ import (
 // secrets derived from those keys could never enrol. Fixed: the check counts the sealed group
 // keys, and a missing key that sealed some is a problem naming them.
 func TestAttack24CheckCountsSealedGroupKeys(t *testing.T) {
-	forEachStore(t, testAttack24CheckCountsSealedGroupKeys)
+	pgtest.Each(t, testAttack24CheckCountsSealedGroupKeys)
 }
 
-func testAttack24CheckCountsSealedGroupKeys(t *testing.T, pg bool) {
+func testAttack24CheckCountsSealedGroupKeys(t *testing.T, url string) {
 	ctx := context.Background()
-	s := newTestService(t, pg)
+	s, _ := OpenTestService(t, url)
 	_, apiKey, err := s.NewAccount(ctx, "Maker", "owner@maker.example", "password-of-the-owner")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"devreg"
 	"devreg/credential"
+	"devreg/internal/pgtest"
 )
 
 // TestCompilePattern: an ID pattern is anchored RE2 of at most 256 characters of text, and each
@@ -54,11 +55,11 @@ func TestCompilePattern(t *testing.T) {
 // TestGroupKeySealedForItsGroup: the key a group's creation and rotation show is stored sealed
 // with the server's current key, and opens only with its own account, group and key IDs
 // (groupKeyAD), which is how enrollment reads it.
-func TestGroupKeySealedForItsGroup(t *testing.T) { forEachStore(t, testGroupKeySealedForItsGroup) }
+func TestGroupKeySealedForItsGroup(t *testing.T) { pgtest.Each(t, testGroupKeySealedForItsGroup) }
 
-func testGroupKeySealedForItsGroup(t *testing.T, pg bool) {
+func testGroupKeySealedForItsGroup(t *testing.T, url string) {
 	ctx := context.Background()
-	s := newTestService(t, pg)
+	s, _ := OpenTestService(t, url)
 	acc, apiKey, err := s.NewAccount(ctx, "Maker", "owner@maker.example", "password-of-the-owner")
 	if err != nil {
 		t.Fatal(err)

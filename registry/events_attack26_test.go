@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
+	"devreg/registry"
 	"devreg/webhook"
 )
 
@@ -17,11 +19,12 @@ import (
 // resume_after past the account's newest event, which would silence the webhook until the
 // account has made that many, is refused, as are more event types than the API's document allows.
 func TestPatchingAWebhookChecksOnlyWhatChanges(t *testing.T) {
-	onBothDatabases(t, testPatchingAWebhookChecksOnlyWhatChanges)
+	pgtest.Each(t, testPatchingAWebhookChecksOnlyWhatChanges)
 }
 
 func testPatchingAWebhookChecksOnlyWhatChanges(t *testing.T, url string) {
-	svc, _, _, admin := openService(t, url)
+	svc, _ := registry.OpenTestService(t, url)
+	_, admin := makerA(t, svc)
 	svc.WebhookGuard = webhook.Guard{AllowPrivate: true}
 	w, err := svc.CreateWebhook(admin, "http://127.0.0.1:9/hook", nil, true)
 	if err != nil {
@@ -77,7 +80,8 @@ func testPatchingAWebhookChecksOnlyWhatChanges(t *testing.T, url string) {
 // takes no more than its share of the server's places for waiting requests; another account's
 // long poll still waits for its events instead of being answered at once (and so polling hot).
 func TestOneAccountCannotTakeEveryEventWait(t *testing.T) {
-	svc, _, _, admin := openService(t, "sqlite:"+t.TempDir()+"/devreg.db")
+	svc, _ := registry.OpenTestService(t, "sqlite:"+t.TempDir()+"/devreg.db")
+	_, admin := makerA(t, svc)
 	other, _, err := svc.NewAccount(context.Background(), "Maker B", "owner@b.example", "password-b")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // touchCounter is a store that counts the writes of API keys' last use.
@@ -26,10 +27,10 @@ func (c *touchCounter) TouchAPIKey(ctx context.Context, id string, t time.Time, 
 // address changes; once the minute has passed, the key's latest use, with its address, is
 // written without waiting for another call; a further use within the next minute writes nothing,
 // and the server forgets a key that has gone quiet.
-func TestKeyStampedOncePerMinute(t *testing.T) { forEachStore(t, testKeyStampedOncePerMinute) }
+func TestKeyStampedOncePerMinute(t *testing.T) { pgtest.Each(t, testKeyStampedOncePerMinute) }
 
-func testKeyStampedOncePerMinute(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testKeyStampedOncePerMinute(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	counter := &touchCounter{Store: e.svc.store}
 	e.svc.store = counter
 	k, err := e.svc.CreateAPIKey(e.admin, devreg.NewAPIKey{Name: "emqx", Scope: devreg.ScopeBroker})

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // countingStore counts the store's listings of devices and batches, and the rows they return.
@@ -41,10 +42,11 @@ type listingEnv struct {
 	types []string
 }
 
-func newListingEnv(t *testing.T, pg bool, types int) *listingEnv {
+func newListingEnv(t *testing.T, url string, types int) *listingEnv {
 	t.Helper()
 	ctx := context.Background()
-	e := &listingEnv{svc: newTestService(t, pg)}
+	svc, _ := OpenTestService(t, url)
+	e := &listingEnv{svc: svc}
 	e.store = &countingStore{Store: e.svc.store}
 	e.svc.store = e.store
 	a, _, err := e.svc.NewAccount(ctx, "Maker", "owner@maker.example", "password-of-the-owner")
@@ -86,11 +88,11 @@ func (e *listingEnv) reader(types []string) context.Context {
 // and with filters. Reading a page for each type and merging them cost a hundred queries and a
 // hundred pages: 3.2 s against 16 ms for a prefix page of 1,000.
 func TestRestrictedListingCostDoesNotGrowWithTypes(t *testing.T) {
-	forEachStore(t, testRestrictedListingCost)
+	pgtest.Each(t, testRestrictedListingCost)
 }
 
-func testRestrictedListingCost(t *testing.T, pg bool) {
-	e := newListingEnv(t, pg, 101)
+func testRestrictedListingCost(t *testing.T, url string) {
+	e := newListingEnv(t, url, 101)
 	reached := e.types[:100]
 	// 25 devices of each type whose IDs interleave the types in one prefix range, and a type
 	// the keys do not reach in the same range.
@@ -149,11 +151,11 @@ func testRestrictedListingCost(t *testing.T, pg bool) {
 // order, when the types it does and does not reach interleave in one prefix range and in
 // registration order; its cursors lead on without a gap or a repeat.
 func TestRestrictedListingMatchesUnrestricted(t *testing.T) {
-	forEachStore(t, testRestrictedListingMatches)
+	pgtest.Each(t, testRestrictedListingMatches)
 }
 
-func testRestrictedListingMatches(t *testing.T, pg bool) {
-	e := newListingEnv(t, pg, 5)
+func testRestrictedListingMatches(t *testing.T, url string) {
+	e := newListingEnv(t, url, 5)
 	reached := []string{e.types[3], e.types[0], e.types[2]}
 	// Three rounds of one batch per type, IDs running backwards so that ID order is not
 	// registration order.

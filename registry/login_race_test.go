@@ -2,12 +2,10 @@ package registry
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"devreg"
-	"devreg/credential"
 	"devreg/internal/pgtest"
 	"devreg/store"
 )
@@ -34,22 +32,11 @@ func (p *sessionPauser) CreateSession(ctx context.Context, tokenHash []byte, use
 // it stored one after the reset had ended the user's sessions, which then worked for 12 hours.
 // (An outside review's reproducer.)
 func TestLoginRacingAResetGetsNoSession(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
+	pgtest.Each(t, func(t *testing.T, url string) {
 		for _, change := range []string{"reset", "own change"} {
-			t.Run(dialect+"/"+change, func(t *testing.T) {
-				url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-				if dialect == "postgres" {
-					url = pgtest.NewDatabase(t)
-				}
-				db, err := store.Open(context.Background(), url)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { db.Close() })
-				keys, _ := credential.NewKeyring(credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
-				p := &sessionPauser{Store: db}
-				svc := New(p, keys)
-				t.Cleanup(svc.Close)
+			t.Run(change, func(t *testing.T) {
+				var p *sessionPauser
+				svc, _ := OpenTestService(t, pgtest.NewDatabaseLike(t, url), func(db *store.DB) Store { p = &sessionPauser{Store: db}; return p })
 				a, _, err := svc.NewAccount(context.Background(), "Maker", "owner@maker.example", "password-of-the-owner")
 				if err != nil {
 					t.Fatal(err)
@@ -95,5 +82,5 @@ func TestLoginRacingAResetGetsNoSession(t *testing.T) {
 				}
 			})
 		}
-	}
+	})
 }

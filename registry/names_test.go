@@ -16,7 +16,8 @@ import (
 // bidi controls, zero-width and other format characters, line separators —, saying which
 // character and where. Descriptions refuse bidi controls only; uploaded file names lose them all.
 func TestNamesRefuseInvisibleCharacters(t *testing.T) {
-	svc, _, _, admin := openService(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
+	svc, _ := registry.OpenTestService(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
+	_, admin := makerA(t, svc)
 	dt, err := svc.CreateDeviceType(admin, devreg.DeviceType{Name: "existing"})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
+	"devreg/registry"
 )
 
 // hooked is a registration request that calls during once, when its second entry is read: the
@@ -29,11 +31,12 @@ func (h *hooked) Next() (devreg.DeviceEntry, error) {
 // its caller may still register: the API key must still exist, be unexpired by the service's
 // clock and have the scope and device types it was authorized with; a console user must still
 // exist. Otherwise it answers 401 (key_expired for an expired key) and writes nothing.
-func TestRegisterAsksAgainAtTheEnd(t *testing.T) { onBothDatabases(t, testRegisterAsksAgainAtTheEnd) }
+func TestRegisterAsksAgainAtTheEnd(t *testing.T) { pgtest.Each(t, testRegisterAsksAgainAtTheEnd) }
 
 func testRegisterAsksAgainAtTheEnd(t *testing.T, url string) {
 	ctx := context.Background()
-	svc, db, a, admin := openService(t, url)
+	svc, db := registry.OpenTestService(t, url)
+	a, admin := makerA(t, svc)
 	var now atomic.Pointer[time.Time]
 	t0 := time.Now().UTC().Truncate(time.Second)
 	now.Store(&t0)

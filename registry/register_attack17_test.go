@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 	"devreg/store"
 )
@@ -19,7 +20,8 @@ type a17 struct {
 }
 
 func newA17(t *testing.T, url string) *a17 {
-	svc, db, _, admin := openService(t, url)
+	svc, db := registry.OpenTestService(t, url)
+	_, admin := makerA(t, svc)
 	return &a17{svc: svc, admin: admin, db: db}
 }
 
@@ -51,7 +53,7 @@ func (b *blockingSource) Next() (devreg.DeviceEntry, error) {
 // TestAttack17RegistrationIntoATypeDeletedMeanwhile: a registration whose device type is deleted
 // while its body is read registers nothing (it registered into a type that no longer existed).
 func TestAttack17RegistrationIntoATypeDeletedMeanwhile(t *testing.T) {
-	onBothDatabases(t, func(t *testing.T, url string) {
+	pgtest.Each(t, func(t *testing.T, url string) {
 		e := newA17(t, url)
 		for _, mode := range []string{"new", "mixed"} {
 			dt, err := e.svc.CreateDeviceType(e.admin, devreg.DeviceType{Name: "doomed-" + mode})

@@ -6,6 +6,7 @@ import (
 
 	"devreg"
 	"devreg/internal/certtest"
+	"devreg/internal/pgtest"
 )
 
 // TestProblemsInIndexOrder: a request refused for a mix of problems found by different checks in
@@ -14,10 +15,10 @@ import (
 // merges one sorted run per disorder, so a file that broke the order in every chunk of 256 made a
 // run per chunk (a reader and its buffer each, some 200,000 for a 1 GiB upload, merged at a cost
 // of runs × problems), and the first devreg.MaxProblems the refusal lists are the first by index.
-func TestProblemsInIndexOrder(t *testing.T) { forEachStore(t, testProblemsInIndexOrder) }
+func TestProblemsInIndexOrder(t *testing.T) { pgtest.Each(t, testProblemsInIndexOrder) }
 
-func testProblemsInIndexOrder(t *testing.T, pg bool) {
-	e := newCertEnv(t, pg)
+func testProblemsInIndexOrder(t *testing.T, url string) {
+	e := newCertEnv(t, url)
 	ca := certtest.NewCA(t, "Factory CA")
 	src := certSource{{Index: 0, DeviceID: "p0", Certificate: string(ca.Issue(t, "p0").PEM)}}
 	const n = 1100

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"devreg"
 	"devreg/bulkfile"
 	"devreg/registry"
-	"devreg/server"
 )
 
 // benchRegistry opens a registry on SQLite in a temporary directory, with an account whose admin
@@ -18,11 +18,7 @@ import (
 func benchRegistry(b *testing.B) (*registry.Service, context.Context, devreg.DeviceType) {
 	b.Helper()
 	ctx := context.Background()
-	svc, db, err := server.OpenRegistry(ctx, server.Config{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
+	svc, _ := registry.OpenTestService(b, "sqlite:"+filepath.Join(b.TempDir(), "devreg.db"))
 	acct, _, err := svc.NewAccount(ctx, "Bench", "bench@example.test", "bench-password")
 	if err != nil {
 		b.Fatal(err)

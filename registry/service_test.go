@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,7 +15,6 @@ import (
 	"devreg/credential"
 	"devreg/internal/pgtest"
 	"devreg/registry"
-	"devreg/store"
 )
 
 // TestService calls every caller-facing method of registry.Service as each kind of caller: keys
@@ -24,34 +22,18 @@ import (
 // sessions read back as a request's would be), no caller at all, and the admin of another
 // account B, to which A's objects must not exist. Allowed calls must have their effect; refused ones must leave
 // everything as it was.
-func TestService(t *testing.T) { onBothDatabases(t, testService) }
+func TestService(t *testing.T) { pgtest.Each(t, testService) }
 
-// onBothDatabases runs test on a new SQLite database and on a new PostgreSQL one.
-func onBothDatabases(t *testing.T, test func(t *testing.T, url string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
-}
-
-// openService opens the database at url and a registry on it with a new key file, and an
-// account, "Maker A", whose admin the returned context speaks for.
-func openService(t *testing.T, url string) (*registry.Service, *store.DB, devreg.Account, context.Context) {
+// makerA makes the account "Maker A" in svc and returns it with a context its admin key speaks
+// for.
+func makerA(t *testing.T, svc *registry.Service) (devreg.Account, context.Context) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	keys, err := credential.LoadOrCreateKeyring(filepath.Join(t.TempDir(), "secret.keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := registry.New(db, keys)
 	a, _, err := svc.NewAccount(ctx, "Maker A", "owner@a.example", "password-a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return svc, db, a, devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
+	return a, devreg.NewContextWithCaller(ctx, devreg.Caller{AccountID: a.ID, Scope: devreg.ScopeAdmin, Name: "admin key", Source: devreg.SourceAPI})
 }
 
 // The answers a case may expect.
@@ -103,7 +85,8 @@ func (f *fixture) credentials(t *testing.T) []devreg.Credential {
 
 func testService(t *testing.T, url string) {
 	ctx := context.Background()
-	svc, _, a, _ := openService(t, url)
+	svc, _ := registry.OpenTestService(t, url)
+	a, _ := makerA(t, svc)
 	b, _, err := svc.NewAccount(ctx, "Maker B", "owner@b.example", "password-b")
 	if err != nil {
 		t.Fatal(err)

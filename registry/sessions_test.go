@@ -3,52 +3,24 @@ package registry
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"devreg"
-	"devreg/credential"
 	"devreg/internal/pgtest"
-	"devreg/store"
 )
-
-// newTestService returns a service over a fresh SQLite database, or over a fresh PostgreSQL
-// database when pg is set.
-func newTestService(t *testing.T, pg bool) *Service {
-	t.Helper()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-	if pg {
-		url = pgtest.NewDatabase(t)
-	}
-	db, err := store.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	keys, err := credential.NewKeyring(credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return New(db, keys)
-}
-
-func forEachStore(t *testing.T, test func(t *testing.T, pg bool)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, false) })
-	t.Run("postgres", func(t *testing.T) { test(t, true) })
-}
 
 // TestLoginHashingIsBounded sends many logins at once, known and unknown emails alike, while
 // each password check takes a while: no more than GOMAXPROCS checks ever run at once, and every
 // login that finds no slot in time is told the server is busy and when to try again. Logins
 // refused as busy were never checked, so they do not count toward the throttle.
-func TestLoginHashingIsBounded(t *testing.T) { forEachStore(t, testLoginHashingIsBounded) }
+func TestLoginHashingIsBounded(t *testing.T) { pgtest.Each(t, testLoginHashingIsBounded) }
 
-func testLoginHashingIsBounded(t *testing.T, pg bool) {
+func testLoginHashingIsBounded(t *testing.T, url string) {
 	ctx := context.Background()
-	s := newTestService(t, pg)
+	s, _ := OpenTestService(t, url)
 	const email, password = "owner@acme.test", "correct horse battery"
 	if _, _, err := s.NewAccount(ctx, "Acme", email, password); err != nil {
 		t.Fatal(err)
@@ -141,11 +113,11 @@ func testLoginHashingIsBounded(t *testing.T, pg bool) {
 
 // TestLoginCountsFirst sends wrong passwords for one email at once: at most loginMaxFailures of
 // them are checked, the rest are refused unchecked with a time to try again.
-func TestLoginCountsFirst(t *testing.T) { forEachStore(t, testLoginCountsFirst) }
+func TestLoginCountsFirst(t *testing.T) { pgtest.Each(t, testLoginCountsFirst) }
 
-func testLoginCountsFirst(t *testing.T, pg bool) {
+func testLoginCountsFirst(t *testing.T, url string) {
 	ctx := context.Background()
-	s := newTestService(t, pg)
+	s, _ := OpenTestService(t, url)
 	if _, _, err := s.NewAccount(ctx, "Acme", "owner@acme.test", "correct horse battery"); err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,16 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestDeviceListingOrders: each order lists every device once, in its order, page after page of
 // its own cursors, alone and with a type's filter and a restricted key; a cursor of another order
 // is refused, and so is an order a search cannot walk.
-func TestDeviceListingOrders(t *testing.T) { forEachStore(t, testDeviceListingOrders) }
+func TestDeviceListingOrders(t *testing.T) { pgtest.Each(t, testDeviceListingOrders) }
 
-func testDeviceListingOrders(t *testing.T, pg bool) {
-	e := newListingEnv(t, pg, 3)
+func testDeviceListingOrders(t *testing.T, url string) {
+	e := newListingEnv(t, url, 3)
 	// 30 devices in three types and six lots, their IDs in the reverse of their registration.
 	var all []string
 	for lot := range 6 {
@@ -157,10 +158,10 @@ func testDeviceListingOrders(t *testing.T, pg bool) {
 // TestSubstringSearchIsBounded: a page of a substring search reads at most SearchWindow
 // devices; one that found too few stops there with a cursor to search on, and the pages that
 // follow find the rest.
-func TestSubstringSearchIsBounded(t *testing.T) { forEachStore(t, testSubstringSearchIsBounded) }
+func TestSubstringSearchIsBounded(t *testing.T) { pgtest.Each(t, testSubstringSearchIsBounded) }
 
-func testSubstringSearchIsBounded(t *testing.T, pg bool) {
-	e := newListingEnv(t, pg, 1)
+func testSubstringSearchIsBounded(t *testing.T, url string) {
+	e := newListingEnv(t, url, 1)
 	n := devreg.SearchWindow + 500
 	// Two matches, one in the first window and one after it.
 	var ids []string

@@ -9,6 +9,7 @@ import (
 
 	"devreg"
 	"devreg/devtoken"
+	"devreg/internal/pgtest"
 )
 
 // issueToken signs a device token for the credential credID of a device, as the token endpoint
@@ -48,10 +49,10 @@ func tokenActive(t *testing.T, s *Service, ctx context.Context, accountID, devic
 // TestVerifyDeviceToken: the one check of a device token lets in the device it was issued to,
 // with its type and claims, and refuses a token that is not one (expired, another issuer, a
 // forged signature) apart from one that is no longer honoured (the device disabled).
-func TestVerifyDeviceToken(t *testing.T) { forEachStore(t, testVerifyDeviceToken) }
+func TestVerifyDeviceToken(t *testing.T) { pgtest.Each(t, testVerifyDeviceToken) }
 
-func testVerifyDeviceToken(t *testing.T, pg bool) {
-	e := newCredEnv(t, pg, devreg.DefaultRotationGraceSeconds)
+func testVerifyDeviceToken(t *testing.T, url string) {
+	e := newCredEnv(t, url, devreg.DefaultRotationGraceSeconds)
 	ctx := context.Background()
 	cred := e.wantLogin(t, s1, "factory secret")
 	tok := issueToken(t, e.svc, e.acc, "d1", cred)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"path/filepath"
 	"testing"
 
 	"devreg"
@@ -9,7 +10,7 @@ import (
 // TestStillAuthorizedUser refuses a long request of a console user whose role changed, or who
 // was removed, while it ran, and lets one go on whose role is the same.
 func TestStillAuthorizedUser(t *testing.T) {
-	s := newTestService(t, false)
+	s, _ := OpenTestService(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db"))
 	c := devreg.Caller{AccountID: "acc_a", UserID: "usr_a", Name: "a@example.test", Scope: devreg.ScopeRegister, Source: devreg.SourceConsole}
 	for _, tc := range []struct {
 		name  string

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/pgtest"
 	"devreg/registry"
 )
 
@@ -24,10 +25,11 @@ func tokenOf(t *testing.T, link string) string {
 // role it was given; an admin changes the role (the user's next request runs with it), forces a
 // reset (its sessions end, its old password and link stop working) and removes it; the last
 // admin stays; emails and roles are checked; every change is audited.
-func TestUsers(t *testing.T) { onBothDatabases(t, testUsers) }
+func TestUsers(t *testing.T) { pgtest.Each(t, testUsers) }
 
 func testUsers(t *testing.T, dbURL string) {
-	svc, _, a, admin := openService(t, dbURL)
+	svc, _ := registry.OpenTestService(t, dbURL)
+	a, admin := makerA(t, svc)
 	svc.PublicURL = "https://devreg.example.com"
 	ctx := context.Background()
 
@@ -179,10 +181,11 @@ func testUsers(t *testing.T, dbURL string) {
 
 // TestLinkGuessesAreThrottled sends links that are not valid from one address: after the
 // throttle's allowance, even a valid link is refused until the window passes.
-func TestLinkGuessesAreThrottled(t *testing.T) { onBothDatabases(t, testLinkGuessesAreThrottled) }
+func TestLinkGuessesAreThrottled(t *testing.T) { pgtest.Each(t, testLinkGuessesAreThrottled) }
 
 func testLinkGuessesAreThrottled(t *testing.T, dbURL string) {
-	svc, _, _, admin := openService(t, dbURL)
+	svc, _ := registry.OpenTestService(t, dbURL)
+	_, admin := makerA(t, svc)
 	_, link, err := svc.CreateUser(admin, registry.NewUser{Email: "dev@a.example", Role: devreg.RoleDeveloper})
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,7 @@ import (
 // were not used since can never authenticate again: a device that rotated its secret is locked
 // out.
 func TestAttackKeyCheckMissesCredentialsTable(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testAttackKeyCheck(t, "") })
-	t.Run("postgres", func(t *testing.T) { testAttackKeyCheck(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testAttackKeyCheck)
 }
 
 func testAttackKeyCheck(t *testing.T, database string) {

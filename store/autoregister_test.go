@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,15 +18,7 @@ import (
 // database (two servers) at once: one device ID sent 30 times is registered once (the others find
 // it), and 30 new devices of a new day make one batch of 30; the counters and schema check clean.
 func TestAutoRegisterFindsOrCreatesOnce(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-			if dialect == "postgres" {
-				url = pgtest.NewDatabase(t)
-			}
-			testAutoRegisterFindsOrCreatesOnce(t, url)
-		})
-	}
+	pgtest.Each(t, testAutoRegisterFindsOrCreatesOnce)
 }
 
 func testAutoRegisterFindsOrCreatesOnce(t *testing.T, url string) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"devreg"
+	"devreg/internal/pgtest"
 )
 
 // TestDeleteBatch deletes a lot: its devices go with their further credentials, the other lot's
@@ -16,7 +17,7 @@ import (
 // and an unknown ID), one batch.delete entry records the count, none of its device IDs enrols
 // through a group afterwards, an ID registered again starts with one credential, and devreg
 // check finds the counters right and no row left behind.
-func TestDeleteBatch(t *testing.T) { onBothDatabases(t, testDeleteBatch) }
+func TestDeleteBatch(t *testing.T) { pgtest.Each(t, testDeleteBatch) }
 
 func testDeleteBatch(t *testing.T, url string) {
 	e := newSeenEnv(t, url)
@@ -109,7 +110,7 @@ func testDeleteBatch(t *testing.T, url string) {
 // another's locks, and afterwards every counter matches its rows and no credential is left
 // without its device.
 func TestDeleteBatchWhileRegisteringAndLoggingIn(t *testing.T) {
-	onBothDatabases(t, testDeleteBatchWhileRegisteringAndLoggingIn)
+	pgtest.Each(t, testDeleteBatchWhileRegisteringAndLoggingIn)
 }
 
 func testDeleteBatchWhileRegisteringAndLoggingIn(t *testing.T, url string) {

@@ -21,8 +21,7 @@ import (
 // for a device and an account that do not exist, whose throttle state is read all the same; and
 // as failures are counted and their window passes.
 func TestDeviceLogin(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testDeviceLogin(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
-	t.Run("postgres", func(t *testing.T) { testDeviceLogin(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testDeviceLogin)
 }
 
 // entries are device IDs and secrets, in turn, as a registration's source.

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,15 +20,7 @@ import (
 // device each result returns is the one the store reads back, the day's batch is made once, and
 // the audit chain and counters check clean.
 func TestEnrollTogether(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-			if dialect == "postgres" {
-				url = pgtest.NewDatabase(t)
-			}
-			testEnrollTogether(t, url)
-		})
-	}
+	pgtest.Each(t, testEnrollTogether)
 }
 
 func testEnrollTogether(t *testing.T, url string) {

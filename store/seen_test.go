@@ -70,12 +70,6 @@ func newSeenEnv(t *testing.T, url string) *seenEnv {
 	return e
 }
 
-// onBothDatabases runs test on a new SQLite database and on a new PostgreSQL one.
-func onBothDatabases(t *testing.T, test func(t *testing.T, url string)) {
-	t.Run("sqlite", func(t *testing.T) { test(t, "sqlite:"+filepath.Join(t.TempDir(), "devreg.db")) })
-	t.Run("postgres", func(t *testing.T) { test(t, pgtest.NewDatabase(t)) })
-}
-
 // ids are n device IDs made from prefix.
 func ids(prefix string, n int) []string {
 	list := make([]string, n)
@@ -136,7 +130,7 @@ func parallel(work ...func() error) []error {
 // times. Each server's writes of the same rows used to take them in another order (a map's)
 // and deadlock, and the failed batch was dropped. Every write must succeed, every device's
 // last_seen_at and last use must be the latest time, and the batches' connected counts exact.
-func TestMarkSeenFromTwoServers(t *testing.T) { onBothDatabases(t, testMarkSeenFromTwoServers) }
+func TestMarkSeenFromTwoServers(t *testing.T) { pgtest.Each(t, testMarkSeenFromTwoServers) }
 
 func testMarkSeenFromTwoServers(t *testing.T, url string) {
 	e := newSeenEnv(t, url)
@@ -307,7 +301,7 @@ func TestMarkSeenHoldsNoAccountLock(t *testing.T) {
 // registration reads which devices were seen before it locks them; a first sighting written in
 // between must still be counted once, in the batch the device ends up in.
 func TestReplaceWhileDevicesAreFirstSeen(t *testing.T) {
-	onBothDatabases(t, testReplaceWhileDevicesAreFirstSeen)
+	pgtest.Each(t, testReplaceWhileDevicesAreFirstSeen)
 }
 
 func testReplaceWhileDevicesAreFirstSeen(t *testing.T, url string) {

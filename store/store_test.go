@@ -73,58 +73,56 @@ func TestPostgresConcurrentMigrations(t *testing.T) {
 // A database that an earlier devreg made keeps its devices across the upgrade: each account's
 // devices are found by ID, and an account made after the upgrade gets a number of its own.
 func TestUpgradeKeepsDevices(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
-			var stmts []string
-			for _, acc := range []string{"a", "b"} {
-				stmts = append(stmts,
-					`INSERT INTO accounts (id, name, created_at) VALUES ('acc_`+acc+`', '`+acc+`', 0)`,
-					`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_`+acc+`', 'acc_`+acc+`', 'T', 1, 0)`,
-					`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_`+acc+`', 'acc_`+acc+`', 'dt_`+acc+`', 0, 'me', 'api', 1)`,
-					`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, key_id, secret_hash, created_at) VALUES ('acc_`+acc+`', 'd1', 'dt_`+acc+`', 'bat_`+acc+`', 'k1', '`+acc+`', 0)`)
-			}
-			url := oldDatabase(t, dialect, 3, stmts...)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		var stmts []string
+		for _, acc := range []string{"a", "b"} {
+			stmts = append(stmts,
+				`INSERT INTO accounts (id, name, created_at) VALUES ('acc_`+acc+`', '`+acc+`', 0)`,
+				`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_`+acc+`', 'acc_`+acc+`', 'T', 1, 0)`,
+				`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_`+acc+`', 'acc_`+acc+`', 'dt_`+acc+`', 0, 'me', 'api', 1)`,
+				`INSERT INTO devices (account_id, device_id, device_type_id, batch_id, key_id, secret_hash, created_at) VALUES ('acc_`+acc+`', 'd1', 'dt_`+acc+`', 'bat_`+acc+`', 'k1', '`+acc+`', 0)`)
+		}
+		oldDatabase(t, url, 3, stmts...)
 
-			db, err := store.Open(ctx, url)
-			if err != nil {
-				t.Fatalf("upgrading: %v", err)
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatalf("upgrading: %v", err)
+		}
+		defer db.Close()
+		for _, acc := range []string{"a", "b"} {
+			d, err := db.Device(ctx, "acc_"+acc, "d1")
+			if err != nil || d.BatchID != "bat_"+acc {
+				t.Errorf("device d1 of account %s after the upgrade: %+v, %v", acc, d, err)
 			}
-			defer db.Close()
-			for _, acc := range []string{"a", "b"} {
-				d, err := db.Device(ctx, "acc_"+acc, "d1")
-				if err != nil || d.BatchID != "bat_"+acc {
-					t.Errorf("device d1 of account %s after the upgrade: %+v, %v", acc, d, err)
-				}
-			}
-			if _, err := db.Device(ctx, "acc_a", "d2"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
-				t.Errorf("unknown device: %v", err)
-			}
-			err = db.CreateAccount(ctx, devreg.Account{ID: "acc_c", Name: "c"}, devreg.User{ID: "usr_c", AccountID: "acc_c", Email: "c@example.test", PasswordHash: "x"},
-				devreg.APIKey{ID: "key_c", AccountID: "acc_c", Name: "o", Scope: devreg.ScopeAdmin, Hash: []byte("hc")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_c", AccountID: "acc_c", Name: "T"}); err != nil {
-				t.Fatal(err)
-			}
-			st, err := db.NewStage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			if err := st.Add(ctx, []devreg.StagedEntry{{DeviceID: "d1", Hashes: []byte("hash-of-c")}}); err != nil {
-				t.Fatal(err)
-			}
-			res, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_c", DeviceTypeID: "dt_c", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_c"}})
-			if err != nil || res.Created != 1 {
-				t.Errorf("registering d1 in a new account: %+v, %v", res, err)
-			}
-			if d, err := db.Device(ctx, "acc_b", "d1"); err != nil || d.BatchID != "bat_b" {
-				t.Errorf("device d1 of account b after account c registered it: %+v, %v", d, err)
-			}
-		})
-	}
+		}
+		if _, err := db.Device(ctx, "acc_a", "d2"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+			t.Errorf("unknown device: %v", err)
+		}
+		err = db.CreateAccount(ctx, devreg.Account{ID: "acc_c", Name: "c"}, devreg.User{ID: "usr_c", AccountID: "acc_c", Email: "c@example.test", PasswordHash: "x"},
+			devreg.APIKey{ID: "key_c", AccountID: "acc_c", Name: "o", Scope: devreg.ScopeAdmin, Hash: []byte("hc")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_c", AccountID: "acc_c", Name: "T"}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := db.NewStage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := st.Add(ctx, []devreg.StagedEntry{{DeviceID: "d1", Hashes: []byte("hash-of-c")}}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_c", DeviceTypeID: "dt_c", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_c"}})
+		if err != nil || res.Created != 1 {
+			t.Errorf("registering d1 in a new account: %+v, %v", res, err)
+		}
+		if d, err := db.Device(ctx, "acc_b", "d1"); err != nil || d.BatchID != "bat_b" {
+			t.Errorf("device d1 of account b after account c registered it: %+v, %v", d, err)
+		}
+	})
 }
 
 // A database made by the release before several credentials per device keeps every device's
@@ -132,56 +130,52 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 // secret still matches.
 func TestUpgradeCarriesSecretsOver(t *testing.T) {
 	key := credential.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
-	for _, dialect := range []string{"sqlite", "postgres"} {
-		t.Run(dialect, func(t *testing.T) {
-			ctx := context.Background()
-			created := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
-			hash := credential.Hash(key, "acc_a", "d1", "secret-of-d1")
-			url := oldDatabase(t, dialect, 5,
-				`INSERT INTO accounts (id, name, created_at, num) VALUES ('acc_a', 'a', 0, 1)`,
-				`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_a', 'acc_a', 'T', 1, 0)`,
-				`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_a', 'acc_a', 'dt_a', 0, 'me', 'api', 1)`,
-				fmt.Sprintf(`INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at)
-					SELECT 'acc_a', num, 'd1', 'dt_a', 'bat_a', 'k1', %s, %d FROM accounts WHERE id = 'acc_a'`, hexLiteral(dialect, hash), created.UnixMicro()))
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		created := time.Date(2026, 10, 1, 8, 0, 0, 0, time.UTC)
+		hash := credential.Hash(key, "acc_a", "d1", "secret-of-d1")
+		oldDatabase(t, url, 5,
+			`INSERT INTO accounts (id, name, created_at, num) VALUES ('acc_a', 'a', 0, 1)`,
+			`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_a', 'acc_a', 'T', 1, 0)`,
+			`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count) VALUES ('bat_a', 'acc_a', 'dt_a', 0, 'me', 'api', 1)`,
+			fmt.Sprintf(`INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at)
+					SELECT 'acc_a', num, 'd1', 'dt_a', 'bat_a', 'k1', %s, %d FROM accounts WHERE id = 'acc_a'`, hexLiteral(url, hash), created.UnixMicro()))
 
-			db, err := store.Open(ctx, url)
-			if err != nil {
-				t.Fatalf("upgrading: %v", err)
-			}
-			defer db.Close()
-			d, err := db.DeviceAuth(ctx, "acc_a", "d1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			keys, _ := credential.NewKeyring(key)
-			if len(d.Credentials) != 1 {
-				t.Fatalf("credentials after the upgrade: %+v", d.Credentials)
-			}
-			c := d.Credentials[0]
-			if c.Source != devreg.CredentialFromRegistration || c.Status != devreg.StatusEnabled || !c.CreatedAt.Equal(created) ||
-				c.NotBefore != nil || c.NotAfter != nil || c.LastUsedAt != nil || !c.ValidAt(time.Now()) {
-				t.Errorf("the device's first credential after the upgrade: %+v", c.Credential)
-			}
-			if !keys.Verify(c.KeyID, c.Hash, "acc_a", "d1", "secret-of-d1") {
-				t.Errorf("the device's secret does not match its first credential after the upgrade")
-			}
-			dt, err := db.DeviceType(ctx, "acc_a", "dt_a")
-			if err != nil || dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != devreg.DefaultRotationGraceSeconds {
-				t.Errorf("device type after the upgrade: %+v, %v; want the default rotation grace", dt, err)
-			}
-		})
-	}
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatalf("upgrading: %v", err)
+		}
+		defer db.Close()
+		d, err := db.DeviceAuth(ctx, "acc_a", "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, _ := credential.NewKeyring(key)
+		if len(d.Credentials) != 1 {
+			t.Fatalf("credentials after the upgrade: %+v", d.Credentials)
+		}
+		c := d.Credentials[0]
+		if c.Source != devreg.CredentialFromRegistration || c.Status != devreg.StatusEnabled || !c.CreatedAt.Equal(created) ||
+			c.NotBefore != nil || c.NotAfter != nil || c.LastUsedAt != nil || !c.ValidAt(time.Now()) {
+			t.Errorf("the device's first credential after the upgrade: %+v", c.Credential)
+		}
+		if !keys.Verify(c.KeyID, c.Hash, "acc_a", "d1", "secret-of-d1") {
+			t.Errorf("the device's secret does not match its first credential after the upgrade")
+		}
+		dt, err := db.DeviceType(ctx, "acc_a", "dt_a")
+		if err != nil || dt.RotationGraceSeconds == nil || *dt.RotationGraceSeconds != devreg.DefaultRotationGraceSeconds {
+			t.Errorf("device type after the upgrade: %+v, %v; want the default rotation grace", dt, err)
+		}
+	})
 }
 
-// oldDatabase makes a database of the dialect as the release with the first n migrations left it,
-// runs stmts in it, and returns its URL.
-func oldDatabase(t *testing.T, dialect string, n int, stmts ...string) string {
+// oldDatabase makes the new database at url (of pgtest.Each) what the release with the first n
+// migrations left, and runs stmts in it.
+func oldDatabase(t *testing.T, url string, n int, stmts ...string) {
 	t.Helper()
-	url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
-	driver, dsn := "sqlite", strings.TrimPrefix(url, "sqlite:")
-	if dialect == "postgres" {
-		url = pgtest.NewDatabase(t)
-		driver, dsn = "pgx", url
+	dialect, driver, dsn := "sqlite", "sqlite", strings.TrimPrefix(url, "sqlite:")
+	if store.IsPostgres(url) {
+		dialect, driver, dsn = "postgres", "pgx", url
 	}
 	old, err := sql.Open(driver, dsn)
 	if err != nil {
@@ -205,12 +199,11 @@ func oldDatabase(t *testing.T, dialect string, n int, stmts ...string) string {
 			t.Fatalf("%v\n%s", err, s)
 		}
 	}
-	return url
 }
 
-// hexLiteral writes b as a blob literal of the dialect.
-func hexLiteral(dialect string, b []byte) string {
-	if dialect == "postgres" {
+// hexLiteral writes b as a blob literal of the database at url.
+func hexLiteral(url string, b []byte) string {
+	if store.IsPostgres(url) {
 		return fmt.Sprintf(`'\x%x'::bytea`, b)
 	}
 	return fmt.Sprintf(`X'%x'`, b)

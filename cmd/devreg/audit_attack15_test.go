@@ -15,25 +15,23 @@ import (
 	"devreg"
 	"devreg/client"
 	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // atk15Store is a test's database: the arguments that select it and raw access to it.
 type atk15Store struct {
-	args   []string // --database URL, or none for SQLite in DIR/devreg-data
+	args   []string // --database URL
 	driver string
 	dsn    string
 	pg     bool
 }
 
-func atk15Stores(t *testing.T, test func(t *testing.T, dir string, st atk15Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		dir := t.TempDir()
-		test(t, dir, atk15Store{driver: "sqlite", dsn: filepath.Join(dir, "devreg-data", "devreg.db")})
-	})
-	t.Run("postgres", func(t *testing.T) {
-		url := pgtest.NewDatabase(t)
-		test(t, t.TempDir(), atk15Store{args: []string{"--database", url}, driver: "pgx", dsn: url, pg: true})
-	})
+// atk15StoreOn is the database at url, of pgtest.Each.
+func atk15StoreOn(url string) atk15Store {
+	if store.IsPostgres(url) {
+		return atk15Store{args: []string{"--database", url}, driver: "pgx", dsn: url, pg: true}
+	}
+	return atk15Store{args: []string{"--database", url}, driver: "sqlite", dsn: strings.TrimPrefix(url, "sqlite:")}
 }
 
 // q turns ? placeholders into PostgreSQL's $n where needed.
@@ -116,10 +114,11 @@ func atk15GrowChain(t *testing.T, st atk15Store, accountID, keyID, typeID string
 // each chain and its head in one snapshot (store.DB.ReadSnapshot, as `devreg check` does), or
 // walk a chain only up to the head read first.
 func TestAttack15VerifyWhileTheServerWrites(t *testing.T) {
-	atk15Stores(t, testAttack15VerifyWhileTheServerWrites)
+	pgtest.Each(t, testAttack15VerifyWhileTheServerWrites)
 }
 
-func testAttack15VerifyWhileTheServerWrites(t *testing.T, dir string, st atk15Store) {
+func testAttack15VerifyWhileTheServerWrites(t *testing.T, database string) {
+	dir, st := t.TempDir(), atk15StoreOn(database)
 	ctx := context.Background()
 	acme := createAccount(t, dir, "Acme", "ops@acme.test", st.args...)
 	url, _ := serve(t, dir, append([]string{"--api-rate-limit", "1000000000"}, st.args...)...)
@@ -203,10 +202,11 @@ func testAttack15VerifyWhileTheServerWrites(t *testing.T, dir string, st atk15St
 // store without migrating (store.OpenExisting, as backup does) and without a keyring; VerifyAudit
 // needs none.
 func TestAttack15VerifyNeedsNoSecretKeys(t *testing.T) {
-	atk15Stores(t, testAttack15VerifyNeedsNoSecretKeys)
+	pgtest.Each(t, testAttack15VerifyNeedsNoSecretKeys)
 }
 
-func testAttack15VerifyNeedsNoSecretKeys(t *testing.T, dir string, st atk15Store) {
+func testAttack15VerifyNeedsNoSecretKeys(t *testing.T, database string) {
+	dir, st := t.TempDir(), atk15StoreOn(database)
 	ctx := context.Background()
 	acme := createAccount(t, dir, "Acme", "ops@acme.test", st.args...)
 	url, _ := serve(t, dir, st.args...)
@@ -219,15 +219,18 @@ func testAttack15VerifyNeedsNoSecretKeys(t *testing.T, dir string, st atk15Store
 	if _, err := c.Register(ctx, dt.ID, []client.Credential{{DeviceID: "d1", Secret: "secret-of-d1"}}, client.RegisterOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The auditor's directory: a copy of the SQLite database (made with devreg backup), or
-	// nothing at all for PostgreSQL; never the server's key files.
+	// The auditor's directory: a copy of the SQLite database (made with devreg backup), which
+	// audit verify reads as the embedded database of its --data, or nothing at all for
+	// PostgreSQL; never the server's key files.
 	auditor := filepath.Join(t.TempDir(), "auditor")
-	args := append([]string{"audit", "verify", "--data", auditor}, st.args...)
-	if !st.pg {
+	args := []string{"audit", "verify", "--data", auditor}
+	if st.pg {
+		args = append(args, st.args...)
+	} else {
 		if err := os.MkdirAll(auditor, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if code, out, errOut := (cli{dir: dir}).run(t, "", "backup", "--to", filepath.Join(auditor, "devreg.db")); code != 0 {
+		if code, out, errOut := (cli{dir: dir}).run(t, "", append([]string{"backup", "--to", filepath.Join(auditor, "devreg.db")}, st.args...)...); code != 0 {
 			t.Fatalf("backup = %d %s %s", code, out, errOut)
 		}
 	}

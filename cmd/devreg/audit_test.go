@@ -5,29 +5,28 @@ import (
 	"database/sql"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"devreg/client"
 	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // TestAuditVerify: changes made through a running server are in a chain that `devreg audit
 // verify` accepts, with the head the export reports; an entry edited in the database directly
 // makes it exit 1 naming the entry; a chain cut short is caught against the head kept before.
 func TestAuditVerify(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testAuditVerify(t, "") })
-	t.Run("postgres", func(t *testing.T) { testAuditVerify(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testAuditVerify)
 }
 
 func testAuditVerify(t *testing.T, database string) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	var dbArgs []string
-	driver, dsn := "sqlite", filepath.Join(dir, "devreg-data", "devreg.db")
-	if database != "" {
-		dbArgs, driver, dsn = []string{"--database", database}, "pgx", database
+	dbArgs := []string{"--database", database}
+	driver, dsn := "sqlite", strings.TrimPrefix(database, "sqlite:")
+	if store.IsPostgres(database) {
+		driver, dsn = "pgx", database
 	}
 	acme := createAccount(t, dir, "Acme", "ops@acme.test", dbArgs...)
 	url, _ := serve(t, dir, dbArgs...)

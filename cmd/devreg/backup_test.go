@@ -22,6 +22,7 @@ import (
 	"devreg/client"
 	"devreg/credential"
 	"devreg/internal/pgtest"
+	"devreg/store"
 )
 
 // backupSummary is what devreg backup prints.
@@ -466,17 +467,16 @@ func TestRestoreRefusals(t *testing.T) {
 // TestCheck breaks, one at a time, each thing devreg check checks in a real database, on each
 // database, and sees check exit 1 naming it, and 0 once it is mended.
 func TestCheck(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testCheck(t, "") })
-	t.Run("postgres", func(t *testing.T) { testCheck(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testCheck)
 }
 
 func testCheck(t *testing.T, database string) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	var dbArgs []string
-	driver, dsn := "sqlite", filepath.Join(dir, "devreg-data", "devreg.db")
-	if database != "" {
-		dbArgs, driver, dsn = []string{"--database", database}, "pgx", database
+	dbArgs := []string{"--database", database}
+	driver, dsn := "sqlite", strings.TrimPrefix(database, "sqlite:")
+	if store.IsPostgres(database) {
+		driver, dsn = "pgx", database
 	}
 	acme := createAccount(t, dir, "Acme", "ops@acme.test", dbArgs...)
 	base, _ := serve(t, dir, dbArgs...)

@@ -15,8 +15,7 @@ import (
 // is refused deleting it without confirmation and with a register key, and deletes it with the
 // count printed; on both databases.
 func TestBatchesCommands(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testBatchesCommands(t) })
-	t.Run("postgres", func(t *testing.T) { testBatchesCommands(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testBatchesCommands(t, "--database", url) })
 }
 
 func testBatchesCommands(t *testing.T, args ...string) {

@@ -124,8 +124,7 @@ func stop(t *testing.T, cmd *exec.Cmd) {
 // database: define a device type, find its ID, register devices as JSON and as the bulk upload
 // file, and see them by type.
 func TestSeedFlowEndToEnd(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testSeedFlowEndToEnd(t) })
-	t.Run("postgres", func(t *testing.T) { testSeedFlowEndToEnd(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testSeedFlowEndToEnd(t, "--database", url) })
 }
 
 func testSeedFlowEndToEnd(t *testing.T, dbArgs ...string) {

@@ -284,8 +284,7 @@ func TestEnrollmentDeriveKeyFile(t *testing.T) {
 // TestEnrollmentDeriveImports: what derive prints is a bulk upload file the server registers as
 // it is, under a device type that demands long secrets, on each database.
 func TestEnrollmentDeriveImports(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testEnrollmentDeriveImports(t) })
-	t.Run("postgres", func(t *testing.T) { testEnrollmentDeriveImports(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testEnrollmentDeriveImports(t, "--database", url) })
 }
 
 func testEnrollmentDeriveImports(t *testing.T, dbArgs ...string) {

@@ -16,8 +16,7 @@ import (
 // checks after a restart that the batch is there whole or not at all, and that the counters
 // agree with the rows.
 func TestKillDuringRegistration(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testKillDuringRegistration(t) })
-	t.Run("postgres", func(t *testing.T) { testKillDuringRegistration(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testKillDuringRegistration(t, "--database", url) })
 }
 
 func testKillDuringRegistration(t *testing.T, dbArgs ...string) {

@@ -17,8 +17,7 @@ import (
 // "devices import --credentials reset" and "devicetypes create --max-rotations-per-hour" against
 // the real server, on each database.
 func TestCredentialsRevokeCLI(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testCredentialsRevokeCLI(t) })
-	t.Run("postgres", func(t *testing.T) { testCredentialsRevokeCLI(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testCredentialsRevokeCLI(t, "--database", url) })
 }
 
 func testCredentialsRevokeCLI(t *testing.T, dbArgs ...string) {

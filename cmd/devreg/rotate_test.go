@@ -17,8 +17,7 @@ import (
 // then logs in, while the factory secret keeps working for the grace; a wrong secret changes
 // nothing and fails clearly.
 func TestDeviceConnectRotate(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testDeviceConnectRotate(t) })
-	t.Run("postgres", func(t *testing.T) { testDeviceConnectRotate(t, "--database", pgtest.NewDatabase(t)) })
+	pgtest.Each(t, func(t *testing.T, url string) { testDeviceConnectRotate(t, "--database", url) })
 }
 
 func testDeviceConnectRotate(t *testing.T, dbArgs ...string) {

@@ -15,16 +15,12 @@ import (
 // demote or remove the last admin, removes a user, and sets a locked-out owner's password from
 // stdin, with which the owner then logs in to the running server.
 func TestUsersCommands(t *testing.T) {
-	t.Run("sqlite", func(t *testing.T) { testUsersCommands(t, "") })
-	t.Run("postgres", func(t *testing.T) { testUsersCommands(t, pgtest.NewDatabase(t)) })
+	pgtest.Each(t, testUsersCommands)
 }
 
 func testUsersCommands(t *testing.T, database string) {
 	dir := t.TempDir()
-	var dbArgs []string
-	if database != "" {
-		dbArgs = []string{"--database", database}
-	}
+	dbArgs := []string{"--database", database}
 	acme := createAccount(t, dir, "Acme", "owner@acme.test", dbArgs...)
 	run := func(stdin string, args ...string) (int, string, string) {
 		t.Helper()

@@ -1,6 +1,7 @@
 // Package pgtest gives tests their own PostgreSQL database on the server that
 // DEVREG_TEST_POSTGRES names (for example postgres://postgres@127.0.0.1:5432/postgres), created
-// for the test and dropped after it, so that runs on a shared server never meet.
+// for the test and dropped after it, so that runs on a shared server never meet; and with Each,
+// runs a test on both databases devreg keeps its data in.
 package pgtest
 
 import (
@@ -8,6 +9,7 @@ import (
 	"database/sql"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,6 +20,40 @@ import (
 
 // EnvVar names the server the PostgreSQL tests use.
 const EnvVar = "DEVREG_TEST_POSTGRES"
+
+// Each runs test twice, as the subtests "sqlite" and "postgres" (the names -run selects, as in
+// -run 'TestX/postgres'), each time with the URL of a new, empty database of its own:
+//
+//   - "sqlite": "sqlite:DIR/devreg.db" in a new temporary directory of the subtest. That is no
+//     server's data directory: a server on it (server.Config.Database, devreg --database) keeps
+//     its key files in a DataDir of its own, and a test that reads the SQLite files takes their
+//     path from the URL.
+//   - "postgres": a database of NewDatabase, so skipped without DEVREG_TEST_POSTGRES on a
+//     developer's machine and failed under CI.
+//
+// store.Open and server.Config.Database take either URL as it is; store.IsPostgres tells them
+// apart. A test that needs another database of the same kind uses NewDatabaseLike.
+func Each(t *testing.T, test func(t *testing.T, url string)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) { test(t, newSQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { test(t, NewDatabase(t)) })
+}
+
+// NewDatabaseLike returns the URL of a new, empty database of the kind url is (as Each makes
+// them): an SQLite database in a new temporary directory, or a PostgreSQL database of
+// NewDatabase.
+func NewDatabaseLike(t testing.TB, url string) string {
+	t.Helper()
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return NewDatabase(t)
+	}
+	return newSQLite(t)
+}
+
+// newSQLite returns the URL of a new SQLite database in a new temporary directory of the test.
+func newSQLite(t testing.TB) string {
+	return "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
+}
 
 // ServerURL returns the server URL from the environment. Without one the test is skipped on a
 // developer's machine, but fails under CI (CI set), which must never pass with PostgreSQL untested.
