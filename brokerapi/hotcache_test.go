@@ -2,6 +2,7 @@ package brokerapi_test
 
 import (
 	"context"
+	"devreg/internal/pgtest"
 	"testing"
 
 	"devreg"
@@ -11,7 +12,7 @@ import (
 // key, the device's status and type, the type's filters; registry/hotcache.go) is forgotten when
 // a change is made through the same server, so the next check applies it, on both databases.
 func TestTopicChecksSeeThisServersChangesAtOnce(t *testing.T) {
-	forEachStore(t, testTopicChecksSeeThisServersChangesAtOnce)
+	pgtest.Each(t, testTopicChecksSeeThisServersChangesAtOnce)
 }
 
 func testTopicChecksSeeThisServersChangesAtOnce(t *testing.T, database string) {
