@@ -6,8 +6,8 @@ import (
 )
 
 // What every broker request reads and a user rarely changes is kept in the server for at most
-// hotTTL: the broker's API key, and for topic checks (brokers ask about every message) the
-// device's type and status and the type's topic filters. A change made through this server
+// hotTTL: API keys (every request with one: the broker's at each check), and for topic checks
+// (brokers ask about every message) the device's type and status and the type's topic filters. A change made through this server
 // forgets what it changes at once; one made through another server (on PostgreSQL) or the command
 // line (on SQLite) is seen within hotTTL. Logins read the device every time: a disabled device or
 // a revoked credential is refused at its next connection on every server.
