@@ -48,18 +48,12 @@ const apiKeyTouchInterval = time.Minute
 // EKEYEXPIRED.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (devreg.Caller, error) {
 	hash := string(credential.HashAPIKey(key))
-	k, ok := s.apiKeys.get(hash)
-	if !ok {
-		gen := s.apiKeys.generation()
-		var err error
-		k, err = s.store.APIKeyByHash(ctx, []byte(hash))
-		if devreg.ErrorCode(err) == devreg.ENOTFOUND {
-			return devreg.Caller{}, devreg.Errorf(devreg.EUNAUTHORIZED, "the API key is not valid (revoked or mistyped)")
-		}
-		if err != nil {
-			return devreg.Caller{}, err
-		}
-		s.apiKeys.put(hash, k, gen)
+	k, err := s.apiKeys.load(hash, func() (devreg.APIKey, error) { return s.store.APIKeyByHash(ctx, []byte(hash)) }, nil)
+	if devreg.ErrorCode(err) == devreg.ENOTFOUND {
+		return devreg.Caller{}, devreg.Errorf(devreg.EUNAUTHORIZED, "the API key is not valid (revoked or mistyped)")
+	}
+	if err != nil {
+		return devreg.Caller{}, err
 	}
 	now := s.now()
 	if k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {

@@ -319,16 +319,7 @@ type typeRef struct{ accountID, id string }
 
 // topicType is the device type whose topic filters a topic check applies, kept for hotTTL.
 func (s *Service) topicType(ctx context.Context, accountID, id string) (devreg.DeviceType, error) {
-	ref := typeRef{accountID, id}
-	if t, ok := s.types.get(ref); ok {
-		return t, nil
-	}
-	gen := s.types.generation()
-	t, err := s.store.DeviceType(ctx, accountID, id)
-	if err == nil {
-		s.types.put(ref, t, gen)
-	}
-	return t, err
+	return s.types.load(typeRef{accountID, id}, func() (devreg.DeviceType, error) { return s.store.DeviceType(ctx, accountID, id) }, nil)
 }
 
 // forgetType drops the kept copy of a device type this server changes.
@@ -344,17 +335,12 @@ type deviceRef struct{ accountID, id string }
 // hotTTL: brokers ask about every message a device publishes. A device that does not exist is
 // not kept, so that one registered (or enrolled) a moment later is let in at once.
 func (s *Service) topicDevice(ctx context.Context, accountID, deviceID string) (devreg.DeviceAuth, error) {
-	ref := deviceRef{accountID, deviceID}
-	if d, ok := s.devices.get(ref); ok {
-		return d, nil
-	}
-	gen := s.devices.generation()
-	d, err := s.deviceAuth(ctx, accountID, deviceID)
-	if err == nil && d.DeviceTypeID != "" {
+	read := func() (devreg.DeviceAuth, error) {
+		d, err := s.deviceAuth(ctx, accountID, deviceID)
 		d.Credentials = nil
-		s.devices.put(ref, d, gen)
+		return d, err
 	}
-	return d, err
+	return s.devices.load(deviceRef{accountID, deviceID}, read, func(d devreg.DeviceAuth) bool { return d.DeviceTypeID != "" })
 }
 
 // forgetDevices drops the devices kept for topic checks: after a change of devices or batches

@@ -34,37 +34,31 @@ type hotEntry[V any] struct {
 	expires time.Time
 }
 
-// get returns the value kept under k, if it is fresh.
-func (c *hotCache[K, V]) get(k K) (V, bool) {
+// load returns the value kept under k if it is fresh, else what read returns, kept for hotTTL
+// when read succeeds and keep (if not nil) accepts it, unless something was forgotten while read
+// ran: the value read may be what this server has just changed or deleted.
+func (c *hotCache[K, V]) load(k K, read func() (V, error), keep func(V) bool) (V, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	e, ok := c.entries[k]
-	if !ok || !time.Now().Before(e.expires) {
-		var none V
-		return none, false
+	gen := c.gen
+	c.mu.Unlock()
+	if ok && time.Now().Before(e.expires) {
+		return e.v, nil
 	}
-	return e.v, true
-}
-
-// generation is to be taken before reading a value from the database, for put.
-func (c *hotCache[K, V]) generation() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.gen
-}
-
-// put keeps v, read from the database after generation returned gen, under k for hotTTL, unless
-// something was forgotten since: v may be what this server has just changed or deleted.
-func (c *hotCache[K, V]) put(k K, v V, gen uint64) {
+	v, err := read()
+	if err != nil || (keep != nil && !keep(v)) {
+		return v, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
-		return
+		return v, nil
 	}
 	if c.entries == nil || len(c.entries) >= hotCacheSize {
 		c.entries = map[K]hotEntry[V]{}
 	}
 	c.entries[k] = hotEntry[V]{v: v, expires: time.Now().Add(hotTTL)}
+	return v, nil
 }
 
 // forget drops every entry whose value matches.
