@@ -103,7 +103,7 @@ func (s *DB) SetBatchStatus(ctx context.Context, accountID, id string, status de
 // deadlocks.
 func (s *DB) DeleteBatch(ctx context.Context, accountID, batchID string, now time.Time, audit func(deleted int64) *devreg.AuditEntry) (int64, error) {
 	var deleted int64
-	inBatch := `account_id = ? AND batch_id = ?` // along the index devices_batch
+	inBatch := `account_num = ` + accountNum + ` AND batch_id = ?` // along the index devices_batch
 	lot := []any{accountID, batchID}
 	err := s.inTx(ctx, func(tx handle) error {
 		if err := s.lockAccount(ctx, tx, accountID); err != nil {

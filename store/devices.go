@@ -224,14 +224,16 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 	if f.Sort == devreg.SortNewest {
 		desc = " DESC"
 	}
+	if bySeen && f.After.SeenAt == -1 {
+		// The index of last sightings holds only the devices seen: those never seen follow in
+		// registration order, newest first, a walk of the account's (or type's) index.
+		never := false
+		bySeen, desc, f.Connected = false, " DESC", &never
+	}
 	// where is the condition of one walk over the devices of types (nil: of any type).
 	where := func(types []string) string {
 		var c conds
-		if byID { // walks the unique index of device IDs
-			c.add(`account_num = `+accountNum, accountID)
-		} else {
-			c.add(`account_id = ?`, accountID)
-		}
+		c.add(`account_num = `+accountNum, accountID) // every index of devices starts with it
 		byType := len(types) == 1 && !byID && !bySeen && f.BatchID == ""
 		if byType {
 			c.add(`device_type_id = ?`, types[0]) // walks the type's index
@@ -239,13 +241,11 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 		switch {
 		case byID:
 			c.idRange(f)
-		case bySeen && f.After.SeenAt == -1:
-			c.add(`last_seen_at IS NULL`)
-			if f.After.Seq > 0 {
-				c.add(`seq < ?`, f.After.Seq)
-			}
 		case bySeen && f.After.SeenAt > 0:
-			c.add(`(last_seen_at, seq) < (?, ?)`, f.After.SeenAt, f.After.Seq)
+			// last_seen_at <= ? says no more than the row comparison, but PostgreSQL estimates
+			// the rows it leaves from its statistics, and so walks the index rather than read
+			// every row below the cursor to sort them.
+			c.add(`last_seen_at <= ? AND (last_seen_at, seq) < (?, ?)`, f.After.SeenAt, f.After.SeenAt, f.After.Seq)
 		case bySeen:
 			c.add(`last_seen_at IS NOT NULL`)
 		case f.After.Seq > 0 && desc != "":

@@ -108,7 +108,7 @@ func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM device_types WHERE account_id = ? AND id = ?
-			AND NOT EXISTS (SELECT 1 FROM devices WHERE account_id = ? AND device_type_id = ?)`, accountID, id, accountID, id)
+			AND NOT EXISTS (SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND device_type_id = ?)`, accountID, id, accountID, id)
 		if err != nil {
 			return err
 		}

@@ -32,7 +32,7 @@ func (s *DB) RevokeBatchCredentials(ctx context.Context, accountID, typeID, batc
 	var r devreg.BatchRevocation
 	var left []devreg.DeviceLeft
 	deviceMade, otherValid := revokeConditions(now)
-	inBatch := `d.account_id = ? AND d.batch_id = ? AND d.device_type_id = ?`
+	inBatch := `d.account_num = ` + accountNum + ` AND d.batch_id = ? AND d.device_type_id = ?`
 	batch := []any{accountID, batchID, typeID}
 	err := s.inTx(ctx, func(tx handle) error {
 		left, r = nil, devreg.BatchRevocation{}

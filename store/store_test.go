@@ -125,6 +125,63 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 	})
 }
 
+// A database made by the release before the listing indexes were keyed by the account's number
+// (migration 20) lists each account's devices, and only those, in every order after the upgrade.
+func TestUpgradeListsEachAccountsDevices(t *testing.T) {
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		var stmts []string
+		for i, acc := range []string{"a", "b"} {
+			num := fmt.Sprint(i + 1)
+			stmts = append(stmts,
+				`INSERT INTO accounts (id, name, created_at, num) VALUES ('acc_`+acc+`', '`+acc+`', 0, `+num+`)`,
+				`INSERT INTO device_types (id, account_id, name, device_count, created_at) VALUES ('dt_`+acc+`', 'acc_`+acc+`', 'T', 3, 0)`,
+				`INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, device_count, connected_count) VALUES ('bat_`+acc+`', 'acc_`+acc+`', 'dt_`+acc+`', 0, 'me', 'api', 3, 1)`)
+			for j, seen := range []string{"NULL", "5", "NULL"} {
+				stmts = append(stmts, `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, key_id, secret_hash, created_at, last_seen_at)
+					VALUES ('acc_`+acc+`', `+num+`, '`+acc+fmt.Sprint(j)+`', 'dt_`+acc+`', 'bat_`+acc+`', 'k1', '`+acc+fmt.Sprint(j)+`', 0, `+seen+`)`)
+			}
+		}
+		oldDatabase(t, url, 19, stmts...)
+
+		db, err := store.Open(ctx, url)
+		if err != nil {
+			t.Fatalf("upgrading: %v", err)
+		}
+		defer db.Close()
+		for name, tc := range map[string]struct {
+			f    devreg.DeviceFilter
+			want string
+		}{
+			"registration order":   {devreg.DeviceFilter{}, "a0 a1 a2"},
+			"newest first":         {devreg.DeviceFilter{Sort: devreg.SortNewest}, "a2 a1 a0"},
+			"last seen":            {devreg.DeviceFilter{Sort: devreg.SortLastSeen}, "a1 a2 a0"},
+			"device ID order":      {devreg.DeviceFilter{Sort: devreg.SortID}, "a0 a1 a2"},
+			"type":                 {devreg.DeviceFilter{DeviceTypeID: "dt_a"}, "a0 a1 a2"},
+			"batch":                {devreg.DeviceFilter{BatchID: "bat_a"}, "a0 a1 a2"},
+			"other account's type": {devreg.DeviceFilter{DeviceTypeID: "dt_b"}, ""},
+		} {
+			tc.f.Limit = 10
+			devices, err := db.ListDevices(ctx, "acc_a", tc.f)
+			var ids []string
+			for _, d := range devices {
+				ids = append(ids, d.DeviceID)
+			}
+			if got := strings.Join(ids, " "); err != nil || got != tc.want {
+				t.Errorf("%s: %q, %v; want %q", name, got, err, tc.want)
+			}
+		}
+		if n, err := db.DeleteBatch(ctx, "acc_b", "bat_b", time.Now(), func(int64) *devreg.AuditEntry {
+			return &devreg.AuditEntry{ID: "aud_1", AccountID: "acc_b", Time: time.Now(), Actor: devreg.AuditActor{Type: devreg.ActorUser, ID: "me"}, Action: "batch.delete"}
+		}); err != nil || n != 3 {
+			t.Errorf("deleting account b's batch: %d devices, %v; want 3", n, err)
+		}
+		if devices, err := db.ListDevices(ctx, "acc_a", devreg.DeviceFilter{Limit: 10}); err != nil || len(devices) != 3 {
+			t.Errorf("account a's devices after b's batch went: %d, %v; want 3", len(devices), err)
+		}
+	})
+}
+
 // A database made by the release before several credentials per device keeps every device's
 // secret as its first credential: a registration credential, created with the device, that its
 // secret still matches.

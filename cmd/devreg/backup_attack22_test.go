@@ -133,7 +133,7 @@ var trojans = []trojan{
 	{name: "missing-index",
 		sqlite: `DROP INDEX devices_batch`,
 		pg:     `DROP INDEX devices_batch`,
-		undoPG: `CREATE INDEX devices_batch ON devices (account_id, batch_id, seq)`,
+		undoPG: `CREATE INDEX devices_batch ON devices (account_num, batch_id, seq)`,
 		want:   `index "devices_batch" on table devices is missing: devreg's schema (version `},
 	{name: "migration-row-missing",
 		sqlite: `DELETE FROM schema_migrations WHERE version = 3`,
