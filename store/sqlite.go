@@ -158,6 +158,8 @@ func (d *sqliteDialect) queueIDsAmong(q stmtQueue, table, lead string, arg any, 
 	}
 }
 
+// The locks do nothing: this process's writers take turns (writeLock), and another process's
+// wait for the database's write lock, so nothing falls between two statements of a transaction.
 func (*sqliteDialect) lockRows() string                                            { return "" }
 func (*sqliteDialect) lockRowsExclusive() string                                   { return "" }
 func (*sqliteDialect) lockRowsShared() string                                      { return "" }
