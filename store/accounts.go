@@ -13,19 +13,14 @@ import (
 // CreateAccount stores a new account with its owner (an admin) and first API key, all or nothing.
 func (s *DB) CreateAccount(ctx context.Context, a devreg.Account, u devreg.User, k devreg.APIKey) error {
 	return s.inTx(ctx, func(tx handle) error {
-		// Accounts are numbered in order; PostgreSQL's identity column counts by itself, and
-		// SQLite writes one transaction at a time.
-		num := `(SELECT coalesce(max(num), 0) + 1 FROM accounts)`
-		if s.pg {
-			num = `DEFAULT`
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at, num) VALUES (?, ?, ?, `+num+`)`,
+		// Accounts are numbered in order.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, name, created_at, num) VALUES (?, ?, ?, `+s.d.nextAccountNum()+`)`,
 			a.ID, a.Name, micros(a.CreatedAt)); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, account_id, email, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			u.ID, u.AccountID, u.Email, string(devreg.RoleAdmin), u.PasswordHash, micros(u.CreatedAt)); err != nil {
-			if isUniqueViolation(err) {
+			if s.d.uniqueViolation(err) {
 				return devreg.Errorf(devreg.ECONFLICT, "a user with email %s already exists", u.Email)
 			}
 			return err
@@ -47,13 +42,13 @@ func insertAPIKey(ctx context.Context, db handle, k devreg.APIKey) error {
 	_, err := db.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, scope, key_hash, created_at, device_type_ids, expires_at, trusts_broker_tls)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		k.ID, k.AccountID, k.Name, string(k.Scope), k.Hash, micros(k.CreatedAt), typeList(k.DeviceTypeIDs), nullTime(k.ExpiresAt), k.TrustsBrokerTLS)
-	return keyNameTaken(err, k.Name)
+	return keyNameTaken(db.d, err, k.Name)
 }
 
 // keyNameTaken says that a key of the account has name already when err broke the unique index
 // on (account_id, name). The other unique columns, the ID and the key's hash, are random.
-func keyNameTaken(err error, name string) error {
-	if isUniqueViolation(err) {
+func keyNameTaken(d dialect, err error, name string) error {
+	if d.uniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "this account has an API key named %q already; choose another name", name)
 	}
 	return err
@@ -122,7 +117,7 @@ func (s *DB) TouchAPIKey(ctx context.Context, id string, t time.Time, ip string)
 
 // UpdateAPIKey stores a key's changed name and expiry.
 func (s *DB) UpdateAPIKey(ctx context.Context, k devreg.APIKey) error {
-	return keyNameTaken(s.changeOne(ctx, k.AccountID, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
+	return keyNameTaken(s.d, s.changeOne(ctx, k.AccountID, `UPDATE api_keys SET name = ?, expires_at = ? WHERE account_id = ? AND id = ?`,
 		[]any{k.Name, nullTime(k.ExpiresAt), k.AccountID, k.ID}, "no API key %s", k.ID), k.Name)
 }
 

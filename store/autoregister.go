@@ -22,7 +22,7 @@ func (s *DB) AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devre
 	var res devreg.AutoRegisterResult
 	err := s.inTx(ctx, func(tx handle) error {
 		res = devreg.AutoRegisterResult{}
-		if err := s.lockAccount(ctx, tx, r.AccountID); err != nil {
+		if err := s.d.lockAccount(ctx, tx, r.AccountID); err != nil {
 			return err
 		}
 		account, err := accountNumber(ctx, tx, r.AccountID)

@@ -74,11 +74,12 @@ func InspectFile(ctx context.Context, file string) (SnapshotInfo, error) {
 			return info, fmt.Errorf("it is an SQLite database, but not devreg's: it has no table %s", t)
 		}
 	}
-	view := &DB{db: db, h: handle{q: db}}
+	lite := &sqliteDialect{} // to bind queries: the view does not write
+	view := &DB{db: db, d: lite, h: handle{q: db, d: lite}}
 	if info.SchemaVersion, err = view.StoredSchemaVersion(ctx); err != nil {
 		return info, err
 	}
-	switch own := lastMigration(false); {
+	switch own := lastMigration(sqliteMigrations); {
 	case info.SchemaVersion > own:
 		return info, fmt.Errorf("it has schema version %d, which a newer devreg release made; this devreg knows schema versions up to %d: "+
 			"use that release (or a newer one)", info.SchemaVersion, own)
@@ -161,8 +162,8 @@ type BackupInfo struct {
 // existing file to is never replaced.
 func (s *DB) Backup(ctx context.Context, to string) (BackupInfo, error) {
 	var info BackupInfo
-	if s.pg {
-		return info, ErrBackupPostgres
+	if err := s.d.backupError(); err != nil {
+		return info, err
 	}
 	abs, err := filepath.Abs(to)
 	if err != nil {

@@ -67,7 +67,7 @@ func (s *DB) batchesQuery(accountID string, f devreg.BatchFilter) (q string, arg
 		for i, t := range types {
 			arms[i] = arm(t)
 		}
-		return s.merged(arms, "seq DESC", f.Limit), args, true
+		return s.d.merged(arms, "seq DESC", f.Limit), args, true
 	}
 	typeID := ""
 	if len(types) == 1 {
@@ -106,7 +106,7 @@ func (s *DB) DeleteBatch(ctx context.Context, accountID, batchID string, now tim
 	inBatch := `account_num = ` + accountNum + ` AND batch_id = ?` // along the index devices_batch
 	lot := []any{accountID, batchID}
 	err := s.inTx(ctx, func(tx handle) error {
-		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+		if err := s.d.lockAccount(ctx, tx, accountID); err != nil {
 			return err
 		}
 		var one int
@@ -117,12 +117,10 @@ func (s *DB) DeleteBatch(ctx context.Context, accountID, batchID string, now tim
 		if err != nil {
 			return err
 		}
-		if s.pg {
-			var locked int64 // counted, so that the rows locked do not come back to this process
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM devices WHERE `+inBatch+`
-				ORDER BY device_id FOR UPDATE) AS locked`, lot...).Scan(&locked); err != nil {
-				return fmt.Errorf("lock the batch's devices: %w", err)
-			}
+		// Counted, so that the rows locked do not come back to this process.
+		if err := s.d.lock(ctx, tx, `SELECT count(*) FROM (SELECT 1 FROM devices WHERE `+inBatch+`
+			ORDER BY device_id`+s.d.lockRowsExclusive()+`) AS locked`, lot...); err != nil {
+			return fmt.Errorf("lock the batch's devices: %w", err)
 		}
 		// A batch's devices have its device type, but the counts follow the rows, whatever they say.
 		perType := map[string]int64{}

@@ -20,7 +20,7 @@ func (s *DB) AddTrustedCA(ctx context.Context, accountID string, ca devreg.Trust
 	}
 	return s.inTx(ctx, func(tx handle) error {
 		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.lockRows(), accountID, ca.DeviceTypeID).Scan(&id)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.d.lockRows(), accountID, ca.DeviceTypeID).Scan(&id)
 		if err != nil {
 			return notFound(err, "no device type %s", ca.DeviceTypeID)
 		}
@@ -38,7 +38,7 @@ func (s *DB) AddTrustedCA(ctx context.Context, accountID string, ca devreg.Trust
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO device_type_cas (`+trustedCAColumns+`, account_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			ca.ID, ca.DeviceTypeID, sum, ca.Subject, micros(ca.NotAfter), ca.DER, micros(ca.CreatedAt), accountID)
-		if isUniqueViolation(err) {
+		if s.d.uniqueViolation(err) {
 			return devreg.Errorf(devreg.ECONFLICT, "device type %s trusts this certificate already (SHA-256 %s)", ca.DeviceTypeID, ca.SHA256)
 		}
 		if err != nil {

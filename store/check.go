@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -16,23 +15,17 @@ import (
 // version as it is, and must not change a database that a server of another version runs on. An
 // embedded database that does not exist is an error, not a new database.
 func OpenExisting(ctx context.Context, url string) (*DB, error) {
-	if !IsPostgres(url) {
-		file := strings.TrimPrefix(url, "sqlite:")
-		if fi, err := os.Stat(file); err != nil || fi.Size() == 0 {
-			return nil, fmt.Errorf("there is no embedded database at %s (is --data right?)", file)
-		}
-	}
-	return open(ctx, url, false)
+	return open(ctx, url, true)
 }
 
 // SchemaVersion returns the schema version this build brings a database to: the number of its
 // last migration for the database's dialect.
-func (s *DB) SchemaVersion() int { return lastMigration(s.pg) }
+func (s *DB) SchemaVersion() int { return lastMigration(s.d.migrations()) }
 
-// lastMigration returns the number of the last embedded migration of a dialect. (A misnamed
-// migration file fails every Open, in migrate.)
-func lastMigration(pg bool) int {
-	files, _ := migrationFiles(pg)
+// lastMigration returns the number of the last embedded migration of a dialect, in directory
+// dir. (A misnamed migration file fails every Open, in migrate.)
+func lastMigration(dir string) int {
+	files, _ := migrationFiles(dir)
 	if len(files) == 0 {
 		return 0
 	}
@@ -54,16 +47,13 @@ func (s *DB) StoredSchemaVersion(ctx context.Context) (int, error) {
 // read on). The view answers the store's reading methods, which query through its handle; it is
 // not to be written through or closed.
 func (s *DB) ReadSnapshot(ctx context.Context, fn func(view *DB) error) error {
-	opts := &sql.TxOptions{ReadOnly: true}
-	if s.pg {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	tx, err := s.db.BeginTx(ctx, opts)
+	opts := s.d.snapshot()
+	tx, err := s.db.BeginTx(ctx, &opts)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if err := fn(&DB{db: s.db, pg: s.pg, h: handle{q: tx, pg: s.pg}}); err != nil {
+	if err := fn(&DB{db: s.db, d: s.d, h: handle{q: tx, d: s.d}}); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -99,12 +89,7 @@ func (s *DB) CheckSchema(ctx context.Context) (CheckResult, error) {
 		r.Problems = append(r.Problems, fmt.Sprintf("the schema version is %d, but this devreg's is %d: "+
 			"the database has not been migrated yet (devreg serve does that when it starts)", stored, want))
 	}
-	var objects []string
-	if s.pg {
-		objects, err = s.pgSchemaProblems(ctx, stored)
-	} else {
-		objects, err = sqliteSchemaProblems(ctx, s.h, stored)
-	}
+	objects, err := s.d.schemaProblems(ctx, s, stored)
 	if err != nil {
 		return r, fmt.Errorf("compare the schema with devreg's: %w", err)
 	}

@@ -36,7 +36,7 @@ func (s *DB) CheckIn(ctx context.Context, accountID, deviceID, batchID string, t
 			// A first check-in changes the batch's count. The account's lock keeps it from falling
 			// between a registration's look at the device and its move of the device to another
 			// batch; the count changes only if this check-in is the one that set last_seen_at.
-			if err := s.lockAccount(ctx, tx, accountID); err != nil {
+			if err := s.d.lockAccount(ctx, tx, accountID); err != nil {
 				return err
 			}
 			res, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE `+oneDevice+` AND batch_id = ? AND last_seen_at IS NULL`,
@@ -87,7 +87,7 @@ const (
 // retries, it names in its error (the rest is written all the same).
 func (s *DB) MarkSeen(ctx context.Context, accountID string, deviceIDs []string, t time.Time) error {
 	ids := slices.Compact(slices.Sorted(slices.Values(deviceIDs)))
-	return inChunks(ctx, len(ids), "devices", func(i, j int) error {
+	return s.inChunks(ctx, len(ids), "devices", func(i, j int) error {
 		return s.inTx(ctx, func(tx handle) error { return s.markSeen(ctx, tx, accountID, ids[i:j], t) })
 	})
 }
@@ -99,9 +99,9 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	// written, whatever a registration moving it does before or after. Only the rows locked
 	// here are written: one that a registration has added since is a device registered anew,
 	// after the login.
-	in, inArgs := tx.oneOf("device_id", ids)
+	in, inArgs := s.d.oneOf("device_id", ids)
 	rows, err := tx.QueryContext(ctx, `SELECT device_id, batch_id, last_seen_at, device_type_id FROM devices WHERE account_num = `+accountNum+`
-		AND `+in+` ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...)
+		AND `+in+` ORDER BY device_id`+s.d.lockRows(), append([]any{accountID}, inArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -128,12 +128,12 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 	if len(locked) == 0 {
 		return nil
 	}
-	in, inArgs = tx.oneOf("device_id", locked)
+	in, inArgs = s.d.oneOf("device_id", locked)
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = ? WHERE account_num = `+accountNum+`
 		AND `+in+` AND (last_seen_at IS NULL OR last_seen_at < ?)`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 		return err
 	}
-	// Batches in order too, after every device: so do registrations (see recountReplacedSeen).
+	// Batches in order too, after every device: so do registrations (see dialect.lockReplaced).
 	for _, batchID := range slices.Sorted(maps.Keys(first)) {
 		if _, err := tx.ExecContext(ctx, `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
 			first[batchID], accountID, batchID); err != nil {
@@ -144,9 +144,9 @@ func (s *DB) markSeen(ctx context.Context, tx handle, accountID string, ids []st
 }
 
 // inChunks calls write for [i, j) of n items, seenChunk at a time, each again after a pause if
-// it fails for a passing reason (see transient), up to seenTries times. It goes on after a chunk
-// that still fails, and reports how many items (what) were not written and the last error.
-func inChunks(ctx context.Context, n int, what string, write func(i, j int) error) error {
+// it fails for a passing reason (see dialect.transient), up to seenTries times. It goes on after a
+// chunk that still fails, and reports how many items (what) were not written and the last error.
+func (s *DB) inChunks(ctx context.Context, n int, what string, write func(i, j int) error) error {
 	var lost int
 	var last error
 	for i := 0; i < n; i += seenChunk {
@@ -157,7 +157,7 @@ func inChunks(ctx context.Context, n int, what string, write func(i, j int) erro
 			if err == nil {
 				break
 			}
-			if try == seenTries || !transient(err) || ctx.Err() != nil {
+			if try == seenTries || !s.d.transient(err) || ctx.Err() != nil {
 				lost, last = lost+j-i, fmt.Errorf("after %d tries: %w", try, err)
 				break
 			}
@@ -173,31 +173,4 @@ func inChunks(ctx context.Context, n int, what string, write func(i, j int) erro
 		return fmt.Errorf("%d of %d %s were not recorded: %w", lost, n, what, last)
 	}
 	return nil
-}
-
-// recountReplacedSeen counts again which of the devices a registration replaces (action 2 in its
-// stage) have been seen, once their rows are locked, and returns how many more there are than
-// classify found. MarkSeen does not take the account's lock, so a first sighting may be
-// written between classify's look and the lock; it is then counted in the old batch, and the
-// registration, which takes it out of there, must count it. It also locks the old batches, in
-// order, before the registration changes their counts: MarkSeen takes batches in that order,
-// byte by byte as Go sorts them, so the order here is by bytes too (COLLATE "C"), whatever the
-// database's collation (in en-US, "bat_d…" comes before "bat_Z…", and the two deadlocked). On
-// SQLite, whose writers take turns, nothing falls in between.
-func (st *Stage) recountReplacedSeen(ctx context.Context, q handle, accountID string, account int64) (int64, error) {
-	if !st.s.pg {
-		return 0, nil
-	}
-	r, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET old_seen = 1 WHERE action = 2 AND old_seen = 0 AND EXISTS (
-		SELECT 1 FROM devices d WHERE d.account_num = ? AND d.device_id = `+st.table+`.device_id AND d.last_seen_at IS NOT NULL)`, account)
-	if err != nil {
-		return 0, err
-	}
-	more, err := r.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	_, err = q.ExecContext(ctx, `SELECT 1 FROM batches WHERE account_id = ? AND id IN (SELECT old_batch FROM `+st.table+` WHERE action = 2)
-		ORDER BY id COLLATE "C" FOR UPDATE`, accountID)
-	return more, err
 }

@@ -290,7 +290,7 @@ func (s *DB) MarkCredentialsUsed(ctx context.Context, accountID string, uses []d
 		return cmp.Or(strings.Compare(a.DeviceID, b.DeviceID), strings.Compare(a.CredentialID, b.CredentialID), boolCompare(a.InDevice, b.InDevice))
 	})
 	uses = slices.Compact(uses)
-	return inChunks(ctx, len(uses), "credentials", func(i, j int) error {
+	return s.inChunks(ctx, len(uses), "credentials", func(i, j int) error {
 		return s.inTx(ctx, func(tx handle) error { return s.markCredentialsUsed(ctx, tx, accountID, uses[i:j], t) })
 	})
 }
@@ -309,15 +309,11 @@ func (s *DB) markCredentialsUsed(ctx context.Context, tx handle, accountID strin
 			extra = append(extra, u)
 		}
 	}
-	if s.pg {
-		in, inArgs := tx.oneOf("device_id", devices)
-		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = `+accountNum+` AND `+in+`
-			ORDER BY device_id`+s.lockRows(), append([]any{accountID}, inArgs...)...); err != nil {
-			return err
-		}
+	if err := s.d.lockDevices(ctx, tx, accountID, devices); err != nil {
+		return err
 	}
 	if len(own) > 0 {
-		in, inArgs := tx.oneOf("device_id", own)
+		in, inArgs := s.d.oneOf("device_id", own)
 		if _, err := tx.ExecContext(ctx, `UPDATE devices SET cred_last_used_at = ? WHERE account_num = `+accountNum+`
 			AND `+in+` AND cred_last_used_at < ?`, append(append([]any{micros(t), accountID}, inArgs...), micros(t))...); err != nil {
 			return err
@@ -375,16 +371,12 @@ func (s *DB) AddCertificateCredential(ctx context.Context, accountID, deviceID s
 func (s *DB) changeCredentials(ctx context.Context, accountID, deviceID string, lockAccount bool, decide func(devreg.DeviceAuth) (devreg.CredentialChange, error)) error {
 	return s.inTx(ctx, func(tx handle) error {
 		if lockAccount {
-			if err := s.lockAccount(ctx, tx, accountID); err != nil {
+			if err := s.d.lockAccount(ctx, tx, accountID); err != nil {
 				return err
 			}
 		}
-		if s.pg {
-			var one int
-			err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE `+oneDevice+` FOR UPDATE`, accountID, deviceID).Scan(&one)
-			if err != nil {
-				return notFound(err, "no device %s", deviceID)
-			}
+		if err := s.d.lock(ctx, tx, `SELECT 1 FROM devices WHERE `+oneDevice+s.d.lockRowsExclusive(), accountID, deviceID); err != nil {
+			return err
 		}
 		d, err := s.deviceAuth(ctx, tx, accountID, deviceID)
 		if err != nil {
@@ -518,7 +510,7 @@ func (p *preparedQuery) prepare(ctx context.Context, db *sql.DB, h handle, query
 	if stmt := p.stmt.Load(); stmt != nil {
 		return stmt, nil
 	}
-	stmt, err := db.PrepareContext(ctx, h.bind(query))
+	stmt, err := db.PrepareContext(ctx, h.d.bind(query))
 	if err != nil {
 		return nil, err
 	}

@@ -103,7 +103,7 @@ func (s *DB) SearchDevices(ctx context.Context, accountID string, f devreg.Devic
 	inner, args := window()
 	var c conds
 	c.add(`account_num = `+accountNum, accountID)
-	c.add(`device_id IN (SELECT device_id FROM (`+inner+`) AS w WHERE `+s.contains()+`)`, append(args, f.Contains)...)
+	c.add(`device_id IN (SELECT device_id FROM (`+inner+`) AS w WHERE `+s.d.contains()+`)`, append(args, f.Contains)...)
 	s.filters(&c, f, types, true, false)
 	q := `SELECT ` + deviceColumns + ` FROM devices WHERE ` + c.String() + ` ORDER BY device_id LIMIT ?`
 	if devices, err = s.queryDevices(ctx, q, append(c.args, f.Limit)); err != nil || len(devices) >= f.Limit {
@@ -119,15 +119,6 @@ func (s *DB) SearchDevices(ctx context.Context, accountID string, f devreg.Devic
 		resume = last.String
 	}
 	return devices, resume, nil
-}
-
-// contains is the condition that device_id contains the argument, a plain substring (LIKE would
-// read "_" in a device ID as a wildcard).
-func (s *DB) contains() string {
-	if s.pg {
-		return `strpos(device_id, ?) > 0`
-	}
-	return `instr(device_id, ?) > 0`
 }
 
 // CountDevices counts the account's devices that match f, reading at most most+1 of them: it
@@ -174,12 +165,12 @@ func (c *conds) idRange(f devreg.DeviceFilter) {
 // must not read all of their devices to sort them.
 func (s *DB) filters(c *conds, f devreg.DeviceFilter, types []string, walkOfOther, bySeen bool) {
 	if len(types) > 0 {
-		in, inArgs := s.h.oneOf(s.noIndex(`device_type_id`), types)
+		in, inArgs := s.d.oneOf(s.d.noIndex(`device_type_id`), types)
 		c.add(in, inArgs...)
 	}
 	if f.BatchID != "" {
 		if walkOfOther {
-			c.add(s.noIndex(`batch_id`)+` = ?`, f.BatchID)
+			c.add(s.d.noIndex(`batch_id`)+` = ?`, f.BatchID)
 		} else {
 			c.add(`batch_id = ?`, f.BatchID)
 		}
@@ -190,7 +181,7 @@ func (s *DB) filters(c *conds, f devreg.DeviceFilter, types []string, walkOfOthe
 	if f.Connected != nil {
 		seen := `last_seen_at`
 		if !bySeen {
-			seen = s.noIndex(seen)
+			seen = s.d.noIndex(seen)
 		}
 		if *f.Connected {
 			c.add(seen + ` IS NOT NULL`)
@@ -265,7 +256,7 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 		for i, t := range types {
 			arms[i] = `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where([]string{t})
 		}
-		return s.merged(arms, "seq"+desc, f.Limit), args, true
+		return s.d.merged(arms, "seq"+desc, f.Limit), args, true
 	}
 	order := "seq" + desc
 	switch {
@@ -305,7 +296,7 @@ func (s *DB) SetDeviceStatus(ctx context.Context, accountID, deviceID string, st
 // the device and moving it (and its counts) while the device goes.
 func (s *DB) DeleteDevice(ctx context.Context, accountID, deviceID string) error {
 	return s.inTx(ctx, func(tx handle) error {
-		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+		if err := s.d.lockAccount(ctx, tx, accountID); err != nil {
 			return err
 		}
 		var typeID, batchID string

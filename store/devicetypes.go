@@ -56,7 +56,7 @@ func (s *DB) CreateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 		[]any{t.ID, t.AccountID, t.Name, t.Description, t.MinSecretLength, micros(t.CreatedAt), jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit(),
 			t.IDField(), t.AutoRegister, t.AutoRegisterMax()},
 		"device type %s was not stored", t.ID)
-	if isUniqueViolation(err) {
+	if s.d.uniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
 	return err
@@ -94,7 +94,7 @@ func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 		[]any{t.Name, t.Description, t.MinSecretLength, jsonList(t.MQTTPublish), jsonList(t.MQTTSubscribe), graceSeconds(t), t.RotationLimit(),
 			t.IDField(), t.AutoRegister, t.AutoRegisterMax(), t.AccountID, t.ID},
 		"no device type %s", t.ID)
-	if isUniqueViolation(err) {
+	if s.d.uniqueViolation(err) {
 		return devreg.Errorf(devreg.ECONFLICT, "a device type named %q already exists", t.Name)
 	}
 	return err
@@ -104,7 +104,7 @@ func (s *DB) UpdateDeviceType(ctx context.Context, t devreg.DeviceType) error {
 // the devices themselves, in the statement that deletes it, not of its count.
 func (s *DB) DeleteDeviceType(ctx context.Context, accountID, id string) error {
 	return s.inTx(ctx, func(tx handle) error {
-		if err := s.lockAccount(ctx, tx, accountID); err != nil {
+		if err := s.d.lockAccount(ctx, tx, accountID); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM device_types WHERE account_id = ? AND id = ?

@@ -9,11 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-
 	"devreg"
-	"devreg/credential"
 )
 
 // Enroll registers devices through enrollment groups at their first connections, in one
@@ -148,9 +144,7 @@ type enrollReads struct {
 func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrollment, ids []string) (*enrollReads, error) {
 	accountID := es[0].AccountID
 	r := &enrollReads{registered: map[string]bool{}, enrolled: map[string]bool{}, groups: map[string]*enrollGroup{}}
-	if s.pg {
-		q.exec(`SELECT pg_advisory_xact_lock(hashtext(?))`, []any{accountID}, nil) // lockAccount
-	}
+	s.d.queueLockAccount(q, accountID)
 	q.query(`SELECT num FROM accounts WHERE id = ?`, []any{accountID}, func(scan func(...any) error) error {
 		r.accountFound = true
 		return scan(&r.account)
@@ -198,17 +192,13 @@ func (s *DB) readEnrollments(ctx context.Context, q stmtQueue, es []devreg.Enrol
 // queueEnrollBatches queues on q the statement that reads into groups' batches (one for each
 // day they are to find) the first batch each group made on that day, from first to last, locking
 // the groups' batches of those days in the order of their IDs' bytes: the order in which MarkSeen
-// locks batches to count first sightings (see recountReplacedSeen). Locked in the order of the
+// locks batches to count first sightings (see dialect.lockReplaced). Locked in the order of the
 // enrollments, two groups' batches deadlocked with it.
 func (s *DB) queueEnrollBatches(q stmtQueue, accountID string, groups map[string]*enrollGroup, first, last time.Time) {
 	ids := slices.Sorted(maps.Keys(groups))
-	in, args := handle{pg: s.pg}.oneOf("enrollment_group_id", ids)
-	byBytes := ""
-	if s.pg {
-		byBytes = ` COLLATE "C"`
-	}
+	in, args := s.d.oneOf("enrollment_group_id", ids)
 	q.query(`SELECT id, status, enrollment_group_id, created_at FROM batches WHERE account_id = ? AND `+in+` AND created_at >= ? AND created_at < ?
-		ORDER BY id`+byBytes+s.lockRows(), append(append([]any{accountID}, args...), micros(first), micros(last.Add(24*time.Hour))),
+		ORDER BY id`+s.d.byteOrder()+s.d.lockRows(), append(append([]any{accountID}, args...), micros(first), micros(last.Add(24*time.Hour))),
 		func(scan func(...any) error) error {
 			var id, status, groupID string
 			var created int64
@@ -229,27 +219,14 @@ func enrollDay(e devreg.Enrollment) time.Time { return e.Now.UTC().Truncate(24 *
 
 // queueIDsAmong queues on q the statements that put into found which of ids are the device_id
 // of a row of table whose key (lead, device_id) starts with lead, a condition that takes one
-// argument, arg. PostgreSQL looks the IDs up in the key's index one by one. Asked for
-// device_id = ANY(ids), it planned, on a table without statistics yet (enrollments, as a group's
-// first devices enrol; devices, after a large registration), a scan of every row of the account
-// comparing each with every ID: 4 ms for 30 IDs among 10,000 rows, and more as the table grew.
-// The LIMIT keeps it from turning the lookups into a join, which it planned the same.
+// argument, arg.
 func (s *DB) queueIDsAmong(q stmtQueue, table, lead string, arg any, ids []string, found map[string]bool) {
-	scan := func(scan func(...any) error) error {
+	s.d.queueIDsAmong(q, table, lead, arg, ids, func(scan func(...any) error) error {
 		var id string
 		err := scan(&id)
 		found[id] = true
 		return err
-	}
-	if s.pg {
-		q.query(`SELECT t.device_id FROM unnest(?::text[]) AS x(id),
-			LATERAL (SELECT device_id FROM `+table+` WHERE `+lead+` AND device_id = x.id LIMIT 1) t`, []any{ids, arg}, scan)
-		return
-	}
-	for chunk := range slices.Chunk(ids, allowChunk) {
-		in, args := handle{}.oneOf("device_id", chunk)
-		q.query(`SELECT device_id FROM `+table+` WHERE `+lead+` AND `+in, append([]any{arg}, args...), scan)
-	}
+	})
 }
 
 // enrollGroup is what Enroll's transaction knows of a group: as read (its row locked), and what
@@ -287,15 +264,13 @@ func (s *DB) queueEnrollGroup(q stmtQueue, accountID, groupID string, ids []stri
 	// The group's device type's row first, then the group's: the order in which a change of the
 	// group (UpdateEnrollmentGroup) locks them. Locking both at once, in the join below, took them
 	// in the planner's order, and a PATCH of the group in between deadlocked with it.
-	if s.pg {
-		q.exec(`SELECT t.id FROM device_types t WHERE t.account_id = ?
-			AND t.id = (SELECT g.device_type_id FROM enrollment_groups g WHERE g.id = ? AND g.account_id = ?)`+s.lockRows(),
-			[]any{accountID, groupID, accountID}, nil)
-	}
+	s.d.queueLock(q, `SELECT t.id FROM device_types t WHERE t.account_id = ?
+		AND t.id = (SELECT g.device_type_id FROM enrollment_groups g WHERE g.id = ? AND g.account_id = ?)`+s.d.lockRows(),
+		[]any{accountID, groupID, accountID})
 	q.query(`SELECT g.device_type_id, g.id_pattern, g.status, g.not_before, g.not_after, g.allow_list, g.temporary,
 			t.rotation_grace_seconds, g.enrolled_count, g.max_devices, g.max_per_hour
 		FROM enrollment_groups g JOIN device_types t ON t.account_id = g.account_id AND t.id = g.device_type_id
-		WHERE g.id = ? AND g.account_id = ?`+s.lockRows(), []any{groupID, accountID}, func(scan func(...any) error) error {
+		WHERE g.id = ? AND g.account_id = ?`+s.d.lockRows(), []any{groupID, accountID}, func(scan func(...any) error) error {
 		var status string
 		var notBefore, notAfter sql.NullInt64
 		var graceSeconds int64
@@ -422,7 +397,7 @@ const allowChunk = 500
 // written: memory stays bounded.
 func (s *DB) SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID string, ids devreg.RegistrationEntries,
 	audit func(allowed int64) *devreg.AuditEntry) (int64, error) {
-	unlock, err := s.writeLock(ctx)
+	unlock, err := s.d.writeLock(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -437,19 +412,14 @@ func (s *DB) SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID
 		return 0, err
 	}
 	defer tx.Rollback() // does nothing once committed
-	q := handle{q: tx, pg: s.pg}
-	if err := lockEnrollmentGroup(ctx, q, s.lockRows(), accountID, deviceTypeID, groupID); err != nil {
+	q := handle{q: tx, d: s.d}
+	if err := lockEnrollmentGroup(ctx, q, accountID, deviceTypeID, groupID); err != nil {
 		return 0, err
 	}
 	if _, err := q.ExecContext(ctx, `DELETE FROM enrollment_allowed_ids WHERE group_id = ?`, groupID); err != nil {
 		return 0, err
 	}
-	var n int64
-	if s.pg {
-		n, err = copyAllowedIDs(ctx, conn, q, groupID, ids)
-	} else {
-		n, err = insertAllowedIDs(ctx, q, groupID, ids)
-	}
+	n, err := s.d.insertAllowedIDs(ctx, conn, q, groupID, ids)
 	if err != nil {
 		return 0, fmt.Errorf("write the allow-list: %w", err)
 	}
@@ -465,75 +435,12 @@ func (s *DB) SetAllowedIDs(ctx context.Context, accountID, deviceTypeID, groupID
 }
 
 // lockEnrollmentGroup locks the row of an enrollment group of a device type of the account
-// (lock: lockRows), or returns ENOTFOUND.
-func lockEnrollmentGroup(ctx context.Context, q handle, lock, accountID, deviceTypeID, groupID string) error {
+// (lockRows), or returns ENOTFOUND.
+func lockEnrollmentGroup(ctx context.Context, q handle, accountID, deviceTypeID, groupID string) error {
 	var id string
-	err := q.QueryRowContext(ctx, `SELECT id FROM enrollment_groups WHERE id = ? AND device_type_id = ? AND account_id = ?`+lock,
+	err := q.QueryRowContext(ctx, `SELECT id FROM enrollment_groups WHERE id = ? AND device_type_id = ? AND account_id = ?`+q.d.lockRows(),
 		groupID, deviceTypeID, accountID).Scan(&id)
 	return notFound(err, "device type %s has no enrollment group %s", deviceTypeID, groupID)
-}
-
-// insertAllowedIDs writes ids on SQLite, allowChunk at a time; a repeat is written once.
-func insertAllowedIDs(ctx context.Context, q handle, groupID string, ids devreg.RegistrationEntries) (int64, error) {
-	var n int64
-	args := make([]any, 0, 1+allowChunk)
-	err := ids.Replay(allowChunk, func(es []devreg.StagedEntry) error {
-		args = append(args[:0], groupID)
-		for _, e := range es {
-			args = append(args, e.DeviceID)
-		}
-		r, err := q.ExecContext(ctx, `INSERT OR IGNORE INTO enrollment_allowed_ids (group_id, device_id)
-			SELECT ?, column1 FROM (VALUES `+strings.TrimSuffix(strings.Repeat("(?), ", len(es)), ", ")+`)`, args...)
-		if err != nil {
-			return err
-		}
-		added, err := r.RowsAffected()
-		n += added
-		return err
-	})
-	return n, err
-}
-
-// copyAllowedIDs writes ids on PostgreSQL: one COPY into a temporary table of the transaction,
-// then one INSERT of its distinct IDs.
-func copyAllowedIDs(ctx context.Context, conn *sql.Conn, q handle, groupID string, ids devreg.RegistrationEntries) (int64, error) {
-	table := "allowed_" + strings.ToLower(credential.RandomString(12))
-	if _, err := q.ExecContext(ctx, `CREATE TEMPORARY TABLE `+table+` (device_id TEXT COLLATE "C" NOT NULL) ON COMMIT DROP`); err != nil {
-		return 0, err
-	}
-	rows, stop := make(chan []any, 4*allowChunk), make(chan struct{})
-	src := &copySource{rows: rows}
-	go func() {
-		defer close(rows)
-		src.setErr(ids.Replay(allowChunk, func(es []devreg.StagedEntry) error {
-			for _, e := range es {
-				select {
-				case rows <- []any{e.DeviceID}:
-				case <-stop:
-					return context.Canceled
-				}
-			}
-			return nil
-		}))
-	}()
-	err := conn.Raw(func(dc any) error {
-		_, err := dc.(*stdlib.Conn).Conn().CopyFrom(ctx, pgx.Identifier{table}, []string{"device_id"}, src)
-		return err
-	})
-	close(stop)
-	for range rows { // until the replay has ended
-	}
-	if err == nil {
-		err = src.Err()
-	}
-	if err != nil {
-		return 0, err
-	}
-	r, err := q.ExecContext(ctx, `INSERT INTO enrollment_allowed_ids (group_id, device_id) SELECT DISTINCT ?::text, device_id FROM `+table, groupID)
-	if err != nil {
-		return 0, err
-	}
-	return r.RowsAffected()
 }
 
 // Reenroll deletes the enrollments rows of deviceIDs made through enrollment group groupID of
@@ -547,7 +454,7 @@ func (s *DB) Reenroll(ctx context.Context, accountID, deviceTypeID, groupID stri
 	var n int64
 	err := s.inTx(ctx, func(tx handle) error {
 		n = 0
-		if err := lockEnrollmentGroup(ctx, tx, s.lockRows(), accountID, deviceTypeID, groupID); err != nil {
+		if err := lockEnrollmentGroup(ctx, tx, accountID, deviceTypeID, groupID); err != nil {
 			return err
 		}
 		account, err := accountNumber(ctx, tx, accountID)
@@ -555,7 +462,7 @@ func (s *DB) Reenroll(ctx context.Context, accountID, deviceTypeID, groupID stri
 			return err
 		}
 		for chunk := range slices.Chunk(deviceIDs, allowChunk) {
-			in, args := tx.oneOf("device_id", chunk)
+			in, args := s.d.oneOf("device_id", chunk)
 			r, err := tx.ExecContext(ctx, `DELETE FROM enrollments WHERE account_num = ? AND `+in+`
 				AND (group_id = ? OR NOT EXISTS (SELECT 1 FROM enrollment_groups g WHERE g.id = enrollments.group_id))`,
 				append(append([]any{account}, args...), groupID)...)

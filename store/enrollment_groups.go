@@ -25,7 +25,7 @@ func (s *DB) CreateEnrollmentGroup(ctx context.Context, g devreg.EnrollmentGroup
 	}
 	return s.inTx(ctx, func(tx handle) error {
 		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.lockRows(), g.AccountID, g.DeviceTypeID).Scan(&id)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.d.lockRows(), g.AccountID, g.DeviceTypeID).Scan(&id)
 		if err != nil {
 			return notFound(err, "no device type %s", g.DeviceTypeID)
 		}
@@ -147,7 +147,7 @@ func (s *DB) UpdateEnrollmentGroup(ctx context.Context, accountID, deviceTypeID,
 	var out devreg.EnrollmentGroup
 	err := s.inTx(ctx, func(tx handle) error {
 		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.lockRows(), accountID, deviceTypeID).Scan(&id)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM device_types WHERE account_id = ? AND id = ?`+s.d.lockRows(), accountID, deviceTypeID).Scan(&id)
 		if err != nil {
 			return notFound(err, "no device type %s", deviceTypeID)
 		}
@@ -204,7 +204,7 @@ func (s *DB) DeleteEnrollmentGroup(ctx context.Context, accountID, deviceTypeID,
 // row is locked first, so that two rotations at once cannot both take the last place.
 func (s *DB) AddEnrollmentKey(ctx context.Context, accountID, deviceTypeID, groupID string, k devreg.EnrollmentKey, oldNotAfter, now time.Time) error {
 	return s.inTx(ctx, func(tx handle) error {
-		if err := lockEnrollmentGroup(ctx, tx, s.lockRows(), accountID, deviceTypeID, groupID); err != nil {
+		if err := lockEnrollmentGroup(ctx, tx, accountID, deviceTypeID, groupID); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE enrollment_group_keys SET not_after = ? WHERE group_id = ? AND (not_after IS NULL OR not_after > ?)`,

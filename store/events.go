@@ -165,7 +165,7 @@ func (s *DB) UpdateWebhook(ctx context.Context, accountID, id string, u devreg.W
 	var w devreg.Webhook
 	err := s.inTx(ctx, func(tx handle) error {
 		var err error
-		w, err = scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE account_id = ? AND id = ?`+s.lockRows(), accountID, id).Scan)
+		w, err = scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE account_id = ? AND id = ?`+s.d.lockRows(), accountID, id).Scan)
 		if err != nil {
 			return notFound(err, "no webhook %s", id)
 		}
@@ -283,11 +283,7 @@ func (s *DB) claimDue(ctx context.Context, due, alias, order string, args []any,
 		return err
 	}
 	return s.inTx(ctx, func(tx handle) error {
-		skip := ""
-		if s.pg {
-			skip = ` FOR UPDATE OF ` + alias + ` SKIP LOCKED`
-		}
-		rows, err := tx.QueryContext(ctx, due+` ORDER BY `+order+` LIMIT ?`+skip, append(args, limit)...)
+		rows, err := tx.QueryContext(ctx, due+` ORDER BY `+order+` LIMIT ?`+s.d.claimRows(alias), append(args, limit)...)
 		if err != nil {
 			return err
 		}
@@ -335,7 +331,7 @@ func (s *DB) RecordDeliveries(ctx context.Context, l devreg.WebhookLease, ds []d
 		var owner string
 		var until, failing int64
 		var attempts int
-		err := tx.QueryRowContext(ctx, `SELECT lease_owner, lease_until, attempts, failing_since FROM webhooks WHERE id = ?`+s.lockRows(), l.ID).
+		err := tx.QueryRowContext(ctx, `SELECT lease_owner, lease_until, attempts, failing_since FROM webhooks WHERE id = ?`+s.d.lockRows(), l.ID).
 			Scan(&owner, &until, &attempts, &failing)
 		if err == sql.ErrNoRows {
 			return nil // deleted meanwhile

@@ -1,12 +1,6 @@
 package store
 
-import (
-	"context"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
-)
+import "context"
 
 // stmtQueue gathers statements of a transaction (written with '?' placeholders) to run them
 // together at flush, each statement's callback seeing its result in order. PostgreSQL gets them
@@ -34,46 +28,9 @@ type queued struct {
 }
 
 // inQueuedTx runs fn in a transaction whose statements fn queues on q and runs with q.flush, and
-// once fn has returned nil, runs what it left queued and commits. On PostgreSQL the BEGIN goes
-// out with fn's first flush, and the COMMIT in a round trip of its own once the callbacks of the
-// last flush have agreed (in the same pipeline it would commit what a callback refuses).
+// once fn has returned nil, runs what it left queued and commits.
 func (s *DB) inQueuedTx(ctx context.Context, fn func(q stmtQueue) error) error {
-	if !s.pg {
-		return s.inTx(ctx, func(tx handle) error {
-			q := &handleQueue{h: tx}
-			if err := fn(q); err != nil {
-				return err
-			}
-			return q.flush(ctx)
-		})
-	}
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		c := dc.(*stdlib.Conn).Conn()
-		q := &pipelineQueue{conn: c}
-		q.exec("BEGIN", nil, nil)
-		err := fn(q)
-		if err == nil {
-			err = q.flush(ctx)
-		}
-		if err == nil {
-			var tag pgconn.CommandTag
-			if tag, err = c.Exec(ctx, "COMMIT"); err == nil && tag.String() != "COMMIT" {
-				err = pgx.ErrTxCommitRollback // the transaction had failed: COMMIT rolled it back
-			}
-			if err == nil {
-				return nil
-			}
-		}
-		// Should the ROLLBACK fail too, the driver does not reuse a connection that comes back
-		// to the pool in a transaction (stdlib.Conn.ResetSession).
-		c.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-		return err
-	})
+	return s.d.inQueuedTx(ctx, s, fn)
 }
 
 // stmtList is what a stmtQueue has queued.
@@ -147,37 +104,4 @@ func (q *handleQueue) flush(ctx context.Context) error {
 		defer rows.Close()
 		return eachRow(rows, st.row)
 	})
-}
-
-// pipelineQueue sends its statements to PostgreSQL in one pipeline.
-type pipelineQueue struct {
-	stmtList
-	conn *pgx.Conn
-}
-
-func (q *pipelineQueue) flush(ctx context.Context) error {
-	if len(q.stmts) == 0 {
-		return nil
-	}
-	b := &pgx.Batch{}
-	pg := handle{pg: true}
-	for _, st := range q.stmts {
-		b.Queue(pg.bind(st.query), st.args...)
-	}
-	br := q.conn.SendBatch(ctx, b)
-	err := q.run(func(queued) (int64, error) {
-		tag, err := br.Exec()
-		return tag.RowsAffected(), err
-	}, func(st queued) error {
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		return eachRow(rows, st.row)
-	})
-	if closeErr := br.Close(); err == nil {
-		err = closeErr
-	}
-	return err
 }

@@ -8,19 +8,22 @@ import (
 	"devreg"
 )
 
-// embeddedMigrations is how many migrations of each dialect this build carries and the highest
-// version among them, read once: readiness checks compare the database with them on every call.
-var embeddedMigrations = sync.OnceValues(func() ([2][2]int, error) {
-	var out [2][2]int // [sqlite, postgres][count, highest]
-	for i, pg := range []bool{false, true} {
-		files, err := migrationFiles(pg)
+// embeddedMigrations is how many migrations of each dialect (by their directory) this build
+// carries and the highest version among them, read once: readiness checks compare the database
+// with them on every call.
+var embeddedMigrations = sync.OnceValues(func() (map[string][2]int, error) {
+	out := map[string][2]int{} // count, highest
+	for _, dir := range []string{sqliteMigrations, postgresMigrations} {
+		files, err := migrationFiles(dir)
 		if err != nil {
 			return out, err
 		}
+		var n [2]int
 		for _, m := range files {
-			out[i][0]++
-			out[i][1] = max(out[i][1], m.version)
+			n[0]++
+			n[1] = max(n[1], m.version)
 		}
+		out[dir] = n
 	}
 	return out, nil
 })
@@ -35,10 +38,7 @@ func (s *DB) Ready(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want := all[0]
-	if s.pg {
-		want = all[1]
-	}
+	want := all[s.d.migrations()]
 	var applied int
 	if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version <= ?`, want[1]).Scan(&applied); err != nil {
 		// The cause (which may name the database's host) goes to the log only: anyone may ask.

@@ -15,13 +15,12 @@ func (s *DB) CallerNow(ctx context.Context, accountID, keyID, userID string) (ke
 	return callerNow(ctx, s.h, accountID, keyID, userID, false)
 }
 
-// callerNow is CallerNow in q. With lock, on PostgreSQL, it holds the row it read until q's
-// transaction ends (FOR SHARE), so that a concurrent delete or change of it waits for the commit
-// and comes after it. SQLite writes one transaction at a time.
+// callerNow is CallerNow in q. With lock, it holds the row it read until q's transaction ends,
+// so that a concurrent delete or change of it waits for the commit and comes after it.
 func callerNow(ctx context.Context, q handle, accountID, keyID, userID string, lock bool) (devreg.APIKey, bool, error) {
 	forShare := ""
-	if lock && q.pg {
-		forShare = ` FOR SHARE`
+	if lock {
+		forShare = q.d.lockRowsShared()
 	}
 	var k devreg.APIKey
 	var err error

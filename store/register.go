@@ -17,21 +17,24 @@ const stageChunk = 200
 // Stage is a registration request staged in a temporary table on one connection. Writing it takes
 // no lock on the registry's tables. SQLite fills it with multi-row inserts, PostgreSQL with COPY.
 type Stage struct {
-	s        *DB
-	conn     *sql.Conn
-	c        handle
-	table    string
-	insert   *sql.Stmt // SQLite: a full chunk's INSERT
-	pending  [][]any
-	analyzed bool
+	s     *DB
+	conn  *sql.Conn
+	c     handle
+	table string
 
 	staged int      // how many entries are staged
 	sample []string // the device IDs of the sampled entries (devreg.Sampled)
 
-	// PostgreSQL: one COPY for the whole request, fed row by row as the entries are added.
+	// SQLite: a full chunk's INSERT, and the rows waiting for the next.
+	insert  *sql.Stmt
+	pending [][]any
+
+	// PostgreSQL: one COPY for the whole request, fed row by row as the entries are added, and
+	// whether the stage's statistics are gathered.
 	copyRows chan []any
 	copyDone chan struct{}
 	copyErr  error
+	analyzed bool
 
 	release func() // hands back the stage's registration slot
 }
@@ -69,7 +72,7 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 		release()
 		return nil, err
 	}
-	return &Stage{s: s, conn: conn, c: handle{q: conn, pg: s.pg}, release: release}, nil
+	return &Stage{s: s, conn: conn, c: handle{q: conn, d: s.d}, release: release}, nil
 }
 
 // create makes the stage's temporary table, once.
@@ -78,30 +81,21 @@ func (st *Stage) create(ctx context.Context) error {
 		return nil
 	}
 	st.table = "stage_" + strings.ToLower(credential.RandomString(12))
-	// In SQLite "INTEGER PRIMARY KEY" is the rowid itself; any other spelling adds an index.
-	integer, blob, text := "INTEGER", "BLOB", "TEXT"
-	if st.s.pg {
-		integer, blob, text = "BIGINT", "BYTEA", `TEXT COLLATE "C"` // as devices.device_id
-	}
-	_, err := st.c.ExecContext(ctx, `CREATE TEMP TABLE `+st.table+` (
-		idx       `+integer+` PRIMARY KEY,
-		line      `+integer+` NOT NULL,
-		device_id `+text+` NOT NULL,
-		hashes    `+blob+` NOT NULL,
+	return st.s.d.createStage(ctx, st)
+}
+
+// stageTableSQL makes a stage's table, with the dialect's names of its columns' types.
+func stageTableSQL(table, integer, blob, text string) string {
+	return `CREATE TEMP TABLE ` + table + ` (
+		idx       ` + integer + ` PRIMARY KEY,
+		line      ` + integer + ` NOT NULL,
+		device_id ` + text + ` NOT NULL,
+		hashes    ` + blob + ` NOT NULL,
 		action    INTEGER NOT NULL DEFAULT 0, -- 0 create, 1 unchanged, 2 conflict
 		old_type  TEXT,
 		old_batch TEXT,
 		old_seen  INTEGER NOT NULL DEFAULT 0
-	)`)
-	if err == nil && !st.s.pg {
-		st.insert, err = st.conn.PrepareContext(ctx, st.insertSQL(stageChunk))
-	}
-	return err
-}
-
-func (st *Stage) insertSQL(rows int) string {
-	return `INSERT INTO ` + st.table + ` (idx, line, device_id, hashes) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
+	)`
 }
 
 // Add stages entries.
@@ -115,57 +109,15 @@ func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
 			st.sample = append(st.sample, e.DeviceID)
 		}
 	}
-	if st.s.pg {
-		return st.copyAdd(ctx, entries)
-	}
-	for _, e := range entries {
-		hashes := e.Hashes
-		if hashes == nil {
-			hashes = []byte{}
-		}
-		st.pending = append(st.pending, []any{int64(e.Index), int64(e.Line), e.DeviceID, hashes})
-		if len(st.pending) == stageChunk {
-			if err := st.flush(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return st.s.d.addToStage(ctx, st, entries)
 }
 
-func (st *Stage) flush(ctx context.Context) error {
-	if len(st.pending) == 0 {
-		return nil
-	}
-	defer func() { st.pending = st.pending[:0] }()
-	args := make([]any, 0, 4*len(st.pending))
-	for _, row := range st.pending {
-		args = append(args, row...)
-	}
-	var err error
-	if len(st.pending) == stageChunk {
-		_, err = st.insert.ExecContext(ctx, args...)
-	} else {
-		_, err = st.c.ExecContext(ctx, st.insertSQL(len(st.pending)), args...)
-	}
-	return err
-}
-
-// finish writes what is pending; on PostgreSQL it ends the COPY and gathers the stage's
-// statistics, so that the planner joins it the right way round.
+// finish writes what is pending, and readies the stage to be read.
 func (st *Stage) finish(ctx context.Context) error {
 	if err := st.create(ctx); err != nil {
 		return err
 	}
-	if !st.s.pg {
-		return st.flush(ctx)
-	}
-	if err := st.endCopy(); err != nil || st.analyzed {
-		return err
-	}
-	st.analyzed = true
-	_, err := st.c.ExecContext(ctx, `ANALYZE `+st.table)
-	return err
+	return st.s.d.finishStage(ctx, st)
 }
 
 // Duplicates calls add for every entry whose device ID came earlier in the request.
@@ -209,7 +161,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	defer endLock()
 	if !plan.DryRun {
 		var done func()
-		if done, err = st.readyToWrite(ctx); err != nil {
+		if done, err = st.s.d.readyToWrite(ctx, st.c); err != nil {
 			return res, err
 		}
 		defer done()
@@ -217,8 +169,8 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 			return res, err
 		}
 		defer tx.Rollback() // does nothing once the transaction is over
-		q = handle{q: tx, pg: st.s.pg}
-		if err := st.s.lockAccount(ctx, q, plan.AccountID); err != nil {
+		q = handle{q: tx, d: st.s.d}
+		if err := st.s.d.lockAccount(ctx, q, plan.AccountID); err != nil {
 			return res, err
 		}
 	}
@@ -241,7 +193,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	inserted := int64(-1) // not yet
 	// A certificate already on another device breaks a unique index that ON CONFLICT
 	// (device_id) does not cover: a registration of certificates classifies first.
-	if !plan.DryRun && !st.s.pg && !isCertificates(plan) {
+	if !plan.DryRun && st.s.d.insertFirst() && !isCertificates(plan) {
 		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
 			return res, err
 		}
@@ -302,10 +254,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
 				args: []any{plan.AccountID}},
 		}...)
-		if err := st.lockReplaced(ctx, q, account); err != nil {
-			return res, err
-		}
-		if seen, err := st.recountReplacedSeen(ctx, q, plan.AccountID, account); err != nil {
+		if seen, err := st.s.d.lockReplaced(ctx, q, st.table, plan.AccountID, account); err != nil {
 			return res, err
 		} else if seen > 0 { // seen since classify: the old batches' counts follow old_seen, the new one's this
 			steps = append(steps, step{sql: `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
@@ -367,19 +316,6 @@ func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps
 	return nil
 }
 
-// lockReplaced locks, on PostgreSQL, the rows of the devices a registration replaces before it
-// touches their credentials, so that a credential change of one of them (which locks its row)
-// comes wholly before or after the replace; the statements after the lock see what it committed.
-// SQLite writes one transaction at a time.
-func (st *Stage) lockReplaced(ctx context.Context, q handle, account int64) error {
-	if !st.s.pg {
-		return nil
-	}
-	_, err := q.ExecContext(ctx, `SELECT 1 FROM devices WHERE account_num = ? AND device_id IN (SELECT device_id FROM `+st.table+` WHERE action = 2)
-		ORDER BY device_id FOR UPDATE`, account)
-	return err
-}
-
 // replaceCredentials are the steps that give the replaced devices the registered credential
 // alone, except those the devices made themselves, which stay (so that re-running a factory file
 // cannot lock out a device that has rotated its secret): a device-made credential in the device's
@@ -415,33 +351,9 @@ func (st *Stage) replaceCredentials(account int64, plan devreg.RegistrationPlan,
 	}
 }
 
-// readyToWrite readies the stage's connection for writing a registration and returns what puts
-// it back. On SQLite it waits for its turn to write, the connection gets a bigger page cache
-// while it writes, and its commit leaves copying the log into the database to the checkpointer.
-func (st *Stage) readyToWrite(ctx context.Context) (done func(), err error) {
-	if st.s.pg {
-		return func() {}, nil
-	}
-	turnDone, err := st.s.writeLock(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := st.c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
-		turnDone()
-		return nil, err
-	}
-	return func() {
-		turnDone()
-		st.c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
-		st.s.checkpointSoon()
-	}, nil
-}
-
 // insertIfNew runs insert, which adds the staged devices, if none of a sample of the staged
 // device IDs is registered, skipping those that turn out to be, and returns how many it added:
-// -1 if it did not run. On SQLite, looking every entry up before inserting it costs about as much
-// as the insert, and more the bigger the registry; this way the insert's own look into the
-// unique index is the only one.
+// -1 if it did not run. It runs where the dialect inserts first (see insertFirst).
 func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
 	if found, err := anyRegistered(ctx, q, account, st.sample); err != nil || found {
 		return -1, err
@@ -564,10 +476,7 @@ func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.Regist
 
 // Close drops the stage and hands its connection back.
 func (st *Stage) Close() error {
-	st.endCopy()
-	if st.insert != nil {
-		st.insert.Close()
-	}
+	st.s.d.closeStage(st)
 	var err error
 	if st.table != "" {
 		_, err = st.c.ExecContext(context.Background(), `DROP TABLE IF EXISTS `+st.table)

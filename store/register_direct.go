@@ -34,7 +34,7 @@ func (st *Stage) Direct(ctx context.Context, plan devreg.RegistrationPlan, entri
 func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (res devreg.RegisterResult, done bool, err error) {
 	endLock := devreg.StartStage(ctx, "lock")
 	defer endLock() // at once, if it returns before its end
-	writeDone, err := st.readyToWrite(ctx)
+	writeDone, err := st.s.d.readyToWrite(ctx, st.c)
 	if err != nil {
 		return res, false, err
 	}
@@ -44,8 +44,8 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 		return res, false, err
 	}
 	defer tx.Rollback() // does nothing once the transaction is over
-	q := handle{q: tx, pg: st.s.pg}
-	if err := st.s.lockAccount(ctx, q, plan.AccountID); err != nil {
+	q := handle{q: tx, d: st.s.d}
+	if err := st.s.d.lockAccount(ctx, q, plan.AccountID); err != nil {
 		return res, false, err
 	}
 	account, err := accountNumber(ctx, q, plan.AccountID)
@@ -57,13 +57,9 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	}
 	endLock()
 	endInsert := devreg.StartStage(ctx, "insert")
-	if st.s.pg {
-		err = st.copyDevices(ctx, plan, account, entries)
-	} else {
-		err = insertDevices(ctx, tx, plan, account, entries)
-	}
+	err = st.s.d.insertDevices(ctx, st, tx, plan, account, entries)
 	endInsert()
-	if isUniqueViolation(err) {
+	if st.s.d.uniqueViolation(err) {
 		return res, false, nil // one is registered after all: the rollback undoes the rest
 	}
 	if err != nil {
@@ -121,7 +117,7 @@ func anyRegistered(ctx context.Context, q handle, account int64, ids []string) (
 	if len(ids) == 0 {
 		return false, nil
 	}
-	in, args := q.oneOf("device_id", ids)
+	in, args := q.d.oneOf("device_id", ids)
 	var found int
 	err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_num = ? AND `+in, append([]any{account}, args...)...).Scan(&found)
 	return found > 0, err
@@ -139,36 +135,25 @@ func currentHash(plan devreg.RegistrationPlan, e devreg.StagedEntry) ([]byte, er
 // errMixed ends a look-up that has found a request to be neither all new nor all unchanged.
 var errMixed = errors.New("some devices are new, some registered")
 
-// lookUpChunk is how many entries one look-up statement carries.
-func (st *Stage) lookUpChunk() int {
-	if st.s.pg {
-		return 1000 // a round trip each
-	}
-	return 256
-}
-
 // lookUp applies a registration that writes nothing: a dry run whose devices are all new, or any
 // run whose devices are all registered unchanged (the same device type, and the secret of the
 // device's credential; under on_conflict=replace one valid now). It reads one snapshot and
 // returns done=false for any other request, as soon as it knows.
 func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries) (res devreg.RegisterResult, done bool, err error) {
 	defer devreg.StartStage(ctx, "lookup")()
-	opts := &sql.TxOptions{ReadOnly: true} // a deferred BEGIN on SQLite: no write lock
-	if st.s.pg {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	tx, err := st.conn.BeginTx(ctx, opts)
+	opts := st.s.d.snapshot()
+	tx, err := st.conn.BeginTx(ctx, &opts)
 	if err != nil {
 		return res, false, err
 	}
 	defer tx.Rollback()
-	q := handle{q: tx, pg: st.s.pg}
+	q := handle{q: tx, d: st.s.d}
 	account, err := accountNumber(ctx, q, plan.AccountID)
 	if err != nil {
 		return res, false, err
 	}
-	chunk := st.lookUpChunk()
-	full, err := tx.PrepareContext(ctx, st.lookUpSQL(plan, chunk))
+	chunk := st.s.d.lookUpChunk()
+	full, err := tx.PrepareContext(ctx, st.s.d.bind(lookUpSQL(st.s.d, plan, chunk)))
 	if err != nil {
 		return res, false, err
 	}
@@ -188,7 +173,7 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 		if len(es) == chunk {
 			row = full.QueryRowContext(ctx, args...)
 		} else {
-			row = tx.QueryRowContext(ctx, st.lookUpSQL(plan, len(es)), args...)
+			row = q.QueryRowContext(ctx, lookUpSQL(st.s.d, plan, len(es)), args...)
 		}
 		var f, u int64
 		if err := row.Scan(&f, &u); err != nil {
@@ -219,18 +204,11 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 // lookUpSQL counts how many of rows entries are registered, and how many of those unchanged.
 // Its parameters: the device type, the plan's key IDs, each entry's device ID and hashes, then
 // the account number. The entry's hash under the key that made the stored one is compared.
-func (st *Stage) lookUpSQL(plan devreg.RegistrationPlan, rows int) string {
-	n := 0
-	p := func() string { // anonymous on SQLite, whose driver looks each numbered one's name up
-		if n++; st.s.pg {
-			return fmt.Sprintf("$%d", n)
-		}
-		return "?"
-	}
+func lookUpSQL(d dialect, plan devreg.RegistrationPlan, rows int) string {
 	var b strings.Builder
-	b.WriteString(`SELECT count(*), coalesce(sum(CASE WHEN d.device_type_id = ` + p() + ` AND d.secret_hash = substr(v.column2, CASE d.key_id`)
+	b.WriteString(`SELECT count(*), coalesce(sum(CASE WHEN d.device_type_id = ? AND d.secret_hash = substr(v.column2, CASE d.key_id`)
 	for i := range plan.KeyIDs {
-		fmt.Fprintf(&b, " WHEN %s THEN %d", p(), 1+credential.HashSize*i)
+		fmt.Fprintf(&b, " WHEN ? THEN %d", 1+credential.HashSize*i)
 	}
 	fmt.Fprintf(&b, " END, %d)", credential.HashSize)
 	if plan.OnConflict == devreg.ConflictReplace {
@@ -241,23 +219,6 @@ func (st *Stage) lookUpSQL(plan devreg.RegistrationPlan, rows int) string {
 	if plan.ResetCredentials {
 		b.WriteString(onlyRegisteredCredential)
 	}
-	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM (VALUES `)
-	for i := range rows {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		if st.s.pg {
-			fmt.Fprintf(&b, "(%s::text, %s::bytea)", p(), p())
-		} else {
-			fmt.Fprintf(&b, "(%s, %s)", p(), p())
-		}
-	}
-	// SQLite takes the left side of a CROSS JOIN as the outer loop: each entry is one look into
-	// the unique index.
-	join := " CROSS JOIN "
-	if st.s.pg {
-		join = ", "
-	}
-	b.WriteString(`) AS v` + join + `devices AS d WHERE d.account_num = ` + p() + ` AND d.device_id = v.column1`)
+	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM ` + d.lookUpFrom(rows) + ` WHERE d.account_num = ? AND d.device_id = v.column1`)
 	return b.String()
 }

@@ -40,15 +40,12 @@ func (s *DB) RevokeBatchCredentials(ctx context.Context, accountID, typeID, batc
 		if err != nil {
 			return err
 		}
-		if s.pg {
-			// As ChangeCredentials does for one device: a credential change of any of them
-			// (which locks its row) comes wholly before or after this one. Counted, so that the
-			// rows locked do not come back to this process.
-			var locked int64
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM devices d WHERE `+inBatch+` AND `+deviceMade+`
-				ORDER BY d.device_id FOR UPDATE) AS locked`, batch...).Scan(&locked); err != nil {
-				return fmt.Errorf("lock the batch's devices: %w", err)
-			}
+		// As ChangeCredentials does for one device: a credential change of any of them (which
+		// locks its row) comes wholly before or after this one. Counted, so that the rows locked
+		// do not come back to this process.
+		if err := s.d.lock(ctx, tx, `SELECT count(*) FROM (SELECT 1 FROM devices d WHERE `+inBatch+` AND `+deviceMade+`
+			ORDER BY d.device_id`+s.d.lockRowsExclusive()+`) AS locked`, batch...); err != nil {
+			return fmt.Errorf("lock the batch's devices: %w", err)
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT count(*),
 			coalesce(sum(CASE WHEN `+deviceMade+` AND `+otherValid+` THEN 1 ELSE 0 END), 0),

@@ -112,8 +112,8 @@ func firstDifference(got, want string) string {
 
 // checkMigrationRows checks that schema_migrations lists exactly the embedded migrations up to
 // version: with one missing, devreg would run it again over a schema that has it already.
-func checkMigrationRows(ctx context.Context, q querier, pg bool, version int) ([]string, error) {
-	files, err := migrationFiles(pg)
+func checkMigrationRows(ctx context.Context, q querier, dir string, version int) ([]string, error) {
+	files, err := migrationFiles(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func readSQLiteSchema(ctx context.Context, q querier) ([]schemaObject, error) {
 // statistics tables of ANALYZE (which the sqlite3 shell or PRAGMA optimize may have run), as this
 // SQLite makes them.
 func expectedSQLiteSchema(ctx context.Context, version int) (want, tolerated []schemaObject, err error) {
-	files, err := migrationFiles(false)
+	files, err := migrationFiles(sqliteMigrations)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -213,7 +213,7 @@ func expectedSQLiteSchema(ctx context.Context, version int) (want, tolerated []s
 
 // sqliteSchemaProblems compares the schema of an SQLite database at version with devreg's.
 func sqliteSchemaProblems(ctx context.Context, q querier, version int) ([]string, error) {
-	problems, err := checkMigrationRows(ctx, q, false, version)
+	problems, err := checkMigrationRows(ctx, q, sqliteMigrations, version)
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +389,7 @@ type pgQuerier interface {
 // a transaction that is rolled back, so nothing is ever written; that needs the privilege to
 // create a schema in the database, which its owner has.
 func (s *DB) pgSchemaProblems(ctx context.Context, version int) ([]string, error) {
-	files, err := migrationFiles(true)
+	files, err := migrationFiles(postgresMigrations)
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +402,7 @@ func (s *DB) pgSchemaProblems(ctx context.Context, version int) ([]string, error
 	if err := tx.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
 		return nil, err
 	}
-	problems, err := checkMigrationRows(ctx, tx, true, version)
+	problems, err := checkMigrationRows(ctx, tx, postgresMigrations, version)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 // version did, recording them.
 func migrateTo(t *testing.T, db *sql.DB, pg bool, version int) {
 	t.Helper()
-	files, err := migrationFiles(pg)
+	files, err := migrationFiles(migrationDir(pg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +39,19 @@ func migrateTo(t *testing.T, db *sql.DB, pg bool, version int) {
 	}
 }
 
+// migrationDir is the directory of PostgreSQL's migrations (pg) or SQLite's.
+func migrationDir(pg bool) string {
+	if pg {
+		return postgresMigrations
+	}
+	return sqliteMigrations
+}
+
 // versions are the numbers of a dialect's migrations. They need not run from 1 without a gap:
 // work done in parallel takes numbers apart, and one branch may land before another.
 func versions(t *testing.T, pg bool) []int {
 	t.Helper()
-	files, err := migrationFiles(pg)
+	files, err := migrationFiles(migrationDir(pg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +67,7 @@ func versions(t *testing.T, pg bool) []int {
 // so does it once this devreg has migrated it the rest of the way, on both databases.
 func TestSchemaOfEveryVersion(t *testing.T) {
 	ctx := context.Background()
-	if last := lastMigration(false); last < 2 {
+	if last := lastMigration(sqliteMigrations); last < 2 {
 		t.Fatalf("%d migrations", last)
 	}
 	for _, v := range versions(t, false) {
@@ -103,7 +111,7 @@ func TestSchemaOfEveryVersion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := map[bool]int{true: 0, false: 1}[v == lastMigration(true)]; len(r.Problems) != want {
+			if want := map[bool]int{true: 0, false: 1}[v == lastMigration(postgresMigrations)]; len(r.Problems) != want {
 				t.Errorf("CheckSchema of a database at version %d: %q, want %d problem(s) (not migrated yet)", v, r.Problems, want)
 			}
 			db, err := Open(ctx, url)

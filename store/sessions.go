@@ -82,7 +82,7 @@ func (s *DB) ReserveAttempt(ctx context.Context, key string, now time.Time, wind
 	expired := micros(now.Add(-window))
 	var count int
 	var start int64
-	unlock, err := s.writeLock(ctx)
+	unlock, err := s.d.writeLock(ctx)
 	if err != nil {
 		return 0, time.Time{}, err
 	}

@@ -24,17 +24,12 @@ func scanUser(row interface{ Scan(...any) error }) (devreg.User, error) {
 // lockUsers), which must stay cheap.
 const MaxUsers = 1000
 
-// lockUsers reads the account's users in tx and, on PostgreSQL, locks them (in one order, so
-// that two changes cannot deadlock) until tx ends, so that a change that needs an admin to
-// remain decides on the account's admins as they are when it commits: of two admins demoting
-// each other at once, the second waits for the first and then finds itself the last. It returns
-// them by ID. SQLite writes one transaction at a time.
+// lockUsers reads the account's users in tx and locks them (in one order, so that two changes
+// cannot deadlock) until tx ends, so that a change that needs an admin to remain decides on the
+// account's admins as they are when it commits: of two admins demoting each other at once, the
+// second waits for the first and then finds itself the last. It returns them by ID.
 func lockUsers(ctx context.Context, tx handle, accountID string) (map[string]devreg.User, error) {
-	forUpdate := ""
-	if tx.pg {
-		forUpdate = ` FOR UPDATE`
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE account_id = ? ORDER BY id`+forUpdate, accountID)
+	rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE account_id = ? ORDER BY id`+tx.d.lockRowsExclusive(), accountID)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +63,7 @@ func (s *DB) CreateUser(ctx context.Context, u devreg.User, linkHash []byte, lin
 		if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, account_id, email, role, password_hash, created_at, link_hash, link_expires_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			u.ID, u.AccountID, u.Email, string(u.Role), u.PasswordHash, micros(u.CreatedAt), linkHash, expires); err != nil {
-			if isUniqueViolation(err) {
+			if s.d.uniqueViolation(err) {
 				return devreg.Errorf(devreg.ECONFLICT, "a user with email %s already exists", u.Email)
 			}
 			return err
