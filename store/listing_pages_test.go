@@ -196,6 +196,48 @@ func TestListingPagesTwoAccounts(t *testing.T) {
 	})
 }
 
+// TestListingNeverSeenReadsPostgres: in last-seen order, the page where the devices seen end and
+// those never seen begin reads about a page of rows, also in an account whose devices have
+// nearly all been seen (a fleet in the field). Every listing in last-seen order that reaches the
+// end of the devices seen has such a page.
+func TestListingNeverSeenReadsPostgres(t *testing.T) {
+	ctx := context.Background()
+	s, acc := planPostgres(t)
+	// All but ten devices seen.
+	if _, err := s.h.ExecContext(ctx, `UPDATE devices SET last_seen_at = seq * 1000 WHERE seq % 3000 <> 7`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	read := rowsRead(t, s)
+	var oldest devreg.Device // the device seen longest ago: the last of those seen
+	if err := s.h.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE last_seen_at IS NOT NULL ORDER BY last_seen_at, seq LIMIT 1`).Scan(
+		&oldest.Seq, &oldest.DeviceID, &oldest.DeviceTypeID, &oldest.Status, &oldest.BatchID, new(int64), new(int64), new(*string), new(*string)); err != nil {
+		t.Fatal(err)
+	}
+	var seenAt int64
+	if err := s.h.QueryRowContext(ctx, `SELECT last_seen_at FROM devices WHERE seq = ?`, oldest.Seq).Scan(&seenAt); err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]devreg.DeviceFilter{
+		"after the last seen":        {Sort: devreg.SortLastSeen, After: devreg.Cursor{SeenAt: seenAt, Seq: oldest.Seq}},
+		"never seen":                 {Sort: devreg.SortLastSeen, After: devreg.Cursor{SeenAt: -1, Seq: planDevices + 1}},
+		"never connected":            {Connected: new(bool)},
+		"last seen, never connected": {Sort: devreg.SortLastSeen, Connected: new(bool)},
+	} {
+		f.Limit = planLimit
+		before := read("devices")
+		page, err := s.ListDevices(ctx, acc, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := read("devices") - before; n > planLimit+1 || len(page) != 10 {
+			t.Errorf("%s: %d devices listed, %d rows read; want 10 listed, at most %d read", name, len(page), n, planLimit+1)
+		}
+	}
+}
+
 // A cursor into the devices never seen (one of a last-seen listing without the connection
 // filter, passed on with connected=true) lists none under connected=true: those devices never
 // connected. The walk of those never seen must not set the filter aside.
