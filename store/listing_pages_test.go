@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"devreg"
 	"devreg/internal/pgtest"
@@ -266,6 +267,68 @@ func TestListingConnectedNeverCursor(t *testing.T) {
 					t.Errorf("%+v: device %s, never seen, listed", f, d.DeviceID)
 				}
 			}
+		}
+	})
+}
+
+// DeleteBatch, RevokeBatchCredentials and DeleteDeviceType find the devices of the account
+// they are asked for by its number, and only those: another account's devices that name the
+// same batch and type (the two accounts' rows interleave) are neither counted nor touched.
+func TestBatchWritesKeepToTheAccount(t *testing.T) {
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s, err := Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		all := fillPagedAccounts(t, s, 80)
+		count := func(account, batch, typ string) (n int64) {
+			for _, d := range all {
+				if d.account == account && (batch == "" || d.batch == batch) && (typ == "" || d.typ == typ) {
+					n++
+				}
+			}
+			return n
+		}
+		stored := func(account, batch string) (n int64) {
+			if err := s.h.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE account_id = ? AND batch_id = ?`, account, batch).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if _, err := s.h.ExecContext(ctx, `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source) VALUES ('bat_2', 'acc_a', 'dt_1', 0, 'me', 'api')`); err != nil {
+			t.Fatal(err)
+		}
+		// A type of account a that only account b's devices name.
+		if _, err := s.h.ExecContext(ctx, `INSERT INTO device_types (id, account_id, name, created_at) VALUES ('dt_3', 'acc_a', 'three', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.h.ExecContext(ctx, `UPDATE devices SET device_type_id = 'dt_9' WHERE account_id = 'acc_a' AND device_type_id = 'dt_3'`); err != nil {
+			t.Fatal(err)
+		}
+		if count("acc_b", "", "dt_3") == 0 || count("acc_a", "bat_2", "dt_1") == 0 || count("acc_b", "bat_2", "") == 0 {
+			t.Fatal("the accounts do not share batch and type")
+		}
+
+		r, _, err := s.RevokeBatchCredentials(ctx, "acc_a", "dt_1", "bat_2", time.Now(), func(devreg.BatchRevocation) *devreg.AuditEntry { return nil })
+		if err != nil || r.Devices != count("acc_a", "bat_2", "dt_1") {
+			t.Errorf("revoking account a's batch: %d devices, %v; want %d", r.Devices, err, count("acc_a", "bat_2", "dt_1"))
+		}
+		if err := s.DeleteDeviceType(ctx, "acc_a", "dt_3"); err != nil {
+			t.Errorf("deleting account a's type that only account b's devices name: %v", err)
+		}
+		n, err := s.DeleteBatch(ctx, "acc_a", "bat_2", time.Now(), func(int64) *devreg.AuditEntry {
+			return &devreg.AuditEntry{ID: "aud_1", AccountID: "acc_a", Time: time.Now(), Actor: devreg.AuditActor{Type: devreg.ActorUser, ID: "me"}, Action: "batch.delete"}
+		})
+		if want := count("acc_a", "bat_2", ""); err != nil || n != want {
+			t.Errorf("deleting account a's batch: %d devices, %v; want %d", n, err, want)
+		}
+		if got, want := stored("acc_b", "bat_2"), count("acc_b", "bat_2", ""); got != want {
+			t.Errorf("account b's devices naming the batch after account a's went: %d, want %d", got, want)
+		}
+		if got := stored("acc_a", "bat_2"); got != 0 {
+			t.Errorf("account a's devices of the deleted batch: %d left", got)
 		}
 	})
 }
