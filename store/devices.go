@@ -219,7 +219,11 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 	}
 	if bySeen && f.After.SeenAt == -1 {
 		// The index of last sightings holds only the devices seen: those never seen follow in
-		// registration order, newest first, a walk of the account's (or type's) index.
+		// registration order, newest first, a walk of the account's (or type's) index. Under
+		// connected=true none follow (a cursor of a listing without that filter may get here).
+		if f.Connected != nil && *f.Connected {
+			return "", nil, false
+		}
 		never := false
 		bySeen, desc, f.Connected = false, " DESC", &never
 	}

@@ -26,7 +26,7 @@ import (
 // type of its own, deletes the first through DELETE /api/v1/batches/{id}, and then deletes the
 // second by the raw tool: the sqlite3 shell (on the server's own database file, which SQLite's
 // log lets a second process write while the server is idle) or psql, one statement,
-// DELETE FROM devices WHERE account_id = … AND batch_id = …, along the same index devreg's
+// DELETE FROM devices WHERE account_num = (the account's) AND batch_id = …, along the same index devreg's
 // delete walks (devices_batch). That statement is the physical limit of the rows alone; devreg
 // also deletes the devices' further credentials, records each ID against re-enrollment, and
 // moves the counters and the audit log, all in the same transaction. It prints the medians and
@@ -174,7 +174,7 @@ func sqliteDeleteLot(file, accountID, batchID string) (float64, string, error) {
 PRAGMA synchronous=NORMAL;
 PRAGMA cache_size=-16384;
 .timer on
-DELETE FROM devices WHERE account_id = '%s' AND batch_id = '%s';
+DELETE FROM devices WHERE account_num = (SELECT num FROM accounts WHERE id = '%s') AND batch_id = '%s';
 `, accountID, batchID)
 	cmd := exec.Command("sqlite3", file)
 	cmd.Stdin = strings.NewReader(script)
@@ -194,7 +194,7 @@ DELETE FROM devices WHERE account_id = '%s' AND batch_id = '%s';
 // returns the statement's time as psql's \timing reports it.
 func psqlDeleteLot(dbURL, accountID, batchID string) (float64, string, error) {
 	cmd := exec.Command("psql", dbURL, "-X", "-v", "ON_ERROR_STOP=1", "-c", `\timing on`,
-		"-c", fmt.Sprintf("DELETE FROM devices WHERE account_id = '%s' AND batch_id = '%s'", accountID, batchID))
+		"-c", fmt.Sprintf("DELETE FROM devices WHERE account_num = (SELECT num FROM accounts WHERE id = '%s') AND batch_id = '%s'", accountID, batchID))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, "", fmt.Errorf("psql DELETE: %v %s", err, out)
