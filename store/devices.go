@@ -43,8 +43,8 @@ func scanDevice(row interface{ Scan(...any) error }) (devreg.Device, error) {
 // (f.DeviceTypeIDs) costs what one type costs. f.Contains is SearchDevices' to handle.
 func (s *DB) ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error) {
 	devices, err := s.listDevices(ctx, accountID, f)
-	// In last-seen order the devices that never checked in follow those that did: a second walk,
-	// of the account's index (see devicesQuery), for the rest of the page.
+	// In last-seen order the devices that never checked in follow those that did: a second walk
+	// of the same index, from its start, for the rest of the page.
 	if err != nil || f.Sort != devreg.SortLastSeen || f.After.SeenAt == -1 || len(devices) >= f.Limit ||
 		f.Connected != nil && *f.Connected {
 		return devices, err
@@ -196,9 +196,7 @@ func (s *DB) filters(c *conds, f devreg.DeviceFilter, types []string, walkOfOthe
 // A set of types (a restricted key's) costs what one type costs. A listing in device ID order (a
 // prefix search) walks the unique index of device IDs through the prefix's range, a batch's
 // listing the batch's index, and a listing in last-seen order the index of last sightings, with
-// the types as a condition on each row: one walk that stops at the page's end. That index holds
-// only the devices seen; those never seen, which follow them, are a walk in registration order,
-// newest first, with last_seen_at a condition on each row (as connected=false is). A listing in
+// the types as a condition on each row: one walk that stops at the page's end. A listing in
 // registration order (either way) reads each type's index from the page's position and merges
 // them (see merged): the page's rows and one more per type. A walk of the account's index with
 // the types as a condition would instead read every device of the other types on its way: for a
@@ -217,16 +215,6 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 	if f.Sort == devreg.SortNewest {
 		desc = " DESC"
 	}
-	if bySeen && f.After.SeenAt == -1 {
-		// The index of last sightings holds only the devices seen: those never seen follow in
-		// registration order, newest first, a walk of the account's (or type's) index. Under
-		// connected=true none follow (a cursor of a listing without that filter may get here).
-		if f.Connected != nil && *f.Connected {
-			return "", nil, false
-		}
-		never := false
-		bySeen, desc, f.Connected = false, " DESC", &never
-	}
 	// where is the condition of one walk over the devices of types (nil: of any type).
 	where := func(types []string) string {
 		var c conds
@@ -238,11 +226,13 @@ func (s *DB) devicesQuery(accountID string, f devreg.DeviceFilter) (q string, ar
 		switch {
 		case byID:
 			c.idRange(f)
+		case bySeen && f.After.SeenAt == -1:
+			c.add(`last_seen_at IS NULL`)
+			if f.After.Seq > 0 {
+				c.add(`seq < ?`, f.After.Seq)
+			}
 		case bySeen && f.After.SeenAt > 0:
-			// last_seen_at <= ? says no more than the row comparison, but PostgreSQL estimates
-			// the rows it leaves from its statistics, and so walks the index rather than read
-			// every row below the cursor to sort them.
-			c.add(`last_seen_at <= ? AND (last_seen_at, seq) < (?, ?)`, f.After.SeenAt, f.After.SeenAt, f.After.Seq)
+			c.add(`(last_seen_at, seq) < (?, ?)`, f.After.SeenAt, f.After.Seq)
 		case bySeen:
 			c.add(`last_seen_at IS NOT NULL`)
 		case f.After.Seq > 0 && desc != "":
