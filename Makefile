@@ -13,13 +13,8 @@ SPECTRAL_DIR = tools/spectral
 run:
 	$(GO) run ./cmd/devreg serve
 
-# The race detector watches devreg's code and every library but the SQLite engine (modernc.org,
-# SQLite's C translated to Go), which database/sql hands one connection at a time and which made
-# SQLite-heavy tests 3.4 times slower under the detector (TestEnrollmentAllowListMillion/sqlite:
-# 88 s against 26 s).
-RACE = -race -gcflags='modernc.org/...=-race=false'
 test:
-	$(GO) test $(RACE) -timeout 30m ./...
+	$(GO) test -race -timeout 30m ./...
 
 lint: $(SPECTRAL_DIR)/node_modules/.package-lock.json
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
