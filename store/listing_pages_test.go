@@ -148,12 +148,7 @@ func pagedListing(t *testing.T, s *DB, account string, f devreg.DeviceFilter, li
 // within a page and across pages.
 func TestListingPagesTwoAccounts(t *testing.T) {
 	pgtest.Each(t, func(t *testing.T, url string) {
-		ctx := context.Background()
-		s, err := Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openForTest(t, url)
 		all := fillPagedAccounts(t, s, 160)
 		yes, no := true, false
 		var filters []devreg.DeviceFilter
@@ -245,11 +240,7 @@ func TestListingNeverSeenReadsPostgres(t *testing.T) {
 func TestListingConnectedNeverCursor(t *testing.T) {
 	pgtest.Each(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		s, err := Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openForTest(t, url)
 		all := fillPagedAccounts(t, s, 40)
 		yes := true
 		for _, f := range []devreg.DeviceFilter{
@@ -277,11 +268,7 @@ func TestListingConnectedNeverCursor(t *testing.T) {
 func TestBatchWritesKeepToTheAccount(t *testing.T) {
 	pgtest.Each(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		s, err := Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openForTest(t, url)
 		all := fillPagedAccounts(t, s, 80)
 		count := func(account, batch, typ string) (n int64) {
 			for _, d := range all {

@@ -33,12 +33,19 @@ var planTypes = func() []string {
 // fillForPlans and returns it with the account's ID.
 func planPostgres(t *testing.T) (*DB, string) {
 	t.Helper()
-	s, err := Open(context.Background(), pgtest.NewDatabase(t))
+	s := openForTest(t, pgtest.NewDatabase(t))
+	return s, fillForPlans(t, s)
+}
+
+// openForTest opens the store at url, closed when the test ends.
+func openForTest(t testing.TB, url string) *DB {
+	t.Helper()
+	s, err := Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, fillForPlans(t, s)
+	return s
 }
 
 // fillForPlans writes the devices and batches, and returns the account's ID.

@@ -15,11 +15,7 @@ import (
 func TestQueuedTxWritesAllOrNothing(t *testing.T) {
 	pgtest.Each(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		s, err := Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openForTest(t, url)
 		s.db.SetMaxOpenConns(1) // every transaction on the one connection
 		insert := func(q stmtQueue, key string) {
 			q.exec(`INSERT INTO failures (key, window_start, count) VALUES (?, 0, 1)`, []any{key}, nil)
