@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"devreg"
+	"devreg/internal/passwordtest"
 	"devreg/internal/pgtest"
 	"devreg/server"
 )
@@ -43,6 +44,7 @@ func newFleet(t *testing.T, database string) fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Service.HashPassword = passwordtest.Hash
 	go srv.Serve()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections() // else Shutdown waits 5 s for connections never used

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"devreg/console"
+	"devreg/internal/passwordtest"
 	"devreg/internal/pgtest"
 	"devreg/server"
 )
@@ -48,6 +49,7 @@ func newEnv(t *testing.T, database string, setup ...func(*server.Server)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.Service.HashPassword = passwordtest.Hash
 	for _, fn := range setup {
 		fn(srv)
 	}

@@ -21,6 +21,7 @@ import (
 	"devreg"
 	"devreg/client"
 	"devreg/devtoken"
+	"devreg/internal/passwordtest"
 	"devreg/internal/pgtest"
 	"devreg/server"
 )
@@ -65,6 +66,7 @@ func (e *env) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Service.Now = e.clock.Now
+	srv.Service.HashPassword = passwordtest.Hash
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	e.srv, e.url = srv, srv.URL()

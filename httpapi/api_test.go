@@ -23,6 +23,7 @@ import (
 
 	"devreg"
 	"devreg/internal/apitest"
+	"devreg/internal/passwordtest"
 	"devreg/internal/pgtest"
 	"devreg/server"
 	"devreg/store"
@@ -73,6 +74,7 @@ func newEnvWith(t *testing.T, database string, configure func(*server.Config)) *
 		t.Fatal(err)
 	}
 	srv.Service.Now = e.clock.Now
+	srv.Service.HashPassword = passwordtest.Hash
 	go srv.Serve()
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	e.url = srv.URL()

@@ -29,7 +29,7 @@ func (s *Service) NewAccount(ctx context.Context, name, email, password string) 
 	}
 	now := s.now()
 	a := devreg.Account{ID: credential.RandomID("acc", 16), Name: name, CreatedAt: now}
-	u := devreg.User{ID: credential.RandomID("usr", 16), AccountID: a.ID, Email: email, PasswordHash: credential.HashPassword(password), CreatedAt: now}
+	u := devreg.User{ID: credential.RandomID("usr", 16), AccountID: a.ID, Email: email, PasswordHash: s.HashPassword(password), CreatedAt: now}
 	key, hash := credential.NewAPIKey()
 	k := devreg.APIKey{ID: credential.RandomID("key", 16), AccountID: a.ID, Name: "owner (" + email + ")", Scope: devreg.ScopeAdmin, CreatedAt: now, Hash: hash}
 	ctx = s.audited(ctx, cliActor, "account.create", devreg.AuditObject{Type: "account", ID: a.ID},

@@ -144,6 +144,10 @@ type Service struct {
 	// WebhookGuard decides which URLs webhooks may have and reach (not private addresses,
 	// unless it allows them).
 	WebhookGuard webhook.Guard
+	// HashPassword hashes a user's new password: credential.HashPassword. Tests that make an
+	// account in every test replace it, before the server serves, with one that hashes each
+	// password once (a hash takes most of a second under the race detector).
+	HashPassword func(password string) string
 
 	eventWaiters eventWaiters // requests waiting for events (Events)
 
@@ -171,6 +175,7 @@ func New(store Store, keys *credential.Keyring) *Service {
 		hashSlots:     make(chan struct{}, min(runtime.GOMAXPROCS(0), maxHashes)),
 		hashWait:      hashSlotWait,
 		checkPassword: credential.CheckPassword,
+		HashPassword:  credential.HashPassword,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"devreg/credential"
+	"devreg/internal/passwordtest"
 	"devreg/store"
 )
 
@@ -30,6 +31,7 @@ func OpenTestService(t testing.TB, url string, wrap ...func(*store.DB) Store) (*
 		st = w(db)
 	}
 	svc := New(st, keys)
+	svc.HashPassword = passwordtest.Hash
 	t.Cleanup(svc.Close)
 	return svc, db
 }

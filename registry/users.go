@@ -94,7 +94,7 @@ func (s *Service) CreateUser(ctx context.Context, nu NewUser) (devreg.User, stri
 		if err := checkPassword(nu.Password); err != nil {
 			return devreg.User{}, "", err
 		}
-		u.PasswordHash = credential.HashPassword(nu.Password)
+		u.PasswordHash = s.HashPassword(nu.Password)
 	} else {
 		hash, link = s.newLink()
 	}
@@ -226,7 +226,7 @@ func (s *Service) ResetPassword(ctx context.Context, email, password string) (de
 	if err != nil {
 		return u, err
 	}
-	hash := credential.HashPassword(password)
+	hash := s.HashPassword(password)
 	return s.store.ChangeUser(ctx, u.AccountID, u.ID, func(u devreg.User, _ int) (devreg.UserChange, error) {
 		return devreg.UserChange{PasswordHash: hash, EndSessions: true,
 			Audit: s.auditEntry(ctx, cliActor, "user.password_reset", devreg.AuditObject{Type: "user", ID: u.ID}, map[string]any{"email": u.Email})}, nil
@@ -284,7 +284,7 @@ func (s *Service) UseLink(ctx context.Context, token, password string) (devreg.U
 	if err != nil {
 		return devreg.User{}, err
 	}
-	hash := credential.HashPassword(password)
+	hash := s.HashPassword(password)
 	u, err := s.store.UseLink(ctx, hashToken(token), hash, s.now(), func(u devreg.User) *devreg.AuditEntry {
 		return s.auditEntry(ctx, devreg.AuditActor{Type: devreg.ActorUser, ID: u.ID, Name: u.Email}, "user.password_set",
 			devreg.AuditObject{Type: "user", ID: u.ID}, nil)
@@ -334,7 +334,7 @@ func (s *Service) ChangePassword(ctx context.Context, sessionToken, current, pas
 	if err := s.releaseAttempt(ctx, key, since); err != nil {
 		return err
 	}
-	hash := credential.HashPassword(password)
+	hash := s.HashPassword(password)
 	_, err = s.store.ChangeUser(ctx, c.AccountID, c.UserID, func(u devreg.User, _ int) (devreg.UserChange, error) {
 		return devreg.UserChange{PasswordHash: hash, EndSessions: true, KeepSession: hashToken(sessionToken),
 			Audit: s.auditEntry(ctx, actorOf(c), "user.password_change", devreg.AuditObject{Type: "user", ID: u.ID}, nil)}, nil
