@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 
@@ -48,17 +49,23 @@ type Handler struct {
 	auth     *authn.Authenticator
 }
 
-// New returns a Handler over svc.
-func New(svc *registry.Service, log *slog.Logger) (*Handler, error) {
+// servedSpec is the OpenAPI document served at /api/v1/openapi.json: the same for every Handler of
+// the process, so it is loaded, checked and marshalled once.
+var servedSpec = sync.OnceValues(func() ([]byte, error) {
 	doc, err := Spec()
 	if err != nil {
 		return nil, err
 	}
-	specJSON, err := json.Marshal(doc)
+	return json.Marshal(doc)
+})
+
+// New returns a Handler over svc.
+func New(svc *registry.Service, log *slog.Logger) (*Handler, error) {
+	spec, err := servedSpec()
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{svc: svc, log: log, specJSON: specJSON, auth: authn.New(svc, nil)}, nil
+	return &Handler{svc: svc, log: log, specJSON: spec, auth: authn.New(svc, nil)}, nil
 }
 
 // Register adds the API's routes and the docs to mux.
