@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-apply", testStageApply},
 		{"direct-new-and-resent-files", testDirect},
 		{"stage-duplicates", testStageDuplicates},
+		{"decide-refuses-on-every-path", testDecideRefuses},
 		{"stage-replace-moves-counts", testStageReplace},
 		{"stage-registered-ids-after-new-ones", testStageLateConflicts},
 		{"list-devices", testListDevices},
@@ -376,6 +377,50 @@ func testStageDuplicates(t *testing.T, db *store.DB) {
 	if dt, _ := db.DeviceType(ctx, acc, "dt_1"); dt.DeviceCount != 0 {
 		t.Errorf("a refused registration wrote %d devices", dt.DeviceCount)
 	}
+}
+
+// testDecideRefuses: an error from decide is Register's, and nothing is written, on each path:
+// new devices written at once, a resend looked up, and the stage.
+func testDecideRefuses(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	lot := []entry{{"d1", "secret-1"}, {"d2", "secret-2"}, {"d3", "secret-3"}}
+	refused := errors.New("refused")
+	refuse := func(f devreg.Found) (devreg.Decision, error) { return devreg.Decision{}, refused }
+	for i, c := range []struct {
+		name       string
+		mayRepeat  bool
+		registered bool // the lot is registered already
+	}{
+		{"new devices", false, false},
+		{"new devices, staged", true, false},
+		{"a resend", false, true},
+		{"a resend, staged", true, true},
+	} {
+		if i == 2 {
+			if _, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
+		reg.Sample, reg.MayRepeat = []string{"d1", "d2"}, c.mayRepeat
+		res, err := db.Register(ctx, reg, EntryList(checked(acc, lot)), refuse)
+		if !errors.Is(err, refused) || res != (devreg.RegisterResult{}) {
+			t.Errorf("%s: %+v, %v; want decide's error", c.name, res, err)
+		}
+		if b, err := db.Batch(ctx, acc, reg.Batch.ID); err == nil {
+			t.Errorf("%s: a refused registration made batch %+v", c.name, b)
+		}
+		want := int64(0)
+		if c.registered {
+			want = int64(len(lot))
+		}
+		if dt, _ := db.DeviceType(ctx, acc, "dt_1"); dt.DeviceCount != want {
+			t.Errorf("%s: the type counts %d devices after a refusal", c.name, dt.DeviceCount)
+		}
+	}
+	checkCounts(t, db, acc)
 }
 
 func testStageReplace(t *testing.T, db *store.DB) {
