@@ -251,8 +251,8 @@ func CleanFilename(name string) string {
 	return string(kept[:min(len(kept), 255)])
 }
 
-// stageChunk is how many entries go to the stage at a time, and how many a worker checks.
-const stageChunk = 256
+// checkChunk is how many entries a worker checks and hashes at a time.
+const checkChunk = 256
 
 // maxScreened is how many device IDs readEntries screens for repeats in memory (8 bytes of hash
 // each); a larger request leaves the check to the stage.
@@ -369,8 +369,8 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust type
 	r.err = func() error {
 		defer func() { close(work); close(ordered) }()
 		for done := false; !done; {
-			b := &checkBatch{entries: make([]devreg.DeviceEntry, 0, stageChunk), done: make(chan struct{})}
-			for len(b.entries) < stageChunk {
+			b := &checkBatch{entries: make([]devreg.DeviceEntry, 0, checkChunk), done: make(chan struct{})}
+			for len(b.entries) < checkChunk {
 				e, err := src.Next()
 				if errors.Is(err, io.EOF) {
 					done = true
