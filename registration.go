@@ -126,6 +126,9 @@ type RegistrationEntries interface {
 	Len() int
 	// Replay hands the entries to fn in order, at most chunk at a time.
 	Replay(chunk int, fn func([]StagedEntry) error) error
+	// Release says that the entries will not be replayed again: a spool gives its disk space
+	// back, which a registration does not need while it writes what it has staged.
+	Release()
 }
 
 // Sampled reports whether the entry at index is one of a registration's sample, whose device

@@ -87,6 +87,7 @@ func (s *DB) Register(ctx context.Context, reg devreg.Registration, entries devr
 	if err := entries.Replay(stageChunk, func(es []devreg.StagedEntry) error { return st.add(ctx, es) }); err != nil {
 		return devreg.RegisterResult{}, err
 	}
+	entries.Release()
 	if reg.MayRepeat || reg.Refused {
 		f := devreg.Found{Total: int64(st.staged)}
 		if reg.MayRepeat {

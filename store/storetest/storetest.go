@@ -879,6 +879,8 @@ type EntryList []devreg.StagedEntry
 
 func (l EntryList) Len() int { return len(l) }
 
+func (EntryList) Release() {}
+
 func (l EntryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 	for start := 0; start < len(l); start += chunk {
 		if err := fn(l[start:min(start+chunk, len(l))]); err != nil {
