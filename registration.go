@@ -31,10 +31,12 @@ type Registration struct {
 	// to tell a file of new devices and a file sent again from the rest.
 	Sample []string
 	// MayRepeat says that a device ID may be listed more than once: the store then looks for
-	// repeats, and hands them to decide (Found.Repeats) without looking further.
+	// repeats, and if there are any hands them to decide (Found.Repeats), which must refuse,
+	// without looking further.
 	MayRepeat bool
 	// Refused says that the request is refused already (some entries are invalid): the store
-	// only looks for repeats, when MayRepeat, hands them to decide, and writes nothing.
+	// only looks for repeats (when MayRepeat), hands them to decide, which must refuse, and
+	// writes nothing.
 	Refused bool
 }
 
@@ -81,8 +83,8 @@ type Found struct {
 
 	// EachRepeat, EachConflict and EachTaken hand the repeats, the conflicting entries, and the
 	// entries whose certificate another device holds (among the conflicting ones too when
-	// replace), in index order, to fn: all of them, however many. They may be called only
-	// while decide runs.
+	// replace), in index order, to fn: all of them, however many. Each is set whenever its
+	// count may be above zero, and may be called only while decide runs.
 	EachRepeat   func(fn func(Repeat)) error
 	EachConflict func(fn func(Conflict)) error
 	EachTaken    func(replace bool, fn func(Conflict)) error
