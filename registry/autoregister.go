@@ -69,6 +69,9 @@ func (s *Service) autoRegister(ctx context.Context, accountID, deviceID string, 
 			"subject": details.Subject, "issuer": details.Issuer, "serial": details.Serial})
 	res, err := s.store.AutoRegister(ctx, devreg.AutoRegistration{AccountID: accountID, DeviceTypeID: t.ID, DeviceID: deviceID, Certificate: details, Now: now,
 		Batch: devreg.Batch{ID: credential.RandomID("bat", 16), CreatedBy: autoRegisterCreator}, Audit: audit})
+	if errors.Is(err, devreg.ErrDeviceTypeDeleted) {
+		err = devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while device %s registered itself; nothing was registered", t.ID, deviceID)
+	}
 	if err != nil {
 		return none, nil, s.unchecked(ctx, key, since, err)
 	}

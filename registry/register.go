@@ -20,22 +20,24 @@ import (
 // Register registers the devices src yields under a device type, all or nothing. The whole
 // request is read, checked, hashed and spooled before it takes a database connection, so a slow
 // upload holds neither a lock nor a connection, and a bad entry anywhere leaves the registry
-// untouched; only then is it staged and applied in one short transaction.
+// untouched; only then does the store register it in one short transaction, from which it asks
+// decide (this package's policy and wording) what to do with what it found.
 func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.EntrySource, opts devreg.RegisterOptions) (res devreg.RegisterResult, err error) {
 	c, err := authorize(ctx, devreg.ScopeRegister)
 	if err != nil {
 		return res, err
 	}
-	// A registration that writes asks again whether its caller may, just before it commits (see
-	// plan.Recheck). One that writes nothing (a dry run, a resend, a refusal) still tells about
-	// the registry, so it answers only a caller who may still have the answer at its end.
+	// A registration asks again whether its caller may, in the transaction that would write
+	// (decide reads Found.Caller). One refused before it gets there still tells about the
+	// registry, so it answers only a caller who may still have the answer at its end.
+	rechecked := false
 	defer func() {
 		if err == nil && !opts.DryRun {
 			s.Metrics.Registered(res.Created, res.Replaced)
 		}
 	}()
 	defer func() {
-		if err == nil && res.BatchID != "" || refusesCaller(err) {
+		if rechecked || refusesCaller(err) {
 			return
 		}
 		if rerr := s.recheck(ctx, c, notRegistered); refusesCaller(rerr) || rerr != nil && err == nil {
@@ -105,24 +107,12 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 	}
 	now := s.now()
 	batchID := credential.RandomID("bat", 16)
-	entry := s.auditEntry(ctx, actorOf(c), "devices.register", devreg.AuditObject{Type: "batch", ID: batchID}, nil)
-	plan := devreg.RegistrationPlan{
+	audit := s.auditEntry(ctx, actorOf(c), "devices.register", devreg.AuditObject{Type: "batch", ID: batchID}, nil)
+	reg := devreg.Registration{
 		AccountID:    c.AccountID,
 		DeviceTypeID: dt.ID,
 		KeyIDs:       keyIDs,
-		OnConflict:   opts.OnConflict,
 		DryRun:       opts.DryRun,
-		Audit: func(res devreg.RegisterResult) *devreg.AuditEntry {
-			entry.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict),
-				"filename": opts.Filename, "name": opts.BatchName, "created": res.Created, "unchanged": res.Unchanged, "replaced": res.Replaced, "skipped": res.Skipped}
-			if opts.Credentials == devreg.CredentialsReset {
-				entry.Details["credentials"] = string(opts.Credentials)
-				entry.Details["device_credentials_dropped"] = res.DeviceCredentialsDropped
-			}
-			return entry
-		},
-		ResetCredentials: opts.Credentials == devreg.CredentialsReset,
-		Certificates:     read.details,
 		Batch: devreg.Batch{
 			ID:           batchID,
 			DeviceTypeID: dt.ID,
@@ -134,55 +124,78 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 			CreatorType:  actorOf(c).Type,
 			CreatorID:    actorOf(c).ID,
 		},
+		Unchanged:    unchangedRule(opts),
+		KeyID:        c.KeyID,
+		UserID:       c.UserID,
+		Certificates: read.details,
+		Sample:       read.sample,
+		MayRepeat:    read.maybeDuplicates,
+		Refused:      read.invalid.Count > 0,
 	}
-	if c.KeyID != "" || c.UserID != "" {
-		plan.KeyID, plan.UserID = c.KeyID, c.UserID
-		plan.Recheck = func(k devreg.APIKey, found bool) error { return s.stillAuthorized(c, k, found, notRegistered) }
-	}
-
-	// NewStage waits while the store's share of connections for registrations is taken.
-	endWait := devreg.StartStage(ctx, "wait")
-	stage, err := s.store.NewStage(ctx)
-	endWait()
-	if err != nil {
-		return res, err
-	}
-	defer stage.Close()
-	if !read.maybeDuplicates {
-		// A file of new devices, or one sent again, needs no stage.
-		if res, done, err := stage.Direct(ctx, plan, spool, read.sample); done || err != nil {
-			return res, err
+	replace := opts.OnConflict == devreg.ConflictReplace
+	decide := func(f devreg.Found) (devreg.Decision, error) {
+		if c.KeyID != "" || c.UserID != "" {
+			rechecked = true
+			k, found := devreg.APIKey{}, f.Caller != nil
+			if found {
+				k = *f.Caller
+			}
+			if err := s.stillAuthorized(c, k, found, notRegistered); err != nil {
+				return devreg.Decision{}, err
+			}
 		}
-	}
-	endStage := devreg.StartStage(ctx, "stage")
-	if err := spool.Replay(stageChunk, func(chunk []devreg.StagedEntry) error { return stage.Add(ctx, chunk) }); err != nil {
-		return res, err
-	}
-	spool.Close() // its disk space is not needed while the registration is written
-	dups := devreg.ProblemList{Sink: opts.Problems}
-	if read.maybeDuplicates {
-		if err := stage.Duplicates(ctx, func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
-			return res, err
+		if f.Repeats > 0 || read.invalid.Count > 0 {
+			dups := devreg.ProblemList{Sink: opts.Problems}
+			if f.EachRepeat != nil {
+				if err := f.EachRepeat(func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
+					return devreg.Decision{}, err
+				}
+			}
+			return devreg.Decision{}, invalidRows(read.invalid.Merge(dups), read.total)
 		}
+		refused := devreg.ProblemList{Sink: opts.Problems}
+		refuse := func(k devreg.Conflict) { refused.Add(refusedProblem(k, c, dt.ID, read.certificates)) }
+		if f.TakenNew > 0 || replace && f.TakenConflicting > 0 {
+			if err := f.EachTaken(replace, refuse); err != nil {
+				return devreg.Decision{}, err
+			}
+			return devreg.Decision{}, invalidRows(refused, read.total)
+		}
+		if f.Conflicting > 0 && opts.OnConflict == devreg.ConflictFail {
+			if err := f.EachConflict(refuse); err != nil {
+				return devreg.Decision{}, err
+			}
+			return devreg.Decision{}, refused.Error(devreg.ECONFLICT, fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
+				"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", f.Conflicting, f.Total))
+		}
+		d := devreg.Decision{Replace: replace, Audit: audit}
+		out := f.Outcome(d)
+		audit.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict), "filename": opts.Filename,
+			"name": opts.BatchName, "created": out.Created, "unchanged": out.Unchanged, "replaced": out.Replaced, "skipped": out.Skipped}
+		if opts.Credentials == devreg.CredentialsReset {
+			audit.Details["credentials"] = string(opts.Credentials)
+			audit.Details["device_credentials_dropped"] = out.DeviceCredentialsDropped
+		}
+		return d, nil
 	}
-	endStage()
-	if problems := read.invalid.Merge(dups); problems.Count > 0 {
-		return res, invalidRows(problems, read.total)
-	}
-	refused := devreg.ProblemList{Sink: opts.Problems}
-	plan.Refused = func(k devreg.Conflict) { refused.Add(refusedProblem(k, c, dt.ID, read.certificates)) }
 	defer s.forgetDevices() // a replaced device may have moved to another type
-	res, err = stage.Apply(ctx, plan)
-	var conflicts *devreg.ConflictError
-	if errors.As(err, &conflicts) {
-		return res, refused.Error(devreg.ECONFLICT, fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
-			"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", conflicts.Count, conflicts.Total))
-	}
-	var taken *devreg.CertificatesTakenError
-	if errors.As(err, &taken) {
-		return res, invalidRows(refused, read.total)
+	res, err = s.store.Register(ctx, reg, spool, decide)
+	if errors.Is(err, devreg.ErrDeviceTypeDeleted) {
+		return res, devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered "+
+			"(create the device type again, or choose another, and send the file again)", dt.ID)
 	}
 	return res, err
+}
+
+// unchangedRule is when a registration with opts counts a registered device unchanged.
+func unchangedRule(opts devreg.RegisterOptions) devreg.UnchangedRule {
+	switch {
+	case opts.Credentials == devreg.CredentialsReset:
+		return devreg.UnchangedOnlyCredential
+	case opts.OnConflict == devreg.ConflictReplace:
+		return devreg.UnchangedValidCredential
+	}
+	return devreg.UnchangedAnyCredential
 }
 
 // notRegistered is what a refused registration did.
@@ -238,8 +251,8 @@ func CleanFilename(name string) string {
 	return string(kept[:min(len(kept), 255)])
 }
 
-// stageChunk is how many entries go to the stage at a time, and how many a worker checks.
-const stageChunk = 256
+// checkChunk is how many entries a worker checks and hashes at a time.
+const checkChunk = 256
 
 // maxScreened is how many device IDs readEntries screens for repeats in memory (8 bytes of hash
 // each); a larger request leaves the check to the stage.
@@ -356,8 +369,8 @@ func (s *Service) readEntries(accountID string, dt devreg.DeviceType, trust type
 	r.err = func() error {
 		defer func() { close(work); close(ordered) }()
 		for done := false; !done; {
-			b := &checkBatch{entries: make([]devreg.DeviceEntry, 0, stageChunk), done: make(chan struct{})}
-			for len(b.entries) < stageChunk {
+			b := &checkBatch{entries: make([]devreg.DeviceEntry, 0, checkChunk), done: make(chan struct{})}
+			for len(b.entries) < checkChunk {
 				e, err := src.Next()
 				if errors.Is(err, io.EOF) {
 					done = true

@@ -24,7 +24,7 @@ func testProblemsInIndexOrder(t *testing.T, url string) {
 	const n = 1100
 	for i := 1; i < n; i++ {
 		entry := devreg.DeviceEntry{Index: i, DeviceID: fmt.Sprintf("p%d", i), Secret: "a-secret-long-enough"}
-		if i%stageChunk == stageChunk-1 {
+		if i%checkChunk == checkChunk-1 {
 			entry.DeviceID = fmt.Sprintf("bad id %d", i) // refused by the check of its chunk
 		}
 		src = append(src, entry)

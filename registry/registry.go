@@ -79,7 +79,8 @@ type Store interface {
 	DeleteEnrollmentGroup(ctx context.Context, accountID, deviceTypeID, groupID string) error
 	AddEnrollmentKey(ctx context.Context, accountID, deviceTypeID, groupID string, k devreg.EnrollmentKey, oldNotAfter, now time.Time) error
 
-	NewStage(ctx context.Context) (devreg.RegistrationStage, error)
+	Register(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
+		decide func(devreg.Found) (devreg.Decision, error)) (devreg.RegisterResult, error)
 	ListDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, error)
 	SearchDevices(ctx context.Context, accountID string, f devreg.DeviceFilter) ([]devreg.Device, string, error)
 	CountDevices(ctx context.Context, accountID string, f devreg.DeviceFilter, most int) (int, error)

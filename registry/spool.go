@@ -147,6 +147,9 @@ func (s *entrySpool) Replay(chunk int, fn func([]devreg.StagedEntry) error) erro
 	return nil
 }
 
+// Release implements devreg.RegistrationEntries: it closes the spool.
+func (s *entrySpool) Release() { s.Close() }
+
 // Close discards the spool and its file.
 func (s *entrySpool) Close() error {
 	s.mem = nil

@@ -61,7 +61,7 @@ func (s *DB) AutoRegister(ctx context.Context, r devreg.AutoRegistration) (devre
 		if err := insertCertificateDetails(ctx, tx, account, []devreg.CertificateDetails{r.Certificate}); err != nil {
 			return err
 		}
-		if err := runSteps(ctx, tx, devreg.RegistrationPlan{DeviceTypeID: r.DeviceTypeID}, []step{
+		if err := runSteps(ctx, tx, []step{
 			{sql: `UPDATE batches SET device_count = device_count + 1 WHERE id = ?`, args: []any{res.BatchID}, one: true},
 			{sql: `UPDATE device_types SET device_count = device_count + 1 WHERE account_id = ? AND id = ?`, args: []any{r.AccountID, r.DeviceTypeID}, one: true},
 		}); err != nil {

@@ -110,8 +110,8 @@ func checkAddedCertificate(ctx context.Context, tx handle, accountID, deviceID s
 }
 
 // isCertificates reports whether a registration registers certificates.
-func isCertificates(plan devreg.RegistrationPlan) bool {
-	return len(plan.KeyIDs) == 1 && plan.KeyIDs[0] == devreg.CertificateKeyID
+func isCertificates(reg devreg.Registration) bool {
+	return len(reg.KeyIDs) == 1 && reg.KeyIDs[0] == devreg.CertificateKeyID
 }
 
 // certificateKey is the condition, with the key ID written out, that a row of devices or
@@ -120,10 +120,10 @@ func isCertificates(plan devreg.RegistrationPlan) bool {
 const certificateKey = `key_id = 'x509:sha256'`
 
 // certificatesTakenIn reports whether a registration of certificates that has just inserted its
-// devices (batch plan.Batch) gave one of them a certificate that another device holds in the
+// devices (batch reg.Batch) gave one of them a certificate that another device holds in the
 // credentials table; the devices table's unique index refuses the others while inserting.
-func (st *Stage) certificatesTakenIn(ctx context.Context, q handle, plan devreg.RegistrationPlan, account int64) (bool, error) {
-	if !isCertificates(plan) {
+func (st *stage) certificatesTakenIn(ctx context.Context, q handle, reg devreg.Registration, account int64) (bool, error) {
+	if !isCertificates(reg) {
 		return false, nil
 	}
 	// Driven by the credentials table's certificates, which are few next to a batch: each is one
@@ -131,48 +131,49 @@ func (st *Stage) certificatesTakenIn(ctx context.Context, q handle, plan devreg.
 	var n int
 	err := q.QueryRowContext(ctx, `SELECT count(*) FROM credentials c WHERE c.account_num = ? AND c.`+certificateKey+`
 		AND EXISTS (SELECT 1 FROM devices d WHERE d.account_num = c.account_num AND d.`+certificateKey+`
-			AND d.secret_hash = c.secret_hash AND d.batch_id = ? AND d.device_id <> c.device_id)`, account, plan.Batch.ID).Scan(&n)
+			AND d.secret_hash = c.secret_hash AND d.batch_id = ? AND d.device_id <> c.device_id)`, account, reg.Batch.ID).Scan(&n)
 	return n > 0, err
 }
 
-// certificatesTaken refuses, with a *devreg.CertificatesTakenError, a registration of
-// certificates that would give a device a certificate another device holds: an entry the
-// registration creates or replaces (on_conflict=replace) whose fingerprint is in another
-// device's row or credentials. It runs under the registration's lock, after classify.
-func (st *Stage) certificatesTaken(ctx context.Context, q handle, plan devreg.RegistrationPlan, account int64) error {
-	if !isCertificates(plan) {
-		return nil
+// takenSQL is the condition that staged entry s's certificate is in another device's row or
+// credentials (two parameters: the account number, twice).
+const takenSQL = `(EXISTS (SELECT 1 FROM devices d WHERE d.account_num = ? AND d.` + certificateKey + ` AND d.secret_hash = s.hashes AND d.device_id <> s.device_id)
+	OR EXISTS (SELECT 1 FROM credentials c WHERE c.account_num = ? AND c.` + certificateKey + ` AND c.secret_hash = s.hashes AND c.device_id <> s.device_id))`
+
+// certificatesTaken counts the entries of a registration of certificates that would give a
+// device a certificate another device holds: among the new entries, and among the conflicting
+// ones (which a replace writes). It runs under the registration's lock, after classify.
+func (st *stage) certificatesTaken(ctx context.Context, q handle, reg devreg.Registration, account int64) (taken, takenConflicting int64, err error) {
+	if !isCertificates(reg) {
+		return 0, 0, nil
 	}
+	err = q.QueryRowContext(ctx, `SELECT coalesce(sum(CASE WHEN s.action = 0 THEN 1 ELSE 0 END), 0), coalesce(sum(CASE WHEN s.action = 2 THEN 1 ELSE 0 END), 0)
+		FROM `+st.table+` s WHERE s.action IN (0, 2) AND `+takenSQL, account, account).Scan(&taken, &takenConflicting)
+	if err != nil {
+		return 0, 0, fmt.Errorf("look for certificates of other devices: %w", err)
+	}
+	return taken, takenConflicting, nil
+}
+
+// eachTaken hands fn, in index order, the entries certificatesTaken counts: the new ones, and
+// the conflicting ones too when replace.
+func (st *stage) eachTaken(ctx context.Context, q handle, account int64, replace bool, fn func(devreg.Conflict)) error {
 	written := `s.action = 0`
-	if plan.OnConflict == devreg.ConflictReplace {
+	if replace {
 		written = `s.action IN (0, 2)`
 	}
-	rows, err := q.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id FROM `+st.table+` s WHERE `+written+` AND (
-		EXISTS (SELECT 1 FROM devices d WHERE d.account_num = ? AND d.`+certificateKey+` AND d.secret_hash = s.hashes AND d.device_id <> s.device_id)
-		OR EXISTS (SELECT 1 FROM credentials c WHERE c.account_num = ? AND c.`+certificateKey+` AND c.secret_hash = s.hashes AND c.device_id <> s.device_id))
+	rows, err := q.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id FROM `+st.table+` s WHERE `+written+` AND `+takenSQL+`
 		ORDER BY s.idx`, account, account)
 	if err != nil {
 		return fmt.Errorf("look for certificates of other devices: %w", err)
 	}
 	defer rows.Close()
-	e := &devreg.CertificatesTakenError{}
 	for rows.Next() {
 		c := devreg.Conflict{CertificateTaken: true}
 		if err := rows.Scan(&c.Index, &c.Line, &c.DeviceID); err != nil {
 			return err
 		}
-		if plan.Refused != nil {
-			plan.Refused(c)
-		}
-		if e.Count++; len(e.Entries) < devreg.MaxProblems {
-			e.Entries = append(e.Entries, c)
-		}
+		fn(c)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if e.Count > 0 {
-		return e
-	}
-	return nil
+	return rows.Err()
 }

@@ -183,6 +183,8 @@ func entriesOf(ids ...string) idList { return ids }
 
 func (l idList) Len() int { return len(l) }
 
+func (idList) Release() {}
+
 func (l idList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 	for i := 0; i < len(l); i += chunk {
 		var es []devreg.StagedEntry

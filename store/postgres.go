@@ -206,19 +206,19 @@ func (postgresDialect) queueIDsAmong(q stmtQueue, table, lead string, arg any, i
 }
 
 // createStage orders device IDs byte by byte, as devices.device_id does.
-func (postgresDialect) createStage(ctx context.Context, st *Stage) error {
+func (postgresDialect) createStage(ctx context.Context, st *stage) error {
 	_, err := st.c.ExecContext(ctx, stageTableSQL(st.table, "BIGINT", "BYTEA", `TEXT COLLATE "C"`))
 	return err
 }
 
 // addToStage hands entries to the request's one COPY, fed row by row as they are added.
-func (postgresDialect) addToStage(ctx context.Context, st *Stage, entries []devreg.StagedEntry) error {
+func (postgresDialect) addToStage(ctx context.Context, st *stage, entries []devreg.StagedEntry) error {
 	return st.copyAdd(ctx, entries)
 }
 
 // finishStage ends the COPY and gathers the stage's statistics, once, so that the planner joins
 // it the right way round.
-func (postgresDialect) finishStage(ctx context.Context, st *Stage) error {
+func (postgresDialect) finishStage(ctx context.Context, st *stage) error {
 	if err := st.endCopy(); err != nil || st.analyzed {
 		return err
 	}
@@ -227,7 +227,7 @@ func (postgresDialect) finishStage(ctx context.Context, st *Stage) error {
 	return err
 }
 
-func (postgresDialect) closeStage(st *Stage) { st.endCopy() }
+func (postgresDialect) closeStage(st *stage) { st.endCopy() }
 
 // readyToWrite has nothing to do: PostgreSQL writes in parallel.
 func (postgresDialect) readyToWrite(context.Context, handle) (func(), error) { return func() {}, nil }
@@ -360,20 +360,20 @@ func (postgresDialect) backupError() error { return ErrBackupPostgres }
 
 // insertDevices writes the entries with one COPY, in the transaction open on the stage's
 // connection.
-func (postgresDialect) insertDevices(ctx context.Context, st *Stage, _ *sql.Tx, plan devreg.RegistrationPlan, account int64, entries devreg.RegistrationEntries) error {
+func (postgresDialect) insertDevices(ctx context.Context, st *stage, _ *sql.Tx, reg devreg.Registration, account int64, entries devreg.RegistrationEntries) error {
 	rows, stop := make(chan []any, 4*stageChunk), make(chan struct{})
 	src := &copySource{rows: rows}
-	key, created := plan.KeyIDs[len(plan.KeyIDs)-1], micros(plan.Batch.CreatedAt)
+	key, created := reg.KeyIDs[len(reg.KeyIDs)-1], micros(reg.Batch.CreatedAt)
 	go func() {
 		defer close(rows)
 		err := entries.Replay(4*stageChunk, func(es []devreg.StagedEntry) error {
 			for _, e := range es {
-				hash, err := currentHash(plan, e)
+				hash, err := currentHash(reg, e)
 				if err != nil {
 					return err
 				}
 				select {
-				case rows <- []any{plan.AccountID, account, e.DeviceID, plan.DeviceTypeID, plan.Batch.ID, "enabled", key, hash, created}:
+				case rows <- []any{reg.AccountID, account, e.DeviceID, reg.DeviceTypeID, reg.Batch.ID, "enabled", key, hash, created}:
 				case <-stop:
 					return context.Canceled
 				}
@@ -397,7 +397,7 @@ func (postgresDialect) insertDevices(ctx context.Context, st *Stage, _ *sql.Tx, 
 }
 
 // copyAdd hands entries to the request's COPY, starting it with the first ones.
-func (st *Stage) copyAdd(ctx context.Context, entries []devreg.StagedEntry) error {
+func (st *stage) copyAdd(ctx context.Context, entries []devreg.StagedEntry) error {
 	if st.copyRows == nil {
 		st.copyRows, st.copyDone = make(chan []any, 4*stageChunk), make(chan struct{})
 		go func() {
@@ -424,7 +424,7 @@ func (st *Stage) copyAdd(ctx context.Context, entries []devreg.StagedEntry) erro
 }
 
 // endCopy ends the COPY, if one runs, and returns how it went.
-func (st *Stage) endCopy() error {
+func (st *stage) endCopy() error {
 	if st.copyRows == nil {
 		return nil
 	}

@@ -40,17 +40,17 @@ func callerNow(ctx context.Context, q handle, accountID, keyID, userID string, l
 	return k, true, nil
 }
 
-// recheck asks plan.Recheck, if set, whether the registration may still commit in q, with its
-// caller as stored now, held until the commit. It comes before the registration's audit entry:
-// a revocation deletes the key's row and then appends to the audit chain, so taking the two
-// locks in the same order cannot deadlock with it.
-func (st *Stage) recheck(ctx context.Context, q handle, plan devreg.RegistrationPlan) error {
-	if plan.Recheck == nil {
-		return nil
+// readCaller reads, in q, the caller reg names (nil if it names none, or once it is gone), for
+// the registration's decide. With lock, the row read is held until q's transaction ends: a
+// registration reads it before its audit entry, and a revocation deletes the key's row and then
+// appends to the audit chain, so taking the two locks in the same order cannot deadlock with it.
+func readCaller(ctx context.Context, q handle, reg devreg.Registration, lock bool) (*devreg.APIKey, error) {
+	if reg.KeyID == "" && reg.UserID == "" {
+		return nil, nil
 	}
-	k, found, err := callerNow(ctx, q, plan.AccountID, plan.KeyID, plan.UserID, true)
-	if err != nil {
-		return err
+	k, found, err := callerNow(ctx, q, reg.AccountID, reg.KeyID, reg.UserID, lock)
+	if err != nil || !found {
+		return nil, err
 	}
-	return plan.Recheck(k, found)
+	return &k, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,10 +18,9 @@ import (
 )
 
 // TestPostgresRevocationWaitsForRegistration: on PostgreSQL, a registration reads its caller's
-// key again just before it commits and holds the key's row until then, so a revocation that
-// comes between the two waits for the commit, and is after it: no registration commits under a
-// key already deleted. Both write paths: new devices written at once (Direct), and a staged
-// registration (Apply).
+// key again in the transaction that writes, for its decide, and holds the key's row until the
+// commit, so a revocation that comes between the two waits for the commit, and is after it: no
+// registration commits under a key already deleted. Both write paths: new devices written at once, and a staged registration.
 func TestPostgresRevocationWaitsForRegistration(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
@@ -58,58 +58,47 @@ func TestPostgresRevocationWaitsForRegistration(t *testing.T) {
 			}
 			deleted := make(chan error, 1)
 			waited := false
-			plan := devreg.RegistrationPlan{AccountID: acc.ID, DeviceTypeID: "dt_r", KeyIDs: []string{hashKey.ID}, OnConflict: devreg.ConflictFail,
+			reg := devreg.Registration{AccountID: acc.ID, DeviceTypeID: "dt_r", KeyIDs: []string{hashKey.ID},
 				Batch: devreg.Batch{ID: "bat_" + path, DeviceTypeID: "dt_r", CreatedAt: time.Now(), Source: devreg.SourceAPI},
-				KeyID: key.ID,
-				Recheck: func(k devreg.APIKey, found bool) error {
-					if !found || k.ID != key.ID || k.Scope != devreg.ScopeRegister {
-						return fmt.Errorf("the key as read again: %+v, found %v", k, found)
+				KeyID: key.ID, Sample: []string{entries[0].DeviceID}, MayRepeat: path == "staged"}
+			recheck := func(k *devreg.APIKey) error {
+				if k == nil || k.ID != key.ID || k.Scope != devreg.ScopeRegister {
+					return fmt.Errorf("the key as read again: %+v", k)
+				}
+				// The key is revoked now, between the check and the commit.
+				go func() { deleted <- db.DeleteAPIKey(ctx, acc.ID, key.ID) }()
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					select {
+					case err := <-deleted:
+						deleted <- err // for the end of the test
+						t.Errorf("the key was deleted (%v) between the registration's check and its commit", err)
+						return nil
+					default:
 					}
-					// The key is revoked now, between the check and the commit.
-					go func() { deleted <- db.DeleteAPIKey(ctx, acc.ID, key.ID) }()
-					for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-						select {
-						case err := <-deleted:
-							deleted <- err // for the end of the test
-							t.Errorf("the key was deleted (%v) between the registration's check and its commit", err)
-							return nil
-						default:
-						}
-						var n int
-						if err := watch.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-							AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM api_keys%'`).Scan(&n); err != nil {
-							t.Error(err)
-							return nil
-						}
-						if n > 0 {
-							waited = true
-							return nil
-						}
+					var n int
+					if err := watch.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+						AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM api_keys%'`).Scan(&n); err != nil {
+						t.Error(err)
+						return nil
 					}
-					t.Error("the delete neither ended nor waited for a lock in 10s")
-					return nil
-				},
+					if n > 0 {
+						waited = true
+						return nil
+					}
+				}
+				t.Error("the delete neither ended nor waited for a lock in 10s")
+				return nil
 			}
 
-			st, err := db.NewStage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			var res devreg.RegisterResult
-			if path == "direct" {
-				var done bool
-				res, done, err = st.Direct(ctx, plan, entries, []string{entries[0].DeviceID})
-				if !done && err == nil {
-					t.Fatal("Direct did not register new devices")
-				}
-			} else {
-				if err = st.Add(ctx, entries); err == nil {
-					res, err = st.Apply(ctx, plan)
-				}
-			}
+			tctx, timings := devreg.NewContextWithTimings(ctx)
+			res, err := db.Register(tctx, reg, entries, func(f devreg.Found) (devreg.Decision, error) {
+				return devreg.Decision{}, recheck(f.Caller)
+			})
 			if err != nil || res.Created != int64(len(entries)) {
 				t.Fatalf("registration = %+v, %v", res, err)
+			}
+			if staged := strings.Contains(timings.Header(), "stage;"); staged != (path == "staged") {
+				t.Fatalf("the registration took the stage: %v (%s)", staged, timings.Header())
 			}
 			if err := <-deleted; err != nil {
 				t.Errorf("the delete after the commit: %v", err)

@@ -14,9 +14,9 @@ import (
 // spend most of a big request's time crossing from Go into the database.
 const stageChunk = 200
 
-// Stage is a registration request staged in a temporary table on one connection. Writing it takes
+// stage is a registration request staged in a temporary table on one connection. Writing it takes
 // no lock on the registry's tables. SQLite fills it with multi-row inserts, PostgreSQL with COPY.
-type Stage struct {
+type stage struct {
 	s     *DB
 	conn  *sql.Conn
 	c     handle
@@ -60,9 +60,53 @@ func (r *registrations) slot(ctx context.Context) (release func(), err error) {
 	}
 }
 
-// NewStage opens a stage for one registration request. It waits while the registrations' share
-// of the connection pool is taken.
-func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
+// Register registers entries as reg says, all or nothing, in one transaction: it finds which
+// entries are new, unchanged or conflicting (and, where reg asks, which repeat a device ID or
+// give a certificate another device holds), hands what it found to decide, and writes what decide
+// makes of it, with decide's audit entry. An error from decide writes nothing and is returned. It
+// waits while the registrations' share of the connection pool is taken.
+//
+// Two kinds of request take no stage: a file of new devices is written straight into the
+// devices table, and a file sent again is looked up (see register_direct.go). Any other is staged
+// in a temporary table and classified there in one statement.
+func (s *DB) Register(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
+	decide func(devreg.Found) (devreg.Decision, error)) (devreg.RegisterResult, error) {
+	endWait := devreg.StartStage(ctx, "wait")
+	st, err := s.newStage(ctx)
+	endWait()
+	if err != nil {
+		return devreg.RegisterResult{}, err
+	}
+	defer st.close()
+	if !reg.MayRepeat && !reg.Refused && entries.Len() > 0 {
+		if res, done, err := st.direct(ctx, reg, entries, decide); done || err != nil {
+			return res, err
+		}
+	}
+	endStage := devreg.StartStage(ctx, "stage")
+	if err := entries.Replay(stageChunk, func(es []devreg.StagedEntry) error { return st.add(ctx, es) }); err != nil {
+		return devreg.RegisterResult{}, err
+	}
+	entries.Release()
+	if reg.MayRepeat || reg.Refused {
+		f := devreg.Found{Total: int64(st.staged)}
+		if reg.MayRepeat {
+			if f.Repeats, err = st.repeats(ctx); err != nil {
+				return devreg.RegisterResult{}, err
+			}
+			f.EachRepeat = func(fn func(devreg.Repeat)) error { return st.eachRepeat(ctx, fn) }
+		}
+		endStage()
+		if f.Repeats > 0 || reg.Refused {
+			return devreg.RegisterResult{}, st.refuse(ctx, reg, f, decide)
+		}
+	}
+	endStage()
+	return st.apply(ctx, reg, decide)
+}
+
+// newStage takes a registration slot and a connection for a stage.
+func (s *DB) newStage(ctx context.Context) (*stage, error) {
 	release, err := s.regs.slot(ctx)
 	if err != nil {
 		return nil, err
@@ -72,11 +116,24 @@ func (s *DB) NewStage(ctx context.Context) (devreg.RegistrationStage, error) {
 		release()
 		return nil, err
 	}
-	return &Stage{s: s, conn: conn, c: handle{q: conn, d: s.d}, release: release}, nil
+	return &stage{s: s, conn: conn, c: handle{q: conn, d: s.d}, release: release}, nil
+}
+
+// refuse hands decide what it found of a registration that cannot be registered (repeats, or
+// refused already), and returns decide's error.
+func (st *stage) refuse(ctx context.Context, reg devreg.Registration, f devreg.Found, decide func(devreg.Found) (devreg.Decision, error)) error {
+	var err error
+	if f.Caller, err = readCaller(ctx, st.c, reg, false); err != nil {
+		return err
+	}
+	if _, err := decide(f); err != nil {
+		return err
+	}
+	return fmt.Errorf("register devices: decide let through a registration with %d repeated device IDs, or refused already", f.Repeats)
 }
 
 // create makes the stage's temporary table, once.
-func (st *Stage) create(ctx context.Context) error {
+func (st *stage) create(ctx context.Context) error {
 	if st.table != "" {
 		return nil
 	}
@@ -98,8 +155,8 @@ func stageTableSQL(table, integer, blob, text string) string {
 	)`
 }
 
-// Add stages entries.
-func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
+// add stages entries.
+func (st *stage) add(ctx context.Context, entries []devreg.StagedEntry) error {
 	if err := st.create(ctx); err != nil {
 		return err
 	}
@@ -113,22 +170,29 @@ func (st *Stage) Add(ctx context.Context, entries []devreg.StagedEntry) error {
 }
 
 // finish writes what is pending, and readies the stage to be read.
-func (st *Stage) finish(ctx context.Context) error {
+func (st *stage) finish(ctx context.Context) error {
 	if err := st.create(ctx); err != nil {
 		return err
 	}
 	return st.s.d.finishStage(ctx, st)
 }
 
-// Duplicates calls add for every entry whose device ID came earlier in the request.
-func (st *Stage) Duplicates(ctx context.Context, add func(devreg.Repeat)) error {
+// repeats counts the staged entries whose device ID an earlier entry had.
+func (st *stage) repeats(ctx context.Context) (n int64, err error) {
 	if err := st.finish(ctx); err != nil {
-		return err
+		return 0, err
 	}
 	// Only a request that may repeat an ID pays for this index.
 	if _, err := st.c.ExecContext(ctx, `CREATE INDEX `+st.table+`_id ON `+st.table+` (device_id, idx)`); err != nil {
-		return err
+		return 0, err
 	}
+	err = st.c.QueryRowContext(ctx, `SELECT count(*) FROM `+st.table+` s
+		WHERE EXISTS (SELECT 1 FROM `+st.table+` f WHERE f.device_id = s.device_id AND f.idx < s.idx)`).Scan(&n)
+	return n, err
+}
+
+// eachRepeat hands fn, in index order, every staged entry whose device ID an earlier entry had.
+func (st *stage) eachRepeat(ctx context.Context, fn func(devreg.Repeat)) error {
 	rows, err := st.c.QueryContext(ctx, `SELECT s.idx, s.line, s.device_id, f.idx, f.line
 		FROM `+st.table+` s JOIN `+st.table+` f ON f.device_id = s.device_id
 		  AND f.idx = (SELECT min(idx) FROM `+st.table+` WHERE device_id = s.device_id)
@@ -142,24 +206,25 @@ func (st *Stage) Duplicates(ctx context.Context, add func(devreg.Repeat)) error 
 		if err := rows.Scan(&r.Index, &r.Line, &r.DeviceID, &r.FirstIndex, &r.FirstLine); err != nil {
 			return err
 		}
-		add(r)
+		fn(r)
 	}
 	return rows.Err()
 }
 
-// Apply registers the staged entries as plan says.
-func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res devreg.RegisterResult, err error) {
+// apply classifies the staged entries, hands decide what it found and writes what decide makes
+// of it.
+func (st *stage) apply(ctx context.Context, reg devreg.Registration, decide func(devreg.Found) (devreg.Decision, error)) (res devreg.RegisterResult, err error) {
 	if err := st.finish(ctx); err != nil {
 		return res, err
 	}
-	current := 1 + credential.HashSize*(len(plan.KeyIDs)-1) // where the current key's hash starts
+	current := 1 + credential.HashSize*(len(reg.KeyIDs)-1) // where the current key's hash starts
 	// A dry run reads the registry without taking the write lock; a real run holds it from the
 	// first look at the registry to the commit, so what it decided on cannot change under it.
 	q := st.c
 	var tx *sql.Tx
 	endLock := devreg.StartStage(ctx, "lock")
 	defer endLock()
-	if !plan.DryRun {
+	if !reg.DryRun {
 		var done func()
 		if done, err = st.s.d.readyToWrite(ctx, st.c); err != nil {
 			return res, err
@@ -170,22 +235,22 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 		}
 		defer tx.Rollback() // does nothing once the transaction is over
 		q = handle{q: tx, d: st.s.d}
-		if err := st.s.d.lockAccount(ctx, q, plan.AccountID); err != nil {
+		if err := st.s.d.lockAccount(ctx, q, reg.AccountID); err != nil {
 			return res, err
 		}
 	}
 
-	account, err := accountNumber(ctx, q, plan.AccountID)
+	account, err := accountNumber(ctx, q, reg.AccountID)
 	if err != nil {
 		return res, err
 	}
-	b := plan.Batch
-	currentKey := plan.KeyIDs[len(plan.KeyIDs)-1]
+	b := reg.Batch
+	currentKey := reg.KeyIDs[len(reg.KeyIDs)-1]
 	insertDevices := `INSERT INTO devices (account_id, account_num, device_id, device_type_id, batch_id, status, key_id, secret_hash, created_at)
 		SELECT CAST(? AS TEXT), CAST(? AS BIGINT), device_id, CAST(? AS TEXT), CAST(? AS TEXT), 'enabled', CAST(? AS TEXT),
 			substr(hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)), CAST(? AS BIGINT)
 		FROM ` + st.table + ` WHERE action = 0 ORDER BY idx` // a batch lists in the request's order
-	insertArgs := []any{plan.AccountID, account, plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}
+	insertArgs := []any{reg.AccountID, account, reg.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt)}
 
 	endLock()
 	endCheck := devreg.StartStage(ctx, "check")
@@ -193,39 +258,51 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	inserted := int64(-1) // not yet
 	// A certificate already on another device breaks a unique index that ON CONFLICT
 	// (device_id) does not cover: a registration of certificates classifies first.
-	if !plan.DryRun && st.s.d.insertFirst() && !isCertificates(plan) {
+	if !reg.DryRun && st.s.d.insertFirst() && !isCertificates(reg) {
 		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
 			return res, err
 		}
 	}
-	var conflicts, moved, connected int64
+	f := devreg.Found{Total: int64(st.staged)}
+	var moved, connected int64
 	if inserted == int64(st.staged) {
-		res.Created = inserted
-	} else if conflicts, moved, connected, err = st.classify(ctx, q, plan, account, &res); err != nil {
+		f.New = inserted
+	} else if moved, connected, err = st.classify(ctx, q, reg, account, &f); err != nil {
 		return res, err
 	}
-
-	if err := st.certificatesTaken(ctx, q, plan, account); err != nil {
+	if f.TakenNew, f.TakenConflicting, err = st.certificatesTaken(ctx, q, reg, account); err != nil {
 		return res, err
 	}
-	switch plan.OnConflict {
-	case devreg.ConflictSkip:
-		res.Skipped = conflicts
-	case devreg.ConflictReplace:
-		res.Replaced = conflicts
-	default:
-		if conflicts > 0 {
-			return res, st.conflictError(ctx, q, plan, conflicts, res.Created+res.Unchanged+conflicts)
+	// Under credentials=reset what the replaced devices made themselves is counted before the
+	// decision, with those devices held (unless it is a dry run) so that the count is exact.
+	locked, seen := false, int64(0)
+	if reg.Unchanged == devreg.UnchangedOnlyCredential && f.Conflicting > 0 {
+		if !reg.DryRun {
+			if seen, err = st.s.d.lockReplaced(ctx, q, st.table, reg.AccountID, account); err != nil {
+				return res, err
+			}
+			locked = true
 		}
-	}
-	endCheck()
-	res.DryRun = plan.DryRun
-	if plan.DryRun && plan.ResetCredentials && res.Replaced > 0 {
-		if res.DeviceCredentialsDropped, err = st.deviceMadeCredentials(ctx, q, account); err != nil {
+		if f.DeviceCredentials, err = st.deviceMadeCredentials(ctx, q, account); err != nil {
 			return res, err
 		}
 	}
-	if plan.DryRun || res.Created+res.Replaced == 0 {
+	if f.Caller, err = readCaller(ctx, q, reg, !reg.DryRun); err != nil {
+		return res, err
+	}
+	f.EachConflict = func(fn func(devreg.Conflict)) error { return st.eachConflict(ctx, q, fn) }
+	f.EachTaken = func(replace bool, fn func(devreg.Conflict)) error { return st.eachTaken(ctx, q, account, replace, fn) }
+	d, err := decide(f)
+	if err != nil {
+		return res, err
+	}
+	if f.TakenNew > 0 || d.Replace && f.TakenConflicting > 0 {
+		return res, fmt.Errorf("register devices: decide let %d certificates of other devices through", f.TakenNew+f.TakenConflicting)
+	}
+	endCheck()
+	res = f.Outcome(d)
+	res.DryRun = reg.DryRun
+	if reg.DryRun || res.Created+res.Replaced == 0 {
 		if tx != nil {
 			return res, tx.Rollback()
 		}
@@ -239,7 +316,7 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 	if res.Replaced > 0 {
 		movedIn, connectedIn = moved, connected
 	}
-	steps := batchSteps(plan, res.Created+res.Replaced, connectedIn, res.Created+movedIn)
+	steps := batchSteps(reg, res.Created+res.Replaced, connectedIn, res.Created+movedIn)
 	if inserted < 0 {
 		steps = append(steps, step{sql: insertDevices, args: insertArgs})
 	}
@@ -248,38 +325,38 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 			{sql: `UPDATE device_types SET device_count = device_count - m.n
 				FROM (SELECT old_type, count(*) AS n FROM ` + st.table + ` WHERE action = 2 AND old_type <> ? GROUP BY old_type) AS m
 				WHERE device_types.account_id = ? AND device_types.id = m.old_type`,
-				args: []any{plan.DeviceTypeID, plan.AccountID}},
+				args: []any{reg.DeviceTypeID, reg.AccountID}},
 			{sql: `UPDATE batches SET device_count = device_count - m.n, connected_count = connected_count - m.c
 				FROM (SELECT old_batch, count(*) AS n, sum(old_seen) AS c FROM ` + st.table + ` WHERE action = 2 GROUP BY old_batch) AS m
 				WHERE batches.account_id = ? AND batches.id = m.old_batch`,
-				args: []any{plan.AccountID}},
+				args: []any{reg.AccountID}},
 		}...)
-		if seen, err := st.s.d.lockReplaced(ctx, q, st.table, plan.AccountID, account); err != nil {
-			return res, err
-		} else if seen > 0 { // seen since classify: the old batches' counts follow old_seen, the new one's this
-			steps = append(steps, step{sql: `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
-				args: []any{seen, plan.AccountID, b.ID}})
+		if !locked {
+			if seen, err = st.s.d.lockReplaced(ctx, q, st.table, reg.AccountID, account); err != nil {
+				return res, err
+			}
 		}
-		steps = append(steps, st.replaceCredentials(account, plan, &res.DeviceCredentialsDropped)...)
+		if seen > 0 { // seen since classify: the old batches' counts follow old_seen, the new one's this
+			steps = append(steps, step{sql: `UPDATE batches SET connected_count = connected_count + ? WHERE account_id = ? AND id = ?`,
+				args: []any{seen, reg.AccountID, b.ID}})
+		}
+		steps = append(steps, st.replaceCredentials(account, reg)...)
 		steps = append(steps, step{sql: `UPDATE devices SET device_type_id = ?, batch_id = ?, key_id = ?, secret_hash = substr(s.hashes, CAST(? AS INTEGER), CAST(? AS INTEGER)),
 				cred_id = NULL, cred_created_at = ?, cred_not_before = NULL, cred_not_after = NULL, cred_status = NULL, cred_last_used_at = NULL, cred_source = NULL
 				FROM ` + st.table + ` AS s WHERE s.action = 2 AND devices.account_num = ? AND devices.device_id = s.device_id`,
-			args: []any{plan.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
+			args: []any{reg.DeviceTypeID, b.ID, currentKey, current, credential.HashSize, micros(b.CreatedAt), account}})
 	}
 	endWrite := devreg.StartStage(ctx, "write")
-	if err := runSteps(ctx, q, plan, steps); err != nil {
+	if err := runSteps(ctx, q, steps); err != nil {
 		return res, err
 	}
-	if err := insertCertificateDetails(ctx, q, account, plan.Certificates); err != nil {
+	if err := insertCertificateDetails(ctx, q, account, reg.Certificates); err != nil {
 		return res, err
 	}
 	endWrite()
 	defer devreg.StartStage(ctx, "commit")()
-	if err := st.recheck(ctx, q, plan); err != nil {
-		return devreg.RegisterResult{}, err
-	}
-	if plan.Audit != nil {
-		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
+	if d.Audit != nil {
+		if err := st.s.appendAudit(ctx, q, reg.AccountID, d.Audit); err != nil {
 			return res, err
 		}
 	}
@@ -288,29 +365,24 @@ func (st *Stage) Apply(ctx context.Context, plan devreg.RegistrationPlan) (res d
 
 // step is one statement of a registration's write.
 type step struct {
-	sql   string
-	args  []any
-	one   bool   // it must change one row
-	count *int64 // if set, the rows it changes are added to it
+	sql  string
+	args []any
+	one  bool // it must change one row
 }
 
-// run runs steps in a registration's transaction. A step that must change one row and changes
-// none finds the device type gone: deleted while the request was read.
-func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps []step) error {
+// runSteps runs steps in a registration's transaction. A step that must change one row and
+// changes none finds the device type gone: deleted while the request was read.
+func runSteps(ctx context.Context, q handle, steps []step) error {
 	for _, step := range steps {
 		r, err := q.ExecContext(ctx, step.sql, step.args...)
 		if err != nil {
 			return fmt.Errorf("register devices: %w", err)
 		}
-		n, err := r.RowsAffected()
-		if step.one && err == nil && n != 1 {
-			return devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered (create the device type again, or choose another, and send the file again)", plan.DeviceTypeID)
+		if !step.one {
+			continue
 		}
-		if step.count != nil {
-			if err != nil {
-				return fmt.Errorf("register devices: %w", err)
-			}
-			*step.count += n
+		if n, err := r.RowsAffected(); err == nil && n != 1 {
+			return devreg.ErrDeviceTypeDeleted
 		}
 	}
 	return nil
@@ -320,21 +392,15 @@ func runSteps(ctx context.Context, q handle, plan devreg.RegistrationPlan, steps
 // alone, except those the devices made themselves, which stay (so that re-running a factory file
 // cannot lock out a device that has rotated its secret): a device-made credential in the device's
 // row moves to the credentials table, every other credential and every expired one goes, and of
-// the device-made ones the newest MaxCredentials-1 stay. Under plan.ResetCredentials every other
-// credential goes, those the devices made included, and dropped counts those.
-func (st *Stage) replaceCredentials(account int64, plan devreg.RegistrationPlan, dropped *int64) []step {
+// the device-made ones the newest MaxCredentials-1 stay. Under UnchangedOnlyCredential (a reset)
+// every other credential goes, those the devices made included (Found.DeviceCredentials counted
+// them).
+func (st *stage) replaceCredentials(account int64, reg devreg.Registration) []step {
 	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
-	now := micros(plan.Batch.CreatedAt)
-	if plan.ResetCredentials {
-		// The registered credential then overwrites the one in the row; marking a device-made
-		// one there first is only to count it.
-		return []step{
-			{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `) AND source = ?`,
-				args: []any{account, string(devreg.CredentialFromDevice)}, count: dropped},
-			{sql: `UPDATE devices SET cred_source = NULL WHERE account_num = ? AND device_id IN (` + replaced + `) AND cred_source = ?`,
-				args: []any{account, string(devreg.CredentialFromDevice)}, count: dropped},
-			{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `)`, args: []any{account}},
-		}
+	now := micros(reg.Batch.CreatedAt)
+	if reg.Unchanged == devreg.UnchangedOnlyCredential {
+		// The registered credential then overwrites the one in the row.
+		return []step{{sql: `DELETE FROM credentials WHERE account_num = ? AND device_id IN (` + replaced + `)`, args: []any{account}}}
 	}
 	return []step{
 		{sql: `INSERT INTO credentials (account_num, device_id, id, key_id, secret_hash, created_at, not_before, not_after, status, last_used_at, source)
@@ -354,7 +420,7 @@ func (st *Stage) replaceCredentials(account int64, plan devreg.RegistrationPlan,
 // insertIfNew runs insert, which adds the staged devices, if none of a sample of the staged
 // device IDs is registered, skipping those that turn out to be, and returns how many it added:
 // -1 if it did not run. It runs where the dialect inserts first (see insertFirst).
-func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
+func (st *stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
 	if found, err := anyRegistered(ctx, q, account, st.sample); err != nil || found {
 		return -1, err
 	}
@@ -367,16 +433,16 @@ func (st *Stage) insertIfNew(ctx context.Context, q handle, account int64, inser
 
 // classify marks every staged entry as created, unchanged or conflicting with what is
 // registered, in one statement, leaving alone what this registration inserted already. It counts
-// the created and unchanged into res and returns the conflicts, how many of them are of another
-// device type and how many have checked in.
-func (st *Stage) classify(ctx context.Context, q handle, plan devreg.RegistrationPlan, account int64, res *devreg.RegisterResult) (conflicts, moved, connected int64, err error) {
+// them into f and returns how many of the conflicting are of another device type and how many
+// have checked in.
+func (st *stage) classify(ctx context.Context, q handle, reg devreg.Registration, account int64, f *devreg.Found) (moved, connected int64, err error) {
 	// The entry's hash under the key that made a stored hash: a resend is unchanged when the
 	// secret is that of any of the device's credentials, the one in its row first.
-	args := []any{plan.DeviceTypeID}
+	args := []any{reg.DeviceTypeID}
 	hashUnder := func(keyColumn string) string {
 		var b strings.Builder
 		b.WriteString("CASE " + keyColumn)
-		for i, id := range plan.KeyIDs {
+		for i, id := range reg.KeyIDs {
 			fmt.Fprintf(&b, " WHEN ? THEN substr(%s.hashes, %d, %d)", st.table, 1+credential.HashSize*i, credential.HashSize)
 			args = append(args, id)
 		}
@@ -384,26 +450,26 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		return b.String()
 	}
 	ownValid, extraValid := "", ""
-	if plan.OnConflict == devreg.ConflictReplace {
+	if reg.Unchanged == devreg.UnchangedValidCredential {
 		// A replace is asked to make the registered secret work: one that matches only a
 		// credential that is disabled or outside its window is replaced, not left unchanged.
-		ownValid = ownCredentialValid(plan)
-		extraValid = ` AND ` + validAt("c.", plan.Batch.CreatedAt)
+		ownValid = ownCredentialValid(reg)
+		extraValid = ` AND ` + validAt("c.", reg.Batch.CreatedAt)
 	}
 	var sameSecret string
-	if plan.ResetCredentials {
+	if reg.Unchanged == devreg.UnchangedOnlyCredential {
 		sameSecret = `d.secret_hash = ` + hashUnder("d.key_id") + onlyRegisteredCredential
 	} else {
 		sameSecret = `(d.secret_hash = ` + hashUnder("d.key_id") + ownValid + ` OR EXISTS (SELECT 1 FROM credentials c
 		WHERE c.account_num = d.account_num AND c.device_id = d.device_id AND c.secret_hash = ` + hashUnder("c.key_id") + extraValid + `))`
 	}
-	args = append(args, account, plan.Batch.ID)
+	args = append(args, account, reg.Batch.ID)
 	if _, err := q.ExecContext(ctx, `UPDATE `+st.table+` SET
 		action = CASE WHEN d.device_type_id = ? AND `+sameSecret+` THEN 1 ELSE 2 END,
 		old_type = d.device_type_id, old_batch = d.batch_id,
 		old_seen = CASE WHEN d.last_seen_at IS NULL THEN 0 ELSE 1 END
 		FROM devices AS d WHERE d.account_num = ? AND d.device_id = `+st.table+`.device_id AND d.batch_id <> ?`, args...); err != nil {
-		return 0, 0, 0, fmt.Errorf("classify staged devices: %w", err)
+		return 0, 0, fmt.Errorf("classify staged devices: %w", err)
 	}
 	// One pass over the stage counts every outcome (a GROUP BY would sort it first).
 	err = q.QueryRowContext(ctx, `SELECT
@@ -412,15 +478,15 @@ func (st *Stage) classify(ctx context.Context, q handle, plan devreg.Registratio
 		coalesce(sum(CASE WHEN action = 2 THEN 1 ELSE 0 END), 0),
 		coalesce(sum(CASE WHEN action = 2 AND old_type <> ? THEN 1 ELSE 0 END), 0),
 		coalesce(sum(CASE WHEN action = 2 THEN old_seen ELSE 0 END), 0)
-		FROM `+st.table, plan.DeviceTypeID).Scan(&res.Created, &res.Unchanged, &conflicts, &moved, &connected)
-	return conflicts, moved, connected, err
+		FROM `+st.table, reg.DeviceTypeID).Scan(&f.New, &f.Unchanged, &f.Conflicting, &moved, &connected)
+	return moved, connected, err
 }
 
 // ownCredentialValid is a condition (starting with AND) that the credential in the row of device
-// d is valid at the plan's time. A replace asks for it: a resend is unchanged only if the secret
+// d is valid at the batch's time. A replace asks for it: a resend is unchanged only if the secret
 // it registers works.
-func ownCredentialValid(plan devreg.RegistrationPlan) string {
-	return ` AND ` + validAt("d.cred_", plan.Batch.CreatedAt)
+func ownCredentialValid(reg devreg.Registration) string {
+	return ` AND ` + validAt("d.cred_", reg.Batch.CreatedAt)
 }
 
 // onlyRegisteredCredential is a condition (starting with AND) that device d holds one credential,
@@ -433,7 +499,7 @@ const onlyRegisteredCredential = ` AND coalesce(d.cred_status, 'enabled') = 'ena
 
 // deviceMadeCredentials counts the credentials the devices a registration replaces have made
 // themselves: what a replace with credentials=reset drops.
-func (st *Stage) deviceMadeCredentials(ctx context.Context, q handle, account int64) (int64, error) {
+func (st *stage) deviceMadeCredentials(ctx context.Context, q handle, account int64) (int64, error) {
 	replaced := `SELECT device_id FROM ` + st.table + ` WHERE action = 2`
 	var n int64
 	err := q.QueryRowContext(ctx, `SELECT
@@ -443,39 +509,25 @@ func (st *Stage) deviceMadeCredentials(ctx context.Context, q handle, account in
 	return n, err
 }
 
-// conflictError lists the conflicting entries of a registration that may not touch them: the
-// first MaxProblems, and every one to plan.Refused when it is set.
-func (st *Stage) conflictError(ctx context.Context, q handle, plan devreg.RegistrationPlan, conflicts, total int64) error {
-	limit := int64(devreg.MaxProblems)
-	if plan.Refused != nil {
-		limit = conflicts
-	}
-	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx LIMIT ?`, limit)
+// eachConflict hands fn every conflicting entry, in index order.
+func (st *stage) eachConflict(ctx context.Context, q handle, fn func(devreg.Conflict)) error {
+	rows, err := q.QueryContext(ctx, `SELECT idx, line, device_id, old_type FROM `+st.table+` WHERE action = 2 ORDER BY idx`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	e := &devreg.ConflictError{Count: conflicts, Total: total}
 	for rows.Next() {
 		var c devreg.Conflict
 		if err := rows.Scan(&c.Index, &c.Line, &c.DeviceID, &c.RegisteredType); err != nil {
 			return err
 		}
-		if plan.Refused != nil {
-			plan.Refused(c)
-		}
-		if len(e.Conflicts) < devreg.MaxProblems {
-			e.Conflicts = append(e.Conflicts, c)
-		}
+		fn(c)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	return e
+	return rows.Err()
 }
 
-// Close drops the stage and hands its connection back.
-func (st *Stage) Close() error {
+// close drops the stage and hands its connection back.
+func (st *stage) close() error {
 	st.s.d.closeStage(st)
 	var err error
 	if st.table != "" {

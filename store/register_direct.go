@@ -15,23 +15,26 @@ import (
 // devices is written straight into the devices table, once, and a file sent again is looked up
 // and writes nothing. Anything else (a conflict, a mix of new and registered devices) is staged.
 
-// Direct implements devreg.RegistrationStage.
-func (st *Stage) Direct(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (devreg.RegisterResult, bool, error) {
-	if entries.Len() == 0 {
-		return devreg.RegisterResult{}, false, nil
-	}
-	if !plan.DryRun {
-		res, done, err := st.insertNew(ctx, plan, entries, sample)
+// direct registers entries without a stage when the request is of one of the two kinds a factory
+// sends most: every entry new (each device is then written once) or every entry registered
+// already with the same secret and type (then nothing is written). The entries' device IDs must
+// be known to be distinct. It returns done=false, having written nothing and called decide not,
+// for any other request: the caller stages its entries then.
+func (st *stage) direct(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
+	decide func(devreg.Found) (devreg.Decision, error)) (devreg.RegisterResult, bool, error) {
+	if !reg.DryRun {
+		res, done, err := st.insertNew(ctx, reg, entries, decide)
 		if done || err != nil {
 			return res, done, err
 		}
 	}
-	return st.lookUp(ctx, plan, entries)
+	return st.lookUp(ctx, reg, entries, decide)
 }
 
 // insertNew registers entries if none of them is registered: done is false, and nothing is
 // written, when one of the sample or any entry turns out to be.
-func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries, sample []string) (res devreg.RegisterResult, done bool, err error) {
+func (st *stage) insertNew(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
+	decide func(devreg.Found) (devreg.Decision, error)) (res devreg.RegisterResult, done bool, err error) {
 	endLock := devreg.StartStage(ctx, "lock")
 	defer endLock() // at once, if it returns before its end
 	writeDone, err := st.s.d.readyToWrite(ctx, st.c)
@@ -45,19 +48,19 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	}
 	defer tx.Rollback() // does nothing once the transaction is over
 	q := handle{q: tx, d: st.s.d}
-	if err := st.s.d.lockAccount(ctx, q, plan.AccountID); err != nil {
+	if err := st.s.d.lockAccount(ctx, q, reg.AccountID); err != nil {
 		return res, false, err
 	}
-	account, err := accountNumber(ctx, q, plan.AccountID)
+	account, err := accountNumber(ctx, q, reg.AccountID)
 	if err != nil {
 		return res, false, err
 	}
-	if found, err := anyRegistered(ctx, q, account, sample); err != nil || found {
+	if found, err := anyRegistered(ctx, q, account, reg.Sample); err != nil || found {
 		return res, false, err
 	}
 	endLock()
 	endInsert := devreg.StartStage(ctx, "insert")
-	err = st.s.d.insertDevices(ctx, st, tx, plan, account, entries)
+	err = st.s.d.insertDevices(ctx, st, tx, reg, account, entries)
 	endInsert()
 	if st.s.d.uniqueViolation(err) {
 		return res, false, nil // one is registered after all: the rollback undoes the rest
@@ -65,24 +68,30 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 	if err != nil {
 		return res, false, fmt.Errorf("register devices: %w", err)
 	}
-	if taken, err := st.certificatesTakenIn(ctx, q, plan, account); err != nil || taken {
+	if taken, err := st.certificatesTakenIn(ctx, q, reg, account); err != nil || taken {
 		return res, false, err // the stage names the entries
-	}
-	if err := insertCertificateDetails(ctx, q, account, plan.Certificates); err != nil {
-		return res, false, err
 	}
 	defer devreg.StartStage(ctx, "commit")()
 	n := int64(entries.Len())
-	res = devreg.RegisterResult{BatchID: plan.Batch.ID, Created: n}
-	if err := runSteps(ctx, q, plan, batchSteps(plan, n, 0, n)); err != nil {
+	f := devreg.Found{Total: n, New: n}
+	if f.Caller, err = readCaller(ctx, q, reg, true); err != nil {
 		return res, false, err
 	}
-	if err := st.recheck(ctx, q, plan); err != nil {
-		return devreg.RegisterResult{}, false, err
+	d, err := decide(f)
+	if err != nil {
+		return res, true, err
 	}
-	if plan.Audit != nil {
-		if err := st.s.appendAudit(ctx, q, plan.AccountID, plan.Audit(res)); err != nil {
-			return res, false, err
+	if err := insertCertificateDetails(ctx, q, account, reg.Certificates); err != nil {
+		return res, true, err
+	}
+	res = f.Outcome(d)
+	res.BatchID = reg.Batch.ID
+	if err := runSteps(ctx, q, batchSteps(reg, n, 0, n)); err != nil {
+		return devreg.RegisterResult{}, true, err
+	}
+	if d.Audit != nil {
+		if err := st.s.appendAudit(ctx, q, reg.AccountID, d.Audit); err != nil {
+			return devreg.RegisterResult{}, true, err
 		}
 	}
 	return res, true, tx.Commit()
@@ -90,16 +99,16 @@ func (st *Stage) insertNew(ctx context.Context, plan devreg.RegistrationPlan, en
 
 // batchSteps are the statements that record a registration's batch of count devices, connected
 // of which have checked in before, and add typeDelta devices to its device type.
-func batchSteps(plan devreg.RegistrationPlan, count, connected, typeDelta int64) []step {
-	b := plan.Batch
+func batchSteps(reg devreg.Registration, count, connected, typeDelta int64) []step {
+	b := reg.Batch
 	return []step{
 		{sql: `INSERT INTO batches (id, account_id, device_type_id, created_at, created_by, source, filename, device_count, connected_count, status,
 				name, creator_type, creator_id)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'enabled', ?, ?, ?)`,
-			args: []any{b.ID, plan.AccountID, plan.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected,
+			args: []any{b.ID, reg.AccountID, reg.DeviceTypeID, micros(b.CreatedAt), b.CreatedBy, string(b.Source), b.Filename, count, connected,
 				b.Name, b.CreatorType, b.CreatorID}},
 		{sql: `UPDATE device_types SET device_count = device_count + ? WHERE account_id = ? AND id = ?`,
-			args: []any{typeDelta, plan.AccountID, plan.DeviceTypeID}, one: true},
+			args: []any{typeDelta, reg.AccountID, reg.DeviceTypeID}, one: true},
 	}
 }
 
@@ -123,11 +132,12 @@ func anyRegistered(ctx context.Context, q handle, account int64, ids []string) (
 	return found > 0, err
 }
 
-// currentHash returns the part of an entry's hashes made with the plan's current key, the last.
-func currentHash(plan devreg.RegistrationPlan, e devreg.StagedEntry) ([]byte, error) {
-	at := credential.HashSize * (len(plan.KeyIDs) - 1)
+// currentHash returns the part of an entry's hashes made with the registration's current key,
+// the last.
+func currentHash(reg devreg.Registration, e devreg.StagedEntry) ([]byte, error) {
+	at := credential.HashSize * (len(reg.KeyIDs) - 1)
 	if len(e.Hashes) != at+credential.HashSize {
-		return nil, fmt.Errorf("entry %d has %d bytes of hashes for %d keys", e.Index, len(e.Hashes), len(plan.KeyIDs))
+		return nil, fmt.Errorf("entry %d has %d bytes of hashes for %d keys", e.Index, len(e.Hashes), len(reg.KeyIDs))
 	}
 	return e.Hashes[at:], nil
 }
@@ -138,8 +148,10 @@ var errMixed = errors.New("some devices are new, some registered")
 // lookUp applies a registration that writes nothing: a dry run whose devices are all new, or any
 // run whose devices are all registered unchanged (the same device type, and the secret of the
 // device's credential; under on_conflict=replace one valid now). It reads one snapshot and
-// returns done=false for any other request, as soon as it knows.
-func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entries devreg.RegistrationEntries) (res devreg.RegisterResult, done bool, err error) {
+// returns done=false for any other request, as soon as it knows. decide is given what it found,
+// and the caller read in the same snapshot.
+func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
+	decide func(devreg.Found) (devreg.Decision, error)) (res devreg.RegisterResult, done bool, err error) {
 	defer devreg.StartStage(ctx, "lookup")()
 	opts := st.s.d.snapshot()
 	tx, err := st.conn.BeginTx(ctx, &opts)
@@ -148,18 +160,18 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 	}
 	defer tx.Rollback()
 	q := handle{q: tx, d: st.s.d}
-	account, err := accountNumber(ctx, q, plan.AccountID)
+	account, err := accountNumber(ctx, q, reg.AccountID)
 	if err != nil {
 		return res, false, err
 	}
 	chunk := st.s.d.lookUpChunk()
-	full, err := tx.PrepareContext(ctx, st.s.d.bind(lookUpSQL(st.s.d, plan, chunk)))
+	full, err := tx.PrepareContext(ctx, st.s.d.bind(lookUpSQL(st.s.d, reg, chunk)))
 	if err != nil {
 		return res, false, err
 	}
 	defer full.Close()
-	fixed := []any{plan.DeviceTypeID}
-	for _, id := range plan.KeyIDs {
+	fixed := []any{reg.DeviceTypeID}
+	for _, id := range reg.KeyIDs {
 		fixed = append(fixed, id)
 	}
 	var found, unchanged, total int64
@@ -173,7 +185,7 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 		if len(es) == chunk {
 			row = full.QueryRowContext(ctx, args...)
 		} else {
-			row = q.QueryRowContext(ctx, lookUpSQL(st.s.d, plan, len(es)), args...)
+			row = q.QueryRowContext(ctx, lookUpSQL(st.s.d, reg, len(es)), args...)
 		}
 		var f, u int64
 		if err := row.Scan(&f, &u); err != nil {
@@ -185,38 +197,48 @@ func (st *Stage) lookUp(ctx context.Context, plan devreg.RegistrationPlan, entri
 		}
 		return nil
 	})
+	f := devreg.Found{Total: total}
 	switch {
 	case errors.Is(err, errMixed):
 		return res, false, nil
 	case err != nil:
 		return res, false, err
 	case unchanged == total:
-		res.Unchanged = total
-	case found == 0 && plan.DryRun && !isCertificates(plan): // certificates may be other devices': the stage tells
-		res.Created = total
+		f.Unchanged = total
+	case found == 0 && reg.DryRun && !isCertificates(reg): // certificates may be other devices': the stage tells
+		f.New = total
 	default:
 		return res, false, nil // new devices for a run that writes: the sample found some that are gone now
 	}
-	res.DryRun = plan.DryRun
+	if f.Caller, err = readCaller(ctx, q, reg, false); err != nil {
+		return res, false, err
+	}
+	d, err := decide(f)
+	if err != nil {
+		return res, true, err
+	}
+	res = f.Outcome(d)
+	res.DryRun = reg.DryRun
 	return res, true, nil
 }
 
 // lookUpSQL counts how many of rows entries are registered, and how many of those unchanged.
-// Its parameters: the device type, the plan's key IDs, each entry's device ID and hashes, then
-// the account number. The entry's hash under the key that made the stored one is compared.
-func lookUpSQL(d dialect, plan devreg.RegistrationPlan, rows int) string {
+// Its parameters: the device type, the registration's key IDs, each entry's device ID and
+// hashes, then the account number. The entry's hash under the key that made the stored one is
+// compared.
+func lookUpSQL(d dialect, reg devreg.Registration, rows int) string {
 	var b strings.Builder
 	b.WriteString(`SELECT count(*), coalesce(sum(CASE WHEN d.device_type_id = ? AND d.secret_hash = substr(v.column2, CASE d.key_id`)
-	for i := range plan.KeyIDs {
+	for i := range reg.KeyIDs {
 		fmt.Fprintf(&b, " WHEN ? THEN %d", 1+credential.HashSize*i)
 	}
 	fmt.Fprintf(&b, " END, %d)", credential.HashSize)
-	if plan.OnConflict == devreg.ConflictReplace {
+	if reg.Unchanged != devreg.UnchangedAnyCredential {
 		// A replace is asked to make the registered secret work: one whose credential is
 		// disabled or outside its window is replaced, not left unchanged.
-		b.WriteString(ownCredentialValid(plan))
+		b.WriteString(ownCredentialValid(reg))
 	}
-	if plan.ResetCredentials {
+	if reg.Unchanged == devreg.UnchangedOnlyCredential {
 		b.WriteString(onlyRegisteredCredential)
 	}
 	b.WriteString(` THEN 1 ELSE 0 END), 0) FROM ` + d.lookUpFrom(rows) + ` WHERE d.account_num = ? AND d.device_id = v.column1`)

@@ -197,7 +197,7 @@ func (*sqliteDialect) inQueuedTx(ctx context.Context, s *DB, fn func(q stmtQueue
 
 // createStage also prepares the INSERT of a full chunk of rows. In SQLite "INTEGER PRIMARY KEY"
 // is the rowid itself; any other spelling adds an index.
-func (*sqliteDialect) createStage(ctx context.Context, st *Stage) error {
+func (*sqliteDialect) createStage(ctx context.Context, st *stage) error {
 	if _, err := st.c.ExecContext(ctx, stageTableSQL(st.table, "INTEGER", "BLOB", "TEXT")); err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (*sqliteDialect) createStage(ctx context.Context, st *Stage) error {
 }
 
 // addToStage writes entries with multi-row INSERTs, stageChunk rows each.
-func (*sqliteDialect) addToStage(ctx context.Context, st *Stage, entries []devreg.StagedEntry) error {
+func (*sqliteDialect) addToStage(ctx context.Context, st *stage, entries []devreg.StagedEntry) error {
 	for _, e := range entries {
 		hashes := e.Hashes
 		if hashes == nil {
@@ -223,16 +223,16 @@ func (*sqliteDialect) addToStage(ctx context.Context, st *Stage, entries []devre
 	return nil
 }
 
-func (*sqliteDialect) finishStage(ctx context.Context, st *Stage) error { return st.flush(ctx) }
+func (*sqliteDialect) finishStage(ctx context.Context, st *stage) error { return st.flush(ctx) }
 
-func (*sqliteDialect) closeStage(st *Stage) {
+func (*sqliteDialect) closeStage(st *stage) {
 	if st.insert != nil {
 		st.insert.Close()
 	}
 }
 
 // flush writes the stage's pending rows.
-func (st *Stage) flush(ctx context.Context) error {
+func (st *stage) flush(ctx context.Context) error {
 	if len(st.pending) == 0 {
 		return nil
 	}
@@ -250,7 +250,7 @@ func (st *Stage) flush(ctx context.Context) error {
 	return err
 }
 
-func (st *Stage) insertSQL(rows int) string {
+func (st *stage) insertSQL(rows int) string {
 	return `INSERT INTO ` + st.table + ` (idx, line, device_id, hashes) VALUES ` +
 		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?),", rows), ",")
 }
@@ -278,18 +278,18 @@ func (d *sqliteDialect) readyToWrite(ctx context.Context, c handle) (done func()
 const insertChunk = 256
 
 // insertDevices writes the entries in their order (which is the order a batch lists them in).
-func (*sqliteDialect) insertDevices(ctx context.Context, _ *Stage, tx *sql.Tx, plan devreg.RegistrationPlan, account int64, entries devreg.RegistrationEntries) error {
+func (*sqliteDialect) insertDevices(ctx context.Context, _ *stage, tx *sql.Tx, reg devreg.Registration, account int64, entries devreg.RegistrationEntries) error {
 	full, err := tx.PrepareContext(ctx, insertDevicesSQL(insertChunk))
 	if err != nil {
 		return err
 	}
 	defer full.Close()
-	fixed := []any{plan.AccountID, account, plan.DeviceTypeID, plan.Batch.ID, plan.KeyIDs[len(plan.KeyIDs)-1], micros(plan.Batch.CreatedAt)}
+	fixed := []any{reg.AccountID, account, reg.DeviceTypeID, reg.Batch.ID, reg.KeyIDs[len(reg.KeyIDs)-1], micros(reg.Batch.CreatedAt)}
 	args := make([]any, 0, len(fixed)+2*insertChunk)
 	return entries.Replay(insertChunk, func(es []devreg.StagedEntry) error {
 		args = append(args[:0], fixed...)
 		for _, e := range es {
-			hash, err := currentHash(plan, e)
+			hash, err := currentHash(reg, e)
 			if err != nil {
 				return err
 			}

@@ -103,19 +103,19 @@ type dialect interface {
 	inQueuedTx(ctx context.Context, s *DB, fn func(q stmtQueue) error) error
 
 	// createStage makes st.table, the stage's temporary table, on st's connection.
-	createStage(ctx context.Context, st *Stage) error
+	createStage(ctx context.Context, st *stage) error
 	// addToStage writes entries into the stage's table, or starts to.
-	addToStage(ctx context.Context, st *Stage, entries []devreg.StagedEntry) error
+	addToStage(ctx context.Context, st *stage, entries []devreg.StagedEntry) error
 	// finishStage writes what addToStage has left pending, and readies the table to be read.
-	finishStage(ctx context.Context, st *Stage) error
+	finishStage(ctx context.Context, st *stage) error
 	// closeStage gives up what addToStage holds.
-	closeStage(st *Stage)
+	closeStage(st *stage)
 	// readyToWrite readies the stage's connection c for writing a registration, and returns
 	// what puts it back.
 	readyToWrite(ctx context.Context, c handle) (done func(), err error)
 	// insertDevices writes entries into the devices table in tx, a transaction of st's
 	// connection, failing with a unique violation if one is registered.
-	insertDevices(ctx context.Context, st *Stage, tx *sql.Tx, plan devreg.RegistrationPlan, account int64, entries devreg.RegistrationEntries) error
+	insertDevices(ctx context.Context, st *stage, tx *sql.Tx, reg devreg.Registration, account int64, entries devreg.RegistrationEntries) error
 	// insertFirst reports whether a registration inserts its staged devices, passing over those
 	// registered, before it classifies them: when that costs less than looking each up first.
 	insertFirst() bool

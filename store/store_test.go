@@ -107,15 +107,8 @@ func TestUpgradeKeepsDevices(t *testing.T) {
 		if err := db.CreateDeviceType(ctx, devreg.DeviceType{ID: "dt_c", AccountID: "acc_c", Name: "T"}); err != nil {
 			t.Fatal(err)
 		}
-		st, err := db.NewStage(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		if err := st.Add(ctx, []devreg.StagedEntry{{DeviceID: "d1", Hashes: []byte("hash-of-c")}}); err != nil {
-			t.Fatal(err)
-		}
-		res, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_c", DeviceTypeID: "dt_c", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_c"}})
+		res, err := db.Register(ctx, devreg.Registration{AccountID: "acc_c", DeviceTypeID: "dt_c", KeyIDs: []string{"k1"}, Batch: devreg.Batch{ID: "bat_c"}, MayRepeat: true},
+			storetest.EntryList{{DeviceID: "d1", Hashes: []byte("hash-of-c")}}, failOnConflict)
 		if err != nil || res.Created != 1 {
 			t.Errorf("registering d1 in a new account: %+v, %v", res, err)
 		}
@@ -288,19 +281,12 @@ func TestSQLiteCheckpointsAfterRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := db.NewStage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var entries []devreg.StagedEntry
+	var entries storetest.EntryList
 	for i := range 5000 {
 		entries = append(entries, devreg.StagedEntry{Index: i, DeviceID: fmt.Sprintf("dev-%05d", i), Hashes: make([]byte, 32)})
 	}
-	if err := st.Add(ctx, entries); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Apply(ctx, devreg.RegistrationPlan{AccountID: "acc_a", DeviceTypeID: "dt_a", KeyIDs: []string{"k1"}, OnConflict: devreg.ConflictFail, Batch: devreg.Batch{ID: "bat_a"}}); err != nil {
+	reg := devreg.Registration{AccountID: "acc_a", DeviceTypeID: "dt_a", KeyIDs: []string{"k1"}, Batch: devreg.Batch{ID: "bat_a"}, MayRepeat: true}
+	if _, err := db.Register(ctx, reg, entries, failOnConflict); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -315,4 +301,12 @@ func TestSQLiteCheckpointsAfterRegistration(t *testing.T) {
 			t.Fatalf("the database file is %d bytes 10 s after registering 5000 devices (%d before)", after.Size(), before.Size())
 		}
 	}
+}
+
+// failOnConflict decides a registration as on_conflict=fail does.
+func failOnConflict(f devreg.Found) (devreg.Decision, error) {
+	if f.Repeats+f.Conflicting+f.TakenNew > 0 {
+		return devreg.Decision{}, fmt.Errorf("%d repeats, %d conflicts, %d certificates of other devices", f.Repeats, f.Conflicting, f.TakenNew)
+	}
+	return devreg.Decision{}, nil
 }

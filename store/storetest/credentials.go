@@ -72,7 +72,7 @@ func testResetCredentials(t *testing.T, db *store.DB) {
 	acc := newAccount(t, db, "a")
 	newType(t, db, acc, "dt_1")
 	lot := []entry{{"exact", "factory-1"}, {"rotated", "factory-2"}, {"moved", "factory-3"}, {"windowed", "factory-4"}, {"api", "factory-5"}}
-	if _, err := stage(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	// "rotated" made two credentials itself; "moved" has one in its row (its registration's was
@@ -89,7 +89,7 @@ func testResetCredentials(t *testing.T, db *store.DB) {
 	addCredential(t, db, acc, "api", "api-secret-1", devreg.Credential{CreatedAt: t0.Add(time.Minute), Source: devreg.CredentialFromAPI})
 
 	// "moved" no longer holds its factory secret: under keep it is a conflict; reset it anyway.
-	reset := devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true, DryRun: true}
+	reset := regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true, DryRun: true}
 	res, err := stage(t, db, acc, lot, reset)
 	if diff := cmp.Diff(devreg.RegisterResult{Unchanged: 1, Replaced: 4, DryRun: true, DeviceCredentialsDropped: 3}, res); err != nil || diff != "" {
 		t.Errorf("dry run of a reset (-want +got):\n%s %v", diff, err)
@@ -117,19 +117,19 @@ func testResetCredentials(t *testing.T, db *store.DB) {
 
 	// Sent again, every device is exactly as the reset leaves it: the direct path finds the lot
 	// unchanged, and so does the stage.
-	if res, done := direct(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); !done || res != (devreg.RegisterResult{Unchanged: 5}) {
+	if res, done := direct(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); !done || res != (devreg.RegisterResult{Unchanged: 5}) {
 		t.Errorf("a reset sent again, direct: %+v, done %v", res, done)
 	}
-	if res, err := stage(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); err != nil || res != (devreg.RegisterResult{Unchanged: 5}) {
+	if res, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); err != nil || res != (devreg.RegisterResult{Unchanged: 5}) {
 		t.Errorf("a reset sent again, staged: %+v, %v", res, err)
 	}
 	// One more credential of any source is not "exactly": the direct path leaves the request to
 	// the stage, which replaces that device.
 	addCredential(t, db, acc, "exact", "device-made-4", devreg.Credential{CreatedAt: t0.Add(2 * time.Hour), Source: devreg.CredentialFromDevice})
-	if _, done := direct(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); done {
+	if _, done := direct(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true}); done {
 		t.Errorf("the direct path took a reset of a device that holds more than its factory secret")
 	}
-	res, err = stage(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true,
+	res, err = stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, ResetCredentials: true,
 		Batch: devreg.Batch{ID: "bat_3", CreatedAt: t0.Add(3 * time.Hour)}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_3", Unchanged: 4, Replaced: 1, DeviceCredentialsDropped: 1}, res); err != nil || diff != "" {
 		t.Errorf("a reset of one device that rotated (-want +got):\n%s %v", diff, err)
@@ -139,7 +139,7 @@ func testResetCredentials(t *testing.T, db *store.DB) {
 	}
 	// Without reset a replace keeps what devices made (today's behaviour).
 	addCredential(t, db, acc, "exact", "device-made-5", devreg.Credential{CreatedAt: t0.Add(4 * time.Hour), Source: devreg.CredentialFromDevice})
-	if res, err := stage(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace}); err != nil || res != (devreg.RegisterResult{Unchanged: 5}) {
+	if res, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace}); err != nil || res != (devreg.RegisterResult{Unchanged: 5}) {
 		t.Errorf("a replace that keeps device-made credentials: %+v, %v", res, err)
 	}
 	checkCounts(t, db, acc)
@@ -158,10 +158,10 @@ func testRevokeBatchCredentials(t *testing.T, db *store.DB) {
 	for i := range 40 {
 		lot = append(lot, entry{fmt.Sprintf("dev-%02d", i), fmt.Sprintf("factory-%02d", i)})
 	}
-	if _, err := stage(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stage(t, db, acc, []entry{{"other", "factory-other"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2", Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, []entry{{"other", "factory-other"}}, regPlan{DeviceTypeID: "dt_2", Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	now := t0.Add(24 * time.Hour)
@@ -247,7 +247,7 @@ func testRevokeBatchCredentials(t *testing.T, db *store.DB) {
 	for i := range devreg.MaxProblems + 1 {
 		big = append(big, entry{fmt.Sprintf("big-%04d", i), "factory-big"})
 	}
-	if _, err := stage(t, db, acc, big, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_big", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, big, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_big", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range big { // the factory secret's grace over, one credential made by the device

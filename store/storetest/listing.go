@@ -26,7 +26,7 @@ func testListSetOfTypes(t *testing.T, db *store.DB) {
 	for i := range 24 {
 		typ := fmt.Sprintf("dt_%d", i%4+1)
 		stage(t, db, acc, []entry{{fmt.Sprintf("p-%02d", 23-i), "secret-x"}, {fmt.Sprintf("q-%02d", i), "secret-x"}},
-			devreg.RegistrationPlan{DeviceTypeID: typ, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%02d", i), CreatedAt: t0}})
+			regPlan{DeviceTypeID: typ, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%02d", i), CreatedAt: t0}})
 	}
 	if err := db.SetDeviceStatus(ctx, acc, "p-19", devreg.StatusDisabled); err != nil { // of dt_1
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-apply", testStageApply},
 		{"direct-new-and-resent-files", testDirect},
 		{"stage-duplicates", testStageDuplicates},
+		{"decide-refuses-on-every-path", testDecideRefuses},
 		{"stage-replace-moves-counts", testStageReplace},
 		{"stage-registered-ids-after-new-ones", testStageLateConflicts},
 		{"list-devices", testListDevices},
@@ -80,25 +82,28 @@ func newType(t *testing.T, db *store.DB, account, id string) {
 
 type entry struct{ id, secret string }
 
-// stage stages entries for account and applies plan to them.
-func stage(t *testing.T, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, error) {
-	t.Helper()
-	ctx := context.Background()
-	st := newStage(t, db)
-	defer st.Close()
-	if err := st.Add(ctx, checked(account, entries)); err != nil {
-		t.Fatal(err)
-	}
-	return st.Apply(ctx, fillPlan(account, plan))
+// regPlan is a test's registration: what the store is asked (Registration) and what the
+// registry would decide about what it finds (OnConflict, ResetCredentials).
+type regPlan struct {
+	DeviceTypeID     string
+	OnConflict       devreg.OnConflict
+	DryRun           bool
+	ResetCredentials bool
+	Batch            devreg.Batch
 }
 
-func newStage(t *testing.T, db *store.DB) devreg.RegistrationStage {
+// stage registers entries for account as p says, through the store's stage (as a request that
+// may repeat a device ID is).
+func stage(t *testing.T, db *store.DB, account string, entries []entry, p regPlan) (devreg.RegisterResult, error) {
 	t.Helper()
-	st, err := db.NewStage(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return register(context.Background(), db, account, entries, p)
+}
+
+// register is stage from any goroutine.
+func register(ctx context.Context, db *store.DB, account string, entries []entry, p regPlan) (devreg.RegisterResult, error) {
+	reg := registration(account, p)
+	reg.MayRepeat = true
+	return db.Register(ctx, reg, EntryList(checked(account, entries)), decideAs(p))
 }
 
 // checked turns entries into what the registry hands a store after checking them.
@@ -110,16 +115,59 @@ func checked(account string, entries []entry) []devreg.StagedEntry {
 	return staged
 }
 
-// fillPlan completes plan for account as the registry would.
-func fillPlan(account string, plan devreg.RegistrationPlan) devreg.RegistrationPlan {
-	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
-	if plan.OnConflict == "" {
-		plan.OnConflict = devreg.ConflictFail
+// registration is the Registration of p for account, as the registry would ask it.
+func registration(account string, p regPlan) devreg.Registration {
+	reg := devreg.Registration{AccountID: account, DeviceTypeID: p.DeviceTypeID, KeyIDs: []string{key.ID}, DryRun: p.DryRun, Batch: p.Batch}
+	if reg.Batch.ID == "" {
+		reg.Batch = devreg.Batch{ID: credential.RandomID("bat", 8), CreatedAt: t0, CreatedBy: "test", Source: devreg.SourceAPI}
 	}
-	if plan.Batch.ID == "" {
-		plan.Batch = devreg.Batch{ID: credential.RandomID("bat", 8), CreatedAt: t0, CreatedBy: "test", Source: devreg.SourceAPI}
+	switch {
+	case p.ResetCredentials:
+		reg.Unchanged = devreg.UnchangedOnlyCredential
+	case p.OnConflict == devreg.ConflictReplace:
+		reg.Unchanged = devreg.UnchangedValidCredential
 	}
-	return plan
+	return reg
+}
+
+// conflictError is decideAs's refusal of conflicts under on_conflict=fail (or of certificates
+// other devices hold): the first MaxProblems of them, and how many.
+type conflictError struct {
+	Conflicts []devreg.Conflict
+	Count     int64
+	Total     int64
+}
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("%d of %d devices conflict", e.Count, e.Total)
+}
+
+// decideAs decides as the registry does under p's on_conflict, refusing with a *conflictError.
+func decideAs(p regPlan) func(devreg.Found) (devreg.Decision, error) {
+	replace := p.OnConflict == devreg.ConflictReplace
+	return func(f devreg.Found) (devreg.Decision, error) {
+		e := &conflictError{Total: f.Total}
+		add := func(c devreg.Conflict) {
+			if e.Count++; len(e.Conflicts) < devreg.MaxProblems {
+				e.Conflicts = append(e.Conflicts, c)
+			}
+		}
+		switch {
+		case f.Repeats > 0:
+			return devreg.Decision{}, fmt.Errorf("%d device IDs repeat", f.Repeats)
+		case f.TakenNew > 0 || replace && f.TakenConflicting > 0:
+			if err := f.EachTaken(replace, add); err != nil {
+				return devreg.Decision{}, err
+			}
+			return devreg.Decision{}, e
+		case f.Conflicting > 0 && p.OnConflict != devreg.ConflictSkip && !replace:
+			if err := f.EachConflict(add); err != nil {
+				return devreg.Decision{}, err
+			}
+			return devreg.Decision{}, e
+		}
+		return devreg.Decision{Replace: replace}, nil
+	}
 }
 
 func testAccountsAndKeys(t *testing.T, db *store.DB) {
@@ -228,7 +276,7 @@ func testDeviceTypes(t *testing.T, db *store.DB) {
 	if diff := cmp.Diff(want, types); err != nil || diff != "" {
 		t.Errorf("ListDeviceTypes (-want +got):\n%s %v", diff, err)
 	}
-	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}); err != nil {
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, regPlan{DeviceTypeID: "dt_1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.DeleteDeviceType(ctx, acc, "dt_1"); devreg.ErrorCode(err) != devreg.ECONFLICT {
@@ -248,36 +296,36 @@ func testStageApply(t *testing.T, db *store.DB) {
 	newType(t, db, acc, "dt_1")
 	newType(t, db, acc, "dt_2")
 	first := []entry{{"d1", "secret-1"}, {"d2", "secret-2"}, {"d3", "secret-3"}}
-	res, err := stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true})
+	res, err := stage(t, db, acc, first, regPlan{DeviceTypeID: "dt_1", DryRun: true})
 	if diff := cmp.Diff(devreg.RegisterResult{Created: 3, DryRun: true}, res); err != nil || diff != "" {
 		t.Errorf("dry run (-want +got):\n%s %v", diff, err)
 	}
 	if d, _ := db.ListDevices(ctx, acc, devreg.DeviceFilter{Limit: 10}); len(d) != 0 {
 		t.Errorf("dry run wrote %d devices", len(d))
 	}
-	res, err = stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, CreatedBy: "me", Source: devreg.SourceConsole, Filename: "lot1.csv"}})
+	res, err = stage(t, db, acc, first, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, CreatedBy: "me", Source: devreg.SourceConsole, Filename: "lot1.csv"}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_1", Created: 3}, res); err != nil || diff != "" {
 		t.Errorf("first registration (-want +got):\n%s %v", diff, err)
 	}
-	res, err = stage(t, db, acc, first, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
+	res, err = stage(t, db, acc, first, regPlan{DeviceTypeID: "dt_1"})
 	if diff := cmp.Diff(devreg.RegisterResult{Unchanged: 3}, res); err != nil || diff != "" {
 		t.Errorf("resend (-want +got):\n%s %v", diff, err)
 	}
 	clash := []entry{{"d4", "secret-4"}, {"d1", "other-secret"}, {"d2", "secret-2"}}
-	_, err = stage(t, db, acc, clash, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
-	var e *devreg.ConflictError
+	_, err = stage(t, db, acc, clash, regPlan{DeviceTypeID: "dt_1"})
+	var e *conflictError
 	if !errors.As(err, &e) || e.Count != 1 || e.Total != 3 ||
 		!cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 1, Line: 2, DeviceID: "d1", RegisteredType: "dt_1"}}) {
 		t.Errorf("conflicting secret: err = %+v", err)
 	}
-	_, err = stage(t, db, acc, []entry{{"d3", "secret-3"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2"})
+	_, err = stage(t, db, acc, []entry{{"d3", "secret-3"}}, regPlan{DeviceTypeID: "dt_2"})
 	if !errors.As(err, &e) || !cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 0, Line: 1, DeviceID: "d3", RegisteredType: "dt_1"}}) {
 		t.Errorf("same ID and secret under another type: err = %v, want a conflict naming dt_1", err)
 	}
 	if _, err := db.Device(ctx, acc, "d4"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
 		t.Errorf("refused registration wrote d4: %v", err)
 	}
-	res, err = stage(t, db, acc, clash, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0, Source: devreg.SourceAPI}})
+	res, err = stage(t, db, acc, clash, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0, Source: devreg.SourceAPI}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 1, Unchanged: 1, Skipped: 1}, res); err != nil || diff != "" {
 		t.Errorf("skip (-want +got):\n%s %v", diff, err)
 	}
@@ -289,7 +337,7 @@ func testStageApply(t *testing.T, db *store.DB) {
 	// Another account may register the same device IDs.
 	other := newAccount(t, db, "b")
 	newType(t, db, other, "dt_9")
-	if res, err := stage(t, db, other, first, devreg.RegistrationPlan{DeviceTypeID: "dt_9"}); err != nil || res.Created != 3 {
+	if res, err := stage(t, db, other, first, regPlan{DeviceTypeID: "dt_9"}); err != nil || res.Created != 3 {
 		t.Errorf("same IDs in another account: %+v, %v", res, err)
 	}
 }
@@ -297,29 +345,82 @@ func testStageApply(t *testing.T, db *store.DB) {
 func testStageDuplicates(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	acc := newAccount(t, db, "a")
-	st, err := db.NewStage(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	newType(t, db, acc, "dt_1")
 	ids := []string{"a", "b", "a", "c", "b", "a"}
+	var entries EntryList
 	for i, id := range ids {
-		if err := st.Add(ctx, []devreg.StagedEntry{{Index: i, Line: 10 + i, DeviceID: id, Hashes: credential.Hash(key, acc, id, "s")}}); err != nil {
-			t.Fatal(err)
-		}
+		entries = append(entries, devreg.StagedEntry{Index: i, Line: 10 + i, DeviceID: id, Hashes: credential.Hash(key, acc, id, "s")})
 	}
+	var found devreg.Found
 	var repeats []devreg.Repeat
-	if err := st.Duplicates(ctx, func(r devreg.Repeat) { repeats = append(repeats, r) }); err != nil {
-		t.Fatal(err)
+	refused := errors.New("refused")
+	reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
+	reg.MayRepeat = true
+	_, err := db.Register(ctx, reg, entries, func(f devreg.Found) (devreg.Decision, error) {
+		found = f
+		if err := f.EachRepeat(func(r devreg.Repeat) { repeats = append(repeats, r) }); err != nil {
+			return devreg.Decision{}, err
+		}
+		return devreg.Decision{}, refused
+	})
+	if !errors.Is(err, refused) {
+		t.Fatalf("registration with repeats: %v, want decide's refusal", err)
 	}
 	want := []devreg.Repeat{
 		{Index: 2, Line: 12, DeviceID: "a", FirstIndex: 0, FirstLine: 10},
 		{Index: 4, Line: 14, DeviceID: "b", FirstIndex: 1, FirstLine: 11},
 		{Index: 5, Line: 15, DeviceID: "a", FirstIndex: 0, FirstLine: 10},
 	}
-	if diff := cmp.Diff(want, repeats); diff != "" {
-		t.Errorf("duplicates (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, repeats); diff != "" || found.Repeats != 3 || found.Total != 6 {
+		t.Errorf("duplicates (-want +got):\n%s\nfound %d of %d", diff, found.Repeats, found.Total)
 	}
+	if dt, _ := db.DeviceType(ctx, acc, "dt_1"); dt.DeviceCount != 0 {
+		t.Errorf("a refused registration wrote %d devices", dt.DeviceCount)
+	}
+}
+
+// testDecideRefuses: an error from decide is Register's, and nothing is written, on each path:
+// new devices written at once, a resend looked up, and the stage.
+func testDecideRefuses(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	lot := []entry{{"d1", "secret-1"}, {"d2", "secret-2"}, {"d3", "secret-3"}}
+	refused := errors.New("refused")
+	refuse := func(f devreg.Found) (devreg.Decision, error) { return devreg.Decision{}, refused }
+	for i, c := range []struct {
+		name       string
+		mayRepeat  bool
+		registered bool // the lot is registered already
+	}{
+		{"new devices", false, false},
+		{"new devices, staged", true, false},
+		{"a resend", false, true},
+		{"a resend, staged", true, true},
+	} {
+		if i == 2 {
+			if _, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
+		reg.Sample, reg.MayRepeat = []string{"d1", "d2"}, c.mayRepeat
+		res, err := db.Register(ctx, reg, EntryList(checked(acc, lot)), refuse)
+		if !errors.Is(err, refused) || res != (devreg.RegisterResult{}) {
+			t.Errorf("%s: %+v, %v; want decide's error", c.name, res, err)
+		}
+		if b, err := db.Batch(ctx, acc, reg.Batch.ID); err == nil {
+			t.Errorf("%s: a refused registration made batch %+v", c.name, b)
+		}
+		want := int64(0)
+		if c.registered {
+			want = int64(len(lot))
+		}
+		if dt, _ := db.DeviceType(ctx, acc, "dt_1"); dt.DeviceCount != want {
+			t.Errorf("%s: the type counts %d devices after a refusal", c.name, dt.DeviceCount)
+		}
+	}
+	checkCounts(t, db, acc)
 }
 
 func testStageReplace(t *testing.T, db *store.DB) {
@@ -327,11 +428,11 @@ func testStageReplace(t *testing.T, db *store.DB) {
 	acc := newAccount(t, db, "a")
 	newType(t, db, acc, "dt_1")
 	newType(t, db, acc, "dt_2")
-	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}, {"d2", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}, {"d2", "secret-2"}}, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := stage(t, db, acc, []entry{{"d1", "secret-1"}, {"d2", "new-secret"}, {"d3", "secret-3"}},
-		devreg.RegistrationPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+		regPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 1, Replaced: 2}, res); err != nil || diff != "" {
 		t.Errorf("replace (-want +got):\n%s %v", diff, err)
 	}
@@ -343,7 +444,7 @@ func testStageReplace(t *testing.T, db *store.DB) {
 	if d2.DeviceTypeID != "dt_2" || d2.BatchID != "bat_2" {
 		t.Errorf("replaced device = %+v", d2)
 	}
-	res, err = stage(t, db, acc, []entry{{"d2", "new-secret"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2"})
+	res, err = stage(t, db, acc, []entry{{"d2", "new-secret"}}, regPlan{DeviceTypeID: "dt_2"})
 	if err != nil || res.Unchanged != 1 {
 		t.Errorf("the replaced secret is not the stored one: %+v, %v", res, err)
 	}
@@ -357,12 +458,12 @@ func testStageLateConflicts(t *testing.T, db *store.DB) {
 	newType(t, db, acc, "dt_1")
 	newType(t, db, acc, "dt_2")
 	registered := []entry{{"e1", "secret-1"}, {"e2", "secret-2"}, {"e3", "secret-3"}, {"e4", "secret-4"}}
-	if _, err := stage(t, db, acc, registered, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, registered, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	request := []entry{{"n0", "s-0"}, {"n1", "s-1"}, {"n2", "s-2"}, {"e1", "secret-1"}, {"n4", "s-4"}, {"e2", "other-secret"}, {"e3", "secret-3"}, {"n7", "s-7"}}
-	_, err := stage(t, db, acc, request, devreg.RegistrationPlan{DeviceTypeID: "dt_1"})
-	var e *devreg.ConflictError
+	_, err := stage(t, db, acc, request, regPlan{DeviceTypeID: "dt_1"})
+	var e *conflictError
 	if !errors.As(err, &e) || e.Count != 1 || !cmp.Equal(e.Conflicts, []devreg.Conflict{{Index: 5, Line: 6, DeviceID: "e2", RegisteredType: "dt_1"}}) {
 		t.Errorf("conflict at index 5: err = %+v", err)
 	}
@@ -373,7 +474,7 @@ func testStageLateConflicts(t *testing.T, db *store.DB) {
 		t.Errorf("refused registration changed the type's count to %d", dt.DeviceCount)
 	}
 
-	res, err := stage(t, db, acc, request, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+	res, err := stage(t, db, acc, request, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_2", Created: 5, Unchanged: 2, Skipped: 1}, res); err != nil || diff != "" {
 		t.Errorf("skip (-want +got):\n%s %v", diff, err)
 	}
@@ -390,7 +491,7 @@ func testStageLateConflicts(t *testing.T, db *store.DB) {
 	}
 
 	res, err = stage(t, db, acc, []entry{{"m0", "s"}, {"m1", "s"}, {"m2", "s"}, {"e4", "new-secret"}},
-		devreg.RegistrationPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_3", CreatedAt: t0}})
+		regPlan{DeviceTypeID: "dt_2", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_3", CreatedAt: t0}})
 	if diff := cmp.Diff(devreg.RegisterResult{BatchID: "bat_3", Created: 3, Replaced: 1}, res); err != nil || diff != "" {
 		t.Errorf("replace (-want +got):\n%s %v", diff, err)
 	}
@@ -424,8 +525,8 @@ func testListDevices(t *testing.T, db *store.DB) {
 	for i := range 30 {
 		entries = append(entries, entry{fmt.Sprintf("x-%02d", i), "secret-x"})
 	}
-	stage(t, db, acc, entries, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}})
-	stage(t, db, acc, []entry{{"y-1", "secret-y"}, {"x-99", "secret-x"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2", Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
+	stage(t, db, acc, entries, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}})
+	stage(t, db, acc, []entry{{"y-1", "secret-y"}, {"x-99", "secret-x"}}, regPlan{DeviceTypeID: "dt_2", Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}})
 	if err := db.SetDeviceStatus(ctx, acc, "x-05", devreg.StatusDisabled); err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +577,7 @@ func testBatches(t *testing.T, db *store.DB) {
 		if i%2 == 1 {
 			typ = "dt_2"
 		}
-		stage(t, db, acc, []entry{{fmt.Sprintf("d%d", i), "secret-x"}}, devreg.RegistrationPlan{DeviceTypeID: typ, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%d", i), CreatedAt: t0}})
+		stage(t, db, acc, []entry{{fmt.Sprintf("d%d", i), "secret-x"}}, regPlan{DeviceTypeID: typ, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%d", i), CreatedAt: t0}})
 	}
 	batches, seqs, err := db.ListBatches(ctx, acc, devreg.BatchFilter{Limit: 2})
 	if err != nil || len(batches) != 2 || batches[0].ID != "bat_4" || batches[1].ID != "bat_3" {
@@ -612,7 +713,7 @@ func testParallelFirstCheckIns(t *testing.T, db *store.DB) {
 	for i := range devices {
 		entries = append(entries, entry{fmt.Sprintf("d%d", i), "secret-1"})
 	}
-	if _, err := stage(t, db, acc, entries, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, entries, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	for i, e := range entries {
@@ -646,13 +747,13 @@ func testCheckInTiedToRegistration(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	acc := newAccount(t, db, "a")
 	newType(t, db, acc, "dt_1")
-	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-1"}}, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := db.DeviceAuth(ctx, acc, "d1"); err != nil || d.BatchID != "bat_1" {
 		t.Fatalf("DeviceAuth batch = %q, %v; want bat_1", d.BatchID, err)
 	}
-	if _, err := stage(t, db, acc, []entry{{"d1", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
+	if _, err := stage(t, db, acc, []entry{{"d1", "secret-2"}}, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: "bat_2", CreatedAt: t0}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, batch := range []string{"bat_1", ""} {
@@ -680,7 +781,7 @@ func testDeleteRacingReplace(t *testing.T, db *store.DB) {
 	for round := range 25 {
 		id := fmt.Sprintf("r%02d", round)
 		first := fmt.Sprintf("bat_%02d_a", round)
-		if _, err := stage(t, db, acc, []entry{{id, "secret-1"}, {id + "-x", "secret-1"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: first, CreatedAt: t0}}); err != nil {
+		if _, err := stage(t, db, acc, []entry{{id, "secret-1"}, {id + "-x", "secret-1"}}, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: first, CreatedAt: t0}}); err != nil {
 			t.Fatal(err)
 		}
 		if round%2 == 0 { // half the devices have checked in before the race
@@ -696,7 +797,7 @@ func testDeleteRacingReplace(t *testing.T, db *store.DB) {
 			}
 		})
 		wg.Go(func() {
-			if _, err := register(ctx, db, acc, []entry{{id, "secret-2"}, {id + "-x", "secret-2"}}, devreg.RegistrationPlan{DeviceTypeID: "dt_2",
+			if _, err := register(ctx, db, acc, []entry{{id, "secret-2"}, {id + "-x", "secret-2"}}, regPlan{DeviceTypeID: "dt_2",
 				OnConflict: devreg.ConflictReplace, Batch: devreg.Batch{ID: fmt.Sprintf("bat_%02d_b", round), CreatedAt: t0}}); err != nil {
 				errs <- fmt.Errorf("replace: %w", err)
 			}
@@ -732,24 +833,6 @@ func testDeleteRacingReplace(t *testing.T, db *store.DB) {
 			t.Errorf("deleting emptied type %s: %v", id, err)
 		}
 	}
-}
-
-// register stages entries for account and applies plan to them, from any goroutine.
-func register(ctx context.Context, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, error) {
-	st, err := db.NewStage(ctx)
-	if err != nil {
-		return devreg.RegisterResult{}, err
-	}
-	defer st.Close()
-	var staged []devreg.StagedEntry
-	for i, e := range entries {
-		staged = append(staged, devreg.StagedEntry{Index: i, Line: i + 1, DeviceID: e.id, Hashes: credential.Hash(key, account, e.id, e.secret)})
-	}
-	if err := st.Add(ctx, staged); err != nil {
-		return devreg.RegisterResult{}, err
-	}
-	plan.AccountID, plan.KeyIDs = account, []string{key.ID}
-	return st.Apply(ctx, plan)
 }
 
 // checkCounts compares every device count of the account's types and batches with the devices
@@ -796,6 +879,8 @@ type EntryList []devreg.StagedEntry
 
 func (l EntryList) Len() int { return len(l) }
 
+func (EntryList) Release() {}
+
 func (l EntryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error {
 	for start := 0; start < len(l); start += chunk {
 		if err := fn(l[start:min(start+chunk, len(l))]); err != nil {
@@ -805,22 +890,34 @@ func (l EntryList) Replay(chunk int, fn func([]devreg.StagedEntry) error) error 
 	return nil
 }
 
-// direct applies plan to entries without a stage, if the store can.
-func direct(t *testing.T, db *store.DB, account string, entries []entry, plan devreg.RegistrationPlan) (devreg.RegisterResult, bool) {
+// errStaged stops a registration that direct sees go to the stage.
+var errStaged = errors.New("left to the stage")
+
+// direct registers entries as p says, if the store can without a stage: done is false, and
+// nothing written, if the store staged them.
+func direct(t *testing.T, db *store.DB, account string, entries []entry, p regPlan) (devreg.RegisterResult, bool) {
 	t.Helper()
-	var sample []string
+	reg := registration(account, p)
 	for i, e := range entries {
-		if i&(i-1) == 0 {
-			sample = append(sample, e.id)
+		if devreg.Sampled(i) {
+			reg.Sample = append(reg.Sample, e.id)
 		}
 	}
-	st := newStage(t, db)
-	defer st.Close()
-	res, done, err := st.Direct(context.Background(), fillPlan(account, plan), EntryList(checked(account, entries)), sample)
+	ctx, timings := devreg.NewContextWithTimings(context.Background())
+	decide := decideAs(p)
+	res, err := db.Register(ctx, reg, EntryList(checked(account, entries)), func(f devreg.Found) (devreg.Decision, error) {
+		if strings.Contains(timings.Header(), "stage;") {
+			return devreg.Decision{}, errStaged
+		}
+		return decide(f)
+	})
+	if errors.Is(err, errStaged) {
+		return devreg.RegisterResult{}, false
+	}
 	if err != nil {
 		t.Fatalf("direct: %v", err)
 	}
-	return res, done
+	return res, true
 }
 
 func testDirect(t *testing.T, db *store.DB) {
@@ -844,10 +941,10 @@ func testDirect(t *testing.T, db *store.DB) {
 	}
 	lot := devices(0, 600, "secret-one") // more than one statement's worth, and a part
 
-	if res, done := direct(t, db, acc, lot[:300], devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}); !done || res != (devreg.RegisterResult{Created: 300, DryRun: true}) {
+	if res, done := direct(t, db, acc, lot[:300], regPlan{DeviceTypeID: "dt_1", DryRun: true}); !done || res != (devreg.RegisterResult{Created: 300, DryRun: true}) {
 		t.Errorf("dry run of new devices: %+v, done %v", res, done)
 	}
-	res, done := direct(t, db, acc, lot, devreg.RegistrationPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, Source: devreg.SourceAPI}})
+	res, done := direct(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0, Source: devreg.SourceAPI}})
 	if !done || res != (devreg.RegisterResult{BatchID: "bat_1", Created: 600}) || count() != 600 {
 		t.Fatalf("new devices: %+v, done %v, type count %d", res, done, count())
 	}
@@ -859,7 +956,7 @@ func testDirect(t *testing.T, db *store.DB) {
 		!bytes.Equal(d.Credentials[0].Hash, credential.Hash(key, acc, lot[450].id, "secret-one")) || d.DeviceTypeID != "dt_1" {
 		t.Errorf("a device written directly: %+v, %v", d, err)
 	}
-	for _, plan := range []devreg.RegistrationPlan{{DeviceTypeID: "dt_1"}, {DeviceTypeID: "dt_1", DryRun: true}, {DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace}} {
+	for _, plan := range []regPlan{{DeviceTypeID: "dt_1"}, {DeviceTypeID: "dt_1", DryRun: true}, {DeviceTypeID: "dt_1", OnConflict: devreg.ConflictReplace}} {
 		if res, done := direct(t, db, acc, lot, plan); !done || res != (devreg.RegisterResult{Unchanged: 600, DryRun: plan.DryRun}) {
 			t.Errorf("resend (%s, dry run %v): %+v, done %v", plan.OnConflict, plan.DryRun, res, done)
 		}
@@ -871,15 +968,15 @@ func testDirect(t *testing.T, db *store.DB) {
 	changed := append(devices(0, 599, "secret-one"), entry{lot[599].id, "secret-new"})
 	for name, c := range map[string]struct {
 		entries []entry
-		plan    devreg.RegistrationPlan
+		plan    regPlan
 	}{
-		"registered after new ones":         {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
-		"registered after new ones, skip":   {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip}},
-		"registered after new ones, dry":    {late, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}},
-		"new after registered ones":         {append(lot[:5:5], devices(2000, 10, "secret-three")...), devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
-		"a changed secret at the end":       {changed, devreg.RegistrationPlan{DeviceTypeID: "dt_1"}},
-		"a changed secret, dry run":         {changed, devreg.RegistrationPlan{DeviceTypeID: "dt_1", DryRun: true}},
-		"the same devices under other type": {lot, devreg.RegistrationPlan{DeviceTypeID: "dt_2"}},
+		"registered after new ones":         {late, regPlan{DeviceTypeID: "dt_1"}},
+		"registered after new ones, skip":   {late, regPlan{DeviceTypeID: "dt_1", OnConflict: devreg.ConflictSkip}},
+		"registered after new ones, dry":    {late, regPlan{DeviceTypeID: "dt_1", DryRun: true}},
+		"new after registered ones":         {append(lot[:5:5], devices(2000, 10, "secret-three")...), regPlan{DeviceTypeID: "dt_1"}},
+		"a changed secret at the end":       {changed, regPlan{DeviceTypeID: "dt_1"}},
+		"a changed secret, dry run":         {changed, regPlan{DeviceTypeID: "dt_1", DryRun: true}},
+		"the same devices under other type": {lot, regPlan{DeviceTypeID: "dt_2"}},
 	} {
 		if res, done := direct(t, db, acc, c.entries, c.plan); done {
 			t.Errorf("%s: applied without a stage: %+v", name, res)
