@@ -24,12 +24,21 @@ func (st *stage) direct(ctx context.Context, reg devreg.Registration, entries de
 	decide func(devreg.Found) (devreg.Decision, error)) (devreg.RegisterResult, bool, error) {
 	if !reg.DryRun {
 		res, done, err := st.insertNew(ctx, reg, entries, decide)
+		if errors.Is(err, errSomeNew) {
+			return res, false, nil // no look-up can answer it: straight to the stage
+		}
 		if done || err != nil {
 			return res, done, err
 		}
 	}
 	return st.lookUp(ctx, reg, entries, decide)
 }
+
+// errSomeNew ends a direct insert that began and could not finish: a device was registered after
+// all, or a certificate is another device's. The sample, the first entry included, was not
+// registered, so the request is no resend, and a look-up (which would read it up to its first
+// registered device to find that out) is skipped.
+var errSomeNew = errors.New("some devices are new, and the rest cannot be written directly")
 
 // insertNew registers entries if none of them is registered: done is false, and nothing is
 // written, when one of the sample or any entry turns out to be.
@@ -63,13 +72,15 @@ func (st *stage) insertNew(ctx context.Context, reg devreg.Registration, entries
 	err = st.s.d.insertDevices(ctx, st, tx, reg, account, entries)
 	endInsert()
 	if st.s.d.uniqueViolation(err) {
-		return res, false, nil // one is registered after all: the rollback undoes the rest
+		return res, false, errSomeNew // one is registered after all: the rollback undoes the rest
 	}
 	if err != nil {
 		return res, false, fmt.Errorf("register devices: %w", err)
 	}
-	if taken, err := st.certificatesTakenIn(ctx, q, reg, account); err != nil || taken {
-		return res, false, err // the stage names the entries
+	if taken, err := st.certificatesTakenIn(ctx, q, reg, account); err != nil {
+		return res, false, err
+	} else if taken {
+		return res, false, errSomeNew // the stage names the entries
 	}
 	defer devreg.StartStage(ctx, "commit")()
 	n := int64(entries.Len())

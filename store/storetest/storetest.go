@@ -982,6 +982,18 @@ func testDirect(t *testing.T, db *store.DB) {
 			t.Errorf("%s: applied without a stage: %+v", name, res)
 		}
 	}
+	// A direct insert that fails at its end goes straight to the stage: its first entry is new,
+	// so it is no resend, and reading it all again to find that out is waste.
+	clash := append(devices(3000, 299, "secret-four"), entry{lot[10].id, "secret-other"})
+	ctx2, timings := devreg.NewContextWithTimings(ctx)
+	reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
+	reg.Sample = []string{clash[0].id, clash[1].id, clash[2].id}
+	if res, err := db.Register(ctx2, reg, EntryList(checked(acc, clash)), decideAs(regPlan{DeviceTypeID: "dt_1"})); err == nil {
+		t.Errorf("a device registered with another secret after new ones, on_conflict=fail: %+v", res)
+	}
+	if h := timings.Header(); !strings.Contains(h, "insert;") || !strings.Contains(h, "stage;") || strings.Contains(h, "lookup;") {
+		t.Errorf("a direct insert that failed at its end: the stages were %s; want insert and stage, no lookup", h)
+	}
 	if _, err := db.Device(ctx, acc, late[0].id); devreg.ErrorCode(err) != devreg.ENOTFOUND || count() != 600 {
 		t.Errorf("a request left to the stage wrote devices: %v, type count %d", err, count())
 	}
