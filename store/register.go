@@ -78,7 +78,12 @@ func (s *DB) Register(ctx context.Context, reg devreg.Registration, entries devr
 		return devreg.RegisterResult{}, err
 	}
 	defer st.close()
-	if !reg.MayRepeat && !reg.Refused && entries.Len() > 0 {
+	if reg.Refused && !reg.MayRepeat {
+		// Nothing to look for. Staging the entries would leave PostgreSQL's COPY holding the
+		// stage's connection, on which decide's caller is read.
+		return devreg.RegisterResult{}, st.refuse(ctx, reg, devreg.Found{Total: int64(entries.Len())}, decide)
+	}
+	if !reg.MayRepeat && entries.Len() > 0 {
 		if res, done, err := st.direct(ctx, reg, entries, decide); done || err != nil {
 			return res, err
 		}
@@ -88,14 +93,12 @@ func (s *DB) Register(ctx context.Context, reg devreg.Registration, entries devr
 		return devreg.RegisterResult{}, err
 	}
 	entries.Release()
-	if reg.MayRepeat || reg.Refused {
+	if reg.MayRepeat {
 		f := devreg.Found{Total: int64(st.staged)}
-		if reg.MayRepeat {
-			if f.Repeats, err = st.repeats(ctx); err != nil {
-				return devreg.RegisterResult{}, err
-			}
-			f.EachRepeat = func(fn func(devreg.Repeat)) error { return st.eachRepeat(ctx, fn) }
+		if f.Repeats, err = st.repeats(ctx); err != nil {
+			return devreg.RegisterResult{}, err
 		}
+		f.EachRepeat = func(fn func(devreg.Repeat)) error { return st.eachRepeat(ctx, fn) }
 		endStage()
 		if f.Repeats > 0 || reg.Refused {
 			return devreg.RegisterResult{}, st.refuse(ctx, reg, f, decide)

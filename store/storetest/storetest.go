@@ -380,7 +380,8 @@ func testStageDuplicates(t *testing.T, db *store.DB) {
 }
 
 // testDecideRefuses: an error from decide is Register's, and nothing is written, on each path:
-// new devices written at once, a resend looked up, and the stage.
+// new devices written at once, a resend looked up, the stage, and a request refused already
+// (which on PostgreSQL hung on its stage's connection, busy with a COPY that nothing ended).
 func testDecideRefuses(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	acc := newAccount(t, db, "a")
@@ -392,19 +393,22 @@ func testDecideRefuses(t *testing.T, db *store.DB) {
 		name       string
 		mayRepeat  bool
 		registered bool // the lot is registered already
+		refused    bool // the request is refused already (Registration.Refused)
 	}{
-		{"new devices", false, false},
-		{"new devices, staged", true, false},
-		{"a resend", false, true},
-		{"a resend, staged", true, true},
+		{"new devices", false, false, false},
+		{"new devices, staged", true, false, false},
+		{"refused already", false, false, true},
+		{"a resend", false, true, false},
+		{"a resend, staged", true, true, false},
 	} {
-		if i == 2 {
+		if i == 3 {
 			if _, err := stage(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1", Batch: devreg.Batch{ID: "bat_1", CreatedAt: t0}}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
-		reg.Sample, reg.MayRepeat = []string{"d1", "d2"}, c.mayRepeat
+		reg.Sample, reg.MayRepeat, reg.Refused = []string{"d1", "d2"}, c.mayRepeat, c.refused
+		reg.KeyID = "key_a" // decide is handed the caller as stored now
 		res, err := db.Register(ctx, reg, EntryList(checked(acc, lot)), refuse)
 		if !errors.Is(err, refused) || res != (devreg.RegisterResult{}) {
 			t.Errorf("%s: %+v, %v; want decide's error", c.name, res, err)
