@@ -22,8 +22,7 @@ type stage struct {
 	c     handle
 	table string
 
-	staged int      // how many entries are staged
-	sample []string // the device IDs of the sampled entries (devreg.Sampled)
+	staged int // how many entries are staged
 
 	// SQLite: a full chunk's INSERT, and the rows waiting for the next.
 	insert  *sql.Stmt
@@ -164,11 +163,6 @@ func (st *stage) add(ctx context.Context, entries []devreg.StagedEntry) error {
 		return err
 	}
 	st.staged += len(entries)
-	for _, e := range entries {
-		if devreg.Sampled(e.Index) {
-			st.sample = append(st.sample, e.DeviceID)
-		}
-	}
 	return st.s.d.addToStage(ctx, st, entries)
 }
 
@@ -262,7 +256,7 @@ func (st *stage) apply(ctx context.Context, reg devreg.Registration, decide func
 	// A certificate already on another device breaks a unique index that ON CONFLICT
 	// (device_id) does not cover: a registration of certificates classifies first.
 	if !reg.DryRun && st.s.d.insertFirst() && !isCertificates(reg) {
-		if inserted, err = st.insertIfNew(ctx, q, account, insertDevices, insertArgs); err != nil {
+		if inserted, err = st.insertIfNew(ctx, q, account, reg.Sample, insertDevices, insertArgs); err != nil {
 			return res, err
 		}
 	}
@@ -420,11 +414,11 @@ func (st *stage) replaceCredentials(account int64, reg devreg.Registration) []st
 	}
 }
 
-// insertIfNew runs insert, which adds the staged devices, if none of a sample of the staged
-// device IDs is registered, skipping those that turn out to be, and returns how many it added:
+// insertIfNew runs insert, which adds the staged devices, if none of the sample (reg.Sample) is
+// registered, skipping those that turn out to be, and returns how many it added:
 // -1 if it did not run. It runs where the dialect inserts first (see insertFirst).
-func (st *stage) insertIfNew(ctx context.Context, q handle, account int64, insert string, args []any) (int64, error) {
-	if found, err := anyRegistered(ctx, q, account, st.sample); err != nil || found {
+func (st *stage) insertIfNew(ctx context.Context, q handle, account int64, sample []string, insert string, args []any) (int64, error) {
+	if found, err := anyRegistered(ctx, q, account, sample); err != nil || found {
 		return -1, err
 	}
 	r, err := q.ExecContext(ctx, insert+` ON CONFLICT (account_num, device_id) DO NOTHING`, args...)

@@ -102,8 +102,19 @@ func stage(t *testing.T, db *store.DB, account string, entries []entry, p regPla
 // register is stage from any goroutine.
 func register(ctx context.Context, db *store.DB, account string, entries []entry, p regPlan) (devreg.RegisterResult, error) {
 	reg := registration(account, p)
-	reg.MayRepeat = true
+	reg.MayRepeat, reg.Sample = true, sample(entries)
 	return db.Register(ctx, reg, EntryList(checked(account, entries)), decideAs(p))
+}
+
+// sample is the registry's sample of entries: the device IDs of those devreg.Sampled picks.
+func sample(entries []entry) []string {
+	var ids []string
+	for i, e := range entries {
+		if devreg.Sampled(i) {
+			ids = append(ids, e.id)
+		}
+	}
+	return ids
 }
 
 // checked turns entries into what the registry hands a store after checking them.
@@ -902,11 +913,7 @@ var errStaged = errors.New("left to the stage")
 func direct(t *testing.T, db *store.DB, account string, entries []entry, p regPlan) (devreg.RegisterResult, bool) {
 	t.Helper()
 	reg := registration(account, p)
-	for i, e := range entries {
-		if devreg.Sampled(i) {
-			reg.Sample = append(reg.Sample, e.id)
-		}
-	}
+	reg.Sample = sample(entries)
 	ctx, timings := devreg.NewContextWithTimings(context.Background())
 	decide := decideAs(p)
 	res, err := db.Register(ctx, reg, EntryList(checked(account, entries)), func(f devreg.Found) (devreg.Decision, error) {
