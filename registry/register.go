@@ -28,16 +28,16 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		return res, err
 	}
 	// A registration asks again whether its caller may, in the transaction that would write
-	// (decide reads Found.Caller). One refused before it gets there still tells about the
-	// registry, so it answers only a caller who may still have the answer at its end.
-	rechecked := false
+	// (the policy's decide reads Found.Caller). One refused before it gets there still tells
+	// about the registry, so it answers only a caller who may still have the answer at its end.
+	var policy *registrationPolicy
 	defer func() {
 		if err == nil && !opts.DryRun {
 			s.Metrics.Registered(res.Created, res.Replaced)
 		}
 	}()
 	defer func() {
-		if rechecked || refusesCaller(err) {
+		if policy != nil && policy.rechecked || refusesCaller(err) {
 			return
 		}
 		if rerr := s.recheck(ctx, c, notRegistered); refusesCaller(rerr) || rerr != nil && err == nil {
@@ -132,59 +132,75 @@ func (s *Service) Register(ctx context.Context, deviceTypeID string, src devreg.
 		MayRepeat:    read.maybeDuplicates,
 		Refused:      read.invalid.Count > 0,
 	}
-	replace := opts.OnConflict == devreg.ConflictReplace
-	decide := func(f devreg.Found) (devreg.Decision, error) {
-		if c.KeyID != "" || c.UserID != "" {
-			rechecked = true
-			k, found := devreg.APIKey{}, f.Caller != nil
-			if found {
-				k = *f.Caller
-			}
-			if err := s.stillAuthorized(c, k, found, notRegistered); err != nil {
-				return devreg.Decision{}, err
-			}
-		}
-		if f.Repeats > 0 || read.invalid.Count > 0 {
-			dups := devreg.ProblemList{Sink: opts.Problems}
-			if f.EachRepeat != nil {
-				if err := f.EachRepeat(func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
-					return devreg.Decision{}, err
-				}
-			}
-			return devreg.Decision{}, invalidRows(read.invalid.Merge(dups), read.total)
-		}
-		refused := devreg.ProblemList{Sink: opts.Problems}
-		refuse := func(k devreg.Conflict) { refused.Add(refusedProblem(k, c, dt.ID, read.certificates)) }
-		if f.TakenNew > 0 || replace && f.TakenConflicting > 0 {
-			if err := f.EachTaken(replace, refuse); err != nil {
-				return devreg.Decision{}, err
-			}
-			return devreg.Decision{}, invalidRows(refused, read.total)
-		}
-		if f.Conflicting > 0 && opts.OnConflict == devreg.ConflictFail {
-			if err := f.EachConflict(refuse); err != nil {
-				return devreg.Decision{}, err
-			}
-			return devreg.Decision{}, refused.Error(devreg.ECONFLICT, fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
-				"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", f.Conflicting, f.Total))
-		}
-		d := devreg.Decision{Replace: replace, Audit: audit}
-		out := f.Outcome(d)
-		audit.Details = map[string]any{"device_type_id": dt.ID, "batch_id": batchID, "on_conflict": string(opts.OnConflict), "filename": opts.Filename,
-			"name": opts.BatchName, "created": out.Created, "unchanged": out.Unchanged, "replaced": out.Replaced, "skipped": out.Skipped}
-		if opts.Credentials == devreg.CredentialsReset {
-			audit.Details["credentials"] = string(opts.Credentials)
-			audit.Details["device_credentials_dropped"] = out.DeviceCredentialsDropped
-		}
-		return d, nil
-	}
+	policy = &registrationPolicy{s: s, c: c, typeID: dt.ID, batchID: batchID, opts: opts, read: &read, audit: audit}
 	defer s.forgetDevices() // a replaced device may have moved to another type
-	res, err = s.store.Register(ctx, reg, spool, decide)
+	res, err = s.store.Register(ctx, reg, spool, policy.decide)
 	if errors.Is(err, devreg.ErrDeviceTypeDeleted) {
 		return res, devreg.Errorf(devreg.ENOTFOUND, "device type %s was deleted while the request was read; nothing was registered "+
 			"(create the device type again, or choose another, and send the file again)", dt.ID)
 	}
 	return res, err
+}
+
+// registrationPolicy decides a registration from what its store found (the decide of
+// store.Register): it asks again whether the caller may, refuses with every problem named, or
+// skips or replaces the conflicting devices, and makes the audit entry.
+type registrationPolicy struct {
+	s               *Service
+	c               devreg.Caller
+	typeID, batchID string
+	opts            devreg.RegisterOptions
+	read            *readResult
+	audit           *devreg.AuditEntry
+	rechecked       bool // decide has asked again whether the caller may
+}
+
+// decide is the decide of store.Register: it refuses (nothing is written) or says what to write.
+func (p *registrationPolicy) decide(f devreg.Found) (devreg.Decision, error) {
+	replace := p.opts.OnConflict == devreg.ConflictReplace
+	if p.c.KeyID != "" || p.c.UserID != "" {
+		p.rechecked = true
+		k, found := devreg.APIKey{}, f.Caller != nil
+		if found {
+			k = *f.Caller
+		}
+		if err := p.s.stillAuthorized(p.c, k, found, notRegistered); err != nil {
+			return devreg.Decision{}, err
+		}
+	}
+	if f.Repeats > 0 || p.read.invalid.Count > 0 {
+		dups := devreg.ProblemList{Sink: p.opts.Problems}
+		if f.EachRepeat != nil {
+			if err := f.EachRepeat(func(r devreg.Repeat) { dups.Add(repeatProblem(r)) }); err != nil {
+				return devreg.Decision{}, err
+			}
+		}
+		return devreg.Decision{}, invalidRows(p.read.invalid.Merge(dups), p.read.total)
+	}
+	refused := devreg.ProblemList{Sink: p.opts.Problems}
+	refuse := func(k devreg.Conflict) { refused.Add(refusedProblem(k, p.c, p.typeID, p.read.certificates)) }
+	if f.TakenNew > 0 || replace && f.TakenConflicting > 0 {
+		if err := f.EachTaken(replace, refuse); err != nil {
+			return devreg.Decision{}, err
+		}
+		return devreg.Decision{}, invalidRows(refused, p.read.total)
+	}
+	if f.Conflicting > 0 && p.opts.OnConflict == devreg.ConflictFail {
+		if err := f.EachConflict(refuse); err != nil {
+			return devreg.Decision{}, err
+		}
+		return devreg.Decision{}, refused.Error(devreg.ECONFLICT, fmt.Sprintf("%d of %d devices are already registered differently; nothing was registered "+
+			"(on_conflict=skip leaves them, on_conflict=replace overwrites them)", f.Conflicting, f.Total))
+	}
+	d := devreg.Decision{Replace: replace, Audit: p.audit}
+	out := f.Outcome(d)
+	p.audit.Details = map[string]any{"device_type_id": p.typeID, "batch_id": p.batchID, "on_conflict": string(p.opts.OnConflict), "filename": p.opts.Filename,
+		"name": p.opts.BatchName, "created": out.Created, "unchanged": out.Unchanged, "replaced": out.Replaced, "skipped": out.Skipped}
+	if p.opts.Credentials == devreg.CredentialsReset {
+		p.audit.Details["credentials"] = string(p.opts.Credentials)
+		p.audit.Details["device_credentials_dropped"] = out.DeviceCredentialsDropped
+	}
+	return d, nil
 }
 
 // unchangedRule is when a registration with opts counts a registered device unchanged.
