@@ -126,7 +126,8 @@ type StagedEntry struct {
 // has arrived whole, and handed out again in order as often as asked.
 type RegistrationEntries interface {
 	Len() int
-	// Replay hands the entries to fn in order, at most chunk at a time.
+	// Replay hands the entries to fn in order, at most chunk at a time. fn may keep the slices
+	// it is given (to hand them to another goroutine, say): they are never handed out again.
 	Replay(chunk int, fn func([]StagedEntry) error) error
 	// Release says that the entries will not be replayed again: a spool gives its disk space
 	// back, which a registration does not need while it writes what it has staged.

@@ -129,6 +129,26 @@ func (postgresDialect) snapshot() sql.TxOptions {
 	return sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
 }
 
+// beginSnapshots: the first transaction exports its snapshot (pg_export_snapshot), which each
+// of the others takes as its own before its first read (SET TRANSACTION SNAPSHOT).
+func (d postgresDialect) beginSnapshots(ctx context.Context, _ *DB, conns []*sql.Conn) ([]*sql.Tx, error) {
+	var id string
+	return beginEach(ctx, conns, d.snapshot(), func(i int, tx *sql.Tx) error {
+		switch {
+		case len(conns) == 1:
+			return nil
+		case i == 0:
+			return tx.QueryRowContext(ctx, `SELECT pg_export_snapshot()`).Scan(&id)
+		case strings.Trim(id, "0123456789ABCDEF-") != "":
+			return fmt.Errorf("PostgreSQL exported a snapshot named %q", id)
+		default:
+			// A command of its own, which takes no parameter; the name is PostgreSQL's, checked.
+			_, err := tx.ExecContext(ctx, `SET TRANSACTION SNAPSHOT '`+id+`'`)
+			return err
+		}
+	})
+}
+
 // inQueuedTx sends the statements in one pipeline: one round trip for all, where a transaction
 // that runs them one by one pays one each. The BEGIN goes out with fn's first flush, and the
 // COMMIT in a round trip of its own once the callbacks of the last flush have agreed (in the same

@@ -38,8 +38,8 @@ type stage struct {
 	release func() // hands back the stage's registration slot
 }
 
-// registrations is what a DB's registrations share: a semaphore of how many may hold a
-// connection at once (a quarter of the pool, at least one), so that bulk work never takes the
+// registrations is what a DB's registrations share: a semaphore of how many connections they may
+// hold at once (a quarter of the pool, at least one), so that bulk work never takes the
 // connections device logins and small reads need.
 type registrations struct {
 	slots chan struct{}
@@ -56,6 +56,17 @@ func (r *registrations) slot(ctx context.Context) (release func(), err error) {
 		return func() { <-r.slots }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// trySlot takes a slot if one is free now, for a registration that has one already and can use
+// another connection to go faster, but needs none.
+func (r *registrations) trySlot() (release func(), ok bool) {
+	select {
+	case r.slots <- struct{}{}:
+		return func() { <-r.slots }, true
+	default:
+		return nil, false
 	}
 }
 

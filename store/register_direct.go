@@ -5,7 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"devreg"
 	"devreg/credential"
@@ -161,63 +165,63 @@ var errMixed = errors.New("some devices are new, some registered")
 // device's credential; under on_conflict=replace one valid now). It reads one snapshot and
 // returns done=false for any other request, as soon as it knows. decide is given what it found,
 // and the caller read in the same snapshot.
+//
+// A big request's look-ups are spread over the stage's connection and as many more as it may
+// take (lookUpConns), each reading the same snapshot: SQLite looks an entry up in about a
+// microsecond, on one core per connection.
 func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
 	decide func(devreg.Found) (devreg.Decision, error)) (res devreg.RegisterResult, done bool, err error) {
 	defer devreg.StartStage(ctx, "lookup")()
-	opts := st.s.d.snapshot()
-	tx, err := st.conn.BeginTx(ctx, &opts)
+	chunk := st.s.d.lookUpChunk()
+	conns, release := st.lookUpConns(ctx, entries.Len(), chunk)
+	defer release(1)
+	txs, err := st.s.d.beginSnapshots(ctx, st.s, conns)
 	if err != nil {
 		return res, false, err
 	}
-	defer tx.Rollback()
-	q := handle{q: tx, d: st.s.d}
+	release(len(txs))
+	defer func() {
+		for _, tx := range txs {
+			tx.Rollback()
+		}
+	}()
+	q := handle{q: txs[0], d: st.s.d}
 	account, err := accountNumber(ctx, q, reg.AccountID)
 	if err != nil {
 		return res, false, err
 	}
-	chunk := st.s.d.lookUpChunk()
-	full, err := tx.PrepareContext(ctx, st.s.d.bind(lookUpSQL(st.s.d, reg, chunk)))
-	if err != nil {
-		return res, false, err
-	}
-	defer full.Close()
-	fixed := []any{reg.DeviceTypeID}
-	for _, id := range reg.KeyIDs {
-		fixed = append(fixed, id)
-	}
-	var found, unchanged, total int64
-	err = entries.Replay(chunk, func(es []devreg.StagedEntry) error {
-		args := append(make([]any, 0, len(fixed)+2*len(es)+1), fixed...)
-		for _, e := range es {
-			args = append(args, e.DeviceID, e.Hashes)
-		}
-		args = append(args, account)
-		row := (*sql.Row)(nil)
-		if len(es) == chunk {
-			row = full.QueryRowContext(ctx, args...)
-		} else {
-			row = q.QueryRowContext(ctx, lookUpSQL(st.s.d, reg, len(es)), args...)
-		}
-		var f, u int64
-		if err := row.Scan(&f, &u); err != nil {
-			return fmt.Errorf("look up devices: %w", err)
-		}
-		found, unchanged, total = found+f, unchanged+u, total+int64(len(es))
-		if found > 0 && unchanged < total {
-			return errMixed
-		}
-		return nil
+	var c lookUpCount
+	g, gctx := errgroup.WithContext(ctx)
+	chunks := make(chan []devreg.StagedEntry, len(txs))
+	g.Go(func() error {
+		defer close(chunks)
+		return entries.Replay(chunk, func(es []devreg.StagedEntry) error {
+			select {
+			case chunks <- es:
+				return nil
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		})
 	})
-	f := devreg.Found{Total: total}
+	for _, tx := range txs {
+		g.Go(func() error { return st.lookUpChunks(ctx, gctx.Done(), tx, reg, account, chunk, chunks, &c) })
+	}
+	err = g.Wait()
+	for _, tx := range txs[1:] {
+		tx.Rollback() // the other connections go back now, and their slots with them
+	}
+	release(1)
+	f := devreg.Found{Total: c.total}
 	switch {
 	case errors.Is(err, errMixed):
 		return res, false, nil
 	case err != nil:
 		return res, false, err
-	case unchanged == total:
-		f.Unchanged = total
-	case found == 0 && reg.DryRun && !isCertificates(reg): // certificates may be other devices': the stage tells
-		f.New = total
+	case c.unchanged == c.total:
+		f.Unchanged = c.total
+	case c.found == 0 && reg.DryRun && !isCertificates(reg): // certificates may be other devices': the stage tells
+		f.New = c.total
 	default:
 		return res, false, nil // new devices for a run that writes: the sample found some that are gone now
 	}
@@ -231,6 +235,99 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 	res = f.Outcome(d)
 	res.DryRun = reg.DryRun
 	return res, true, nil
+}
+
+// maxLookUpConns bounds the connections of one look-up.
+const maxLookUpConns = 4
+
+// lookUpConns returns the connections a look-up of n entries reads on: the stage's, and one
+// more for each further core and chunk of entries while a registration slot is free (a
+// look-up never waits for one); and release, which gives back those from the from-th on.
+func (st *stage) lookUpConns(ctx context.Context, n, chunk int) (conns []*sql.Conn, release func(from int)) {
+	conns = []*sql.Conn{st.conn}
+	releases := []func(){nil} // the stage's is the stage's to give back
+	for len(conns) < min(maxLookUpConns, runtime.GOMAXPROCS(0), (n+chunk-1)/chunk) {
+		slotDone, ok := st.s.regs.trySlot()
+		if !ok {
+			break
+		}
+		c, err := st.s.db.Conn(ctx)
+		if err != nil {
+			slotDone()
+			break // the stage's connection does it alone
+		}
+		conns = append(conns, c)
+		releases = append(releases, func() { c.Close(); slotDone() })
+	}
+	return conns, func(from int) {
+		for i := max(from, 1); i < len(releases); i++ {
+			if releases[i] != nil {
+				releases[i]()
+				releases[i] = nil
+			}
+		}
+	}
+}
+
+// lookUpCount is what a look-up's connections have counted so far.
+type lookUpCount struct {
+	mu                      sync.Mutex
+	found, unchanged, total int64
+}
+
+// add counts a chunk's entries, found and unchanged, and reports whether the entries counted so
+// far are neither all new nor all unchanged.
+func (c *lookUpCount) add(found, unchanged, total int64) (mixed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.found, c.unchanged, c.total = c.found+found, c.unchanged+unchanged, c.total+total
+	return c.found > 0 && c.unchanged < c.total
+}
+
+// lookUpChunks looks up the chunks of entries it receives in tx, a transaction of the look-up's
+// snapshot, and counts them in c, until chunks is closed or what has been counted is mixed
+// (errMixed). Once stop is closed (another connection has ended the look-up) it lets the chunks
+// run out: a statement cut off by a context's end would cost PostgreSQL's connection, the
+// stage's among them.
+func (st *stage) lookUpChunks(ctx context.Context, stop <-chan struct{}, tx *sql.Tx, reg devreg.Registration, account int64, chunk int,
+	chunks <-chan []devreg.StagedEntry, c *lookUpCount) error {
+	q := handle{q: tx, d: st.s.d}
+	full, err := tx.PrepareContext(ctx, st.s.d.bind(lookUpSQL(st.s.d, reg, chunk)))
+	if err != nil {
+		return err
+	}
+	defer full.Close()
+	fixed := []any{reg.DeviceTypeID}
+	for _, id := range reg.KeyIDs {
+		fixed = append(fixed, id)
+	}
+	args := make([]any, 0, len(fixed)+2*chunk+1)
+	for es := range chunks {
+		select {
+		case <-stop:
+			continue
+		default:
+		}
+		args = append(args[:0], fixed...)
+		for _, e := range es {
+			args = append(args, e.DeviceID, e.Hashes)
+		}
+		args = append(args, account)
+		var row *sql.Row
+		if len(es) == chunk {
+			row = full.QueryRowContext(ctx, args...)
+		} else {
+			row = q.QueryRowContext(ctx, lookUpSQL(st.s.d, reg, len(es)), args...)
+		}
+		var f, u int64
+		if err := row.Scan(&f, &u); err != nil {
+			return fmt.Errorf("look up devices: %w", err)
+		}
+		if c.add(f, u, int64(len(es))) {
+			return errMixed
+		}
+	}
+	return nil
 }
 
 // lookUpSQL counts how many of rows entries are registered, and how many of those unchanged.

@@ -183,6 +183,31 @@ func (d *sqliteDialect) writeLock(ctx context.Context) (unlock func(), err error
 // snapshot of the write-ahead log from its first read on.
 func (*sqliteDialect) snapshot() sql.TxOptions { return sql.TxOptions{ReadOnly: true} }
 
+// beginSnapshots: a transaction's snapshot is the last commit before its first read, so the
+// transactions each read once while a connection holds the database's write lock (BEGIN
+// IMMEDIATE, which holds off other processes' writers too), and no commit can fall between the
+// first snapshot and the last. The lock is held for those few reads, not for the transactions.
+// While a writer of this process is at work, it begins the first alone rather than wait.
+func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) ([]*sql.Tx, error) {
+	if len(conns) > 1 {
+		select {
+		case d.writer <- struct{}{}:
+			defer func() { <-d.writer }()
+			w, err := s.db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			defer w.Rollback()
+		default:
+			conns = conns[:1]
+		}
+	}
+	return beginEach(ctx, conns, d.snapshot(), func(_ int, tx *sql.Tx) error {
+		var n int
+		return tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
+	})
+}
+
 // inQueuedTx runs the statements one after another in a write transaction, which costs the same
 // in the process as running them together.
 func (*sqliteDialect) inQueuedTx(ctx context.Context, s *DB, fn func(q stmtQueue) error) error {

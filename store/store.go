@@ -99,6 +99,12 @@ type dialect interface {
 	// snapshot is the options of a read-only transaction that reads one snapshot of the
 	// database from its first read on.
 	snapshot() sql.TxOptions
+	// beginSnapshots begins a read-only transaction on each of conns, all of which read one
+	// snapshot of the database, so that the reads of one snapshot can be spread over several
+	// connections. Rather than wait for a writer it may begin them on the first few of conns
+	// only (one at least): the caller reads on those it gets. On an error it rolls back those
+	// it has begun.
+	beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) ([]*sql.Tx, error)
 	// inQueuedTx is DB.inQueuedTx.
 	inQueuedTx(ctx context.Context, s *DB, fn func(q stmtQueue) error) error
 
@@ -339,6 +345,26 @@ func (s *DB) inTx(ctx context.Context, fn func(tx handle) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// beginEach begins a transaction with opts on each of conns, in order, and runs first in each as
+// it is begun. On an error it rolls back those it has begun.
+func beginEach(ctx context.Context, conns []*sql.Conn, opts sql.TxOptions, first func(i int, tx *sql.Tx) error) ([]*sql.Tx, error) {
+	txs := make([]*sql.Tx, 0, len(conns))
+	for i, c := range conns {
+		tx, err := c.BeginTx(ctx, &opts)
+		if err == nil {
+			txs = append(txs, tx)
+			err = first(i, tx)
+		}
+		if err != nil {
+			for _, tx := range txs {
+				tx.Rollback()
+			}
+			return nil, fmt.Errorf("begin a snapshot: %w", err)
+		}
+	}
+	return txs, nil
 }
 
 // notFound turns sql.ErrNoRows into the domain's not-found error.

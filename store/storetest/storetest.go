@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"device-types", testDeviceTypes},
 		{"stage-apply", testStageApply},
 		{"direct-new-and-resent-files", testDirect},
+		{"big-look-ups-spread-over-connections", testLookUpSpread},
 		{"stage-duplicates", testStageDuplicates},
 		{"decide-refuses-on-every-path", testDecideRefuses},
 		{"stage-replace-moves-counts", testStageReplace},
@@ -1012,6 +1013,63 @@ func testDirect(t *testing.T, db *store.DB) {
 		t.Errorf("a request left to the stage changed a secret")
 	}
 	checkCounts(t, db, acc)
+}
+
+// testLookUpSpread: a big request sent again, or a dry run of new devices, is looked up on
+// several connections at once, in one snapshot. The counts are the whole request's; a changed
+// secret or a registered device in any part of it leaves it to the stage, with nothing written;
+// and two such look-ups at once, which share the registrations' connections, both answer.
+func testLookUpSpread(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	const n = 5000 // 5 of PostgreSQL's look-up statements, 20 of SQLite's
+	lot, fresh := make([]entry, n), make([]entry, n)
+	for i := range n {
+		lot[i], fresh[i] = entry{fmt.Sprintf("big-%05d", i), "secret-one"}, entry{fmt.Sprintf("new-%05d", i), "secret-one"}
+	}
+	if res, done := direct(t, db, acc, fresh, regPlan{DeviceTypeID: "dt_1", DryRun: true}); !done || res != (devreg.RegisterResult{Created: n, DryRun: true}) {
+		t.Errorf("dry run of new devices: %+v, done %v", res, done)
+	}
+	if res, done := direct(t, db, acc, lot, regPlan{DeviceTypeID: "dt_1"}); !done || res.Created != n {
+		t.Fatalf("new devices: %+v, done %v", res, done)
+	}
+	var wg sync.WaitGroup
+	results, errs := make([]devreg.RegisterResult, 2), make([]error, 2)
+	for i := range results {
+		wg.Go(func() {
+			reg := registration(acc, regPlan{DeviceTypeID: "dt_1"})
+			reg.Sample = sample(lot)
+			results[i], errs[i] = db.Register(ctx, reg, EntryList(checked(acc, lot)), decideAs(regPlan{DeviceTypeID: "dt_1"}))
+		})
+	}
+	wg.Wait()
+	for i := range results {
+		if errs[i] != nil || results[i] != (devreg.RegisterResult{Unchanged: n}) {
+			t.Errorf("one of two resends at once: %+v, %v", results[i], errs[i])
+		}
+	}
+	for _, at := range []int{0, n / 2, n - 1} {
+		changed := slices.Clone(lot)
+		changed[at].secret = "secret-new"
+		if res, done := direct(t, db, acc, changed, regPlan{DeviceTypeID: "dt_1"}); done {
+			t.Errorf("a resend with entry %d's secret changed: applied without a stage: %+v", at, res)
+		}
+		mixed := slices.Clone(fresh)
+		mixed[at] = lot[at]
+		if res, done := direct(t, db, acc, mixed, regPlan{DeviceTypeID: "dt_1", DryRun: true}); done {
+			t.Errorf("a dry run with entry %d registered: applied without a stage: %+v", at, res)
+		}
+	}
+	if d, _ := db.DeviceAuth(ctx, acc, lot[n-1].id); len(d.Credentials) != 1 || !bytes.Equal(d.Credentials[0].Hash, credential.Hash(key, acc, lot[n-1].id, "secret-one")) {
+		t.Errorf("a request left to the stage changed a secret")
+	}
+	if dt, err := db.DeviceType(ctx, acc, "dt_1"); err != nil || dt.DeviceCount != n {
+		t.Errorf("after the look-ups the device type counts %d devices (%v); want %d", dt.DeviceCount, err, n)
+	}
+	if _, err := db.Device(ctx, acc, fresh[0].id); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("a dry run or a request left to the stage wrote a device: %v", err)
+	}
 }
 
 // testTrustedCAs: a type's CAs are stored with their DER, listed oldest first to their account
