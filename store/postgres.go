@@ -131,9 +131,9 @@ func (postgresDialect) snapshot() sql.TxOptions {
 
 // beginSnapshots: the first transaction exports its snapshot (pg_export_snapshot), which each
 // of the others takes as its own before its first read (SET TRANSACTION SNAPSHOT).
-func (d postgresDialect) beginSnapshots(ctx context.Context, _ *DB, conns []*sql.Conn) ([]*sql.Tx, error) {
+func (d postgresDialect) beginSnapshots(ctx context.Context, _ *DB, conns []*sql.Conn) ([]*sql.Tx, func(), error) {
 	var id string
-	return beginEach(ctx, conns, d.snapshot(), func(i int, tx *sql.Tx) error {
+	txs, err := beginEach(ctx, conns, d.snapshot(), func(i int, tx *sql.Tx) error {
 		switch {
 		case len(conns) == 1:
 			return nil
@@ -147,6 +147,7 @@ func (d postgresDialect) beginSnapshots(ctx context.Context, _ *DB, conns []*sql
 			return err
 		}
 	})
+	return txs, func() { rollBack(txs) }, err
 }
 
 // inQueuedTx sends the statements in one pipeline: one round trip for all, where a transaction

@@ -175,18 +175,21 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 	chunk := st.s.d.lookUpChunk()
 	conns, release := st.lookUpConns(ctx, entries.Len(), chunk)
 	defer release(1)
-	txs, err := st.s.d.beginSnapshots(ctx, st.s, conns)
+	txs, endTxs, err := st.s.d.beginSnapshots(ctx, st.s, conns)
 	if err != nil {
 		return res, false, err
 	}
+	end := sync.OnceFunc(endTxs)
+	defer end()
 	release(len(txs))
-	defer func() {
-		for _, tx := range txs {
-			tx.Rollback()
-		}
-	}()
+	// The caller first, in the same snapshot: the other connections can go back as soon as
+	// they are done.
 	q := handle{q: txs[0], d: st.s.d}
 	account, err := accountNumber(ctx, q, reg.AccountID)
+	if err != nil {
+		return res, false, err
+	}
+	caller, err := readCaller(ctx, q, reg, false)
 	if err != nil {
 		return res, false, err
 	}
@@ -208,11 +211,9 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 		g.Go(func() error { return st.lookUpChunks(ctx, gctx.Done(), tx, reg, account, chunk, chunks, &c) })
 	}
 	err = g.Wait()
-	for _, tx := range txs[1:] {
-		tx.Rollback() // the other connections go back now, and their slots with them
-	}
+	end()
 	release(1)
-	f := devreg.Found{Total: c.total}
+	f := devreg.Found{Total: c.total, Caller: caller}
 	switch {
 	case errors.Is(err, errMixed):
 		return res, false, nil
@@ -224,9 +225,6 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 		f.New = c.total
 	default:
 		return res, false, nil // new devices for a run that writes: the sample found some that are gone now
-	}
-	if f.Caller, err = readCaller(ctx, q, reg, false); err != nil {
-		return res, false, err
 	}
 	d, err := decide(f)
 	if err != nil {

@@ -42,7 +42,7 @@ func TestSnapshotsAreOne(t *testing.T) {
 				defer c.Close()
 				conns[i] = c
 			}
-			txs, err := s.d.beginSnapshots(ctx, s, conns)
+			txs, end, err := s.d.beginSnapshots(ctx, s, conns)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,8 +54,8 @@ func TestSnapshotsAreOne(t *testing.T) {
 				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM failures`).Scan(&counts[i]); err != nil {
 					t.Fatal(err)
 				}
-				tx.Rollback()
 			}
+			end()
 			for i := range conns {
 				conns[i].Close()
 			}

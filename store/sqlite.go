@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -17,16 +18,19 @@ import (
 	"devreg"
 )
 
-// SQLite page cache sizes in KiB (negative, as PRAGMA cache_size takes them): each connection's,
-// and that of the one connection writing a registration, which touches pages all over the
-// unique index of device IDs. SQLite writes one transaction at a time, so at most one
-// connection has the bigger cache, and it gives the memory back after. 64 MiB made a million
-// devices with IDs spread like UUIDs about 8% faster than 16 MiB, at 95 MB more peak memory;
-// 32 MiB is the middle.
+// SQLite page cache sizes in KiB: each connection's, and that of the one connection writing a
+// registration, which touches pages all over the unique index of device IDs. SQLite writes one
+// transaction at a time, so at most one connection has the bigger cache, and it gives the memory
+// back after. 64 MiB made a million devices with IDs spread like UUIDs about 8% faster than 16
+// MiB, at 95 MB more peak memory; 32 MiB is the middle. The connections of a look-up share one
+// connection's (beginSnapshots).
 const (
-	cacheSize         = "-16384"
-	registerCacheSize = "-32768"
+	cacheKiB         = 16384
+	registerCacheKiB = 32768
 )
+
+// cacheSize is PRAGMA cache_size's value for kib KiB.
+func cacheSize(kib int) string { return strconv.Itoa(-kib) }
 
 // sqliteMigrations is the directory of the embedded migrations of SQLite.
 const sqliteMigrations = "migrations/sqlite"
@@ -70,7 +74,7 @@ func openSQLite(url string, existing bool) (dialect, *sql.DB, error) {
 		f.Close()
 	}
 	db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
-		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size("+cacheSize+")&_txlock=immediate")
+		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size("+cacheSize(cacheKiB)+")&_txlock=immediate")
 	if err != nil {
 		dirLock.Release()
 		return nil, nil, err
@@ -187,25 +191,54 @@ func (*sqliteDialect) snapshot() sql.TxOptions { return sql.TxOptions{ReadOnly: 
 // transactions each read once while a connection holds the database's write lock (BEGIN
 // IMMEDIATE, which holds off other processes' writers too), and no commit can fall between the
 // first snapshot and the last. The lock is held for those few reads, not for the transactions.
-// While a writer of this process is at work, it begins the first alone rather than wait.
-func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) ([]*sql.Tx, error) {
+// While a writer of this process is at work, it begins the first alone rather than wait. The
+// connections share one connection's page cache until end, so that a look-up spread over them
+// takes the memory one connection's would, and the others give theirs back after.
+func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) (txs []*sql.Tx, end func(), err error) {
 	if len(conns) > 1 {
 		select {
 		case d.writer <- struct{}{}:
 			defer func() { <-d.writer }()
-			w, err := s.db.BeginTx(ctx, nil)
-			if err != nil {
-				return nil, err
-			}
-			defer w.Rollback()
 		default:
 			conns = conns[:1]
 		}
 	}
-	return beginEach(ctx, conns, d.snapshot(), func(_ int, tx *sql.Tx) error {
+	firstRead := func(_ int, tx *sql.Tx) error {
 		var n int
 		return tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
-	})
+	}
+	if len(conns) == 1 {
+		txs, err := beginEach(ctx, conns, d.snapshot(), firstRead)
+		return txs, func() { rollBack(txs) }, err
+	}
+	restore := func() {
+		for i, c := range conns {
+			q := `PRAGMA cache_size = ` + cacheSize(cacheKiB)
+			if i > 0 {
+				q += `; PRAGMA shrink_memory`
+			}
+			c.ExecContext(context.Background(), q)
+		}
+	}
+	err = func() error {
+		for _, c := range conns {
+			if _, err := c.ExecContext(ctx, `PRAGMA cache_size = `+cacheSize(cacheKiB/len(conns))); err != nil {
+				return err
+			}
+		}
+		w, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer w.Rollback()
+		txs, err = beginEach(ctx, conns, d.snapshot(), firstRead)
+		return err
+	}()
+	if err != nil {
+		restore()
+		return nil, nil, err
+	}
+	return txs, func() { rollBack(txs); restore() }, nil
 }
 
 // inQueuedTx runs the statements one after another in a write transaction, which costs the same
@@ -287,13 +320,13 @@ func (d *sqliteDialect) readyToWrite(ctx context.Context, c handle) (done func()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.ExecContext(ctx, `PRAGMA cache_size = `+registerCacheSize+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
+	if _, err := c.ExecContext(ctx, `PRAGMA cache_size = `+cacheSize(registerCacheKiB)+`; PRAGMA wal_autocheckpoint = 0`); err != nil {
 		turnDone()
 		return nil, err
 	}
 	return func() {
 		turnDone()
-		c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
+		c.ExecContext(context.Background(), `PRAGMA cache_size = `+cacheSize(cacheKiB)+`; PRAGMA wal_autocheckpoint = 1000; PRAGMA shrink_memory`)
 		d.checkpointSoon()
 	}, nil
 }

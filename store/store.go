@@ -102,9 +102,9 @@ type dialect interface {
 	// beginSnapshots begins a read-only transaction on each of conns, all of which read one
 	// snapshot of the database, so that the reads of one snapshot can be spread over several
 	// connections. Rather than wait for a writer it may begin them on the first few of conns
-	// only (one at least): the caller reads on those it gets. On an error it rolls back those
-	// it has begun.
-	beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) ([]*sql.Tx, error)
+	// only (one at least): the caller reads on those it gets. end rolls them back and readies
+	// the connections for other work. On an error it rolls back those it has begun.
+	beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) (txs []*sql.Tx, end func(), err error)
 	// inQueuedTx is DB.inQueuedTx.
 	inQueuedTx(ctx context.Context, s *DB, fn func(q stmtQueue) error) error
 
@@ -358,13 +358,18 @@ func beginEach(ctx context.Context, conns []*sql.Conn, opts sql.TxOptions, first
 			err = first(i, tx)
 		}
 		if err != nil {
-			for _, tx := range txs {
-				tx.Rollback()
-			}
+			rollBack(txs)
 			return nil, fmt.Errorf("begin a snapshot: %w", err)
 		}
 	}
 	return txs, nil
+}
+
+// rollBack rolls back each of txs that is not over.
+func rollBack(txs []*sql.Tx) {
+	for _, tx := range txs {
+		tx.Rollback()
+	}
 }
 
 // notFound turns sql.ErrNoRows into the domain's not-found error.
