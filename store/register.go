@@ -298,6 +298,11 @@ func (st *stage) apply(ctx context.Context, reg devreg.Registration, decide func
 	if f.Caller, err = readCaller(ctx, q, reg, !reg.DryRun); err != nil {
 		return res, err
 	}
+	if reg.DryRun {
+		if err := dryRunType(ctx, q, reg); err != nil {
+			return res, err
+		}
+	}
 	f.EachConflict = func(fn func(devreg.Conflict)) error { return st.eachConflict(ctx, q, fn) }
 	f.EachTaken = func(replace bool, fn func(devreg.Conflict)) error { return st.eachTaken(ctx, q, account, replace, fn) }
 	d, err := decide(f)

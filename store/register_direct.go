@@ -127,6 +127,20 @@ func batchSteps(reg devreg.Registration, count, connected, typeDelta int64) []st
 	}
 }
 
+// dryRunType returns devreg.ErrDeviceTypeDeleted when a dry run's device type is not in the
+// snapshot it reads (deleted while the request was read), as a run that writes finds when it adds
+// its devices to the type's count (runSteps).
+func dryRunType(ctx context.Context, q handle, reg devreg.Registration) error {
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM device_types WHERE account_id = ? AND id = ?`, reg.AccountID, reg.DeviceTypeID).Scan(&n); err != nil {
+		return fmt.Errorf("register devices: %w", err)
+	}
+	if n == 0 {
+		return devreg.ErrDeviceTypeDeleted
+	}
+	return nil
+}
+
 // accountNumber returns the number of an account, which keys the unique index of devices.
 func accountNumber(ctx context.Context, q handle, accountID string) (int64, error) {
 	var num int64
@@ -192,6 +206,11 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 	caller, err := readCaller(ctx, q, reg, false)
 	if err != nil {
 		return res, false, err
+	}
+	if reg.DryRun {
+		if err := dryRunType(ctx, q, reg); err != nil {
+			return res, true, err
+		}
 	}
 	var c lookUpCount
 	g, gctx := errgroup.WithContext(ctx)

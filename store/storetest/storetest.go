@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"stage-apply", testStageApply},
 		{"direct-new-and-resent-files", testDirect},
 		{"big-look-ups-spread-over-connections", testLookUpSpread},
+		{"device-type-deleted-meanwhile", testTypeDeletedMeanwhile},
 		{"stage-duplicates", testStageDuplicates},
 		{"decide-refuses-on-every-path", testDecideRefuses},
 		{"stage-replace-moves-counts", testStageReplace},
@@ -1069,6 +1070,39 @@ func testLookUpSpread(t *testing.T, db *store.DB) {
 	}
 	if _, err := db.Device(ctx, acc, fresh[0].id); devreg.ErrorCode(err) != devreg.ENOTFOUND {
 		t.Errorf("a dry run or a request left to the stage wrote a device: %v", err)
+	}
+}
+
+// testTypeDeletedMeanwhile: a registration whose device type is gone by the time the store looks
+// (deleted while the request was read) ends with devreg.ErrDeviceTypeDeleted and writes nothing,
+// a dry run as well as a run that writes, on each path: new devices, and a mix of new and
+// registered ones (the stage).
+func testTypeDeletedMeanwhile(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	acc := newAccount(t, db, "a")
+	newType(t, db, acc, "dt_1")
+	newType(t, db, acc, "dt_gone")
+	registered := []entry{{"dev-1", "secret-one"}}
+	if res, done := direct(t, db, acc, registered, regPlan{DeviceTypeID: "dt_1"}); !done || res.Created != 1 {
+		t.Fatalf("registering: %+v, done %v", res, done)
+	}
+	if err := db.DeleteDeviceType(ctx, acc, "dt_gone"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := []entry{{"dev-2", "secret-two"}, {"dev-3", "secret-two"}}
+	for name, entries := range map[string][]entry{"new devices": fresh, "new and registered": append(fresh, registered...)} {
+		for _, dry := range []bool{true, false} {
+			p := regPlan{DeviceTypeID: "dt_gone", DryRun: dry, OnConflict: devreg.ConflictSkip}
+			reg := registration(acc, p)
+			reg.Sample = sample(entries)
+			res, err := db.Register(ctx, reg, EntryList(checked(acc, entries)), decideAs(p))
+			if !errors.Is(err, devreg.ErrDeviceTypeDeleted) {
+				t.Errorf("%s, dry run %v, into a deleted device type: %+v, %v; want ErrDeviceTypeDeleted", name, dry, res, err)
+			}
+		}
+	}
+	if _, err := db.Device(ctx, acc, "dev-2"); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+		t.Errorf("a registration into a deleted device type wrote a device: %v", err)
 	}
 }
 
