@@ -127,9 +127,12 @@ func TestLookUpAttackOneInstant(t *testing.T) {
 					w = openForTest(t, url)
 				}
 				acc := atkSetUp(t, s)
-				const n = 12000
+				n := 12000
+				if _, sqlite := s.d.(*sqliteDialect); sqlite {
+					n = 4000 // 16 of SQLite's look-up statements
+				}
 				lot, fresh := atkEntries(acc, "lot", n, "secret-one"), atkEntries(acc, "new", n, "secret-one")
-				if res, err := s.Register(ctx, atkReg(acc, lot, false), lot, acceptAll); err != nil || res.Created != n {
+				if res, err := s.Register(ctx, atkReg(acc, lot, false), lot, acceptAll); err != nil || res.Created != int64(n) {
 					t.Fatalf("register: %+v %v", res, err)
 				}
 				// One of the fresh IDs registered: it moves between the first and the last.
@@ -182,16 +185,21 @@ func TestLookUpAttackOneInstant(t *testing.T) {
 							return
 						}
 						toggles.Add(1)
+						time.Sleep(200 * time.Microsecond) // room for SQLite's readers to begin
 					}
 				}()
 				var lies, lookedUp, staged atomic.Int64
 				var wg sync.WaitGroup
 				until := time.Now().Add(4 * time.Second)
-				for g := range 2 {
+				requesters := 2
+				if _, sqlite := s.d.(*sqliteDialect); sqlite {
+					requesters = 1 // SQLite's two slots: a second request would take the look-up's second connection
+				}
+				for g := range requesters {
 					wg.Go(func() {
 						for i := 0; time.Now().Before(until); i++ {
-							l, dry := lot, false
-							if (g+i)%2 == 1 {
+							l, dry := lot, (g+i)%3 == 0 // a dry run's resend takes no write lock first
+							if (g+i)%3 == 1 {
 								l, dry = fresh, true
 							}
 							_, st, err := atkRegister(ctx, s, atkReg(acc, l, dry), l, func(f devreg.Found) (devreg.Decision, error) {
@@ -389,4 +397,127 @@ func atkCheckSQLiteConns(t *testing.T, s *DB) {
 			c.ExecContext(ctx, `ROLLBACK`)
 		}
 	}
+}
+
+// TestLookUpAttackParallel: many resends and dry runs at once, mixed with registrations of new
+// devices, re-registrations under replace and device logins (run it with -race). Each resend of
+// an untouched file is told "unchanged", each dry run "created", with nothing written; the type
+// counts what was registered; every slot and connection goes back.
+func TestLookUpAttackParallel(t *testing.T) {
+	atkProcs(t, 4)
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := openForTest(t, url)
+		acc := atkSetUp(t, s)
+		const n = 3000
+		lot, fresh := atkEntries(acc, "lot", n, "secret-one"), atkEntries(acc, "new", n, "secret-one")
+		churn := atkEntries(acc, "churn", n, "secret-one")
+		for _, l := range []atkList{lot, churn} {
+			if res, err := s.Register(ctx, atkReg(acc, l, false), l, acceptAll); err != nil || res.Created != n {
+				t.Fatalf("register: %+v %v", res, err)
+			}
+		}
+		var created atomic.Int64
+		created.Store(2 * n)
+		var wg sync.WaitGroup
+		until := time.Now().Add(5 * time.Second)
+		for g := range 6 {
+			wg.Go(func() {
+				for i := 0; time.Now().Before(until); i++ {
+					switch g {
+					case 0, 1:
+						if res, err := s.Register(ctx, atkReg(acc, lot, false), lot, acceptAll); err != nil || res != (devreg.RegisterResult{Unchanged: n}) {
+							t.Errorf("resend: %+v, %v", res, err)
+							return
+						}
+					case 2:
+						if res, err := s.Register(ctx, atkReg(acc, fresh, true), fresh, acceptAll); err != nil || res != (devreg.RegisterResult{Created: n, DryRun: true}) {
+							t.Errorf("dry run: %+v, %v", res, err)
+							return
+						}
+					case 3:
+						l := atkEntries(acc, fmt.Sprintf("more%d", i), 300+i%2*700, "secret-one")
+						res, err := s.Register(ctx, atkReg(acc, l, false), l, acceptAll)
+						if err != nil || res.Created != int64(len(l)) {
+							t.Errorf("new devices: %+v, %v", res, err)
+							return
+						}
+						created.Add(res.Created)
+					case 4:
+						// The churn lot's secrets change, then change back, under replace.
+						l := atkEntries(acc, "churn", n, fmt.Sprint("secret-", i%2))
+						reg := atkReg(acc, l, false)
+						reg.Unchanged = devreg.UnchangedValidCredential
+						res, err := s.Register(ctx, reg, l, func(devreg.Found) (devreg.Decision, error) { return devreg.Decision{Replace: true}, nil })
+						if err != nil || res.Replaced+res.Unchanged != n {
+							t.Errorf("replace: %+v, %v", res, err)
+							return
+						}
+					case 5:
+						if _, err := s.DeviceAuth(ctx, acc, lot[i%n].DeviceID); err != nil {
+							t.Errorf("device login: %v", err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		atkIdle(t, s)
+		if dt, err := s.DeviceType(ctx, acc, "dt_1"); err != nil || dt.DeviceCount != created.Load() {
+			t.Errorf("the type counts %d devices (%v), want %d", dt.DeviceCount, err, created.Load())
+		}
+		if _, err := s.Device(ctx, acc, fresh[0].DeviceID); devreg.ErrorCode(err) != devreg.ENOTFOUND {
+			t.Errorf("a dry run wrote a device: %v", err)
+		}
+		if _, sqlite := s.d.(*sqliteDialect); sqlite {
+			atkCheckSQLiteConns(t, s)
+		}
+	})
+}
+
+// TestLookUpAttackPoolFull: SQLite. With all but two of the pool's connections held (by long
+// reads), a spread look-up takes the stage's and a slot's, then waits for one more to take the
+// write lock with the process's writer turn held: once the reads end, the look-up and the
+// writers that queued for the turn all finish.
+func TestLookUpAttackPoolFull(t *testing.T) {
+	atkProcs(t, 4)
+	url := "sqlite:" + t.TempDir() + "/devreg.db"
+	ctx := context.Background()
+	s := openForTest(t, url)
+	acc := atkSetUp(t, s)
+	const n = 3000
+	fresh := atkEntries(acc, "new", n, "secret-one")
+	var held []interface{ Close() error }
+	for range 6 {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.AfterFunc(1500*time.Millisecond, func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if res, err := s.Register(tctx, atkReg(acc, fresh, true), fresh, acceptAll); err != nil || res.Created != n {
+			t.Errorf("dry run with the pool full: %+v, %v", res, err)
+		}
+	})
+	for i := range 4 {
+		wg.Go(func() {
+			time.Sleep(100 * time.Millisecond)
+			if _, _, err := s.ReserveAttempt(tctx, fmt.Sprint("login-", i), time.Now(), time.Minute); err != nil {
+				t.Errorf("a device login's write with the pool full: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	atkIdle(t, s)
+	atkCheckSQLiteConns(t, s)
 }
