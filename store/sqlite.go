@@ -73,7 +73,7 @@ func openSQLite(url string, existing bool) (dialect, *sql.DB, error) {
 	if f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
 		f.Close()
 	}
-	db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"+
+	db, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout("+strconv.Itoa(busyTimeout)+")&_pragma=journal_mode(WAL)"+
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size("+cacheSize(cacheKiB)+")&_txlock=immediate")
 	if err != nil {
 		dirLock.Release()
@@ -191,9 +191,11 @@ func (*sqliteDialect) snapshot() sql.TxOptions { return sql.TxOptions{ReadOnly: 
 // transactions each read once while a connection holds the database's write lock (BEGIN
 // IMMEDIATE, which holds off other processes' writers too), and no commit can fall between the
 // first snapshot and the last. The lock is held for those few reads, not for the transactions.
-// While a writer of this process is at work, it begins the first alone rather than wait. The
-// connections share one connection's page cache until end, so that a look-up spread over them
-// takes the memory one connection's would, and the others give theirs back after.
+// While a writer of this process is at work, or another process's holds the write lock for
+// longer than snapshotLockWait, it begins the first alone rather than wait: a look-up writes
+// nothing, and one connection's read-only transaction needs no lock. The connections share one
+// connection's page cache until end, so that a look-up spread over them takes the memory one
+// connection's would, and the others give theirs back after.
 func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.Conn) (txs []*sql.Tx, end func(), err error) {
 	if len(conns) > 1 {
 		select {
@@ -207,10 +209,46 @@ func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.
 		var n int
 		return tx.QueryRowContext(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
 	}
-	if len(conns) == 1 {
-		txs, err := beginEach(ctx, conns, d.snapshot(), firstRead)
-		return txs, func() { rollBack(txs) }, err
+	if len(conns) > 1 {
+		txs, end, err := d.beginUnderWriteLock(ctx, s, conns, firstRead)
+		if !errors.Is(err, errWriteLockBusy) {
+			return txs, end, err
+		}
 	}
+	txs, err = beginEach(ctx, conns[:1], d.snapshot(), firstRead)
+	return txs, func() { rollBack(txs) }, err
+}
+
+// snapshotLockWait is how long beginSnapshots waits for another process's writer before it
+// begins one connection's snapshot alone; busyTimeout is the connections' wait otherwise (ms).
+const (
+	snapshotLockWait = 100
+	busyTimeout      = 10000
+)
+
+// errWriteLockBusy: another process holds the database's write lock.
+var errWriteLockBusy = errors.New("the database's write lock is busy")
+
+// beginUnderWriteLock begins the snapshots of beginSnapshots while a connection of its own holds
+// the database's write lock; errWriteLockBusy, having begun none, if another process holds it.
+func (d *sqliteDialect) beginUnderWriteLock(ctx context.Context, s *DB, conns []*sql.Conn, firstRead func(int, *sql.Tx) error) (txs []*sql.Tx, end func(), err error) {
+	wc, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer wc.Close()
+	if _, err := wc.ExecContext(ctx, `PRAGMA busy_timeout = `+strconv.Itoa(snapshotLockWait)); err != nil {
+		return nil, nil, err
+	}
+	defer wc.ExecContext(context.Background(), `PRAGMA busy_timeout = `+strconv.Itoa(busyTimeout))
+	w, err := wc.BeginTx(ctx, nil) // BEGIN IMMEDIATE
+	if d.transient(err) {
+		return nil, nil, errWriteLockBusy
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer w.Rollback()
 	restore := func() {
 		for i, c := range conns {
 			q := `PRAGMA cache_size = ` + cacheSize(cacheKiB)
@@ -226,11 +264,6 @@ func (d *sqliteDialect) beginSnapshots(ctx context.Context, s *DB, conns []*sql.
 				return err
 			}
 		}
-		w, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer w.Rollback()
 		txs, err = beginEach(ctx, conns, d.snapshot(), firstRead)
 		return err
 	}()
