@@ -259,7 +259,8 @@ const maxLookUpConns = 4
 
 // lookUpConns returns the connections a look-up of n entries reads on: the stage's, and one
 // more for each further core and chunk of entries while a registration slot is free (a
-// look-up never waits for one); and release, which gives back those from the from-th on.
+// look-up never waits for a slot; for a connection of the pool it may, as any query does); and
+// release, which gives back those from the from-th on.
 func (st *stage) lookUpConns(ctx context.Context, n, chunk int) (conns []*sql.Conn, release func(from int)) {
 	conns = []*sql.Conn{st.conn}
 	releases := []func(){nil} // the stage's is the stage's to give back
