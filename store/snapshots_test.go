@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"testing"
 
 	"devreg/internal/pgtest"
@@ -31,42 +32,20 @@ func TestSnapshotsAreOne(t *testing.T) {
 				}
 			}
 		}()
+		stopWriter := sync.OnceValue(func() error { close(stop); return <-done })
+		t.Cleanup(func() { stopWriter() })
 		var first, last int
 		alone := 0
 		for round := range 300 {
-			conns := make([]*sql.Conn, 3)
-			for i := range conns {
-				c, err := s.db.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				conns[i] = c
-			}
-			txs, end, err := s.d.beginSnapshots(ctx, s, conns)
+			counts, err := snapshotCounts(ctx, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(txs) != len(conns) {
+			if counts == nil {
 				// Another process's writer held the write lock past snapshotLockWait (on
-				// SQLite): one snapshot alone, which is one snapshot. (A Conn's Close waits for
-				// its transaction to end: end first.)
+				// SQLite): one snapshot alone, which is one snapshot.
 				alone++
-				end()
-				for i := range conns {
-					conns[i].Close()
-				}
 				continue
-			}
-			counts := make([]int, len(txs))
-			for i, tx := range txs {
-				if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM failures`).Scan(&counts[i]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			end()
-			for i := range conns {
-				conns[i].Close()
 			}
 			if counts[1] != counts[0] || counts[2] != counts[0] {
 				t.Fatalf("round %d: the snapshots counted %v rows: not one snapshot", round, counts)
@@ -76,8 +55,7 @@ func TestSnapshotsAreOne(t *testing.T) {
 			}
 			last = counts[0]
 		}
-		close(stop)
-		if err := <-done; err != nil {
+		if err := stopWriter(); err != nil {
 			t.Fatal(err)
 		}
 		if alone > 100 {
@@ -87,4 +65,37 @@ func TestSnapshotsAreOne(t *testing.T) {
 			t.Fatalf("the writer committed %d rows during 300 rounds: too few to tell one snapshot from several", last-first)
 		}
 	})
+}
+
+// snapshotCounts counts the rows of failures in each of three transactions that beginSnapshots
+// begins together, or returns no counts when it began one alone.
+func snapshotCounts(ctx context.Context, s *DB) ([]int, error) {
+	conns := make([]*sql.Conn, 0, 3)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 3 {
+		c, err := s.db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	txs, end, err := s.d.beginSnapshots(ctx, s, conns)
+	if err != nil {
+		return nil, err
+	}
+	defer end() // before the connections close: a Conn's Close waits for its transaction to end
+	if len(txs) != len(conns) {
+		return nil, nil
+	}
+	counts := make([]int, len(txs))
+	for i, tx := range txs {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM failures`).Scan(&counts[i]); err != nil {
+			return nil, err
+		}
+	}
+	return counts, nil
 }
