@@ -29,6 +29,25 @@ const (
 	registerCacheKiB = 32768
 )
 
+// writeNew writes image as file, private, unless file is there already.
+func writeNew(file string, image []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(image)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(file)
+	}
+	return err
+}
+
 // cacheSize is PRAGMA cache_size's value for kib KiB.
 func cacheSize(kib int) string { return strconv.Itoa(-kib) }
 
@@ -57,7 +76,7 @@ type sqliteDialect struct {
 // openSQLite opens the SQLite file that url names ("sqlite:" prefix optional), holding its
 // directory's lock shared. With existing, a file that is not there (or empty) is an error, not a
 // new database.
-func openSQLite(url string, existing bool) (dialect, *sql.DB, error) {
+func openSQLite(url string, existing bool, image []byte) (dialect, *sql.DB, error) {
 	file := strings.TrimPrefix(url, "sqlite:")
 	if existing {
 		if fi, err := os.Stat(file); err != nil || fi.Size() == 0 {
@@ -67,6 +86,12 @@ func openSQLite(url string, existing bool) (dialect, *sql.DB, error) {
 	dirLock, err := LockDataDir(filepath.Dir(file), false)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(image) > 0 {
+		if err := writeNew(file, image); err != nil {
+			dirLock.Release()
+			return nil, nil, err
+		}
 	}
 	// SQLite creates its files with the process's umask (often readable by everyone), and its
 	// -wal and -shm files take the mode of the database file: make that one private first.

@@ -199,12 +199,24 @@ func Open(ctx context.Context, url string) (*DB, error) {
 // open opens the database at url, holding the SQLite data directory's lock shared, and brings its
 // schema up to date unless existing is set; an existing SQLite database must be there.
 func open(ctx context.Context, url string, existing bool) (*DB, error) {
+	var image []byte
+	if !existing && !IsPostgres(url) && templateOn.Load() {
+		var err error
+		if image, err = templateImage(); err != nil {
+			return nil, err
+		}
+	}
+	return openImage(ctx, url, existing, image)
+}
+
+// openImage is open; a new SQLite file starts as image, when there is one.
+func openImage(ctx context.Context, url string, existing bool, image []byte) (*DB, error) {
 	s := &DB{}
 	var err error
 	if IsPostgres(url) {
 		s.d, s.db, err = openPostgres(url)
 	} else {
-		s.d, s.db, err = openSQLite(url, existing)
+		s.d, s.db, err = openSQLite(url, existing, image)
 	}
 	if err != nil {
 		return nil, err
