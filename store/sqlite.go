@@ -29,21 +29,27 @@ const (
 	registerCacheKiB = 32768
 )
 
-// writeNew writes image as file, private, unless file is there already.
+// writeNew makes file, private, with image as its content, unless file is there already. The
+// image is written beside it and linked into place whole, so that another Open of the same new
+// file never reads half of it.
 func writeNew(file string, image []byte) error {
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
+	if _, err := os.Stat(file); err == nil {
 		return nil
 	}
+	f, err := os.CreateTemp(filepath.Dir(file), ".devreg-new-*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name())
 	_, err = f.Write(image)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		os.Remove(file)
+	if err == nil {
+		err = os.Link(f.Name(), file)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return nil
 	}
 	return err
 }

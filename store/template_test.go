@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -59,5 +61,39 @@ func TestMigratedTemplateIsTheMigratedSchema(t *testing.T) {
 	}
 	if _, err := copied.h.ExecContext(ctx, `INSERT INTO failures (key, window_start, count) VALUES ('k', 0, 1)`); err != nil {
 		t.Errorf("a write to the template's copy: %v", err)
+	}
+}
+
+// TestMigratedTemplateOpenedTwiceAtOnce: opens of one new file at once, each with the template,
+// all find a whole database (the image is linked into place whole, never read half written).
+func TestMigratedTemplateOpenedTwiceAtOnce(t *testing.T) {
+	ctx := context.Background()
+	image, err := templateImage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		url := "sqlite:" + filepath.Join(t.TempDir(), "devreg.db")
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() {
+				s, err := openImage(ctx, url, false, image)
+				if err == nil {
+					var r CheckResult
+					if r, err = s.CheckSchema(ctx); err == nil && len(r.Problems) > 0 {
+						err = fmt.Errorf("%v", r.Problems)
+					}
+					s.Close()
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("one of four opens of a new file at once: %v", err)
+			}
+		}
 	}
 }
