@@ -232,6 +232,11 @@ func (st *stage) lookUp(ctx context.Context, reg devreg.Registration, entries de
 	err = g.Wait()
 	end()
 	release(1)
+	if err != nil && ctx.Err() != nil {
+		// The request ended (its client gone): say so, not what became of the statements its
+		// transactions took with them ("sql: statement is closed", a connection dropped).
+		return res, false, ctx.Err()
+	}
 	f := devreg.Found{Total: c.total, Caller: caller}
 	switch {
 	case errors.Is(err, errMixed):
