@@ -515,3 +515,37 @@ func TestLookUpAttackPoolFull(t *testing.T) {
 	atkIdle(t, s)
 	atkCheckSQLiteConns(t, s)
 }
+
+// TestResendWaitsForNoWriter: a file sent again is answered while another transaction holds the
+// turn to write and the account's lock (a big registration inserting, say): it writes nothing,
+// so it waits for neither.
+func TestResendWaitsForNoWriter(t *testing.T) {
+	pgtest.Each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := openForTest(t, url)
+		acc := atkSetUp(t, s)
+		const n = 600
+		lot := atkEntries(acc, "lot", n, "secret-one")
+		if res, err := s.Register(ctx, atkReg(acc, lot, false), lot, acceptAll); err != nil || res.Created != n {
+			t.Fatalf("register: %+v %v", res, err)
+		}
+		unlock, err := s.d.writeLock(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if err := s.d.lockAccount(ctx, handle{q: tx, d: s.d}, acc); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if res, err := s.Register(rctx, atkReg(acc, lot, false), lot, acceptAll); err != nil || res.Unchanged != n {
+			t.Errorf("a resend while a writer holds the turn and the account: %+v, %v; want unchanged %d at once", res, err, n)
+		}
+	})
+}

@@ -26,7 +26,19 @@ import (
 // for any other request: the caller stages its entries then.
 func (st *stage) direct(ctx context.Context, reg devreg.Registration, entries devreg.RegistrationEntries,
 	decide func(devreg.Found) (devreg.Decision, error)) (devreg.RegisterResult, bool, error) {
+	resent := false
 	if !reg.DryRun {
+		// A sample registered already makes a resend likely: it is looked up, and waits for no
+		// writer. insertNew looks at the sample again, under the write lock.
+		account, err := accountNumber(ctx, st.c, reg.AccountID)
+		if err == nil {
+			resent, err = anyRegistered(ctx, st.c, account, reg.Sample)
+		}
+		if err != nil {
+			return devreg.RegisterResult{}, false, err
+		}
+	}
+	if !reg.DryRun && !resent {
 		res, done, err := st.insertNew(ctx, reg, entries, decide)
 		if errors.Is(err, errSomeNew) {
 			return res, false, nil // no look-up can answer it: straight to the stage
